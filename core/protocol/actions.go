@@ -1,0 +1,57 @@
+package protocol
+
+// Action is one step the agent carries out. Unit actions touch the unit's own files and
+// bag; leader actions touch leader data and the signer.
+type Action interface{ action() }
+
+// CreateCSR: make a new key and CSR with the csr backend, keep the key as pending, and
+// publish the CSR.
+type CreateCSR struct{ Reason string }
+
+// PublishCSR: put the pending CSR (again) in the unit's bag, with the wanted profile.
+type PublishCSR struct {
+	CSRPEM  string
+	Profile string
+}
+
+// InstallCertificate: write the certificate chain, promote the pending key, write the CA.
+type InstallCertificate struct {
+	ChainPEM string
+	CAPEM    string
+}
+
+// InstallCA: rewrite the unit's CA file with the group's current bundle.
+type InstallCA struct{ CAPEM string }
+
+// LoadSignerCA (leader): ask the signer backend for its CA bundle, creating the CA on
+// first use, so that the next decision can compare it with the published one.
+type LoadSignerCA struct{}
+
+// PublishCA (leader): set the group's CA bundle in leader data.
+type PublishCA struct{ BundlePEM string }
+
+// SignCSR (leader): have the signer sign a unit's CSR and publish the chain.
+type SignCSR struct {
+	Unit    string
+	CSRPEM  string
+	Profile string
+}
+
+// RejectCSR (leader): publish the refusal of a unit's CSR, with the reason.
+type RejectCSR struct {
+	Unit      string
+	Rejection Rejection
+}
+
+// ForgetUnit (leader): delete a departed unit's certificate and rejection from leader data.
+type ForgetUnit struct{ Unit string }
+
+func (CreateCSR) action()          {}
+func (PublishCSR) action()         {}
+func (InstallCertificate) action() {}
+func (InstallCA) action()          {}
+func (LoadSignerCA) action()       {}
+func (PublishCA) action()          {}
+func (SignCSR) action()            {}
+func (RejectCSR) action()          {}
+func (ForgetUnit) action()         {}

@@ -1,0 +1,101 @@
+package protocol
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// UnitDNSName is a unit's name as a DNS label: "db/0" becomes "db-0". Every unit's
+// certificate carries it as a SAN, since "/" cannot appear in a DNS name.
+func UnitDNSName(unit string) string { return strings.ReplaceAll(unit, "/", "-") }
+
+// leafFor returns the leaf of chain if it certifies pub and chains to the CA bundle.
+func leafFor(chainPEM string, pub crypto.PublicKey, caPEM string, now time.Time) (*x509.Certificate, error) {
+	certs, err := certutil.ParseCertificates([]byte(chainPEM))
+	if err != nil {
+		return nil, err
+	}
+	leaf := certs[0]
+	if !certutil.SamePublicKey(leaf.PublicKey, pub) {
+		return nil, errors.New("certificate is for another key")
+	}
+	if err := verifyChain(leaf, certs[1:], caPEM, now); err != nil {
+		return nil, err
+	}
+	return leaf, nil
+}
+
+// verifyChain checks that leaf chains to one of the CAs in the bundle at time now.
+func verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, caPEM string, now time.Time) error {
+	roots, err := certutil.ParseCertificates([]byte(caPEM))
+	if err != nil {
+		return fmt.Errorf("CA bundle: %w", err)
+	}
+	opts := x509.VerifyOptions{
+		Roots:         x509.NewCertPool(),
+		Intermediates: x509.NewCertPool(),
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	}
+	for _, r := range roots {
+		opts.Roots.AddCert(r)
+	}
+	for _, c := range intermediates {
+		opts.Intermediates.AddCert(c)
+	}
+	_, err = leaf.Verify(opts)
+	return err
+}
+
+// certSANs lists a certificate's DNS and IP SANs as sorted text.
+func certSANs(cert *x509.Certificate) []string {
+	sans := slices.Clone(cert.DNSNames)
+	for _, ip := range cert.IPAddresses {
+		sans = append(sans, ip.String())
+	}
+	slices.Sort(sans)
+	return slices.Compact(sans)
+}
+
+// normalSANs sorts and de-duplicates wanted SANs, writing IPs as Go prints them.
+func normalSANs(sans []string) []string {
+	out := make([]string, 0, len(sans))
+	for _, s := range sans {
+		if ip := net.ParseIP(s); ip != nil {
+			s = ip.String()
+		}
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func containsCert(certs []*x509.Certificate, raw []byte) bool {
+	for _, c := range certs {
+		if bytes.Equal(c.Raw, raw) {
+			return true
+		}
+	}
+	return false
+}
+
+func encodeCert(c *x509.Certificate) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+func ensureNewline(s string) string {
+	if s == "" || strings.HasSuffix(s, "\n") {
+		return s
+	}
+	return s + "\n"
+}

@@ -1,0 +1,139 @@
+// Package protocol is tlsrelay's state protocol: a pure function from one unit's view of
+// its peer group to the actions that unit must take. It does no I/O, so every transition
+// is a table test; core/agent gathers the view and carries out the actions.
+//
+// The unit side: make a key and CSR, publish the CSR, install the certificate the leader
+// publishes for it once that certificate matches the unit's key and chains to the group
+// CA, and start over when renewal is due or the wanted names change. The leader side:
+// publish the CA, sign every unit's CSR that has no matching certificate, reject CSRs the
+// group's policy refuses, and forget departed units.
+package protocol
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"time"
+)
+
+// State is what a unit is doing, named as the Juju tls interface named its states so
+// that status output reads the same.
+type State string
+
+// The unit states.
+const (
+	StateCreateCSR            State = "create certificate signing request"
+	StateAwaitingCertificate  State = "waiting for signed certificate"
+	StateCertificateAvailable State = "signed certificate available"
+	StateRejected             State = "certificate signing request rejected"
+	StateRenewalDue           State = "certificate renewal due"
+	// StateSignCSR is the leader's extra state while some unit's CSR awaits its signature.
+	StateSignCSR State = "sign certificate signing request"
+)
+
+// Relation keys: the contract between versions of tlsrelay. Unit bags hold KeyCSR and
+// KeyProfile; leader data holds KeyCA and, per unit, SignedCertificateKey and RejectionKey.
+const (
+	KeyCSR     = "csr"
+	KeyProfile = "profile"
+	KeyCA      = "ca"
+)
+
+// SignedCertificateKey is the leader-data key of a unit's certificate chain (PEM).
+func SignedCertificateKey(unit string) string { return unit + "_signed_certificate" }
+
+// RejectionKey is the leader-data key of the leader's refusal of a unit's CSR.
+func RejectionKey(unit string) string { return unit + "_rejected" }
+
+// Rejection is the value at RejectionKey: which CSR was refused and why.
+type Rejection struct {
+	CSRDigest string `json:"csr_sha256"`
+	Reason    string `json:"reason"`
+}
+
+// Encode returns the rejection as stored in leader data.
+func (r Rejection) Encode() string {
+	b, _ := json.Marshal(r) // two strings: cannot fail
+	return string(b)
+}
+
+func decodeRejection(s string) (Rejection, bool) {
+	var r Rejection
+	if s == "" || json.Unmarshal([]byte(s), &r) != nil {
+		return Rejection{}, false
+	}
+	return r, true
+}
+
+// Digest identifies a CSR in rejections: the hex SHA-256 of its PEM.
+func Digest(csrPEM string) string {
+	sum := sha256.Sum256([]byte(csrPEM))
+	return hex.EncodeToString(sum[:])
+}
+
+// View is everything one unit knows when it decides.
+type View struct {
+	Unit       string                       // this unit
+	Leader     bool                         // this unit holds the leadership
+	Units      map[string]map[string]string // the bags of every joined unit, this one included
+	LeaderData map[string]string
+	Local      Local
+	Want       Want
+	Policy     Policy
+	Now        time.Time
+	// SignerCA is the signing backend's CA bundle as the leader's signer reports it;
+	// empty until the leader has asked (LoadSignerCA).
+	SignerCA string
+}
+
+// Local is the unit's own key material, from its files. Keys themselves are not here:
+// the protocol needs only public keys.
+type Local struct {
+	// Pending is a key and CSR made and published but not yet certified.
+	Pending *Pending
+	// Installed is the certificate in the unit's files, whose key is in tls.key.
+	Installed *Installed
+}
+
+// Pending is a CSR awaiting its certificate.
+type Pending struct {
+	CSRPEM    string
+	PublicKey crypto.PublicKey
+}
+
+// Installed is the unit's current certificate and the CA bundle written beside it.
+type Installed struct {
+	Cert  *x509.Certificate
+	CAPEM string
+}
+
+// Want is what the unit's configuration asks for.
+type Want struct {
+	CommonName string
+	SANs       []string // DNS names and IP addresses, as text
+	Profile    string
+	// RenewAt is the fraction of a certificate's lifetime after which it is renewed.
+	RenewAt float64
+}
+
+// Decision is the outcome for one view: the unit's state, why, and what to do now.
+type Decision struct {
+	State   State
+	Detail  string
+	Actions []Action
+	// Signing lists the units whose CSRs the leader is signing in this decision.
+	Signing []string
+}
+
+// Decide is the protocol. It is pure: the same view always gives the same decision.
+func Decide(v View) Decision {
+	d := decideSelf(v)
+	if v.Leader {
+		leaderActions, signing := decideLeader(v)
+		d.Actions = append(d.Actions, leaderActions...)
+		d.Signing = signing
+	}
+	return d
+}

@@ -1,0 +1,316 @@
+package protocol
+
+import (
+	"crypto"
+	"crypto/x509"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+func TestUnitSide(t *testing.T) {
+	ca := newCA(t, "group CA")
+	otherCA := newCA(t, "stranger CA")
+	key, oldKey := newKey(t), newKey(t)
+	csr := csrFor(t, key, "db/1", "db-1")
+	leaf := certOpts{cn: "db/1", dns: []string{"db-1"}}
+	cert, certPEM := ca.sign(t, key.Public(), leaf)
+	_, oldCertPEM := ca.sign(t, oldKey.Public(), leaf)
+	_, strangerPEM := otherCA.sign(t, key.Public(), leaf)
+	oldCSRDigest := Digest(csrFor(t, oldKey, "db/1", "db-1"))
+	dueCert, _ := ca.sign(t, key.Public(), certOpts{cn: "db/1", dns: []string{"db-1"},
+		notBefore: now.Add(-20 * 24 * time.Hour), notAfter: now.Add(10 * 24 * time.Hour)})
+	strangerCert, _ := otherCA.sign(t, key.Public(), leaf)
+	pending := &Pending{CSRPEM: csr, PublicKey: key.Public()}
+	published := map[string]map[string]string{"db/1": {KeyCSR: csr, KeyProfile: "peer"}}
+	want := Want{CommonName: "db/1", SANs: []string{"db-1"}, Profile: "peer", RenewAt: 0.66}
+
+	tests := []struct {
+		name       string
+		units      map[string]map[string]string
+		leaderData map[string]string
+		local      Local
+		wantState  State
+		wantDetail string
+		wantAction Action
+	}{
+		{name: "a new unit makes a CSR",
+			wantState: StateCreateCSR, wantAction: CreateCSR{Reason: "no certificate yet"}},
+		{name: "a pending CSR missing from the bag is published",
+			local:     Local{Pending: pending},
+			wantState: StateAwaitingCertificate, wantAction: PublishCSR{CSRPEM: csr, Profile: "peer"}},
+		{name: "a pending CSR with another profile in the bag is re-published",
+			units: map[string]map[string]string{"db/1": {KeyCSR: csr, KeyProfile: "server"}},
+			local: Local{Pending: pending}, wantState: StateAwaitingCertificate,
+			wantAction: PublishCSR{CSRPEM: csr, Profile: "peer"}},
+		{name: "a published CSR waits for the leader",
+			units: published, leaderData: map[string]string{KeyCA: ca.pem}, local: Local{Pending: pending},
+			wantState: StateAwaitingCertificate},
+		{name: "a matching certificate is installed",
+			units: published, local: Local{Pending: pending},
+			leaderData: map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/1"): certPEM},
+			wantState:  StateCertificateAvailable, wantAction: InstallCertificate{ChainPEM: certPEM, CAPEM: ca.pem}},
+		{name: "a certificate for another key is never accepted",
+			units: published, local: Local{Pending: pending},
+			leaderData: map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/1"): oldCertPEM},
+			wantState:  StateAwaitingCertificate},
+		{name: "a certificate that does not chain to the group CA is never accepted",
+			units: published, local: Local{Pending: pending},
+			leaderData: map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/1"): strangerPEM},
+			wantState:  StateAwaitingCertificate},
+		{name: "a certificate is not installed before the CA is published",
+			units: published, local: Local{Pending: pending},
+			leaderData: map[string]string{SignedCertificateKey("db/1"): certPEM},
+			wantState:  StateAwaitingCertificate},
+		{name: "a rejection of this CSR is reported with the leader's reason",
+			units: published, local: Local{Pending: pending},
+			leaderData: map[string]string{KeyCA: ca.pem,
+				RejectionKey("db/1"): Rejection{CSRDigest: Digest(csr), Reason: "bad name"}.Encode()},
+			wantState: StateRejected, wantDetail: "bad name"},
+		{name: "a rejection of an earlier CSR does not stick to a new one",
+			units: published, local: Local{Pending: pending},
+			leaderData: map[string]string{KeyCA: ca.pem,
+				RejectionKey("db/1"): Rejection{CSRDigest: oldCSRDigest, Reason: "old"}.Encode()},
+			wantState: StateAwaitingCertificate},
+		{name: "a lost certificate gives a new CSR, not the old certificate",
+			units:      map[string]map[string]string{"db/1": {KeyCSR: csrFor(t, oldKey, "db/1", "db-1"), KeyProfile: "peer"}},
+			leaderData: map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/1"): oldCertPEM},
+			wantState:  StateCreateCSR, wantAction: CreateCSR{Reason: "no certificate yet"}},
+		{name: "an installed certificate is kept",
+			units: published, leaderData: map[string]string{KeyCA: ca.pem},
+			local:     Local{Installed: &Installed{Cert: cert, CAPEM: ca.pem}},
+			wantState: StateCertificateAvailable},
+		{name: "a changed CA bundle is written",
+			units: published, leaderData: map[string]string{KeyCA: ca.pem + otherCA.pem},
+			local:     Local{Installed: &Installed{Cert: cert, CAPEM: ca.pem}},
+			wantState: StateCertificateAvailable, wantAction: InstallCA{CAPEM: ca.pem + otherCA.pem}},
+		{name: "renewal is due past the configured fraction of the lifetime",
+			units: published, leaderData: map[string]string{KeyCA: ca.pem},
+			local:     Local{Installed: &Installed{Cert: dueCert, CAPEM: ca.pem}},
+			wantState: StateRenewalDue, wantAction: CreateCSR{}},
+		{name: "changed SANs give a new CSR",
+			units: published, leaderData: map[string]string{KeyCA: ca.pem},
+			local:     Local{Installed: &Installed{Cert: strangerCertWithSANs(t, ca, key, "db-1", "db1.example"), CAPEM: ca.pem}},
+			wantState: StateCreateCSR, wantAction: CreateCSR{}},
+		{name: "a certificate from a CA the group no longer trusts gives a new CSR",
+			units: published, leaderData: map[string]string{KeyCA: ca.pem},
+			local:     Local{Installed: &Installed{Cert: strangerCert, CAPEM: otherCA.pem}},
+			wantState: StateCreateCSR, wantAction: CreateCSR{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Decide(View{Unit: "db/1", Units: tt.units, LeaderData: tt.leaderData,
+				Local: tt.local, Want: want, Now: now})
+			if d.State != tt.wantState {
+				t.Fatalf("state = %q (%s), want %q", d.State, d.Detail, tt.wantState)
+			}
+			if tt.wantDetail != "" && d.Detail != tt.wantDetail {
+				t.Errorf("detail = %q, want %q", d.Detail, tt.wantDetail)
+			}
+			assertActions(t, d.Actions, tt.wantAction)
+		})
+	}
+}
+
+// strangerCertWithSANs is a valid certificate from the group CA whose SANs differ from
+// what the unit wants.
+func strangerCertWithSANs(t *testing.T, ca testCA, key interface{ Public() crypto.PublicKey }, dns ...string) *x509.Certificate {
+	cert, _ := ca.sign(t, key.Public(), certOpts{cn: "db/1", dns: dns})
+	return cert
+}
+
+// assertActions checks for exactly one action of the wanted value, or none. Actions
+// whose kind is wanted but whose detail varies (reasons with times) match on type.
+func assertActions(t *testing.T, got []Action, want Action) {
+	t.Helper()
+	if want == nil {
+		if len(got) != 0 {
+			t.Fatalf("actions = %#v, want none", got)
+		}
+		return
+	}
+	if len(got) != 1 {
+		t.Fatalf("actions = %#v, want exactly %#v", got, want)
+	}
+	if reflect.TypeOf(got[0]) != reflect.TypeOf(want) {
+		t.Fatalf("action = %T, want %T", got[0], want)
+	}
+	if !reflect.DeepEqual(got[0], want) && !isReasonOnly(want) {
+		t.Fatalf("action = %#v, want %#v", got[0], want)
+	}
+}
+
+func isReasonOnly(a Action) bool {
+	c, ok := a.(CreateCSR)
+	return ok && c.Reason == ""
+}
+
+func TestLeaderSide(t *testing.T) {
+	ca := newCA(t, "group CA")
+	newSignerCA := newCA(t, "new leader's CA")
+	key0, key1, lostKey1 := newKey(t), newKey(t), newKey(t)
+	csr0 := csrFor(t, key0, "db/0", "db-0")
+	csr1 := csrFor(t, key1, "db/1", "db-1")
+	_, cert0 := ca.sign(t, key0.Public(), certOpts{cn: "db/0", dns: []string{"db-0"}})
+	_, cert1 := ca.sign(t, key1.Public(), certOpts{cn: "db/1", dns: []string{"db-1"}})
+	_, lostCert1 := ca.sign(t, lostKey1.Public(), certOpts{cn: "db/1", dns: []string{"db-1"}})
+	_, cert1OldCA := newCA(t, "retired CA").sign(t, key1.Public(), certOpts{cn: "db/1", dns: []string{"db-1"}})
+	// The leader db/0 is itself a unit with an installed certificate.
+	self := Local{Installed: &Installed{Cert: mustLeaf(t, cert0), CAPEM: ca.pem}}
+	bag := func(csr string) map[string]string { return map[string]string{KeyCSR: csr, KeyProfile: "peer"} }
+	both := map[string]map[string]string{"db/0": bag(csr0), "db/1": bag(csr1)}
+	signed := map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/0"): cert0, SignedCertificateKey("db/1"): cert1}
+	with := func(base map[string]string, kv ...string) map[string]string {
+		out := map[string]string{}
+		for k, v := range base {
+			out[k] = v
+		}
+		for i := 0; i < len(kv); i += 2 {
+			out[kv[i]] = kv[i+1]
+		}
+		return out
+	}
+
+	tests := []struct {
+		name       string
+		signerCA   string
+		units      map[string]map[string]string
+		leaderData map[string]string
+		local      Local
+		want       []Action
+		wantReason string // substring of a RejectCSR reason
+	}{
+		{name: "a new leader first asks its signer for the CA",
+			units: both, local: self, want: []Action{LoadSignerCA{}}},
+		{name: "the first leader publishes its signer's CA",
+			signerCA: ca.pem, units: both, local: self,
+			want: []Action{PublishCA{BundlePEM: ca.pem}}},
+		{name: "a leader that is itself a unit signs its own CSR too",
+			signerCA: ca.pem, units: both, leaderData: map[string]string{KeyCA: ca.pem},
+			local: Local{Pending: &Pending{CSRPEM: csr0, PublicKey: key0.Public()}},
+			want:  []Action{SignCSR{Unit: "db/0", CSRPEM: csr0, Profile: "peer"}, SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer"}}},
+		{name: "every CSR with a matching certificate: nothing to do",
+			signerCA: ca.pem, units: both, leaderData: signed, local: self},
+		{name: "a CSR re-sent after a lost certificate is signed again",
+			signerCA: ca.pem, units: both, local: self,
+			leaderData: with(signed, SignedCertificateKey("db/1"), lostCert1),
+			want:       []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer"}}},
+		{name: "a certificate from a CA no longer trusted is signed again",
+			signerCA: ca.pem, units: both, local: self,
+			leaderData: with(signed, SignedCertificateKey("db/1"), cert1OldCA),
+			want:       []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer"}}},
+		{name: "a unit that departs before signing is not signed",
+			signerCA: ca.pem, units: map[string]map[string]string{"db/0": bag(csr0)},
+			leaderData: map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/0"): cert0}, local: self},
+		{name: "a departed unit's certificate is forgotten",
+			signerCA: ca.pem, units: map[string]map[string]string{"db/0": bag(csr0)}, leaderData: signed, local: self,
+			want: []Action{ForgetUnit{Unit: "db/1"}}},
+		{name: "a garbage CSR is rejected",
+			signerCA: ca.pem, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag("not a csr")},
+			leaderData: map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/0"): cert0}, local: self,
+			wantReason: "csr of db/1: CSR is not PEM"},
+		{name: "a CSR that asks for another unit's name is rejected",
+			signerCA: ca.pem, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag(csrFor(t, key1, "db/1", "db-1", "db-0"))},
+			leaderData: map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/0"): cert0}, local: self,
+			wantReason: `asks for "db-0", a name of unit db/0`},
+		{name: "a CSR with another unit's common name is rejected",
+			signerCA: ca.pem, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag(csrFor(t, key1, "db/0"))},
+			leaderData: map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/0"): cert0}, local: self,
+			wantReason: `asks for common name "db/0"; it may ask only for "db/1"`},
+		{name: "a CSR with an unknown profile is rejected",
+			signerCA: ca.pem, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": {KeyCSR: csr1, KeyProfile: "admin"}},
+			leaderData: map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/0"): cert0}, local: self,
+			wantReason: `profile "admin" of db/1`},
+		{name: "a CSR rejected once is not rejected again",
+			signerCA: ca.pem, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag("not a csr")},
+			leaderData: map[string]string{KeyCA: ca.pem, SignedCertificateKey("db/0"): cert0,
+				RejectionKey("db/1"): Rejection{CSRDigest: Digest("not a csr"), Reason: "x"}.Encode()}, local: self},
+		{name: "a new leader whose signer holds another CA publishes it and keeps trusting the old",
+			signerCA: newSignerCA.pem, units: both, leaderData: signed, local: self,
+			want: []Action{PublishCA{BundlePEM: newSignerCA.pem + ca.pem}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := Decide(View{Unit: "db/0", Leader: true, Units: tt.units, LeaderData: tt.leaderData,
+				Local: tt.local, SignerCA: tt.signerCA, Now: now,
+				Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66}})
+			got := d.Actions
+			if tt.wantReason != "" {
+				if len(got) != 1 {
+					t.Fatalf("actions = %#v, want one RejectCSR", got)
+				}
+				r, ok := got[0].(RejectCSR)
+				if !ok || !strings.Contains(r.Rejection.Reason, tt.wantReason) || r.Unit != "db/1" {
+					t.Fatalf("action = %#v, want a rejection of db/1 containing %q", got[0], tt.wantReason)
+				}
+				return
+			}
+			// The leader's own unit side may add InstallCertificate etc.; compare only
+			// the leader's actions.
+			if !reflect.DeepEqual(leaderOnly(got), tt.want) {
+				t.Fatalf("leader actions = %#v\nwant %#v", leaderOnly(got), tt.want)
+			}
+		})
+	}
+}
+
+func leaderOnly(actions []Action) []Action {
+	var out []Action
+	for _, a := range actions {
+		switch a.(type) {
+		case LoadSignerCA, PublishCA, SignCSR, RejectCSR, ForgetUnit:
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func mustLeaf(t *testing.T, chain string) *x509.Certificate {
+	t.Helper()
+	certs, err := certutil.ParseCertificates([]byte(chain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs[0]
+}
+
+func TestDecideIsPure(t *testing.T) {
+	ca := newCA(t, "group CA")
+	key := newKey(t)
+	csr := csrFor(t, key, "db/0", "db-0")
+	v := View{Unit: "db/0", Leader: true, SignerCA: ca.pem, Now: now,
+		Units:      map[string]map[string]string{"db/0": {KeyCSR: csr, KeyProfile: "peer"}},
+		LeaderData: map[string]string{KeyCA: ca.pem},
+		Local:      Local{Pending: &Pending{CSRPEM: csr, PublicKey: key.Public()}},
+		Want:       Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer"}}
+	first := Decide(v)
+	for i := 0; i < 5; i++ {
+		if again := Decide(v); !reflect.DeepEqual(first, again) {
+			t.Fatalf("decision %d differs: %#v vs %#v", i, again, first)
+		}
+	}
+	if len(first.Signing) != 1 || first.Signing[0] != "db/0" {
+		t.Fatalf("Signing = %v, want [db/0]", first.Signing)
+	}
+}
+
+func TestRenewalTime(t *testing.T) {
+	ca := newCA(t, "ca")
+	cert, _ := ca.sign(t, newKey(t).Public(), certOpts{cn: "x", notBefore: now, notAfter: now.Add(100 * time.Hour)})
+	for _, tt := range []struct {
+		renewAt float64
+		want    time.Time
+	}{
+		{0.66, now.Add(66 * time.Hour)},
+		{1, now.Add(100 * time.Hour)},
+		{0, now.Add(100 * time.Hour)},
+		{1.5, now.Add(100 * time.Hour)},
+	} {
+		if got := RenewalTime(cert, tt.renewAt); !got.Equal(tt.want) {
+			t.Errorf("RenewalTime(%v) = %v, want %v", tt.renewAt, got, tt.want)
+		}
+	}
+}

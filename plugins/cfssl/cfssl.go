@@ -1,0 +1,246 @@
+// Package cfssl is the tlsrelay backend built on Cloudflare's cfssl library: keys and CSRs
+// (csr), a CA created on first use (initca) and persisted in its directory, and signing
+// (signer/local) with the server, client and peer profiles.
+package cfssl
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"sync"
+	"time"
+
+	cfconfig "github.com/cloudflare/cfssl/config"
+	cfcsr "github.com/cloudflare/cfssl/csr"
+	cflog "github.com/cloudflare/cfssl/log"
+	"github.com/cloudflare/cfssl/signer"
+	"github.com/cloudflare/cfssl/signer/local"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// Name is the backend's name in configuration.
+const Name = "cfssl"
+
+// Version is reported by Info.
+const Version = "1.0.0"
+
+// Config is the backend's `config:` section.
+type Config struct {
+	// Dir holds ca.pem and ca-key.pem. Default: the state directory the host gives.
+	Dir string `json:"dir"`
+	// CACommonName names a CA created on first use.
+	CACommonName string `json:"ca_common_name"`
+	// CAValidity is the lifetime of a CA created on first use (Go duration).
+	CAValidity string `json:"ca_validity"`
+	// DefaultValidity applies when a sign request gives none (Go duration).
+	DefaultValidity string `json:"default_validity"`
+}
+
+// Backend implements sdk.Backend with cfssl.
+type Backend struct {
+	sdk.Unimplemented
+	log hclog.Logger
+
+	mu              sync.Mutex
+	configured      bool
+	dir             string
+	caCommonName    string
+	caValidity      time.Duration
+	defaultValidity time.Duration
+	ca              *authority // loaded or created on first use
+}
+
+// New returns an unconfigured backend.
+func New(log hclog.Logger) *Backend {
+	// cfssl logs through its own package to stderr, unstructured; keep it quiet so the
+	// plugin's stderr stays the JSON hclog stream the host parses.
+	cflog.Level = cflog.LevelFatal
+	return &Backend{log: log}
+}
+
+var _ sdk.Backend = (*Backend)(nil)
+
+// Info implements sdk.Backend.
+func (b *Backend) Info(context.Context) (sdk.Info, error) {
+	return sdk.Info{
+		Name:         Name,
+		Version:      Version,
+		Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA},
+	}, nil
+}
+
+// Configure implements sdk.Backend.
+func (b *Backend) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	cfg := Config{CACommonName: "tlsrelay CA", CAValidity: "87600h", DefaultValidity: "720h"}
+	if err := sdk.DecodeConfig(req.ConfigJSON, &cfg); err != nil {
+		return err
+	}
+	if cfg.Dir == "" {
+		cfg.Dir = req.StateDir
+	}
+	if cfg.Dir == "" {
+		return sdk.Errorf(sdk.CodeInvalidArgument, "config.dir", "no CA directory: set dir or give a state directory")
+	}
+	caValidity, err := parseDuration("config.ca_validity", cfg.CAValidity)
+	if err != nil {
+		return err
+	}
+	defValidity, err := parseDuration("config.default_validity", cfg.DefaultValidity)
+	if err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.dir, b.caCommonName, b.caValidity, b.defaultValidity = cfg.Dir, cfg.CACommonName, caValidity, defValidity
+	b.ca = nil
+	b.configured = true
+	return nil
+}
+
+func parseDuration(key, s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, sdk.Errorf(sdk.CodeInvalidArgument, key, "%q is not a positive duration like 720h", s)
+	}
+	return d, nil
+}
+
+// CreateCSR implements sdk.Backend.
+func (b *Backend) CreateCSR(_ context.Context, req sdk.CSRRequest) (sdk.CSR, error) {
+	if err := certutil.CheckKeySpec(req.Key); err != nil {
+		return sdk.CSR{}, err
+	}
+	if req.CommonName == "" {
+		return sdk.CSR{}, sdk.Errorf(sdk.CodeInvalidArgument, "common_name", "a CSR needs a common name")
+	}
+	csrPEM, keyPEM, err := cfcsr.ParseRequest(&cfcsr.CertificateRequest{
+		CN:         req.CommonName,
+		Hosts:      req.SANs,
+		KeyRequest: &cfcsr.KeyRequest{A: req.Key.Algorithm, S: req.Key.Size},
+	})
+	if err != nil {
+		return sdk.CSR{}, sdk.Errorf(sdk.CodeInternal, req.CommonName, "cfssl could not create the CSR: %v", err)
+	}
+	return sdk.CSR{CSRPEM: csrPEM, Key: keyPEM}, nil
+}
+
+// CA implements sdk.Backend: it loads the CA from Dir, creating it on first use.
+func (b *Backend) CA(context.Context) (sdk.CA, error) {
+	ca, err := b.authority()
+	if err != nil {
+		return sdk.CA{}, err
+	}
+	return sdk.CA{BundlePEM: ca.certPEM}, nil
+}
+
+// SignCSR implements sdk.Backend.
+func (b *Backend) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certificate, error) {
+	if _, err := certutil.ProfileUsages(req.Profile); err != nil {
+		return sdk.Certificate{}, err
+	}
+	if _, err := certutil.ParseCSR(req.CSRPEM, req.Unit); err != nil {
+		return sdk.Certificate{}, err
+	}
+	ca, err := b.authority()
+	if err != nil {
+		return sdk.Certificate{}, err
+	}
+	validity, err := certutil.Validity(req.Validity, b.defaultValidity)
+	if err != nil {
+		return sdk.Certificate{}, err
+	}
+	now := time.Now()
+	certPEM, err := ca.signer.Sign(signer.SignRequest{
+		Request:   string(req.CSRPEM),
+		Profile:   string(req.Profile),
+		NotBefore: now.Add(-certutil.Backdate),
+		NotAfter:  now.Add(validity),
+	})
+	if err != nil {
+		return sdk.Certificate{}, sdk.Errorf(sdk.CodeInvalidArgument, "csr of "+req.Unit, "cfssl refused to sign: %v", err)
+	}
+	return sdk.Certificate{ChainPEM: certPEM}, nil
+}
+
+// signingPolicy gives cfssl one profile per sdk.Profile, with usages from certutil so
+// every backend grants the same ones. The whitelist copies only the subject, the key and
+// the SANs from a CSR: never a CSR's request to be a CA or its other extensions.
+func signingPolicy(defaultValidity time.Duration) (*cfconfig.Signing, error) {
+	policy := &cfconfig.Signing{
+		Profiles: map[string]*cfconfig.SigningProfile{},
+		Default:  &cfconfig.SigningProfile{Expiry: defaultValidity, Usage: []string{"digital signature"}},
+	}
+	for _, p := range sdk.Profiles {
+		usages, err := certutil.ProfileUsages(p)
+		if err != nil {
+			return nil, err
+		}
+		policy.Profiles[string(p)] = &cfconfig.SigningProfile{
+			Usage:  cfsslUsages(usages),
+			Expiry: defaultValidity,
+			CSRWhitelist: &cfconfig.CSRWhitelist{
+				Subject: true, PublicKeyAlgorithm: true, PublicKey: true, SignatureAlgorithm: true,
+				DNSNames: true, IPAddresses: true, URIs: true,
+			},
+		}
+	}
+	if !policy.Valid() {
+		return nil, fmt.Errorf("cfssl signing policy is invalid")
+	}
+	return policy, nil
+}
+
+// cfsslUsages names usages the way cfssl's config does.
+func cfsslUsages(u certutil.Usages) []string {
+	var names []string
+	if u.Key&x509.KeyUsageDigitalSignature != 0 {
+		names = append(names, "digital signature")
+	}
+	if u.Key&x509.KeyUsageKeyEncipherment != 0 {
+		names = append(names, "key encipherment")
+	}
+	for _, e := range u.Extended {
+		switch e {
+		case x509.ExtKeyUsageServerAuth:
+			names = append(names, "server auth")
+		case x509.ExtKeyUsageClientAuth:
+			names = append(names, "client auth")
+		}
+	}
+	return names
+}
+
+// authority returns the loaded CA, loading or creating it on first use.
+func (b *Backend) authority() (*authority, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.configured {
+		return nil, sdk.Errorf(sdk.CodeFailedPrecondition, Name, "Configure has not been called")
+	}
+	if b.ca != nil {
+		return b.ca, nil
+	}
+	ca, created, err := loadOrCreateCA(b.dir, b.caCommonName, b.caValidity)
+	if err != nil {
+		return nil, err
+	}
+	policy, err := signingPolicy(b.defaultValidity)
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeInternal, Name, "%v", err)
+	}
+	s, err := local.NewSigner(ca.key, ca.cert, signer.DefaultSigAlgo(ca.key), policy)
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeInternal, b.dir, "cfssl signer: %v", err)
+	}
+	ca.signer = s
+	if created {
+		b.log.Info("created CA", "dir", b.dir, "subject", ca.cert.Subject.String(), "not_after", ca.cert.NotAfter)
+	} else {
+		b.log.Info("loaded CA", "dir", b.dir, "subject", ca.cert.Subject.String())
+	}
+	b.ca = ca
+	return ca, nil
+}

@@ -1,0 +1,161 @@
+// Package sdk is the stable contract between tlsrelay and its backend plugins.
+//
+// A backend implements Backend and calls Serve from its main function; the tlsrelay host
+// launches it as a child process through HashiCorp go-plugin and talks to it over gRPC
+// (sdk/proto/backend.proto). Embed Unimplemented to answer Unimplemented for every
+// capability the backend does not claim in Info.
+package sdk
+
+import (
+	"context"
+	"time"
+)
+
+// Capability names one optional part of the contract a backend implements.
+type Capability string
+
+// The capabilities of protocol version 1.
+const (
+	CapCreateCSR    Capability = "create_csr"
+	CapSignCSR      Capability = "sign_csr"
+	CapCA           Capability = "ca"
+	CapFetchSecret  Capability = "fetch_secret"
+	CapStoreSecret  Capability = "store_secret"
+	CapDeleteSecret Capability = "delete_secret"
+)
+
+// Profile is the kind of certificate a CSR asks for.
+type Profile string
+
+// The profiles every signer understands.
+const (
+	ProfileServer Profile = "server" // TLS server authentication
+	ProfileClient Profile = "client" // TLS client authentication
+	ProfilePeer   Profile = "peer"   // both: a peer that dials and is dialled
+)
+
+// Profiles lists the valid profiles, in the order documentation shows them.
+var Profiles = []Profile{ProfileServer, ProfileClient, ProfilePeer}
+
+// Valid reports whether p is one of Profiles.
+func (p Profile) Valid() bool {
+	for _, known := range Profiles {
+		if p == known {
+			return true
+		}
+	}
+	return false
+}
+
+// Info describes a backend.
+type Info struct {
+	Name         string
+	Version      string
+	Capabilities []Capability
+}
+
+// Has reports whether the backend claims capability c.
+func (i Info) Has(c Capability) bool {
+	for _, have := range i.Capabilities {
+		if have == c {
+			return true
+		}
+	}
+	return false
+}
+
+// ConfigureRequest carries the backend's section of the YAML and a directory for its state.
+type ConfigureRequest struct {
+	// ConfigJSON is the backend's `config:` section, encoded as JSON. DecodeConfig
+	// decodes it strictly, so a misspelt key is an error that names it.
+	ConfigJSON []byte
+	// StateDir is where the backend may persist state (a CA, an index). The host creates it.
+	StateDir string
+}
+
+// KeySpec asks for a private key.
+type KeySpec struct {
+	Algorithm string // "ecdsa" or "rsa"
+	Size      int    // 256 or 384 for ecdsa; 2048 or more for rsa
+}
+
+// CSRRequest asks for a key and a certificate signing request.
+type CSRRequest struct {
+	Key        KeySpec
+	CommonName string
+	SANs       []string // DNS names and IP addresses as text
+}
+
+// CSR is a certificate signing request with the private key that signed it.
+type CSR struct {
+	CSRPEM []byte
+	Key    PrivateKey
+}
+
+// SignRequest asks a signer for a certificate.
+type SignRequest struct {
+	CSRPEM   []byte
+	Profile  Profile
+	Validity time.Duration // zero: the backend's default
+	Unit     string        // the unit the CSR belongs to, named in errors
+}
+
+// Certificate is a signed certificate followed by any intermediates, PEM.
+type Certificate struct {
+	ChainPEM []byte
+}
+
+// CA is the signer's CA bundle, PEM: the signing CA first, then any still-trusted CAs.
+type CA struct {
+	BundlePEM []byte
+}
+
+// Secret is certificate material held by a secrets backend.
+type Secret struct {
+	CertificatePEM   []byte
+	Key              PrivateKey
+	IntermediatesPEM []byte
+	Passphrase       PrivateKey
+}
+
+// Backend is what a plugin implements. Every method returns errors built with this
+// package's constructors (NotFound, InvalidArgument, ...) so that the host can tell
+// them apart; any other error reaches the host as Internal.
+type Backend interface {
+	Info(ctx context.Context) (Info, error)
+	Configure(ctx context.Context, req ConfigureRequest) error
+	CreateCSR(ctx context.Context, req CSRRequest) (CSR, error)
+	SignCSR(ctx context.Context, req SignRequest) (Certificate, error)
+	CA(ctx context.Context) (CA, error)
+	FetchSecret(ctx context.Context, ref string) (Secret, error)
+	StoreSecret(ctx context.Context, name string, s Secret) (ref string, err error)
+	DeleteSecret(ctx context.Context, ref string) error
+}
+
+// Unimplemented answers Unimplemented for every capability. Embed it in a backend and
+// override what the backend does.
+type Unimplemented struct{}
+
+func (Unimplemented) CreateCSR(context.Context, CSRRequest) (CSR, error) {
+	return CSR{}, Errorf(CodeUnimplemented, "", "this backend does not create CSRs")
+}
+
+func (Unimplemented) SignCSR(context.Context, SignRequest) (Certificate, error) {
+	return Certificate{}, Errorf(CodeUnimplemented, "", "this backend does not sign CSRs")
+}
+
+func (Unimplemented) CA(context.Context) (CA, error) {
+	return CA{}, Errorf(CodeUnimplemented, "", "this backend holds no CA")
+}
+
+func (Unimplemented) FetchSecret(_ context.Context, ref string) (Secret, error) {
+	return Secret{}, Errorf(CodeUnimplemented, ref, "this backend does not fetch secrets")
+}
+
+func (Unimplemented) StoreSecret(_ context.Context, name string, _ Secret) (string, error) {
+	return "", Errorf(CodeUnimplemented, name, "this backend does not store secrets")
+}
+
+func (Unimplemented) DeleteSecret(_ context.Context, ref string) error {
+	return Errorf(CodeUnimplemented, ref, "this backend does not delete secrets")
+}

@@ -1,0 +1,175 @@
+// Package certutil holds the checks every signer must make the same way, so that
+// backends agree on what a valid CSR, key spec and profile are, and classify bad input
+// with the same error codes. Backends in Go use it; it is part of the stable sdk.
+package certutil
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+// MaxRSABits bounds RSA key generation: beyond it a request is a typo or an attack on
+// the signer's CPU.
+const MaxRSABits = 8192
+
+// CheckKeySpec validates a requested key: ecdsa 256 or 384, rsa 2048 to MaxRSABits.
+func CheckKeySpec(k sdk.KeySpec) error {
+	switch k.Algorithm {
+	case "ecdsa":
+		if k.Size != 256 && k.Size != 384 {
+			return sdk.Errorf(sdk.CodeInvalidArgument, "key.size", "ecdsa keys are 256 or 384 bits, not %d", k.Size)
+		}
+	case "rsa":
+		if k.Size < 2048 || k.Size > MaxRSABits {
+			return sdk.Errorf(sdk.CodeInvalidArgument, "key.size", "rsa keys are 2048 to %d bits, not %d", MaxRSABits, k.Size)
+		}
+	default:
+		return sdk.Errorf(sdk.CodeInvalidArgument, "key.algorithm", "%q is not one of ecdsa, rsa", k.Algorithm)
+	}
+	return nil
+}
+
+// SplitSANs sorts SAN strings into DNS names and IP addresses.
+func SplitSANs(sans []string) (dns []string, ips []net.IP) {
+	for _, s := range sans {
+		if ip := net.ParseIP(s); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, s)
+		}
+	}
+	return dns, ips
+}
+
+// ParseCSR decodes a PEM CSR and checks its signature. Every failure is
+// InvalidArgument naming unit, so a signer never retries or half-signs a bad request.
+func ParseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
+	block, _ := pem.Decode(csrPEM)
+	if block == nil {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR is not PEM")
+	}
+	if block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR PEM block is %q, not CERTIFICATE REQUEST", block.Type)
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR does not parse: %v", err)
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR signature does not verify: %v", err)
+	}
+	return csr, nil
+}
+
+func unitRef(unit string) string {
+	if unit == "" {
+		return "csr"
+	}
+	return "csr of " + unit
+}
+
+// Usages are the key usages a profile grants.
+type Usages struct {
+	Key      x509.KeyUsage
+	Extended []x509.ExtKeyUsage
+}
+
+// ProfileUsages maps a profile to its usages. An unknown profile is InvalidArgument.
+func ProfileUsages(p sdk.Profile) (Usages, error) {
+	base := x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
+	switch p {
+	case sdk.ProfileServer:
+		return Usages{base, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}, nil
+	case sdk.ProfileClient:
+		return Usages{base, []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}, nil
+	case sdk.ProfilePeer:
+		return Usages{base, []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}, nil
+	}
+	return Usages{}, sdk.Errorf(sdk.CodeInvalidArgument, "profile", "%q is not one of server, client, peer", p)
+}
+
+// Validity returns the lifetime to sign for: the request's, or def when it is zero.
+// A negative validity is InvalidArgument.
+func Validity(requested, def time.Duration) (time.Duration, error) {
+	switch {
+	case requested < 0:
+		return 0, sdk.Errorf(sdk.CodeInvalidArgument, "validity", "%s is negative", requested)
+	case requested == 0:
+		return def, nil
+	}
+	return requested, nil
+}
+
+// Backdate is how far before now a certificate's NotBefore is set, so that peers whose
+// clocks lag a little accept it at once.
+const Backdate = 5 * time.Minute
+
+// SamePublicKey reports whether two public keys are equal.
+func SamePublicKey(a, b crypto.PublicKey) bool {
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	switch k := a.(type) {
+	case *ecdsa.PublicKey, *rsa.PublicKey, ed25519.PublicKey:
+		return k.(equaler).Equal(b)
+	}
+	return false
+}
+
+// ParseCertificates decodes every CERTIFICATE block of a PEM bundle, in order.
+func ParseCertificates(bundle []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for rest := bundle; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d of bundle: %w", len(certs)+1, err)
+		}
+		certs = append(certs, cert)
+	}
+	if len(certs) == 0 {
+		return nil, fmt.Errorf("no CERTIFICATE block in PEM")
+	}
+	return certs, nil
+}
+
+// PublicKeyOfPrivatePEM parses a PEM private key (PKCS#8, PKCS#1 or SEC 1) and returns
+// its public key.
+func PublicKeyOfPrivatePEM(keyPEM []byte) (crypto.PublicKey, error) {
+	block, _ := pem.Decode(keyPEM)
+	if block == nil {
+		return nil, fmt.Errorf("private key is not PEM")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("private key (%s) does not parse: %w", block.Type, err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("private key of type %T cannot sign", key)
+	}
+	return signer.Public(), nil
+}

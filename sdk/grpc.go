@@ -1,0 +1,180 @@
+package sdk
+
+import (
+	"context"
+	"time"
+
+	pb "github.com/tlsrelay/tlsrelay/sdk/proto/backendv1"
+)
+
+// grpcServer serves a Backend on the plugin side of the wire.
+type grpcServer struct {
+	pb.UnimplementedBackendServer
+	impl Backend
+}
+
+func (s *grpcServer) Info(ctx context.Context, _ *pb.InfoRequest) (*pb.InfoResponse, error) {
+	info, err := s.impl.Info(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	caps := make([]string, len(info.Capabilities))
+	for i, c := range info.Capabilities {
+		caps[i] = string(c)
+	}
+	return &pb.InfoResponse{Name: info.Name, Version: info.Version, Capabilities: caps}, nil
+}
+
+func (s *grpcServer) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
+	err := s.impl.Configure(ctx, ConfigureRequest{ConfigJSON: req.ConfigJson, StateDir: req.StateDir})
+	return &pb.ConfigureResponse{}, toStatus(err)
+}
+
+func (s *grpcServer) CreateCSR(ctx context.Context, req *pb.CreateCSRRequest) (*pb.CreateCSRResponse, error) {
+	csr, err := s.impl.CreateCSR(ctx, CSRRequest{
+		Key:        KeySpec{Algorithm: req.GetKey().GetAlgorithm(), Size: int(req.GetKey().GetSize())},
+		CommonName: req.CommonName,
+		SANs:       req.Sans,
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CreateCSRResponse{CsrPem: csr.CSRPEM, PrivateKeyPem: csr.Key}, nil
+}
+
+func (s *grpcServer) SignCSR(ctx context.Context, req *pb.SignCSRRequest) (*pb.SignCSRResponse, error) {
+	cert, err := s.impl.SignCSR(ctx, SignRequest{
+		CSRPEM:   req.CsrPem,
+		Profile:  Profile(req.Profile),
+		Validity: time.Duration(req.ValiditySeconds) * time.Second,
+		Unit:     req.Unit,
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.SignCSRResponse{CertificateChainPem: cert.ChainPEM}, nil
+}
+
+func (s *grpcServer) CA(ctx context.Context, _ *pb.CARequest) (*pb.CAResponse, error) {
+	ca, err := s.impl.CA(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CAResponse{CaPem: ca.BundlePEM}, nil
+}
+
+func (s *grpcServer) FetchSecret(ctx context.Context, req *pb.FetchSecretRequest) (*pb.FetchSecretResponse, error) {
+	secret, err := s.impl.FetchSecret(ctx, req.Ref)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.FetchSecretResponse{Secret: secretToWire(secret)}, nil
+}
+
+func (s *grpcServer) StoreSecret(ctx context.Context, req *pb.StoreSecretRequest) (*pb.StoreSecretResponse, error) {
+	ref, err := s.impl.StoreSecret(ctx, req.Name, secretFromWire(req.Secret))
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.StoreSecretResponse{Ref: ref}, nil
+}
+
+func (s *grpcServer) DeleteSecret(ctx context.Context, req *pb.DeleteSecretRequest) (*pb.DeleteSecretResponse, error) {
+	return &pb.DeleteSecretResponse{}, toStatus(s.impl.DeleteSecret(ctx, req.Ref))
+}
+
+// grpcClient is the host's view of a plugin: a Backend whose calls cross the wire.
+type grpcClient struct {
+	client pb.BackendClient
+}
+
+var _ Backend = (*grpcClient)(nil)
+
+func (c *grpcClient) Info(ctx context.Context) (Info, error) {
+	resp, err := c.client.Info(ctx, &pb.InfoRequest{})
+	if err != nil {
+		return Info{}, fromStatus(err)
+	}
+	info := Info{Name: resp.Name, Version: resp.Version}
+	for _, name := range resp.Capabilities {
+		info.Capabilities = append(info.Capabilities, Capability(name))
+	}
+	return info, nil
+}
+
+func (c *grpcClient) Configure(ctx context.Context, req ConfigureRequest) error {
+	_, err := c.client.Configure(ctx, &pb.ConfigureRequest{ConfigJson: req.ConfigJSON, StateDir: req.StateDir})
+	return fromStatus(err)
+}
+
+func (c *grpcClient) CreateCSR(ctx context.Context, req CSRRequest) (CSR, error) {
+	resp, err := c.client.CreateCSR(ctx, &pb.CreateCSRRequest{
+		Key:        &pb.KeySpec{Algorithm: req.Key.Algorithm, Size: int32(req.Key.Size)},
+		CommonName: req.CommonName,
+		Sans:       req.SANs,
+	})
+	if err != nil {
+		return CSR{}, fromStatus(err)
+	}
+	return CSR{CSRPEM: resp.CsrPem, Key: resp.PrivateKeyPem}, nil
+}
+
+func (c *grpcClient) SignCSR(ctx context.Context, req SignRequest) (Certificate, error) {
+	resp, err := c.client.SignCSR(ctx, &pb.SignCSRRequest{
+		CsrPem:          req.CSRPEM,
+		Profile:         string(req.Profile),
+		ValiditySeconds: int64(req.Validity / time.Second),
+		Unit:            req.Unit,
+	})
+	if err != nil {
+		return Certificate{}, fromStatus(err)
+	}
+	return Certificate{ChainPEM: resp.CertificateChainPem}, nil
+}
+
+func (c *grpcClient) CA(ctx context.Context) (CA, error) {
+	resp, err := c.client.CA(ctx, &pb.CARequest{})
+	if err != nil {
+		return CA{}, fromStatus(err)
+	}
+	return CA{BundlePEM: resp.CaPem}, nil
+}
+
+func (c *grpcClient) FetchSecret(ctx context.Context, ref string) (Secret, error) {
+	resp, err := c.client.FetchSecret(ctx, &pb.FetchSecretRequest{Ref: ref})
+	if err != nil {
+		return Secret{}, fromStatus(err)
+	}
+	return secretFromWire(resp.Secret), nil
+}
+
+func (c *grpcClient) StoreSecret(ctx context.Context, name string, s Secret) (string, error) {
+	resp, err := c.client.StoreSecret(ctx, &pb.StoreSecretRequest{Name: name, Secret: secretToWire(s)})
+	if err != nil {
+		return "", fromStatus(err)
+	}
+	return resp.Ref, nil
+}
+
+func (c *grpcClient) DeleteSecret(ctx context.Context, ref string) error {
+	_, err := c.client.DeleteSecret(ctx, &pb.DeleteSecretRequest{Ref: ref})
+	return fromStatus(err)
+}
+
+func secretToWire(s Secret) *pb.SecretBundle {
+	return &pb.SecretBundle{
+		CertificatePem:   s.CertificatePEM,
+		PrivateKeyPem:    s.Key,
+		IntermediatesPem: s.IntermediatesPEM,
+		Passphrase:       s.Passphrase,
+	}
+}
+
+func secretFromWire(b *pb.SecretBundle) Secret {
+	return Secret{
+		CertificatePEM:   b.GetCertificatePem(),
+		Key:              b.GetPrivateKeyPem(),
+		IntermediatesPEM: b.GetIntermediatesPem(),
+		Passphrase:       b.GetPassphrase(),
+	}
+}
