@@ -1,0 +1,199 @@
+// Package config loads a tlsrelay deployment: the embedded default, then the operator's
+// YAML file, then TLSRELAY_* environment variables, decoded strictly (an unknown key is
+// an error) and validated with errors that name the file and the key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"github.com/tlsrelay/tlsrelay/configs"
+)
+
+// Config is one unit's deployment.
+type Config struct {
+	Unit        string            `mapstructure:"unit"`
+	StateDir    string            `mapstructure:"state_dir"`
+	Relation    Relation          `mapstructure:"relation"`
+	Certificate Certificate       `mapstructure:"certificate"`
+	Roles       Roles             `mapstructure:"roles"`
+	Plugins     map[string]Plugin `mapstructure:"plugins"`
+
+	// Source names where the config came from, for error messages.
+	Source string `mapstructure:"-"`
+}
+
+// Relation selects the peer-messaging store.
+type Relation struct {
+	Name  string `mapstructure:"name"`
+	Store string `mapstructure:"store"`
+}
+
+// Certificate is what the unit asks for and where it writes the result.
+type Certificate struct {
+	CommonName string        `mapstructure:"common_name"`
+	SANs       []string      `mapstructure:"sans"`
+	Key        Key           `mapstructure:"key"`
+	Profile    string        `mapstructure:"profile"`
+	Validity   time.Duration `mapstructure:"validity"`
+	RenewAt    float64       `mapstructure:"renew_at"`
+	Output     Output        `mapstructure:"output"`
+}
+
+// Key is the private key to generate.
+type Key struct {
+	Algorithm string `mapstructure:"algorithm"`
+	Size      int    `mapstructure:"size"`
+}
+
+// Output is where certificate files go.
+type Output struct {
+	Dir string `mapstructure:"dir"`
+}
+
+// Roles names the backend for each role.
+type Roles struct {
+	CSR     string `mapstructure:"csr"`
+	Signer  string `mapstructure:"signer"`
+	Secrets string `mapstructure:"secrets"`
+}
+
+// Role is one of the jobs a backend does.
+type Role string
+
+// The roles.
+const (
+	RoleCSR     Role = "csr"
+	RoleSigner  Role = "signer"
+	RoleSecrets Role = "secrets"
+)
+
+// Backend returns the plugin name configured for a role ("" when none).
+func (r Roles) Backend(role Role) string {
+	switch role {
+	case RoleCSR:
+		return r.CSR
+	case RoleSigner:
+		return r.Signer
+	case RoleSecrets:
+		return r.Secrets
+	}
+	return ""
+}
+
+// Plugin is how to run one backend: built into the tlsrelay binary, or an external
+// binary pinned by its SHA-256.
+type Plugin struct {
+	Builtin bool           `mapstructure:"builtin"`
+	Command string         `mapstructure:"command"`
+	SHA256  string         `mapstructure:"sha256"`
+	Config  map[string]any `mapstructure:"config"`
+}
+
+// EnvPrefix is the prefix of environment overrides: TLSRELAY_CERTIFICATE_KEY_SIZE.
+const EnvPrefix = "TLSRELAY"
+
+// Load reads the embedded default, then path (if not empty), then the environment, and
+// validates the result. builtins are the backend names compiled into the binary.
+func Load(path string, builtins []string) (*Config, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(configs.Default)); err != nil {
+		return nil, fmt.Errorf("embedded default config: %w", err)
+	}
+	source := "embedded default config"
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+		if err := v.MergeConfig(bytes.NewReader(data)); err != nil {
+			return nil, fmt.Errorf("config %s: malformed YAML: %s", path, yamlReason(err))
+		}
+		source = path
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+
+	var cfg Config
+	if err := v.Unmarshal(&cfg, strict); err != nil {
+		return nil, fmt.Errorf("config %s: %s", source, decodeReason(err))
+	}
+	cfg.Source = source
+	if err := cfg.Validate(builtins); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+// strict makes an unknown key an error and reads comma-separated lists from env values.
+func strict(dc *mapstructure.DecoderConfig) {
+	dc.ErrorUnused = true
+	dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+		mapstructure.StringToTimeDurationHookFunc(),
+		mapstructure.StringToSliceHookFunc(","),
+	)
+}
+
+// yamlReason trims viper's wrapping from a YAML parse error, keeping the line number.
+func yamlReason(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, "yaml: "); i >= 0 {
+		return msg[i:]
+	}
+	return msg
+}
+
+// decodeReason rewords mapstructure's errors so that each names the key at fault.
+func decodeReason(err error) string {
+	var lines []string
+	for _, line := range strings.Split(err.Error(), "\n") {
+		line = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(line), "*"))
+		if line == "" || strings.HasPrefix(line, "decoding failed due to") || strings.HasSuffix(line, "error(s) decoding:") {
+			continue
+		}
+		if before, after, ok := strings.Cut(line, "' has invalid keys: "); ok {
+			// mapstructure names the top level by its Go type, nested maps by key.
+			switch key := strings.TrimPrefix(before, "'"); key {
+			case "", "config.Config":
+				line = "unknown keys: " + after
+			default:
+				line = fmt.Sprintf("%s: unknown keys: %s", key, after)
+			}
+		}
+		lines = append(lines, line)
+	}
+	if len(lines) == 0 {
+		return err.Error()
+	}
+	return strings.Join(lines, "; ")
+}
+
+// Error is one validation problem: the key and what is wrong with it.
+type Error struct {
+	Source string
+	Key    string
+	Msg    string
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("config %s: %s: %s", e.Source, e.Key, e.Msg) }
+
+// problems gathers validation errors so the operator sees all of them at once.
+type problems struct {
+	source string
+	errs   []error
+}
+
+func (p *problems) add(key, format string, args ...any) {
+	p.errs = append(p.errs, &Error{Source: p.source, Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (p *problems) err() error { return errors.Join(p.errs...) }

@@ -1,0 +1,138 @@
+package config
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+var builtins = []string{"cfssl", "openssl"}
+
+func writeConfig(t *testing.T, yaml string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tlsrelay.yaml")
+	if err := os.WriteFile(path, []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestLoadEmbeddedDefault(t *testing.T) {
+	cfg, err := Load("", builtins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Unit != "node/0" || cfg.Roles.CSR != "cfssl" || cfg.Roles.Signer != "cfssl" || !cfg.Plugins["cfssl"].Builtin {
+		t.Fatalf("default config = %+v", cfg)
+	}
+	if cfg.Certificate.Validity != 720*time.Hour || cfg.Certificate.Key != (Key{"ecdsa", 256}) {
+		t.Fatalf("default certificate = %+v", cfg.Certificate)
+	}
+}
+
+func TestLoadMergesFileOntoDefault(t *testing.T) {
+	path := writeConfig(t, "unit: db/3\ncertificate:\n  key: {algorithm: rsa, size: 3072}\n  profile: server\n")
+	cfg, err := Load(path, builtins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Unit != "db/3" || cfg.Certificate.Key != (Key{"rsa", 3072}) || cfg.Certificate.Profile != "server" {
+		t.Fatalf("merged config = %+v", cfg)
+	}
+	if cfg.Certificate.Validity != 720*time.Hour {
+		t.Fatalf("a key the file did not set lost its default: validity = %v", cfg.Certificate.Validity)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	t.Setenv("TLSRELAY_CERTIFICATE_KEY_SIZE", "384")
+	t.Setenv("TLSRELAY_UNIT", "web/7")
+	t.Setenv("TLSRELAY_CERTIFICATE_SANS", "a.example,10.0.0.1")
+	t.Setenv("TLSRELAY_CERTIFICATE_VALIDITY", "48h")
+	cfg, err := Load(writeConfig(t, "unit: db/3\n"), builtins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Unit != "web/7" || cfg.Certificate.Key.Size != 384 || cfg.Certificate.Validity != 48*time.Hour {
+		t.Fatalf("env did not override: %+v", cfg)
+	}
+	if want := []string{"a.example", "10.0.0.1"}; !reflect.DeepEqual(cfg.Certificate.SANs, want) {
+		t.Fatalf("sans = %v, want %v", cfg.Certificate.SANs, want)
+	}
+}
+
+func TestLoadErrorsNameFileAndKey(t *testing.T) {
+	exe, _ := os.Executable()
+	tests := []struct {
+		name string
+		yaml string
+		want []string // substrings of the error
+	}{
+		{"malformed YAML", "certificate:\n  key: [unclosed\n", []string{"tlsrelay.yaml", "malformed YAML", "line"}},
+		{"tab-indented YAML", "certificate:\n\tprofile: peer\n", []string{"tlsrelay.yaml", "malformed YAML"}},
+		{"unknown top-level key", "certificat: {profile: peer}\n", []string{"tlsrelay.yaml: unknown keys: certificat"}},
+		{"unknown nested key", "certificate:\n  keys: {size: 256}\n", []string{"certificate", "unknown keys: keys"}},
+		{"wrong type", "certificate:\n  key: {size: big}\n", []string{"tlsrelay.yaml", "certificate.key.size"}},
+		{"unknown backend in a role", "roles: {signer: cfsll}\n", []string{"tlsrelay.yaml", "roles.signer", `unknown backend "cfsll"`, "cfssl"}},
+		{"unknown built-in", "roles: {csr: vault}\nplugins: {vault: {builtin: true}}\n", []string{"plugins.vault.builtin", `no built-in backend is named "vault"`}},
+		{"plugin path that does not exist", "roles: {csr: ext}\nplugins: {ext: {command: /nonexistent/tlsrelay-plugin-ext, sha256: " + strings.Repeat("ab", 32) + "}}\n",
+			[]string{"plugins.ext.command", "/nonexistent/tlsrelay-plugin-ext", "no such file"}},
+		{"external plugin without checksum", "plugins: {ext: {command: " + exe + "}}\n", []string{"plugins.ext.sha256", "64 hex digits"}},
+		{"bad key algorithm", "certificate: {key: {algorithm: dsa}}\n", []string{"certificate.key.algorithm", `"dsa"`}},
+		{"small rsa key", "certificate: {key: {algorithm: rsa, size: 1024}}\n", []string{"certificate.key.size", "1024"}},
+		{"bad profile", "certificate: {profile: admin}\n", []string{"certificate.profile", `"admin"`}},
+		{"bad renew_at", "certificate: {renew_at: 1.5}\n", []string{"certificate.renew_at"}},
+		{"bad validity", "certificate: {validity: soon}\n", []string{"certificate.validity"}},
+		{"bad template", "certificate: {common_name: '{{.Nope}}'}\n", []string{"certificate.common_name"}},
+		{"bad unit", "unit: DB\n", []string{"unit", `"DB"`}},
+		{"unsupported store", "relation: {store: zookeeper}\n", []string{"relation.store", `"zookeeper"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(writeConfig(t, tt.yaml), builtins)
+			if err == nil {
+				t.Fatal("Load succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLoadMissingFile(t *testing.T) {
+	_, err := Load("/nonexistent/tlsrelay.yaml", builtins)
+	if err == nil || !strings.Contains(err.Error(), "/nonexistent/tlsrelay.yaml") {
+		t.Fatalf("err = %v, want one naming the file", err)
+	}
+}
+
+func TestAllProblemsReportedAtOnce(t *testing.T) {
+	_, err := Load(writeConfig(t, "certificate: {profile: admin, renew_at: 2}\n"), builtins)
+	if err == nil || !strings.Contains(err.Error(), "certificate.profile") || !strings.Contains(err.Error(), "certificate.renew_at") {
+		t.Fatalf("err = %v, want both problems", err)
+	}
+}
+
+func TestSANsFor(t *testing.T) {
+	c := Certificate{SANs: []string{"hostname", "ip", "localhost", "127.0.0.1", "localhost"}}
+	host := Host{Hostname: "box1", IPs: []net.IP{net.ParseIP("10.1.2.3")}}
+	got := c.SANsFor("db/2", host)
+	want := []string{"10.1.2.3", "127.0.0.1", "box1", "db-2", "localhost"}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("SANsFor = %v, want %v", got, want)
+	}
+}
+
+func TestCommonNameFor(t *testing.T) {
+	c := Certificate{CommonName: "{{.DNSName}}.svc"}
+	if got, err := c.CommonNameFor("db/2"); err != nil || got != "db-2.svc" {
+		t.Fatalf("CommonNameFor = %q, %v", got, err)
+	}
+}

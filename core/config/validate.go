@@ -1,0 +1,131 @@
+package config
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"text/template"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// unitName is <application>/<number>, as Juju names units; letters, digits, '.', '-'.
+var unitName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*/[0-9]+$`)
+
+// Stores lists the relation stores this version implements.
+var Stores = []string{"memory"}
+
+// Validate checks every key and returns all problems joined.
+func (c *Config) Validate(builtins []string) error {
+	p := &problems{source: c.Source}
+	if !unitName.MatchString(c.Unit) {
+		p.add("unit", "%q is not a unit name like db/0 (lower-case application, '/', number)", c.Unit)
+	}
+	if c.StateDir == "" {
+		p.add("state_dir", "must be set")
+	}
+	if !slices.Contains(Stores, c.Relation.Store) {
+		p.add("relation.store", "%q is not one of %s", c.Relation.Store, strings.Join(Stores, ", "))
+	}
+	c.Certificate.validate(p)
+	c.validatePlugins(p, builtins)
+	return p.err()
+}
+
+func (c Certificate) validate(p *problems) {
+	if cn, err := c.CommonNameFor("app/0"); err != nil {
+		p.add("certificate.common_name", "%v", errors.Unwrap(err))
+	} else if cn == "" {
+		p.add("certificate.common_name", "renders empty")
+	}
+	var keyErr *sdk.Error
+	if errors.As(certutil.CheckKeySpec(sdk.KeySpec{Algorithm: c.Key.Algorithm, Size: c.Key.Size}), &keyErr) {
+		p.add("certificate."+keyErr.Ref, "%s", keyErr.Msg)
+	}
+	if !sdk.Profile(c.Profile).Valid() {
+		p.add("certificate.profile", "%q is not one of server, client, peer", c.Profile)
+	}
+	if c.Validity <= 0 {
+		p.add("certificate.validity", "%s must be a positive duration like 720h", c.Validity)
+	}
+	if c.RenewAt <= 0 || c.RenewAt > 1 {
+		p.add("certificate.renew_at", "%v must be a fraction of the lifetime, above 0 and at most 1", c.RenewAt)
+	}
+	if c.Output.Dir == "" {
+		p.add("certificate.output.dir", "must be set")
+	}
+}
+
+func (c *Config) validatePlugins(p *problems, builtins []string) {
+	for _, role := range []Role{RoleCSR, RoleSigner, RoleSecrets} {
+		name := c.Roles.Backend(role)
+		if name == "" {
+			if role != RoleSecrets {
+				p.add("roles."+string(role), "must name a backend")
+			}
+			continue
+		}
+		if _, ok := c.Plugins[name]; !ok {
+			p.add("roles."+string(role), "unknown backend %q (configured under plugins: %s)", name, strings.Join(c.pluginNames(), ", "))
+		}
+	}
+	for _, name := range c.pluginNames() {
+		pl, key := c.Plugins[name], "plugins."+name
+		switch {
+		case pl.Builtin && pl.Command != "":
+			p.add(key, "set builtin or command, not both")
+		case pl.Builtin && !slices.Contains(builtins, name):
+			p.add(key+".builtin", "no built-in backend is named %q (built in: %s)", name, strings.Join(builtins, ", "))
+		case !pl.Builtin && pl.Command == "":
+			p.add(key, "set builtin: true or a command")
+		case !pl.Builtin:
+			validateCommand(p, key, pl)
+		}
+	}
+}
+
+func validateCommand(p *problems, key string, pl Plugin) {
+	info, err := os.Stat(pl.Command)
+	switch {
+	case err != nil:
+		p.add(key+".command", "%v", err)
+	case !info.Mode().IsRegular() || info.Mode()&0o111 == 0:
+		p.add(key+".command", "%s is not an executable file", pl.Command)
+	}
+	if sum, err := hex.DecodeString(pl.SHA256); err != nil || len(sum) != 32 {
+		p.add(key+".sha256", "an external plugin needs the SHA-256 of its binary as 64 hex digits (sha256sum %s)", pl.Command)
+	}
+}
+
+func (c *Config) pluginNames() []string {
+	names := make([]string, 0, len(c.Plugins))
+	for name := range c.Plugins {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+func (c Certificate) commonNameTemplate() (*template.Template, error) {
+	return template.New("common_name").Option("missingkey=error").Parse(c.CommonName)
+}
+
+// CommonNameFor renders the common name template for a unit.
+func (c Certificate) CommonNameFor(unit string) (string, error) {
+	t, err := c.commonNameTemplate()
+	if err != nil {
+		return "", fmt.Errorf("certificate.common_name: %w", err)
+	}
+	var b strings.Builder
+	data := struct{ Unit, DNSName string }{unit, strings.ReplaceAll(unit, "/", "-")}
+	if err := t.Execute(&b, data); err != nil {
+		return "", fmt.Errorf("certificate.common_name: %w", err)
+	}
+	return b.String(), nil
+}

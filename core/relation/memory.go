@@ -1,0 +1,144 @@
+package relation
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+)
+
+// Memory is a relation held in one process. The leader is the longest-joined unit, so
+// leadership moves only when the leader leaves, as with an election.
+type Memory struct {
+	mu         sync.Mutex
+	closed     bool
+	revision   int64
+	order      []string // join order; order[0] leads
+	bags       map[string]map[string]string
+	leaderData map[string]string
+	changed    chan struct{}
+}
+
+// NewMemory returns an empty in-memory relation.
+func NewMemory() *Memory {
+	return &Memory{
+		bags:       map[string]map[string]string{},
+		leaderData: map[string]string{},
+		changed:    make(chan struct{}),
+	}
+}
+
+var _ Store = (*Memory)(nil)
+
+// Join implements Store.
+func (m *Memory) Join(_ context.Context, unit string) (Member, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil, fmt.Errorf("join %s: relation closed", unit)
+	}
+	if _, ok := m.bags[unit]; ok {
+		return nil, fmt.Errorf("join %s: a unit of that name is already joined", unit)
+	}
+	m.order = append(m.order, unit)
+	m.bags[unit] = map[string]string{}
+	m.bumpLocked()
+	return &memoryMember{m: m, unit: unit}, nil
+}
+
+// Close implements Store.
+func (m *Memory) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.closed = true
+	m.bumpLocked()
+	return nil
+}
+
+// bumpLocked records a change and wakes every waiter.
+func (m *Memory) bumpLocked() {
+	m.revision++
+	close(m.changed)
+	m.changed = make(chan struct{})
+}
+
+func (m *Memory) leaderLocked() string {
+	if len(m.order) == 0 {
+		return ""
+	}
+	return m.order[0]
+}
+
+type memoryMember struct {
+	m    *Memory
+	unit string
+}
+
+func (mm *memoryMember) Unit() string { return mm.unit }
+
+// checkLocked fails once the member has left or the store is closed.
+func (mm *memoryMember) checkLocked() error {
+	if mm.m.closed {
+		return fmt.Errorf("%s: relation closed", mm.unit)
+	}
+	if _, ok := mm.m.bags[mm.unit]; !ok {
+		return fmt.Errorf("%s: %w", mm.unit, ErrNotJoined)
+	}
+	return nil
+}
+
+func (mm *memoryMember) Snapshot(context.Context) (Snapshot, error) {
+	m := mm.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := mm.checkLocked(); err != nil {
+		return Snapshot{}, err
+	}
+	return Snapshot{
+		Revision:   m.revision,
+		Leader:     m.leaderLocked(),
+		Units:      m.bags,
+		LeaderData: m.leaderData,
+		Changed:    m.changed,
+	}.Clone(), nil
+}
+
+func (mm *memoryMember) SetUnitData(_ context.Context, kv map[string]string) error {
+	m := mm.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := mm.checkLocked(); err != nil {
+		return err
+	}
+	merge(m.bags[mm.unit], kv)
+	m.bumpLocked()
+	return nil
+}
+
+func (mm *memoryMember) SetLeaderData(_ context.Context, kv map[string]string) error {
+	m := mm.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if err := mm.checkLocked(); err != nil {
+		return err
+	}
+	if m.leaderLocked() != mm.unit {
+		return fmt.Errorf("%s writes leader data: %w (the leader is %s)", mm.unit, ErrNotLeader, m.leaderLocked())
+	}
+	merge(m.leaderData, kv)
+	m.bumpLocked()
+	return nil
+}
+
+func (mm *memoryMember) Leave(context.Context) error {
+	m := mm.m
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.bags[mm.unit]; !ok {
+		return nil
+	}
+	delete(m.bags, mm.unit)
+	m.order = slices.DeleteFunc(m.order, func(u string) bool { return u == mm.unit })
+	m.bumpLocked()
+	return nil
+}
