@@ -53,11 +53,14 @@ type Backend struct {
 	ca              *authority // loaded or created on first use
 }
 
-// New returns an unconfigured backend.
+// New returns an unconfigured backend that logs to log (nil: nowhere).
 func New(log hclog.Logger) *Backend {
 	// cfssl logs through its own package to stderr, unstructured; keep it quiet so the
 	// plugin's stderr stays the JSON hclog stream the host parses.
 	cflog.Level = cflog.LevelFatal
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
 	return &Backend{log: log}
 }
 

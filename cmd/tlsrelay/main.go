@@ -1,0 +1,54 @@
+// Command tlsrelay gives a group of peer units mutual-TLS identities through backend
+// plugins. `tlsrelay up` runs a whole group on this machine and proves the result.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// exitError carries a specific exit status out of a command.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	root := newRootCommand()
+	if err := root.Execute(); err != nil {
+		var exit exitError
+		if errors.As(err, &exit) {
+			os.Exit(exit.code)
+		}
+		fmt.Fprintln(os.Stderr, "tlsrelay:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tlsrelay",
+		Short:         "Mutual-TLS identities for a group of peer units, through backend plugins",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().String("log-level", "warn", "log level: trace, debug, info, warn, error")
+	root.AddCommand(newUpCommand(), newPluginCommand(), newVersionCommand())
+	return root
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the tlsrelay version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintf(cmd.OutOrStdout(), "tlsrelay %s (backend protocol %d)\n", version, sdkProtocolVersion)
+		},
+	}
+}

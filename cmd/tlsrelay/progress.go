@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/agent"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+)
+
+// verboseUnits is the group size up to which every state change is printed; larger
+// groups get a summary line at most every summaryEvery.
+const (
+	verboseUnits = 10
+	summaryEvery = 500 * time.Millisecond
+)
+
+// progress follows the units' states, prints them, and tells when all are done.
+type progress struct {
+	w     io.Writer
+	n     int
+	start time.Time
+
+	mu          sync.Mutex
+	status      map[string]agent.Status
+	failed      map[string]error
+	lastSummary time.Time
+	done        chan struct{}
+	closed      bool
+}
+
+func newProgress(w io.Writer, n int) *progress {
+	return &progress{w: w, n: n, start: time.Now(), status: map[string]agent.Status{},
+		failed: map[string]error{}, done: make(chan struct{})}
+}
+
+func (p *progress) elapsed() time.Duration { return time.Since(p.start).Round(time.Millisecond) }
+
+func (p *progress) printf(format string, args ...any) {
+	fmt.Fprintf(p.w, "[%7.2fs] "+format, append([]any{time.Since(p.start).Seconds()}, args...)...)
+}
+
+// update records a unit's new status; agents call it.
+func (p *progress) update(s agent.Status) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.status[s.Unit] = s
+	if p.n <= verboseUnits {
+		p.printf("%-12s %s%s\n", s.Unit, s.State, describe(s))
+	} else if time.Since(p.lastSummary) >= summaryEvery {
+		p.lastSummary = time.Now()
+		p.printf("%s\n", p.summaryLocked())
+	}
+	if !p.closed && p.allDoneLocked() {
+		p.closed = true
+		close(p.done)
+	}
+}
+
+func describe(s agent.Status) string {
+	var extra []string
+	if s.Leader {
+		extra = append(extra, "leader")
+	}
+	if len(s.Signing) > 0 {
+		extra = append(extra, fmt.Sprintf("signing %d CSRs", len(s.Signing)))
+	}
+	if s.State == protocol.StateRejected || s.State == protocol.StateRenewalDue {
+		extra = append(extra, s.Detail)
+	}
+	if len(extra) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(extra, ", ") + ")"
+}
+
+func (p *progress) summaryLocked() string {
+	counts := map[protocol.State]int{}
+	for _, s := range p.status {
+		counts[s.State]++
+	}
+	parts := []string{fmt.Sprintf("%d/%d units reporting", len(p.status), p.n)}
+	for _, st := range []protocol.State{protocol.StateCreateCSR, protocol.StateAwaitingCertificate,
+		protocol.StateRejected, protocol.StateCertificateAvailable} {
+		if counts[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", counts[st], st))
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// allDoneLocked: every unit has installed a certificate and the leader signs nothing.
+func (p *progress) allDoneLocked() bool {
+	if len(p.status) < p.n {
+		return false
+	}
+	for _, s := range p.status {
+		if s.State != protocol.StateCertificateAvailable || s.Serial == "" || len(s.Signing) > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// fail records an agent that stopped with an error.
+func (p *progress) fail(unit string, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failed[unit] = err
+	p.printf("%-12s stopped: %v\n", unit, err)
+}
+
+func (p *progress) waitAll(ctx context.Context) error {
+	select {
+	case <-p.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// pending lists the units that are not done, with what they are doing.
+func (p *progress) pending() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var lines []string
+	for unit, s := range p.status {
+		if s.State != protocol.StateCertificateAvailable || s.Serial == "" {
+			lines = append(lines, fmt.Sprintf("  %s: %s (%s)", unit, s.State, s.Detail))
+		}
+	}
+	for unit, err := range p.failed {
+		lines = append(lines, fmt.Sprintf("  %s: stopped: %v", unit, err))
+	}
+	sort.Strings(lines)
+	if missing := p.n - len(p.status); missing > 0 {
+		lines = append(lines, fmt.Sprintf("  %d units never reported", missing))
+	}
+	return strings.Join(lines, "\n")
+}
+
+func (p *progress) get(unit string) agent.Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.status[unit]
+}

@@ -1,0 +1,234 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// inProcess serves every role from one backend in this process. The real cfssl backend,
+// not a fake: only the process boundary is skipped (core/backend tests cross it).
+type inProcess struct{ b sdk.Backend }
+
+func (p inProcess) For(context.Context, config.Role) (sdk.Backend, error) { return p.b, nil }
+
+func newCfssl(t *testing.T, stateDir string) sdk.Backend {
+	t.Helper()
+	b := cfssl.New(nil)
+	if err := b.Configure(context.Background(), sdk.ConfigureRequest{StateDir: stateDir}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+var testCert = config.Certificate{
+	CommonName: "{{.Unit}}", SANs: []string{"localhost"},
+	Key: config.Key{Algorithm: "ecdsa", Size: 256}, Profile: "peer",
+	Validity: time.Hour, RenewAt: 0.66,
+}
+
+// cluster runs units as agents on one memory relation until the test ends.
+type cluster struct {
+	t       *testing.T
+	store   *relation.Memory
+	root    string
+	backend sdk.Backend
+	mu      sync.Mutex
+	members map[string]relation.Member
+	cancel  map[string]context.CancelFunc
+	wg      sync.WaitGroup
+}
+
+func newCluster(t *testing.T) *cluster {
+	root := t.TempDir()
+	c := &cluster{t: t, store: relation.NewMemory(), root: root, backend: newCfssl(t, filepath.Join(root, "ca")),
+		members: map[string]relation.Member{}, cancel: map[string]context.CancelFunc{}}
+	t.Cleanup(func() {
+		for _, cancel := range c.cancel {
+			cancel()
+		}
+		c.wg.Wait()
+	})
+	return c
+}
+
+func (c *cluster) dir(unit string) string {
+	return filepath.Join(c.root, protocol.UnitDNSName(unit))
+}
+
+func (c *cluster) start(unit string) {
+	c.t.Helper()
+	m, err := c.store.Join(context.Background(), unit)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	a, err := New(Options{Member: m, Backends: inProcess{c.backend}, Certificate: testCert, Dir: c.dir(unit)})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.mu.Lock()
+	c.members[unit], c.cancel[unit] = m, cancel
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go func() { defer c.wg.Done(); a.Run(ctx) }()
+}
+
+func (c *cluster) stop(unit string) {
+	c.cancel[unit]()
+	if err := c.members[unit].Leave(context.Background()); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// waitCerts waits until every unit has a certificate for its current key that chains
+// to the CA in its ca.crt, and returns the certificates.
+func (c *cluster) waitCerts(units ...string) map[string]*x509.Certificate {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		certs, err := c.certs(units)
+		if err == nil {
+			return certs
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("units did not converge: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (c *cluster) certs(units []string) (map[string]*x509.Certificate, error) {
+	out := map[string]*x509.Certificate{}
+	for _, unit := range units {
+		f := files{dir: c.dir(unit)}
+		local, _, err := f.loadLocal()
+		if err != nil {
+			return nil, err
+		}
+		if local.Installed == nil || local.Pending != nil {
+			return nil, fmt.Errorf("%s has no settled certificate", unit)
+		}
+		roots, err := certutil.ParseCertificates([]byte(local.Installed.CAPEM))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", unit, err)
+		}
+		pool := x509.NewCertPool()
+		for _, r := range roots {
+			pool.AddCert(r)
+		}
+		if _, err := local.Installed.Cert.Verify(x509.VerifyOptions{Roots: pool, DNSName: protocol.UnitDNSName(unit)}); err != nil {
+			return nil, fmt.Errorf("%s: %w", unit, err)
+		}
+		out[unit] = local.Installed.Cert
+	}
+	return out, nil
+}
+
+func TestGroupConverges(t *testing.T) {
+	c := newCluster(t)
+	units := []string{"db/0", "db/1", "db/2"}
+	for _, u := range units {
+		c.start(u)
+	}
+	certs := c.waitCerts(units...)
+	for _, u := range units {
+		if certs[u].Subject.CommonName != u {
+			t.Errorf("%s: CN = %q", u, certs[u].Subject.CommonName)
+		}
+		info, err := os.Stat(filepath.Join(c.dir(u), KeyFile))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if mode := info.Mode().Perm(); mode != KeyMode {
+			t.Errorf("%s: %s has mode %o, want %o", u, KeyFile, mode, KeyMode)
+		}
+	}
+	assertNoKeyMaterial(t, c.members["db/0"])
+}
+
+// assertNoKeyMaterial fails if any private key reached the relation.
+func assertNoKeyMaterial(t *testing.T, m relation.Member) {
+	t.Helper()
+	snap, err := m.Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := []string{}
+	for _, bag := range snap.Units {
+		for _, v := range bag {
+			values = append(values, v)
+		}
+	}
+	for _, v := range snap.LeaderData {
+		values = append(values, v)
+	}
+	if len(values) == 0 {
+		t.Fatal("relation is empty: nothing to check")
+	}
+	for _, v := range values {
+		if strings.Contains(v, "PRIVATE KEY") {
+			t.Fatalf("private key material in the relation: %.60q", v)
+		}
+	}
+}
+
+func TestLostCertificateIsReissued(t *testing.T) {
+	c := newCluster(t)
+	c.start("db/0")
+	c.start("db/1")
+	before := c.waitCerts("db/0", "db/1")["db/1"]
+	for _, name := range []string{KeyFile, CertFile} {
+		if err := os.Remove(filepath.Join(c.dir("db/1"), name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The agent notices on its next wake-up; any relation change wakes it.
+	if err := c.members["db/0"].SetUnitData(context.Background(), map[string]string{"poke": "1"}); err != nil {
+		t.Fatal(err)
+	}
+	after := c.waitCerts("db/1")["db/1"]
+	if after.SerialNumber.Cmp(before.SerialNumber) == 0 {
+		t.Fatal("the lost certificate came back instead of a new one")
+	}
+	if certutil.SamePublicKey(after.PublicKey, before.PublicKey) {
+		t.Fatal("the new certificate is for the lost key")
+	}
+}
+
+func TestLeaderDepartureKeepsTheCA(t *testing.T) {
+	c := newCluster(t)
+	c.start("db/0")
+	c.start("db/1")
+	first := c.waitCerts("db/0", "db/1")
+	c.stop("db/0") // the leader leaves; db/1 leads and must sign with the same CA
+	c.start("db/2")
+	certs := c.waitCerts("db/1", "db/2")
+	if certs["db/2"].Issuer.String() != first["db/1"].Issuer.String() ||
+		string(certs["db/2"].AuthorityKeyId) != string(first["db/1"].AuthorityKeyId) {
+		t.Fatalf("new leader signed with another CA: %s vs %s", certs["db/2"].Issuer, first["db/1"].Issuer)
+	}
+	if certs["db/1"].SerialNumber.Cmp(first["db/1"].SerialNumber) != 0 {
+		t.Fatal("leader change re-issued a valid certificate")
+	}
+	snap, err := c.members["db/1"].Snapshot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := snap.LeaderData[protocol.SignedCertificateKey("db/0")]; ok {
+		t.Fatal("the departed unit's certificate was not forgotten")
+	}
+}

@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// The files in a unit's output directory.
+const (
+	KeyFile        = "tls.key"     // the private key of tls.crt, mode 0600
+	CertFile       = "tls.crt"     // the unit's certificate chain
+	CAFile         = "ca.crt"      // the group's CA bundle
+	PendingKeyFile = "pending.key" // the key of a CSR awaiting its certificate, mode 0600
+	PendingCSRFile = "pending.csr"
+)
+
+// KeyMode is the mode of every private key file.
+const KeyMode = 0o600
+
+// files reads and writes one unit's output directory.
+type files struct{ dir string }
+
+func (f files) path(name string) string { return filepath.Join(f.dir, name) }
+
+func (f files) read(name string) ([]byte, error) {
+	b, err := os.ReadFile(f.path(name))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+func (f files) write(name string, data []byte, mode os.FileMode) error {
+	return atomicfile.Write(f.path(name), data, mode)
+}
+
+// loadLocal reads the unit's key material as the protocol sees it. Files that do not
+// belong together (a certificate for another key, a CSR for another key) count as absent,
+// so the protocol starts over rather than serving a mismatched pair.
+func (f files) loadLocal() (protocol.Local, []string, error) {
+	var local protocol.Local
+	var notes []string
+	if err := os.MkdirAll(f.dir, 0o755); err != nil {
+		return local, nil, fmt.Errorf("output directory: %w", err)
+	}
+	inst, note, err := f.loadInstalled()
+	if err != nil {
+		return local, nil, err
+	}
+	local.Installed = inst
+	if note != "" {
+		notes = append(notes, note)
+	}
+	pending, note, err := f.loadPending()
+	if err != nil {
+		return local, nil, err
+	}
+	local.Pending = pending
+	if note != "" {
+		notes = append(notes, note)
+	}
+	return local, notes, nil
+}
+
+func (f files) loadInstalled() (*protocol.Installed, string, error) {
+	certPEM, err := f.read(CertFile)
+	if err != nil || certPEM == nil {
+		return nil, "", err
+	}
+	keyPEM, err := f.read(KeyFile)
+	if err != nil {
+		return nil, "", err
+	}
+	certs, err := certutil.ParseCertificates(certPEM)
+	if err != nil {
+		return nil, fmt.Sprintf("%s does not parse (%v): requesting a new certificate", f.path(CertFile), err), nil
+	}
+	pub, err := certutil.PublicKeyOfPrivatePEM(keyPEM)
+	if err != nil || !certutil.SamePublicKey(certs[0].PublicKey, pub) {
+		return nil, fmt.Sprintf("%s does not match %s: requesting a new certificate", f.path(KeyFile), f.path(CertFile)), nil
+	}
+	caPEM, err := f.read(CAFile)
+	if err != nil {
+		return nil, "", err
+	}
+	return &protocol.Installed{Cert: certs[0], CAPEM: string(caPEM)}, "", nil
+}
+
+func (f files) loadPending() (*protocol.Pending, string, error) {
+	keyPEM, err := f.read(PendingKeyFile)
+	if err != nil || keyPEM == nil {
+		return nil, "", err
+	}
+	csrPEM, err := f.read(PendingCSRFile)
+	if err != nil {
+		return nil, "", err
+	}
+	pub, kerr := certutil.PublicKeyOfPrivatePEM(keyPEM)
+	csr, cerr := certutil.ParseCSR(csrPEM, "")
+	if kerr != nil || cerr != nil || !certutil.SamePublicKey(csr.PublicKey, pub) {
+		return nil, fmt.Sprintf("%s and %s do not belong together: making a new CSR", f.path(PendingKeyFile), f.path(PendingCSRFile)), nil
+	}
+	return &protocol.Pending{CSRPEM: string(csrPEM), PublicKey: pub}, "", nil
+}
+
+// savePending stores a new key and CSR. The key is written first and 0600 from creation.
+func (f files) savePending(keyPEM, csrPEM []byte) error {
+	if err := f.write(PendingKeyFile, keyPEM, KeyMode); err != nil {
+		return err
+	}
+	return f.write(PendingCSRFile, csrPEM, 0o644)
+}
+
+// install writes the CA and the certificate and promotes the pending key. The key is
+// moved by rename, so it is never copied and keeps its 0600 mode.
+func (f files) install(chainPEM, caPEM []byte) error {
+	if err := f.write(CAFile, caPEM, 0o644); err != nil {
+		return err
+	}
+	if err := os.Rename(f.path(PendingKeyFile), f.path(KeyFile)); err != nil {
+		return fmt.Errorf("promote %s: %w", f.path(PendingKeyFile), err)
+	}
+	if err := f.write(CertFile, chainPEM, 0o644); err != nil {
+		return err
+	}
+	if err := os.Remove(f.path(PendingCSRFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// leaf returns the installed certificate, for status.
+func leaf(local protocol.Local) *x509.Certificate {
+	if local.Installed == nil {
+		return nil
+	}
+	return local.Installed.Cert
+}

@@ -1,0 +1,270 @@
+// Package backend is the host side of backend plugins: it launches each configured
+// backend as a child process through go-plugin (a built-in one by re-executing the
+// tlsrelay binary as `tlsrelay plugin serve NAME`, an external one from its command after
+// checking its SHA-256), configures it, checks it can serve the roles it is given,
+// relaunches it if it dies, and kills every child on Close.
+package backend
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+// Options configure a Host.
+type Options struct {
+	// Self is the tlsrelay binary that serves built-in backends. Default: os.Executable.
+	Self string
+	// Plugins and Roles come from the deployment's config.
+	Plugins map[string]config.Plugin
+	Roles   config.Roles
+	// StateDir is the parent of each backend's state directory (StateDir/NAME).
+	StateDir string
+	Logger   hclog.Logger
+}
+
+// Host runs the backends of one unit.
+type Host struct {
+	opts Options
+	log  hclog.Logger
+
+	mu      sync.Mutex
+	closed  bool
+	running map[string]*running
+}
+
+type running struct {
+	client  *plugin.Client
+	backend sdk.Backend
+	info    sdk.Info
+}
+
+// New returns a Host; it launches nothing until a backend is first needed.
+func New(opts Options) (*Host, error) {
+	if opts.Self == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find the tlsrelay binary for built-in backends: %w", err)
+		}
+		opts.Self = self
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	return &Host{opts: opts, log: opts.Logger, running: map[string]*running{}}, nil
+}
+
+// roleNeeds lists the capabilities each role uses.
+var roleNeeds = map[config.Role][]sdk.Capability{
+	config.RoleCSR:     {sdk.CapCreateCSR},
+	config.RoleSigner:  {sdk.CapSignCSR, sdk.CapCA},
+	config.RoleSecrets: {sdk.CapFetchSecret},
+}
+
+// For returns the backend configured for role, launching it on first use and again if
+// its process has died.
+func (h *Host) For(ctx context.Context, role config.Role) (sdk.Backend, error) {
+	name := h.opts.Roles.Backend(role)
+	if name == "" {
+		return nil, fmt.Errorf("roles.%s: no backend configured", role)
+	}
+	r, err := h.launch(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	for _, c := range roleNeeds[role] {
+		if !r.info.Has(c) {
+			return nil, fmt.Errorf("roles.%s: backend %q (%s %s) cannot serve this role: it lacks %s",
+				role, name, r.info.Name, r.info.Version, c)
+		}
+	}
+	return r.backend, nil
+}
+
+// Info returns the Info of the named backend, launching it if needed.
+func (h *Host) Info(ctx context.Context, name string) (sdk.Info, error) {
+	r, err := h.launch(ctx, name)
+	if err != nil {
+		return sdk.Info{}, err
+	}
+	return r.info, nil
+}
+
+// launch returns the running plugin called name, starting it when it is not running.
+func (h *Host) launch(ctx context.Context, name string) (*running, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, fmt.Errorf("plugin %s: host is shut down", name)
+	}
+	if r, ok := h.running[name]; ok {
+		if !r.client.Exited() {
+			return r, nil
+		}
+		h.log.Warn("plugin exited; relaunching", "plugin", name)
+		delete(h.running, name)
+	}
+	spec, ok := h.opts.Plugins[name]
+	if !ok {
+		return nil, fmt.Errorf("plugin %q is not configured (configured: %v)", name, h.pluginNames())
+	}
+	r, err := h.start(ctx, name, spec)
+	if err != nil {
+		return nil, err
+	}
+	h.running[name] = r
+	return r, nil
+}
+
+func (h *Host) start(ctx context.Context, name string, spec config.Plugin) (*running, error) {
+	cmd, secure, err := h.command(name, spec)
+	if err != nil {
+		return nil, err
+	}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  sdk.Handshake,
+		VersionedPlugins: sdk.VersionedPlugins(nil),
+		Cmd:              cmd,
+		SecureConfig:     secure,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		Logger:           h.log.Named(name),
+		SyncStdout:       io.Discard,
+	})
+	r, err := h.connect(ctx, name, client)
+	if err != nil {
+		client.Kill()
+		return nil, err
+	}
+	return r, nil
+}
+
+func (h *Host) connect(ctx context.Context, name string, client *plugin.Client) (*running, error) {
+	rpc, err := client.Client()
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: start: %w", name, err)
+	}
+	raw, err := rpc.Dispense(sdk.PluginName)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: %w", name, err)
+	}
+	b, ok := raw.(sdk.Backend)
+	if !ok {
+		return nil, fmt.Errorf("plugin %s: served %T, not a tlsrelay backend", name, raw)
+	}
+	info, err := b.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: Info: %w", name, err)
+	}
+	if err := h.configure(ctx, name, b); err != nil {
+		return nil, err
+	}
+	h.log.Debug("plugin ready", "plugin", name, "backend", info.Name, "version", info.Version,
+		"pid", client.ReattachConfig().Pid, "capabilities", info.Capabilities)
+	return &running{client: client, backend: b, info: info}, nil
+}
+
+func (h *Host) configure(ctx context.Context, name string, b sdk.Backend) error {
+	raw, err := json.Marshal(h.opts.Plugins[name].Config)
+	if err != nil {
+		return fmt.Errorf("plugins.%s.config: %w", name, err)
+	}
+	stateDir := filepath.Join(h.opts.StateDir, name)
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+		return fmt.Errorf("plugin %s: state directory: %w", name, err)
+	}
+	if err := b.Configure(ctx, sdk.ConfigureRequest{ConfigJSON: raw, StateDir: stateDir}); err != nil {
+		return fmt.Errorf("plugins.%s.config: %w", name, err)
+	}
+	return nil
+}
+
+// command builds the child's command line: the tlsrelay binary itself for a built-in
+// backend, or the configured command pinned by its checksum.
+func (h *Host) command(name string, spec config.Plugin) (*exec.Cmd, *plugin.SecureConfig, error) {
+	var cmd *exec.Cmd
+	var secure *plugin.SecureConfig
+	if spec.Builtin {
+		cmd = exec.Command(h.opts.Self, "plugin", "serve", name)
+	} else {
+		sum, err := verifyChecksum(name, spec)
+		if err != nil {
+			return nil, nil, err
+		}
+		cmd = exec.Command(spec.Command)
+		// go-plugin checks the sum again as it starts the binary.
+		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	}
+	cmd.Env = append(os.Environ(), "TLSRELAY_LOG_LEVEL="+h.log.GetLevel().String())
+	return cmd, secure, nil
+}
+
+// verifyChecksum refuses a binary whose SHA-256 differs from the configured one, with an
+// error that shows both.
+func verifyChecksum(name string, spec config.Plugin) ([]byte, error) {
+	want, err := hex.DecodeString(spec.SHA256)
+	if err != nil || len(want) != sha256.Size {
+		return nil, fmt.Errorf("plugins.%s.sha256: %q is not 64 hex digits", name, spec.SHA256)
+	}
+	f, err := os.Open(spec.Command)
+	if err != nil {
+		return nil, fmt.Errorf("plugins.%s.command: %w", name, err)
+	}
+	defer f.Close()
+	hash := sha256.New()
+	if _, err := io.Copy(hash, f); err != nil {
+		return nil, fmt.Errorf("plugins.%s.command: %w", name, err)
+	}
+	if got := hash.Sum(nil); hex.EncodeToString(got) != hex.EncodeToString(want) {
+		return nil, fmt.Errorf("plugins.%s: refusing to run %s: its sha256 is %x but the config pins %x (the binary was replaced or tampered with)",
+			name, spec.Command, got, want)
+	}
+	return want, nil
+}
+
+// Pids lists the process ids of the running plugins, by backend name.
+func (h *Host) Pids() map[string]int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pids := map[string]int{}
+	for name, r := range h.running {
+		if rc := r.client.ReattachConfig(); rc != nil {
+			pids[name] = rc.Pid
+		}
+	}
+	return pids
+}
+
+// Close kills every plugin process and waits for each to exit.
+func (h *Host) Close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.closed = true
+	for name, r := range h.running {
+		r.client.Kill() // graceful first, then forced after a grace period; waits
+		delete(h.running, name)
+	}
+}
+
+func (h *Host) pluginNames() []string {
+	names := make([]string, 0, len(h.opts.Plugins))
+	for name := range h.opts.Plugins {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}

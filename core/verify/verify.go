@@ -1,0 +1,87 @@
+// Package verify proves what tlsrelay promises about a group's files: each unit holds a
+// private key (mode 0600) and a certificate for that key that chains to the group CA
+// and names the unit, and every pair of units completes a mutual-TLS handshake.
+package verify
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/tlsrelay/tlsrelay/core/agent"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// Unit names a unit and its output directory.
+type Unit struct {
+	Name string
+	Dir  string
+}
+
+// Identity is a unit's verified certificate material.
+type Identity struct {
+	Unit
+	Cert    *x509.Certificate
+	TLSCert tls.Certificate
+	Roots   *x509.CertPool
+}
+
+// Load checks one unit's files and returns its identity. Every failure names the unit
+// and the file.
+func Load(u Unit) (*Identity, error) {
+	keyPath := filepath.Join(u.Dir, agent.KeyFile)
+	info, err := os.Stat(keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u.Name, err)
+	}
+	if mode := info.Mode().Perm(); mode != agent.KeyMode {
+		return nil, fmt.Errorf("%s: %s has mode %04o, want %04o", u.Name, keyPath, mode, agent.KeyMode)
+	}
+	certPath, caPath := filepath.Join(u.Dir, agent.CertFile), filepath.Join(u.Dir, agent.CAFile)
+	tlsCert, err := tls.LoadX509KeyPair(certPath, keyPath)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s and %s: %w", u.Name, certPath, keyPath, err)
+	}
+	caPEM, err := os.ReadFile(caPath)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", u.Name, err)
+	}
+	cas, err := certutil.ParseCertificates(caPEM)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", u.Name, caPath, err)
+	}
+	roots := x509.NewCertPool()
+	for _, ca := range cas {
+		roots.AddCert(ca)
+	}
+	cert := tlsCert.Leaf
+	dnsName := protocol.UnitDNSName(u.Name)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: dnsName,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return nil, fmt.Errorf("%s: %s does not verify against %s for %s: %w", u.Name, certPath, caPath, dnsName, err)
+	}
+	if cert.Subject.CommonName != u.Name {
+		return nil, fmt.Errorf("%s: %s has common name %q", u.Name, certPath, cert.Subject.CommonName)
+	}
+	if !slices.Contains(cert.DNSNames, dnsName) {
+		return nil, fmt.Errorf("%s: %s lacks the SAN %s", u.Name, certPath, dnsName)
+	}
+	return &Identity{Unit: u, Cert: cert, TLSCert: tlsCert, Roots: roots}, nil
+}
+
+// LoadAll loads every unit, failing on the first that does not verify.
+func LoadAll(units []Unit) ([]*Identity, error) {
+	ids := make([]*Identity, 0, len(units))
+	for _, u := range units {
+		id, err := Load(u)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}

@@ -1,0 +1,27 @@
+// Package builtin lists the backends compiled into the tlsrelay binary, which serves
+// them as `tlsrelay plugin serve NAME`.
+package builtin
+
+import (
+	"sort"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+// Backends maps each built-in name to its constructor.
+var Backends = map[string]func(hclog.Logger) sdk.Backend{
+	cfssl.Name: func(log hclog.Logger) sdk.Backend { return cfssl.New(log) },
+}
+
+// Names lists the built-in backends, sorted.
+func Names() []string {
+	names := make([]string, 0, len(Backends))
+	for name := range Backends {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	return names
+}
