@@ -142,4 +142,3 @@ func handshake(ctx context.Context, client *Identity, s *server) error {
 	}
 	return nil
 }
-

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/testbin"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// run runs the real tlsrelay binary, as an operator would.
+func run(t *testing.T, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, testbin.Build(t, testbin.Tlsrelay), args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if exit, ok := err.(*exec.ExitError); ok {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return result{stdout.String(), stderr.String(), code}
+}
+
+func TestUpIssuesAndProvesAGroup(t *testing.T) {
+	dir := t.TempDir()
+	r := run(t, "up", "--units", "4", "--dir", dir, "--log-level", "trace")
+	if r.code != 0 {
+		t.Fatalf("up exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"UNIT", "NOT AFTER", "node/3", "12/12 mutual-TLS handshakes", "OK: 4 units up"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
+		}
+	}
+	// Plugins ran as child processes: the host logged their start at trace level.
+	if !strings.Contains(r.stderr, `args=["`) || !strings.Contains(r.stderr, `"plugin", "serve", "cfssl"]`) {
+		t.Errorf("no plugin child process in the log:\n%.2000s", r.stderr)
+	}
+	if strings.Contains(r.stderr+r.stdout, "PRIVATE KEY") {
+		t.Fatal("private key material in tlsrelay's output or logs")
+	}
+	for i := range 4 {
+		unitDir := filepath.Join(dir, "node-"+string(rune('0'+i)))
+		out, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(unitDir, "ca.crt"), filepath.Join(unitDir, "tls.crt")).CombinedOutput()
+		if err != nil || !strings.HasSuffix(strings.TrimSpace(string(out)), ": OK") {
+			t.Errorf("openssl verify node/%d: %v\n%s", i, err, out)
+		}
+		info, err := os.Stat(filepath.Join(unitDir, "tls.key"))
+		if err != nil || info.Mode().Perm() != 0o600 {
+			t.Errorf("node/%d tls.key: %v, mode %v", i, err, info.Mode().Perm())
+		}
+	}
+	// A second run over the same directory keeps the CA and the valid certificates.
+	before, _ := os.ReadFile(filepath.Join(dir, "node-1", "tls.crt"))
+	if r := run(t, "up", "--units", "4", "--dir", dir); r.code != 0 {
+		t.Fatalf("second up exited %d: %s", r.code, r.stderr)
+	}
+	after, _ := os.ReadFile(filepath.Join(dir, "node-1", "tls.crt"))
+	if !bytes.Equal(before, after) {
+		t.Error("a second up re-issued a valid certificate")
+	}
+}
+
+func TestUpRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"malformed YAML", []string{"--config", write("bad.yaml", "certificate:\n  key: [oops\n")},
+			[]string{"bad.yaml", "malformed YAML", "line"}},
+		{"unknown backend", []string{"--config", write("unknown.yaml", "roles: {signer: vault}\n")},
+			[]string{"unknown.yaml", "roles.signer", `unknown backend "vault"`}},
+		{"plugin path that does not exist", []string{"--config", write("missing.yaml",
+			"roles: {csr: ext}\nplugins: {ext: {command: /nonexistent/plugin, sha256: "+strings.Repeat("0", 64)+"}}\n")},
+			[]string{"missing.yaml", "plugins.ext.command", "/nonexistent/plugin"}},
+		{"config file that does not exist", []string{"--config", filepath.Join(dir, "nope.yaml")}, []string{"nope.yaml", "no such file"}},
+		{"zero units", []string{"--units", "0"}, []string{"--units must be at least 1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := run(t, append([]string{"up", "--dir", t.TempDir()}, tt.args...)...)
+			if r.code == 0 {
+				t.Fatalf("up succeeded on bad input:\n%s", r.stdout)
+			}
+			if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine ") {
+				t.Fatalf("up panicked:\n%s", r.stderr)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, r.stderr)
+				}
+			}
+		})
+	}
+}
+
+func TestPluginServeByHandIsRefused(t *testing.T) {
+	r := run(t, "plugin", "serve", "cfssl")
+	if r.code == 0 || !strings.Contains(r.stderr, "not by hand") {
+		t.Fatalf("plugin serve by hand: exit %d, stderr %q", r.code, r.stderr)
+	}
+	r = run(t, "plugin", "serve", "vault")
+	if r.code == 0 || !strings.Contains(r.stderr, `no built-in backend is named "vault"`) {
+		t.Fatalf("unknown built-in: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	if r := run(t, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "tlsrelay ") || !strings.Contains(r.stdout, "backend protocol 1") {
+		t.Fatalf("version: %+v", r)
+	}
+}

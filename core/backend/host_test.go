@@ -1,0 +1,200 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
+}
+
+var cfsslRoles = config.Roles{CSR: "cfssl", Signer: "cfssl"}
+
+func newHost(t *testing.T, plugins map[string]config.Plugin, roles config.Roles) *Host {
+	t.Helper()
+	h, err := New(Options{
+		Self:     testbin.Build(t, testbin.Tlsrelay),
+		Plugins:  plugins,
+		Roles:    roles,
+		StateDir: t.TempDir(),
+		Logger:   hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+func alive(pid int) bool { return syscall.Kill(pid, 0) == nil }
+
+func TestBuiltinRunsAsChildProcessAndCloseLeavesNoOrphans(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t, map[string]config.Plugin{"cfssl": {Builtin: true}}, cfsslRoles)
+	b, err := h.For(ctx, config.RoleCSR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := b.CreateCSR(ctx, sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, CommonName: "db/0"})
+	if err != nil || !strings.Contains(string(csr.CSRPEM), "CERTIFICATE REQUEST") {
+		t.Fatalf("CreateCSR through the plugin: %v", err)
+	}
+	pid := h.Pids()["cfssl"]
+	if pid == 0 || pid == os.Getpid() || !alive(pid) {
+		t.Fatalf("plugin pid = %d: not a live child process", pid)
+	}
+	// Signer and csr roles share the one process of the same backend.
+	if _, err := h.For(ctx, config.RoleSigner); err != nil || h.Pids()["cfssl"] != pid {
+		t.Fatalf("signer role: err %v, pid %d, want the same process %d", err, h.Pids()["cfssl"], pid)
+	}
+	h.Close()
+	if alive(pid) {
+		t.Fatalf("plugin process %d still alive after Close", pid)
+	}
+	if _, err := h.For(ctx, config.RoleCSR); err == nil {
+		t.Fatal("For after Close succeeded")
+	}
+}
+
+func TestCrashedPluginIsRelaunched(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t, map[string]config.Plugin{"cfssl": {Builtin: true}}, cfsslRoles)
+	if _, err := h.For(ctx, config.RoleSigner); err != nil {
+		t.Fatal(err)
+	}
+	first := h.Pids()["cfssl"]
+	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(first) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // let go-plugin notice the exit
+	b, err := h.For(ctx, config.RoleSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CA(ctx); err != nil {
+		t.Fatalf("relaunched plugin: %v", err)
+	}
+	if second := h.Pids()["cfssl"]; second == first || second == 0 {
+		t.Fatalf("pid after crash = %d, want a new process (was %d)", second, first)
+	}
+}
+
+func TestExternalPluginIsPinnedByChecksum(t *testing.T) {
+	ctx := context.Background()
+	bin := testbin.Build(t, testbin.CfsslPlugin)
+	sum := testbin.SHA256(t, bin)
+
+	h := newHost(t, map[string]config.Plugin{"ext": {Command: bin, SHA256: sum}}, config.Roles{CSR: "ext", Signer: "ext"})
+	b, err := h.For(ctx, config.RoleSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CA(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// A copy of the binary with one byte appended: same program, different checksum.
+	tampered := filepath.Join(t.TempDir(), "tlsrelay-plugin-cfssl")
+	data, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tampered, append(data, 0), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	h = newHost(t, map[string]config.Plugin{"ext": {Command: tampered, SHA256: sum}}, config.Roles{CSR: "ext"})
+	_, err = h.For(ctx, config.RoleCSR)
+	if err == nil || !strings.Contains(err.Error(), "refusing to run "+tampered) || !strings.Contains(err.Error(), sum) {
+		t.Fatalf("tampered binary: err = %v, want a refusal naming the file and the pinned sum", err)
+	}
+	if len(h.Pids()) != 0 {
+		t.Fatal("a tampered binary was started")
+	}
+}
+
+func TestLaunchErrorsAreClear(t *testing.T) {
+	ctx := context.Background()
+	sum := strings.Repeat("ab", 32)
+	tests := []struct {
+		name    string
+		plugins map[string]config.Plugin
+		roles   config.Roles
+		role    config.Role
+		want    []string
+	}{
+		{"plugin path that does not exist",
+			map[string]config.Plugin{"ext": {Command: "/nonexistent/tlsrelay-plugin-x", SHA256: sum}},
+			config.Roles{CSR: "ext"}, config.RoleCSR,
+			[]string{"plugins.ext.command", "/nonexistent/tlsrelay-plugin-x", "no such file"}},
+		{"backend name not configured",
+			map[string]config.Plugin{"cfssl": {Builtin: true}}, config.Roles{CSR: "vault"}, config.RoleCSR,
+			[]string{`plugin "vault" is not configured`, "cfssl"}},
+		{"role the backend cannot serve",
+			map[string]config.Plugin{"cfssl": {Builtin: true}}, config.Roles{CSR: "cfssl", Secrets: "cfssl"}, config.RoleSecrets,
+			[]string{"roles.secrets", `backend "cfssl"`, "lacks fetch_secret"}},
+		{"unconfigured role",
+			map[string]config.Plugin{"cfssl": {Builtin: true}}, config.Roles{CSR: "cfssl"}, config.RoleSecrets,
+			[]string{"roles.secrets: no backend configured"}},
+		{"bad backend config",
+			map[string]config.Plugin{"cfssl": {Builtin: true, Config: map[string]any{"ca_validty": "1h"}}}, cfsslRoles, config.RoleSigner,
+			[]string{"plugins.cfssl.config", "ca_validty"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHost(t, tt.plugins, tt.roles)
+			_, err := h.For(ctx, tt.role)
+			if err == nil {
+				t.Fatal("For succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestErrorCodesCrossTheProcessBoundary(t *testing.T) {
+	ctx := context.Background()
+	h := newHost(t, map[string]config.Plugin{"cfssl": {Builtin: true}}, cfsslRoles)
+	b, err := h.For(ctx, config.RoleSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.SignCSR(ctx, sdk.SignRequest{CSRPEM: []byte("garbage"), Profile: sdk.ProfilePeer, Unit: "db/7"})
+	var e *sdk.Error
+	if !errors.As(err, &e) || e.Code != sdk.CodeInvalidArgument || e.Ref != "csr of db/7" {
+		t.Fatalf("garbage CSR: err = %#v, want InvalidArgument about csr of db/7", err)
+	}
+	_, err = b.FetchSecret(ctx, "ref-1")
+	if !sdk.IsCode(err, sdk.CodeUnimplemented) || !strings.Contains(err.Error(), "ref-1") {
+		t.Fatalf("FetchSecret on cfssl: err = %v, want Unimplemented naming the ref", err)
+	}
+}
