@@ -27,9 +27,16 @@ type result struct {
 // run runs the real tlsrelay binary, as an operator would.
 func run(t *testing.T, args ...string) result {
 	t.Helper()
+	return runBinary(t, testbinBuild(t), args...)
+}
+
+func testbinBuild(tb testing.TB) string { return testbin.Build(tb, testbin.Tlsrelay) }
+
+func runBinary(tb testing.TB, bin string, args ...string) result {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, testbin.Build(t, testbin.Tlsrelay), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -37,7 +44,7 @@ func run(t *testing.T, args ...string) result {
 	if exit, ok := err.(*exec.ExitError); ok {
 		code = exit.ExitCode()
 	} else if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	return result{stdout.String(), stderr.String(), code}
 }

@@ -1,0 +1,101 @@
+package verify
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+)
+
+type ca struct{ pkitest.CA }
+
+func newCA(t *testing.T) ca { return ca{pkitest.NewCA(t, "test CA", time.Now())} }
+
+// issue writes a unit directory: key, certificate for cn/dns signed by c, and ca.crt.
+func (c ca) issue(t *testing.T, dir, cn, dns string, trust ca) {
+	t.Helper()
+	key := pkitest.NewKey(t)
+	_, certPEM := c.Issue(t, key.Public(), pkitest.Leaf{CN: cn, DNS: []string{dns}})
+	os.MkdirAll(dir, 0o755)
+	write(t, filepath.Join(dir, "tls.key"), pkitest.KeyPEM(t, key), 0o600)
+	write(t, filepath.Join(dir, "tls.crt"), []byte(certPEM), 0o644)
+	write(t, filepath.Join(dir, "ca.crt"), []byte(trust.PEM), 0o644)
+}
+
+func write(t *testing.T, path string, data []byte, mode os.FileMode) {
+	if err := os.WriteFile(path, data, mode); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(path, mode)
+}
+
+func TestLoadAndMutualTLS(t *testing.T) {
+	root, c := t.TempDir(), newCA(t)
+	var units []Unit
+	for _, name := range []string{"db/0", "db/1", "db/2"} {
+		u := Unit{Name: name, Dir: filepath.Join(root, strings.ReplaceAll(name, "/", "-"))}
+		c.issue(t, u.Dir, name, strings.ReplaceAll(name, "/", "-"), c)
+		units = append(units, u)
+	}
+	ids, err := LoadAll(units)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := MutualTLS(context.Background(), ids, 4)
+	if err != nil || n != 6 {
+		t.Fatalf("MutualTLS = %d, %v; want 6 handshakes", n, err)
+	}
+}
+
+func TestLoadRefusesWhatIsNotProven(t *testing.T) {
+	c, stranger := newCA(t), newCA(t)
+	tests := []struct {
+		name  string
+		setup func(dir string)
+		want  string
+	}{
+		{"key readable by others", func(d string) { c.issue(t, d, "db/0", "db-0", c); os.Chmod(filepath.Join(d, "tls.key"), 0o644) }, "mode 0644"},
+		{"certificate from another CA", func(d string) { stranger.issue(t, d, "db/0", "db-0", c) }, "does not verify"},
+		{"another unit's common name", func(d string) { c.issue(t, d, "db/1", "db-0", c) }, `common name "db/1"`},
+		{"missing unit SAN", func(d string) { c.issue(t, d, "db/0", "other", c) }, "does not verify"},
+		{"key of another certificate", func(d string) {
+			c.issue(t, d, "db/0", "db-0", c)
+			other := t.TempDir()
+			c.issue(t, other, "db/0", "db-0", c)
+			data, _ := os.ReadFile(filepath.Join(other, "tls.key"))
+			write(t, filepath.Join(d, "tls.key"), data, 0o600)
+		}, "private key does not match"},
+		{"no files", func(string) {}, "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "db-0")
+			os.MkdirAll(dir, 0o755)
+			tt.setup(dir)
+			_, err := Load(Unit{Name: "db/0", Dir: dir})
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "db/0: ") {
+				t.Fatalf("err = %v, want one naming db/0 and containing %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestMutualTLSFailsAcrossCAs(t *testing.T) {
+	root, a, b := t.TempDir(), newCA(t), newCA(t)
+	ua := Unit{Name: "db/0", Dir: filepath.Join(root, "db-0")}
+	ub := Unit{Name: "db/1", Dir: filepath.Join(root, "db-1")}
+	a.issue(t, ua.Dir, "db/0", "db-0", a)
+	b.issue(t, ub.Dir, "db/1", "db-1", b)
+	ids, err := LoadAll([]Unit{ua, ub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := MutualTLS(context.Background(), ids, 2)
+	if err == nil || n != 0 {
+		t.Fatalf("units of two CAs: %d handshakes, err %v; want 0 and an error", n, err)
+	}
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the programs tlsrelay's tests run for real (Debian packages), when missing.
+# Needs root (or sudo) to install; does nothing when everything is present.
+set -euo pipefail
+
+# command-that-must-exist  debian-package
+needs=(
+  "openssl openssl"
+)
+
+missing=()
+for pair in "${needs[@]}"; do
+  read -r cmd pkg <<<"$pair"
+  if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then
+    missing+=("$pkg")
+  fi
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then
+    sudo=(sudo)
+  else
+    echo "install-deps: need root to install: ${missing[*]}" >&2
+    exit 1
+  fi
+fi
+echo "install-deps: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,83 @@
+package certutil
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+func TestCheckKeySpec(t *testing.T) {
+	for _, tt := range []struct {
+		spec sdk.KeySpec
+		ok   bool
+	}{
+		{sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, true},
+		{sdk.KeySpec{Algorithm: "ecdsa", Size: 384}, true},
+		{sdk.KeySpec{Algorithm: "rsa", Size: 2048}, true},
+		{sdk.KeySpec{Algorithm: "rsa", Size: 4096}, true},
+		{sdk.KeySpec{Algorithm: "ecdsa", Size: 521}, false},
+		{sdk.KeySpec{Algorithm: "rsa", Size: 1024}, false},
+		{sdk.KeySpec{Algorithm: "rsa", Size: 16384}, false},
+		{sdk.KeySpec{Algorithm: "ed25519", Size: 256}, false},
+	} {
+		err := CheckKeySpec(tt.spec)
+		if (err == nil) != tt.ok || (err != nil && !sdk.IsCode(err, sdk.CodeInvalidArgument)) {
+			t.Errorf("CheckKeySpec(%+v) = %v, want ok=%v", tt.spec, err, tt.ok)
+		}
+	}
+}
+
+func TestParseCSR(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "db/0"}}, key)
+	good := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	tampered := append([]byte{}, der...)
+	tampered[len(tampered)-3] ^= 0xff // inside the signature
+	for _, tt := range []struct {
+		name string
+		pem  []byte
+		ok   bool
+	}{
+		{"valid", good, true},
+		{"not PEM", []byte("garbage"), false},
+		{"wrong block", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), false},
+		{"not DER", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: []byte{1, 2, 3}}), false},
+		{"bad signature", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: tampered}), false},
+	} {
+		_, err := ParseCSR(tt.pem, "db/0")
+		if (err == nil) != tt.ok {
+			t.Errorf("%s: err = %v, want ok=%v", tt.name, err, tt.ok)
+		}
+		if err != nil {
+			var e *sdk.Error
+			if !sdk.IsCode(err, sdk.CodeInvalidArgument) || !asError(err, &e) || e.Ref != "csr of db/0" {
+				t.Errorf("%s: err = %#v, want invalid argument about csr of db/0", tt.name, err)
+			}
+		}
+	}
+}
+
+func asError(err error, target **sdk.Error) bool {
+	e, ok := err.(*sdk.Error)
+	*target = e
+	return ok
+}
+
+func TestValidity(t *testing.T) {
+	if d, err := Validity(0, time.Hour); d != time.Hour || err != nil {
+		t.Errorf("zero: %v %v", d, err)
+	}
+	if d, err := Validity(2*time.Hour, time.Hour); d != 2*time.Hour || err != nil {
+		t.Errorf("given: %v %v", d, err)
+	}
+	if _, err := Validity(-time.Second, time.Hour); !sdk.IsCode(err, sdk.CodeInvalidArgument) {
+		t.Errorf("negative: %v", err)
+	}
+}
