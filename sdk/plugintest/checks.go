@@ -1,0 +1,417 @@
+package plugintest
+
+import (
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+var allCapabilities = []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA,
+	sdk.CapFetchSecret, sdk.CapStoreSecret, sdk.CapDeleteSecret}
+
+// The names every CSR in the kit asks for.
+var (
+	testCN   = "plugintest/0"
+	testDNS  = []string{"plugintest-0", "localhost"}
+	testIPs  = []string{"127.0.0.1", "::1"}
+	testSANs = append(slices.Clone(testDNS), testIPs...)
+)
+
+func checkInfo(e *env) error {
+	var p problems
+	if e.info.Name == "" {
+		p.addf("Info: empty name")
+	}
+	if e.info.Version == "" {
+		p.addf("Info: empty version")
+	}
+	for _, c := range e.info.Capabilities {
+		if !slices.Contains(allCapabilities, c) {
+			p.addf("Info: unknown capability %q", c)
+		}
+	}
+	return p.err()
+}
+
+func checkUnclaimed(e *env) error {
+	calls := map[sdk.Capability]func() error{
+		sdk.CapCreateCSR: func() error {
+			_, err := e.backend.CreateCSR(e.ctx, sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, CommonName: testCN})
+			return err
+		},
+		sdk.CapSignCSR: func() error {
+			_, err := e.backend.SignCSR(e.ctx, sdk.SignRequest{CSRPEM: []byte(goCSR(testCN, testSANs)), Profile: sdk.ProfilePeer})
+			return err
+		},
+		sdk.CapCA:           func() error { _, err := e.backend.CA(e.ctx); return err },
+		sdk.CapFetchSecret:  func() error { _, err := e.backend.FetchSecret(e.ctx, "plugintest-ref"); return err },
+		sdk.CapStoreSecret:  func() error { _, err := e.backend.StoreSecret(e.ctx, "plugintest", sdk.Secret{}); return err },
+		sdk.CapDeleteSecret: func() error { return e.backend.DeleteSecret(e.ctx, "plugintest-ref") },
+	}
+	var p problems
+	for _, c := range allCapabilities {
+		if e.claims(c) {
+			continue
+		}
+		if err := calls[c](); !sdk.IsCode(err, sdk.CodeUnimplemented) {
+			p.addf("%s is not claimed but answers %v, not Unimplemented", c, err)
+		}
+	}
+	return p.err()
+}
+
+func checkCreateCSR(e *env) error {
+	if !e.claims(sdk.CapCreateCSR) {
+		return nil
+	}
+	var p problems
+	for _, spec := range e.opts.KeySpecs {
+		csr, err := e.backend.CreateCSR(e.ctx, sdk.CSRRequest{Key: spec, CommonName: testCN, SANs: testSANs})
+		if err != nil {
+			p.addf("CreateCSR %s %d: %v", spec.Algorithm, spec.Size, err)
+			continue
+		}
+		if err := checkCSR(csr, spec); err != nil {
+			p.addf("CreateCSR %s %d: %w", spec.Algorithm, spec.Size, err)
+		}
+	}
+	for _, bad := range []sdk.KeySpec{{Algorithm: "rsa", Size: 1024}, {Algorithm: "dsa", Size: 2048}} {
+		if _, err := e.backend.CreateCSR(e.ctx, sdk.CSRRequest{Key: bad, CommonName: testCN}); !sdk.IsCode(err, sdk.CodeInvalidArgument) {
+			p.addf("CreateCSR %s %d: %v, want InvalidArgument", bad.Algorithm, bad.Size, err)
+		}
+	}
+	return p.err()
+}
+
+// checkCSR verifies a CreateCSR result against what was asked.
+func checkCSR(csr sdk.CSR, spec sdk.KeySpec) error {
+	req, err := certutil.ParseCSR(csr.CSRPEM, "")
+	if err != nil {
+		return err
+	}
+	pub, err := certutil.PublicKeyOfPrivatePEM(csr.Key)
+	if err != nil {
+		return fmt.Errorf("returned key: %w", err)
+	}
+	var p problems
+	if !certutil.SamePublicKey(req.PublicKey, pub) {
+		p.addf("the returned key is not the CSR's key")
+	}
+	if req.Subject.CommonName != testCN {
+		p.addf("CSR common name %q, want %q", req.Subject.CommonName, testCN)
+	}
+	if err := sameNames(req.DNSNames, req.IPAddresses); err != nil {
+		p.addf("CSR %w", err)
+	}
+	if alg, size := keyOf(req.PublicKey); alg != spec.Algorithm || size != spec.Size {
+		p.addf("CSR key is %s %d, want %s %d", alg, size, spec.Algorithm, spec.Size)
+	}
+	return p.err()
+}
+
+func keyOf(pub any) (string, int) {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return "ecdsa", k.Curve.Params().BitSize
+	case *rsa.PublicKey:
+		return "rsa", k.N.BitLen()
+	}
+	return fmt.Sprintf("%T", pub), 0
+}
+
+func sameNames(dns []string, ips []net.IP) error {
+	gotIPs := make([]string, len(ips))
+	for i, ip := range ips {
+		gotIPs[i] = ip.String()
+	}
+	if !sameSet(dns, testDNS) || !sameSet(gotIPs, testIPs) {
+		return fmt.Errorf("SANs are DNS %v IP %v, want DNS %v IP %v", dns, gotIPs, testDNS, testIPs)
+	}
+	return nil
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// caRoots fetches CA() as a pool and its first certificate.
+func caRoots(e *env) (*x509.CertPool, *x509.Certificate, error) {
+	ca, err := e.backend.CA(e.ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA: %w", err)
+	}
+	certs, err := certutil.ParseCertificates(ca.BundlePEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range certs {
+		pool.AddCert(c)
+	}
+	return pool, certs[0], nil
+}
+
+func checkCA(e *env) error {
+	if !e.claims(sdk.CapCA) {
+		return nil
+	}
+	_, first, err := caRoots(e)
+	if err != nil {
+		return err
+	}
+	var p problems
+	if !first.IsCA || !first.BasicConstraintsValid {
+		p.addf("CA certificate %q is not marked as a CA", first.Subject)
+	}
+	if now := time.Now(); now.Before(first.NotBefore) || now.After(first.NotAfter) {
+		p.addf("CA certificate is not valid now (%s to %s)", first.NotBefore, first.NotAfter)
+	}
+	if _, again, err := caRoots(e); err != nil || !again.Equal(first) {
+		p.addf("a second CA() call returned another CA (%v)", err)
+	}
+	return p.err()
+}
+
+// profileEKUs is what each profile must grant, exactly.
+var profileEKUs = map[sdk.Profile][]x509.ExtKeyUsage{
+	sdk.ProfileServer: {x509.ExtKeyUsageServerAuth},
+	sdk.ProfileClient: {x509.ExtKeyUsageClientAuth},
+	sdk.ProfilePeer:   {x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+}
+
+// sign signs a fresh Go-made CSR and returns the verified leaf.
+func sign(e *env, profile sdk.Profile, validity time.Duration) (*x509.Certificate, error) {
+	csrPEM := goCSR(testCN, testSANs)
+	chain, err := e.backend.SignCSR(e.ctx, sdk.SignRequest{CSRPEM: []byte(csrPEM), Profile: profile, Validity: validity, Unit: testCN})
+	if err != nil {
+		return nil, fmt.Errorf("SignCSR %s: %w", profile, err)
+	}
+	return verifyLeaf(e, chain.ChainPEM, csrPEM, profile)
+}
+
+func verifyLeaf(e *env, chainPEM []byte, csrPEM string, profile sdk.Profile) (*x509.Certificate, error) {
+	certs, err := certutil.ParseCertificates(chainPEM)
+	if err != nil {
+		return nil, fmt.Errorf("SignCSR %s: chain: %w", profile, err)
+	}
+	leaf := certs[0]
+	roots, _, err := caRoots(e)
+	if err != nil {
+		return nil, err
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	var p problems
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: profileEKUs[profile]}); err != nil {
+		p.addf("%s certificate does not verify against CA() for its usages: %v", profile, err)
+	}
+	if !sameEKUs(leaf.ExtKeyUsage, profileEKUs[profile]) {
+		p.addf("%s certificate has extended key usages %v, want %v", profile, leaf.ExtKeyUsage, profileEKUs[profile])
+	}
+	if leaf.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
+		p.addf("%s certificate lacks the digital signature key usage", profile)
+	}
+	if leaf.IsCA || leaf.KeyUsage&x509.KeyUsageCertSign != 0 {
+		p.addf("%s certificate can sign certificates", profile)
+	}
+	req, _ := certutil.ParseCSR([]byte(csrPEM), "")
+	if !certutil.SamePublicKey(leaf.PublicKey, req.PublicKey) {
+		p.addf("%s certificate is not for the CSR's key", profile)
+	}
+	if leaf.Subject.CommonName != testCN {
+		p.addf("%s certificate common name %q, want %q", profile, leaf.Subject.CommonName, testCN)
+	}
+	if err := sameNames(leaf.DNSNames, leaf.IPAddresses); err != nil {
+		p.addf("%s certificate %w", profile, err)
+	}
+	return leaf, p.err()
+}
+
+func sameEKUs(a, b []x509.ExtKeyUsage) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for _, u := range b {
+		if !slices.Contains(a, u) {
+			return false
+		}
+	}
+	return true
+}
+
+func checkProfiles(e *env) error {
+	if !e.claims(sdk.CapSignCSR) {
+		return nil
+	}
+	var p problems
+	for _, profile := range sdk.Profiles {
+		if _, err := sign(e, profile, 0); err != nil {
+			p = append(p, err)
+		}
+	}
+	return p.err()
+}
+
+// slack absorbs the time between asking and signing, and backends that backdate.
+const slack = 10 * time.Minute
+
+func checkValidity(e *env) error {
+	if !e.claims(sdk.CapSignCSR) {
+		return nil
+	}
+	var p problems
+	// Whole days: every backend can honour these exactly.
+	for _, validity := range []time.Duration{48 * time.Hour, 10 * 24 * time.Hour} {
+		asked := time.Now()
+		leaf, err := sign(e, sdk.ProfilePeer, validity)
+		if err != nil {
+			p = append(p, err)
+			continue
+		}
+		if got := leaf.NotAfter.Sub(asked); got < validity-slack || got > validity+slack {
+			p.addf("validity %s gave a certificate that expires %s after signing", validity, got.Round(time.Second))
+		}
+		if leaf.NotBefore.After(asked.Add(time.Minute)) || leaf.NotBefore.Before(asked.Add(-time.Hour)) {
+			p.addf("validity %s: NotBefore %s is not about now (%s)", validity, leaf.NotBefore, asked)
+		}
+	}
+	// Less than a day: backends with day granularity may round up, never down.
+	asked := time.Now()
+	if leaf, err := sign(e, sdk.ProfilePeer, 90*time.Minute); err != nil {
+		p = append(p, err)
+	} else if got := leaf.NotAfter.Sub(asked); got < 90*time.Minute-slack || got > 24*time.Hour+slack {
+		p.addf("validity 1h30m gave a certificate that expires %s after signing", got.Round(time.Second))
+	}
+	if leaf, err := sign(e, sdk.ProfilePeer, 0); err != nil {
+		p = append(p, err)
+	} else if leaf.NotAfter.Before(time.Now().Add(time.Hour)) {
+		p.addf("the default validity expires within the hour (%s)", leaf.NotAfter)
+	}
+	return p.err()
+}
+
+func checkSerials(e *env) error {
+	if !e.claims(sdk.CapSignCSR) {
+		return nil
+	}
+	seen := map[string]bool{}
+	var p problems
+	for range e.opts.Signings {
+		leaf, err := sign(e, sdk.ProfilePeer, 0)
+		if err != nil {
+			return err
+		}
+		p = append(p, serialProblem(leaf.SerialNumber, seen)...)
+	}
+	return p.err()
+}
+
+func serialProblem(serial *big.Int, seen map[string]bool) problems {
+	var p problems
+	key := serial.Text(16)
+	if serial.Sign() <= 0 {
+		p.addf("serial %s is not positive", key)
+	}
+	if seen[key] {
+		p.addf("serial %s issued twice", key)
+	}
+	seen[key] = true
+	return p
+}
+
+func checkBadRequests(e *env) error {
+	if !e.claims(sdk.CapSignCSR) {
+		return nil
+	}
+	good := goCSR(testCN, testSANs)
+	cases := []struct {
+		name string
+		req  sdk.SignRequest
+	}{
+		{"a garbage CSR", sdk.SignRequest{CSRPEM: []byte("this is not a CSR"), Profile: sdk.ProfilePeer, Unit: testCN}},
+		{"a CSR with a bad signature", sdk.SignRequest{CSRPEM: []byte(tamperedCSR(good)), Profile: sdk.ProfilePeer, Unit: testCN}},
+		{"an unknown profile", sdk.SignRequest{CSRPEM: []byte(good), Profile: "superuser", Unit: testCN}},
+		{"a negative validity", sdk.SignRequest{CSRPEM: []byte(good), Profile: sdk.ProfilePeer, Validity: -time.Hour, Unit: testCN}},
+	}
+	var p problems
+	for _, c := range cases {
+		if _, err := e.backend.SignCSR(e.ctx, c.req); !sdk.IsCode(err, sdk.CodeInvalidArgument) {
+			p.addf("SignCSR with %s: %v, want InvalidArgument", c.name, err)
+		}
+	}
+	return p.err()
+}
+
+func checkConcurrent(e *env) error {
+	if !e.claims(sdk.CapSignCSR) {
+		return nil
+	}
+	var (
+		mu   sync.Mutex
+		seen = map[string]bool{}
+		p    problems
+		wg   sync.WaitGroup
+	)
+	for range e.opts.Concurrent {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			leaf, err := sign(e, sdk.ProfilePeer, 0)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				p = append(p, err)
+				return
+			}
+			p = append(p, serialProblem(leaf.SerialNumber, seen)...)
+		}()
+	}
+	wg.Wait()
+	return p.err()
+}
+
+func checkRestart(e *env) error {
+	if !e.claims(sdk.CapCA) || !e.claims(sdk.CapSignCSR) {
+		return nil
+	}
+	before, err := sign(e, sdk.ProfilePeer, 0)
+	if err != nil {
+		return err
+	}
+	_, caBefore, err := caRoots(e)
+	if err != nil {
+		return err
+	}
+	if err := e.restart(); err != nil {
+		return fmt.Errorf("restart: %w", err)
+	}
+	roots, caAfter, err := caRoots(e)
+	if err != nil {
+		return fmt.Errorf("after restart: %w", err)
+	}
+	var p problems
+	if !caAfter.Equal(caBefore) {
+		p.addf("after a restart the CA is %q (serial %s), not the CA from before", caAfter.Subject, caAfter.SerialNumber.Text(16))
+	}
+	if _, err := before.Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		p.addf("a certificate signed before the restart does not verify after it: %v", err)
+	}
+	if _, err := sign(e, sdk.ProfilePeer, 0); err != nil {
+		p.addf("after restart: %w", err)
+	}
+	return p.err()
+}

@@ -1,0 +1,109 @@
+package plugintest_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/plugintest"
+)
+
+var fast = plugintest.Options{KeySpecs: []sdk.KeySpec{{Algorithm: "ecdsa", Size: 256}}, Signings: 5, Concurrent: 4}
+
+// A sound backend passes every check.
+func TestKitPassesASoundBackend(t *testing.T) {
+	plugintest.Run(t, plugintest.InProcess(func() sdk.Backend { return cfssl.New(nil) }, nil), fast)
+}
+
+// Each broken backend is the sound one with one fault; the kit must name the check it breaks.
+func TestKitFailsBrokenBackends(t *testing.T) {
+	tests := []struct {
+		name      string
+		backend   func() sdk.Backend
+		wantCheck string
+	}{
+		{"signs every profile as peer", func() sdk.Backend { return peerOnly{cfssl.New(nil)} },
+			"SignCSR gives each profile its usages and chains to CA"},
+		{"drops the SANs it is asked for", func() sdk.Backend { return noSANs{cfssl.New(nil)} },
+			"CreateCSR honours key, common name and SANs"},
+		{"calls a garbage CSR an internal error", func() sdk.Backend { return internalErrors{cfssl.New(nil)} },
+			"bad requests are InvalidArgument"},
+		{"answers a capability it does not claim", func() sdk.Backend { return silentFetch{cfssl.New(nil)} },
+			"unclaimed capabilities answer Unimplemented"},
+		{"forgets its CA on restart", func() sdk.Backend { return forgetful{cfssl.New(nil)} },
+			"the CA survives a restart of the plugin"},
+		{"ignores the requested validity", func() sdk.Backend { return fixedValidity{cfssl.New(nil)} },
+			"SignCSR honours validity"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			results, err := plugintest.Verify(plugintest.InProcess(tt.backend, nil), fast)
+			if err != nil {
+				t.Fatal(err)
+			}
+			failed := map[string]error{}
+			for _, r := range results {
+				if r.Err != nil {
+					failed[r.Check] = r.Err
+				}
+			}
+			if failed[tt.wantCheck] == nil {
+				t.Fatalf("the kit passed %q; failures: %v", tt.wantCheck, failed)
+			}
+			t.Logf("kit said: %v", failed[tt.wantCheck])
+		})
+	}
+}
+
+type peerOnly struct{ *cfssl.Backend }
+
+func (b peerOnly) SignCSR(ctx context.Context, r sdk.SignRequest) (sdk.Certificate, error) {
+	if sdk.Profile(r.Profile).Valid() {
+		r.Profile = sdk.ProfilePeer
+	}
+	return b.Backend.SignCSR(ctx, r)
+}
+
+type noSANs struct{ *cfssl.Backend }
+
+func (b noSANs) CreateCSR(ctx context.Context, r sdk.CSRRequest) (sdk.CSR, error) {
+	r.SANs = nil
+	return b.Backend.CreateCSR(ctx, r)
+}
+
+type internalErrors struct{ *cfssl.Backend }
+
+func (b internalErrors) SignCSR(ctx context.Context, r sdk.SignRequest) (sdk.Certificate, error) {
+	c, err := b.Backend.SignCSR(ctx, r)
+	if err != nil && strings.Contains(err.Error(), "not PEM") {
+		return c, sdk.Errorf(sdk.CodeInternal, r.Unit, "%v", err)
+	}
+	return c, err
+}
+
+type silentFetch struct{ *cfssl.Backend }
+
+func (silentFetch) FetchSecret(context.Context, string) (sdk.Secret, error) { return sdk.Secret{}, nil }
+
+type forgetful struct{ *cfssl.Backend }
+
+func (b forgetful) Configure(ctx context.Context, r sdk.ConfigureRequest) error {
+	dir, err := os.MkdirTemp("", "forgetful-")
+	if err != nil {
+		return err
+	}
+	r.StateDir = dir // a fresh directory each start: the CA does not survive
+	return b.Backend.Configure(ctx, r)
+}
+
+type fixedValidity struct{ *cfssl.Backend }
+
+func (b fixedValidity) SignCSR(ctx context.Context, r sdk.SignRequest) (sdk.Certificate, error) {
+	if r.Validity > 0 {
+		r.Validity = 0
+	}
+	return b.Backend.SignCSR(ctx, r)
+}
