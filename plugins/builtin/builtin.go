@@ -8,12 +8,14 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
+	"github.com/tlsrelay/tlsrelay/plugins/openssl"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
 // Backends maps each built-in name to its constructor.
 var Backends = map[string]func(hclog.Logger) sdk.Backend{
-	cfssl.Name: func(log hclog.Logger) sdk.Backend { return cfssl.New(log) },
+	cfssl.Name:   func(log hclog.Logger) sdk.Backend { return cfssl.New(log) },
+	openssl.Name: func(log hclog.Logger) sdk.Backend { return openssl.New(log) },
 }
 
 // Names lists the built-in backends, sorted.

@@ -44,7 +44,7 @@ func TestCAPersistsAcrossRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := os.Stat(filepath.Join(dir, caKeyFile))
+	info, err := os.Stat(filepath.Join(dir, "ca-key.pem"))
 	if err != nil || info.Mode().Perm() != 0o600 {
 		t.Fatalf("CA key file: %v, mode %v; want 0600", err, info.Mode().Perm())
 	}

@@ -12,6 +12,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/sdk"
@@ -172,4 +173,31 @@ func PublicKeyOfPrivatePEM(keyPEM []byte) (crypto.PublicKey, error) {
 		return nil, fmt.Errorf("private key of type %T cannot sign", key)
 	}
 	return signer.Public(), nil
+}
+
+// CheckSAN accepts an IP address, or a DNS name of letters, digits, '-', '_', '.' and a
+// leading "*." wildcard, at most 253 characters. Backends that hand SANs to a tool's
+// configuration call it first: a SAN with a comma, a newline or an '=' could otherwise
+// add extensions of its own.
+func CheckSAN(san, ref string) error {
+	if net.ParseIP(san) != nil {
+		return nil
+	}
+	name := strings.TrimPrefix(san, "*.")
+	ok := name != "" && len(san) <= 253
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			ok = false
+		}
+	}
+	if !ok {
+		return sdk.Errorf(sdk.CodeInvalidArgument, ref, "SAN %q is neither an IP address nor a DNS name", san)
+	}
+	return nil
+}
+
+// Days rounds a validity up to whole days, at least one, for tools that count in days.
+func Days(validity time.Duration) int {
+	const day = 24 * time.Hour
+	return max(1, int((validity+day-1)/day))
 }

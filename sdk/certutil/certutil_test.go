@@ -81,3 +81,26 @@ func TestValidity(t *testing.T) {
 		t.Errorf("negative: %v", err)
 	}
 }
+
+func TestCheckSAN(t *testing.T) {
+	for _, tt := range []struct {
+		san string
+		ok  bool
+	}{
+		{"db-0", true}, {"db-0.example.com", true}, {"*.example.com", true}, {"127.0.0.1", true}, {"::1", true},
+		{"", false}, {"a,DNS:evil", false}, {"a\nbasicConstraints=CA:TRUE", false}, {"a b", false},
+		{"*.", false}, {"a=b", false}, {"db/0", false},
+	} {
+		if err := CheckSAN(tt.san, "unit"); (err == nil) != tt.ok {
+			t.Errorf("CheckSAN(%q) = %v, want ok=%v", tt.san, err, tt.ok)
+		}
+	}
+}
+
+func TestDays(t *testing.T) {
+	for d, want := range map[time.Duration]int{time.Minute: 1, 24 * time.Hour: 1, 25 * time.Hour: 2, 48 * time.Hour: 2, 720 * time.Hour: 30} {
+		if got := Days(d); got != want {
+			t.Errorf("Days(%s) = %d, want %d", d, got, want)
+		}
+	}
+}

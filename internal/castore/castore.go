@@ -1,0 +1,94 @@
+// Package castore keeps a backend's CA in a directory, as cfssl's and openssl's tools
+// name its files (ca.pem, ca-key.pem), and creates it exactly once: an exclusive lock on
+// the directory serialises plugin processes that share it (units on one host, or a
+// leader change), so one creates the CA and the others load it.
+package castore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"syscall"
+
+	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
+)
+
+// The files in a CA directory.
+const (
+	CertFile = "ca.pem"
+	KeyFile  = "ca-key.pem" // mode 0600
+	lockFile = ".lock"
+)
+
+// CA is the PEM of a stored CA.
+type CA struct {
+	CertPEM []byte
+	KeyPEM  []byte
+}
+
+// Paths returns the certificate and key file paths of the CA in dir.
+func Paths(dir string) (cert, key string) {
+	return filepath.Join(dir, CertFile), filepath.Join(dir, KeyFile)
+}
+
+// LoadOrCreate loads the CA in dir, or calls create and stores what it returns.
+func LoadOrCreate(dir string, create func() (CA, error)) (ca CA, created bool, err error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return CA{}, false, fmt.Errorf("CA directory %s: %w", dir, err)
+	}
+	unlock, err := lock(dir)
+	if err != nil {
+		return CA{}, false, err
+	}
+	defer unlock()
+	ca, err = load(dir)
+	if !errors.Is(err, fs.ErrNotExist) {
+		return ca, false, err
+	}
+	if ca, err = create(); err != nil {
+		return CA{}, false, err
+	}
+	return ca, true, store(dir, ca)
+}
+
+func lock(dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("CA lock in %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock CA directory %s: %w", dir, err)
+	}
+	return func() { f.Close() }, nil // closing releases the lock
+}
+
+// load returns fs.ErrNotExist (wrapped) when there is no CA certificate yet.
+func load(dir string) (CA, error) {
+	certPath, keyPath := Paths(dir)
+	certPEM, err := os.ReadFile(certPath)
+	if err != nil {
+		return CA{}, err
+	}
+	keyPEM, err := os.ReadFile(keyPath)
+	if err != nil {
+		// Not ErrNotExist for the caller: a certificate without its key must not be
+		// silently replaced by a new CA.
+		return CA{}, fmt.Errorf("CA certificate %s exists but its key cannot be read: %v", certPath, err)
+	}
+	return CA{CertPEM: certPEM, KeyPEM: keyPEM}, nil
+}
+
+// store writes the key first, so that a crash never leaves a certificate without its key.
+func store(dir string, ca CA) error {
+	certPath, keyPath := Paths(dir)
+	if err := atomicfile.Write(keyPath, ca.KeyPEM, 0o600); err != nil {
+		return fmt.Errorf("store CA key: %w", err)
+	}
+	if err := atomicfile.Write(certPath, ca.CertPEM, 0o644); err != nil {
+		return fmt.Errorf("store CA certificate: %w", err)
+	}
+	return nil
+}

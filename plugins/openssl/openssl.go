@@ -1,0 +1,183 @@
+// Package openssl is the tlsrelay backend that drives the real `openssl` command: keys
+// with genpkey, CSRs with req, a CA created on first use with req -x509, and signing
+// with x509 -req and an extensions file built from the checked CSR. Keys travel through
+// pipes, never through temporary files.
+package openssl
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// Name is the backend's name in configuration.
+const Name = "openssl"
+
+// Version is reported by Info.
+const Version = "1.0.0"
+
+// Config is the backend's `config:` section.
+type Config struct {
+	// OpenSSL is the openssl binary: a path, or a name looked up in PATH.
+	OpenSSL string `json:"openssl"`
+	// Dir holds ca.pem and ca-key.pem. Default: the state directory the host gives.
+	Dir string `json:"dir"`
+	// CACommonName names a CA created on first use.
+	CACommonName string `json:"ca_common_name"`
+	// CAValidity and DefaultValidity are Go durations, rounded up to whole days.
+	CAValidity      string `json:"ca_validity"`
+	DefaultValidity string `json:"default_validity"`
+}
+
+// Backend implements sdk.Backend with the openssl command.
+type Backend struct {
+	sdk.Unimplemented
+	log hclog.Logger
+
+	mu              sync.Mutex
+	configured      bool
+	tool            tool
+	dir             string
+	caCommonName    string
+	caValidity      time.Duration
+	defaultValidity time.Duration
+	caPEM           []byte // loaded on first use
+}
+
+// New returns an unconfigured backend that logs to log (nil: nowhere).
+func New(log hclog.Logger) *Backend {
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Backend{log: log}
+}
+
+var _ sdk.Backend = (*Backend)(nil)
+
+// Info implements sdk.Backend.
+func (b *Backend) Info(context.Context) (sdk.Info, error) {
+	return sdk.Info{Name: Name, Version: Version,
+		Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA}}, nil
+}
+
+// Configure implements sdk.Backend: it finds openssl and checks its version.
+func (b *Backend) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
+	cfg := Config{OpenSSL: "openssl", CACommonName: "tlsrelay openssl CA", CAValidity: "87600h", DefaultValidity: "720h"}
+	if err := sdk.DecodeConfig(req.ConfigJSON, &cfg); err != nil {
+		return err
+	}
+	if cfg.Dir == "" {
+		cfg.Dir = req.StateDir
+	}
+	if cfg.Dir == "" {
+		return sdk.Errorf(sdk.CodeInvalidArgument, "config.dir", "no CA directory: set dir or give a state directory")
+	}
+	caValidity, err := parseDuration("config.ca_validity", cfg.CAValidity)
+	if err != nil {
+		return err
+	}
+	defValidity, err := parseDuration("config.default_validity", cfg.DefaultValidity)
+	if err != nil {
+		return err
+	}
+	t, version, err := findTool(ctx, cfg.OpenSSL)
+	if err != nil {
+		return err
+	}
+	b.log.Debug("configured", "openssl", t.path, "version", version, "dir", cfg.Dir)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.tool, b.dir, b.caCommonName = t, cfg.Dir, cfg.CACommonName
+	b.caValidity, b.defaultValidity = caValidity, defValidity
+	b.caPEM, b.configured = nil, true
+	return nil
+}
+
+func parseDuration(key, s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, sdk.Errorf(sdk.CodeInvalidArgument, key, "%q is not a positive duration like 720h", s)
+	}
+	return d, nil
+}
+
+func (b *Backend) state() (tool, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.configured {
+		return tool{}, sdk.Errorf(sdk.CodeFailedPrecondition, Name, "Configure has not been called")
+	}
+	return b.tool, nil
+}
+
+// CreateCSR implements sdk.Backend: genpkey writes the key to a pipe, req reads it from
+// one and writes the CSR.
+func (b *Backend) CreateCSR(ctx context.Context, req sdk.CSRRequest) (sdk.CSR, error) {
+	t, err := b.state()
+	if err != nil {
+		return sdk.CSR{}, err
+	}
+	if err := certutil.CheckKeySpec(req.Key); err != nil {
+		return sdk.CSR{}, err
+	}
+	if req.CommonName == "" {
+		return sdk.CSR{}, sdk.Errorf(sdk.CodeInvalidArgument, "common_name", "a CSR needs a common name")
+	}
+	for _, san := range req.SANs {
+		if err := certutil.CheckSAN(san, req.CommonName); err != nil {
+			return sdk.CSR{}, err
+		}
+	}
+	keyPEM, err := t.run(ctx, nil, append([]string{"genpkey"}, keyArgs(req.Key)...)...)
+	if err != nil {
+		return sdk.CSR{}, err
+	}
+	args := []string{"req", "-new", "-key", "/dev/stdin", "-utf8", "-subj", subject(req.CommonName), "-config", fd3}
+	if len(req.SANs) > 0 {
+		args = append(args, "-addext", "subjectAltName="+sanList(req.SANs))
+	}
+	csrPEM, err := t.runWithFile(ctx, keyPEM, reqConfig, args...)
+	if err != nil {
+		return sdk.CSR{}, err
+	}
+	return sdk.CSR{CSRPEM: csrPEM, Key: keyPEM}, nil
+}
+
+// reqConfig is a minimal `openssl req` configuration, so that CSRs do not depend on
+// the system's openssl.cnf.
+var reqConfig = []byte("[req]\ndistinguished_name = dn\n[dn]\n")
+
+// sanList renders checked SANs for openssl: DNS:name or IP:address, comma-separated.
+func sanList(sans []string) string {
+	parts := make([]string, len(sans))
+	dns, ips := certutil.SplitSANs(sans)
+	i := 0
+	for _, d := range dns {
+		parts[i] = "DNS:" + d
+		i++
+	}
+	for _, ip := range ips {
+		parts[i] = "IP:" + ip.String()
+		i++
+	}
+	return strings.Join(parts, ",")
+}
+
+// randomSerial is a positive 159-bit serial in hex, as RFC 5280 allows (at most 20 octets).
+func randomSerial() (string, error) {
+	buf := make([]byte, 20)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	buf[0] &= 0x7f
+	buf[0] |= 0x01 // never zero, never negative
+	return "0x" + hex.EncodeToString(buf), nil
+}

@@ -1,0 +1,160 @@
+package openssl
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/castore"
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// CA implements sdk.Backend: it loads the CA from Dir, creating it on first use.
+func (b *Backend) CA(ctx context.Context) (sdk.CA, error) {
+	caPEM, err := b.authority(ctx)
+	if err != nil {
+		return sdk.CA{}, err
+	}
+	return sdk.CA{BundlePEM: caPEM}, nil
+}
+
+// authority returns the CA certificate, creating the CA on first use.
+func (b *Backend) authority(ctx context.Context) ([]byte, error) {
+	t, err := b.state()
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.caPEM != nil {
+		return b.caPEM, nil
+	}
+	stored, created, err := castore.LoadOrCreate(b.dir, func() (castore.CA, error) {
+		return createCA(ctx, t, b.caCommonName, b.caValidity)
+	})
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeFailedPrecondition, b.dir, "%v", err)
+	}
+	if created {
+		b.log.Info("created CA", "dir", b.dir, "common_name", b.caCommonName)
+	}
+	b.caPEM = stored.CertPEM
+	return b.caPEM, nil
+}
+
+// createCA makes an ECDSA P-256 CA key (through a pipe) and its self-signed certificate.
+func createCA(ctx context.Context, t tool, cn string, validity time.Duration) (castore.CA, error) {
+	keyPEM, err := t.run(ctx, nil, append([]string{"genpkey"}, keyArgs(sdk.KeySpec{Algorithm: "ecdsa", Size: 256})...)...)
+	if err != nil {
+		return castore.CA{}, err
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return castore.CA{}, err
+	}
+	certPEM, err := t.runWithFile(ctx, keyPEM, reqConfig, "req", "-x509", "-new", "-key", "/dev/stdin",
+		"-config", fd3, "-utf8", "-subj", subject(cn), "-set_serial", serial,
+		"-days", fmt.Sprint(certutil.Days(validity)), "-sha256",
+		"-addext", "basicConstraints=critical,CA:TRUE",
+		"-addext", "keyUsage=critical,keyCertSign,cRLSign",
+		"-addext", "subjectKeyIdentifier=hash")
+	if err != nil {
+		return castore.CA{}, err
+	}
+	return castore.CA{CertPEM: certPEM, KeyPEM: keyPEM}, nil
+}
+
+// SignCSR implements sdk.Backend. The CSR is parsed and checked in Go first, so a bad
+// one is InvalidArgument with a reason; the certificate's extensions come from the
+// profile and the CSR's checked SANs, never from the CSR's own extensions.
+func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certificate, error) {
+	t, err := b.state()
+	if err != nil {
+		return sdk.Certificate{}, err
+	}
+	usages, err := certutil.ProfileUsages(req.Profile)
+	if err != nil {
+		return sdk.Certificate{}, err
+	}
+	csr, err := certutil.ParseCSR(req.CSRPEM, req.Unit)
+	if err != nil {
+		return sdk.Certificate{}, err
+	}
+	validity, err := certutil.Validity(req.Validity, b.defaultValidity)
+	if err != nil {
+		return sdk.Certificate{}, err
+	}
+	ext, err := extensions(csr, usages, req.Unit)
+	if err != nil {
+		return sdk.Certificate{}, err
+	}
+	if _, err := b.authority(ctx); err != nil {
+		return sdk.Certificate{}, err
+	}
+	serial, err := randomSerial()
+	if err != nil {
+		return sdk.Certificate{}, sdk.Errorf(sdk.CodeInternal, req.Unit, "serial: %v", err)
+	}
+	caCert, caKey := castore.Paths(b.dir)
+	certPEM, err := t.runWithFile(ctx, req.CSRPEM, ext, "x509", "-req",
+		"-CA", caCert, "-CAkey", caKey, "-set_serial", serial,
+		"-days", fmt.Sprint(certutil.Days(validity)), "-sha256",
+		"-extfile", fd3, "-extensions", "v3")
+	if err != nil {
+		return sdk.Certificate{}, err
+	}
+	return sdk.Certificate{ChainPEM: certPEM}, nil
+}
+
+// extensions is the x509 -extfile for one certificate.
+func extensions(csr *x509.CertificateRequest, u certutil.Usages, unit string) ([]byte, error) {
+	var sans []string
+	for _, d := range csr.DNSNames {
+		if err := certutil.CheckSAN(d, "csr of "+unit); err != nil {
+			return nil, err
+		}
+		sans = append(sans, d)
+	}
+	for _, ip := range csr.IPAddresses {
+		sans = append(sans, ip.String())
+	}
+	lines := []string{
+		"[v3]",
+		"basicConstraints = critical,CA:FALSE",
+		"keyUsage = critical," + keyUsageNames(u.Key),
+		"extendedKeyUsage = " + extUsageNames(u.Extended),
+		"subjectKeyIdentifier = hash",
+		"authorityKeyIdentifier = keyid",
+	}
+	if len(sans) > 0 {
+		lines = append(lines, "subjectAltName = "+sanList(sans))
+	}
+	return []byte(strings.Join(lines, "\n") + "\n"), nil
+}
+
+func keyUsageNames(k x509.KeyUsage) string {
+	var names []string
+	if k&x509.KeyUsageDigitalSignature != 0 {
+		names = append(names, "digitalSignature")
+	}
+	if k&x509.KeyUsageKeyEncipherment != 0 {
+		names = append(names, "keyEncipherment")
+	}
+	return strings.Join(names, ",")
+}
+
+func extUsageNames(eku []x509.ExtKeyUsage) string {
+	var names []string
+	for _, e := range eku {
+		switch e {
+		case x509.ExtKeyUsageServerAuth:
+			names = append(names, "serverAuth")
+		case x509.ExtKeyUsageClientAuth:
+			names = append(names, "clientAuth")
+		}
+	}
+	return strings.Join(names, ",")
+}
