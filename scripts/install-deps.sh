@@ -6,6 +6,7 @@ set -euo pipefail
 # command-that-must-exist  debian-package
 needs=(
   "openssl openssl"
+  "/usr/share/easy-rsa/easyrsa easy-rsa"
 )
 
 missing=()

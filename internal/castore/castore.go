@@ -38,7 +38,7 @@ func LoadOrCreate(dir string, create func() (CA, error)) (ca CA, created bool, e
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return CA{}, false, fmt.Errorf("CA directory %s: %w", dir, err)
 	}
-	unlock, err := lock(dir)
+	unlock, err := Lock(dir)
 	if err != nil {
 		return CA{}, false, err
 	}
@@ -53,7 +53,9 @@ func LoadOrCreate(dir string, create func() (CA, error)) (ca CA, created bool, e
 	return ca, true, store(dir, ca)
 }
 
-func lock(dir string) (unlock func(), err error) {
+// Lock takes an exclusive lock on dir, waiting for it; unlock releases it. It serialises
+// processes that share a CA directory.
+func Lock(dir string) (unlock func(), err error) {
 	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("CA lock in %s: %w", dir, err)

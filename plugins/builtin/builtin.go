@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
+	"github.com/tlsrelay/tlsrelay/plugins/easyrsa"
 	"github.com/tlsrelay/tlsrelay/plugins/openssl"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
@@ -16,6 +17,7 @@ import (
 var Backends = map[string]func(hclog.Logger) sdk.Backend{
 	cfssl.Name:   func(log hclog.Logger) sdk.Backend { return cfssl.New(log) },
 	openssl.Name: func(log hclog.Logger) sdk.Backend { return openssl.New(log) },
+	easyrsa.Name: func(log hclog.Logger) sdk.Backend { return easyrsa.New(log) },
 }
 
 // Names lists the built-in backends, sorted.
