@@ -89,6 +89,69 @@ func TestUpIssuesAndProvesAGroup(t *testing.T) {
 	}
 }
 
+func TestUpWithEachBackend(t *testing.T) {
+	for _, backend := range []string{"openssl", "easyrsa"} {
+		t.Run(backend, func(t *testing.T) {
+			dir := t.TempDir()
+			r := run(t, "up", "--backend", backend, "--units", "3", "--dir", dir)
+			if r.code != 0 || !strings.Contains(r.stdout, "6/6 mutual-TLS handshakes") || !strings.Contains(r.stderr, "signer="+backend) {
+				t.Fatalf("up --backend %s exited %d\nstdout:\n%s\nstderr:\n%s", backend, r.code, r.stdout, r.stderr)
+			}
+			for _, unit := range []string{"node-0", "node-1", "node-2"} {
+				out, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(dir, unit, "ca.crt"), filepath.Join(dir, unit, "tls.crt")).CombinedOutput()
+				if err != nil {
+					t.Errorf("openssl verify %s: %v: %s", unit, err, out)
+				}
+			}
+		})
+	}
+	if r := run(t, "up", "--backend", "vault", "--dir", t.TempDir()); r.code == 0 || !strings.Contains(r.stderr, `--backend vault: `) {
+		t.Fatalf("up --backend vault: exit %d, stderr %q", r.code, r.stderr)
+	}
+}
+
+func TestSignOneCSR(t *testing.T) {
+	dir := t.TempDir()
+	csr := filepath.Join(dir, "ops.csr")
+	if out, err := exec.Command("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+		"-keyout", filepath.Join(dir, "ops.key"), "-subj", "/CN=ops-1", "-addext", "subjectAltName=DNS:ops-1", "-out", csr).CombinedOutput(); err != nil {
+		t.Fatalf("openssl req: %v: %s", err, out)
+	}
+	state := filepath.Join(dir, "state")
+	for _, backend := range []string{"cfssl", "openssl", "easyrsa"} {
+		t.Run(backend, func(t *testing.T) {
+			out := filepath.Join(dir, backend+".crt")
+			r := run(t, "sign", "--csr", csr, "--profile", "client", "--backend", backend, "--state-dir", state, "--out", out)
+			if r.code != 0 || !strings.Contains(r.stderr, `signed "ops-1"`) {
+				t.Fatalf("sign exited %d: %s", r.code, r.stderr)
+			}
+			caFile := filepath.Join(state, backend, "ca.pem")
+			if backend == "easyrsa" {
+				caFile = filepath.Join(state, backend, "pki", "ca.crt")
+			}
+			v, err := exec.Command("openssl", "verify", "-CAfile", caFile, "-purpose", "sslclient", out).CombinedOutput()
+			if err != nil {
+				t.Fatalf("openssl verify: %v: %s", err, v)
+			}
+		})
+	}
+	garbage := filepath.Join(dir, "garbage.csr")
+	os.WriteFile(garbage, []byte("not a csr"), 0o644)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--csr", garbage}, "garbage.csr"},
+		{[]string{"--csr", filepath.Join(dir, "missing.csr")}, "missing.csr"},
+		{[]string{"--csr", csr, "--profile", "root"}, `"root" is not one of`},
+	} {
+		r := run(t, append([]string{"sign", "--state-dir", state}, tt.args...)...)
+		if r.code == 0 || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("sign %v: exit %d, stderr %q, want %q", tt.args, r.code, r.stderr, tt.want)
+		}
+	}
+}
+
 func TestUpRefusesBadInput(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, content string) string {

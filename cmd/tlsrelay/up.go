@@ -30,6 +30,7 @@ type upFlags struct {
 	config   string
 	timeout  time.Duration
 	parallel int
+	backend  string
 }
 
 func newUpCommand() *cobra.Command {
@@ -54,6 +55,7 @@ Files land in DIR/<unit, with / as ->/{tls.key,tls.crt,ca.crt}.`,
 	cmd.Flags().StringVar(&f.config, "config", "", "deployment YAML (default: the embedded configs/tlsrelay.yaml)")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up if the group has not converged by then")
 	cmd.Flags().IntVar(&f.parallel, "parallel", 8, "concurrent handshakes while proving mutual TLS")
+	cmd.Flags().StringVar(&f.backend, "backend", "", "one backend for both the csr and signer roles: "+strings.Join(builtin.Names(), ", ")+", or any configured plugin")
 	return cmd
 }
 
@@ -64,6 +66,11 @@ func runUp(ctx context.Context, cmd *cobra.Command, f upFlags) error {
 	cfg, err := config.Load(f.config, builtin.Names())
 	if err != nil {
 		return err
+	}
+	if f.backend != "" {
+		if err := cfg.UseBackend(f.backend, builtin.Names()); err != nil {
+			return fmt.Errorf("--backend %s: %w", f.backend, err)
+		}
 	}
 	dir, err := filepath.Abs(f.dir)
 	if err != nil {

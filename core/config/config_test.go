@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-var builtins = []string{"cfssl", "openssl"}
+var builtins = []string{"cfssl", "easyrsa", "openssl"}
 
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()
@@ -134,5 +134,33 @@ func TestCommonNameFor(t *testing.T) {
 	c := Certificate{CommonName: "{{.DNSName}}.svc"}
 	if got, err := c.CommonNameFor("db/2"); err != nil || got != "db-2.svc" {
 		t.Fatalf("CommonNameFor = %q, %v", got, err)
+	}
+}
+
+func TestExampleConfigsLoad(t *testing.T) {
+	paths, err := filepath.Glob("../../configs/*.yaml")
+	if err != nil || len(paths) < 4 {
+		t.Fatalf("example configs: %v %v", paths, err)
+	}
+	for _, path := range paths {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			if _, err := Load(path, []string{"cfssl", "easyrsa", "openssl"}); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestUseBackend(t *testing.T) {
+	cfg, err := Load("", []string{"cfssl", "easyrsa", "openssl"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cfg.UseBackend("openssl", []string{"cfssl", "easyrsa", "openssl"}); err != nil || cfg.Roles.CSR != "openssl" || cfg.Roles.Signer != "openssl" {
+		t.Fatalf("UseBackend(openssl) = %v, roles %+v", err, cfg.Roles)
+	}
+	err = cfg.UseBackend("vault", []string{"cfssl", "easyrsa", "openssl"})
+	if err == nil || !strings.Contains(err.Error(), `unknown backend "vault"`) {
+		t.Fatalf("UseBackend(vault) = %v", err)
 	}
 }

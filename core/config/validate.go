@@ -129,3 +129,10 @@ func (c Certificate) CommonNameFor(unit string) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// UseBackend makes one backend serve both the csr and the signer role, as
+// `tlsrelay up --backend NAME` asks, and validates the result.
+func (c *Config) UseBackend(name string, builtins []string) error {
+	c.Roles.CSR, c.Roles.Signer = name, name
+	return c.Validate(builtins)
+}

@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tlsrelay/tlsrelay/core/backend"
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
+	"github.com/tlsrelay/tlsrelay/plugins/builtin"
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+type signFlags struct {
+	csr, profile, config, stateDir, out, backend string
+	validity                                     time.Duration
+}
+
+func newSignCommand() *cobra.Command {
+	var f signFlags
+	cmd := &cobra.Command{
+		Use:   "sign --csr FILE",
+		Short: "Sign one CSR with the configured signer backend (an operator's tool)",
+		Long: `sign hands one PEM CSR to the deployment's signer backend, as the leader would, and
+writes the certificate chain to stdout (or --out). The signer uses its CA in the
+deployment's state directory; for the group of a 'tlsrelay up --dir DIR', pass
+--state-dir DIR/state.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runSign(cmd, f) },
+	}
+	cmd.Flags().StringVar(&f.csr, "csr", "", "the CSR to sign, PEM (required)")
+	cmd.Flags().StringVar(&f.profile, "profile", "", "server, client or peer (default: certificate.profile of the config)")
+	cmd.Flags().DurationVar(&f.validity, "validity", 0, "certificate lifetime (default: certificate.validity of the config)")
+	cmd.Flags().StringVar(&f.config, "config", "", "deployment YAML (default: the embedded configs/tlsrelay.yaml)")
+	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "override state_dir: where the signer keeps its CA")
+	cmd.Flags().StringVar(&f.out, "out", "", "write the chain here instead of stdout")
+	cmd.Flags().StringVar(&f.backend, "backend", "", "sign with this backend instead of roles.signer")
+	cmd.MarkFlagRequired("csr")
+	return cmd
+}
+
+func runSign(cmd *cobra.Command, f signFlags) error {
+	cfg, err := config.Load(f.config, builtin.Names())
+	if err != nil {
+		return err
+	}
+	if f.stateDir != "" {
+		cfg.StateDir = f.stateDir
+	}
+	if f.backend != "" {
+		if err := cfg.UseBackend(f.backend, builtin.Names()); err != nil {
+			return fmt.Errorf("--backend %s: %w", f.backend, err)
+		}
+	}
+	csrPEM, err := os.ReadFile(f.csr)
+	if err != nil {
+		return fmt.Errorf("--csr: %w", err)
+	}
+	req, err := signRequest(cfg, f, csrPEM)
+	if err != nil {
+		return err
+	}
+	host, err := backend.New(backend.Options{Plugins: cfg.Plugins, Roles: cfg.Roles, StateDir: cfg.StateDir, Logger: newLogger(cmd)})
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	ctx := cmd.Context()
+	signer, err := host.For(ctx, config.RoleSigner)
+	if err != nil {
+		return err
+	}
+	chain, err := signer.SignCSR(ctx, req)
+	if err != nil {
+		return fmt.Errorf("sign %s with %s: %w", f.csr, cfg.Roles.Signer, err)
+	}
+	if err := writeChain(cmd, f.out, chain.ChainPEM); err != nil {
+		return err
+	}
+	return summarize(cmd, cfg.Roles.Signer, chain.ChainPEM)
+}
+
+// signRequest checks the CSR locally, so that a bad file is named before any plugin starts.
+func signRequest(cfg *config.Config, f signFlags, csrPEM []byte) (sdk.SignRequest, error) {
+	csr, err := certutil.ParseCSR(csrPEM, "")
+	if err != nil {
+		return sdk.SignRequest{}, fmt.Errorf("--csr %s: %w", f.csr, err)
+	}
+	profile := sdk.Profile(cfg.Certificate.Profile)
+	if f.profile != "" {
+		profile = sdk.Profile(f.profile)
+	}
+	if !profile.Valid() {
+		return sdk.SignRequest{}, fmt.Errorf("--profile: %q is not one of server, client, peer", profile)
+	}
+	validity := cfg.Certificate.Validity
+	if f.validity != 0 {
+		validity = f.validity
+	}
+	return sdk.SignRequest{CSRPEM: csrPEM, Profile: profile, Validity: validity, Unit: csr.Subject.CommonName}, nil
+}
+
+func writeChain(cmd *cobra.Command, out string, chain []byte) error {
+	if out == "" {
+		_, err := cmd.OutOrStdout().Write(chain)
+		return err
+	}
+	return atomicfile.Write(out, chain, 0o644)
+}
+
+func summarize(cmd *cobra.Command, signer string, chain []byte) error {
+	certs, err := certutil.ParseCertificates(chain)
+	if err != nil {
+		return fmt.Errorf("signer %s returned an unreadable chain: %w", signer, err)
+	}
+	c := certs[0]
+	fmt.Fprintf(cmd.ErrOrStderr(), "signed %q by %q with %s: serial %s, not after %s, SANs %v %v\n",
+		c.Subject.CommonName, c.Issuer.CommonName, signer, c.SerialNumber.Text(16),
+		c.NotAfter.UTC().Format(time.RFC3339), c.DNSNames, c.IPAddresses)
+	return nil
+}
