@@ -1,10 +1,14 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -60,6 +64,90 @@ func BenchmarkSignCSR(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkSignCSRBackends compares each tool-driving backend through its plugin process
+// with the bare tool doing the same signing in a loop, on the same CA: `openssl x509
+// -req` with the same extensions, and easy-rsa's import-req + sign-req (easy-rsa signs
+// only imported requests). The ratio is what the plugin adds around the tool.
+//
+//	go test -run '^$' -bench SignCSRBackends -benchtime 3s ./core/backend
+func BenchmarkSignCSRBackends(b *testing.B) {
+	ctx := context.Background()
+	stateDir := b.TempDir()
+	csrs := makeCSRs(b, cfssl.New(nil), 64)
+	for _, name := range []string{"openssl", "easyrsa"} {
+		plugin := pluginFor(b, name, stateDir)
+		if _, err := plugin.CA(ctx); err != nil { // create the CA the bare tool uses too
+			b.Fatal(err)
+		}
+		bare := bareSigners[name](b, filepath.Join(stateDir, name))
+		b.Run(name+"/bare-tool", func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				bare(csrs[i%len(csrs)])
+			}
+		})
+		b.Run(name+"/plugin", func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				if _, err := plugin.SignCSR(ctx, sdk.SignRequest{CSRPEM: csrs[i%len(csrs)], Profile: sdk.ProfilePeer, Unit: "bench/0"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// pluginFor launches a built-in backend as a plugin child process.
+func pluginFor(b *testing.B, name, stateDir string) sdk.Backend {
+	host, err := New(Options{
+		Self:     testbin.Build(b, testbin.Tlsrelay),
+		Plugins:  map[string]config.Plugin{name: {Builtin: true}},
+		Roles:    config.Roles{CSR: name, Signer: name},
+		StateDir: stateDir,
+		Logger:   hclog.NewNullLogger(),
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(host.Close)
+	backend, err := host.For(context.Background(), config.RoleSigner)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return backend
+}
+
+// bareSigners run the tool itself, as an operator's shell loop would.
+var bareSigners = map[string]func(b *testing.B, dir string) func(csr []byte){
+	"openssl": func(b *testing.B, dir string) func([]byte) {
+		ext := filepath.Join(b.TempDir(), "ext.cnf")
+		os.WriteFile(ext, []byte("[v3]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"+
+			"extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=DNS:bench-0,IP:127.0.0.1\n"), 0o644)
+		return func(csr []byte) {
+			cmd := exec.Command("openssl", "x509", "-req", "-CA", filepath.Join(dir, "ca.pem"), "-CAkey", filepath.Join(dir, "ca-key.pem"),
+				"-set_serial", fmt.Sprintf("0x%x", time.Now().UnixNano()), "-days", "30", "-sha256", "-extfile", ext, "-extensions", "v3")
+			cmd.Stdin = bytes.NewReader(csr)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("openssl x509 -req: %v: %s", err, out)
+			}
+		}
+	},
+	"easyrsa": func(b *testing.B, dir string) func([]byte) {
+		csrFile := filepath.Join(b.TempDir(), "bench.csr")
+		n := 0
+		return func(csr []byte) {
+			n++
+			os.WriteFile(csrFile, csr, 0o644)
+			name := fmt.Sprintf("bare-%d-%d", os.Getpid(), n)
+			for _, args := range [][]string{{"import-req", csrFile, name}, {"--subject-alt-name=DNS:bench-0,IP:127.0.0.1", "sign-req", "serverClient", name}} {
+				cmd := exec.Command("/usr/share/easy-rsa/easyrsa", args...)
+				cmd.Env = append(os.Environ(), "EASYRSA_BATCH=1", "EASYRSA_PKI="+filepath.Join(dir, "pki"), "EASYRSA_CERT_EXPIRE=30")
+				if out, err := cmd.CombinedOutput(); err != nil {
+					b.Fatalf("easyrsa %v: %v: %s", args, err, out)
+				}
+			}
+		}
+	},
 }
 
 func makeCSRs(b *testing.B, backend sdk.Backend, n int) [][]byte {
