@@ -17,6 +17,7 @@ import (
 	"github.com/cloudflare/cfssl/signer/local"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tlsrelay/tlsrelay/internal/casettings"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -31,12 +32,8 @@ const Version = "1.0.0"
 type Config struct {
 	// Dir holds ca.pem and ca-key.pem. Default: the state directory the host gives.
 	Dir string `json:"dir"`
-	// CACommonName names a CA created on first use.
-	CACommonName string `json:"ca_common_name"`
-	// CAValidity is the lifetime of a CA created on first use (Go duration).
-	CAValidity string `json:"ca_validity"`
-	// DefaultValidity applies when a sign request gives none (Go duration).
-	DefaultValidity string `json:"default_validity"`
+	// ca_common_name, ca_validity, default_validity.
+	casettings.Settings
 }
 
 // Backend implements sdk.Backend with cfssl.
@@ -44,13 +41,11 @@ type Backend struct {
 	sdk.Unimplemented
 	log hclog.Logger
 
-	mu              sync.Mutex
-	configured      bool
-	dir             string
-	caCommonName    string
-	caValidity      time.Duration
-	defaultValidity time.Duration
-	ca              *authority // loaded or created on first use
+	mu         sync.Mutex
+	configured bool
+	dir        string
+	settings   casettings.Parsed
+	ca         *authority // loaded or created on first use
 }
 
 // New returns an unconfigured backend that logs to log (nil: nowhere).
@@ -77,7 +72,7 @@ func (b *Backend) Info(context.Context) (sdk.Info, error) {
 
 // Configure implements sdk.Backend.
 func (b *Backend) Configure(_ context.Context, req sdk.ConfigureRequest) error {
-	cfg := Config{CACommonName: "tlsrelay CA", CAValidity: "87600h", DefaultValidity: "720h"}
+	cfg := Config{Settings: casettings.Defaults("tlsrelay CA")}
 	if err := sdk.DecodeConfig(req.ConfigJSON, &cfg); err != nil {
 		return err
 	}
@@ -87,28 +82,15 @@ func (b *Backend) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	if cfg.Dir == "" {
 		return sdk.Errorf(sdk.CodeInvalidArgument, "config.dir", "no CA directory: set dir or give a state directory")
 	}
-	caValidity, err := parseDuration("config.ca_validity", cfg.CAValidity)
-	if err != nil {
-		return err
-	}
-	defValidity, err := parseDuration("config.default_validity", cfg.DefaultValidity)
+	settings, err := cfg.Parse()
 	if err != nil {
 		return err
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.dir, b.caCommonName, b.caValidity, b.defaultValidity = cfg.Dir, cfg.CACommonName, caValidity, defValidity
-	b.ca = nil
+	b.dir, b.settings, b.ca = cfg.Dir, settings, nil
 	b.configured = true
 	return nil
-}
-
-func parseDuration(key, s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, sdk.Errorf(sdk.CodeInvalidArgument, key, "%q is not a positive duration like 720h", s)
-	}
-	return d, nil
 }
 
 // CreateCSR implements sdk.Backend.
@@ -151,7 +133,7 @@ func (b *Backend) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certifica
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
-	validity, err := certutil.Validity(req.Validity, b.defaultValidity)
+	validity, err := certutil.Validity(req.Validity, b.settings.DefaultValidity)
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
@@ -226,11 +208,11 @@ func (b *Backend) authority() (*authority, error) {
 	if b.ca != nil {
 		return b.ca, nil
 	}
-	ca, created, err := loadOrCreateCA(b.dir, b.caCommonName, b.caValidity)
+	ca, created, err := loadOrCreateCA(b.dir, b.settings.CACommonName, b.settings.CAValidity)
 	if err != nil {
 		return nil, err
 	}
-	policy, err := signingPolicy(b.defaultValidity)
+	policy, err := signingPolicy(b.settings.DefaultValidity)
 	if err != nil {
 		return nil, sdk.Errorf(sdk.CodeInternal, Name, "%v", err)
 	}

@@ -11,10 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tlsrelay/tlsrelay/internal/casettings"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
@@ -33,11 +33,8 @@ type Config struct {
 	EasyRSA string `json:"easyrsa"`
 	// PKI is the easy-rsa PKI directory of the CA. Default: pki in the state directory.
 	PKI string `json:"pki"`
-	// CACommonName names the CA build-ca makes on first use.
-	CACommonName string `json:"ca_common_name"`
-	// CAValidity and DefaultValidity are Go durations, rounded up to whole days.
-	CAValidity      string `json:"ca_validity"`
-	DefaultValidity string `json:"default_validity"`
+	// ca_common_name, ca_validity, default_validity; validities are rounded up to days.
+	casettings.Settings
 }
 
 // Backend implements sdk.Backend with easy-rsa.
@@ -45,15 +42,13 @@ type Backend struct {
 	sdk.Unimplemented
 	log hclog.Logger
 
-	mu              sync.Mutex // guards the fields below and serialises runs on the CA's PKI
-	configured      bool
-	tool            tool
-	pki             string
-	scratch         string // where throwaway PKIs for CSRs are made
-	caCommonName    string
-	caValidity      time.Duration
-	defaultValidity time.Duration
-	caPEM           []byte
+	mu         sync.Mutex // guards the fields below and serialises runs on the CA's PKI
+	configured bool
+	tool       tool
+	pki        string
+	scratch    string // where throwaway PKIs for CSRs are made
+	settings   casettings.Parsed
+	caPEM      []byte
 }
 
 // New returns an unconfigured backend that logs to log (nil: nowhere).
@@ -74,7 +69,7 @@ func (b *Backend) Info(context.Context) (sdk.Info, error) {
 
 // Configure implements sdk.Backend: it finds easyrsa and checks its version.
 func (b *Backend) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
-	cfg := Config{EasyRSA: DefaultEasyRSA, CACommonName: "tlsrelay easyrsa CA", CAValidity: "87600h", DefaultValidity: "720h"}
+	cfg := Config{EasyRSA: DefaultEasyRSA, Settings: casettings.Defaults("tlsrelay easyrsa CA")}
 	if err := sdk.DecodeConfig(req.ConfigJSON, &cfg); err != nil {
 		return err
 	}
@@ -88,11 +83,7 @@ func (b *Backend) Configure(ctx context.Context, req sdk.ConfigureRequest) error
 	if cfg.PKI == "" {
 		cfg.PKI = filepath.Join(req.StateDir, "pki")
 	}
-	caValidity, err := parseDuration("config.ca_validity", cfg.CAValidity)
-	if err != nil {
-		return err
-	}
-	defValidity, err := parseDuration("config.default_validity", cfg.DefaultValidity)
+	settings, err := cfg.Parse()
 	if err != nil {
 		return err
 	}
@@ -103,16 +94,7 @@ func (b *Backend) Configure(ctx context.Context, req sdk.ConfigureRequest) error
 	b.log.Debug("configured", "easyrsa", t.path, "version", version, "pki", cfg.PKI)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.tool, b.pki, b.scratch, b.caCommonName = t, cfg.PKI, scratch, cfg.CACommonName
-	b.caValidity, b.defaultValidity = caValidity, defValidity
+	b.tool, b.pki, b.scratch, b.settings = t, cfg.PKI, scratch, settings
 	b.caPEM, b.configured = nil, true
 	return nil
-}
-
-func parseDuration(key, s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, sdk.Errorf(sdk.CodeInvalidArgument, key, "%q is not a positive duration like 720h", s)
-	}
-	return d, nil
 }

@@ -83,12 +83,12 @@ func (b *Backend) buildCA(ctx context.Context, t tool) ([]byte, error) {
 		}
 	}
 	vars := keyVars(sdk.KeySpec{Algorithm: "ecdsa", Size: 256})
-	vars["EASYRSA_REQ_CN"] = b.caCommonName
-	vars["EASYRSA_CA_EXPIRE"] = strconv.Itoa(certutil.Days(b.caValidity))
+	vars["EASYRSA_REQ_CN"] = b.settings.CACommonName
+	vars["EASYRSA_CA_EXPIRE"] = strconv.Itoa(certutil.Days(b.settings.CAValidity))
 	if _, err := t.run(ctx, b.pki, vars, "build-ca", "nopass"); err != nil {
 		return nil, err
 	}
-	b.log.Info("created CA", "pki", b.pki, "common_name", b.caCommonName)
+	b.log.Info("created CA", "pki", b.pki, "common_name", b.settings.CACommonName)
 	return os.ReadFile(filepath.Join(b.pki, "ca.crt"))
 }
 
@@ -101,7 +101,7 @@ func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certifi
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
-	validity, err := certutil.Validity(req.Validity, b.defaultValidity)
+	validity, err := certutil.Validity(req.Validity, b.settings.DefaultValidity)
 	if err != nil {
 		return sdk.Certificate{}, err
 	}

@@ -10,10 +10,10 @@ import (
 	"encoding/hex"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tlsrelay/tlsrelay/internal/casettings"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -30,11 +30,8 @@ type Config struct {
 	OpenSSL string `json:"openssl"`
 	// Dir holds ca.pem and ca-key.pem. Default: the state directory the host gives.
 	Dir string `json:"dir"`
-	// CACommonName names a CA created on first use.
-	CACommonName string `json:"ca_common_name"`
-	// CAValidity and DefaultValidity are Go durations, rounded up to whole days.
-	CAValidity      string `json:"ca_validity"`
-	DefaultValidity string `json:"default_validity"`
+	// ca_common_name, ca_validity, default_validity; validities are rounded up to days.
+	casettings.Settings
 }
 
 // Backend implements sdk.Backend with the openssl command.
@@ -42,14 +39,12 @@ type Backend struct {
 	sdk.Unimplemented
 	log hclog.Logger
 
-	mu              sync.Mutex
-	configured      bool
-	tool            tool
-	dir             string
-	caCommonName    string
-	caValidity      time.Duration
-	defaultValidity time.Duration
-	caPEM           []byte // loaded on first use
+	mu         sync.Mutex
+	configured bool
+	tool       tool
+	dir        string
+	settings   casettings.Parsed
+	caPEM      []byte // loaded on first use
 }
 
 // New returns an unconfigured backend that logs to log (nil: nowhere).
@@ -70,7 +65,7 @@ func (b *Backend) Info(context.Context) (sdk.Info, error) {
 
 // Configure implements sdk.Backend: it finds openssl and checks its version.
 func (b *Backend) Configure(ctx context.Context, req sdk.ConfigureRequest) error {
-	cfg := Config{OpenSSL: "openssl", CACommonName: "tlsrelay openssl CA", CAValidity: "87600h", DefaultValidity: "720h"}
+	cfg := Config{OpenSSL: "openssl", Settings: casettings.Defaults("tlsrelay openssl CA")}
 	if err := sdk.DecodeConfig(req.ConfigJSON, &cfg); err != nil {
 		return err
 	}
@@ -80,11 +75,7 @@ func (b *Backend) Configure(ctx context.Context, req sdk.ConfigureRequest) error
 	if cfg.Dir == "" {
 		return sdk.Errorf(sdk.CodeInvalidArgument, "config.dir", "no CA directory: set dir or give a state directory")
 	}
-	caValidity, err := parseDuration("config.ca_validity", cfg.CAValidity)
-	if err != nil {
-		return err
-	}
-	defValidity, err := parseDuration("config.default_validity", cfg.DefaultValidity)
+	settings, err := cfg.Parse()
 	if err != nil {
 		return err
 	}
@@ -95,18 +86,9 @@ func (b *Backend) Configure(ctx context.Context, req sdk.ConfigureRequest) error
 	b.log.Debug("configured", "openssl", t.path, "version", version, "dir", cfg.Dir)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.tool, b.dir, b.caCommonName = t, cfg.Dir, cfg.CACommonName
-	b.caValidity, b.defaultValidity = caValidity, defValidity
+	b.tool, b.dir, b.settings = t, cfg.Dir, settings
 	b.caPEM, b.configured = nil, true
 	return nil
-}
-
-func parseDuration(key, s string) (time.Duration, error) {
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, sdk.Errorf(sdk.CodeInvalidArgument, key, "%q is not a positive duration like 720h", s)
-	}
-	return d, nil
 }
 
 func (b *Backend) state() (tool, error) {

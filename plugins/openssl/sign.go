@@ -33,13 +33,13 @@ func (b *Backend) authority(ctx context.Context) ([]byte, error) {
 		return b.caPEM, nil
 	}
 	stored, created, err := castore.LoadOrCreate(b.dir, func() (castore.CA, error) {
-		return createCA(ctx, t, b.caCommonName, b.caValidity)
+		return createCA(ctx, t, b.settings.CACommonName, b.settings.CAValidity)
 	})
 	if err != nil {
 		return nil, sdk.Errorf(sdk.CodeFailedPrecondition, b.dir, "%v", err)
 	}
 	if created {
-		b.log.Info("created CA", "dir", b.dir, "common_name", b.caCommonName)
+		b.log.Info("created CA", "dir", b.dir, "common_name", b.settings.CACommonName)
 	}
 	b.caPEM = stored.CertPEM
 	return b.caPEM, nil
@@ -83,7 +83,7 @@ func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certifi
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
-	validity, err := certutil.Validity(req.Validity, b.defaultValidity)
+	validity, err := certutil.Validity(req.Validity, b.settings.DefaultValidity)
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
