@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the programs tlsrelay's tests run for real (Debian packages), when missing.
+# Installs the programs tlsrelay's tests run for real (Debian packages), when missing:
+# openssl, easy-rsa, and an OpenStack Barbican and Keystone (run by scripts/*-server.sh).
 # Needs root (or sudo) to install; does nothing when everything is present.
 set -euo pipefail
 
@@ -7,6 +8,9 @@ set -euo pipefail
 needs=(
   "openssl openssl"
   "/usr/share/easy-rsa/easyrsa easy-rsa"
+  "curl curl"
+  "/usr/lib/python3/dist-packages/barbican python3-barbican"
+  "keystone-wsgi-public keystone"
 )
 
 missing=()

@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tlsrelay/tlsrelay/plugins/barbican"
 	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
 	"github.com/tlsrelay/tlsrelay/plugins/easyrsa"
 	"github.com/tlsrelay/tlsrelay/plugins/openssl"
@@ -15,9 +16,10 @@ import (
 
 // Backends maps each built-in name to its constructor.
 var Backends = map[string]func(hclog.Logger) sdk.Backend{
-	cfssl.Name:   func(log hclog.Logger) sdk.Backend { return cfssl.New(log) },
-	openssl.Name: func(log hclog.Logger) sdk.Backend { return openssl.New(log) },
-	easyrsa.Name: func(log hclog.Logger) sdk.Backend { return easyrsa.New(log) },
+	barbican.Name: func(log hclog.Logger) sdk.Backend { return barbican.New(log) },
+	cfssl.Name:    func(log hclog.Logger) sdk.Backend { return cfssl.New(log) },
+	openssl.Name:  func(log hclog.Logger) sdk.Backend { return openssl.New(log) },
+	easyrsa.Name:  func(log hclog.Logger) sdk.Backend { return easyrsa.New(log) },
 }
 
 // Names lists the built-in backends, sorted.

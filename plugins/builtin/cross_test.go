@@ -18,23 +18,28 @@ import (
 func TestEveryBackendSignsEveryBackendsCSR(t *testing.T) {
 	ctx := context.Background()
 	backends := map[string]sdk.Backend{}
+	var signers []string
 	for _, name := range Names() {
 		b := Backends[name](nil)
+		if info, _ := b.Info(ctx); !info.Has(sdk.CapSignCSR) || !info.Has(sdk.CapCreateCSR) {
+			continue
+		}
 		if err := b.Configure(ctx, sdk.ConfigureRequest{StateDir: t.TempDir()}); err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
 		backends[name] = b
+		signers = append(signers, name)
 	}
-	if len(backends) < 3 {
-		t.Fatalf("built-in backends %v: want cfssl, easyrsa and openssl", Names())
+	if len(signers) != 3 {
+		t.Fatalf("signing backends %v: want cfssl, easyrsa and openssl", signers)
 	}
-	for _, maker := range Names() {
+	for _, maker := range signers {
 		csr, err := backends[maker].CreateCSR(ctx, sdk.CSRRequest{
 			Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, CommonName: "db/0", SANs: []string{"db-0", "127.0.0.1"}})
 		if err != nil {
 			t.Fatalf("%s CreateCSR: %v", maker, err)
 		}
-		for _, signer := range Names() {
+		for _, signer := range signers {
 			t.Run(maker+" CSR signed by "+signer, func(t *testing.T) {
 				chain, err := backends[signer].SignCSR(ctx, sdk.SignRequest{CSRPEM: csr.CSRPEM, Profile: sdk.ProfilePeer, Unit: "db/0"})
 				if err != nil {

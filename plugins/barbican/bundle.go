@@ -1,0 +1,175 @@
+package barbican
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+
+	"github.com/youmark/pkcs8"
+	"software.sslmate.com/src/go-pkcs12"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// assemble checks fetched parts and returns them as a secret: the certificate as
+// stored, the key decrypted with the passphrase when it is encrypted, the intermediates.
+// A key that does not match the certificate is refused.
+func assemble(ref string, certPEM, keyPEM, interPEM, passphrase []byte) (sdk.Secret, error) {
+	certs, err := certutil.ParseCertificates(certPEM)
+	if err != nil {
+		return sdk.Secret{}, sdk.Errorf(sdk.CodeInvalidArgument, ref, "certificate secret is unreadable: %v", err)
+	}
+	key, keyOut, err := privateKey(ref, keyPEM, passphrase)
+	if err != nil {
+		return sdk.Secret{}, err
+	}
+	if !certutil.SamePublicKey(certs[0].PublicKey, key.Public()) {
+		return sdk.Secret{}, sdk.Errorf(sdk.CodeInvalidArgument, ref,
+			"private_key secret does not match the certificate (subject %q)", certs[0].Subject.String())
+	}
+	if len(bytes.TrimSpace(interPEM)) > 0 {
+		if _, err := certutil.ParseCertificates(interPEM); err != nil {
+			return sdk.Secret{}, sdk.Errorf(sdk.CodeInvalidArgument, ref, "intermediates secret is unreadable: %v", err)
+		}
+	}
+	return sdk.Secret{
+		CertificatePEM:   withNewline(certPEM),
+		Key:              keyOut,
+		IntermediatesPEM: withNewline(interPEM),
+		Passphrase:       passphrase,
+	}, nil
+}
+
+// privateKey parses a PEM key, decrypting it when it is encrypted. It returns the key
+// and the PEM to hand on: as stored when it was in the clear, else the decrypted key as
+// PKCS#8.
+func privateKey(ref string, keyPEM, passphrase []byte) (crypto.Signer, sdk.PrivateKey, error) {
+	block, _ := pem.Decode(keyPEM)
+	if block == nil {
+		return nil, nil, sdk.Errorf(sdk.CodeInvalidArgument, ref, "private_key secret is not PEM")
+	}
+	encrypted := block.Type == "ENCRYPTED PRIVATE KEY" || x509.IsEncryptedPEMBlock(block) //nolint:staticcheck // legacy PEM encryption is still in the wild
+	if encrypted && len(passphrase) == 0 {
+		return nil, nil, sdk.Errorf(sdk.CodeInvalidArgument, ref, "private_key secret is encrypted and the container has no private_key_passphrase")
+	}
+	if !encrypted {
+		signer, err := signerOf(keyPEM)
+		if err != nil {
+			return nil, nil, sdk.Errorf(sdk.CodeInvalidArgument, ref, "private_key secret is unreadable: %v", err)
+		}
+		return signer, withNewline(keyPEM), nil
+	}
+	key, err := decrypt(block, passphrase)
+	if err != nil {
+		return nil, nil, sdk.Errorf(sdk.CodeInvalidArgument, ref, "private_key_passphrase does not decrypt the private_key secret: %v", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, sdk.Errorf(sdk.CodeInvalidArgument, ref, "private_key secret: %v", err)
+	}
+	return key, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+func decrypt(block *pem.Block, passphrase []byte) (crypto.Signer, error) {
+	if block.Type == "ENCRYPTED PRIVATE KEY" {
+		key, err := pkcs8.ParsePKCS8PrivateKey(block.Bytes, passphrase)
+		if err != nil {
+			return nil, err
+		}
+		return asSigner(key)
+	}
+	der, err := x509.DecryptPEMBlock(block, passphrase) //nolint:staticcheck // see privateKey
+	if err != nil {
+		return nil, err
+	}
+	return signerOf(pem.EncodeToMemory(&pem.Block{Type: block.Type, Bytes: der}))
+}
+
+func signerOf(keyPEM []byte) (crypto.Signer, error) {
+	block, _ := pem.Decode(keyPEM)
+	if block == nil {
+		return nil, errors.New("not PEM")
+	}
+	var key any
+	var err error
+	switch block.Type {
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(block.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+	default:
+		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return asSigner(key)
+}
+
+func asSigner(key any) (crypto.Signer, error) {
+	s, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, errors.New("the key cannot sign")
+	}
+	return s, nil
+}
+
+// fromPEMBundle splits one PEM secret into certificate (the first), intermediates (the
+// other certificates) and key.
+func fromPEMBundle(ref string, bundle []byte) (sdk.Secret, error) {
+	var certs, keys [][]byte
+	for rest := bundle; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		encoded := pem.EncodeToMemory(block)
+		if block.Type == "CERTIFICATE" {
+			certs = append(certs, encoded)
+		} else if bytes.HasSuffix([]byte(block.Type), []byte("PRIVATE KEY")) {
+			keys = append(keys, encoded)
+		}
+	}
+	switch {
+	case len(certs) == 0:
+		return sdk.Secret{}, sdk.Errorf(sdk.CodeInvalidArgument, ref, "secret holds no PEM certificate (want a PEM bundle or PKCS#12)")
+	case len(keys) != 1:
+		return sdk.Secret{}, sdk.Errorf(sdk.CodeInvalidArgument, ref, "secret holds %d private keys, want 1", len(keys))
+	}
+	return assemble(ref, certs[0], keys[0], bytes.Join(certs[1:], nil), nil)
+}
+
+// fromPKCS12 decodes a PKCS#12 secret without a password (the form Octavia documents).
+func fromPKCS12(ref string, der []byte) (sdk.Secret, error) {
+	key, cert, chain, err := pkcs12.DecodeChain(der, "")
+	if err != nil {
+		return sdk.Secret{}, sdk.Errorf(sdk.CodeInvalidArgument, ref, "PKCS#12 secret does not decode without a password: %v", err)
+	}
+	signer, err := asSigner(key)
+	if err != nil {
+		return sdk.Secret{}, sdk.Errorf(sdk.CodeInvalidArgument, ref, "PKCS#12 key: %v", err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(signer)
+	if err != nil {
+		return sdk.Secret{}, sdk.Errorf(sdk.CodeInvalidArgument, ref, "PKCS#12 key: %v", err)
+	}
+	var inter []byte
+	for _, c := range chain {
+		inter = append(inter, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return assemble(ref, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}),
+		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), inter, nil)
+}
+
+// withNewline restores the trailing newline Barbican strips from text payloads.
+func withNewline(b []byte) []byte {
+	b = bytes.TrimRight(b, "\r\n\t ")
+	if len(b) == 0 {
+		return nil
+	}
+	return append(b, '\n')
+}
