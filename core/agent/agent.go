@@ -14,6 +14,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/secrets"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
@@ -34,6 +35,11 @@ type Options struct {
 	Log  hclog.Logger
 	// OnStatus is called whenever the unit's status changes (progress reporting).
 	OnStatus func(Status)
+	// Secrets are fetched through the secrets backend now and every SecretsRefresh;
+	// OnSecret, if set, sees each fetch.
+	Secrets        []config.Secret
+	SecretsRefresh time.Duration
+	OnSecret       func(secrets.Result, error)
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -74,6 +80,9 @@ func New(opts Options) (*Agent, error) {
 	if opts.Log == nil {
 		opts.Log = hclog.NewNullLogger()
 	}
+	if opts.SecretsRefresh <= 0 {
+		opts.SecretsRefresh = time.Hour
+	}
 	return &Agent{
 		opts:  opts,
 		unit:  unit,
@@ -95,8 +104,32 @@ var (
 )
 
 // Run drives the unit until ctx ends; it returns nil then, or the error that stopped it
-// (the unit left the relation, or the relation closed).
+// (the unit left the relation, or the relation closed). Configured secrets are fetched
+// alongside, on their own schedule.
 func (a *Agent) Run(ctx context.Context) error {
+	if len(a.opts.Secrets) > 0 {
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			a.refresher().Run(ctx)
+		}()
+		defer func() { cancel(); <-done }()
+	}
+	return a.runProtocol(ctx)
+}
+
+func (a *Agent) refresher() *secrets.Refresher {
+	return &secrets.Refresher{
+		Backend:  func(ctx context.Context) (sdk.Backend, error) { return a.opts.Backends.For(ctx, config.RoleSecrets) },
+		Secrets:  a.opts.Secrets,
+		Interval: a.opts.SecretsRefresh,
+		Log:      a.log,
+		OnResult: a.opts.OnSecret,
+	}
+}
+
+func (a *Agent) runProtocol(ctx context.Context) error {
 	backoff := minBackoff
 	for {
 		snap, err := a.opts.Member.Snapshot(ctx)

@@ -14,6 +14,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/secrets"
 	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -230,5 +231,64 @@ func TestLeaderDepartureKeepsTheCA(t *testing.T) {
 	}
 	if _, ok := snap.LeaderData[protocol.SignedCertificateKey("db/0")]; ok {
 		t.Fatal("the departed unit's certificate was not forgotten")
+	}
+}
+
+// byRole serves each role from its own in-process backend.
+type byRole map[config.Role]sdk.Backend
+
+func (b byRole) For(_ context.Context, role config.Role) (sdk.Backend, error) { return b[role], nil }
+
+// listener is an in-memory secrets backend: the agent's wiring is under test here; the
+// fetch itself is tested against a real Barbican in core/secrets and plugins/barbican.
+type listener struct {
+	sdk.Unimplemented
+	s sdk.Secret
+}
+
+func (listener) Info(context.Context) (sdk.Info, error)                { return sdk.Info{Name: "listener"}, nil }
+func (listener) Configure(context.Context, sdk.ConfigureRequest) error { return nil }
+func (l listener) FetchSecret(context.Context, string) (sdk.Secret, error) {
+	return l.s, nil
+}
+
+func TestAgentFetchesConfiguredSecrets(t *testing.T) {
+	root := t.TempDir()
+	signer := newCfssl(t, filepath.Join(root, "ca"))
+	csr, _ := signer.CreateCSR(context.Background(), sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, CommonName: "listener-1"})
+	chain, _ := signer.SignCSR(context.Background(), sdk.SignRequest{CSRPEM: csr.CSRPEM, Profile: sdk.ProfileServer})
+	store := relation.NewMemory()
+	m, _ := store.Join(context.Background(), "lb/0")
+	out := filepath.Join(root, "l1")
+	fetched := make(chan error, 10)
+	a, err := New(Options{Member: m, Certificate: testCert, Dir: filepath.Join(root, "lb-0"),
+		Backends: byRole{config.RoleCSR: signer, config.RoleSigner: signer,
+			config.RoleSecrets: listener{s: sdk.Secret{CertificatePEM: chain.ChainPEM, Key: csr.Key}}},
+		Secrets:        []config.Secret{{Name: "l1", Ref: "ref-1", Output: config.SecretOutput{Dir: out}}},
+		SecretsRefresh: 50 * time.Millisecond,
+		OnSecret:       func(_ secrets.Result, err error) { fetched <- err },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- a.Run(ctx) }()
+	for i := range 2 {
+		select {
+		case err := <-fetched:
+			if err != nil {
+				t.Fatalf("fetch %d: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("fetch %d did not happen", i)
+		}
+	}
+	if info, err := os.Stat(filepath.Join(out, secrets.KeyFile)); err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("secret key file: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }

@@ -25,6 +25,10 @@ type Config struct {
 	Certificate Certificate       `mapstructure:"certificate"`
 	Roles       Roles             `mapstructure:"roles"`
 	Plugins     map[string]Plugin `mapstructure:"plugins"`
+	// Secrets are fetched through the secrets backend and written out, then fetched
+	// again every SecretsRefresh.
+	Secrets        []Secret      `mapstructure:"secrets"`
+	SecretsRefresh time.Duration `mapstructure:"secrets_refresh"`
 
 	// Source names where the config came from, for error messages.
 	Source string `mapstructure:"-"`
@@ -56,6 +60,24 @@ type Key struct {
 // Output is where certificate files go.
 type Output struct {
 	Dir string `mapstructure:"dir"`
+}
+
+// Secret is certificate material held by the secrets backend, and where it goes.
+type Secret struct {
+	Name   string       `mapstructure:"name"`
+	Ref    string       `mapstructure:"ref"`
+	Output SecretOutput `mapstructure:"output"`
+}
+
+// SecretOutput says where a fetched secret is written: Dir gets tls.crt, tls.key,
+// chain.crt and bundle.pem; a path given for one part puts that part there instead.
+// The key and the bundle (which holds the key) are written 0600.
+type SecretOutput struct {
+	Dir    string `mapstructure:"dir"`
+	Cert   string `mapstructure:"cert"`
+	Key    string `mapstructure:"key"`
+	Chain  string `mapstructure:"chain"`
+	Bundle string `mapstructure:"bundle"`
 }
 
 // Roles names the backend for each role.

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-var builtins = []string{"cfssl", "easyrsa", "openssl"}
+var builtins = []string{"barbican", "cfssl", "easyrsa", "openssl"}
 
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()
@@ -144,7 +144,7 @@ func TestExampleConfigsLoad(t *testing.T) {
 	}
 	for _, path := range paths {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			if _, err := Load(path, []string{"cfssl", "easyrsa", "openssl"}); err != nil {
+			if _, err := Load(path, []string{"cfssl", "easyrsa", "openssl", "barbican"}); err != nil {
 				t.Fatal(err)
 			}
 		})
@@ -152,15 +152,37 @@ func TestExampleConfigsLoad(t *testing.T) {
 }
 
 func TestUseBackend(t *testing.T) {
-	cfg, err := Load("", []string{"cfssl", "easyrsa", "openssl"})
+	cfg, err := Load("", []string{"barbican", "cfssl", "easyrsa", "openssl"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.UseBackend("openssl", []string{"cfssl", "easyrsa", "openssl"}); err != nil || cfg.Roles.CSR != "openssl" || cfg.Roles.Signer != "openssl" {
+	if err := cfg.UseBackend("openssl", []string{"barbican", "cfssl", "easyrsa", "openssl"}); err != nil || cfg.Roles.CSR != "openssl" || cfg.Roles.Signer != "openssl" {
 		t.Fatalf("UseBackend(openssl) = %v, roles %+v", err, cfg.Roles)
 	}
-	err = cfg.UseBackend("vault", []string{"cfssl", "easyrsa", "openssl"})
+	err = cfg.UseBackend("vault", []string{"barbican", "cfssl", "easyrsa", "openssl"})
 	if err == nil || !strings.Contains(err.Error(), `unknown backend "vault"`) {
 		t.Fatalf("UseBackend(vault) = %v", err)
+	}
+}
+
+func TestSecretsValidation(t *testing.T) {
+	ok := "roles: {secrets: barbican}\nsecrets:\n  - {name: l1, ref: 'http://k/v1/containers/1', output: {dir: /tmp/l1}}\n"
+	cfg, err := Load(writeConfig(t, ok), []string{"cfssl", "easyrsa", "openssl", "barbican"})
+	if err != nil || len(cfg.Secrets) != 1 || cfg.Secrets[0].Output.Dir != "/tmp/l1" || cfg.SecretsRefresh != time.Hour {
+		t.Fatalf("Load = %+v, %v", cfg, err)
+	}
+	for _, tt := range []struct{ yaml, want string }{
+		{"secrets:\n  - {name: l1, ref: r, output: {dir: /x}}\n", "roles.secrets"},
+		{"roles: {secrets: barbican}\nsecrets:\n  - {ref: r, output: {dir: /x}}\n", "secrets[0].name"},
+		{"roles: {secrets: barbican}\nsecrets:\n  - {name: a, output: {dir: /x}}\n", "secrets[0].ref"},
+		{"roles: {secrets: barbican}\nsecrets:\n  - {name: a, ref: r}\n", "secrets[0].output"},
+		{"roles: {secrets: barbican}\nsecrets:\n  - {name: a, ref: r, output: {dir: /x}}\n  - {name: a, ref: r, output: {dir: /y}}\n", `secrets[1].name: "a" is used`},
+		{"roles: {secrets: barbican}\nsecrets:\n  - {name: a, ref: r, output: {dri: /x}}\n", "dri"},
+		{"secrets_refresh: 0s\n", "secrets_refresh"},
+	} {
+		_, err := Load(writeConfig(t, tt.yaml), []string{"cfssl", "easyrsa", "openssl", "barbican"})
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: err = %v, want %q", tt.yaml, err, tt.want)
+		}
 	}
 }

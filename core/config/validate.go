@@ -35,7 +35,35 @@ func (c *Config) Validate(builtins []string) error {
 	}
 	c.Certificate.validate(p)
 	c.validatePlugins(p, builtins)
+	c.validateSecrets(p)
 	return p.err()
+}
+
+func (c *Config) validateSecrets(p *problems) {
+	if len(c.Secrets) > 0 && c.Roles.Secrets == "" {
+		p.add("roles.secrets", "must name a backend: %d secrets are configured", len(c.Secrets))
+	}
+	if c.SecretsRefresh <= 0 {
+		p.add("secrets_refresh", "%s must be a positive duration like 1h", c.SecretsRefresh)
+	}
+	seen := map[string]bool{}
+	for i, s := range c.Secrets {
+		key := fmt.Sprintf("secrets[%d]", i)
+		switch {
+		case s.Name == "":
+			p.add(key+".name", "must be set")
+		case seen[s.Name]:
+			p.add(key+".name", "%q is used by another secret", s.Name)
+		}
+		seen[s.Name] = true
+		if s.Ref == "" {
+			p.add(key+".ref", "must be set")
+		}
+		o := s.Output
+		if o.Dir == "" && o.Cert == "" && o.Key == "" && o.Chain == "" && o.Bundle == "" {
+			p.add(key+".output", "set dir, or a path for at least one of cert, key, chain, bundle")
+		}
+	}
 }
 
 func (c Certificate) validate(p *problems) {

@@ -18,15 +18,15 @@ import (
 // Barbican server (Debian python3-barbican, unauthenticated pipeline).
 func TestAgainstRealBarbican(t *testing.T) {
 	server := testservers.StartBarbican(t)
-	m := newMaterial(t)
-	demo := raw{t: t, url: server.URL, project: "demo"}
+	m := testservers.NewMaterial(t)
+	demo := server.As(t, "demo")
 	b := noauth(t, server.URL, "demo", nil)
 	ctx := context.Background()
 
-	full := demo.container("full", map[string]string{
-		refCertificate:   demo.secret("cert", m.cert, "certificate"),
-		refPrivateKey:    demo.secret("key", m.key, "private"),
-		refIntermediates: demo.secret("inter", m.inter, "certificate"),
+	full := demo.Container("full", map[string]string{
+		refCertificate:   demo.Secret("cert", m.Cert, "certificate"),
+		refPrivateKey:    demo.Secret("key", m.Key, "private"),
+		refIntermediates: demo.Secret("inter", m.Inter, "certificate"),
 	})
 
 	t.Run("a container comes back byte for byte", func(t *testing.T) {
@@ -36,7 +36,7 @@ func TestAgainstRealBarbican(t *testing.T) {
 		}
 		// Barbican strips the trailing newline of text payloads; the backend restores it.
 		for _, c := range []struct{ name, got, want []byte }{
-			{[]byte("certificate"), s.CertificatePEM, m.cert}, {[]byte("key"), s.Key, m.key}, {[]byte("intermediates"), s.IntermediatesPEM, m.inter},
+			{[]byte("certificate"), s.CertificatePEM, m.Cert}, {[]byte("key"), s.Key, m.Key}, {[]byte("intermediates"), s.IntermediatesPEM, m.Inter},
 		} {
 			if !bytes.Equal(c.got, c.want) {
 				t.Errorf("%s differs:\n got %q\nwant %q", c.name, c.got, c.want)
@@ -45,52 +45,52 @@ func TestAgainstRealBarbican(t *testing.T) {
 	})
 
 	t.Run("a PKCS#12 secret", func(t *testing.T) {
-		s, err := b.FetchSecret(ctx, demo.binary("p12", m.pkcs12))
+		s, err := b.FetchSecret(ctx, demo.Binary("p12", m.PKCS12))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(s.CertificatePEM, m.cert) || !bytes.Equal(s.IntermediatesPEM, m.inter) {
+		if !bytes.Equal(s.CertificatePEM, m.Cert) || !bytes.Equal(s.IntermediatesPEM, m.Inter) {
 			t.Errorf("PKCS#12 certificate or chain differs:\n%s\n%s", s.CertificatePEM, s.IntermediatesPEM)
 		}
-		if !sameKeyDER(t, s.Key, m.key) {
+		if !sameKeyDER(t, s.Key, m.Key) {
 			t.Error("PKCS#12 key differs from the key it was made from")
 		}
 	})
 
 	t.Run("a PEM bundle secret", func(t *testing.T) {
-		bundle := append(append(append([]byte{}, m.cert...), m.inter...), m.key...)
-		s, err := b.FetchSecret(ctx, demo.secret("bundle", bundle, "opaque"))
+		bundle := append(append(append([]byte{}, m.Cert...), m.Inter...), m.Key...)
+		s, err := b.FetchSecret(ctx, demo.Secret("bundle", bundle, "opaque"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !bytes.Equal(s.CertificatePEM, m.cert) || !bytes.Equal(s.IntermediatesPEM, m.inter) || !bytes.Equal(s.Key, m.key) {
+		if !bytes.Equal(s.CertificatePEM, m.Cert) || !bytes.Equal(s.IntermediatesPEM, m.Inter) || !bytes.Equal(s.Key, m.Key) {
 			t.Error("PEM bundle parts differ")
 		}
 	})
 
 	t.Run("an encrypted key is decrypted with the container's passphrase", func(t *testing.T) {
-		ref := demo.container("encrypted", map[string]string{
-			refCertificate: demo.secret("cert", m.cert, "certificate"),
-			refPrivateKey:  demo.secret("enc-key", m.encryptedKey, "private"),
-			refPassphrase:  demo.secret("pass", m.passphrase, "passphrase"),
+		ref := demo.Container("encrypted", map[string]string{
+			refCertificate: demo.Secret("cert", m.Cert, "certificate"),
+			refPrivateKey:  demo.Secret("enc-key", m.EncryptedKey, "private"),
+			refPassphrase:  demo.Secret("pass", m.Passphrase, "passphrase"),
 		})
 		s, err := b.FetchSecret(ctx, ref)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.Contains(string(s.Key), "ENCRYPTED") || !sameKeyDER(t, s.Key, m.key) {
+		if strings.Contains(string(s.Key), "ENCRYPTED") || !sameKeyDER(t, s.Key, m.Key) {
 			t.Fatalf("key not decrypted to the original:\n%s", s.Key)
 		}
 	})
 
 	t.Run("store, fetch, delete, delete again", func(t *testing.T) {
-		secretsBefore := demo.count("secrets")
-		ref, err := b.StoreSecret(ctx, "stored", sdk.Secret{CertificatePEM: m.cert, Key: m.key, IntermediatesPEM: m.inter})
+		secretsBefore := demo.Count("secrets")
+		ref, err := b.StoreSecret(ctx, "stored", sdk.Secret{CertificatePEM: m.Cert, Key: m.Key, IntermediatesPEM: m.Inter})
 		if err != nil {
 			t.Fatal(err)
 		}
 		s, err := b.FetchSecret(ctx, ref)
-		if err != nil || !bytes.Equal(s.CertificatePEM, m.cert) || !bytes.Equal(s.Key, m.key) {
+		if err != nil || !bytes.Equal(s.CertificatePEM, m.Cert) || !bytes.Equal(s.Key, m.Key) {
 			t.Fatalf("fetch after store: %v", err)
 		}
 		if err := b.DeleteSecret(ctx, ref); err != nil {
@@ -102,21 +102,21 @@ func TestAgainstRealBarbican(t *testing.T) {
 		if _, err := b.FetchSecret(ctx, ref); !sdk.IsCode(err, sdk.CodeNotFound) {
 			t.Fatalf("fetch after delete: %v, want not found", err)
 		}
-		if after := demo.count("secrets"); after != secretsBefore {
+		if after := demo.Count("secrets"); after != secretsBefore {
 			t.Fatalf("secrets in project: %d before, %d after store+delete", secretsBefore, after)
 		}
 	})
 
 	t.Run("a failed store leaves nothing behind", func(t *testing.T) {
-		before := demo.count("secrets")
+		before := demo.Count("secrets")
 		// The certificate and key are stored; the intermediates, valid but over
 		// Barbican's 20,000-byte secret limit, are refused; the two must be rolled back.
-		huge := bytes.Repeat(m.inter, 60)
-		_, err := b.StoreSecret(ctx, "too-big", sdk.Secret{CertificatePEM: m.cert, Key: m.key, IntermediatesPEM: huge})
+		huge := bytes.Repeat(m.Inter, 60)
+		_, err := b.StoreSecret(ctx, "too-big", sdk.Secret{CertificatePEM: m.Cert, Key: m.Key, IntermediatesPEM: huge})
 		if !sdk.IsCode(err, sdk.CodeInvalidArgument) || !strings.Contains(err.Error(), "intermediates") {
 			t.Fatalf("store of oversized intermediates: %v, want invalid argument naming them", err)
 		}
-		if after := demo.count("secrets"); after != before {
+		if after := demo.Count("secrets"); after != before {
 			t.Fatalf("secrets in project: %d before, %d after a failed store", before, after)
 		}
 	})
@@ -132,17 +132,17 @@ func TestAgainstRealBarbican(t *testing.T) {
 			sdk.CodeNotFound, []string{"/v1/containers/0b0e6cd8-0000-4000-8000-000000000000", "Not Found"}},
 		{"403 for another project's container", noauth(t, server.URL, "other", nil), full,
 			sdk.CodePermissionDenied, []string{full, "Forbidden"}},
-		{"a container without a key", b, demo.container("nokey", map[string]string{refCertificate: demo.secret("c", m.cert, "certificate")}),
+		{"a container without a key", b, demo.Container("nokey", map[string]string{refCertificate: demo.Secret("c", m.Cert, "certificate")}),
 			sdk.CodeInvalidArgument, []string{"no private_key secret"}},
-		{"a key that does not match the certificate", b, demo.container("mismatch", map[string]string{
-			refCertificate: demo.secret("c", m.cert, "certificate"), refPrivateKey: demo.secret("k", m.otherKey, "private")}),
+		{"a key that does not match the certificate", b, demo.Container("mismatch", map[string]string{
+			refCertificate: demo.Secret("c", m.Cert, "certificate"), refPrivateKey: demo.Secret("k", m.OtherKey, "private")}),
 			sdk.CodeInvalidArgument, []string{"does not match the certificate", "listener-1.example"}},
-		{"a wrong passphrase", b, demo.container("wrongpass", map[string]string{
-			refCertificate: demo.secret("c", m.cert, "certificate"), refPrivateKey: demo.secret("k", m.encryptedKey, "private"),
-			refPassphrase: demo.secret("p", []byte("not it"), "passphrase")}),
+		{"a wrong passphrase", b, demo.Container("wrongpass", map[string]string{
+			refCertificate: demo.Secret("c", m.Cert, "certificate"), refPrivateKey: demo.Secret("k", m.EncryptedKey, "private"),
+			refPassphrase: demo.Secret("p", []byte("not it"), "passphrase")}),
 			sdk.CodeInvalidArgument, []string{"private_key_passphrase does not decrypt"}},
-		{"an unreadable certificate payload", b, demo.container("garbage", map[string]string{
-			refCertificate: demo.secret("c", []byte("not a certificate"), "certificate"), refPrivateKey: demo.secret("k", m.key, "private")}),
+		{"an unreadable certificate payload", b, demo.Container("garbage", map[string]string{
+			refCertificate: demo.Secret("c", []byte("not a certificate"), "certificate"), refPrivateKey: demo.Secret("k", m.Key, "private")}),
 			sdk.CodeInvalidArgument, []string{"certificate secret is unreadable"}},
 		{"not a Barbican reference", b, "https://example.com/v1/volumes/1", sdk.CodeInvalidArgument, []string{"not a Barbican reference"}},
 	}
@@ -169,7 +169,7 @@ func TestAgainstRealBarbican(t *testing.T) {
 		if _, err := withConsumer.FetchSecret(ctx, full); err != nil {
 			t.Fatal(err)
 		}
-		_, out := demo.call("GET", strings.TrimPrefix(full, server.URL)+"/consumers", nil)
+		_, out := demo.Call("GET", strings.TrimPrefix(full, server.URL)+"/consumers", nil)
 		if consumers, _ := out["consumers"].([]any); len(consumers) != 1 {
 			t.Fatalf("consumers = %v, want one", out)
 		}
@@ -197,11 +197,11 @@ func sameKeyDER(t *testing.T, a, b []byte) bool {
 // that outlasts the outage succeeds, and so does one after the restart.
 func TestBarbicanStoppedMidRun(t *testing.T) {
 	server := testservers.StartBarbican(t)
-	m := newMaterial(t)
+	m := testservers.NewMaterial(t)
 	ctx := context.Background()
-	demo := raw{t: t, url: server.URL, project: "demo"}
-	ref := demo.container("c", map[string]string{
-		refCertificate: demo.secret("cert", m.cert, "certificate"), refPrivateKey: demo.secret("key", m.key, "private")})
+	demo := server.As(t, "demo")
+	ref := demo.Container("c", map[string]string{
+		refCertificate: demo.Secret("cert", m.Cert, "certificate"), refPrivateKey: demo.Secret("key", m.Key, "private")})
 	impatient := noauth(t, server.URL, "demo", map[string]any{"retry_deadline": "1s", "timeout": "1s"})
 	patient := noauth(t, server.URL, "demo", map[string]any{"retry_deadline": "60s", "timeout": "2s"})
 	if _, err := impatient.FetchSecret(ctx, ref); err != nil {
@@ -225,7 +225,7 @@ func TestBarbicanStoppedMidRun(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("a fetch retrying through the restart: %v", err)
 	}
-	if s, err := impatient.FetchSecret(ctx, ref); err != nil || !bytes.Equal(s.CertificatePEM, m.cert) {
+	if s, err := impatient.FetchSecret(ctx, ref); err != nil || !bytes.Equal(s.CertificatePEM, m.Cert) {
 		t.Fatalf("fetch after restart: %v", err)
 	}
 }

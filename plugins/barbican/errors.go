@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -28,7 +29,7 @@ func classify(err error, what, ref string) error {
 	}
 	var resp gophercloud.ErrUnexpectedResponseCode
 	if errors.As(err, &resp) {
-		msg := what + ": HTTP " + http.StatusText(resp.Actual)
+		msg := fmt.Sprintf("%s: HTTP %d %s", what, resp.Actual, http.StatusText(resp.Actual))
 		if d := description(resp.Body); d != "" {
 			msg += ": " + d
 		}

@@ -19,7 +19,7 @@ import (
 // deletes a certificate container through it.
 func TestThroughKeystone(t *testing.T) {
 	ks := testservers.StartKeystone(t)
-	m := newMaterial(t)
+	m := testservers.NewMaterial(t)
 	ctx := context.Background()
 	appID, appSecret := applicationCredential(t, ks)
 	cloudsYAML := filepath.Join(t.TempDir(), "clouds.yaml")
@@ -46,7 +46,7 @@ func TestThroughKeystone(t *testing.T) {
 	for name, auth := range auths {
 		t.Run(name, func(t *testing.T) {
 			b := configure(t, map[string]any{"auth": auth})
-			ref, err := b.StoreSecret(ctx, "via-keystone", sdk.Secret{CertificatePEM: m.cert, Key: m.key})
+			ref, err := b.StoreSecret(ctx, "via-keystone", sdk.Secret{CertificatePEM: m.Cert, Key: m.Key})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -54,7 +54,7 @@ func TestThroughKeystone(t *testing.T) {
 				t.Errorf("container %s is not on the catalog's Barbican %s", ref, ks.Barbican.URL)
 			}
 			s, err := b.FetchSecret(ctx, ref)
-			if err != nil || !bytes.Equal(s.CertificatePEM, m.cert) || !bytes.Equal(s.Key, m.key) {
+			if err != nil || !bytes.Equal(s.CertificatePEM, m.Cert) || !bytes.Equal(s.Key, m.Key) {
 				t.Fatalf("fetch through Keystone: %v", err)
 			}
 			if err := b.DeleteSecret(ctx, ref); err != nil {

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tlsrelay/tlsrelay/core/backend"
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/secrets"
+	"github.com/tlsrelay/tlsrelay/plugins/builtin"
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+// Exit statuses of fetch, one per kind of failure, so that scripts can tell them apart.
+var fetchExit = map[sdk.Code]int{
+	sdk.CodeNotFound:           3,
+	sdk.CodePermissionDenied:   4,
+	sdk.CodeUnavailable:        5,
+	sdk.CodeInvalidArgument:    6,
+	sdk.CodeFailedPrecondition: 7,
+	sdk.CodeUnimplemented:      8,
+}
+
+type fetchFlags struct {
+	out, config, backend string
+}
+
+func newFetchCommand() *cobra.Command {
+	var f fetchFlags
+	cmd := &cobra.Command{
+		Use:   "fetch REF",
+		Short: "Fetch one secret reference through the secrets backend and write it out",
+		Long: `fetch resolves one reference (a Barbican certificate container or secret) with the
+deployment's secrets backend, checks it (the key must match the certificate; an
+encrypted key is decrypted with the container's passphrase), and with --out writes
+DIR/tls.crt, DIR/tls.key (0600), DIR/chain.crt and DIR/bundle.pem (0600). It prints one
+line: subject, not-after, files. On failure it prints the reason and exits with
+3 not found, 4 permission denied, 5 unavailable, 6 invalid (a container without a
+key, a key that does not match, a wrong passphrase, an unreadable payload),
+7 not ready (configuration), 1 anything else.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error { return runFetch(cmd, f, args[0]) },
+	}
+	cmd.Flags().StringVar(&f.out, "out", "", "directory to write the files to (default: write nothing)")
+	cmd.Flags().StringVar(&f.config, "config", "", "deployment YAML with the secrets backend's config")
+	cmd.Flags().StringVar(&f.backend, "backend", "", "fetch with this backend instead of roles.secrets")
+	return cmd
+}
+
+func runFetch(cmd *cobra.Command, f fetchFlags, ref string) error {
+	cfg, err := config.Load(f.config, builtin.Names())
+	if err != nil {
+		return err
+	}
+	if f.backend != "" {
+		cfg.Roles.Secrets = f.backend
+		if err := cfg.Validate(builtin.Names()); err != nil {
+			return fmt.Errorf("--backend %s: %w", f.backend, err)
+		}
+	}
+	if cfg.Roles.Secrets == "" {
+		return fmt.Errorf("no secrets backend: set roles.secrets in %s, or pass --backend", cfg.Source)
+	}
+	host, err := backend.New(backend.Options{Plugins: cfg.Plugins, Roles: cfg.Roles, StateDir: cfg.StateDir, Logger: newLogger(cmd)})
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	b, err := host.For(cmd.Context(), config.RoleSecrets)
+	if err != nil {
+		return err
+	}
+	out := config.SecretOutput{Dir: f.out}
+	r, err := secrets.Fetch(cmd.Context(), b, config.Secret{Name: "fetch", Ref: ref, Output: out})
+	if err != nil {
+		// The error names the reference, and which secret in it failed.
+		fmt.Fprintf(cmd.ErrOrStderr(), "tlsrelay: fetch failed: %v\n", unwrapName(err))
+		if code, ok := fetchExit[sdk.CodeOf(err)]; ok {
+			return exitError{code: code}
+		}
+		return exitError{code: 1}
+	}
+	fmt.Fprintln(cmd.OutOrStdout(), r.Summary())
+	return nil
+}
+
+// unwrapName drops the "secret fetch: " prefix core/secrets puts on errors: here the
+// reference itself is the name.
+func unwrapName(err error) error {
+	var e *sdk.Error
+	if errors.As(err, &e) {
+		return e
+	}
+	return err
+}

@@ -1,0 +1,100 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tlsrelay/tlsrelay/internal/testservers"
+)
+
+// TestFetchAgainstRealBarbican runs `tlsrelay fetch` (the barbican backend as a plugin
+// child process) against a real Barbican: the one-line summary and files on success,
+// the precise reason and exit status on each failure.
+func TestFetchAgainstRealBarbican(t *testing.T) {
+	server := testservers.StartBarbican(t)
+	m := testservers.NewMaterial(t)
+	demo := server.As(t, "demo")
+	config := func(project string) string {
+		path := filepath.Join(t.TempDir(), "tlsrelay.yaml")
+		os.WriteFile(path, []byte(fmt.Sprintf(`roles: {secrets: barbican}
+plugins:
+  barbican:
+    config:
+      auth: {type: noauth, endpoint: %q, project_id: %q}
+      retry_deadline: 2s
+      timeout: 2s
+`, server.URL, project)), 0o644)
+		return path
+	}
+	good := demo.CertificateContainer("good", m.Cert, m.Key, m.Inter)
+
+	t.Run("success", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "l1")
+		r := run(t, "fetch", good, "--config", config("demo"), "--out", out)
+		if r.code != 0 {
+			t.Fatalf("exit %d: %s", r.code, r.stderr)
+		}
+		lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
+		if len(lines) != 1 || !strings.Contains(lines[0], `subject "CN=listener-1.example"`) ||
+			!strings.Contains(lines[0], "not after") || !strings.Contains(lines[0], filepath.Join(out, "tls.key")) {
+			t.Fatalf("summary = %q", r.stdout)
+		}
+		key, _ := os.ReadFile(filepath.Join(out, "tls.key"))
+		info, _ := os.Stat(filepath.Join(out, "tls.key"))
+		if !bytes.Equal(key, m.Key) || info.Mode().Perm() != 0o600 {
+			t.Fatalf("tls.key: mode %o, same bytes %v", info.Mode().Perm(), bytes.Equal(key, m.Key))
+		}
+		if strings.Contains(r.stdout+r.stderr, "PRIVATE KEY") {
+			t.Fatal("key material on the terminal")
+		}
+	})
+
+	failures := []struct {
+		name    string
+		ref     string
+		project string
+		code    int
+		want    string
+	}{
+		{"not found", server.URL + "/v1/containers/0b0e6cd8-0000-4000-8000-000000000000", "demo", 3, "not found"},
+		{"another project's container", good, "other", 4, "permission denied"},
+		{"a container without a key", demo.CertificateContainer("nokey", m.Cert, nil, nil), "demo", 6, "no private_key secret"},
+		{"a key that does not match", demo.CertificateContainer("mismatch", m.Cert, m.OtherKey, nil), "demo", 6, "does not match the certificate"},
+		{"a wrong passphrase", demo.Container("wrongpass", map[string]string{
+			"certificate": demo.Secret("c", m.Cert, "certificate"), "private_key": demo.Secret("k", m.EncryptedKey, "private"),
+			"private_key_passphrase": demo.Secret("p", []byte("nope"), "passphrase")}), "demo", 6, "passphrase does not decrypt"},
+		{"not a reference", "https://example.com/v1/volumes/1", "demo", 6, "not a Barbican reference"},
+	}
+	for _, tt := range failures {
+		t.Run(tt.name, func(t *testing.T) {
+			out := t.TempDir()
+			r := run(t, "fetch", tt.ref, "--config", config(tt.project), "--out", out)
+			if r.code != tt.code || !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, tt.ref) {
+				t.Fatalf("exit %d (want %d), stderr %q (want %q and the ref)", r.code, tt.code, r.stderr, tt.want)
+			}
+			if entries, _ := os.ReadDir(out); len(entries) != 0 {
+				t.Fatalf("a failed fetch wrote %v", entries)
+			}
+		})
+	}
+
+	t.Run("Barbican stopped", func(t *testing.T) {
+		server.Stop(t)
+		defer server.Start(t)
+		r := run(t, "fetch", good, "--config", config("demo"))
+		if r.code != 5 || !strings.Contains(r.stderr, "unavailable") || !strings.Contains(r.stderr, good) {
+			t.Fatalf("exit %d (want 5), stderr %q", r.code, r.stderr)
+		}
+	})
+
+	t.Run("no secrets backend configured", func(t *testing.T) {
+		r := run(t, "fetch", good)
+		if r.code != 1 || !strings.Contains(r.stderr, "set roles.secrets") {
+			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+}
