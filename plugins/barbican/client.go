@@ -2,6 +2,7 @@ package barbican
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"strings"
@@ -86,15 +87,53 @@ func authOptions(a Auth) (gophercloud.AuthOptions, gophercloud.EndpointOpts, err
 		}
 		return ao, cloudEO, nil
 	default: // env
-		ao, err := openstack.AuthOptionsFromEnv()
+		fromEnv, err := authFromEnv(a)
 		if err != nil {
-			return ao, eo, sdk.Errorf(sdk.CodeInvalidArgument, "config.auth", "OS_* environment: %v", err)
+			return gophercloud.AuthOptions{}, eo, err
 		}
-		if eo.Region == "" {
-			eo.Region = os.Getenv("OS_REGION_NAME")
-		}
-		return ao, eo, nil
+		return authOptions(fromEnv)
 	}
+}
+
+// authFromEnv reads the OS_* variables as openstackclient's openrc files set them
+// (OS_USER_DOMAIN_NAME and OS_PROJECT_DOMAIN_NAME, falling back to OS_DOMAIN_NAME), and
+// returns the password or application-credential settings they describe. Settings in
+// the config (endpoint, region) win over the environment.
+func authFromEnv(cfg Auth) (Auth, error) {
+	env := os.Getenv
+	first := func(names ...string) string {
+		for _, n := range names {
+			if v := env(n); v != "" {
+				return v
+			}
+		}
+		return ""
+	}
+	a := Auth{
+		Type: AuthPassword, Endpoint: cfg.Endpoint, Region: cfg.Region,
+		AuthURL: env("OS_AUTH_URL"), Username: env("OS_USERNAME"), Password: env("OS_PASSWORD"),
+		ProjectName: first("OS_PROJECT_NAME", "OS_TENANT_NAME"), ProjectID: first("OS_PROJECT_ID", "OS_TENANT_ID"),
+		UserDomainName:              first("OS_USER_DOMAIN_NAME", "OS_DOMAIN_NAME"),
+		ProjectDomainName:           first("OS_PROJECT_DOMAIN_NAME", "OS_DOMAIN_NAME"),
+		ApplicationCredentialID:     env("OS_APPLICATION_CREDENTIAL_ID"),
+		ApplicationCredentialName:   env("OS_APPLICATION_CREDENTIAL_NAME"),
+		ApplicationCredentialSecret: env("OS_APPLICATION_CREDENTIAL_SECRET"),
+	}
+	if a.Region == "" {
+		a.Region = env("OS_REGION_NAME")
+	}
+	if a.ApplicationCredentialSecret != "" {
+		a.Type = AuthApplicationCredential
+	}
+	if err := a.check(); err != nil {
+		var e *sdk.Error
+		if errors.As(err, &e) {
+			return a, sdk.Errorf(sdk.CodeInvalidArgument, "OS_* environment", "%s (%s)", e.Msg,
+				"as "+strings.ToUpper("OS_"+strings.TrimPrefix(e.Ref, "config.auth.")))
+		}
+		return a, err
+	}
+	return a, nil
 }
 
 func orDefault(domain string) string {

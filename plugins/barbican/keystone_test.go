@@ -41,10 +41,17 @@ func TestThroughKeystone(t *testing.T) {
 			"project_name": "admin", "region": "RegionOne"},
 		"application credential": {"type": "application_credential", "auth_url": ks.AuthURL,
 			"application_credential_id": appID, "application_credential_secret": appSecret},
-		"clouds.yaml": {"type": "cloud", "cloud": "test"},
+		"clouds.yaml":    {"type": "cloud", "cloud": "test"},
+		"OS_* variables": {"type": "env"},
 	}
 	for name, auth := range auths {
 		t.Run(name, func(t *testing.T) {
+			if auth["type"] == "env" {
+				for k, v := range map[string]string{"OS_AUTH_URL": ks.AuthURL, "OS_USERNAME": "admin", "OS_PASSWORD": ks.AdminPassword,
+					"OS_PROJECT_NAME": "admin", "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default", "OS_REGION_NAME": "RegionOne"} {
+					t.Setenv(k, v)
+				}
+			}
 			b := configure(t, map[string]any{"auth": auth})
 			ref, err := b.StoreSecret(ctx, "via-keystone", sdk.Secret{CertificatePEM: m.Cert, Key: m.Key})
 			if err != nil {

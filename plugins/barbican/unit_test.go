@@ -101,3 +101,23 @@ func TestRetryStopsOnWhatRetryingCannotFix(t *testing.T) {
 		t.Fatalf("always unavailable: %v", err)
 	}
 }
+
+func TestAuthFromEnvReadsOpenrcVariables(t *testing.T) {
+	for k, v := range map[string]string{"OS_AUTH_URL": "https://keystone:5000/v3", "OS_USERNAME": "u", "OS_PASSWORD": "p",
+		"OS_PROJECT_NAME": "lb", "OS_USER_DOMAIN_NAME": "users", "OS_PROJECT_DOMAIN_NAME": "projects", "OS_REGION_NAME": "R2"} {
+		t.Setenv(k, v)
+	}
+	a, err := authFromEnv(Auth{})
+	if err != nil || a.Type != AuthPassword || a.UserDomainName != "users" || a.ProjectDomainName != "projects" || a.Region != "R2" {
+		t.Fatalf("authFromEnv = %+v, %v", a, err)
+	}
+	t.Setenv("OS_PASSWORD", "")
+	if _, err := authFromEnv(Auth{}); err == nil || !strings.Contains(err.Error(), "OS_PASSWORD") {
+		t.Fatalf("without OS_PASSWORD: %v, want an error naming it", err)
+	}
+	t.Setenv("OS_APPLICATION_CREDENTIAL_ID", "id")
+	t.Setenv("OS_APPLICATION_CREDENTIAL_SECRET", "s")
+	if a, err := authFromEnv(Auth{}); err != nil || a.Type != AuthApplicationCredential {
+		t.Fatalf("application credential from env: %+v, %v", a, err)
+	}
+}
