@@ -63,8 +63,9 @@ type Agent struct {
 	want  protocol.Want
 	log   hclog.Logger
 
-	signerCA string // the signer's CA bundle, loaded once per leadership
-	last     Status
+	signerCA string    // the signer's CA bundle, loaded once per leadership
+	last     Status    // the status last reported
+	renewAt  time.Time // when the installed certificate is due for renewal; zero if none
 }
 
 // New prepares an agent; Run starts it.
@@ -140,7 +141,7 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 			return fmt.Errorf("%s: relation: %w", a.unit, err)
 		}
 		acted, err := a.step(ctx, snap)
-		wait := a.nextWake(snap)
+		wait := a.nextWake()
 		switch {
 		case err != nil:
 			a.log.Warn("step failed; will retry", "error", err, "in", backoff)
@@ -165,18 +166,11 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 }
 
 // nextWake is how long to sleep when nothing changes: until renewal is due, at most an hour.
-func (a *Agent) nextWake(relation.Snapshot) time.Duration {
-	wait := time.Hour
-	if a.last.NotAfter.IsZero() {
-		return wait
+func (a *Agent) nextWake() time.Duration {
+	if a.renewAt.IsZero() {
+		return time.Hour
 	}
-	local, _, err := a.files.loadLocal()
-	if err == nil && local.Installed != nil {
-		if until := time.Until(protocol.RenewalTime(local.Installed.Cert, a.want.RenewAt)); until < wait {
-			wait = max(until, time.Second)
-		}
-	}
-	return wait
+	return min(time.Hour, max(time.Until(a.renewAt), time.Second))
 }
 
 // step makes one decision and carries out its actions. acted says whether anything was done.
@@ -187,6 +181,10 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	}
 	for _, note := range notes {
 		a.log.Warn(note)
+	}
+	a.renewAt = time.Time{}
+	if local.Installed != nil {
+		a.renewAt = protocol.RenewalTime(local.Installed.Cert, a.want.RenewAt)
 	}
 	leader := snap.Leader == a.unit
 	if !leader {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -290,5 +291,55 @@ func TestAgentFetchesConfiguredSecrets(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestRenewalDueGivesANewKeyAndCertificate(t *testing.T) {
+	root := t.TempDir()
+	backend := inProcess{newCfssl(t, filepath.Join(root, "ca"))}
+	store := relation.NewMemory()
+	m, _ := store.Join(context.Background(), "db/0")
+	var skew atomic.Int64 // how far the agent's clock runs ahead
+	states := make(chan protocol.State, 100)
+	dir := filepath.Join(root, "db-0")
+	a, err := New(Options{Member: m, Backends: backend, Certificate: testCert, Dir: dir,
+		Now:      func() time.Time { return time.Now().Add(time.Duration(skew.Load())) },
+		OnStatus: func(s Status) { states <- s.State }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go a.Run(ctx)
+	waitLeaf := func(not *x509.Certificate) *x509.Certificate {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			local, _, _ := files{dir: dir}.loadLocal()
+			if local.Installed != nil && local.Pending == nil && (not == nil || !local.Installed.Cert.Equal(not)) {
+				return local.Installed.Cert
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatal("no (new) certificate installed")
+		return nil
+	}
+	first := waitLeaf(nil)
+	// testCert lasts an hour and renews at 0.66 of it: 50 minutes on is past due.
+	skew.Store(int64(50 * time.Minute))
+	m.SetUnitData(context.Background(), map[string]string{"poke": "1"}) // wake the agent now
+	second := waitLeaf(first)
+	if certutil.SamePublicKey(first.PublicKey, second.PublicKey) {
+		t.Fatal("renewal kept the old key")
+	}
+	for {
+		select {
+		case s := <-states:
+			if s == protocol.StateRenewalDue {
+				return
+			}
+		default:
+			t.Fatal("the agent never reported renewal due")
+		}
 	}
 }

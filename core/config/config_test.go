@@ -87,6 +87,7 @@ func TestLoadErrorsNameFileAndKey(t *testing.T) {
 		{"bad profile", "certificate: {profile: admin}\n", []string{"certificate.profile", `"admin"`}},
 		{"bad renew_at", "certificate: {renew_at: 1.5}\n", []string{"certificate.renew_at"}},
 		{"bad validity", "certificate: {validity: soon}\n", []string{"certificate.validity"}},
+		{"too short a validity", "certificate: {validity: 10m}\n", []string{"certificate.validity", "shorter than the minimum 1h0m0s"}},
 		{"bad template", "certificate: {common_name: '{{.Nope}}'}\n", []string{"certificate.common_name"}},
 		{"bad unit", "unit: DB\n", []string{"unit", `"DB"`}},
 		{"unsupported store", "relation: {store: zookeeper}\n", []string{"relation.store", `"zookeeper"`}},

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"text/template"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -20,6 +21,9 @@ var unitName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*/[0-9]+$`)
 
 // Stores lists the relation stores this version implements.
 var Stores = []string{"memory"}
+
+// MinValidity is the shortest certificate lifetime a deployment may ask for.
+const MinValidity = time.Hour
 
 // Validate checks every key and returns all problems joined.
 func (c *Config) Validate(builtins []string) error {
@@ -79,8 +83,10 @@ func (c Certificate) validate(p *problems) {
 	if !sdk.Profile(c.Profile).Valid() {
 		p.add("certificate.profile", "%q is not one of server, client, peer", c.Profile)
 	}
-	if c.Validity <= 0 {
-		p.add("certificate.validity", "%s must be a positive duration like 720h", c.Validity)
+	if c.Validity < MinValidity {
+		// Signers backdate by minutes; shorter certificates would be due for renewal
+		// as soon as they are issued, and units would renew without end.
+		p.add("certificate.validity", "%s is shorter than the minimum %s (use a duration like 720h)", c.Validity, MinValidity)
 	}
 	if c.RenewAt <= 0 || c.RenewAt > 1 {
 		p.add("certificate.renew_at", "%v must be a fraction of the lifetime, above 0 and at most 1", c.RenewAt)

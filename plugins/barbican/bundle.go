@@ -56,7 +56,7 @@ func privateKey(ref string, keyPEM, passphrase []byte) (crypto.Signer, sdk.Priva
 		return nil, nil, sdk.Errorf(sdk.CodeInvalidArgument, ref, "private_key secret is encrypted and the container has no private_key_passphrase")
 	}
 	if !encrypted {
-		signer, err := signerOf(keyPEM)
+		signer, err := certutil.ParsePrivateKeyPEM(keyPEM)
 		if err != nil {
 			return nil, nil, sdk.Errorf(sdk.CodeInvalidArgument, ref, "private_key secret is unreadable: %v", err)
 		}
@@ -85,28 +85,7 @@ func decrypt(block *pem.Block, passphrase []byte) (crypto.Signer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return signerOf(pem.EncodeToMemory(&pem.Block{Type: block.Type, Bytes: der}))
-}
-
-func signerOf(keyPEM []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(keyPEM)
-	if block == nil {
-		return nil, errors.New("not PEM")
-	}
-	var key any
-	var err error
-	switch block.Type {
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(block.Bytes)
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-	default:
-		key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	}
-	if err != nil {
-		return nil, err
-	}
-	return asSigner(key)
+	return certutil.ParsePrivateKeyPEM(pem.EncodeToMemory(&pem.Block{Type: block.Type, Bytes: der}))
 }
 
 func asSigner(key any) (crypto.Signer, error) {

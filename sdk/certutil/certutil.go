@@ -148,9 +148,8 @@ func ParseCertificates(bundle []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// PublicKeyOfPrivatePEM parses a PEM private key (PKCS#8, PKCS#1 or SEC 1) and returns
-// its public key.
-func PublicKeyOfPrivatePEM(keyPEM []byte) (crypto.PublicKey, error) {
+// ParsePrivateKeyPEM parses a PEM private key in the clear (PKCS#8, PKCS#1 or SEC 1).
+func ParsePrivateKeyPEM(keyPEM []byte) (crypto.Signer, error) {
 	block, _ := pem.Decode(keyPEM)
 	if block == nil {
 		return nil, fmt.Errorf("private key is not PEM")
@@ -171,6 +170,15 @@ func PublicKeyOfPrivatePEM(keyPEM []byte) (crypto.PublicKey, error) {
 	signer, ok := key.(crypto.Signer)
 	if !ok {
 		return nil, fmt.Errorf("private key of type %T cannot sign", key)
+	}
+	return signer, nil
+}
+
+// PublicKeyOfPrivatePEM returns the public key of a PEM private key.
+func PublicKeyOfPrivatePEM(keyPEM []byte) (crypto.PublicKey, error) {
+	signer, err := ParsePrivateKeyPEM(keyPEM)
+	if err != nil {
+		return nil, err
 	}
 	return signer.Public(), nil
 }
