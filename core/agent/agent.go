@@ -133,6 +133,9 @@ func (a *Agent) refresher() *secrets.Refresher {
 func (a *Agent) runProtocol(ctx context.Context) error {
 	backoff := minBackoff
 	for {
+		if ctx.Err() != nil { // checked here too: a unit that acts every round never waits below
+			return nil
+		}
 		snap, err := a.opts.Member.Snapshot(ctx)
 		if err != nil {
 			if ctx.Err() != nil {

@@ -95,11 +95,8 @@ func (b *Backend) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 
 // CreateCSR implements sdk.Backend.
 func (b *Backend) CreateCSR(_ context.Context, req sdk.CSRRequest) (sdk.CSR, error) {
-	if err := certutil.CheckKeySpec(req.Key); err != nil {
+	if err := certutil.CheckCSRRequest(req); err != nil {
 		return sdk.CSR{}, err
-	}
-	if req.CommonName == "" {
-		return sdk.CSR{}, sdk.Errorf(sdk.CodeInvalidArgument, "common_name", "a CSR needs a common name")
 	}
 	csrPEM, keyPEM, err := cfcsr.ParseRequest(&cfcsr.CertificateRequest{
 		CN:         req.CommonName,
@@ -123,17 +120,11 @@ func (b *Backend) CA(context.Context) (sdk.CA, error) {
 
 // SignCSR implements sdk.Backend.
 func (b *Backend) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certificate, error) {
-	if _, err := certutil.ProfileUsages(req.Profile); err != nil {
-		return sdk.Certificate{}, err
-	}
-	if _, err := certutil.ParseCSR(req.CSRPEM, req.Unit); err != nil {
-		return sdk.Certificate{}, err
-	}
-	ca, err := b.authority()
+	plan, err := certutil.CheckSignRequest(req, b.settings.DefaultValidity)
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
-	validity, err := certutil.Validity(req.Validity, b.settings.DefaultValidity)
+	ca, err := b.authority()
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
@@ -142,7 +133,7 @@ func (b *Backend) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certifica
 		Request:   string(req.CSRPEM),
 		Profile:   string(req.Profile),
 		NotBefore: now.Add(-certutil.Backdate),
-		NotAfter:  now.Add(validity),
+		NotAfter:  now.Add(plan.Validity),
 	})
 	if err != nil {
 		return sdk.Certificate{}, sdk.Errorf(sdk.CodeInvalidArgument, "csr of "+req.Unit, "cfssl refused to sign: %v", err)

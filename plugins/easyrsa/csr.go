@@ -21,11 +21,8 @@ func (b *Backend) CreateCSR(ctx context.Context, req sdk.CSRRequest) (sdk.CSR, e
 	if err != nil {
 		return sdk.CSR{}, err
 	}
-	if err := certutil.CheckKeySpec(req.Key); err != nil {
+	if err := certutil.CheckCSRRequest(req); err != nil {
 		return sdk.CSR{}, err
-	}
-	if req.CommonName == "" {
-		return sdk.CSR{}, sdk.Errorf(sdk.CodeInvalidArgument, "common_name", "a CSR needs a common name")
 	}
 	args, err := sanArgs(req.SANs, req.CommonName)
 	if err != nil {

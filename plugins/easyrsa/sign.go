@@ -94,19 +94,12 @@ func (b *Backend) buildCA(ctx context.Context, t tool) ([]byte, error) {
 
 // SignCSR implements sdk.Backend: import-req under a unique safe name, then sign-req.
 func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certificate, error) {
-	if _, err := certutil.ProfileUsages(req.Profile); err != nil {
-		return sdk.Certificate{}, err
-	}
-	csr, err := certutil.ParseCSR(req.CSRPEM, req.Unit)
+	plan, err := certutil.CheckSignRequest(req, b.settings.DefaultValidity)
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
-	validity, err := certutil.Validity(req.Validity, b.settings.DefaultValidity)
-	if err != nil {
-		return sdk.Certificate{}, err
-	}
-	sans := append([]string{}, csr.DNSNames...)
-	for _, ip := range csr.IPAddresses {
+	sans := append([]string{}, plan.CSR.DNSNames...)
+	for _, ip := range plan.CSR.IPAddresses {
 		sans = append(sans, ip.String())
 	}
 	args, err := sanArgs(sans, "csr of "+req.Unit)
@@ -118,7 +111,7 @@ func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certifi
 		if _, err := b.ensureCA(ctx, t); err != nil {
 			return err
 		}
-		cert, err = b.sign(ctx, t, req, args, validity)
+		cert, err = b.sign(ctx, t, req, args, plan.Validity)
 		return err
 	})
 	return sdk.Certificate{ChainPEM: cert}, err

@@ -107,16 +107,8 @@ func (b *Backend) CreateCSR(ctx context.Context, req sdk.CSRRequest) (sdk.CSR, e
 	if err != nil {
 		return sdk.CSR{}, err
 	}
-	if err := certutil.CheckKeySpec(req.Key); err != nil {
+	if err := certutil.CheckCSRRequest(req); err != nil {
 		return sdk.CSR{}, err
-	}
-	if req.CommonName == "" {
-		return sdk.CSR{}, sdk.Errorf(sdk.CodeInvalidArgument, "common_name", "a CSR needs a common name")
-	}
-	for _, san := range req.SANs {
-		if err := certutil.CheckSAN(san, req.CommonName); err != nil {
-			return sdk.CSR{}, err
-		}
 	}
 	keyPEM, err := t.run(ctx, nil, append([]string{"genpkey"}, keyArgs(req.Key)...)...)
 	if err != nil {

@@ -75,19 +75,11 @@ func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certifi
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
-	usages, err := certutil.ProfileUsages(req.Profile)
+	plan, err := certutil.CheckSignRequest(req, b.settings.DefaultValidity)
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
-	csr, err := certutil.ParseCSR(req.CSRPEM, req.Unit)
-	if err != nil {
-		return sdk.Certificate{}, err
-	}
-	validity, err := certutil.Validity(req.Validity, b.settings.DefaultValidity)
-	if err != nil {
-		return sdk.Certificate{}, err
-	}
-	ext, err := extensions(csr, usages, req.Unit)
+	ext, err := extensions(plan.CSR, plan.Usages, req.Unit)
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
@@ -101,7 +93,7 @@ func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certifi
 	caCert, caKey := castore.Paths(b.dir)
 	certPEM, err := t.runWithFile(ctx, req.CSRPEM, ext, "x509", "-req",
 		"-CA", caCert, "-CAkey", caKey, "-set_serial", serial,
-		"-days", fmt.Sprint(certutil.Days(validity)), "-sha256",
+		"-days", fmt.Sprint(certutil.Days(plan.Validity)), "-sha256",
 		"-extfile", fd3, "-extensions", "v3")
 	if err != nil {
 		return sdk.Certificate{}, err

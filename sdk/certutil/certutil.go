@@ -209,3 +209,46 @@ func Days(validity time.Duration) int {
 	const day = 24 * time.Hour
 	return max(1, int((validity+day-1)/day))
 }
+
+// CheckCSRRequest makes the checks every CreateCSR makes: a valid key spec, a common
+// name, and SANs that are IP addresses or DNS names.
+func CheckCSRRequest(req sdk.CSRRequest) error {
+	if err := CheckKeySpec(req.Key); err != nil {
+		return err
+	}
+	if req.CommonName == "" {
+		return sdk.Errorf(sdk.CodeInvalidArgument, "common_name", "a CSR needs a common name")
+	}
+	for _, san := range req.SANs {
+		if err := CheckSAN(san, req.CommonName); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SignPlan is a sign request that passed the checks every signer makes.
+type SignPlan struct {
+	CSR      *x509.CertificateRequest
+	Usages   Usages
+	Validity time.Duration
+}
+
+// CheckSignRequest makes the checks every SignCSR makes, in order: the profile, the CSR
+// (PEM, parse, signature), the validity (zero: defaultValidity). Every failure is
+// InvalidArgument.
+func CheckSignRequest(req sdk.SignRequest, defaultValidity time.Duration) (SignPlan, error) {
+	usages, err := ProfileUsages(req.Profile)
+	if err != nil {
+		return SignPlan{}, err
+	}
+	csr, err := ParseCSR(req.CSRPEM, req.Unit)
+	if err != nil {
+		return SignPlan{}, err
+	}
+	validity, err := Validity(req.Validity, defaultValidity)
+	if err != nil {
+		return SignPlan{}, err
+	}
+	return SignPlan{CSR: csr, Usages: usages, Validity: validity}, nil
+}

@@ -89,6 +89,13 @@ func checkCreateCSR(e *env) error {
 			p.addf("CreateCSR %s %d: %v, want InvalidArgument", bad.Algorithm, bad.Size, err)
 		}
 	}
+	good := sdk.KeySpec{Algorithm: "ecdsa", Size: 256}
+	if _, err := e.backend.CreateCSR(e.ctx, sdk.CSRRequest{Key: good, CommonName: testCN, SANs: []string{"a,DNS:evil.example"}}); !sdk.IsCode(err, sdk.CodeInvalidArgument) {
+		p.addf("CreateCSR with the SAN %q: %v, want InvalidArgument", "a,DNS:evil.example", err)
+	}
+	if _, err := e.backend.CreateCSR(e.ctx, sdk.CSRRequest{Key: good}); !sdk.IsCode(err, sdk.CodeInvalidArgument) {
+		p.addf("CreateCSR without a common name: %v, want InvalidArgument", err)
+	}
 	return p.err()
 }
 

@@ -52,7 +52,7 @@ func (m *minimal) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 }
 
 func (m *minimal) CreateCSR(_ context.Context, req sdk.CSRRequest) (sdk.CSR, error) {
-	if err := certutil.CheckKeySpec(req.Key); err != nil {
+	if err := certutil.CheckCSRRequest(req); err != nil {
 		return sdk.CSR{}, err
 	}
 	key, err := newKey(req.Key)
@@ -93,25 +93,19 @@ func (m *minimal) CA(context.Context) (sdk.CA, error) {
 }
 
 func (m *minimal) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certificate, error) {
-	usages, err := certutil.ProfileUsages(req.Profile)
+	// The profile, the CSR and its signature, the validity: InvalidArgument when bad.
+	plan, err := certutil.CheckSignRequest(req, 30*24*time.Hour)
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
-	csr, err := certutil.ParseCSR(req.CSRPEM, req.Unit)
-	if err != nil {
-		return sdk.Certificate{}, err
-	}
-	validity, err := certutil.Validity(req.Validity, 30*24*time.Hour)
-	if err != nil {
-		return sdk.Certificate{}, err
-	}
+	csr := plan.CSR
 	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 159))
 	now := time.Now()
 	tmpl := &x509.Certificate{
 		SerialNumber: serial.Add(serial, big.NewInt(1)), Subject: csr.Subject,
 		DNSNames: csr.DNSNames, IPAddresses: csr.IPAddresses,
-		NotBefore: now.Add(-certutil.Backdate), NotAfter: now.Add(validity),
-		KeyUsage: usages.Key, ExtKeyUsage: usages.Extended, BasicConstraintsValid: true,
+		NotBefore: now.Add(-certutil.Backdate), NotAfter: now.Add(plan.Validity),
+		KeyUsage: plan.Usages.Key, ExtKeyUsage: plan.Usages.Extended, BasicConstraintsValid: true,
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
