@@ -33,7 +33,18 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
   fi
 fi
+# A mirror that hiccups once should not fail a test run: each step gets three tries.
+with_retries() {
+  local try
+  for try in 1 2 3; do
+    "$@" && return 0
+    echo "install-deps: '$*' failed (try $try of 3)" >&2
+    sleep $((try * 5))
+  done
+  return 1
+}
+
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-"${sudo[@]}" apt-get update -qq
-"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+with_retries "${sudo[@]}" apt-get update -qq
+with_retries "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
