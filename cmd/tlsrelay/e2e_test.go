@@ -13,11 +13,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 type result struct {
 	stdout, stderr string

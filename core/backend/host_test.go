@@ -17,11 +17,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 var cfsslRoles = config.Roles{CSR: "cfssl", Signer: "cfssl"}
 

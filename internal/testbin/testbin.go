@@ -72,3 +72,10 @@ func SHA256(tb testing.TB, path string) string {
 	}
 	return hex.EncodeToString(h.Sum(nil))
 }
+
+// Main runs a package's tests and removes the binaries they built; call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	Cleanup()
+	os.Exit(code)
+}

@@ -3,7 +3,6 @@ package barbican
 import (
 	"context"
 	"encoding/json"
-	"os"
 	"testing"
 
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
@@ -12,11 +11,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/sdk/plugintest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // BenchmarkFetchSecret fetches one certificate container (GET container, then the
 // certificate, key and intermediates payloads, then the checks) from a real Barbican,

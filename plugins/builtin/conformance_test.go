@@ -1,7 +1,6 @@
 package builtin
 
 import (
-	"os"
 	"testing"
 
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
@@ -9,11 +8,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/sdk/plugintest"
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	testbin.Cleanup()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // conformanceConfig is each backend's config for the kit; nil: its defaults. The kit
 // checks what a backend claims; barbican claims only secrets, whose fetches need a real
