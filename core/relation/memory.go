@@ -7,13 +7,14 @@ import (
 	"sync"
 )
 
-// Memory is a relation held in one process. The leader is the longest-joined unit, so
-// leadership moves only when the leader leaves, as with an election.
+// Memory is a relation held in one process. The leader is the longest-joined
+// leader-eligible unit, so leadership moves only when the leader leaves, as with an
+// election.
 type Memory struct {
 	mu         sync.Mutex
 	closed     bool
 	revision   int64
-	order      []string // join order; order[0] leads
+	order      []string // join order of leader-eligible units; order[0] leads
 	bags       map[string]map[string]string
 	leaderData map[string]string
 	changed    chan struct{}
@@ -31,7 +32,7 @@ func NewMemory() *Memory {
 var _ Store = (*Memory)(nil)
 
 // Join implements Store.
-func (m *Memory) Join(_ context.Context, unit string) (Member, error) {
+func (m *Memory) Join(_ context.Context, unit string, opts JoinOptions) (Member, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.closed {
@@ -40,7 +41,9 @@ func (m *Memory) Join(_ context.Context, unit string) (Member, error) {
 	if _, ok := m.bags[unit]; ok {
 		return nil, fmt.Errorf("join %s: a unit of that name is already joined", unit)
 	}
-	m.order = append(m.order, unit)
+	if opts.LeaderEligible {
+		m.order = append(m.order, unit)
+	}
 	m.bags[unit] = map[string]string{}
 	m.bumpLocked()
 	return &memoryMember{m: m, unit: unit}, nil
@@ -94,14 +97,38 @@ func (mm *memoryMember) Snapshot(context.Context) (Snapshot, error) {
 	if err := mm.checkLocked(); err != nil {
 		return Snapshot{}, err
 	}
+	snap := m.snapshotLocked()
+	if snap.Leader != mm.unit {
+		return Narrow(snap, mm.unit), nil
+	}
+	return snap.Clone(), nil
+}
+
+func (m *Memory) snapshotLocked() Snapshot {
 	return Snapshot{
 		Revision:   m.revision,
 		Leader:     m.leaderLocked(),
 		Units:      m.bags,
 		LeaderData: m.leaderData,
 		Changed:    m.changed,
-	}.Clone(), nil
+	}
 }
+
+// Observe implements Store.
+func (m *Memory) Observe(context.Context) (Observer, error) { return memoryObserver{m}, nil }
+
+type memoryObserver struct{ m *Memory }
+
+func (o memoryObserver) Snapshot(context.Context) (Snapshot, error) {
+	o.m.mu.Lock()
+	defer o.m.mu.Unlock()
+	if o.m.closed {
+		return Snapshot{}, fmt.Errorf("observe: relation closed")
+	}
+	return o.m.snapshotLocked().Clone(), nil
+}
+
+func (o memoryObserver) Close() error { return nil }
 
 func (mm *memoryMember) SetUnitData(_ context.Context, kv map[string]string) error {
 	m := mm.m
@@ -115,19 +142,23 @@ func (mm *memoryMember) SetUnitData(_ context.Context, kv map[string]string) err
 	return nil
 }
 
-func (mm *memoryMember) SetLeaderData(_ context.Context, kv map[string]string) error {
+func (mm *memoryMember) SetLeaderData(_ context.Context, kv map[string]string, guards ...Guard) ([]string, error) {
 	m := mm.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if err := mm.checkLocked(); err != nil {
-		return err
+		return nil, err
 	}
 	if m.leaderLocked() != mm.unit {
-		return fmt.Errorf("%s writes leader data: %w (the leader is %s)", mm.unit, ErrNotLeader, m.leaderLocked())
+		return nil, fmt.Errorf("%s writes leader data: %w (the leader is %s)", mm.unit, ErrNotLeader, m.leaderLocked())
 	}
-	merge(m.leaderData, kv)
+	keep, dropped := Split(kv, guards, func(g Guard) bool {
+		bag, ok := m.bags[g.Unit]
+		return ok && bag[g.Field] == g.Value
+	})
+	merge(m.leaderData, keep)
 	m.bumpLocked()
-	return nil
+	return dropped, nil
 }
 
 func (mm *memoryMember) Leave(context.Context) error {

@@ -1,41 +1,69 @@
 // Package relation is peer messaging for a group of units: each unit's data bag, which
 // only that unit writes; leader data, which only the leader writes; who is leader; and a
-// way to wait for the next change. The memory Store serves one process (tests, `up`); a
-// distributed store serves units on many hosts through the same interface.
+// way to wait for the next change. The memory Store serves one process (unit tests,
+// `up --store memory`); core/relation/etcd serves units on many hosts through the same
+// interface.
 package relation
 
 import (
 	"context"
 	"errors"
 	"maps"
+	"strings"
 )
 
 // ErrNotLeader is returned when a unit that is not the leader writes leader data.
 var ErrNotLeader = errors.New("not the leader")
 
-// ErrNotJoined is returned by a member after it has left.
+// ErrNotJoined is returned by a member after it has left, or while it rejoins.
 var ErrNotJoined = errors.New("not joined")
 
 // Store is a relation: units join it and become Members.
 type Store interface {
 	// Join adds a unit to the group. Joining a name that is already joined is an error.
-	Join(ctx context.Context, unit string) (Member, error)
+	Join(ctx context.Context, unit string, opts JoinOptions) (Member, error)
+	// Observe follows the whole relation without joining it (status, `up`'s progress).
+	Observe(ctx context.Context) (Observer, error)
 	// Close releases the store; members' calls fail afterwards.
 	Close() error
+}
+
+// JoinOptions are a unit's terms of membership.
+type JoinOptions struct {
+	// LeaderEligible units campaign for the leadership; others only ask for certificates
+	// (Octavia's shape: controllers sign, amphorae ask).
+	LeaderEligible bool
 }
 
 // Member is one unit's handle on the relation.
 type Member interface {
 	Unit() string
-	// Snapshot is a consistent view of the whole relation.
+	// Snapshot is a consistent view of the relation as this unit needs it. The leader
+	// sees every joined unit's bag and all leader data; any other unit sees only its own
+	// bag and the leader data its protocol reads (see Narrow).
 	Snapshot(ctx context.Context) (Snapshot, error)
 	// SetUnitData merges kv into this unit's bag; an empty value deletes the key.
 	SetUnitData(ctx context.Context, kv map[string]string) error
 	// SetLeaderData merges kv into leader data; an empty value deletes the key. It fails
-	// with ErrNotLeader unless this unit is the leader when the write lands.
-	SetLeaderData(ctx context.Context, kv map[string]string) error
+	// with ErrNotLeader unless this unit is the leader when the write lands. Writes whose
+	// guard no longer holds are dropped (and reported in the result), the rest land.
+	SetLeaderData(ctx context.Context, kv map[string]string, guards ...Guard) (dropped []string, err error)
 	// Leave departs the group: the bag is removed and leadership passes on.
 	Leave(ctx context.Context) error
+}
+
+// Guard makes a leader-data write conditional on a unit's bag: Keys land only while
+// Unit's Field still holds Value. The leader publishes a certificate only if the unit
+// still asks for the CSR it was signed for.
+type Guard struct {
+	Unit, Field, Value string
+	Keys               []string
+}
+
+// Observer follows the whole relation without being a member of it.
+type Observer interface {
+	Snapshot(ctx context.Context) (Snapshot, error)
+	Close() error
 }
 
 // Snapshot is the relation at one revision.
@@ -56,7 +84,50 @@ func (s Snapshot) Clone() Snapshot {
 		out.Units[unit] = maps.Clone(bag)
 	}
 	out.LeaderData = maps.Clone(s.LeaderData)
+	if out.LeaderData == nil {
+		out.LeaderData = map[string]string{}
+	}
 	return out
+}
+
+// Leader-data keys, spelled here as well as in core/protocol because the narrow view of
+// a non-leader is defined by them; protocol tests pin the two together.
+const (
+	leaderKeyCA       = "ca"
+	leaderKeyCASealed = "ca_sealed"
+	certSuffix        = "_signed_certificate"
+	rejectSuffix      = "_rejected"
+)
+
+// NarrowKeys lists the leader-data keys a non-leader unit reads: the CA bundle, the sealed
+// CA, and its own certificate and rejection.
+func NarrowKeys(unit string) []string {
+	return []string{leaderKeyCA, leaderKeyCASealed, unit + certSuffix, unit + rejectSuffix}
+}
+
+// Narrow cuts a whole-relation snapshot down to what unit sees when it is not the leader.
+func Narrow(s Snapshot, unit string) Snapshot {
+	out := Snapshot{Revision: s.Revision, Leader: s.Leader, Changed: s.Changed,
+		Units: map[string]map[string]string{}, LeaderData: map[string]string{}}
+	if bag, ok := s.Units[unit]; ok {
+		out.Units[unit] = maps.Clone(bag)
+	}
+	for _, k := range NarrowKeys(unit) {
+		if v, ok := s.LeaderData[k]; ok {
+			out.LeaderData[k] = v
+		}
+	}
+	return out
+}
+
+// UnitOfLeaderKey returns the unit a per-unit leader-data key belongs to.
+func UnitOfLeaderKey(key string) (string, bool) {
+	for _, suffix := range []string{certSuffix, rejectSuffix} {
+		if unit, ok := strings.CutSuffix(key, suffix); ok && unit != "" {
+			return unit, true
+		}
+	}
+	return "", false
 }
 
 // merge applies kv to m: an empty value deletes.
@@ -68,4 +139,22 @@ func merge(m, kv map[string]string) {
 			m[k] = v
 		}
 	}
+}
+
+// Split divides leader-data writes by guard: the keys of guards that fail (according to
+// holds) are dropped, the rest kept. Stores share it so that guards mean the same on each.
+func Split(kv map[string]string, guards []Guard, holds func(Guard) bool) (keep map[string]string, dropped []string) {
+	keep = maps.Clone(kv)
+	for _, g := range guards {
+		if holds(g) {
+			continue
+		}
+		for _, k := range g.Keys {
+			if _, ok := keep[k]; ok {
+				delete(keep, k)
+				dropped = append(dropped, k)
+			}
+		}
+	}
+	return keep, dropped
 }

@@ -1,0 +1,235 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tlsrelay/tlsrelay/core/relation"
+)
+
+// follower keeps a local copy of one scope of the relation: it reads the scope once at
+// one revision, then applies the watch's events. When a watch ends (the connection
+// dropped for longer than the client's own resume, or the revision was compacted) it
+// reads the scope again and watches from there, so nothing is missed; events at or below
+// a key's known revision are ignored, so nothing is applied twice.
+type follower struct {
+	client *clientv3.Client
+	layout layout
+	scope  scope
+	notify func()
+	log    hclog.Logger
+	stats  *Stats
+
+	mu    sync.Mutex
+	kvs   map[string]entry
+	rev   int64
+	ready chan struct{} // closed after the first read
+	once  sync.Once
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+type entry struct {
+	value  string
+	modRev int64
+}
+
+// Stats counts what a store's followers read from etcd, for benchmarks.
+type Stats struct {
+	BytesRead atomic.Int64 // keys and values received, by reads and watches
+	Reads     atomic.Int64 // full reads of a scope
+	Events    atomic.Int64 // watch events applied
+}
+
+func startFollower(client *clientv3.Client, l layout, sc scope, notify func(), log hclog.Logger, stats *Stats) *follower {
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &follower{client: client, layout: l, scope: sc, notify: notify, log: log, stats: stats,
+		kvs: map[string]entry{}, ready: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+	go f.run(ctx)
+	return f
+}
+
+func (f *follower) stop() {
+	f.cancel()
+	<-f.done
+}
+
+// waitReady waits for the first read of the scope.
+func (f *follower) waitReady(ctx context.Context) error {
+	select {
+	case <-f.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("relation: waiting for the first read from etcd: %w", ctx.Err())
+	}
+}
+
+func (f *follower) run(ctx context.Context) {
+	defer close(f.done)
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		rev, err := f.load(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				f.log.Warn("relation: reading from etcd failed; retrying", "error", err, "in", backoff)
+				sleep(ctx, backoff)
+				backoff = min(2*backoff, 5*time.Second)
+			}
+			continue
+		}
+		backoff = 100 * time.Millisecond
+		f.once.Do(func() { close(f.ready) })
+		if err := f.watch(ctx, rev); err != nil && ctx.Err() == nil {
+			f.log.Info("relation: watch ended; reading again", "reason", err)
+		}
+	}
+}
+
+// load reads the whole scope in one transaction, so every key is at the same revision,
+// and replaces the local copy with it.
+func (f *follower) load(ctx context.Context) (int64, error) {
+	var ops []clientv3.Op
+	for _, k := range f.scope.keys {
+		ops = append(ops, clientv3.OpGet(k))
+	}
+	for _, p := range f.scope.prefixes {
+		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
+	}
+	resp, err := f.client.Txn(ctx).Then(ops...).Commit()
+	if err != nil {
+		return 0, err
+	}
+	kvs := map[string]entry{}
+	var bytes int64
+	for _, r := range resp.Responses {
+		for _, kv := range r.GetResponseRange().Kvs {
+			kvs[string(kv.Key)] = entry{value: string(kv.Value), modRev: kv.ModRevision}
+			bytes += int64(len(kv.Key) + len(kv.Value))
+		}
+	}
+	f.stats.BytesRead.Add(bytes)
+	f.stats.Reads.Add(1)
+	f.mu.Lock()
+	f.kvs, f.rev = kvs, resp.Header.Revision
+	f.mu.Unlock()
+	f.notify()
+	return resp.Header.Revision, nil
+}
+
+// errWatchEnded says a watch channel closed: compaction, a cancelled watch, or a lost leader.
+var errWatchEnded = errors.New("watch ended")
+
+// watch follows every key and prefix of the scope from rev+1 until one watch ends.
+func (f *follower) watch(ctx context.Context, rev int64) error {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	ended := make(chan error, len(f.scope.keys)+len(f.scope.prefixes))
+	var wg sync.WaitGroup
+	follow := func(key string, opts ...clientv3.OpOption) {
+		defer wg.Done()
+		opts = append(opts, clientv3.WithRev(rev+1))
+		for resp := range f.client.Watch(wctx, key, opts...) {
+			if err := resp.Err(); err != nil {
+				ended <- err
+				return
+			}
+			f.apply(resp.Events)
+		}
+		ended <- errWatchEnded
+	}
+	for _, k := range f.scope.keys {
+		wg.Add(1)
+		go follow(k)
+	}
+	for _, p := range f.scope.prefixes {
+		wg.Add(1)
+		go follow(p, clientv3.WithPrefix())
+	}
+	var err error
+	select {
+	case err = <-ended:
+	case <-ctx.Done():
+	}
+	cancel()
+	wg.Wait()
+	return err
+}
+
+func (f *follower) apply(events []*clientv3.Event) {
+	var bytes int64
+	changed := false
+	f.mu.Lock()
+	for _, ev := range events {
+		key := string(ev.Kv.Key)
+		bytes += int64(len(ev.Kv.Key) + len(ev.Kv.Value))
+		if cur, ok := f.kvs[key]; ok && ev.Kv.ModRevision <= cur.modRev {
+			continue // seen already
+		}
+		if ev.Kv.ModRevision <= f.rev && ev.Type == clientv3.EventTypePut {
+			continue // older than the read this copy started from
+		}
+		switch ev.Type {
+		case clientv3.EventTypePut:
+			f.kvs[key] = entry{value: string(ev.Kv.Value), modRev: ev.Kv.ModRevision}
+		case clientv3.EventTypeDelete:
+			delete(f.kvs, key)
+		}
+		changed = true
+	}
+	f.mu.Unlock()
+	f.stats.BytesRead.Add(bytes)
+	f.stats.Events.Add(int64(len(events)))
+	if changed {
+		f.notify()
+	}
+}
+
+// snapshot turns the local copy into the relation's shape.
+func (f *follower) snapshot() relation.Snapshot {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := relation.Snapshot{Revision: f.rev, Units: map[string]map[string]string{}, LeaderData: map[string]string{}}
+	for key, e := range f.kvs {
+		switch {
+		case f.layout.isElected(key):
+			s.Leader = e.value
+		case strings.HasPrefix(key, f.layout.members()):
+			unit := f.layout.memberOf(key)
+			if s.Units[unit] == nil {
+				s.Units[unit] = map[string]string{}
+			}
+		case strings.HasPrefix(key, f.layout.leaderData()):
+			s.LeaderData[f.layout.leaderKeyOf(key)] = e.value
+		}
+		if e.modRev > s.Revision {
+			s.Revision = e.modRev
+		}
+	}
+	for key, e := range f.kvs {
+		if unit, field, ok := f.layout.fieldOf(key); ok {
+			if s.Units[unit] == nil {
+				continue // a bag whose member key is gone is a departed unit's, on its way out
+			}
+			s.Units[unit][field] = e.value
+		}
+	}
+	return s
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,177 @@
+package etcd_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/hashicorp/go-hclog"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
+	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
+	"github.com/tlsrelay/tlsrelay/internal/testservers"
+)
+
+// startEmbedded runs a real single-member etcd for one test.
+func startEmbedded(t *testing.T) *embedded.Server {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+var relations atomic.Int64
+
+func open(t *testing.T, endpoint, rel string, ttl time.Duration) *etcd.Store {
+	t.Helper()
+	s, err := etcd.Open(etcd.Options{Endpoints: []string{endpoint}, Relation: rel, LeaseTTL: ttl, Log: hclog.New(&hclog.LoggerOptions{Output: testWriter{t}, Level: hclog.Info})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestEmbedded(t *testing.T) {
+	srv := startEmbedded(t)
+	relationtest.Run(t, func(t *testing.T) relation.Store {
+		return open(t, srv.Endpoint(), fmt.Sprintf("r%d", relations.Add(1)), 2*time.Second)
+	})
+}
+
+// A unit whose process dies (its connection closes without Leave) departs when its lease
+// expires, and the leadership passes on within the TTL.
+func TestDeadUnitDepartsAfterTTL(t *testing.T) {
+	srv := startEmbedded(t)
+	const ttl = 2 * time.Second
+	leaderStore := open(t, srv.Endpoint(), "dead", ttl)
+	a := relationtest.Join(t, leaderStore, "db/0", true)
+	relationtest.Await(t, a, "db/0 to lead", func(s relation.Snapshot) bool { return s.Leader == "db/0" })
+	b := relationtest.Join(t, open(t, srv.Endpoint(), "dead", ttl), "db/1", true)
+	if _, err := a.SetLeaderData(context.Background(), map[string]string{"ca": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	leaderStore.Close() // the process is gone: no Leave, no revoke
+	snap := relationtest.Await(t, b, "db/1 to lead after db/0 died", func(s relation.Snapshot) bool { return s.Leader == "db/1" })
+	took := time.Since(killed)
+	t.Logf("new leader after %s (TTL %s)", took.Round(time.Millisecond), ttl)
+	if took > 2*ttl {
+		t.Errorf("new leader after %s: the dead leader's lease (TTL %s) should have expired sooner", took, ttl)
+	}
+	if _, ok := snap.Units["db/0"]; ok {
+		t.Error("the dead unit is still joined")
+	}
+	if snap.LeaderData["ca"] != "x" {
+		t.Errorf("leader data lost with the dead leader: %v", snap.LeaderData)
+	}
+	// The dead unit's name is free again for its next process.
+	relationtest.Join(t, open(t, srv.Endpoint(), "dead", ttl), "db/0", true)
+}
+
+// etcd stopped and started again under running members: they keep (or take back) their
+// membership, their watches resume, and nothing written is lost.
+func TestEtcdRestartUnderMembers(t *testing.T) {
+	dir := t.TempDir()
+	url := fmt.Sprintf("http://127.0.0.1:%d", testservers.FreePort(t))
+	srv, err := embedded.Start(embedded.Options{Dir: dir, ClientURL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const ttl = 2 * time.Second
+	a := relationtest.Join(t, open(t, url, "restart", ttl), "db/0", true)
+	b := relationtest.Join(t, open(t, url, "restart", ttl), "db/1", true)
+	relationtest.Await(t, a, "db/0 to lead", func(s relation.Snapshot) bool { return s.Leader == "db/0" })
+	if err := b.SetUnitData(ctx, map[string]string{"csr": "before"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.SetLeaderData(ctx, map[string]string{"ca": "x"}); err != nil {
+		t.Fatal(err)
+	}
+	relationtest.Await(t, b, "the CA before the restart", func(s relation.Snapshot) bool { return s.LeaderData["ca"] == "x" })
+
+	srv.Close() // waits up to etcd's request timeout (~7 s) for the members' streams
+	time.Sleep(ttl + ttl/2) // down for longer than the TTL: leases may lapse, members must rejoin
+	srv, err = embedded.Start(embedded.Options{Dir: dir, ClientURL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	// Both leases lapsed, so either unit may lead now; whichever does writes, and the
+	// other sees it through a resumed watch.
+	snap := relationtest.Await(t, a, "a leader after the restart", func(s relation.Snapshot) bool { return s.Leader != "" })
+	leader, other := a, b
+	if snap.Leader == "db/1" {
+		leader, other = b, a
+	}
+	deadline := time.Now().Add(relationtest.Timeout)
+	for {
+		_, err := leader.SetLeaderData(ctx, map[string]string{"db/1_signed_certificate": "after"})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the leader %s never wrote after etcd restarted: %v", leader.Unit(), err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	relationtest.Await(t, other, "the write made after the restart", func(s relation.Snapshot) bool {
+		return s.LeaderData["ca"] == "x" || other.Unit() == "db/0" // db/0 sees only its own keys when not leading
+	})
+	relationtest.Await(t, b, "db/1 to see the write made after the restart, and the CA from before", func(s relation.Snapshot) bool {
+		return s.LeaderData["db/1_signed_certificate"] == "after" && s.LeaderData["ca"] == "x"
+	})
+	// db/1's bag is back (put again after a lapsed lease) and the leader sees it.
+	relationtest.Await(t, leader, "the leader to see db/1's bag after the restart", func(s relation.Snapshot) bool {
+		return s.Units["db/1"]["csr"] == "before"
+	})
+	a.Leave(ctx) // before the deferred Close, which would otherwise wait out their watches
+	b.Leave(ctx)
+}
+
+// A unit that does not lead reads O(1) keys: the other units' bags never reach it.
+func TestNarrowReadsDoNotGrowWithTheGroup(t *testing.T) {
+	srv := startEmbedded(t)
+	ctx := context.Background()
+	shared := open(t, srv.Endpoint(), "narrow", 5*time.Second)
+	leader := relationtest.Join(t, shared, "db/0", true)
+	relationtest.Await(t, leader, "db/0 to lead", func(s relation.Snapshot) bool { return s.Leader == "db/0" })
+	ownStore := open(t, srv.Endpoint(), "narrow", 5*time.Second)
+	me := relationtest.Join(t, ownStore, "db/1", false)
+	big := strings.Repeat("x", 1024)
+	for i := 2; i < 52; i++ {
+		m := relationtest.Join(t, shared, fmt.Sprintf("db/%d", i), false)
+		if err := m.SetUnitData(ctx, map[string]string{"csr": big}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	relationtest.Await(t, leader, "the leader to see 52 units", func(s relation.Snapshot) bool { return len(s.Units) == 52 })
+	if _, err := leader.SetLeaderData(ctx, map[string]string{"ca": "x", "db/1_signed_certificate": "c"}); err != nil {
+		t.Fatal(err)
+	}
+	relationtest.Await(t, me, "db/1's certificate", func(s relation.Snapshot) bool { return s.LeaderData["db/1_signed_certificate"] == "c" })
+	if got := ownStore.Stats().BytesRead.Load(); got > 2048 {
+		t.Fatalf("a non-leader read %d bytes while 50 other units wrote 1 KiB bags: its reads grow with the group", got)
+	}
+	if got := shared.Stats().BytesRead.Load(); got < 50*1024 {
+		t.Fatalf("the leader's store read only %d bytes: the test does not exercise what it claims", got)
+	}
+}
+
+// testWriter sends a store's log to the test's log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

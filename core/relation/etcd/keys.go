@@ -1,0 +1,71 @@
+package etcd
+
+import (
+	"strings"
+
+	"github.com/tlsrelay/tlsrelay/core/relation"
+)
+
+// layout names every key of one relation. Under /tlsrelay/<relation>/:
+//
+//	members/<unit>         lease-bound: the unit is joined while its lease lives
+//	units/<unit>/<field>   lease-bound: the unit's bag, one key per field
+//	leader/<key>           leader data; outlives every lease, so a new leader inherits it
+//	election/<lease>       concurrency.Election candidates
+//	elected                lease-bound to the leader's session: who leads now
+//
+// Unit names hold a '/' (db/0), fields never do, so a bag key splits at its last '/'.
+type layout struct{ prefix string }
+
+func newLayout(relationName string) layout {
+	return layout{prefix: "/tlsrelay/" + relationName + "/"}
+}
+
+func (l layout) members() string               { return l.prefix + "members/" }
+func (l layout) member(unit string) string     { return l.members() + unit }
+func (l layout) units() string                 { return l.prefix + "units/" }
+func (l layout) bag(unit string) string        { return l.units() + unit + "/" }
+func (l layout) field(unit, f string) string   { return l.bag(unit) + f }
+func (l layout) leaderData() string            { return l.prefix + "leader/" }
+func (l layout) leaderKey(key string) string   { return l.leaderData() + key }
+func (l layout) election() string              { return l.prefix + "election/" }
+func (l layout) elected() string               { return l.prefix + "elected" }
+func (l layout) everything() string            { return l.prefix }
+func (l layout) isElected(key string) bool     { return key == l.elected() }
+func (l layout) memberOf(key string) string    { return strings.TrimPrefix(key, l.members()) }
+func (l layout) leaderKeyOf(key string) string { return strings.TrimPrefix(key, l.leaderData()) }
+
+// fieldOf splits units/<unit>/<field>.
+func (l layout) fieldOf(key string) (unit, field string, ok bool) {
+	rest, ok := strings.CutPrefix(key, l.units())
+	if !ok {
+		return "", "", false
+	}
+	i := strings.LastIndexByte(rest, '/')
+	if i <= 0 || i == len(rest)-1 {
+		return "", "", false
+	}
+	return rest[:i], rest[i+1:], true
+}
+
+// scope is the set of keys a follower reads and watches.
+type scope struct {
+	keys     []string
+	prefixes []string
+}
+
+// narrowScope is what a unit that does not lead follows: O(1) keys, whatever the size of
+// the group.
+func (l layout) narrowScope(unit string) scope {
+	s := scope{keys: []string{l.member(unit), l.elected()}, prefixes: []string{l.bag(unit)}}
+	for _, k := range relation.NarrowKeys(unit) {
+		s.keys = append(s.keys, l.leaderKey(k))
+	}
+	return s
+}
+
+// wideScope is what the leader and observers follow: the whole relation but the
+// election's candidates.
+func (l layout) wideScope() scope {
+	return scope{keys: []string{l.elected()}, prefixes: []string{l.members(), l.units(), l.leaderData()}}
+}

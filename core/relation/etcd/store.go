@@ -1,0 +1,152 @@
+// Package etcd is the relation on an etcd cluster, for units on many hosts (and, through
+// an embedded single-member etcd, for one host). Presence is a lease, leadership is a
+// concurrency.Election, each bag field and each leader-data key is its own key, changes
+// arrive by watch, and writes that could race are transactions on revisions:
+//
+//   - a unit's bag is bound to its lease, so a unit that dies departs after the TTL;
+//   - leader data is written only while the writer's election key still stands;
+//   - a certificate is published only while the unit's bag still holds the CSR it was
+//     signed for (relation.Guard).
+//
+// A unit that does not lead reads and watches O(1) keys; the leader reads the relation
+// once and follows the watch.
+package etcd
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+
+	"github.com/tlsrelay/tlsrelay/core/relation"
+)
+
+// DefaultLeaseTTL is how long a unit that stops renewing its lease stays joined.
+const DefaultLeaseTTL = 10 * time.Second
+
+// Options say how to reach etcd and which relation to use.
+type Options struct {
+	Endpoints []string
+	// TLS, when set, secures the connection (see TLSConfig).
+	TLS *tls.Config
+	// Username and Password authenticate to etcd's RBAC.
+	Username, Password string
+	// Relation names the relation; its keys live under /tlsrelay/<Relation>/.
+	Relation string
+	// LeaseTTL is the presence lease (default DefaultLeaseTTL; whole seconds).
+	LeaseTTL    time.Duration
+	DialTimeout time.Duration
+	Log         hclog.Logger
+}
+
+// Store is a relation on etcd.
+type Store struct {
+	client *clientv3.Client
+	layout layout
+	ttl    int
+	log    hclog.Logger
+	stats  Stats
+}
+
+var _ relation.Store = (*Store)(nil)
+
+// Open connects to etcd. The connection is made lazily; the first call that needs it waits
+// for it (bounded by its context).
+func Open(opts Options) (*Store, error) {
+	if len(opts.Endpoints) == 0 {
+		return nil, fmt.Errorf("relation.etcd.endpoints: no etcd endpoint configured")
+	}
+	if opts.Relation == "" {
+		return nil, fmt.Errorf("relation.name: must be set")
+	}
+	if opts.LeaseTTL <= 0 {
+		opts.LeaseTTL = DefaultLeaseTTL
+	}
+	if opts.DialTimeout <= 0 {
+		opts.DialTimeout = 5 * time.Second
+	}
+	if opts.Log == nil {
+		opts.Log = hclog.NewNullLogger()
+	}
+	client, err := clientv3.New(clientv3.Config{
+		Endpoints:   opts.Endpoints,
+		TLS:         opts.TLS,
+		Username:    opts.Username,
+		Password:    opts.Password,
+		DialTimeout: opts.DialTimeout,
+		// Keepalives notice a dead connection within seconds, so watches resume promptly.
+		DialKeepAliveTime:    2 * time.Second,
+		DialKeepAliveTimeout: 2 * time.Second,
+		Logger:               zap.NewNop(),
+		// gRPC's reconnect backoff grows to two minutes; a unit should be back within
+		// seconds of etcd.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		})},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd %v: %w", opts.Endpoints, err)
+	}
+	ttl := max(1, int(opts.LeaseTTL.Round(time.Second)/time.Second))
+	return &Store{client: client, layout: newLayout(opts.Relation), ttl: ttl, log: opts.Log}, nil
+}
+
+// Client is the store's etcd client (for bootstrap and tests).
+func (s *Store) Client() *clientv3.Client { return s.client }
+
+// Stats reports what the store's members and observers have read from etcd.
+func (s *Store) Stats() *Stats { return &s.stats }
+
+// Close closes the connection.
+func (s *Store) Close() error { return s.client.Close() }
+
+// Observe implements relation.Store: it follows the whole relation.
+func (s *Store) Observe(ctx context.Context) (relation.Observer, error) {
+	o := &observer{}
+	o.changed = make(chan struct{})
+	o.f = startFollower(s.client, s.layout, s.layout.wideScope(), o.notify, s.log, &s.stats)
+	if err := o.f.waitReady(ctx); err != nil {
+		o.Close()
+		return nil, err
+	}
+	return o, nil
+}
+
+type observer struct {
+	f *follower
+	notifier
+}
+
+func (o *observer) Snapshot(ctx context.Context) (relation.Snapshot, error) {
+	changed := o.current()
+	if err := o.f.waitReady(ctx); err != nil {
+		return relation.Snapshot{}, err
+	}
+	snap := o.f.snapshot()
+	snap.Changed = changed
+	return snap, nil
+}
+
+func (o *observer) Close() error {
+	o.f.stop()
+	return nil
+}
+
+// TLSConfig builds the client TLS configuration from PEM files: the CA that signed
+// etcd's server certificate, and optionally a client certificate and key.
+func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
+	info := transport.TLSInfo{TrustedCAFile: caFile, CertFile: certFile, KeyFile: keyFile}
+	cfg, err := info.ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("relation.etcd.tls: %w", err)
+	}
+	return cfg, nil
+}
