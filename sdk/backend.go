@@ -22,6 +22,11 @@ const (
 	CapFetchSecret  Capability = "fetch_secret"
 	CapStoreSecret  Capability = "store_secret"
 	CapDeleteSecret Capability = "delete_secret"
+	// CapCAExport and CapCAImport move a CA between signers: a new leader on another host
+	// imports the CA its predecessor exported (sealed in leader data), so the group keeps
+	// one CA across leader changes.
+	CapCAExport Capability = "ca_export"
+	CapCAImport Capability = "ca_import"
 )
 
 // Profile is the kind of certificate a CSR asks for.
@@ -130,6 +135,14 @@ type Backend interface {
 	FetchSecret(ctx context.Context, ref string) (Secret, error)
 	StoreSecret(ctx context.Context, name string, s Secret) (ref string, err error)
 	DeleteSecret(ctx context.Context, ref string) error
+	ExportCA(ctx context.Context) (CAKeyPair, error)
+	ImportCA(ctx context.Context, ca CAKeyPair) error
+}
+
+// CAKeyPair is a signing CA: its certificate and its private key, PEM.
+type CAKeyPair struct {
+	CertPEM []byte
+	Key     PrivateKey
 }
 
 // Unimplemented answers Unimplemented for every capability. Embed it in a backend and
@@ -158,4 +171,12 @@ func (Unimplemented) StoreSecret(_ context.Context, name string, _ Secret) (stri
 
 func (Unimplemented) DeleteSecret(_ context.Context, ref string) error {
 	return Errorf(CodeUnimplemented, ref, "this backend does not delete secrets")
+}
+
+func (Unimplemented) ExportCA(context.Context) (CAKeyPair, error) {
+	return CAKeyPair{}, Errorf(CodeUnimplemented, "", "this backend does not export its CA")
+}
+
+func (Unimplemented) ImportCA(context.Context, CAKeyPair) error {
+	return Errorf(CodeUnimplemented, "", "this backend does not import a CA")
 }

@@ -83,6 +83,19 @@ func (s *grpcServer) DeleteSecret(ctx context.Context, req *pb.DeleteSecretReque
 	return &pb.DeleteSecretResponse{}, toStatus(s.impl.DeleteSecret(ctx, req.Ref))
 }
 
+func (s *grpcServer) ExportCA(ctx context.Context, _ *pb.ExportCARequest) (*pb.ExportCAResponse, error) {
+	ca, err := s.impl.ExportCA(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.ExportCAResponse{Ca: &pb.CAKeyPair{CertificatePem: ca.CertPEM, PrivateKeyPem: ca.Key}}, nil
+}
+
+func (s *grpcServer) ImportCA(ctx context.Context, req *pb.ImportCARequest) (*pb.ImportCAResponse, error) {
+	err := s.impl.ImportCA(ctx, CAKeyPair{CertPEM: req.GetCa().GetCertificatePem(), Key: req.GetCa().GetPrivateKeyPem()})
+	return &pb.ImportCAResponse{}, toStatus(err)
+}
+
 // grpcClient is the host's view of a plugin: a Backend whose calls cross the wire.
 type grpcClient struct {
 	client pb.BackendClient
@@ -158,6 +171,19 @@ func (c *grpcClient) StoreSecret(ctx context.Context, name string, s Secret) (st
 
 func (c *grpcClient) DeleteSecret(ctx context.Context, ref string) error {
 	_, err := c.client.DeleteSecret(ctx, &pb.DeleteSecretRequest{Ref: ref})
+	return fromStatus(err)
+}
+
+func (c *grpcClient) ExportCA(ctx context.Context) (CAKeyPair, error) {
+	resp, err := c.client.ExportCA(ctx, &pb.ExportCARequest{})
+	if err != nil {
+		return CAKeyPair{}, fromStatus(err)
+	}
+	return CAKeyPair{CertPEM: resp.GetCa().GetCertificatePem(), Key: resp.GetCa().GetPrivateKeyPem()}, nil
+}
+
+func (c *grpcClient) ImportCA(ctx context.Context, ca CAKeyPair) error {
+	_, err := c.client.ImportCA(ctx, &pb.ImportCARequest{Ca: &pb.CAKeyPair{CertificatePem: ca.CertPEM, PrivateKeyPem: ca.Key}})
 	return fromStatus(err)
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -51,16 +52,28 @@ func TestUpIssuesAndProvesAGroup(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("up exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
-	for _, want := range []string{"UNIT", "NOT AFTER", "node/3", "12/12 mutual-TLS handshakes", "OK: 4 units up"} {
+	for _, want := range []string{"UNIT", "NOT AFTER", "node/3", "12/12 mutual-TLS handshakes", "OK: 4 units up", "time: etcd start"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
 		}
 	}
-	// Plugins ran as child processes: the host logged their start at trace level.
-	if !strings.Contains(r.stderr, `args=["`) || !strings.Contains(r.stderr, `"plugin", "serve", "cfssl"]`) {
-		t.Errorf("no plugin child process in the log:\n%.2000s", r.stderr)
+	if !strings.Contains(r.stderr, "4 agent processes started") || !strings.Contains(r.stderr, "embedded etcd ready") {
+		t.Errorf("up did not run an embedded etcd and one agent process per unit:\n%s", r.stderr)
 	}
-	if strings.Contains(r.stderr+r.stdout, "PRIVATE KEY") {
+	// Each unit ran as its own agent process, whose plugins ran as child processes: each
+	// agent's log (trace level) shows its own plugin start.
+	var logs string
+	for i := range 4 {
+		b, err := os.ReadFile(filepath.Join(dir, "logs", fmt.Sprintf("node-%d.log", i)))
+		if err != nil {
+			t.Fatalf("agent log of node/%d: %v", i, err)
+		}
+		if !strings.Contains(string(b), `"plugin", "serve", "cfssl"]`) {
+			t.Errorf("node/%d's agent started no plugin child process:\n%.2000s", i, b)
+		}
+		logs += string(b)
+	}
+	if strings.Contains(r.stderr+r.stdout+logs, "PRIVATE KEY") {
 		t.Fatal("private key material in tlsrelay's output or logs")
 	}
 	for i := range 4 {
@@ -82,6 +95,17 @@ func TestUpIssuesAndProvesAGroup(t *testing.T) {
 	after, _ := os.ReadFile(filepath.Join(dir, "node-1", "tls.crt"))
 	if !bytes.Equal(before, after) {
 		t.Error("a second up re-issued a valid certificate")
+	}
+}
+
+func TestUpInOneProcess(t *testing.T) {
+	dir := t.TempDir()
+	r := run(t, "up", "--store", "memory", "--units", "3", "--dir", dir)
+	if r.code != 0 || !strings.Contains(r.stdout, "6/6 mutual-TLS handshakes") || !strings.Contains(r.stderr, "store=memory") {
+		t.Fatalf("up --store memory exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "etcd")); err == nil {
+		t.Error("up --store memory started an etcd")
 	}
 }
 

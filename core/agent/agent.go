@@ -11,11 +11,13 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/secrets"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // Backends gives the agent the backend for a role. core/backend.Host implements it
@@ -42,6 +44,10 @@ type Options struct {
 	OnSecret       func(secrets.Result, error)
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Relation names the relation (the sealed CA is bound to it); SealKey is the ca_seal
+	// key, nil when none is configured.
+	Relation string
+	SealKey  []byte
 }
 
 // Status is what a unit reports.
@@ -53,6 +59,18 @@ type Status struct {
 	Signing  []string
 	Serial   string // of the installed certificate, hex
 	NotAfter time.Time
+	// Error is the last step's failure, or why the leader does not sign; empty when well.
+	Error string
+}
+
+// fields is the status as the unit publishes it in its bag.
+func (s Status) fields() map[string]string {
+	notAfter := ""
+	if !s.NotAfter.IsZero() {
+		notAfter = s.NotAfter.UTC().Format(time.RFC3339)
+	}
+	return map[string]string{protocol.KeyState: string(s.State), protocol.KeyDetail: s.Detail,
+		protocol.KeySerial: s.Serial, protocol.KeyNotAfter: notAfter, protocol.KeyError: s.Error}
 }
 
 // Agent is one unit.
@@ -63,9 +81,11 @@ type Agent struct {
 	want  protocol.Want
 	log   hclog.Logger
 
-	signerCA string    // the signer's CA bundle, loaded once per leadership
-	last     Status    // the status last reported
-	renewAt  time.Time // when the installed certificate is due for renewal; zero if none
+	signerCA  string                       // the signer's CA bundle, loaded once per leadership
+	last      Status                       // the status last reported
+	published map[string]string            // the status fields last written to the bag
+	lastUnits map[string]map[string]string // the bags the last decision saw
+	renewAt   time.Time                    // when the installed certificate is due for renewal; zero if none
 }
 
 // New prepares an agent; Run starts it.
@@ -144,6 +164,7 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 			return fmt.Errorf("%s: relation: %w", a.unit, err)
 		}
 		acted, err := a.step(ctx, snap)
+		a.publishStatus(ctx, err)
 		wait := a.nextWake()
 		switch {
 		case err != nil:
@@ -190,12 +211,13 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 		a.renewAt = protocol.RenewalTime(local.Installed.Cert, a.want.RenewAt)
 	}
 	leader := snap.Leader == a.unit
+	a.lastUnits = snap.Units
 	if !leader {
 		a.signerCA = "" // a later leadership reloads it: the signer may have changed
 	}
 	d := protocol.Decide(protocol.View{
 		Unit: a.unit, Leader: leader, Units: snap.Units, LeaderData: snap.LeaderData,
-		Local: local, Want: a.want, Now: a.opts.Now(), SignerCA: a.signerCA,
+		Local: local, Want: a.want, Now: a.opts.Now(), SignerCA: a.signerCA, CASeal: len(a.opts.SealKey) > 0,
 		Policy: protocol.Policy{CommonName: func(unit string) string {
 			cn, _ := a.opts.Certificate.CommonNameFor(unit)
 			return cn
@@ -209,11 +231,14 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 }
 
 func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
-	s := Status{Unit: a.unit, Leader: leader, State: d.State, Detail: d.Detail, Signing: d.Signing}
+	s := Status{Unit: a.unit, Leader: leader, State: d.State, Detail: d.Detail, Signing: d.Signing, Error: d.LeaderProblem}
+	if d.LeaderProblem != "" && d.LeaderProblem != a.last.Error {
+		a.log.Error("leader cannot sign", "problem", d.LeaderProblem)
+	}
 	if cert := leaf(local); cert != nil {
 		s.Serial, s.NotAfter = cert.SerialNumber.Text(16), cert.NotAfter
 	}
-	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || len(s.Signing) != len(a.last.Signing) {
+	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
 		a.log.Info("state", "state", s.State, "detail", s.Detail, "leader", s.Leader)
 		if a.opts.OnStatus != nil {
 			a.opts.OnStatus(s)
@@ -222,25 +247,70 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	a.last = s
 }
 
-// apply carries out a decision's actions. Leader-data writes are gathered into one write,
-// so signing N CSRs wakes the group once, not N times.
+// publishStatus writes the unit's status into its bag when it changed, for `status`.
+// A failure here is logged, not returned: the status is a report, not the protocol.
+func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
+	s := a.last
+	if stepErr != nil {
+		s.Error = stepErr.Error()
+	}
+	fields := s.fields()
+	changed := map[string]string{}
+	for k, v := range fields {
+		if a.published[k] != v {
+			changed[k] = v
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	if err := a.opts.Member.SetUnitData(ctx, changed); err != nil {
+		a.log.Debug("could not publish status", "error", err)
+		return
+	}
+	a.published = fields
+}
+
+// leaderWrites gathers a decision's leader-data writes into one write, so signing N CSRs
+// wakes the group once, not N times; each unit's certificate or rejection is guarded by
+// the CSR it answers.
+type leaderWrites struct {
+	kv     map[string]string
+	guards []relation.Guard
+}
+
+func (w *leaderWrites) answer(unit, csrPEM string, kv map[string]string) {
+	g := relation.Guard{Unit: unit, Field: protocol.KeyCSR, Value: csrPEM}
+	for k, v := range kv {
+		w.kv[k] = v
+		g.Keys = append(g.Keys, k)
+	}
+	w.guards = append(w.guards, g)
+}
+
+// apply carries out a decision's actions.
 func (a *Agent) apply(ctx context.Context, actions []protocol.Action) error {
-	leaderData := map[string]string{}
+	w := &leaderWrites{kv: map[string]string{}}
 	var errs []error
 	for _, act := range actions {
-		if err := a.do(ctx, act, leaderData); err != nil {
+		if err := a.do(ctx, act, w); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if len(leaderData) > 0 {
-		if err := a.opts.Member.SetLeaderData(ctx, leaderData); err != nil {
+	if len(w.kv) > 0 {
+		dropped, err := a.opts.Member.SetLeaderData(ctx, w.kv, w.guards...)
+		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: publish leader data: %w", a.unit, err))
+		}
+		if len(dropped) > 0 {
+			a.log.Info("not published: the unit sent another CSR meanwhile", "keys", dropped)
 		}
 	}
 	return errors.Join(errs...)
 }
 
-func (a *Agent) do(ctx context.Context, act protocol.Action, leaderData map[string]string) error {
+func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) error {
+	leaderData := w.kv
 	switch act := act.(type) {
 	case protocol.CreateCSR:
 		return a.createCSR(ctx, act.Reason)
@@ -258,11 +328,15 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, leaderData map[stri
 		return a.loadSignerCA(ctx)
 	case protocol.PublishCA:
 		leaderData[protocol.KeyCA] = act.BundlePEM
+	case protocol.SealCA:
+		return a.sealCA(ctx, leaderData)
+	case protocol.ImportSealedCA:
+		return a.importSealedCA(ctx, act)
 	case protocol.SignCSR:
-		return a.sign(ctx, act, leaderData)
+		return a.sign(ctx, act, w)
 	case protocol.RejectCSR:
 		a.log.Warn("rejecting CSR", "of", act.Unit, "reason", act.Rejection.Reason)
-		leaderData[protocol.RejectionKey(act.Unit)] = act.Rejection.Encode()
+		w.answer(act.Unit, a.csrOf(act.Unit, act.Rejection.CSRDigest), map[string]string{protocol.RejectionKey(act.Unit): act.Rejection.Encode()})
 	case protocol.ForgetUnit:
 		leaderData[protocol.SignedCertificateKey(act.Unit)] = ""
 		leaderData[protocol.RejectionKey(act.Unit)] = ""
@@ -316,7 +390,7 @@ func (a *Agent) loadSignerCA(ctx context.Context) error {
 
 // sign has the signer sign one unit's CSR. A CSR the signer refuses as invalid is
 // rejected in leader data, so the unit learns why; other failures are retried.
-func (a *Agent) sign(ctx context.Context, act protocol.SignCSR, leaderData map[string]string) error {
+func (a *Agent) sign(ctx context.Context, act protocol.SignCSR, w *leaderWrites) error {
 	b, err := a.opts.Backends.For(ctx, config.RoleSigner)
 	if err != nil {
 		return fmt.Errorf("%s: %w", a.unit, err)
@@ -329,15 +403,77 @@ func (a *Agent) sign(ctx context.Context, act protocol.SignCSR, leaderData map[s
 	})
 	if sdk.IsCode(err, sdk.CodeInvalidArgument) {
 		a.log.Warn("signer refused CSR", "of", act.Unit, "error", err)
-		leaderData[protocol.RejectionKey(act.Unit)] = protocol.Rejection{
-			CSRDigest: protocol.Digest(act.CSRPEM), Reason: err.Error()}.Encode()
+		w.answer(act.Unit, act.CSRPEM, map[string]string{protocol.RejectionKey(act.Unit): protocol.Rejection{
+			CSRDigest: protocol.Digest(act.CSRPEM), Reason: err.Error()}.Encode()})
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("%s: sign CSR of %s: %w", a.unit, act.Unit, err)
 	}
-	leaderData[protocol.SignedCertificateKey(act.Unit)] = string(cert.ChainPEM)
-	leaderData[protocol.RejectionKey(act.Unit)] = ""
+	w.answer(act.Unit, act.CSRPEM, map[string]string{
+		protocol.SignedCertificateKey(act.Unit): string(cert.ChainPEM), protocol.RejectionKey(act.Unit): ""})
 	a.log.Info("signed CSR", "of", act.Unit)
 	return nil
+}
+
+// csrOf is the CSR a rejection answers, from the snapshot the decision was made on.
+func (a *Agent) csrOf(unit, digest string) string {
+	if csr := a.lastUnits[unit][protocol.KeyCSR]; protocol.Digest(csr) == digest {
+		return csr
+	}
+	return ""
+}
+
+// sealCA exports the signer's CA and publishes its key sealed with the ca_seal key.
+func (a *Agent) sealCA(ctx context.Context, leaderData map[string]string) error {
+	b, err := a.opts.Backends.For(ctx, config.RoleSigner)
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.unit, err)
+	}
+	ca, err := b.ExportCA(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: seal the CA: the signer's ExportCA: %w", a.unit, err)
+	}
+	certs, err := certutil.ParseCertificates(ca.CertPEM)
+	if err != nil {
+		return fmt.Errorf("%s: seal the CA: %w", a.unit, err)
+	}
+	sealed, err := caseal.Seal(a.opts.SealKey, a.opts.Relation, certs[0].Raw, ca.Key)
+	if err != nil {
+		return fmt.Errorf("%s: seal the CA: %w", a.unit, err)
+	}
+	leaderData[protocol.KeyCASealed] = sealed.Encode()
+	a.log.Info("sealed the CA key into leader data", "ca_sha256", sealed.CASHA256)
+	return nil
+}
+
+// importSealedCA opens the group's sealed CA key and makes the group's CA the signer's.
+func (a *Agent) importSealedCA(ctx context.Context, act protocol.ImportSealedCA) error {
+	b, err := a.opts.Backends.For(ctx, config.RoleSigner)
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.unit, err)
+	}
+	sealed, _ := caseal.Decode(act.Sealed)
+	certs, err := certutil.ParseCertificates([]byte(act.CACertPEM))
+	if err != nil {
+		return fmt.Errorf("%s: import the group's CA: %w", a.unit, err)
+	}
+	keyPEM, err := caseal.Open(a.opts.SealKey, a.opts.Relation, certs[0].Raw, sealed)
+	if err != nil {
+		return fmt.Errorf("%s: import the group's CA: %w", a.unit, err)
+	}
+	if err := b.ImportCA(ctx, sdk.CAKeyPair{CertPEM: []byte(act.CACertPEM), Key: keyPEM}); err != nil {
+		return fmt.Errorf("%s: import the group's CA into the signer: %w", a.unit, err)
+	}
+	a.signerCA = "" // load it again: the next decision compares it with the group's
+	a.log.Info("imported the group's CA from its sealed copy", "ca_sha256", sealed.CASHA256)
+	return nil
+}
+
+// StatusFromBag reads the status a unit published in its bag (see Status.fields).
+func StatusFromBag(unit string, leader bool, bag map[string]string) Status {
+	s := Status{Unit: unit, Leader: leader, State: protocol.State(bag[protocol.KeyState]),
+		Detail: bag[protocol.KeyDetail], Serial: bag[protocol.KeySerial], Error: bag[protocol.KeyError]}
+	s.NotAfter, _ = time.Parse(time.RFC3339, bag[protocol.KeyNotAfter])
+	return s
 }

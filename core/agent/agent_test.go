@@ -73,7 +73,7 @@ func (c *cluster) dir(unit string) string {
 
 func (c *cluster) start(unit string) {
 	c.t.Helper()
-	m, err := c.store.Join(context.Background(), unit)
+	m, err := c.store.Join(context.Background(), unit, relation.JoinOptions{LeaderEligible: true})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -259,7 +259,7 @@ func TestAgentFetchesConfiguredSecrets(t *testing.T) {
 	csr, _ := signer.CreateCSR(context.Background(), sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, CommonName: "listener-1"})
 	chain, _ := signer.SignCSR(context.Background(), sdk.SignRequest{CSRPEM: csr.CSRPEM, Profile: sdk.ProfileServer})
 	store := relation.NewMemory()
-	m, _ := store.Join(context.Background(), "lb/0")
+	m, _ := store.Join(context.Background(), "lb/0", relation.JoinOptions{LeaderEligible: true})
 	out := filepath.Join(root, "l1")
 	fetched := make(chan error, 10)
 	a, err := New(Options{Member: m, Certificate: testCert, Dir: filepath.Join(root, "lb-0"),
@@ -298,7 +298,7 @@ func TestRenewalDueGivesANewKeyAndCertificate(t *testing.T) {
 	root := t.TempDir()
 	backend := inProcess{newCfssl(t, filepath.Join(root, "ca"))}
 	store := relation.NewMemory()
-	m, _ := store.Join(context.Background(), "db/0")
+	m, _ := store.Join(context.Background(), "db/0", relation.JoinOptions{LeaderEligible: true})
 	var skew atomic.Int64 // how far the agent's clock runs ahead
 	var sawRenewalDue atomic.Bool
 	dir := filepath.Join(root, "db-0")

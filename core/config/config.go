@@ -23,6 +23,7 @@ type Config struct {
 	StateDir    string            `mapstructure:"state_dir"`
 	Relation    Relation          `mapstructure:"relation"`
 	Certificate Certificate       `mapstructure:"certificate"`
+	CASeal      CASeal            `mapstructure:"ca_seal"`
 	Roles       Roles             `mapstructure:"roles"`
 	Plugins     map[string]Plugin `mapstructure:"plugins"`
 	// Secrets are fetched through the secrets backend and written out, then fetched
@@ -36,8 +37,43 @@ type Config struct {
 
 // Relation selects the peer-messaging store.
 type Relation struct {
-	Name  string `mapstructure:"name"`
+	Name string `mapstructure:"name"`
+	// Store is embedded (a single-member etcd inside tlsrelay, data in state_dir/etcd),
+	// etcd (an existing cluster) or memory (one process).
 	Store string `mapstructure:"store"`
+	// LeaderEligible units campaign to lead and sign; others only ask for certificates.
+	LeaderEligible bool `mapstructure:"leader_eligible"`
+	Etcd           Etcd `mapstructure:"etcd"`
+}
+
+// The relation stores.
+const (
+	StoreEmbedded = "embedded"
+	StoreEtcd     = "etcd"
+	StoreMemory   = "memory"
+)
+
+// Etcd is how to reach an etcd cluster.
+type Etcd struct {
+	Endpoints []string      `mapstructure:"endpoints"`
+	TLS       EtcdTLS       `mapstructure:"tls"`
+	Username  string        `mapstructure:"username"`
+	Password  string        `mapstructure:"password"`
+	LeaseTTL  time.Duration `mapstructure:"lease_ttl"`
+}
+
+// EtcdTLS names PEM files: the CA of etcd's server certificate, and a client certificate.
+type EtcdTLS struct {
+	CAFile   string `mapstructure:"ca_file"`
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// CASeal is the key that seals the CA key in leader data, so that a new leader on another
+// host signs with the same CA. KeyFile holds 32 random bytes, base64; the environment
+// variable TLSRELAY_CA_SEAL_KEY may hold them instead.
+type CASeal struct {
+	KeyFile string `mapstructure:"key_file"`
 }
 
 // Certificate is what the unit asks for and where it writes the result.

@@ -20,7 +20,7 @@ import (
 var unitName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*/[0-9]+$`)
 
 // Stores lists the relation stores this version implements.
-var Stores = []string{"memory"}
+var Stores = []string{StoreEmbedded, StoreEtcd, StoreMemory}
 
 // MinValidity is the shortest certificate lifetime a deployment may ask for.
 const MinValidity = time.Hour
@@ -34,13 +34,46 @@ func (c *Config) Validate(builtins []string) error {
 	if c.StateDir == "" {
 		p.add("state_dir", "must be set")
 	}
-	if !slices.Contains(Stores, c.Relation.Store) {
-		p.add("relation.store", "%q is not one of %s", c.Relation.Store, strings.Join(Stores, ", "))
-	}
+	c.Relation.validate(p)
 	c.Certificate.validate(p)
 	c.validatePlugins(p, builtins)
 	c.validateSecrets(p)
 	return p.err()
+}
+
+func (r Relation) validate(p *problems) {
+	if r.Name == "" || strings.ContainsAny(r.Name, "/ ") {
+		p.add("relation.name", "%q must be a non-empty name without '/' or spaces", r.Name)
+	}
+	if !slices.Contains(Stores, r.Store) {
+		p.add("relation.store", "%q is not one of %s", r.Store, strings.Join(Stores, ", "))
+	}
+	e := r.Etcd
+	if r.Store == StoreEtcd && len(e.Endpoints) == 0 {
+		p.add("relation.etcd.endpoints", "store etcd needs at least one endpoint, like https://10.0.0.1:2379")
+	}
+	for i, ep := range e.Endpoints {
+		if !strings.HasPrefix(ep, "http://") && !strings.HasPrefix(ep, "https://") {
+			p.add(fmt.Sprintf("relation.etcd.endpoints[%d]", i), "%q must be a URL like https://10.0.0.1:2379", ep)
+		}
+	}
+	if e.LeaseTTL < time.Second {
+		p.add("relation.etcd.lease_ttl", "%s must be at least 1s (a unit departs that long after it dies)", e.LeaseTTL)
+	}
+	if (e.TLS.CertFile == "") != (e.TLS.KeyFile == "") {
+		p.add("relation.etcd.tls", "cert_file and key_file go together")
+	}
+	for key, path := range map[string]string{"ca_file": e.TLS.CAFile, "cert_file": e.TLS.CertFile, "key_file": e.TLS.KeyFile} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			p.add("relation.etcd.tls."+key, "%v", err)
+		}
+	}
+	if (e.Username == "") != (e.Password == "") {
+		p.add("relation.etcd.username", "username and password go together")
+	}
 }
 
 func (c *Config) validateSecrets(p *problems) {

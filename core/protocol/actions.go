@@ -30,6 +30,17 @@ type LoadSignerCA struct{}
 // PublishCA (leader): set the group's CA bundle in leader data.
 type PublishCA struct{ BundlePEM string }
 
+// SealCA (leader): export the signer's CA, seal its key with the ca_seal key and publish
+// it as KeyCASealed, so the next leader can sign with the same CA.
+type SealCA struct{}
+
+// ImportSealedCA (leader): open the sealed CA key of the group's CA and import the CA
+// into the signer, then load the signer's CA again.
+type ImportSealedCA struct {
+	CACertPEM string // the group's signing CA
+	Sealed    string // the KeyCASealed value
+}
+
 // SignCSR (leader): have the signer sign a unit's CSR and publish the chain.
 type SignCSR struct {
 	Unit    string
@@ -53,5 +64,7 @@ func (InstallCA) action()          {}
 func (LoadSignerCA) action()       {}
 func (PublishCA) action()          {}
 func (SignCSR) action()            {}
+func (SealCA) action()             {}
+func (ImportSealedCA) action()     {}
 func (RejectCSR) action()          {}
 func (ForgetUnit) action()         {}

@@ -1,23 +1,37 @@
 package protocol
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // decideLeader is the leader side: the CA, then each unit's CSR, then departed units.
-func decideLeader(v View) (actions []Action, signing []string) {
+func decideLeader(v View) (actions []Action, signing []string, problem string) {
 	if v.SignerCA == "" {
-		return []Action{LoadSignerCA{}}, nil
+		return []Action{LoadSignerCA{}}, nil, ""
 	}
 	published := v.LeaderData[KeyCA]
+	if published != "" && !sameSigningCA(v.SignerCA, published) {
+		// A new leader whose signer holds another CA than the group's: take the group's
+		// CA from its sealed copy, or refuse. Never a second CA in silence.
+		if act, ok := importSealed(v, published); ok {
+			return []Action{act}, nil, ""
+		}
+		return nil, nil, continuityProblem(v, published)
+	}
 	if bundle := MergeCABundle(v.SignerCA, published, v.Now); bundle != published {
-		// First leader, or a new leader whose signer holds another CA: publish the
-		// signer's CA first and keep trusting the previous ones until they expire.
-		return []Action{PublishCA{BundlePEM: bundle}}, nil
+		actions = append(actions, PublishCA{BundlePEM: bundle})
+	}
+	if v.CASeal && !sealedFor(v.LeaderData[KeyCASealed], v.SignerCA) {
+		actions = append(actions, SealCA{})
+	}
+	if published == "" {
+		return actions, nil, "" // units sign against the published CA: publish it first
 	}
 	for _, unit := range sortedKeys(v.Units) {
 		if act := decideUnitCSR(v, unit, published); act != nil {
@@ -30,7 +44,49 @@ func decideLeader(v View) (actions []Action, signing []string) {
 	for _, unit := range departedUnits(v) {
 		actions = append(actions, ForgetUnit{Unit: unit})
 	}
-	return actions, signing
+	return actions, signing, ""
+}
+
+// sameSigningCA: the first certificates of the two bundles are the same CA.
+func sameSigningCA(a, b string) bool {
+	ca, err1 := certutil.ParseCertificates([]byte(a))
+	cb, err2 := certutil.ParseCertificates([]byte(b))
+	return err1 == nil && err2 == nil && ca[0].Equal(cb[0])
+}
+
+// sealedFor: the sealed CA key in leader data belongs to the signing CA of bundle.
+func sealedFor(sealedValue, bundle string) bool {
+	sealed, ok := caseal.Decode(sealedValue)
+	certs, err := certutil.ParseCertificates([]byte(bundle))
+	return ok && err == nil && sealed.CASHA256 == caseal.Fingerprint(certs[0].Raw)
+}
+
+func importSealed(v View, published string) (Action, bool) {
+	if !v.CASeal || !sealedFor(v.LeaderData[KeyCASealed], published) {
+		return nil, false
+	}
+	certs, _ := certutil.ParseCertificates([]byte(published))
+	return ImportSealedCA{CACertPEM: string(encodeCert(certs[0])), Sealed: v.LeaderData[KeyCASealed]}, true
+}
+
+// continuityProblem explains why a leader whose signer holds another CA does not sign.
+func continuityProblem(v View, published string) string {
+	group, signer := "?", "?"
+	if certs, err := certutil.ParseCertificates([]byte(published)); err == nil {
+		group = caseal.Fingerprint(certs[0].Raw)[:16]
+	}
+	if certs, err := certutil.ParseCertificates([]byte(v.SignerCA)); err == nil {
+		signer = caseal.Fingerprint(certs[0].Raw)[:16]
+	}
+	why := "leader data holds no sealed CA key"
+	switch {
+	case v.LeaderData[KeyCASealed] != "" && !v.CASeal:
+		why = "leader data holds a sealed CA key, but this unit has no ca_seal key to open it"
+	case v.LeaderData[KeyCASealed] != "":
+		why = "the sealed CA key in leader data is not the group CA's"
+	}
+	return fmt.Sprintf("not signing: this leader's signer holds CA %s but the group's CA is %s, and %s; "+
+		"configure the same ca_seal key on every leader-eligible unit, or a shared CA (ca.ref, or a remote signer)", signer, group, why)
 }
 
 // decideUnitCSR returns what the leader must do about one unit's CSR, or nil.

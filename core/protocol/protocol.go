@@ -36,9 +36,20 @@ const (
 // Relation keys: the contract between versions of tlsrelay. Unit bags hold KeyCSR and
 // KeyProfile; leader data holds KeyCA and, per unit, SignedCertificateKey and RejectionKey.
 const (
-	KeyCSR     = "csr"
-	KeyProfile = "profile"
-	KeyCA      = "ca"
+	KeyCSR      = "csr"
+	KeyProfile  = "profile"
+	KeyCA       = "ca"
+	KeyCASealed = "ca_sealed" // caseal.Sealed: the CA key, for the next leader
+)
+
+// Status keys in each unit's bag: what the unit reports of itself, for `tlsrelay status`
+// and `up`'s progress. The protocol never reads them.
+const (
+	KeyState    = "state"
+	KeyDetail   = "detail"
+	KeySerial   = "serial"
+	KeyNotAfter = "not_after" // RFC 3339
+	KeyError    = "error"     // the last failure, empty once a step succeeds
 )
 
 // SignedCertificateKey is the leader-data key of a unit's certificate chain (PEM).
@@ -86,6 +97,9 @@ type View struct {
 	// SignerCA is the signing backend's CA bundle as the leader's signer reports it;
 	// empty until the leader has asked (LoadSignerCA).
 	SignerCA string
+	// CASeal: this unit holds the ca_seal key, so as leader it seals the CA key into
+	// leader data and can import a sealed one.
+	CASeal bool
 }
 
 // Local is the unit's own key material, from its files. Keys themselves are not here:
@@ -125,15 +139,17 @@ type Decision struct {
 	Actions []Action
 	// Signing lists the units whose CSRs the leader is signing in this decision.
 	Signing []string
+	// LeaderProblem says why the leader does not sign (no continuity with the group's CA).
+	LeaderProblem string
 }
 
 // Decide is the protocol. It is pure: the same view always gives the same decision.
 func Decide(v View) Decision {
 	d := decideSelf(v)
 	if v.Leader {
-		leaderActions, signing := decideLeader(v)
+		leaderActions, signing, problem := decideLeader(v)
 		d.Actions = append(d.Actions, leaderActions...)
-		d.Signing = signing
+		d.Signing, d.LeaderProblem = signing, problem
 	}
 	return d
 }

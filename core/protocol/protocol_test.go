@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -160,6 +161,14 @@ func TestLeaderSide(t *testing.T) {
 	_, cert1OldCA := newCA(t, "retired CA").sign(t, key1.Public(), certOpts{cn: "db/1", dns: []string{"db-1"}})
 	// The leader db/0 is itself a unit with an installed certificate.
 	self := Local{Installed: &Installed{Cert: mustLeaf(t, cert0), CAPEM: ca.PEM}}
+	sealKey := make([]byte, caseal.KeySize)
+	sealed, err := caseal.Seal(sealKey, "rel", ca.Cert.Raw, []byte("ca key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealedCA := sealed.Encode()
+	sealed, _ = caseal.Seal(sealKey, "rel", newCA(t, "third CA").Cert.Raw, []byte("other key"))
+	sealedOther := sealed.Encode()
 	bag := func(csr string) map[string]string { return map[string]string{KeyCSR: csr, KeyProfile: "peer"} }
 	both := map[string]map[string]string{"db/0": bag(csr0), "db/1": bag(csr1)}
 	signed := map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0, SignedCertificateKey("db/1"): cert1}
@@ -175,13 +184,15 @@ func TestLeaderSide(t *testing.T) {
 	}
 
 	tests := []struct {
-		name       string
-		signerCA   string
-		units      map[string]map[string]string
-		leaderData map[string]string
-		local      Local
-		want       []Action
-		wantReason string // substring of a RejectCSR reason
+		name        string
+		signerCA    string
+		units       map[string]map[string]string
+		leaderData  map[string]string
+		local       Local
+		want        []Action
+		wantReason  string // substring of a RejectCSR reason
+		wantProblem string // substring of the leader problem
+		caSeal      bool
 	}{
 		{name: "a new leader first asks its signer for the CA",
 			units: both, local: self, want: []Action{LoadSignerCA{}}},
@@ -228,16 +239,36 @@ func TestLeaderSide(t *testing.T) {
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag("not a csr")},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0,
 				RejectionKey("db/1"): Rejection{CSRDigest: Digest("not a csr"), Reason: "x"}.Encode()}, local: self},
-		{name: "a new leader whose signer holds another CA publishes it and keeps trusting the old",
-			signerCA: newSignerCA.PEM, units: both, leaderData: signed, local: self,
-			want: []Action{PublishCA{BundlePEM: newSignerCA.PEM + ca.PEM}}},
+		{name: "a new leader whose signer holds another CA, without a sealed CA, signs nothing and says why",
+			signerCA: newSignerCA.PEM, units: both, leaderData: with(signed, SignedCertificateKey("db/1"), ""), local: self,
+			wantProblem: "leader data holds no sealed CA key"},
+		{name: "a new leader without the seal key does not open the sealed CA",
+			signerCA: newSignerCA.PEM, units: both, leaderData: with(signed, KeyCASealed, sealedCA), local: self,
+			wantProblem: "no ca_seal key"},
+		{name: "a sealed key of another CA is not imported",
+			signerCA: newSignerCA.PEM, units: both, leaderData: with(signed, KeyCASealed, sealedOther), local: self, caSeal: true,
+			wantProblem: "is not the group CA's"},
+		{name: "a new leader with the seal key imports the group's sealed CA",
+			signerCA: newSignerCA.PEM, units: both, leaderData: with(signed, KeyCASealed, sealedCA), local: self, caSeal: true,
+			want: []Action{ImportSealedCA{CACertPEM: ca.PEM, Sealed: sealedCA}}},
+		{name: "a leader with the seal key seals the CA when leader data lacks it",
+			signerCA: ca.PEM, units: both, leaderData: signed, local: self, caSeal: true,
+			want: []Action{SealCA{}}},
+		{name: "a CA sealed already is not sealed again",
+			signerCA: ca.PEM, units: both, leaderData: with(signed, KeyCASealed, sealedCA), local: self, caSeal: true},
+		{name: "the first leader publishes and seals the CA before it signs",
+			signerCA: ca.PEM, units: both, leaderData: map[string]string{}, local: self, caSeal: true,
+			want: []Action{PublishCA{BundlePEM: ca.PEM}, SealCA{}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := Decide(View{Unit: "db/0", Leader: true, Units: tt.units, LeaderData: tt.leaderData,
-				Local: tt.local, SignerCA: tt.signerCA, Now: now,
+				Local: tt.local, SignerCA: tt.signerCA, Now: now, CASeal: tt.caSeal,
 				Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66}})
 			got := d.Actions
+			if !strings.Contains(d.LeaderProblem, tt.wantProblem) || (tt.wantProblem == "") != (d.LeaderProblem == "") {
+				t.Fatalf("leader problem = %q, want one containing %q", d.LeaderProblem, tt.wantProblem)
+			}
 			if tt.wantReason != "" {
 				if len(got) != 1 {
 					t.Fatalf("actions = %#v, want one RejectCSR", got)
@@ -261,7 +292,7 @@ func leaderOnly(actions []Action) []Action {
 	var out []Action
 	for _, a := range actions {
 		switch a.(type) {
-		case LoadSignerCA, PublishCA, SignCSR, RejectCSR, ForgetUnit:
+		case LoadSignerCA, PublishCA, SealCA, ImportSealedCA, SignCSR, RejectCSR, ForgetUnit:
 			out = append(out, a)
 		}
 	}

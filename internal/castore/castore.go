@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // The files in a CA directory.
@@ -53,6 +55,29 @@ func LoadOrCreate(dir string, create func() (CA, error)) (ca CA, created bool, e
 	return ca, true, store(dir, ca)
 }
 
+// Load returns the CA stored in dir; a missing CA is fs.ErrNotExist (wrapped).
+func Load(dir string) (CA, error) {
+	unlock, err := Lock(dir)
+	if err != nil {
+		return CA{}, err
+	}
+	defer unlock()
+	return load(dir)
+}
+
+// Replace stores ca in dir in place of whatever CA is there (an imported CA).
+func Replace(dir string, ca CA) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("CA directory %s: %w", dir, err)
+	}
+	unlock, err := Lock(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return store(dir, ca)
+}
+
 // Lock takes an exclusive lock on dir, waiting for it; unlock releases it. It serialises
 // processes that share a CA directory.
 func Lock(dir string) (unlock func(), err error) {
@@ -91,6 +116,26 @@ func store(dir string, ca CA) error {
 	}
 	if err := atomicfile.Write(certPath, ca.CertPEM, 0o644); err != nil {
 		return fmt.Errorf("store CA certificate: %w", err)
+	}
+	return nil
+}
+
+// ExportCA returns the CA in dir for sdk.Backend.ExportCA.
+func ExportCA(dir string) (sdk.CAKeyPair, error) {
+	ca, err := Load(dir)
+	if err != nil {
+		return sdk.CAKeyPair{}, sdk.Errorf(sdk.CodeFailedPrecondition, dir, "no CA to export: %v", err)
+	}
+	return sdk.CAKeyPair{CertPEM: ca.CertPEM, Key: ca.KeyPEM}, nil
+}
+
+// ImportCA checks ca and stores it in dir for sdk.Backend.ImportCA.
+func ImportCA(dir string, ca sdk.CAKeyPair) error {
+	if _, err := certutil.CheckCAKeyPair(ca); err != nil {
+		return err
+	}
+	if err := Replace(dir, CA{CertPEM: ca.CertPEM, KeyPEM: ca.Key}); err != nil {
+		return sdk.Errorf(sdk.CodeFailedPrecondition, dir, "%v", err)
 	}
 	return nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/internal/casettings"
+	"github.com/tlsrelay/tlsrelay/internal/castore"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -66,7 +67,7 @@ func (b *Backend) Info(context.Context) (sdk.Info, error) {
 	return sdk.Info{
 		Name:         Name,
 		Version:      Version,
-		Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA},
+		Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA, sdk.CapCAExport, sdk.CapCAImport},
 	}, nil
 }
 
@@ -116,6 +117,28 @@ func (b *Backend) CA(context.Context) (sdk.CA, error) {
 		return sdk.CA{}, err
 	}
 	return sdk.CA{BundlePEM: ca.certPEM}, nil
+}
+
+// ExportCA implements sdk.Backend: the CA in Dir, created on first use.
+func (b *Backend) ExportCA(ctx context.Context) (sdk.CAKeyPair, error) {
+	if _, err := b.authority(); err != nil {
+		return sdk.CAKeyPair{}, err
+	}
+	return castore.ExportCA(b.dir)
+}
+
+// ImportCA implements sdk.Backend: the CA replaces the one in Dir and signs from now on.
+func (b *Backend) ImportCA(_ context.Context, ca sdk.CAKeyPair) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.configured {
+		return sdk.Errorf(sdk.CodeFailedPrecondition, Name, "Configure has not been called")
+	}
+	if err := castore.ImportCA(b.dir, ca); err != nil {
+		return err
+	}
+	b.ca = nil // loaded again on next use
+	return nil
 }
 
 // SignCSR implements sdk.Backend.

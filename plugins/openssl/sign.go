@@ -21,6 +21,28 @@ func (b *Backend) CA(ctx context.Context) (sdk.CA, error) {
 	return sdk.CA{BundlePEM: caPEM}, nil
 }
 
+// ExportCA implements sdk.Backend: the CA in Dir, created on first use.
+func (b *Backend) ExportCA(ctx context.Context) (sdk.CAKeyPair, error) {
+	if _, err := b.authority(ctx); err != nil {
+		return sdk.CAKeyPair{}, err
+	}
+	return castore.ExportCA(b.dir)
+}
+
+// ImportCA implements sdk.Backend: the CA replaces the one in Dir and signs from now on.
+func (b *Backend) ImportCA(_ context.Context, ca sdk.CAKeyPair) error {
+	if _, err := b.state(); err != nil {
+		return err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if err := castore.ImportCA(b.dir, ca); err != nil {
+		return err
+	}
+	b.caPEM = nil
+	return nil
+}
+
 // authority returns the CA certificate, creating the CA on first use.
 func (b *Backend) authority(ctx context.Context) ([]byte, error) {
 	t, err := b.state()

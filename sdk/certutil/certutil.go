@@ -252,3 +252,27 @@ func CheckSignRequest(req sdk.SignRequest, defaultValidity time.Duration) (SignP
 	}
 	return SignPlan{CSR: csr, Usages: usages, Validity: validity}, nil
 }
+
+// CheckCAKeyPair checks a CA offered to ImportCA: one CA certificate, still valid, and a
+// private key that belongs to it. Errors are InvalidArgument.
+func CheckCAKeyPair(ca sdk.CAKeyPair) (*x509.Certificate, error) {
+	certs, err := ParseCertificates(ca.CertPEM)
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, "ca certificate", "%v", err)
+	}
+	cert := certs[0]
+	if !cert.IsCA || !cert.BasicConstraintsValid {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, "ca certificate", "%q is not a CA certificate", cert.Subject.CommonName)
+	}
+	if time.Now().After(cert.NotAfter) {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, "ca certificate", "%q expired at %s", cert.Subject.CommonName, cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	pub, err := PublicKeyOfPrivatePEM(ca.Key)
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, "ca key", "%v", err)
+	}
+	if !SamePublicKey(cert.PublicKey, pub) {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, "ca key", "the key does not belong to CA %q", cert.Subject.CommonName)
+	}
+	return cert, nil
+}

@@ -16,7 +16,7 @@ import (
 )
 
 var allCapabilities = []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA,
-	sdk.CapFetchSecret, sdk.CapStoreSecret, sdk.CapDeleteSecret}
+	sdk.CapFetchSecret, sdk.CapStoreSecret, sdk.CapDeleteSecret, sdk.CapCAExport, sdk.CapCAImport}
 
 // The names every CSR in the kit asks for.
 var (
@@ -56,6 +56,8 @@ func checkUnclaimed(e *env) error {
 		sdk.CapFetchSecret:  func() error { _, err := e.backend.FetchSecret(e.ctx, "plugintest-ref"); return err },
 		sdk.CapStoreSecret:  func() error { _, err := e.backend.StoreSecret(e.ctx, "plugintest", sdk.Secret{}); return err },
 		sdk.CapDeleteSecret: func() error { return e.backend.DeleteSecret(e.ctx, "plugintest-ref") },
+		sdk.CapCAExport:     func() error { _, err := e.backend.ExportCA(e.ctx); return err },
+		sdk.CapCAImport:     func() error { return e.backend.ImportCA(e.ctx, sdk.CAKeyPair{}) },
 	}
 	var p problems
 	for _, c := range allCapabilities {
@@ -419,6 +421,65 @@ func checkRestart(e *env) error {
 	}
 	if _, err := sign(e, sdk.ProfilePeer, 0); err != nil {
 		p.addf("after restart: %w", err)
+	}
+	return p.err()
+}
+
+// checkCAMove: a CA exported is the CA() the backend reports, with its key; a CA
+// imported becomes CA(), signs, and survives a restart; the original goes back after.
+func checkCAMove(e *env) error {
+	exp, imp := e.claims(sdk.CapCAExport), e.claims(sdk.CapCAImport)
+	if !exp && !imp {
+		return nil
+	}
+	var p problems
+	var original sdk.CAKeyPair
+	if exp {
+		var err error
+		if original, err = e.backend.ExportCA(e.ctx); err != nil {
+			return fmt.Errorf("ExportCA: %w", err)
+		}
+		_, current, err := caRoots(e)
+		if err != nil {
+			return err
+		}
+		if cert, err := certutil.CheckCAKeyPair(original); err != nil {
+			p.addf("ExportCA returned an unusable CA: %v", err)
+		} else if !cert.Equal(current) {
+			p.addf("ExportCA returned CA %q, but CA() reports %q", cert.Subject, current.Subject)
+		}
+	}
+	if !imp {
+		return p.err()
+	}
+	certPEM, keyPEM := goCA("plugintest imported CA")
+	if err := e.backend.ImportCA(e.ctx, sdk.CAKeyPair{CertPEM: certPEM, Key: keyPEM}); err != nil {
+		return fmt.Errorf("ImportCA: %w", err)
+	}
+	if err := e.backend.ImportCA(e.ctx, sdk.CAKeyPair{CertPEM: certPEM, Key: original.Key}); exp && !sdk.IsCode(err, sdk.CodeInvalidArgument) {
+		p.addf("ImportCA of a certificate with another CA's key answered %v, not InvalidArgument", err)
+	}
+	for _, when := range []string{"after ImportCA", "after ImportCA and a restart"} {
+		if when != "after ImportCA" {
+			if err := e.restart(); err != nil {
+				return fmt.Errorf("restart: %w", err)
+			}
+		}
+		_, current, err := caRoots(e)
+		if err != nil {
+			return fmt.Errorf("%s: %w", when, err)
+		}
+		if current.Subject.CommonName != "plugintest imported CA" {
+			p.addf("%s, CA() is %q, not the imported CA", when, current.Subject)
+		}
+		if _, err := sign(e, sdk.ProfilePeer, 0); err != nil {
+			p.addf("%s: %v", when, err)
+		}
+	}
+	if exp {
+		if err := e.backend.ImportCA(e.ctx, original); err != nil {
+			p.addf("ImportCA of the exported original: %v", err)
+		}
 	}
 	return p.err()
 }

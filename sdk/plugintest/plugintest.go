@@ -75,6 +75,7 @@ var checks = []check{
 	{"bad requests are InvalidArgument", checkBadRequests},
 	{"concurrent SignCSR calls are safe", checkConcurrent},
 	{"the CA survives a restart of the plugin", checkRestart},
+	{"ExportCA gives the CA and its key; ImportCA makes a CA the signer's, across restarts", checkCAMove},
 }
 
 // env is what every check sees: the running backend and how to restart it.

@@ -99,7 +99,7 @@ func TestEtcdRestartUnderMembers(t *testing.T) {
 	}
 	relationtest.Await(t, b, "the CA before the restart", func(s relation.Snapshot) bool { return s.LeaderData["ca"] == "x" })
 
-	srv.Close() // waits up to etcd's request timeout (~7 s) for the members' streams
+	srv.Close()             // waits up to etcd's request timeout (~7 s) for the members' streams
 	time.Sleep(ttl + ttl/2) // down for longer than the TTL: leases may lapse, members must rejoin
 	srv, err = embedded.Start(embedded.Options{Dir: dir, ClientURL: url})
 	if err != nil {

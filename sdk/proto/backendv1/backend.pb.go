@@ -70,7 +70,7 @@ type InfoResponse struct {
 	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	// Capability names: "create_csr", "sign_csr", "ca", "fetch_secret",
-	// "store_secret", "delete_secret".
+	// "store_secret", "delete_secret", "ca_export", "ca_import".
 	Capabilities  []string `protobuf:"bytes,3,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -911,6 +911,218 @@ func (*DeleteSecretResponse) Descriptor() ([]byte, []int) {
 	return file_backend_proto_rawDescGZIP(), []int{17}
 }
 
+type CAKeyPair struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	CertificatePem []byte                 `protobuf:"bytes,1,opt,name=certificate_pem,json=certificatePem,proto3" json:"certificate_pem,omitempty"`
+	PrivateKeyPem  []byte                 `protobuf:"bytes,2,opt,name=private_key_pem,json=privateKeyPem,proto3" json:"private_key_pem,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CAKeyPair) Reset() {
+	*x = CAKeyPair{}
+	mi := &file_backend_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAKeyPair) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAKeyPair) ProtoMessage() {}
+
+func (x *CAKeyPair) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAKeyPair.ProtoReflect.Descriptor instead.
+func (*CAKeyPair) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CAKeyPair) GetCertificatePem() []byte {
+	if x != nil {
+		return x.CertificatePem
+	}
+	return nil
+}
+
+func (x *CAKeyPair) GetPrivateKeyPem() []byte {
+	if x != nil {
+		return x.PrivateKeyPem
+	}
+	return nil
+}
+
+type ExportCARequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportCARequest) Reset() {
+	*x = ExportCARequest{}
+	mi := &file_backend_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportCARequest) ProtoMessage() {}
+
+func (x *ExportCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportCARequest.ProtoReflect.Descriptor instead.
+func (*ExportCARequest) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{19}
+}
+
+type ExportCAResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ca            *CAKeyPair             `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExportCAResponse) Reset() {
+	*x = ExportCAResponse{}
+	mi := &file_backend_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExportCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExportCAResponse) ProtoMessage() {}
+
+func (x *ExportCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExportCAResponse.ProtoReflect.Descriptor instead.
+func (*ExportCAResponse) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *ExportCAResponse) GetCa() *CAKeyPair {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+type ImportCARequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ca            *CAKeyPair             `protobuf:"bytes,1,opt,name=ca,proto3" json:"ca,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportCARequest) Reset() {
+	*x = ImportCARequest{}
+	mi := &file_backend_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportCARequest) ProtoMessage() {}
+
+func (x *ImportCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportCARequest.ProtoReflect.Descriptor instead.
+func (*ImportCARequest) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *ImportCARequest) GetCa() *CAKeyPair {
+	if x != nil {
+		return x.Ca
+	}
+	return nil
+}
+
+type ImportCAResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportCAResponse) Reset() {
+	*x = ImportCAResponse{}
+	mi := &file_backend_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportCAResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportCAResponse) ProtoMessage() {}
+
+func (x *ImportCAResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportCAResponse.ProtoReflect.Descriptor instead.
+func (*ImportCAResponse) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{22}
+}
+
 var File_backend_proto protoreflect.FileDescriptor
 
 const file_backend_proto_rawDesc = "" +
@@ -966,7 +1178,16 @@ const file_backend_proto_rawDesc = "" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"'\n" +
 	"\x13DeleteSecretRequest\x12\x10\n" +
 	"\x03ref\x18\x01 \x01(\tR\x03ref\"\x16\n" +
-	"\x14DeleteSecretResponse2\xd4\x05\n" +
+	"\x14DeleteSecretResponse\"\\\n" +
+	"\tCAKeyPair\x12'\n" +
+	"\x0fcertificate_pem\x18\x01 \x01(\fR\x0ecertificatePem\x12&\n" +
+	"\x0fprivate_key_pem\x18\x02 \x01(\fR\rprivateKeyPem\"\x11\n" +
+	"\x0fExportCARequest\"B\n" +
+	"\x10ExportCAResponse\x12.\n" +
+	"\x02ca\x18\x01 \x01(\v2\x1e.tlsrelay.backend.v1.CAKeyPairR\x02ca\"A\n" +
+	"\x0fImportCARequest\x12.\n" +
+	"\x02ca\x18\x01 \x01(\v2\x1e.tlsrelay.backend.v1.CAKeyPairR\x02ca\"\x12\n" +
+	"\x10ImportCAResponse2\x86\a\n" +
 	"\aBackend\x12K\n" +
 	"\x04Info\x12 .tlsrelay.backend.v1.InfoRequest\x1a!.tlsrelay.backend.v1.InfoResponse\x12Z\n" +
 	"\tConfigure\x12%.tlsrelay.backend.v1.ConfigureRequest\x1a&.tlsrelay.backend.v1.ConfigureResponse\x12Z\n" +
@@ -975,7 +1196,9 @@ const file_backend_proto_rawDesc = "" +
 	"\x02CA\x12\x1e.tlsrelay.backend.v1.CARequest\x1a\x1f.tlsrelay.backend.v1.CAResponse\x12`\n" +
 	"\vFetchSecret\x12'.tlsrelay.backend.v1.FetchSecretRequest\x1a(.tlsrelay.backend.v1.FetchSecretResponse\x12`\n" +
 	"\vStoreSecret\x12'.tlsrelay.backend.v1.StoreSecretRequest\x1a(.tlsrelay.backend.v1.StoreSecretResponse\x12c\n" +
-	"\fDeleteSecret\x12(.tlsrelay.backend.v1.DeleteSecretRequest\x1a).tlsrelay.backend.v1.DeleteSecretResponseB2Z0github.com/tlsrelay/tlsrelay/sdk/proto/backendv1b\x06proto3"
+	"\fDeleteSecret\x12(.tlsrelay.backend.v1.DeleteSecretRequest\x1a).tlsrelay.backend.v1.DeleteSecretResponse\x12W\n" +
+	"\bExportCA\x12$.tlsrelay.backend.v1.ExportCARequest\x1a%.tlsrelay.backend.v1.ExportCAResponse\x12W\n" +
+	"\bImportCA\x12$.tlsrelay.backend.v1.ImportCARequest\x1a%.tlsrelay.backend.v1.ImportCAResponseB2Z0github.com/tlsrelay/tlsrelay/sdk/proto/backendv1b\x06proto3"
 
 var (
 	file_backend_proto_rawDescOnce sync.Once
@@ -989,7 +1212,7 @@ func file_backend_proto_rawDescGZIP() []byte {
 	return file_backend_proto_rawDescData
 }
 
-var file_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_backend_proto_goTypes = []any{
 	(*InfoRequest)(nil),          // 0: tlsrelay.backend.v1.InfoRequest
 	(*InfoResponse)(nil),         // 1: tlsrelay.backend.v1.InfoResponse
@@ -1009,32 +1232,43 @@ var file_backend_proto_goTypes = []any{
 	(*StoreSecretResponse)(nil),  // 15: tlsrelay.backend.v1.StoreSecretResponse
 	(*DeleteSecretRequest)(nil),  // 16: tlsrelay.backend.v1.DeleteSecretRequest
 	(*DeleteSecretResponse)(nil), // 17: tlsrelay.backend.v1.DeleteSecretResponse
+	(*CAKeyPair)(nil),            // 18: tlsrelay.backend.v1.CAKeyPair
+	(*ExportCARequest)(nil),      // 19: tlsrelay.backend.v1.ExportCARequest
+	(*ExportCAResponse)(nil),     // 20: tlsrelay.backend.v1.ExportCAResponse
+	(*ImportCARequest)(nil),      // 21: tlsrelay.backend.v1.ImportCARequest
+	(*ImportCAResponse)(nil),     // 22: tlsrelay.backend.v1.ImportCAResponse
 }
 var file_backend_proto_depIdxs = []int32{
 	4,  // 0: tlsrelay.backend.v1.CreateCSRRequest.key:type_name -> tlsrelay.backend.v1.KeySpec
 	12, // 1: tlsrelay.backend.v1.FetchSecretResponse.secret:type_name -> tlsrelay.backend.v1.SecretBundle
 	12, // 2: tlsrelay.backend.v1.StoreSecretRequest.secret:type_name -> tlsrelay.backend.v1.SecretBundle
-	0,  // 3: tlsrelay.backend.v1.Backend.Info:input_type -> tlsrelay.backend.v1.InfoRequest
-	2,  // 4: tlsrelay.backend.v1.Backend.Configure:input_type -> tlsrelay.backend.v1.ConfigureRequest
-	5,  // 5: tlsrelay.backend.v1.Backend.CreateCSR:input_type -> tlsrelay.backend.v1.CreateCSRRequest
-	7,  // 6: tlsrelay.backend.v1.Backend.SignCSR:input_type -> tlsrelay.backend.v1.SignCSRRequest
-	9,  // 7: tlsrelay.backend.v1.Backend.CA:input_type -> tlsrelay.backend.v1.CARequest
-	11, // 8: tlsrelay.backend.v1.Backend.FetchSecret:input_type -> tlsrelay.backend.v1.FetchSecretRequest
-	14, // 9: tlsrelay.backend.v1.Backend.StoreSecret:input_type -> tlsrelay.backend.v1.StoreSecretRequest
-	16, // 10: tlsrelay.backend.v1.Backend.DeleteSecret:input_type -> tlsrelay.backend.v1.DeleteSecretRequest
-	1,  // 11: tlsrelay.backend.v1.Backend.Info:output_type -> tlsrelay.backend.v1.InfoResponse
-	3,  // 12: tlsrelay.backend.v1.Backend.Configure:output_type -> tlsrelay.backend.v1.ConfigureResponse
-	6,  // 13: tlsrelay.backend.v1.Backend.CreateCSR:output_type -> tlsrelay.backend.v1.CreateCSRResponse
-	8,  // 14: tlsrelay.backend.v1.Backend.SignCSR:output_type -> tlsrelay.backend.v1.SignCSRResponse
-	10, // 15: tlsrelay.backend.v1.Backend.CA:output_type -> tlsrelay.backend.v1.CAResponse
-	13, // 16: tlsrelay.backend.v1.Backend.FetchSecret:output_type -> tlsrelay.backend.v1.FetchSecretResponse
-	15, // 17: tlsrelay.backend.v1.Backend.StoreSecret:output_type -> tlsrelay.backend.v1.StoreSecretResponse
-	17, // 18: tlsrelay.backend.v1.Backend.DeleteSecret:output_type -> tlsrelay.backend.v1.DeleteSecretResponse
-	11, // [11:19] is the sub-list for method output_type
-	3,  // [3:11] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	18, // 3: tlsrelay.backend.v1.ExportCAResponse.ca:type_name -> tlsrelay.backend.v1.CAKeyPair
+	18, // 4: tlsrelay.backend.v1.ImportCARequest.ca:type_name -> tlsrelay.backend.v1.CAKeyPair
+	0,  // 5: tlsrelay.backend.v1.Backend.Info:input_type -> tlsrelay.backend.v1.InfoRequest
+	2,  // 6: tlsrelay.backend.v1.Backend.Configure:input_type -> tlsrelay.backend.v1.ConfigureRequest
+	5,  // 7: tlsrelay.backend.v1.Backend.CreateCSR:input_type -> tlsrelay.backend.v1.CreateCSRRequest
+	7,  // 8: tlsrelay.backend.v1.Backend.SignCSR:input_type -> tlsrelay.backend.v1.SignCSRRequest
+	9,  // 9: tlsrelay.backend.v1.Backend.CA:input_type -> tlsrelay.backend.v1.CARequest
+	11, // 10: tlsrelay.backend.v1.Backend.FetchSecret:input_type -> tlsrelay.backend.v1.FetchSecretRequest
+	14, // 11: tlsrelay.backend.v1.Backend.StoreSecret:input_type -> tlsrelay.backend.v1.StoreSecretRequest
+	16, // 12: tlsrelay.backend.v1.Backend.DeleteSecret:input_type -> tlsrelay.backend.v1.DeleteSecretRequest
+	19, // 13: tlsrelay.backend.v1.Backend.ExportCA:input_type -> tlsrelay.backend.v1.ExportCARequest
+	21, // 14: tlsrelay.backend.v1.Backend.ImportCA:input_type -> tlsrelay.backend.v1.ImportCARequest
+	1,  // 15: tlsrelay.backend.v1.Backend.Info:output_type -> tlsrelay.backend.v1.InfoResponse
+	3,  // 16: tlsrelay.backend.v1.Backend.Configure:output_type -> tlsrelay.backend.v1.ConfigureResponse
+	6,  // 17: tlsrelay.backend.v1.Backend.CreateCSR:output_type -> tlsrelay.backend.v1.CreateCSRResponse
+	8,  // 18: tlsrelay.backend.v1.Backend.SignCSR:output_type -> tlsrelay.backend.v1.SignCSRResponse
+	10, // 19: tlsrelay.backend.v1.Backend.CA:output_type -> tlsrelay.backend.v1.CAResponse
+	13, // 20: tlsrelay.backend.v1.Backend.FetchSecret:output_type -> tlsrelay.backend.v1.FetchSecretResponse
+	15, // 21: tlsrelay.backend.v1.Backend.StoreSecret:output_type -> tlsrelay.backend.v1.StoreSecretResponse
+	17, // 22: tlsrelay.backend.v1.Backend.DeleteSecret:output_type -> tlsrelay.backend.v1.DeleteSecretResponse
+	20, // 23: tlsrelay.backend.v1.Backend.ExportCA:output_type -> tlsrelay.backend.v1.ExportCAResponse
+	22, // 24: tlsrelay.backend.v1.Backend.ImportCA:output_type -> tlsrelay.backend.v1.ImportCAResponse
+	15, // [15:25] is the sub-list for method output_type
+	5,  // [5:15] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_backend_proto_init() }
@@ -1048,7 +1282,7 @@ func file_backend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_backend_proto_rawDesc), len(file_backend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   18,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,8 @@ const (
 	Backend_FetchSecret_FullMethodName  = "/tlsrelay.backend.v1.Backend/FetchSecret"
 	Backend_StoreSecret_FullMethodName  = "/tlsrelay.backend.v1.Backend/StoreSecret"
 	Backend_DeleteSecret_FullMethodName = "/tlsrelay.backend.v1.Backend/DeleteSecret"
+	Backend_ExportCA_FullMethodName     = "/tlsrelay.backend.v1.Backend/ExportCA"
+	Backend_ImportCA_FullMethodName     = "/tlsrelay.backend.v1.Backend/ImportCA"
 )
 
 // BackendClient is the client API for Backend service.
@@ -58,6 +60,13 @@ type BackendClient interface {
 	StoreSecret(ctx context.Context, in *StoreSecretRequest, opts ...grpc.CallOption) (*StoreSecretResponse, error)
 	// DeleteSecret deletes a stored secret; a secret already gone is not an error.
 	DeleteSecret(ctx context.Context, in *DeleteSecretRequest, opts ...grpc.CallOption) (*DeleteSecretResponse, error)
+	// ExportCA returns the signing CA's certificate and private key, so that a new leader
+	// on another host can sign with the same CA (the host seals the key before it leaves
+	// the process). Capability "ca_export".
+	ExportCA(ctx context.Context, in *ExportCARequest, opts ...grpc.CallOption) (*ExportCAResponse, error)
+	// ImportCA makes the given CA the backend's signing CA, replacing the one it holds.
+	// Capability "ca_import".
+	ImportCA(ctx context.Context, in *ImportCARequest, opts ...grpc.CallOption) (*ImportCAResponse, error)
 }
 
 type backendClient struct {
@@ -148,6 +157,26 @@ func (c *backendClient) DeleteSecret(ctx context.Context, in *DeleteSecretReques
 	return out, nil
 }
 
+func (c *backendClient) ExportCA(ctx context.Context, in *ExportCARequest, opts ...grpc.CallOption) (*ExportCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExportCAResponse)
+	err := c.cc.Invoke(ctx, Backend_ExportCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *backendClient) ImportCA(ctx context.Context, in *ImportCARequest, opts ...grpc.CallOption) (*ImportCAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ImportCAResponse)
+	err := c.cc.Invoke(ctx, Backend_ImportCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BackendServer is the server API for Backend service.
 // All implementations must embed UnimplementedBackendServer
 // for forward compatibility.
@@ -169,6 +198,13 @@ type BackendServer interface {
 	StoreSecret(context.Context, *StoreSecretRequest) (*StoreSecretResponse, error)
 	// DeleteSecret deletes a stored secret; a secret already gone is not an error.
 	DeleteSecret(context.Context, *DeleteSecretRequest) (*DeleteSecretResponse, error)
+	// ExportCA returns the signing CA's certificate and private key, so that a new leader
+	// on another host can sign with the same CA (the host seals the key before it leaves
+	// the process). Capability "ca_export".
+	ExportCA(context.Context, *ExportCARequest) (*ExportCAResponse, error)
+	// ImportCA makes the given CA the backend's signing CA, replacing the one it holds.
+	// Capability "ca_import".
+	ImportCA(context.Context, *ImportCARequest) (*ImportCAResponse, error)
 	mustEmbedUnimplementedBackendServer()
 }
 
@@ -202,6 +238,12 @@ func (UnimplementedBackendServer) StoreSecret(context.Context, *StoreSecretReque
 }
 func (UnimplementedBackendServer) DeleteSecret(context.Context, *DeleteSecretRequest) (*DeleteSecretResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteSecret not implemented")
+}
+func (UnimplementedBackendServer) ExportCA(context.Context, *ExportCARequest) (*ExportCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ExportCA not implemented")
+}
+func (UnimplementedBackendServer) ImportCA(context.Context, *ImportCARequest) (*ImportCAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ImportCA not implemented")
 }
 func (UnimplementedBackendServer) mustEmbedUnimplementedBackendServer() {}
 func (UnimplementedBackendServer) testEmbeddedByValue()                 {}
@@ -368,6 +410,42 @@ func _Backend_DeleteSecret_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Backend_ExportCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExportCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServer).ExportCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Backend_ExportCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServer).ExportCA(ctx, req.(*ExportCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Backend_ImportCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ImportCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServer).ImportCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Backend_ImportCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServer).ImportCA(ctx, req.(*ImportCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Backend_ServiceDesc is the grpc.ServiceDesc for Backend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -406,6 +484,14 @@ var Backend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteSecret",
 			Handler:    _Backend_DeleteSecret_Handler,
+		},
+		{
+			MethodName: "ExportCA",
+			Handler:    _Backend_ExportCA_Handler,
+		},
+		{
+			MethodName: "ImportCA",
+			Handler:    _Backend_ImportCA_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,7 +1,8 @@
-package main
+package up
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"text/tabwriter"
@@ -15,7 +16,7 @@ func prove(ctx context.Context, out io.Writer, p *progress, units []verify.Unit,
 	ids, err := verify.LoadAll(units)
 	if err != nil {
 		fmt.Fprintf(out, "FAILED: %v\n", err)
-		return errNotProven
+		return ErrNotProven
 	}
 	start := time.Now()
 	handshakes, mtlsErr := verify.MutualTLS(ctx, ids, parallel)
@@ -35,8 +36,11 @@ func prove(ctx context.Context, out io.Writer, p *progress, units []verify.Unit,
 	fmt.Fprintf(out, "%d/%d mutual-TLS handshakes (TLS 1.3, both sides verified) in %s\n", handshakes, want, tookTLS)
 	if mtlsErr != nil || handshakes != want {
 		fmt.Fprintf(out, "FAILED: %v\n", mtlsErr)
-		return errNotProven
+		return ErrNotProven
 	}
 	fmt.Fprintf(out, "OK: %d units up in %s\n", len(ids), p.elapsed())
 	return nil
 }
+
+// ErrNotProven is returned when the proof fails; the table says why.
+var ErrNotProven = errors.New("the group's certificates did not prove out")

@@ -1,4 +1,4 @@
-package main
+package up
 
 import (
 	"context"
@@ -49,8 +49,11 @@ func (p *progress) printf(format string, args ...any) {
 func (p *progress) update(s agent.Status) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	old, seen := p.status[s.Unit]
 	p.status[s.Unit] = s
-	if p.n <= verboseUnits {
+	if seen && old.State == s.State && old.Leader == s.Leader && old.Error == s.Error && len(old.Signing) == len(s.Signing) {
+		// a serial arriving for the same state: nothing new to print
+	} else if p.n <= verboseUnits {
 		p.printf("%-12s %s%s\n", s.Unit, s.State, describe(s))
 	} else if time.Since(p.lastSummary) >= summaryEvery {
 		p.lastSummary = time.Now()

@@ -1,0 +1,245 @@
+// Package up runs a whole peer group on one machine and proves its certificates: what
+// `tlsrelay up` does. On the embedded store (the default) it starts a real single-member
+// etcd and runs every unit as its own `tlsrelay agent` process with its own plugin
+// processes, the topology of units on many hosts; on the memory store every unit runs in
+// this process. Then it checks every certificate and mutual TLS between the units.
+package up
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tlsrelay/tlsrelay/core/agent"
+	"github.com/tlsrelay/tlsrelay/core/backend"
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
+	"github.com/tlsrelay/tlsrelay/core/unit"
+	"github.com/tlsrelay/tlsrelay/core/verify"
+)
+
+// Options configure Run.
+type Options struct {
+	Config *config.Config
+	// ConfigFile is the operator's YAML (may be empty), handed to each agent process.
+	ConfigFile string
+	Units      int
+	Dir        string
+	// Parallel bounds concurrent handshakes in the proof.
+	Parallel int
+	Out      io.Writer // the result table
+	Progress io.Writer // progress lines
+	Log      hclog.Logger
+	// LogLevel is handed to agent processes; their logs go to DIR/logs/<unit>.log.
+	LogLevel string
+	// Self is the tlsrelay binary (default: this one).
+	Self string
+}
+
+// Run runs the group until every unit holds a certificate, stops it, and proves it.
+func Run(ctx context.Context, opts Options) error {
+	if opts.Units < 1 {
+		return fmt.Errorf("--units must be at least 1, not %d", opts.Units)
+	}
+	if opts.Self == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return err
+		}
+		opts.Self = self
+	}
+	if opts.Log == nil {
+		opts.Log = hclog.NewNullLogger()
+	}
+	cfg := opts.Config
+	p := newProgress(opts.Progress, opts.Units)
+	fmt.Fprintf(p.w, "tlsrelay up: %d units, store=%s, csr=%s signer=%s, files in %s\n",
+		opts.Units, cfg.Relation.Store, cfg.Roles.CSR, cfg.Roles.Signer, opts.Dir)
+	units := unitsOf(cfg, opts.Dir, opts.Units)
+	var run func(context.Context, Options, []verify.Unit, *progress, *timings) error
+	switch cfg.Relation.Store {
+	case config.StoreMemory:
+		run = runInProcess
+	default:
+		run = runProcesses
+	}
+	t := &timings{start: time.Now()}
+	if err := run(ctx, opts, units, p, t); err != nil {
+		return err
+	}
+	t.mark("issuance")
+	p.printf("all %d units hold certificates after %s; proving them\n", opts.Units, p.elapsed())
+	err := prove(ctx, opts.Out, p, units, opts.Parallel)
+	t.mark("proof")
+	fmt.Fprintf(opts.Out, "time: %s\n", t)
+	return err
+}
+
+// timings records where the time of a run went.
+type timings struct {
+	start, last time.Time
+	parts       []string
+}
+
+func (t *timings) mark(what string) {
+	now := time.Now()
+	from := t.last
+	if from.IsZero() {
+		from = t.start
+	}
+	t.parts = append(t.parts, fmt.Sprintf("%s %s", what, now.Sub(from).Round(time.Millisecond)))
+	t.last = now
+}
+
+func (t *timings) String() string { return strings.Join(t.parts, ", ") }
+
+// unitsOf names the group's units <application>/0..n-1 with their output directories.
+func unitsOf(cfg *config.Config, dir string, n int) []verify.Unit {
+	app, _, _ := strings.Cut(cfg.Unit, "/")
+	units := make([]verify.Unit, n)
+	for i := range units {
+		name := fmt.Sprintf("%s/%d", app, i)
+		units[i] = verify.Unit{Name: name, Dir: filepath.Join(dir, protocol.UnitDNSName(name))}
+	}
+	return units
+}
+
+// runProcesses runs each unit as a `tlsrelay agent` process on etcd: the embedded member
+// (started here, data in DIR/etcd), or the configured cluster.
+func runProcesses(ctx context.Context, opts Options, units []verify.Unit, p *progress, t *timings) error {
+	cfg := *opts.Config
+	endpoints := cfg.Relation.Etcd.Endpoints
+	if cfg.Relation.Store == config.StoreEmbedded {
+		srv, err := embedded.Start(embedded.Options{Dir: filepath.Join(opts.Dir, "etcd")})
+		if err != nil {
+			return err
+		}
+		defer srv.Close()
+		endpoints = []string{srv.Endpoint()}
+		cfg.Relation.Store, cfg.Relation.Etcd.Endpoints = config.StoreEtcd, endpoints
+		t.mark("etcd start")
+		p.printf("embedded etcd ready at %s (data in %s)\n", srv.Endpoint(), filepath.Join(opts.Dir, "etcd"))
+	}
+	store, err := unit.OpenEtcd(&cfg, opts.Log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	obs, err := store.Observe(ctx)
+	if err != nil {
+		return fmt.Errorf("relation on %v: %w", endpoints, err)
+	}
+	defer obs.Close()
+
+	g := &processGroup{self: opts.Self, logDir: filepath.Join(opts.Dir, "logs")}
+	defer g.stop()
+	env := []string{
+		"TLSRELAY_RELATION_STORE=etcd",
+		"TLSRELAY_RELATION_ETCD_ENDPOINTS=" + strings.Join(endpoints, ","),
+		"TLSRELAY_STATE_DIR=" + filepath.Join(opts.Dir, "state"),
+		"TLSRELAY_ROLES_CSR=" + cfg.Roles.CSR,
+		"TLSRELAY_ROLES_SIGNER=" + cfg.Roles.Signer,
+	}
+	for _, u := range units {
+		unitEnv := append(env, "TLSRELAY_UNIT="+u.Name, "TLSRELAY_CERTIFICATE_OUTPUT_DIR="+u.Dir)
+		if err := g.start(u.Name, opts.ConfigFile, opts.LogLevel, unitEnv, p.fail); err != nil {
+			return err
+		}
+	}
+	t.mark("agents start")
+	p.printf("%d agent processes started (logs in %s)\n", len(units), g.logDir)
+	if err := follow(ctx, obs, p); err != nil {
+		return fmt.Errorf("group did not converge: %w\n%s", err, p.pending())
+	}
+	return nil
+}
+
+// follow feeds the units' published status to the progress until all are done.
+func follow(ctx context.Context, obs relation.Observer, p *progress) error {
+	seen := map[string]agent.Status{}
+	for {
+		snap, err := obs.Snapshot(ctx)
+		if err != nil {
+			return err
+		}
+		for name, bag := range snap.Units {
+			s := agent.StatusFromBag(name, snap.Leader == name, bag)
+			if s.State == "" {
+				continue
+			}
+			if old, ok := seen[name]; !ok || old.State != s.State || old.Serial != s.Serial || old.Leader != s.Leader || old.Error != s.Error {
+				seen[name] = s
+				p.update(s)
+			}
+		}
+		select {
+		case <-p.done:
+			return nil
+		case <-snap.Changed:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// runInProcess runs every unit in this process on the memory relation.
+func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *progress, _ *timings) error {
+	cfg := opts.Config
+	store := relation.NewMemory()
+	defer store.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	var hosts []*backend.Host
+	defer func() {
+		cancel()
+		wg.Wait()
+		closeAll(hosts)
+	}()
+	hostInfo := config.LocalHost()
+	for _, u := range units {
+		host, err := backend.New(backend.Options{Self: opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
+			StateDir: filepath.Join(opts.Dir, "state"), Logger: opts.Log.Named(u.Name)})
+		if err != nil {
+			return err
+		}
+		hosts = append(hosts, host)
+		member, err := store.Join(ctx, u.Name, relation.JoinOptions{LeaderEligible: cfg.Relation.LeaderEligible})
+		if err != nil {
+			return err
+		}
+		a, err := agent.New(agent.Options{Member: member, Backends: host, Certificate: cfg.Certificate,
+			Dir: u.Dir, Host: hostInfo, Log: opts.Log, OnStatus: p.update, Relation: cfg.Relation.Name})
+		if err != nil {
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Run(ctx); err != nil {
+				p.fail(u.Name, err)
+			}
+		}()
+	}
+	if err := p.waitAll(ctx); err != nil {
+		return fmt.Errorf("group did not converge: %w\n%s", err, p.pending())
+	}
+	return nil
+}
+
+func closeAll(hosts []*backend.Host) {
+	var wg sync.WaitGroup
+	for _, h := range hosts {
+		wg.Add(1)
+		go func() { defer wg.Done(); h.Close() }()
+	}
+	wg.Wait()
+}
