@@ -1,0 +1,254 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
+	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/core/verify"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// agents runs `tlsrelay agent` processes against one etcd, each unit with its own state
+// directory (its own signer CA), so only the sealed CA in leader data can carry the CA
+// from one leader to the next.
+type agents struct {
+	t      *testing.T
+	bin    string
+	dir    string
+	config string
+	mu     sync.Mutex
+	procs  map[string]*exec.Cmd
+}
+
+func newAgents(t *testing.T, endpoint string, ttl time.Duration) *agents {
+	dir := t.TempDir()
+	key := make([]byte, caseal.KeySize)
+	rand.Read(key)
+	keyFile := filepath.Join(dir, "seal.key")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(dir, "tlsrelay.yaml")
+	yaml := fmt.Sprintf(`relation:
+  name: failover
+  store: etcd
+  etcd: {endpoints: [%q], lease_ttl: %s}
+ca_seal: {key_file: %q}
+`, endpoint, ttl, keyFile)
+	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a := &agents{t: t, bin: testbinBuild(t), dir: dir, config: config, procs: map[string]*exec.Cmd{}}
+	t.Cleanup(a.killAll)
+	return a
+}
+
+func (a *agents) unitDir(unit string) string {
+	return filepath.Join(a.dir, protocol.UnitDNSName(unit))
+}
+
+func (a *agents) start(unit string) {
+	a.t.Helper()
+	log, err := os.Create(filepath.Join(a.dir, protocol.UnitDNSName(unit)+".log"))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer log.Close()
+	cmd := exec.Command(a.bin, "agent", "--config", a.config, "--log-level", "info")
+	cmd.Env = append(os.Environ(), "TLSRELAY_UNIT="+unit,
+		"TLSRELAY_STATE_DIR="+filepath.Join(a.dir, "state-"+protocol.UnitDNSName(unit)),
+		"TLSRELAY_CERTIFICATE_OUTPUT_DIR="+a.unitDir(unit))
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the agent and its plugins
+	if err := cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	a.mu.Lock()
+	a.procs[unit] = cmd
+	a.mu.Unlock()
+}
+
+// signal signals the unit's whole process group: the agent and its plugin processes.
+func (a *agents) signal(unit string, sig syscall.Signal) {
+	a.mu.Lock()
+	cmd := a.procs[unit]
+	a.mu.Unlock()
+	if err := syscall.Kill(-cmd.Process.Pid, sig); err != nil {
+		a.t.Fatalf("signal %s: %v", unit, err)
+	}
+	if sig == syscall.SIGKILL {
+		cmd.Wait()
+		a.mu.Lock()
+		delete(a.procs, unit)
+		a.mu.Unlock()
+	}
+}
+
+func (a *agents) killAll() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for unit, cmd := range a.procs {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		delete(a.procs, unit)
+	}
+}
+
+func (a *agents) running() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var units []string
+	for u := range a.procs {
+		units = append(units, u)
+	}
+	return units
+}
+
+func awaitObs(t *testing.T, obs relation.Observer, what string, timeout time.Duration, cond func(relation.Snapshot) bool) relation.Snapshot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for {
+		s, err := obs.Snapshot(ctx)
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", what, err)
+		}
+		if cond(s) {
+			return s
+		}
+		select {
+		case <-s.Changed:
+		case <-ctx.Done():
+			t.Fatalf("timed out after %s waiting for %s; leader %q, units %d", timeout, what, s.Leader, len(s.Units))
+		}
+	}
+}
+
+func caFingerprint(t *testing.T, bundle string) string {
+	t.Helper()
+	certs, err := certutil.ParseCertificates([]byte(bundle))
+	if err != nil {
+		t.Fatalf("CA bundle: %v", err)
+	}
+	return caseal.Fingerprint(certs[0].Raw)
+}
+
+func available(s relation.Snapshot, unit string) bool {
+	return s.Units[unit][protocol.KeyState] == string(protocol.StateCertificateAvailable) && s.Units[unit][protocol.KeySerial] != ""
+}
+
+// Five units as separate processes on etcd; the leader is killed with -9 while a CSR is
+// pending; a new leader is elected within the lease TTL and signs it with the same CA; a
+// unit added afterwards gets a certificate its old peers accept; every unit keeps a
+// valid certificate throughout. Five times in a row.
+func TestLeaderFailoverKeepsTheCA(t *testing.T) {
+	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	const ttl = 2 * time.Second
+	ag := newAgents(t, srv.Endpoint(), ttl)
+	store, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: "failover"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	obs, err := store.Observe(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Close()
+
+	next := 0
+	add := func() string {
+		unit := fmt.Sprintf("node/%d", next)
+		next++
+		ag.start(unit)
+		return unit
+	}
+	for range 5 {
+		add()
+	}
+	snap := awaitObs(t, obs, "5 units with certificates", time.Minute, func(s relation.Snapshot) bool {
+		for _, u := range ag.running() {
+			if !available(s, u) {
+				return false
+			}
+		}
+		return s.LeaderData[protocol.KeyCASealed] != ""
+	})
+	groupCA := caFingerprint(t, snap.LeaderData[protocol.KeyCA])
+
+	for round := 1; round <= 5; round++ {
+		leader := snap.Leader
+		// Freeze the leader, so the next CSR is certainly pending when it dies.
+		ag.signal(leader, syscall.SIGSTOP)
+		pending := add()
+		awaitObs(t, obs, pending+"'s CSR", 30*time.Second, func(s relation.Snapshot) bool {
+			return s.Units[pending][protocol.KeyCSR] != ""
+		})
+		ag.signal(leader, syscall.SIGKILL)
+		killed := time.Now()
+		snap = awaitObs(t, obs, "a new leader", 30*time.Second, func(s relation.Snapshot) bool {
+			return s.Leader != "" && s.Leader != leader
+		})
+		took := time.Since(killed)
+		t.Logf("round %d: killed %s; %s leads after %s (lease TTL %s)", round, leader, snap.Leader, took.Round(time.Millisecond), ttl)
+		if took > ttl+2*time.Second {
+			t.Errorf("round %d: a new leader after %s, more than the lease TTL %s (and 2 s of slack)", round, took, ttl)
+		}
+		snap = awaitObs(t, obs, pending+"'s certificate from the new leader", 30*time.Second, func(s relation.Snapshot) bool {
+			return available(s, pending)
+		})
+		if got := caFingerprint(t, snap.LeaderData[protocol.KeyCA]); got != groupCA {
+			t.Fatalf("round %d: the group's CA changed from %.16s to %.16s", round, groupCA, got)
+		}
+		later := add()
+		snap = awaitObs(t, obs, later+"'s certificate", 30*time.Second, func(s relation.Snapshot) bool { return available(s, later) })
+		proveGroup(t, ag, groupCA, round)
+		if b, _ := os.ReadFile(filepath.Join(ag.dir, protocol.UnitDNSName(snap.Leader)+".log")); !strings.Contains(string(b), "imported the group's CA from its sealed copy") {
+			t.Errorf("round %d: the new leader %s signed without importing the sealed CA:\n%s", round, snap.Leader, b)
+		}
+	}
+}
+
+// proveGroup: every running unit holds a certificate of the group's CA, and every pair
+// completes mutual TLS.
+func proveGroup(t *testing.T, ag *agents, groupCA string, round int) {
+	t.Helper()
+	var units []verify.Unit
+	for _, u := range ag.running() {
+		units = append(units, verify.Unit{Name: u, Dir: ag.unitDir(u)})
+		caPEM, err := os.ReadFile(filepath.Join(ag.unitDir(u), "ca.crt"))
+		if err != nil {
+			t.Fatalf("round %d: %s: %v", round, u, err)
+		}
+		if got := caFingerprint(t, string(caPEM)); got != groupCA {
+			t.Fatalf("round %d: %s trusts CA %.16s, not the group's %.16s", round, u, got, groupCA)
+		}
+	}
+	ids, err := verify.LoadAll(units)
+	if err != nil {
+		t.Fatalf("round %d: %v", round, err)
+	}
+	n, err := verify.MutualTLS(context.Background(), ids, 8)
+	if err != nil || n != len(ids)*(len(ids)-1) {
+		t.Fatalf("round %d: %d/%d handshakes: %v", round, n, len(ids)*(len(ids)-1), err)
+	}
+}
