@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/core/status"
 	"github.com/tlsrelay/tlsrelay/core/verify"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -222,8 +224,36 @@ func TestLeaderFailoverKeepsTheCA(t *testing.T) {
 		later := add()
 		snap = awaitObs(t, obs, later+"'s certificate", 30*time.Second, func(s relation.Snapshot) bool { return available(s, later) })
 		proveGroup(t, ag, groupCA, round)
+		if round == 5 {
+			checkStatus(t, ag, snap.Leader, groupCA)
+		}
 		if b, _ := os.ReadFile(filepath.Join(ag.dir, protocol.UnitDNSName(snap.Leader)+".log")); !strings.Contains(string(b), "imported the group's CA from its sealed copy") {
 			t.Errorf("round %d: the new leader %s signed without importing the sealed CA:\n%s", round, snap.Leader, b)
+		}
+	}
+}
+
+// checkStatus: `tlsrelay status --json` on the running group names its leader and CA and
+// every unit's certificate.
+func checkStatus(t *testing.T, ag *agents, leader, groupCA string) {
+	t.Helper()
+	r := runBinary(t, ag.bin, "status", "--config", ag.config, "--json")
+	if r.code != 0 {
+		t.Fatalf("status exited %d: %s", r.code, r.stderr)
+	}
+	var g status.Group
+	if err := json.Unmarshal([]byte(r.stdout), &g); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, r.stdout)
+	}
+	if g.Relation != "failover" || g.Leader != leader || g.CASHA256 != groupCA || !g.CASealed {
+		t.Errorf("status: relation %q leader %q CA %.16s sealed %v; want failover, %s, %.16s, true", g.Relation, g.Leader, g.CASHA256, g.CASealed, leader, groupCA)
+	}
+	if len(g.Units) != len(ag.running()) {
+		t.Errorf("status lists %d units, %d are running:\n%s", len(g.Units), len(ag.running()), r.stdout)
+	}
+	for _, u := range g.Units {
+		if _, err := time.Parse(time.RFC3339, u.NotAfter); u.State != string(protocol.StateCertificateAvailable) || u.Serial == "" || err != nil {
+			t.Errorf("status of %s: %+v", u.Unit, u)
 		}
 	}
 }

@@ -1,0 +1,106 @@
+// Package status reads a group's state from its relation, as `tlsrelay status` shows it:
+// the leader, the CA's fingerprint, and what each unit last published of itself.
+package status
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// Group is the JSON shape of `tlsrelay status --json`.
+type Group struct {
+	Relation string `json:"relation"`
+	Leader   string `json:"leader"`
+	CASHA256 string `json:"ca_sha256"`
+	// CASealed says leader data holds the sealed CA key a new leader needs.
+	CASealed bool   `json:"ca_sealed"`
+	Units    []Unit `json:"units"`
+}
+
+// Unit is one unit's published status.
+type Unit struct {
+	Unit     string `json:"unit"`
+	State    string `json:"state"`
+	Serial   string `json:"serial"`
+	NotAfter string `json:"not_after"`
+	// Error is the unit's last failure, the leader's reason not to sign, or the
+	// leader's rejection of its CSR.
+	Error string `json:"error"`
+}
+
+// FromSnapshot reads a whole-relation snapshot (an Observer's).
+func FromSnapshot(relationName string, s relation.Snapshot) Group {
+	g := Group{Relation: relationName, Leader: s.Leader, Units: []Unit{}}
+	if certs, err := certutil.ParseCertificates([]byte(s.LeaderData[protocol.KeyCA])); err == nil {
+		g.CASHA256 = caseal.Fingerprint(certs[0].Raw)
+	}
+	_, g.CASealed = caseal.Decode(s.LeaderData[protocol.KeyCASealed])
+	for name, bag := range s.Units {
+		u := Unit{Unit: name, State: bag[protocol.KeyState], Serial: bag[protocol.KeySerial],
+			NotAfter: bag[protocol.KeyNotAfter], Error: bag[protocol.KeyError]}
+		if u.State == string(protocol.StateRejected) && u.Error == "" {
+			u.Error = bag[protocol.KeyDetail]
+		}
+		g.Units = append(g.Units, u)
+	}
+	slices.SortFunc(g.Units, func(a, b Unit) int { return compareUnits(a.Unit, b.Unit) })
+	return g
+}
+
+// compareUnits orders units by application, then number: db/2 before db/10.
+func compareUnits(a, b string) int {
+	appA, numA, _ := strings.Cut(a, "/")
+	appB, numB, _ := strings.Cut(b, "/")
+	if c := strings.Compare(appA, appB); c != 0 {
+		return c
+	}
+	na, errA := strconv.Atoi(numA)
+	nb, errB := strconv.Atoi(numB)
+	if errA != nil || errB != nil {
+		return strings.Compare(numA, numB)
+	}
+	return na - nb
+}
+
+// WriteJSON writes the group as JSON.
+func (g Group) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(g)
+}
+
+// WriteTable writes the group for a person.
+func (g Group) WriteTable(w io.Writer) error {
+	fp := g.CASHA256
+	if len(fp) > 16 {
+		fp = fp[:16]
+	}
+	sealed := "no sealed CA key (a leader on another host cannot take over the CA)"
+	if g.CASealed {
+		sealed = "CA key sealed in leader data"
+	}
+	fmt.Fprintf(w, "relation %s, leader %s, CA %s, %s\n\n", g.Relation, orNone(g.Leader), orNone(fp), sealed)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "UNIT\tSTATE\tSERIAL\tNOT AFTER\tERROR")
+	for _, u := range g.Units {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Unit, orNone(u.State), u.Serial, u.NotAfter, u.Error)
+	}
+	return tw.Flush()
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "(none)"
+	}
+	return s
+}
