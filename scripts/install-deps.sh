@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the programs tlsrelay's tests run for real (Debian packages), when missing:
-# openssl, easy-rsa, and an OpenStack Barbican and Keystone (run by scripts/*-server.sh).
+# openssl, easy-rsa, an OpenStack Barbican and Keystone (run by scripts/*-server.sh), and
+# etcd-server (the external etcd cluster of the relation tests).
 # Needs root (or sudo) to install; does nothing when everything is present.
 set -euo pipefail
 
@@ -11,6 +12,7 @@ needs=(
   "curl curl"
   "/usr/lib/python3/dist-packages/barbican python3-barbican"
   "keystone-wsgi-public keystone"
+  "/usr/bin/etcd etcd-server"
 )
 
 missing=()

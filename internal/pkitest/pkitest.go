@@ -11,6 +11,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math/big"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -83,6 +84,7 @@ func NewCA(tb testing.TB, cn string, now time.Time) CA {
 type Leaf struct {
 	CN        string
 	DNS       []string
+	IPs       []net.IP
 	NotBefore time.Time
 	NotAfter  time.Time
 }
@@ -97,7 +99,7 @@ func (ca CA) Issue(tb testing.TB, pub crypto.PublicKey, l Leaf) (*x509.Certifica
 		l.NotAfter = l.NotBefore.Add(30 * 24 * time.Hour)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: l.CN}, DNSNames: l.DNS,
+		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: l.CN}, DNSNames: l.DNS, IPAddresses: l.IPs,
 		NotBefore: l.NotBefore, NotAfter: l.NotAfter,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	}

@@ -175,3 +175,36 @@ func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))
 	return len(p), nil
 }
+
+// Debian's etcd-server as the external cluster, over TLS with client certificates: the
+// same behaviour as on the embedded member, from the v3.7 client to a 3.4 server.
+func TestExternalEtcdOverTLS(t *testing.T) {
+	srv := testservers.StartEtcd(t)
+	tlsConfig, err := etcd.TLSConfig(srv.CAFile, srv.CertFile, srv.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	relationtest.Run(t, func(t *testing.T) relation.Store {
+		s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint}, TLS: tlsConfig,
+			Relation: fmt.Sprintf("r%d", relations.Add(1)), LeaseTTL: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+	// Without a client certificate, etcd refuses the connection.
+	noCert, err := etcd.TLSConfig(srv.CAFile, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint}, TLS: noCert, Relation: "x", DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := s.Join(ctx, "db/0", relation.JoinOptions{}); err == nil {
+		t.Fatal("etcd with --client-cert-auth accepted a client without a certificate")
+	}
+}
