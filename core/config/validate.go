@@ -63,17 +63,6 @@ func (r Relation) validate(p *problems) {
 	if (e.TLS.CertFile == "") != (e.TLS.KeyFile == "") {
 		p.add("relation.etcd.tls", "cert_file and key_file go together")
 	}
-	for key, path := range map[string]string{"ca_file": e.TLS.CAFile, "cert_file": e.TLS.CertFile, "key_file": e.TLS.KeyFile} {
-		if path == "" {
-			continue
-		}
-		if _, err := os.Stat(path); err != nil {
-			p.add("relation.etcd.tls."+key, "%v", err)
-		}
-	}
-	if (e.Username == "") != (e.Password == "") {
-		p.add("relation.etcd.username", "username and password go together")
-	}
 }
 
 func (c *Config) validateSecrets(p *problems) {
