@@ -104,7 +104,10 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 	for _, p := range f.scope.prefixes {
 		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
 	}
-	resp, err := f.client.Txn(ctx).Then(ops...).Commit()
+	// Bounded per attempt: a request stuck on a broken connection is retried, not waited on.
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := f.client.Txn(rctx).Then(ops...).Commit()
 	if err != nil {
 		return 0, err
 	}

@@ -82,8 +82,8 @@ func Open(opts Options) (*Store, error) {
 		Password:    opts.Password,
 		DialTimeout: opts.DialTimeout,
 		// Keepalives notice a dead connection within seconds, so watches resume promptly.
-		DialKeepAliveTime:    2 * time.Second,
-		DialKeepAliveTimeout: 2 * time.Second,
+		DialKeepAliveTime:    5 * time.Second,
+		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(),
 		// gRPC's reconnect backoff grows to two minutes; a unit should be back within
 		// seconds of etcd.
