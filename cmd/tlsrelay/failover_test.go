@@ -20,6 +20,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
 	"github.com/tlsrelay/tlsrelay/core/status"
 	"github.com/tlsrelay/tlsrelay/core/verify"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -123,22 +124,7 @@ func (a *agents) running() []string {
 
 func awaitObs(t *testing.T, obs relation.Observer, what string, timeout time.Duration, cond func(relation.Snapshot) bool) relation.Snapshot {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for {
-		s, err := obs.Snapshot(ctx)
-		if err != nil {
-			t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if cond(s) {
-			return s
-		}
-		select {
-		case <-s.Changed:
-		case <-ctx.Done():
-			t.Fatalf("timed out after %s waiting for %s; leader %q, units %d", timeout, what, s.Leader, len(s.Units))
-		}
-	}
+	return relationtest.AwaitWithin(t, obs, what, timeout, cond)
 }
 
 func caFingerprint(t *testing.T, bundle string) string {

@@ -63,12 +63,21 @@ func Join(t *testing.T, s relation.Store, unit string, eligible bool) relation.M
 	return m
 }
 
-// Await waits until cond holds for m's snapshot and returns that snapshot.
-func Await(t *testing.T, m interface {
+// Viewer is a member or an observer: anything with snapshots.
+type Viewer interface {
 	Snapshot(context.Context) (relation.Snapshot, error)
-}, what string, cond func(relation.Snapshot) bool) relation.Snapshot {
+}
+
+// Await waits until cond holds for m's snapshot and returns that snapshot.
+func Await(t *testing.T, m Viewer, what string, cond func(relation.Snapshot) bool) relation.Snapshot {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), Timeout)
+	return AwaitWithin(t, m, what, Timeout, cond)
+}
+
+// AwaitWithin is Await with its own timeout.
+func AwaitWithin(t *testing.T, m Viewer, what string, timeout time.Duration, cond func(relation.Snapshot) bool) relation.Snapshot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var last relation.Snapshot
 	for {
