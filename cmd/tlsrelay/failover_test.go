@@ -33,12 +33,22 @@ type agents struct {
 	t      *testing.T
 	bin    string
 	dir    string
+	tmp    string
 	config string
 	mu     sync.Mutex
 	procs  map[string]*exec.Cmd
 }
 
 func newAgents(t *testing.T, endpoint string, ttl time.Duration) *agents {
+	return newAgentsWith(t, fmt.Sprintf(`relation:
+  name: failover
+  store: etcd
+  etcd: {endpoints: [%q], lease_ttl: %s}
+`, endpoint, ttl))
+}
+
+// newAgentsWith writes yaml, plus a fresh ca_seal key, as the agents' config.
+func newAgentsWith(t *testing.T, yaml string) *agents {
 	dir := t.TempDir()
 	key := make([]byte, caseal.KeySize)
 	rand.Read(key)
@@ -47,16 +57,17 @@ func newAgents(t *testing.T, endpoint string, ttl time.Duration) *agents {
 		t.Fatal(err)
 	}
 	config := filepath.Join(dir, "tlsrelay.yaml")
-	yaml := fmt.Sprintf(`relation:
-  name: failover
-  store: etcd
-  etcd: {endpoints: [%q], lease_ttl: %s}
-ca_seal: {key_file: %q}
-`, endpoint, ttl, keyFile)
+	yaml += fmt.Sprintf("ca_seal: {key_file: %q}\n", keyFile)
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	a := &agents{t: t, bin: testbinBuild(t), dir: dir, config: config, procs: map[string]*exec.Cmd{}}
+	// A short TMPDIR of their own: agents killed with -9 leave their plugins' sockets there.
+	tmp, err := os.MkdirTemp("", "agents-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	a := &agents{t: t, bin: testbinBuild(t), dir: dir, tmp: tmp, config: config, procs: map[string]*exec.Cmd{}}
 	t.Cleanup(a.killAll)
 	return a
 }
@@ -65,7 +76,8 @@ func (a *agents) unitDir(unit string) string {
 	return filepath.Join(a.dir, protocol.UnitDNSName(unit))
 }
 
-func (a *agents) start(unit string) {
+// start runs unit's agent; env adds to (and overrides) its environment.
+func (a *agents) start(unit string, env ...string) {
 	a.t.Helper()
 	log, err := os.Create(filepath.Join(a.dir, protocol.UnitDNSName(unit)+".log"))
 	if err != nil {
@@ -75,7 +87,8 @@ func (a *agents) start(unit string) {
 	cmd := exec.Command(a.bin, "agent", "--config", a.config, "--log-level", "info")
 	cmd.Env = append(os.Environ(), "TLSRELAY_UNIT="+unit,
 		"TLSRELAY_STATE_DIR="+filepath.Join(a.dir, "state-"+protocol.UnitDNSName(unit)),
-		"TLSRELAY_CERTIFICATE_OUTPUT_DIR="+a.unitDir(unit))
+		"TLSRELAY_CERTIFICATE_OUTPUT_DIR="+a.unitDir(unit), "TMPDIR="+a.tmp)
+	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the agent and its plugins
 	if err := cmd.Start(); err != nil {
@@ -122,6 +135,22 @@ func (a *agents) running() []string {
 	return units
 }
 
+// observe follows the whole relation, until the test ends.
+func observe(t *testing.T, opts etcd.Options) relation.Observer {
+	t.Helper()
+	store, err := etcd.Open(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	obs, err := store.Observe(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { obs.Close() })
+	return obs
+}
+
 func awaitObs(t *testing.T, obs relation.Observer, what string, timeout time.Duration, cond func(relation.Snapshot) bool) relation.Snapshot {
 	t.Helper()
 	return relationtest.AwaitWithin(t, obs, what, timeout, cond)
@@ -152,16 +181,7 @@ func TestLeaderFailoverKeepsTheCA(t *testing.T) {
 	defer srv.Close()
 	const ttl = 2 * time.Second
 	ag := newAgents(t, srv.Endpoint(), ttl)
-	store, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: "failover"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	obs, err := store.Observe(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer obs.Close()
+	obs := observe(t, etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: "failover"})
 
 	next := 0
 	add := func() string {

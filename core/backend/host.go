@@ -45,6 +45,9 @@ type Host struct {
 	mu      sync.Mutex
 	closed  bool
 	running map[string]*running
+	// sockets holds the plugins' unix sockets, made on the first start and removed by
+	// Close, with the sockets of any plugin that was killed and could not remove its own.
+	sockets string
 }
 
 type running struct {
@@ -209,7 +212,15 @@ func (h *Host) command(name string, spec config.Plugin) (*exec.Cmd, *plugin.Secu
 		// go-plugin checks the sum again as it starts the binary.
 		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
-	cmd.Env = append(os.Environ(), "TLSRELAY_LOG_LEVEL="+h.log.GetLevel().String())
+	if h.sockets == "" {
+		dir, err := os.MkdirTemp("", "tlsrelay-plugins-")
+		if err != nil {
+			return nil, nil, fmt.Errorf("plugin %s: a directory for its socket: %w", name, err)
+		}
+		h.sockets = dir
+	}
+	cmd.Env = append(os.Environ(), "TLSRELAY_LOG_LEVEL="+h.log.GetLevel().String(),
+		plugin.EnvUnixSocketDir+"="+h.sockets)
 	return cmd, secure, nil
 }
 
@@ -257,6 +268,9 @@ func (h *Host) Close() {
 	for name, r := range h.running {
 		r.client.Kill() // graceful first, then forced after a grace period; waits
 		delete(h.running, name)
+	}
+	if h.sockets != "" {
+		os.RemoveAll(h.sockets)
 	}
 }
 

@@ -55,11 +55,14 @@ const (
 
 // Etcd is how to reach an etcd cluster.
 type Etcd struct {
-	Endpoints []string      `mapstructure:"endpoints"`
-	TLS       EtcdTLS       `mapstructure:"tls"`
-	Username  string        `mapstructure:"username"`
-	Password  string        `mapstructure:"password"`
-	LeaseTTL  time.Duration `mapstructure:"lease_ttl"`
+	Endpoints []string `mapstructure:"endpoints"`
+	TLS       EtcdTLS  `mapstructure:"tls"`
+	Username  string   `mapstructure:"username"`
+	Password  string   `mapstructure:"password"`
+	// PasswordFile holds the password (trailing newline ignored), so it stays out of
+	// the YAML and the environment.
+	PasswordFile string        `mapstructure:"password_file"`
+	LeaseTTL     time.Duration `mapstructure:"lease_ttl"`
 }
 
 // EtcdTLS names PEM files: the CA of etcd's server certificate, and a client certificate.

@@ -60,6 +60,12 @@ func (r Relation) validate(p *problems) {
 	if e.LeaseTTL < time.Second {
 		p.add("relation.etcd.lease_ttl", "%s must be at least 1s (a unit departs that long after it dies)", e.LeaseTTL)
 	}
+	if e.Password != "" && e.PasswordFile != "" {
+		p.add("relation.etcd.password_file", "set password or password_file, not both")
+	}
+	if e.PasswordFile != "" && e.Username == "" {
+		p.add("relation.etcd.username", "must be set when relation.etcd.password_file is")
+	}
 	if (e.TLS.CertFile == "") != (e.TLS.KeyFile == "") {
 		p.add("relation.etcd.tls", "cert_file and key_file go together")
 	}

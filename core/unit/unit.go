@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -136,6 +138,13 @@ func OpenEtcd(cfg *config.Config, log hclog.Logger) (*etcd.Store, error) {
 	e := cfg.Relation.Etcd
 	opts := etcd.Options{Endpoints: e.Endpoints, Username: e.Username, Password: e.Password,
 		Relation: cfg.Relation.Name, LeaseTTL: e.LeaseTTL, Log: log}
+	if e.PasswordFile != "" {
+		data, err := os.ReadFile(e.PasswordFile)
+		if err != nil {
+			return nil, fmt.Errorf("relation.etcd.password_file: %w", err)
+		}
+		opts.Password = strings.TrimRight(string(data), "\r\n")
+	}
 	if e.TLS.CAFile != "" || e.TLS.CertFile != "" {
 		tls, err := etcd.TLSConfig(e.TLS.CAFile, e.TLS.CertFile, e.TLS.KeyFile)
 		if err != nil {

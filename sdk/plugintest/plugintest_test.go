@@ -91,7 +91,7 @@ func (silentFetch) FetchSecret(context.Context, string) (sdk.Secret, error) { re
 type forgetful struct{ *cfssl.Backend }
 
 func (b forgetful) Configure(ctx context.Context, r sdk.ConfigureRequest) error {
-	dir, err := os.MkdirTemp("", "forgetful-")
+	dir, err := os.MkdirTemp(r.StateDir, "forgetful-") // removed with the kit's state dir
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -240,6 +241,12 @@ func (m *member) campaign(ctx context.Context, session *concurrency.Session) {
 	e := concurrency.NewElection(session, m.s.layout.election())
 	for ctx.Err() == nil {
 		if err := e.Campaign(ctx, m.unit); err != nil {
+			if errors.Is(err, rpctypes.ErrPermissionDenied) {
+				// Permanent: etcd's RBAC says this unit only asks (tlsrelay etcd bootstrap).
+				m.log.Error("relation: etcd refuses this unit's campaign: its etcd user is not leader-eligible; "+
+					"set relation.leader_eligible: false, or grant it with 'tlsrelay etcd bootstrap --leader-eligible'", "error", err)
+				return
+			}
 			if ctx.Err() == nil {
 				m.log.Warn("relation: campaign failed; retrying", "error", err)
 				sleep(ctx, time.Second)

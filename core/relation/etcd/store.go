@@ -75,22 +75,25 @@ func Open(opts Options) (*Store, error) {
 	if opts.Log == nil {
 		opts.Log = hclog.NewNullLogger()
 	}
+	dialOptions := []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+		MinConnectTimeout: 2 * time.Second,
+	})}
+	if opts.Username != "" {
+		auth := &passwordAuth{user: opts.Username, password: opts.Password}
+		dialOptions = append(dialOptions, auth.dialOptions()...)
+	}
 	client, err := clientv3.New(clientv3.Config{
 		Endpoints:   opts.Endpoints,
 		TLS:         opts.TLS,
-		Username:    opts.Username,
-		Password:    opts.Password,
 		DialTimeout: opts.DialTimeout,
 		// Keepalives notice a dead connection within seconds, so watches resume promptly.
 		DialKeepAliveTime:    5 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               zap.NewNop(),
 		// gRPC's reconnect backoff grows to two minutes; a unit should be back within
-		// seconds of etcd.
-		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
-			MinConnectTimeout: 2 * time.Second,
-		})},
+		// seconds of etcd. The user and password go through passwordAuth.
+		DialOptions: dialOptions,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd %v: %w", opts.Endpoints, err)

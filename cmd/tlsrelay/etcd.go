@@ -1,0 +1,83 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/etcdaccess"
+	"github.com/tlsrelay/tlsrelay/plugins/builtin"
+)
+
+func newEtcdCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "etcd", Short: "Administer the etcd cluster a relation lives on"}
+	cmd.AddCommand(newEtcdBootstrapCommand())
+	return cmd
+}
+
+func newEtcdBootstrapCommand() *cobra.Command {
+	var configFile, rootPasswordFile string
+	var opts etcdaccess.Options
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "bootstrap --config FILE --leader-eligible UNITS [--members UNITS] --credentials-dir DIR",
+		Short: "Give each unit an etcd user that may write only its own bag; only leader-eligible units may lead",
+		Long: `bootstrap sets up etcd's RBAC for the relation the config names (relation.name,
+relation.etcd endpoints and TLS), authenticated as etcd's root user:
+
+  - every unit gets the etcd user tlsrelay/<relation>/<unit>, which may write only its
+    presence key and its own bag;
+  - --leader-eligible units may also campaign and write leader data (the CA, the
+    certificates); --members only ask, and read only their own keys;
+  - each unit's password is kept in --credentials-dir as <unit with / as _>.password
+    (0600): an existing file is reused, a missing one is made with 24 random bytes.
+    Copy it to the unit's host and name it in relation.etcd.password_file.
+
+The root password comes from --root-password-file or TLSRELAY_ETCD_ROOT_PASSWORD. On a
+cluster whose authentication is off, --enable-auth creates the root user and turns it
+on. Rerunning is safe: it adds new units and resets each role to what the flags say.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := config.Load(configFile, builtin.Names())
+			if err != nil {
+				return err
+			}
+			if cfg.Relation.Store != config.StoreEtcd {
+				return fmt.Errorf("config %s: relation.store is %q: bootstrap sets up an external etcd cluster (relation.store: etcd)", cfg.Source, cfg.Relation.Store)
+			}
+			opts.Config, opts.Out = cfg, cmd.OutOrStdout()
+			if opts.RootPassword, err = rootPassword(rootPasswordFile); err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			return etcdaccess.Bootstrap(ctx, opts)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "deployment YAML naming the relation and its etcd cluster")
+	f.StringSliceVar(&opts.LeaderEligible, "leader-eligible", nil, "units that may lead and sign (comma-separated)")
+	f.StringSliceVar(&opts.Members, "members", nil, "units that only ask for certificates (comma-separated)")
+	f.StringVar(&opts.CredentialsDir, "credentials-dir", "", "directory of the units' password files")
+	f.StringVar(&opts.RootUser, "root-user", "root", "etcd user with the root role")
+	f.StringVar(&rootPasswordFile, "root-password-file", "", "file holding the root user's password (or TLSRELAY_ETCD_ROOT_PASSWORD)")
+	f.BoolVar(&opts.EnableAuth, "enable-auth", false, "create the root user and turn etcd authentication on if it is off")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
+	return cmd
+}
+
+func rootPassword(file string) (string, error) {
+	if file == "" {
+		return os.Getenv("TLSRELAY_ETCD_ROOT_PASSWORD"), nil
+	}
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("--root-password-file: %w", err)
+	}
+	return strings.TrimRight(string(data), "\r\n"), nil
+}

@@ -1,0 +1,133 @@
+package etcd_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
+	"github.com/tlsrelay/tlsrelay/internal/testservers"
+)
+
+// etcd itself enforces who may write what: on Debian's etcd-server over TLS with auth on,
+// a group whose controller leads and whose amphorae only ask works under its roles, and
+// every step outside a unit's role is refused by etcd.
+func TestAccessEnforcedByEtcd(t *testing.T) {
+	srv := testservers.StartEtcd(t)
+	tlsConfig, err := etcd.TLSConfig(srv.CAFile, srv.CertFile, srv.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rel = "lb"
+	openAs := func(user, password, relationName string) *etcd.Store {
+		t.Helper()
+		s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint}, TLS: tlsConfig, Username: user,
+			Password: password, Relation: relationName, LeaseTTL: 2 * time.Second, DialTimeout: 3 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), relationtest.Timeout)
+	defer cancel()
+
+	admin := openAs("", "", rel)
+	units := []etcd.UnitAccess{
+		{Unit: "ctl/0", LeaderEligible: true, Password: "ctl-0-secret"},
+		{Unit: "amp/0", Password: "amp-0-secret"},
+		{Unit: "amp/1", Password: "amp-1-secret"},
+	}
+	if err := etcd.GrantAccess(ctx, admin.Client(), rel, units); err != nil {
+		t.Fatal(err)
+	}
+	if err := etcd.EnableAuth(ctx, admin.Client(), "root-secret"); err != nil {
+		t.Fatal(err)
+	}
+	// Idempotent: run again as root, nothing breaks.
+	root := openAs("root", "root-secret", rel)
+	if err := etcd.GrantAccess(ctx, root.Client(), rel, units); err != nil {
+		t.Fatalf("second bootstrap: %v", err)
+	}
+	if err := etcd.EnableAuth(ctx, root.Client(), "root-secret"); err != nil {
+		t.Fatalf("second enable: %v", err)
+	}
+
+	// The group works under its roles.
+	ctl := openAs(etcd.UserName(rel, "ctl/0"), "ctl-0-secret", rel)
+	amp := openAs(etcd.UserName(rel, "amp/0"), "amp-0-secret", rel)
+	leader := relationtest.Join(t, ctl, "ctl/0", true)
+	relationtest.Await(t, leader, "ctl/0 to lead", func(s relation.Snapshot) bool { return s.Leader == "ctl/0" })
+	member := relationtest.Join(t, amp, "amp/0", false)
+	if err := member.SetUnitData(ctx, map[string]string{"csr": "amp-0-csr"}); err != nil {
+		t.Fatalf("amp/0 writes its own bag: %v", err)
+	}
+	relationtest.Await(t, leader, "amp/0's csr at the leader", func(s relation.Snapshot) bool { return s.Units["amp/0"]["csr"] == "amp-0-csr" })
+	certKey := relation.NarrowKeys("amp/0")[2]
+	if _, err := leader.SetLeaderData(ctx, map[string]string{"ca": "the-ca", certKey: "amp-0-cert"}); err != nil {
+		t.Fatalf("the eligible leader writes leader data: %v", err)
+	}
+	relationtest.Await(t, member, "amp/0's certificate", func(s relation.Snapshot) bool {
+		return s.LeaderData[certKey] == "amp-0-cert" && s.LeaderData["ca"] == "the-ca" && s.Leader == "ctl/0"
+	})
+
+	// Everything outside amp/0's role is refused by etcd, whatever the client library does.
+	kv := amp.Client()
+	p := "/tlsrelay/" + rel + "/"
+	for _, c := range []struct {
+		name string
+		op   clientv3.Op
+	}{
+		{"write another unit's bag", clientv3.OpPut(p+"units/amp/1/csr", "forged")},
+		{"write a bag under a longer name", clientv3.OpPut(p+"units/amp/0x/csr", "forged")},
+		{"delete another unit's bag", clientv3.OpDelete(p+"units/ctl/0/", clientv3.WithPrefix())},
+		{"claim another unit's presence", clientv3.OpPut(p+"members/amp/1", "x")},
+		{"write leader data", clientv3.OpPut(p+"leader/ca", "forged-ca")},
+		{"write its own certificate", clientv3.OpPut(p+"leader/"+certKey, "forged")},
+		{"campaign", clientv3.OpPut(p+"election/123", "amp/0")},
+		{"say who leads", clientv3.OpPut(p+"elected", "amp/0")},
+		{"read another unit's bag", clientv3.OpGet(p+"units/ctl/0/", clientv3.WithPrefix())},
+		{"read another unit's certificate", clientv3.OpGet(p + "leader/" + relation.NarrowKeys("amp/1")[2])},
+		{"write its own name in another relation", clientv3.OpPut("/tlsrelay/other/units/amp/0/csr", "x")},
+	} {
+		if _, err := kv.Do(ctx, c.op); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+			t.Errorf("amp/0 may not %s: etcd answered %v, want permission denied", c.name, err)
+		}
+	}
+	// Joined under another unit's name, amp/0's credentials get nowhere.
+	if _, err := amp.Join(ctx, "amp/1", relation.JoinOptions{}); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		t.Errorf("amp/0's credentials joined as amp/1: %v, want permission denied", err)
+	}
+	// A wrong password is refused at the door.
+	wrong, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint}, TLS: tlsConfig,
+		Username: etcd.UserName(rel, "amp/1"), Password: "guess", Relation: rel, DialTimeout: 3 * time.Second})
+	if err == nil {
+		defer wrong.Close()
+		_, err = wrong.Join(ctx, "amp/1", relation.JoinOptions{})
+	}
+	if !errors.Is(err, rpctypes.ErrAuthFailed) {
+		t.Errorf("a wrong password: %v, want authentication failed", err)
+	}
+	// Nothing the refused writes tried landed.
+	relationtest.Await(t, leader, "the relation as the group wrote it", func(s relation.Snapshot) bool {
+		_, amp1 := s.Units["amp/1"]
+		return !amp1 && s.LeaderData["ca"] == "the-ca" && s.LeaderData[certKey] == "amp-0-cert" && s.Leader == "ctl/0"
+	})
+
+	// etcd restarted (its auth tokens gone): password-authenticated units carry on.
+	srv.Kill()
+	time.Sleep(3 * time.Second)
+	srv.Start(t)
+	relationtest.Await(t, member, "amp/0 rejoined", func(relation.Snapshot) bool {
+		return member.SetUnitData(ctx, map[string]string{"csr": "amp-0-csr-2"}) == nil
+	})
+	relationtest.Await(t, leader, "amp/0's new csr at the leader after etcd's restart", func(s relation.Snapshot) bool {
+		return s.Units["amp/0"]["csr"] == "amp-0-csr-2"
+	})
+}
