@@ -31,7 +31,7 @@ func TestGroupOnExternalEtcdWithRBACSurvivesEtcdKill(t *testing.T) {
     endpoints: [%q]
     tls: {ca_file: %q, cert_file: %q, key_file: %q}
     lease_ttl: %s
-`, rel, srv.Endpoint, srv.CAFile, srv.CertFile, srv.KeyFile, ttl))
+`, rel, srv.Endpoint, srv.CAFile, srv.CertFile, srv.KeyFile, ttl), true)
 	creds := filepath.Join(ag.dir, "credentials")
 	rootFile := filepath.Join(ag.dir, "root.password")
 	if err := os.WriteFile(rootFile, []byte("root-secret\n"), 0o600); err != nil {

@@ -44,20 +44,22 @@ func newAgents(t *testing.T, endpoint string, ttl time.Duration) *agents {
   name: failover
   store: etcd
   etcd: {endpoints: [%q], lease_ttl: %s}
-`, endpoint, ttl))
+`, endpoint, ttl), true)
 }
 
-// newAgentsWith writes yaml, plus a fresh ca_seal key, as the agents' config.
-func newAgentsWith(t *testing.T, yaml string) *agents {
+// newAgentsWith writes yaml, plus a fresh ca_seal key if seal, as the agents' config.
+func newAgentsWith(t *testing.T, yaml string, seal bool) *agents {
 	dir := t.TempDir()
-	key := make([]byte, caseal.KeySize)
-	rand.Read(key)
-	keyFile := filepath.Join(dir, "seal.key")
-	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
-		t.Fatal(err)
+	if seal {
+		key := make([]byte, caseal.KeySize)
+		rand.Read(key)
+		keyFile := filepath.Join(dir, "seal.key")
+		if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		yaml += fmt.Sprintf("ca_seal: {key_file: %q}\n", keyFile)
 	}
 	config := filepath.Join(dir, "tlsrelay.yaml")
-	yaml += fmt.Sprintf("ca_seal: {key_file: %q}\n", keyFile)
 	if err := os.WriteFile(config, []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -48,6 +48,9 @@ type Options struct {
 	// key, nil when none is configured.
 	Relation string
 	SealKey  []byte
+	// CARef names the group's CA in the secrets backend (ca.ref): a leader imports it
+	// into its signer before it signs. Empty: the signer's own CA.
+	CARef string
 }
 
 // Status is what a unit reports.
@@ -384,8 +387,44 @@ func (a *Agent) loadSignerCA(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: signer CA: %w", a.unit, err)
 	}
+	if a.opts.CARef != "" {
+		if ca, err = a.importReferencedCA(ctx, b, ca); err != nil {
+			return err
+		}
+	}
 	a.signerCA = string(ca.BundlePEM)
 	return nil
+}
+
+// importReferencedCA fetches the CA that ca.ref names and, unless the signer holds it
+// already, imports it; it returns the signer's CA after.
+func (a *Agent) importReferencedCA(ctx context.Context, signer sdk.Backend, have sdk.CA) (sdk.CA, error) {
+	fail := func(err error) (sdk.CA, error) {
+		return sdk.CA{}, fmt.Errorf("%s: the group's CA from ca.ref %s: %w", a.unit, a.opts.CARef, err)
+	}
+	store, err := a.opts.Backends.For(ctx, config.RoleSecrets)
+	if err != nil {
+		return fail(err)
+	}
+	secret, err := store.FetchSecret(ctx, a.opts.CARef)
+	if err != nil {
+		return fail(err)
+	}
+	want, err := certutil.ParseCertificates(secret.CertificatePEM)
+	if err != nil {
+		return fail(err)
+	}
+	if got, err := certutil.ParseCertificates(have.BundlePEM); err == nil && got[0].Equal(want[0]) {
+		return have, nil
+	}
+	if err := signer.ImportCA(ctx, sdk.CAKeyPair{CertPEM: secret.CertificatePEM, Key: secret.Key}); err != nil {
+		return fail(fmt.Errorf("import into the signer: %w", err))
+	}
+	a.log.Info("imported the group's CA from ca.ref", "ref", a.opts.CARef, "ca_sha256", caseal.Fingerprint(want[0].Raw))
+	if have, err = signer.CA(ctx); err != nil {
+		return fail(err)
+	}
+	return have, nil
 }
 
 // sign has the signer sign one unit's CSR. A CSR the signer refuses as invalid is

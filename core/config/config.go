@@ -24,6 +24,7 @@ type Config struct {
 	Relation    Relation          `mapstructure:"relation"`
 	Certificate Certificate       `mapstructure:"certificate"`
 	CASeal      CASeal            `mapstructure:"ca_seal"`
+	CA          CA                `mapstructure:"ca"`
 	Roles       Roles             `mapstructure:"roles"`
 	Plugins     map[string]Plugin `mapstructure:"plugins"`
 	// Secrets are fetched through the secrets backend and written out, then fetched
@@ -77,6 +78,13 @@ type EtcdTLS struct {
 // variable TLSRELAY_CA_SEAL_KEY may hold them instead.
 type CASeal struct {
 	KeyFile string `mapstructure:"key_file"`
+}
+
+// CA, when Ref is set, is the group's CA held by the secrets backend (a Barbican
+// certificate container holding the CA certificate and key): whichever unit leads
+// fetches it and imports it into its signer, so every leader signs with the same CA.
+type CA struct {
+	Ref string `mapstructure:"ref"`
 }
 
 // Certificate is what the unit asks for and where it writes the result.

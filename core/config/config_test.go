@@ -180,6 +180,9 @@ func TestSecretsValidation(t *testing.T) {
 		{"roles: {secrets: barbican}\nsecrets:\n  - {name: a, ref: r, output: {dir: /x}}\n  - {name: a, ref: r, output: {dir: /y}}\n", `secrets[1].name: "a" is used`},
 		{"roles: {secrets: barbican}\nsecrets:\n  - {name: a, ref: r, output: {dri: /x}}\n", "dri"},
 		{"secrets_refresh: 0s\n", "secrets_refresh"},
+		{"ca: {ref: 'http://k/v1/containers/1'}\n", "roles.secrets: must name a backend: ca.ref http://k/v1/containers/1"},
+		{"relation: {etcd: {username: u, password: p, password_file: /f}}\n", "relation.etcd.password_file: set password or password_file, not both"},
+		{"relation: {etcd: {password_file: /f}}\n", "relation.etcd.username: must be set"},
 	} {
 		_, err := Load(writeConfig(t, tt.yaml), []string{"cfssl", "easyrsa", "openssl", "barbican"})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {

@@ -72,6 +72,9 @@ func (r Relation) validate(p *problems) {
 }
 
 func (c *Config) validateSecrets(p *problems) {
+	if c.CA.Ref != "" && c.Roles.Secrets == "" {
+		p.add("roles.secrets", "must name a backend: ca.ref %s is fetched through it", c.CA.Ref)
+	}
 	if len(c.Secrets) > 0 && c.Roles.Secrets == "" {
 		p.add("roles.secrets", "must name a backend: %d secrets are configured", len(c.Secrets))
 	}

@@ -67,7 +67,7 @@ func Run(ctx context.Context, opts Options) error {
 		Member: member, Backends: host, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
 		Host: config.LocalHost(), Log: log, OnStatus: opts.OnStatus,
 		Secrets: cfg.Secrets, SecretsRefresh: cfg.SecretsRefresh,
-		Relation: cfg.Relation.Name, SealKey: sealKey,
+		Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref,
 	})
 	if err != nil {
 		return err
