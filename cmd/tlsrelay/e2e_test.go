@@ -52,7 +52,7 @@ func TestUpIssuesAndProvesAGroup(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("up exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
-	for _, want := range []string{"UNIT", "NOT AFTER", "node/3", "12/12 mutual-TLS handshakes", "OK: 4 units up", "time: etcd start"} {
+	for _, want := range []string{"UNIT", "NOT AFTER", "node/3", "4/4 mutual-TLS handshakes (ring", "OK: 4 units up", "time: etcd start"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
 		}
@@ -100,12 +100,28 @@ func TestUpIssuesAndProvesAGroup(t *testing.T) {
 
 func TestUpInOneProcess(t *testing.T) {
 	dir := t.TempDir()
-	r := run(t, "up", "--store", "memory", "--units", "3", "--dir", dir)
-	if r.code != 0 || !strings.Contains(r.stdout, "6/6 mutual-TLS handshakes") || !strings.Contains(r.stderr, "store=memory") {
+	r := run(t, "up", "--store", "memory", "--units", "3", "--dir", dir, "--all-pairs")
+	if r.code != 0 || !strings.Contains(r.stdout, "6/6 mutual-TLS handshakes (all pairs") || !strings.Contains(r.stderr, "store=memory") {
 		t.Fatalf("up --store memory exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "etcd")); err == nil {
 		t.Error("up --store memory started an etcd")
+	}
+}
+
+// --in-process: every unit in one process with one plugin host, through the embedded etcd.
+func TestUpInProcessOnEtcd(t *testing.T) {
+	dir := t.TempDir()
+	r := run(t, "up", "--in-process", "--units", "5", "--dir", dir)
+	if r.code != 0 || !strings.Contains(r.stdout, "5/5 mutual-TLS handshakes (ring") || !strings.Contains(r.stderr, "store=embedded") ||
+		!strings.Contains(r.stdout, "one CA bundle") {
+		t.Fatalf("up --in-process exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "etcd", "member")); err != nil {
+		t.Errorf("up --in-process did not go through the embedded etcd: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "logs")); err == nil {
+		t.Error("up --in-process started agent processes (DIR/logs exists)")
 	}
 }
 
@@ -114,7 +130,7 @@ func TestUpWithEachBackend(t *testing.T) {
 		t.Run(backend, func(t *testing.T) {
 			dir := t.TempDir()
 			r := run(t, "up", "--backend", backend, "--units", "3", "--dir", dir)
-			if r.code != 0 || !strings.Contains(r.stdout, "6/6 mutual-TLS handshakes") || !strings.Contains(r.stderr, "signer="+backend) {
+			if r.code != 0 || !strings.Contains(r.stdout, "3/3 mutual-TLS handshakes (ring") || !strings.Contains(r.stderr, "signer="+backend) {
 				t.Fatalf("up --backend %s exited %d\nstdout:\n%s\nstderr:\n%s", backend, r.code, r.stdout, r.stderr)
 			}
 			for _, unit := range []string{"node-0", "node-1", "node-2"} {

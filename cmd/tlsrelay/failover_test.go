@@ -285,7 +285,7 @@ func proveGroup(t *testing.T, ag *agents, groupCA string, round int) {
 	if err != nil {
 		t.Fatalf("round %d: %v", round, err)
 	}
-	n, err := verify.MutualTLS(context.Background(), ids, 8)
+	n, err := verify.MutualTLS(context.Background(), ids, verify.AllPairs(len(ids)), 8)
 	if err != nil || n != len(ids)*(len(ids)-1) {
 		t.Fatalf("round %d: %d/%d handshakes: %v", round, n, len(ids)*(len(ids)-1), err)
 	}

@@ -26,6 +26,8 @@ type upFlags struct {
 	parallel int
 	backend  string
 	store    string
+	inProc   bool
+	allPairs bool
 }
 
 func newUpCommand() *cobra.Command {
@@ -37,9 +39,11 @@ func newUpCommand() *cobra.Command {
 each its own 'tlsrelay agent' process with its own backend plugin processes (the same
 topology as units on many hosts), lets them run the protocol until every unit holds a
 certificate, then proves the result: every certificate chains to the CA and names its
-unit, every key file is mode 0600, and every pair of units completes a mutual-TLS
-handshake. Files land in DIR/<unit, with / as ->/{tls.key,tls.crt,ca.crt}; agent logs
-in DIR/logs. --store memory runs every unit in this process instead.`,
+unit, every key file is mode 0600, every unit holds the same CA bundle, and each unit
+completes a mutual-TLS handshake with its neighbour in a ring (--all-pairs: with every
+other unit). Files land in DIR/<unit, with / as ->/{tls.key,tls.crt,ca.crt}; agent logs
+in DIR/logs. --in-process runs every unit in this process, sharing one set of plugin
+processes, still through etcd (for large groups); --store memory does so without etcd.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -74,7 +78,7 @@ in DIR/logs. --store memory runs every unit in this process instead.`,
 			defer cancel()
 			return up.Run(ctx, up.Options{Config: cfg, ConfigFile: configFile, Units: f.units, Dir: dir,
 				Parallel: f.parallel, Out: cmd.OutOrStdout(), Progress: cmd.ErrOrStderr(),
-				Log: newLogger(cmd), LogLevel: level})
+				Log: newLogger(cmd), LogLevel: level, InProcess: f.inProc, AllPairs: f.allPairs})
 		},
 	}
 	cmd.Flags().IntVar(&f.units, "units", 3, "number of units in the group")
@@ -84,6 +88,8 @@ in DIR/logs. --store memory runs every unit in this process instead.`,
 	cmd.Flags().IntVar(&f.parallel, "parallel", 8, "concurrent handshakes while proving mutual TLS")
 	cmd.Flags().StringVar(&f.backend, "backend", "", "one backend for both the csr and signer roles: "+strings.Join(builtin.Names(), ", ")+", or any configured plugin")
 	cmd.Flags().StringVar(&f.store, "store", "", "relation store: embedded (default; one agent process per unit), memory (one process), or etcd (relation.etcd of the config)")
+	cmd.Flags().BoolVar(&f.inProc, "in-process", false, "run every unit in this process, sharing one set of plugin processes (the relation is still etcd)")
+	cmd.Flags().BoolVar(&f.allPairs, "all-pairs", false, "prove mutual TLS between every pair of units (n*(n-1) handshakes), not only ring neighbours")
 	return cmd
 }
 

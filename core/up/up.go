@@ -23,6 +23,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
+	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/unit"
 	"github.com/tlsrelay/tlsrelay/core/verify"
 )
@@ -43,6 +44,58 @@ type Options struct {
 	LogLevel string
 	// Self is the tlsrelay binary (default: this one).
 	Self string
+	// InProcess runs every unit in this process, sharing one plugin host, on the
+	// configured store (still etcd: embedded by default); the memory store always does.
+	InProcess bool
+	// AllPairs proves mutual TLS between every pair of units, not only ring neighbours.
+	AllPairs bool
+	// Stats, when set, receives what the run measured.
+	Stats *Stats
+}
+
+// Stats is what a run measured.
+type Stats struct {
+	Issuance time.Duration // from the start until every unit held a certificate
+	// What the units read from etcd (in-process runs on etcd): bytes of keys and
+	// values by reads and watches, full reads of a scope, watch events; in all, by
+	// the leader, and by the other units (mean and most).
+	EtcdBytesRead, EtcdReads, EtcdEvents int64
+	LeaderBytesRead                      int64
+	FollowerBytesMean, FollowerBytesMax  int64
+	FollowerEventsMean                   int64
+}
+
+// memberStats is what an etcd member reports of its reads.
+type memberStats interface{ Stats() *etcd.Stats }
+
+// measure fills s from the store's and each member's read counters.
+func (s *Stats) measure(ctx context.Context, store *etcd.Store, members []relation.Member) {
+	st := store.Stats()
+	s.EtcdBytesRead, s.EtcdReads, s.EtcdEvents = st.BytesRead.Load(), st.Reads.Load(), st.Events.Load()
+	snap, err := members[0].Snapshot(ctx)
+	if err != nil {
+		return
+	}
+	var followers, events int64
+	for _, m := range members {
+		ms, ok := m.(memberStats)
+		if !ok {
+			return
+		}
+		read := ms.Stats().BytesRead.Load()
+		if m.Unit() == snap.Leader {
+			s.LeaderBytesRead = read
+			continue
+		}
+		followers++
+		s.FollowerBytesMean += read
+		s.FollowerBytesMax = max(s.FollowerBytesMax, read)
+		events += ms.Stats().Events.Load()
+	}
+	if followers > 0 {
+		s.FollowerBytesMean /= followers
+		s.FollowerEventsMean = events / followers
+	}
 }
 
 // Run runs the group until every unit holds a certificate, stops it, and proves it.
@@ -66,8 +119,8 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Units, cfg.Relation.Store, cfg.Roles.CSR, cfg.Roles.Signer, opts.Dir)
 	units := unitsOf(cfg, opts.Dir, opts.Units)
 	var run func(context.Context, Options, []verify.Unit, *progress, *timings) error
-	switch cfg.Relation.Store {
-	case config.StoreMemory:
+	switch {
+	case opts.InProcess || cfg.Relation.Store == config.StoreMemory:
 		run = runInProcess
 	default:
 		run = runProcesses
@@ -76,9 +129,12 @@ func Run(ctx context.Context, opts Options) error {
 	if err := run(ctx, opts, units, p, t); err != nil {
 		return err
 	}
+	if opts.Stats != nil {
+		opts.Stats.Issuance = time.Since(t.start)
+	}
 	t.mark("issuance")
 	p.printf("all %d units hold certificates after %s; proving them\n", opts.Units, p.elapsed())
-	err := prove(ctx, opts.Out, p, units, opts.Parallel)
+	err := prove(ctx, opts.Out, p, units, opts.Parallel, opts.AllPairs)
 	t.mark("proof")
 	fmt.Fprintf(opts.Out, "time: %s\n", t)
 	return err
@@ -191,31 +247,39 @@ func follow(ctx context.Context, obs relation.Observer, p *progress) error {
 	}
 }
 
-// runInProcess runs every unit in this process on the memory relation.
-func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *progress, _ *timings) error {
-	cfg := opts.Config
-	store := relation.NewMemory()
-	defer store.Close()
+// runInProcess runs every unit in this process, sharing one plugin host, on the memory
+// relation or on etcd (one client for all).
+func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *progress, t *timings) error {
+	cfg := *opts.Config
+	cfg.StateDir = opts.Dir // an embedded etcd keeps its data in DIR/etcd
+	store, closeStore, err := unit.OpenStore(&cfg, opts.Log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	if cfg.Relation.Store != config.StoreMemory {
+		t.mark("etcd start")
+	}
+	host, err := backend.New(backend.Options{Self: opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
+		StateDir: filepath.Join(opts.Dir, "state"), Logger: opts.Log})
+	if err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	var hosts []*backend.Host
 	defer func() {
 		cancel()
 		wg.Wait()
-		closeAll(hosts)
+		host.Close()
 	}()
 	hostInfo := config.LocalHost()
+	var members []relation.Member
 	for _, u := range units {
-		host, err := backend.New(backend.Options{Self: opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
-			StateDir: filepath.Join(opts.Dir, "state"), Logger: opts.Log.Named(u.Name)})
-		if err != nil {
-			return err
-		}
-		hosts = append(hosts, host)
 		member, err := store.Join(ctx, u.Name, relation.JoinOptions{LeaderEligible: cfg.Relation.LeaderEligible})
 		if err != nil {
 			return err
 		}
+		members = append(members, member)
 		a, err := agent.New(agent.Options{Member: member, Backends: host, Certificate: cfg.Certificate,
 			Dir: u.Dir, Host: hostInfo, Log: opts.Log, OnStatus: p.update, Relation: cfg.Relation.Name})
 		if err != nil {
@@ -232,14 +296,8 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 	if err := p.waitAll(ctx); err != nil {
 		return fmt.Errorf("group did not converge: %w\n%s", err, p.pending())
 	}
-	return nil
-}
-
-func closeAll(hosts []*backend.Host) {
-	var wg sync.WaitGroup
-	for _, h := range hosts {
-		wg.Add(1)
-		go func() { defer wg.Done(); h.Close() }()
+	if s, ok := store.(*etcd.Store); ok && opts.Stats != nil {
+		opts.Stats.measure(ctx, s, members)
 	}
-	wg.Wait()
+	return nil
 }

@@ -63,10 +63,40 @@ func (s *server) close() {
 	s.wg.Wait()
 }
 
-// MutualTLS makes every unit dial every other unit over TLS 1.3 with its own certificate,
-// each side verifying the other against its CA bundle and the server's unit DNS name.
-// It returns the number of handshakes completed, which is n*(n-1) when err is nil.
-func MutualTLS(ctx context.Context, ids []*Identity, parallel int) (int, error) {
+// Pair is one handshake: ids[Client] dials ids[Server].
+type Pair struct{ Client, Server int }
+
+// AllPairs is every ordered pair of n units: n*(n-1) handshakes.
+func AllPairs(n int) []Pair {
+	pairs := make([]Pair, 0, n*(n-1))
+	for c := range n {
+		for s := range n {
+			if c != s {
+				pairs = append(pairs, Pair{c, s})
+			}
+		}
+	}
+	return pairs
+}
+
+// Ring is each unit dialling the next, the last the first: n handshakes in which every
+// unit is once client and once server (none for one unit).
+func Ring(n int) []Pair {
+	if n < 2 {
+		return nil
+	}
+	pairs := make([]Pair, n)
+	for i := range n {
+		pairs[i] = Pair{i, (i + 1) % n}
+	}
+	return pairs
+}
+
+// MutualTLS has the units of each pair handshake over TLS 1.3, each with its own
+// certificate, each side verifying the other against its CA bundle and the server's
+// unit DNS name. It returns the number of handshakes completed, len(pairs) when err is
+// nil.
+func MutualTLS(ctx context.Context, ids []*Identity, pairs []Pair, parallel int) (int, error) {
 	servers := make([]*server, 0, len(ids))
 	defer func() {
 		for _, s := range servers {
@@ -80,8 +110,7 @@ func MutualTLS(ctx context.Context, ids []*Identity, parallel int) (int, error) 
 		}
 		servers = append(servers, s)
 	}
-	type pair struct{ client, server int }
-	pairs := make(chan pair)
+	work := make(chan Pair)
 	var (
 		mu    sync.Mutex
 		done  int
@@ -93,8 +122,8 @@ func MutualTLS(ctx context.Context, ids []*Identity, parallel int) (int, error) 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for p := range pairs {
-				err := handshake(ctx, ids[p.client], servers[p.server])
+			for p := range work {
+				err := handshake(ctx, ids[p.Client], servers[p.Server])
 				mu.Lock()
 				if err != nil {
 					errs = append(errs, err)
@@ -105,14 +134,10 @@ func MutualTLS(ctx context.Context, ids []*Identity, parallel int) (int, error) 
 			}
 		}()
 	}
-	for c := range ids {
-		for s := range ids {
-			if c != s {
-				pairs <- pair{c, s}
-			}
-		}
+	for _, p := range pairs {
+		work <- p
 	}
-	close(pairs)
+	close(work)
 	wg.Wait()
 	return done, errors.Join(errs...)
 }

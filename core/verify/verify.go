@@ -4,6 +4,7 @@
 package verify
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -28,6 +29,7 @@ type Identity struct {
 	Cert    *x509.Certificate
 	TLSCert tls.Certificate
 	Roots   *x509.CertPool
+	CAPEM   []byte // ca.crt as written
 }
 
 // Load checks one unit's files and returns its identity. Every failure names the unit
@@ -70,7 +72,7 @@ func Load(u Unit) (*Identity, error) {
 	if !slices.Contains(cert.DNSNames, dnsName) {
 		return nil, fmt.Errorf("%s: %s lacks the SAN %s", u.Name, certPath, dnsName)
 	}
-	return &Identity{Unit: u, Cert: cert, TLSCert: tlsCert, Roots: roots}, nil
+	return &Identity{Unit: u, Cert: cert, TLSCert: tlsCert, Roots: roots, CAPEM: caPEM}, nil
 }
 
 // LoadAll loads every unit, failing on the first that does not verify.
@@ -84,4 +86,14 @@ func LoadAll(units []Unit) ([]*Identity, error) {
 		ids = append(ids, id)
 	}
 	return ids, nil
+}
+
+// SameCA checks that every unit wrote the same CA bundle (ca.crt) as the first.
+func SameCA(ids []*Identity) error {
+	for _, id := range ids[1:] {
+		if !bytes.Equal(id.CAPEM, ids[0].CAPEM) {
+			return fmt.Errorf("%s: its %s differs from %s's: the group does not share one CA bundle", id.Name, agent.CAFile, ids[0].Name)
+		}
+	}
+	return nil
 }

@@ -45,9 +45,39 @@ func TestLoadAndMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := MutualTLS(context.Background(), ids, 4)
-	if err != nil || n != 6 {
-		t.Fatalf("MutualTLS = %d, %v; want 6 handshakes", n, err)
+	for _, tt := range []struct {
+		name  string
+		pairs []Pair
+		want  int
+	}{
+		{"all pairs", AllPairs(len(ids)), 6},
+		{"ring", Ring(len(ids)), 3},
+	} {
+		if n, err := MutualTLS(context.Background(), ids, tt.pairs, 4); err != nil || n != tt.want {
+			t.Errorf("%s: MutualTLS = %d, %v; want %d handshakes", tt.name, n, err, tt.want)
+		}
+	}
+	if err := SameCA(ids); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Ring pairs each unit with the next: every unit once client, once server.
+func TestRing(t *testing.T) {
+	if got := Ring(1); len(got) != 0 {
+		t.Errorf("Ring(1) = %v, want none", got)
+	}
+	got := Ring(4)
+	clients, servers := map[int]int{}, map[int]int{}
+	for _, p := range got {
+		clients[p.Client]++
+		servers[p.Server]++
+		if p.Client == p.Server {
+			t.Errorf("Ring(4) pairs %d with itself", p.Client)
+		}
+	}
+	if len(got) != 4 || len(clients) != 4 || len(servers) != 4 {
+		t.Errorf("Ring(4) = %v: want each of 4 units once client and once server", got)
 	}
 }
 
@@ -94,8 +124,11 @@ func TestMutualTLSFailsAcrossCAs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := MutualTLS(context.Background(), ids, 2)
+	n, err := MutualTLS(context.Background(), ids, AllPairs(len(ids)), 2)
 	if err == nil || n != 0 {
 		t.Fatalf("units of two CAs: %d handshakes, err %v; want 0 and an error", n, err)
+	}
+	if err := SameCA(ids); err == nil || !strings.Contains(err.Error(), "db/1: its ca.crt differs from db/0's") {
+		t.Fatalf("SameCA across two CAs = %v", err)
 	}
 }

@@ -43,11 +43,21 @@ type entry struct {
 	modRev int64
 }
 
-// Stats counts what a store's followers read from etcd, for benchmarks.
+// Stats counts what followers read from etcd, for benchmarks: a store's (all its
+// members and observers) or one member's.
 type Stats struct {
 	BytesRead atomic.Int64 // keys and values received, by reads and watches
 	Reads     atomic.Int64 // full reads of a scope
 	Events    atomic.Int64 // watch events applied
+	parent    *Stats       // the store's, which counts each member's too
+}
+
+func (s *Stats) add(bytes, reads, events int64) {
+	for ; s != nil; s = s.parent {
+		s.BytesRead.Add(bytes)
+		s.Reads.Add(reads)
+		s.Events.Add(events)
+	}
 }
 
 func startFollower(client *clientv3.Client, l layout, sc scope, notify func(), log hclog.Logger, stats *Stats) *follower {
@@ -119,8 +129,7 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 			bytes += int64(len(kv.Key) + len(kv.Value))
 		}
 	}
-	f.stats.BytesRead.Add(bytes)
-	f.stats.Reads.Add(1)
+	f.stats.add(bytes, 1, 0)
 	f.mu.Lock()
 	f.kvs, f.rev = kvs, resp.Header.Revision
 	f.mu.Unlock()
@@ -167,6 +176,26 @@ func (f *follower) watch(ctx context.Context, rev int64) error {
 	return err
 }
 
+// wrote records puts this process made at rev, unless the copy holds something newer;
+// their watch events are then skipped as seen. Deletes ("") are left to the watch: a
+// key deleted here could be resurrected by the late event of an earlier put, and a
+// delete repeated before its echo is harmless.
+func (f *follower) wrote(kv map[string]string, rev int64) (changed bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.kvs == nil {
+		return false // not read yet: the first read or the watch brings the write
+	}
+	for k, v := range kv {
+		if cur, ok := f.kvs[k]; v == "" || ok && cur.modRev >= rev {
+			continue
+		}
+		f.kvs[k] = entry{value: v, modRev: rev}
+		changed = true
+	}
+	return changed
+}
+
 func (f *follower) apply(events []*clientv3.Event) {
 	var bytes int64
 	changed := false
@@ -189,8 +218,7 @@ func (f *follower) apply(events []*clientv3.Event) {
 		changed = true
 	}
 	f.mu.Unlock()
-	f.stats.BytesRead.Add(bytes)
-	f.stats.Events.Add(int64(len(events)))
+	f.stats.add(bytes, 0, int64(len(events)))
 	if changed {
 		f.notify()
 	}

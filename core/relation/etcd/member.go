@@ -67,13 +67,18 @@ type member struct {
 	bag      map[string]string // this unit's bag as it wants it, put back after a lost lease
 	follower *follower
 	left     bool
+	stats    Stats
 }
+
+// Stats reports what this member has read from etcd (the store's Stats count it too).
+func (m *member) Stats() *Stats { return &m.stats }
 
 // Join implements relation.Store. It fails at once when etcd cannot be reached (bounded by
 // ctx) or another live process holds the name; a name held by a dead process's lease is
 // taken once that lease expires.
 func (s *Store) Join(ctx context.Context, unit string, opts relation.JoinOptions) (relation.Member, error) {
 	m := &member{s: s, unit: unit, opts: opts, log: s.log.With("unit", unit), bag: map[string]string{}}
+	m.stats.parent = &s.stats
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	session, err := m.join(ctx)
 	if err != nil {
@@ -296,7 +301,7 @@ func (m *member) loseSession() {
 // setFollower switches what the member follows (narrow, or the whole relation while it
 // leads).
 func (m *member) setFollower(sc scope) {
-	f := startFollower(m.s.client, m.s.layout, sc, m.notify, m.log, &m.s.stats)
+	f := startFollower(m.s.client, m.s.layout, sc, m.notify, m.log, &m.stats)
 	m.mu.Lock()
 	old := m.follower
 	m.follower = f
@@ -377,7 +382,24 @@ func (m *member) putBag(ctx context.Context, session *concurrency.Session, kv ma
 	if !resp.Succeeded {
 		return fmt.Errorf("%s: write bag: %w (the unit's lease no longer holds its name)", m.unit, relation.ErrNotJoined)
 	}
+	m.wrote(kv, m.s.layout.bag(m.unit), resp.Header.Revision)
 	return nil
+}
+
+// wrote shows a successful write in the member's own copy at once (read your writes):
+// without it the next decision, made before the watch echoes the write, would see the
+// old value and write again.
+func (m *member) wrote(kv map[string]string, prefix string, rev int64) {
+	m.mu.Lock()
+	f := m.follower
+	m.mu.Unlock()
+	keyed := make(map[string]string, len(kv))
+	for k, v := range kv {
+		keyed[prefix+k] = v
+	}
+	if f.wrote(keyed, rev) {
+		m.notify() // as the echo would have: Changed closes on every change
+	}
 }
 
 // maxOps keeps each transaction under etcd's --max-txn-ops (default 128).
@@ -428,6 +450,7 @@ func (m *member) writeLeaderChunk(ctx context.Context, e *concurrency.Election, 
 			return dropped, fmt.Errorf("%s: write leader data: %w", m.unit, err)
 		}
 		if resp.Succeeded {
+			m.wrote(kv, m.s.layout.leaderData(), resp.Header.Revision)
 			return dropped, nil
 		}
 		lead := resp.Responses[0].GetResponseRange().Kvs

@@ -32,6 +32,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"units that are not eligible never lead", notEligible},
 		{"only the leader writes leader data, and it outlives the leader", leaderDataOutlivesLeader},
 		{"bags merge and delete per field", bags},
+		{"a member reads its own writes at once", readOwnWrites},
 		{"a name cannot be joined twice", duplicateJoin},
 		{"a non-leader sees only its own bag and keys", narrowView},
 		{"guarded writes land only while the bag holds the value", guards},
@@ -178,6 +179,30 @@ func bags(t *testing.T, s relation.Store) {
 		bag := s.Units["db/1"]
 		return bag["csr"] == "c" && len(bag) == 1
 	})
+}
+
+// readOwnWrites: a write shows in the writer's next Snapshot without waiting for the
+// store to echo it; a unit that saw its old value would write it again.
+func readOwnWrites(t *testing.T, s relation.Store) {
+	ctx := context.Background()
+	a := Join(t, s, "db/0", true)
+	Await(t, a, "db/0 to lead", leaderIs("db/0"))
+	b := Join(t, s, "db/1", false)
+	for i := range 20 {
+		v := fmt.Sprint("csr-", i)
+		if err := b.SetUnitData(ctx, map[string]string{"csr": v}); err != nil {
+			t.Fatal(err)
+		}
+		if snap, err := b.Snapshot(ctx); err != nil || snap.Units["db/1"]["csr"] != v {
+			t.Fatalf("db/1 wrote csr=%s, its next snapshot holds %q (%v)", v, snap.Units["db/1"]["csr"], err)
+		}
+		if _, err := a.SetLeaderData(ctx, map[string]string{"ca": v}); err != nil {
+			t.Fatal(err)
+		}
+		if snap, err := a.Snapshot(ctx); err != nil || snap.LeaderData["ca"] != v {
+			t.Fatalf("the leader wrote ca=%s, its next snapshot holds %q (%v)", v, snap.LeaderData["ca"], err)
+		}
+	}
 }
 
 func duplicateJoin(t *testing.T, s relation.Store) {
