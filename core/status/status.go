@@ -90,6 +90,11 @@ func (g Group) WriteTable(w io.Writer) error {
 		sealed = "CA key sealed in leader data"
 	}
 	fmt.Fprintf(w, "relation %s, leader %s, CA %s, %s\n\n", g.Relation, orNone(g.Leader), orNone(fp), sealed)
+	if len(g.Units) == 0 {
+		// Presence and bags are bound to the units' leases: a stopped group shows none.
+		_, err := fmt.Fprintln(w, "no units joined: units appear while their agents run (after 'tlsrelay up' ends, its units have left)")
+		return err
+	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "UNIT\tSTATE\tSERIAL\tNOT AFTER\tERROR")
 	for _, u := range g.Units {
