@@ -378,10 +378,19 @@ func (a *Agent) publishCSR(ctx context.Context, csrPEM, profile string) error {
 	return nil
 }
 
-func (a *Agent) loadSignerCA(ctx context.Context) error {
+// signer is the backend that signs for the group while this unit leads.
+func (a *Agent) signer(ctx context.Context) (sdk.Backend, error) {
 	b, err := a.opts.Backends.For(ctx, config.RoleSigner)
 	if err != nil {
-		return fmt.Errorf("%s: %w", a.unit, err)
+		return nil, fmt.Errorf("%s: %w", a.unit, err)
+	}
+	return b, nil
+}
+
+func (a *Agent) loadSignerCA(ctx context.Context) error {
+	b, err := a.signer(ctx)
+	if err != nil {
+		return err
 	}
 	ca, err := b.CA(ctx)
 	if err != nil {
@@ -430,9 +439,9 @@ func (a *Agent) importReferencedCA(ctx context.Context, signer sdk.Backend, have
 // sign has the signer sign one unit's CSR. A CSR the signer refuses as invalid is
 // rejected in leader data, so the unit learns why; other failures are retried.
 func (a *Agent) sign(ctx context.Context, act protocol.SignCSR, w *leaderWrites) error {
-	b, err := a.opts.Backends.For(ctx, config.RoleSigner)
+	b, err := a.signer(ctx)
 	if err != nil {
-		return fmt.Errorf("%s: %w", a.unit, err)
+		return err
 	}
 	cert, err := b.SignCSR(ctx, sdk.SignRequest{
 		CSRPEM:   []byte(act.CSRPEM),
@@ -465,9 +474,9 @@ func (a *Agent) csrOf(unit, digest string) string {
 
 // sealCA exports the signer's CA and publishes its key sealed with the ca_seal key.
 func (a *Agent) sealCA(ctx context.Context, leaderData map[string]string) error {
-	b, err := a.opts.Backends.For(ctx, config.RoleSigner)
+	b, err := a.signer(ctx)
 	if err != nil {
-		return fmt.Errorf("%s: %w", a.unit, err)
+		return err
 	}
 	ca, err := b.ExportCA(ctx)
 	if err != nil {
@@ -488,9 +497,9 @@ func (a *Agent) sealCA(ctx context.Context, leaderData map[string]string) error 
 
 // importSealedCA opens the group's sealed CA key and makes the group's CA the signer's.
 func (a *Agent) importSealedCA(ctx context.Context, act protocol.ImportSealedCA) error {
-	b, err := a.opts.Backends.For(ctx, config.RoleSigner)
+	b, err := a.signer(ctx)
 	if err != nil {
-		return fmt.Errorf("%s: %w", a.unit, err)
+		return err
 	}
 	sealed, _ := caseal.Decode(act.Sealed)
 	certs, err := certutil.ParseCertificates([]byte(act.CACertPEM))
