@@ -7,9 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/unit"
-	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 )
 
 func newAgentCommand() *cobra.Command {
@@ -24,7 +22,7 @@ files current. On SIGTERM or SIGINT it leaves the relation (its lease revoked, s
 leadership passes on at once) and stops its plugins.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(configFile, builtin.Names())
+			cfg, err := loadConfig(cmd, configFile)
 			if err != nil {
 				return err
 			}

@@ -148,17 +148,22 @@ func TestUpWithEachBackend(t *testing.T) {
 
 func TestSignOneCSR(t *testing.T) {
 	dir := t.TempDir()
-	csr := filepath.Join(dir, "ops.csr")
-	if out, err := exec.Command("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-		"-keyout", filepath.Join(dir, "ops.key"), "-subj", "/CN=ops-1", "-addext", "subjectAltName=DNS:ops-1", "-out", csr).CombinedOutput(); err != nil {
-		t.Fatalf("openssl req: %v: %s", err, out)
+	opensslCSR := func(name, subj, san string) string {
+		t.Helper()
+		csr := filepath.Join(dir, name+".csr")
+		if out, err := exec.Command("openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+			"-keyout", filepath.Join(dir, name+".key"), "-subj", subj, "-addext", "subjectAltName="+san, "-out", csr).CombinedOutput(); err != nil {
+			t.Fatalf("openssl req: %v: %s", err, out)
+		}
+		return csr
 	}
+	csr := opensslCSR("ops", "/CN=ops\\/1", "DNS:ops-1")
 	state := filepath.Join(dir, "state")
 	for _, backend := range []string{"cfssl", "openssl", "easyrsa"} {
 		t.Run(backend, func(t *testing.T) {
 			out := filepath.Join(dir, backend+".crt")
-			r := run(t, "sign", "--csr", csr, "--profile", "client", "--backend", backend, "--state-dir", state, "--out", out)
-			if r.code != 0 || !strings.Contains(r.stderr, `signed "ops-1"`) {
+			r := run(t, "sign", "--csr", csr, "--unit", "ops/1", "--profile", "client", "--backend", backend, "--state-dir", state, "--out", out)
+			if r.code != 0 || !strings.Contains(r.stderr, `signed "ops/1"`) {
 				t.Fatalf("sign exited %d: %s", r.code, r.stderr)
 			}
 			caFile := filepath.Join(state, backend, "ca.pem")
@@ -180,6 +185,13 @@ func TestSignOneCSR(t *testing.T) {
 		{[]string{"--csr", garbage}, "garbage.csr"},
 		{[]string{"--csr", filepath.Join(dir, "missing.csr")}, "missing.csr"},
 		{[]string{"--csr", csr, "--profile", "root"}, `"root" is not one of`},
+		// The policy, as the leader applies it: a unit's name only with --unit, and
+		// only that unit's.
+		{[]string{"--csr", csr}, `common name "ops/1" names a unit; sign it with --unit`},
+		{[]string{"--csr", csr, "--unit", "ops/2"}, `it may ask only for "ops/2"`},
+		{[]string{"--csr", opensslCSR("upper", "/CN=ops\\/1", "DNS:OPS-2"), "--unit", "ops/1"}, `"OPS-2", the name of unit ops/2`},
+		{[]string{"--csr", opensslCSR("local", "/CN=ops\\/1", "DNS:localhost"), "--unit", "ops/1"}, `"localhost" is not allowed`},
+		{[]string{"--csr", csr, "--unit", "ops/1", "--validity", "100000h"}, "policy.max_validity"},
 	} {
 		r := run(t, append([]string{"sign", "--state-dir", state}, tt.args...)...)
 		if r.code == 0 || !strings.Contains(r.stderr, tt.want) {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/etcdaccess"
-	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 )
 
 func newEtcdCommand() *cobra.Command {
@@ -43,7 +42,7 @@ cluster whose authentication is off, --enable-auth creates the root user and tur
 on. Rerunning is safe: it adds new units and resets each role to what the flags say.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(configFile, builtin.Names())
+			cfg, err := loadConfig(cmd, configFile)
 			if err != nil {
 				return err
 			}

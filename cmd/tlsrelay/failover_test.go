@@ -70,8 +70,29 @@ func newAgentsWith(t *testing.T, yaml string, seal bool) *agents {
 	}
 	t.Cleanup(func() { os.RemoveAll(tmp) })
 	a := &agents{t: t, bin: testbinBuild(t), dir: dir, tmp: tmp, config: config, procs: map[string]*exec.Cmd{}}
+	t.Cleanup(a.dumpLogsOnFailure)
 	t.Cleanup(a.killAll)
 	return a
+}
+
+// dumpLogsOnFailure prints the tail of every agent's log when the test failed, so a
+// failure in CI says what the agents were doing.
+func (a *agents) dumpLogsOnFailure() {
+	if !a.t.Failed() {
+		return
+	}
+	logs, _ := filepath.Glob(filepath.Join(a.dir, "*.log"))
+	for _, name := range logs {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		if len(lines) > 40 {
+			lines = lines[len(lines)-40:]
+		}
+		a.t.Logf("last lines of %s:\n%s", filepath.Base(name), strings.Join(lines, "\n"))
+	}
 }
 
 func (a *agents) unitDir(unit string) string {

@@ -50,7 +50,7 @@ key, a key that does not match, a wrong passphrase, an unreadable payload),
 }
 
 func runFetch(cmd *cobra.Command, f fetchFlags, ref string) error {
-	cfg, err := config.Load(f.config, builtin.Names())
+	cfg, err := loadConfig(cmd, f.config)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/backend"
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
 	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 	"github.com/tlsrelay/tlsrelay/sdk"
@@ -16,8 +17,8 @@ import (
 )
 
 type signFlags struct {
-	csr, profile, config, stateDir, out, backend string
-	validity                                     time.Duration
+	csr, profile, config, stateDir, out, backend, unit string
+	validity                                           time.Duration
 }
 
 func newSignCommand() *cobra.Command {
@@ -26,9 +27,11 @@ func newSignCommand() *cobra.Command {
 		Use:   "sign --csr FILE",
 		Short: "Sign one CSR with the configured signer backend (an operator's tool)",
 		Long: `sign hands one PEM CSR to the deployment's signer backend, as the leader would, and
-writes the certificate chain to stdout (or --out). The signer uses its CA in the
-deployment's state directory; for the group of a 'tlsrelay up --dir DIR', pass
---state-dir DIR/state.`,
+writes the certificate chain to stdout (or --out). The CSR is checked against the
+deployment's policy first, as the leader checks a unit's: with --unit NAME it must ask
+for NAME's common name and only the SANs the policy allows NAME; without --unit it may
+not ask for any unit's name. The signer uses its CA in the deployment's state
+directory; for the group of a 'tlsrelay up --dir DIR', pass --state-dir DIR/state.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runSign(cmd, f) },
 	}
@@ -39,12 +42,13 @@ deployment's state directory; for the group of a 'tlsrelay up --dir DIR', pass
 	cmd.Flags().StringVar(&f.stateDir, "state-dir", "", "override state_dir: where the signer keeps its CA")
 	cmd.Flags().StringVar(&f.out, "out", "", "write the chain here instead of stdout")
 	cmd.Flags().StringVar(&f.backend, "backend", "", "sign with this backend instead of roles.signer")
+	cmd.Flags().StringVar(&f.unit, "unit", "", "apply the policy's rules for this unit (its common name and SANs)")
 	cmd.MarkFlagRequired("csr")
 	return cmd
 }
 
 func runSign(cmd *cobra.Command, f signFlags) error {
-	cfg, err := config.Load(f.config, builtin.Names())
+	cfg, err := loadConfig(cmd, f.config)
 	if err != nil {
 		return err
 	}
@@ -74,6 +78,13 @@ func runSign(cmd *cobra.Command, f signFlags) error {
 	if err != nil {
 		return err
 	}
+	ca, err := signer.CA(ctx)
+	if err != nil {
+		return fmt.Errorf("the signer %s's CA: %w", cfg.Roles.Signer, err)
+	}
+	if req.Validity, err = cappedValidity(cfg, req.Validity, ca.BundlePEM); err != nil {
+		return err
+	}
 	chain, err := signer.SignCSR(ctx, req)
 	if err != nil {
 		return fmt.Errorf("sign %s with %s: %w", f.csr, cfg.Roles.Signer, err)
@@ -84,12 +95,9 @@ func runSign(cmd *cobra.Command, f signFlags) error {
 	return summarize(cmd, cfg.Roles.Signer, chain.ChainPEM)
 }
 
-// signRequest checks the CSR locally, so that a bad file is named before any plugin starts.
+// signRequest checks the CSR against the policy locally, so that a bad file is named
+// before any plugin starts.
 func signRequest(cfg *config.Config, f signFlags, csrPEM []byte) (sdk.SignRequest, error) {
-	csr, err := certutil.ParseCSR(csrPEM, "")
-	if err != nil {
-		return sdk.SignRequest{}, fmt.Errorf("--csr %s: %w", f.csr, err)
-	}
 	profile := sdk.Profile(cfg.Certificate.Profile)
 	if f.profile != "" {
 		profile = sdk.Profile(f.profile)
@@ -97,11 +105,49 @@ func signRequest(cfg *config.Config, f signFlags, csrPEM []byte) (sdk.SignReques
 	if !profile.Valid() {
 		return sdk.SignRequest{}, fmt.Errorf("--profile: %q is not one of server, client, peer", profile)
 	}
+	if f.unit != "" && !policy.IsUnitName(f.unit) {
+		return sdk.SignRequest{}, fmt.Errorf("--unit: %q is not a unit name like db/0", f.unit)
+	}
+	pol, err := cfg.SigningPolicy()
+	if err != nil {
+		return sdk.SignRequest{}, err
+	}
+	csr, err := pol.Check(policy.Request{Unit: f.unit, CSRPEM: csrPEM, Profile: string(profile)})
+	if err != nil {
+		return sdk.SignRequest{}, fmt.Errorf("--csr %s: %w", f.csr, err)
+	}
 	validity := cfg.Certificate.Validity
 	if f.validity != 0 {
 		validity = f.validity
 	}
-	return sdk.SignRequest{CSRPEM: csrPEM, Profile: profile, Validity: validity, Unit: csr.Subject.CommonName}, nil
+	unit := f.unit
+	if unit == "" {
+		unit = csr.Subject.CommonName
+	}
+	return sdk.SignRequest{CSRPEM: csrPEM, Profile: profile, Validity: validity, Unit: unit}, nil
+}
+
+// cappedValidity is the validity to sign for: the asked one within policy.max_validity
+// and the CA's own lifetime; a request beyond policy.max_validity is an error here,
+// where the operator asked for it.
+func cappedValidity(cfg *config.Config, asked time.Duration, caPEM []byte) (time.Duration, error) {
+	if max := cfg.Policy.MaxValidity; asked > max {
+		return 0, fmt.Errorf("--validity: %s is longer than policy.max_validity %s", asked, max)
+	}
+	certs, err := certutil.ParseCertificates(caPEM)
+	if err != nil {
+		return 0, fmt.Errorf("the signer's CA: %w", err)
+	}
+	pol, err := cfg.SigningPolicy()
+	if err != nil {
+		return 0, err
+	}
+	v := pol.Validity(asked, certs[0], time.Now())
+	if v <= certutil.Backdate {
+		return 0, fmt.Errorf("the signer's CA %q expires at %s: nothing can be signed with it",
+			certs[0].Subject.CommonName, certs[0].NotAfter.UTC().Format(time.RFC3339))
+	}
+	return v, nil
 }
 
 func writeChain(cmd *cobra.Command, out string, chain []byte) error {

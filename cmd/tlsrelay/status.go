@@ -11,7 +11,6 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/status"
 	"github.com/tlsrelay/tlsrelay/core/unit"
-	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 )
 
 func newStatusCommand() *cobra.Command {
@@ -26,7 +25,7 @@ the member's data in state_dir/etcd) and prints what each unit last published. A
 'tlsrelay up --dir DIR', --dir DIR reads that group's embedded etcd.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(configFile, builtin.Names())
+			cfg, err := loadConfig(cmd, configFile)
 			if err != nil {
 				return err
 			}

@@ -48,7 +48,7 @@ processes, still through etcd (for large groups); --store memory does so without
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			cfg, err := config.Load(f.config, builtin.Names())
+			cfg, err := loadConfig(cmd, f.config)
 			if err != nil {
 				return err
 			}
@@ -91,6 +91,18 @@ processes, still through etcd (for large groups); --store memory does so without
 	cmd.Flags().BoolVar(&f.inProc, "in-process", false, "run every unit in this process, sharing one set of plugin processes (the relation is still etcd)")
 	cmd.Flags().BoolVar(&f.allPairs, "all-pairs", false, "prove mutual TLS between every pair of units (n*(n-1) handshakes), not only ring neighbours")
 	return cmd
+}
+
+// loadConfig loads the deployment and warns about what it ignores.
+func loadConfig(cmd *cobra.Command, path string) (*config.Config, error) {
+	cfg, err := config.Load(path, builtin.Names())
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range cfg.Warnings {
+		newLogger(cmd).Warn(w)
+	}
+	return cfg, nil
 }
 
 func newLogger(cmd *cobra.Command) hclog.Logger {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/secrets"
@@ -51,6 +52,9 @@ type Options struct {
 	// CARef names the group's CA in the secrets backend (ca.ref): a leader imports it
 	// into its signer before it signs. Empty: the signer's own CA.
 	CARef string
+	// Policy is what this unit signs while it leads; nil is policy.Defaults() with the
+	// certificate's common name template.
+	Policy *policy.Policy
 }
 
 // Status is what a unit reports.
@@ -89,6 +93,8 @@ type Agent struct {
 	published map[string]string            // the status fields last written to the bag
 	lastUnits map[string]map[string]string // the bags the last decision saw
 	renewAt   time.Time                    // when the installed certificate is due for renewal; zero if none
+	// signFailures counts Internal failures of the signer per CSR digest.
+	signFailures map[string]int
 }
 
 // New prepares an agent; Run starts it.
@@ -106,6 +112,13 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.SecretsRefresh <= 0 {
 		opts.SecretsRefresh = time.Hour
+	}
+	if opts.Policy == nil {
+		rules := policy.Defaults()
+		rules.CommonName = opts.Certificate.CommonName
+		if opts.Policy, err = policy.New(rules); err != nil {
+			return nil, err
+		}
 	}
 	return &Agent{
 		opts:  opts,
@@ -221,10 +234,7 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	d := protocol.Decide(protocol.View{
 		Unit: a.unit, Leader: leader, Units: snap.Units, LeaderData: snap.LeaderData,
 		Local: local, Want: a.want, Now: a.opts.Now(), SignerCA: a.signerCA, CASeal: len(a.opts.SealKey) > 0,
-		Policy: protocol.Policy{CommonName: func(unit string) string {
-			cn, _ := a.opts.Certificate.CommonNameFor(unit)
-			return cn
-		}},
+		Policy: a.opts.Policy,
 	})
 	a.report(leader, d, local)
 	if len(d.Actions) == 0 {
@@ -436,32 +446,75 @@ func (a *Agent) importReferencedCA(ctx context.Context, signer sdk.Backend, have
 	return have, nil
 }
 
-// sign has the signer sign one unit's CSR. A CSR the signer refuses as invalid is
-// rejected in leader data, so the unit learns why; other failures are retried.
+// signAttempts is how often a CSR the signer fails on with Internal is tried before it
+// is rejected: such a failure may pass, but one that repeats is the CSR's.
+const signAttempts = 3
+
+// sign has the signer sign one unit's CSR, for the policy's validity. A CSR the signer
+// refuses as invalid, or fails on signAttempts times, is rejected in leader data so the
+// unit learns why; other failures (the signer unavailable) are retried.
 func (a *Agent) sign(ctx context.Context, act protocol.SignCSR, w *leaderWrites) error {
 	b, err := a.signer(ctx)
 	if err != nil {
 		return err
 	}
+	validity, err := a.validity()
+	if err != nil {
+		return err
+	}
+	digest := protocol.Digest(act.CSRPEM)
 	cert, err := b.SignCSR(ctx, sdk.SignRequest{
 		CSRPEM:   []byte(act.CSRPEM),
 		Profile:  sdk.Profile(act.Profile),
-		Validity: a.opts.Certificate.Validity,
+		Validity: validity,
 		Unit:     act.Unit,
 	})
-	if sdk.IsCode(err, sdk.CodeInvalidArgument) {
+	if err != nil && a.finalSignError(digest, err) {
 		a.log.Warn("signer refused CSR", "of", act.Unit, "error", err)
 		w.answer(act.Unit, act.CSRPEM, map[string]string{protocol.RejectionKey(act.Unit): protocol.Rejection{
-			CSRDigest: protocol.Digest(act.CSRPEM), Reason: err.Error()}.Encode()})
+			CSRDigest: digest, Reason: err.Error()}.Encode()})
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("%s: sign CSR of %s: %w", a.unit, act.Unit, err)
 	}
+	delete(a.signFailures, digest)
 	w.answer(act.Unit, act.CSRPEM, map[string]string{
 		protocol.SignedCertificateKey(act.Unit): string(cert.ChainPEM), protocol.RejectionKey(act.Unit): ""})
 	a.log.Info("signed CSR", "of", act.Unit)
 	return nil
+}
+
+// finalSignError says whether a signer's error answers the CSR for good: InvalidArgument
+// at once, Internal (or an unclassified error) once it has repeated signAttempts times.
+func (a *Agent) finalSignError(digest string, err error) bool {
+	switch sdk.CodeOf(err) {
+	case sdk.CodeInvalidArgument:
+		return true
+	case sdk.CodeInternal:
+		if a.signFailures == nil {
+			a.signFailures = map[string]int{}
+		}
+		a.signFailures[digest]++
+		return a.signFailures[digest] >= signAttempts
+	}
+	return false
+}
+
+// validity is the lifetime to sign for: certificate.validity, capped by the policy and
+// by the signing CA's own expiry.
+func (a *Agent) validity() (time.Duration, error) {
+	now := a.opts.Now()
+	certs, err := certutil.ParseCertificates([]byte(a.signerCA))
+	if err != nil {
+		return 0, fmt.Errorf("%s: the signer's CA: %w", a.unit, err)
+	}
+	v := a.opts.Policy.Validity(a.opts.Certificate.Validity, certs[0], now)
+	if v <= certutil.Backdate {
+		return 0, fmt.Errorf("%s: the signer's CA %q expires at %s: nothing can be signed with it",
+			a.unit, certs[0].Subject.CommonName, certs[0].NotAfter.UTC().Format(time.RFC3339))
+	}
+	return v, nil
 }
 
 // csrOf is the CSR a rejection answers, from the snapshot the decision was made on.

@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
 	"github.com/tlsrelay/tlsrelay/core/secrets"
+	"github.com/tlsrelay/tlsrelay/internal/pkitest"
 	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -42,6 +45,13 @@ var testCert = config.Certificate{
 	Validity: time.Hour, RenewAt: 0.66,
 }
 
+// testPolicy lets every unit have localhost, as testCert asks.
+var testPolicy = func() *policy.Policy {
+	r := policy.Defaults()
+	r.SharedSANs = []string{"localhost"}
+	return policy.MustNew(r)
+}()
+
 // cluster runs units as agents on one memory relation until the test ends.
 type cluster struct {
 	t       *testing.T
@@ -52,12 +62,14 @@ type cluster struct {
 	members map[string]relation.Member
 	cancel  map[string]context.CancelFunc
 	wg      sync.WaitGroup
+	policy  *policy.Policy
+	cert    config.Certificate
 }
 
 func newCluster(t *testing.T) *cluster {
 	root := t.TempDir()
 	c := &cluster{t: t, store: relation.NewMemory(), root: root, backend: newCfssl(t, filepath.Join(root, "ca")),
-		members: map[string]relation.Member{}, cancel: map[string]context.CancelFunc{}}
+		members: map[string]relation.Member{}, cancel: map[string]context.CancelFunc{}, policy: testPolicy, cert: testCert}
 	t.Cleanup(func() {
 		for _, cancel := range c.cancel {
 			cancel()
@@ -77,7 +89,7 @@ func (c *cluster) start(unit string) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	a, err := New(Options{Member: m, Backends: inProcess{c.backend}, Certificate: testCert, Dir: c.dir(unit)})
+	a, err := New(Options{Member: m, Backends: inProcess{c.backend}, Certificate: c.cert, Policy: c.policy, Dir: c.dir(unit)})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -262,7 +274,7 @@ func TestAgentFetchesConfiguredSecrets(t *testing.T) {
 	m, _ := store.Join(context.Background(), "lb/0", relation.JoinOptions{LeaderEligible: true})
 	out := filepath.Join(root, "l1")
 	fetched := make(chan error, 10)
-	a, err := New(Options{Member: m, Certificate: testCert, Dir: filepath.Join(root, "lb-0"),
+	a, err := New(Options{Member: m, Certificate: testCert, Policy: testPolicy, Dir: filepath.Join(root, "lb-0"),
 		Backends: byRole{config.RoleCSR: signer, config.RoleSigner: signer,
 			config.RoleSecrets: listener{s: sdk.Secret{CertificatePEM: chain.ChainPEM, Key: csr.Key}}},
 		Secrets:        []config.Secret{{Name: "l1", Ref: "ref-1", Output: config.SecretOutput{Dir: out}}},
@@ -302,7 +314,7 @@ func TestRenewalDueGivesANewKeyAndCertificate(t *testing.T) {
 	var skew atomic.Int64 // how far the agent's clock runs ahead
 	var sawRenewalDue atomic.Bool
 	dir := filepath.Join(root, "db-0")
-	a, err := New(Options{Member: m, Backends: backend, Certificate: testCert, Dir: dir,
+	a, err := New(Options{Member: m, Backends: backend, Certificate: testCert, Policy: testPolicy, Dir: dir,
 		Now:      func() time.Time { return time.Now().Add(time.Duration(skew.Load())) },
 		OnStatus: func(s Status) { sawRenewalDue.CompareAndSwap(false, s.State == protocol.StateRenewalDue) }})
 	if err != nil {
@@ -337,5 +349,91 @@ func TestRenewalDueGivesANewKeyAndCertificate(t *testing.T) {
 	}
 	if !sawRenewalDue.Load() {
 		t.Fatal("the agent never reported renewal due")
+	}
+}
+
+// A unit that turned hostile publishes each CSR of the hostile table in its bag; the
+// leader (a real agent, real cfssl) answers every one with a rejection naming the reason
+// and signs none, and the honest units keep their certificates.
+func TestLeaderRefusesHostileCSRs(t *testing.T) {
+	c := newCluster(t)
+	c.policy = policy.MustNew(policy.Defaults()) // localhost not opted in
+	c.cert.SANs = nil
+	c.start("node/1") // node/1 joins first: it leads
+	c.waitCerts("node/1")
+	attacker, err := c.store.Join(context.Background(), "node/0", relation.JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer attacker.Leave(context.Background())
+	for _, h := range pkitest.HostileCSRs(t) {
+		t.Run(h.Name, func(t *testing.T) {
+			if err := attacker.SetUnitData(context.Background(), map[string]string{protocol.KeyCSR: h.CSRPEM, protocol.KeyProfile: "peer"}); err != nil {
+				t.Fatal(err)
+			}
+			snap := relationtest.Await(t, attacker, "the leader's answer", func(s relation.Snapshot) bool {
+				r, ok := protocol.DecodeRejection(s.LeaderData[protocol.RejectionKey("node/0")])
+				return ok && r.CSRDigest == protocol.Digest(h.CSRPEM)
+			})
+			r, _ := protocol.DecodeRejection(snap.LeaderData[protocol.RejectionKey("node/0")])
+			if !strings.Contains(r.Reason, h.Reason) {
+				t.Errorf("rejection %q, want one containing %q", r.Reason, h.Reason)
+			}
+			if chain := snap.LeaderData[protocol.SignedCertificateKey("node/0")]; chain != "" {
+				t.Errorf("the leader signed a certificate for the hostile unit:\n%s", chain)
+			}
+		})
+	}
+	c.waitCerts("node/1")
+}
+
+// failingSigner signs nothing: every SignCSR fails with Internal, as a backend that
+// chokes on one CSR does.
+type failingSigner struct {
+	sdk.Backend
+	calls atomic.Int32
+}
+
+func (f *failingSigner) SignCSR(context.Context, sdk.SignRequest) (sdk.Certificate, error) {
+	f.calls.Add(1)
+	return sdk.Certificate{}, sdk.Errorf(sdk.CodeInternal, "csr", "the signer choked")
+}
+
+// A CSR the signer fails on with Internal is tried signAttempts times, then rejected
+// with the signer's reason: never retried for ever with the unit left in the dark.
+func TestRepeatedInternalErrorBecomesARejection(t *testing.T) {
+	c := newCluster(t)
+	signer := &failingSigner{Backend: c.backend}
+	c.backend = signer
+	c.start("db/0")
+	m := c.members["db/0"]
+	snap := relationtest.Await(t, m, "a rejection of db/0's CSR", func(s relation.Snapshot) bool {
+		return s.LeaderData[protocol.RejectionKey("db/0")] != ""
+	})
+	r, _ := protocol.DecodeRejection(snap.LeaderData[protocol.RejectionKey("db/0")])
+	if !strings.Contains(r.Reason, "the signer choked") {
+		t.Errorf("rejection %q does not give the signer's reason", r.Reason)
+	}
+	if n := signer.calls.Load(); n != signAttempts {
+		t.Errorf("SignCSR called %d times, want %d", n, signAttempts)
+	}
+}
+
+// A leaf never outlives its CA: with 3 hours left on the CA, a unit asking for 30 days
+// gets a certificate that ends with the CA.
+func TestValidityIsCappedByTheCA(t *testing.T) {
+	c := newCluster(t)
+	ca := pkitest.NewCA(t, "short-lived CA", time.Now().Add(-365*24*time.Hour+3*time.Hour))
+	if err := c.backend.ImportCA(context.Background(), sdk.CAKeyPair{CertPEM: []byte(ca.PEM), Key: pkitest.KeyPEM(t, ca.Key)}); err != nil {
+		t.Fatal(err)
+	}
+	c.cert.Validity = 720 * time.Hour
+	c.start("db/0")
+	leaf := c.waitCerts("db/0")["db/0"]
+	if leaf.NotAfter.After(ca.Cert.NotAfter) {
+		t.Fatalf("leaf ends %s, after its CA %s", leaf.NotAfter, ca.Cert.NotAfter)
+	}
+	if time.Until(leaf.NotAfter) < 2*time.Hour {
+		t.Fatalf("leaf ends %s: capped too far", leaf.NotAfter)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/tlsrelay/tlsrelay/configs"
+	"github.com/tlsrelay/tlsrelay/core/policy"
 )
 
 // Config is one unit's deployment.
@@ -23,6 +25,7 @@ type Config struct {
 	StateDir    string            `mapstructure:"state_dir"`
 	Relation    Relation          `mapstructure:"relation"`
 	Certificate Certificate       `mapstructure:"certificate"`
+	Policy      Policy            `mapstructure:"policy"`
 	CASeal      CASeal            `mapstructure:"ca_seal"`
 	CA          CA                `mapstructure:"ca"`
 	Roles       Roles             `mapstructure:"roles"`
@@ -34,6 +37,39 @@ type Config struct {
 
 	// Source names where the config came from, for error messages.
 	Source string `mapstructure:"-"`
+	// Warnings are problems that do not stop the unit: TLSRELAY_* variables that
+	// name no key (a typo would otherwise be ignored in silence).
+	Warnings []string `mapstructure:"-"`
+}
+
+// OtherEnv lists the TLSRELAY_* variables tlsrelay reads that are not config keys.
+var OtherEnv = []string{"TLSRELAY_CA_SEAL_KEY", "TLSRELAY_ETCD_ROOT_PASSWORD", "TLSRELAY_LOG_LEVEL", "TLSRELAY_PLUGIN"}
+
+// unknownEnv names the TLSRELAY_* variables of environ that override no key of v.
+func unknownEnv(v *viper.Viper, environ []string) []string {
+	known := map[string]bool{}
+	for _, name := range OtherEnv {
+		known[name] = true
+	}
+	for _, key := range v.AllKeys() {
+		for {
+			known[EnvPrefix+"_"+strings.ToUpper(strings.ReplaceAll(key, ".", "_"))] = true
+			i := strings.LastIndex(key, ".")
+			if i < 0 {
+				break
+			}
+			key = key[:i] // a parent key: TLSRELAY_CERTIFICATE_KEY sets the whole map
+		}
+	}
+	var unknown []string
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, EnvPrefix+"_") && !known[name] && !strings.HasPrefix(name, EnvPrefix+"_PLUGINS_") {
+			unknown = append(unknown, fmt.Sprintf("environment variable %s names no config key; it is ignored", name))
+		}
+	}
+	slices.Sort(unknown)
+	return unknown
 }
 
 // Relation selects the peer-messaging store.
@@ -96,6 +132,34 @@ type Certificate struct {
 	Validity   time.Duration `mapstructure:"validity"`
 	RenewAt    float64       `mapstructure:"renew_at"`
 	Output     Output        `mapstructure:"output"`
+}
+
+// Policy is what the leader signs (core/policy): which SANs a unit may ask for besides
+// its own name, which keys, and limits. See configs/tlsrelay.yaml.
+type Policy struct {
+	SANs        []string         `mapstructure:"sans"`
+	SharedSANs  []string         `mapstructure:"shared_sans"`
+	URIs        []string         `mapstructure:"uris"`
+	Keys        map[string][]int `mapstructure:"keys"`
+	MaxCSRBytes int              `mapstructure:"max_csr_bytes"`
+	MaxSANs     int              `mapstructure:"max_sans"`
+	MaxValidity time.Duration    `mapstructure:"max_validity"`
+}
+
+// Rules is the policy with the certificate's common name template.
+func (c *Config) Rules() policy.Rules {
+	p := c.Policy
+	return policy.Rules{CommonName: c.Certificate.CommonName, SANs: p.SANs, SharedSANs: p.SharedSANs, URIs: p.URIs,
+		Keys: p.Keys, MaxCSRBytes: p.MaxCSRBytes, MaxSANs: p.MaxSANs, MaxValidity: p.MaxValidity}
+}
+
+// SigningPolicy compiles the policy (validated by Load).
+func (c *Config) SigningPolicy() (*policy.Policy, error) {
+	p, err := policy.New(c.Rules())
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", c.Source, err)
+	}
+	return p, nil
 }
 
 // Key is the private key to generate.
@@ -197,6 +261,7 @@ func Load(path string, builtins []string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %s", source, decodeReason(err))
 	}
 	cfg.Source = source
+	cfg.Warnings = unknownEnv(v, os.Environ())
 	if err := cfg.Validate(builtins); err != nil {
 		return nil, err
 	}

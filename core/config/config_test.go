@@ -52,6 +52,7 @@ func TestEnvOverrides(t *testing.T) {
 	t.Setenv("TLSRELAY_CERTIFICATE_KEY_SIZE", "384")
 	t.Setenv("TLSRELAY_UNIT", "web/7")
 	t.Setenv("TLSRELAY_CERTIFICATE_SANS", "a.example,10.0.0.1")
+	t.Setenv("TLSRELAY_POLICY_SHARED_SANS", "*.example,10.0.0.0/8")
 	t.Setenv("TLSRELAY_CERTIFICATE_VALIDITY", "48h")
 	cfg, err := Load(writeConfig(t, "unit: db/3\n"), builtins)
 	if err != nil {
@@ -188,5 +189,61 @@ func TestSecretsValidation(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: err = %v, want %q", tt.yaml, err, tt.want)
 		}
+	}
+}
+
+func TestPolicyAndNumbersValidated(t *testing.T) {
+	for _, tt := range []struct {
+		yaml string
+		env  map[string]string
+		want string
+	}{
+		{yaml: "certificate: {renew_at: .nan}\n", want: "certificate.renew_at: NaN"},
+		{env: map[string]string{"TLSRELAY_CERTIFICATE_RENEW_AT": "NaN"}, want: "certificate.renew_at: NaN"},
+		{env: map[string]string{"TLSRELAY_CERTIFICATE_RENEW_AT": "+Inf"}, want: "certificate.renew_at"},
+		{yaml: "certificate: {validity: 87600h}\n", want: "certificate.validity: 87600h0m0s is longer than policy.max_validity"},
+		{yaml: "policy: {max_validity: 2000000h}\n", want: "policy.max_validity"},
+		{yaml: "certificate: {key: {algorithm: rsa, size: 8192}}\n", want: "certificate.key: rsa 8192 is not allowed by policy.keys"},
+		{yaml: "certificate: {sans: [localhost]}\n", want: `certificate.sans[0]: "localhost" is not allowed`},
+		{yaml: "certificate: {sans: [node-3]}\n", want: `certificate.sans[0]: "node-3" is not allowed`},
+		{yaml: "policy: {sans: ['{{.Nope}}']}\n", want: "policy.sans[0]"},
+		{yaml: "policy: {keys: {dsa: [1024]}}\n", want: "policy.keys.dsa"},
+		{yaml: "policy: {max_csr_bytes: 5}\n", want: "policy.max_csr_bytes"},
+	} {
+		for k, v := range tt.env {
+			t.Setenv(k, v)
+		}
+		yaml := tt.yaml
+		if yaml == "" {
+			yaml = "unit: db/0\n"
+		}
+		_, err := Load(writeConfig(t, yaml), builtins)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q %v: err = %v, want %q", tt.yaml, tt.env, err, tt.want)
+		}
+		for k := range tt.env {
+			os.Unsetenv(k)
+		}
+	}
+	// Localhost is opt-in, and then it is signed.
+	cfg, err := Load(writeConfig(t, "certificate: {sans: [localhost]}\npolicy: {shared_sans: [localhost]}\n"), builtins)
+	if err != nil {
+		t.Fatalf("localhost opted in: %v", err)
+	}
+	if _, err := cfg.SigningPolicy(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestUnknownEnvIsWarnedAbout(t *testing.T) {
+	t.Setenv("TLSRELAY_CERTIFICATE_VALIDTY", "1h") // a typo
+	t.Setenv("TLSRELAY_CERTIFICATE_VALIDITY", "2h")
+	t.Setenv("TLSRELAY_CA_SEAL_KEY", "x")
+	cfg, err := Load("", builtins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], "TLSRELAY_CERTIFICATE_VALIDTY") {
+		t.Fatalf("warnings = %q, want one naming TLSRELAY_CERTIFICATE_VALIDTY", cfg.Warnings)
 	}
 }

@@ -5,19 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
 	"text/template"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
-
-// unitName is <application>/<number>, as Juju names units; letters, digits, '.', '-'.
-var unitName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*/[0-9]+$`)
 
 // Stores lists the relation stores this version implements.
 var Stores = []string{StoreEmbedded, StoreEtcd, StoreMemory}
@@ -28,7 +25,7 @@ const MinValidity = time.Hour
 // Validate checks every key and returns all problems joined.
 func (c *Config) Validate(builtins []string) error {
 	p := &problems{source: c.Source}
-	if !unitName.MatchString(c.Unit) {
+	if !policy.IsUnitName(c.Unit) {
 		p.add("unit", "%q is not a unit name like db/0 (lower-case application, '/', number)", c.Unit)
 	}
 	if c.StateDir == "" {
@@ -36,6 +33,7 @@ func (c *Config) Validate(builtins []string) error {
 	}
 	c.Relation.validate(p)
 	c.Certificate.validate(p)
+	c.validatePolicy(p)
 	c.validatePlugins(p, builtins)
 	c.validateSecrets(p)
 	return p.err()
@@ -119,11 +117,39 @@ func (c Certificate) validate(p *problems) {
 		// as soon as they are issued, and units would renew without end.
 		p.add("certificate.validity", "%s is shorter than the minimum %s (use a duration like 720h)", c.Validity, MinValidity)
 	}
-	if c.RenewAt <= 0 || c.RenewAt > 1 {
+	if !(c.RenewAt > 0 && c.RenewAt <= 1) { // written so that NaN fails too
 		p.add("certificate.renew_at", "%v must be a fraction of the lifetime, above 0 and at most 1", c.RenewAt)
 	}
 	if c.Output.Dir == "" {
 		p.add("certificate.output.dir", "must be set")
+	}
+}
+
+// validatePolicy compiles the signing policy and checks that the unit's own request
+// passes it: a config whose units the leader would refuse is an error here, not a
+// rejection later.
+func (c *Config) validatePolicy(p *problems) {
+	pol, err := policy.New(c.Rules())
+	if err != nil {
+		for _, msg := range strings.Split(err.Error(), "; ") {
+			key, reason, _ := strings.Cut(msg, ": ")
+			p.add(key, "%s", reason)
+		}
+		return
+	}
+	if k := c.Certificate.Key; k.Algorithm != "" && !pol.AllowsKey(k.Algorithm, k.Size) {
+		p.add("certificate.key", "%s %d is not allowed by policy.keys", k.Algorithm, k.Size)
+	}
+	if max := c.Policy.MaxValidity; c.Certificate.Validity > max {
+		p.add("certificate.validity", "%s is longer than policy.max_validity %s", c.Certificate.Validity, max)
+	}
+	for i, san := range c.Certificate.SANs {
+		if san == "hostname" || san == "ip" || !policy.IsUnitName(c.Unit) {
+			continue // known only on the unit's host
+		}
+		if !pol.AllowsSAN(c.Unit, san) {
+			p.add(fmt.Sprintf("certificate.sans[%d]", i), "%q is not allowed by policy.sans or policy.shared_sans: the leader would refuse it", san)
+		}
 	}
 }
 

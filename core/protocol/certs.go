@@ -12,12 +12,14 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/policy"
+
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // UnitDNSName is a unit's name as a DNS label: "db/0" becomes "db-0". Every unit's
 // certificate carries it as a SAN, since "/" cannot appear in a DNS name.
-func UnitDNSName(unit string) string { return strings.ReplaceAll(unit, "/", "-") }
+func UnitDNSName(unit string) string { return policy.UnitDNSName(unit) }
 
 // leafFor returns the leaf of chain if it certifies pub and chains to the CA bundle.
 func leafFor(chainPEM string, pub crypto.PublicKey, caPEM string, now time.Time) (*x509.Certificate, error) {

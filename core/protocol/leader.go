@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -33,8 +34,13 @@ func decideLeader(v View) (actions []Action, signing []string, problem string) {
 	if published == "" {
 		return actions, nil, "" // units sign against the published CA: publish it first
 	}
+	pol := v.Policy
+	if pol == nil {
+		pol = defaultPolicy
+	}
+	claimed := claimedNames(v, pol)
 	for _, unit := range sortedKeys(v.Units) {
-		if act := decideUnitCSR(v, unit, published); act != nil {
+		if act := decideUnitCSR(v, pol, claimed, unit, published); act != nil {
 			actions = append(actions, act)
 			if s, ok := act.(SignCSR); ok {
 				signing = append(signing, s.Unit)
@@ -89,23 +95,51 @@ func continuityProblem(v View, published string) string {
 		"configure the same ca_seal key on every leader-eligible unit, or a shared CA (ca.ref, or a remote signer)", signer, group, why)
 }
 
+var defaultPolicy = policy.MustNew(policy.Defaults())
+
+// claimedNames maps each name a joined unit's certificate holds exclusively (every SAN
+// but the shared ones) to that unit, so that no other unit is signed for it.
+func claimedNames(v View, pol *policy.Policy) map[string]string {
+	claimed := map[string]string{}
+	for unit := range v.Units {
+		chain := v.LeaderData[SignedCertificateKey(unit)]
+		if chain == "" {
+			continue
+		}
+		certs, err := certutil.ParseCertificates([]byte(chain))
+		if err != nil {
+			continue
+		}
+		names := []string{}
+		for _, d := range certs[0].DNSNames {
+			names = append(names, policy.Normalize(d))
+		}
+		for _, ip := range certs[0].IPAddresses {
+			names = append(names, ip.String())
+		}
+		for _, name := range names {
+			if pol.Exclusive(unit, name) {
+				claimed[name] = unit
+			}
+		}
+	}
+	return claimed
+}
+
 // decideUnitCSR returns what the leader must do about one unit's CSR, or nil.
-func decideUnitCSR(v View, unit, ca string) Action {
+func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, ca string) Action {
 	bag := v.Units[unit]
 	csrPEM := bag[KeyCSR]
 	if csrPEM == "" {
 		return nil
 	}
 	digest := Digest(csrPEM)
-	if r, ok := decodeRejection(v.LeaderData[RejectionKey(unit)]); ok && r.CSRDigest == digest {
+	if r, ok := DecodeRejection(v.LeaderData[RejectionKey(unit)]); ok && r.CSRDigest == digest {
 		return nil // refused already; the unit must send another CSR
 	}
-	csr, err := certutil.ParseCSR([]byte(csrPEM), unit)
+	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed})
 	if err != nil {
 		return RejectCSR{Unit: unit, Rejection: Rejection{CSRDigest: digest, Reason: err.Error()}}
-	}
-	if reason := v.Policy.Check(unit, csr, bag[KeyProfile], v.Units); reason != "" {
-		return RejectCSR{Unit: unit, Rejection: Rejection{CSRDigest: digest, Reason: reason}}
 	}
 	if chain := v.LeaderData[SignedCertificateKey(unit)]; chain != "" {
 		if _, err := leafFor(chain, csr.PublicKey, ca, v.Now); err == nil {

@@ -16,6 +16,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/policy"
 )
 
 // State is what a unit is doing, named as the Juju tls interface named its states so
@@ -70,7 +72,7 @@ func (r Rejection) Encode() string {
 	return string(b)
 }
 
-func decodeRejection(s string) (Rejection, bool) {
+func DecodeRejection(s string) (Rejection, bool) {
 	var r Rejection
 	if s == "" || json.Unmarshal([]byte(s), &r) != nil {
 		return Rejection{}, false
@@ -92,8 +94,9 @@ type View struct {
 	LeaderData map[string]string
 	Local      Local
 	Want       Want
-	Policy     Policy
-	Now        time.Time
+	// Policy is what the leader signs; nil is policy.Defaults().
+	Policy *policy.Policy
+	Now    time.Time
 	// SignerCA is the signing backend's CA bundle as the leader's signer reports it;
 	// empty until the leader has asked (LoadSignerCA).
 	SignerCA string

@@ -38,7 +38,7 @@ func decidePending(v View, p *Pending, ca string) Decision {
 				Actions: []Action{InstallCertificate{ChainPEM: chain, CAPEM: ca}}}
 		}
 	}
-	if r, ok := decodeRejection(v.LeaderData[RejectionKey(v.Unit)]); ok && r.CSRDigest == Digest(p.CSRPEM) {
+	if r, ok := DecodeRejection(v.LeaderData[RejectionKey(v.Unit)]); ok && r.CSRDigest == Digest(p.CSRPEM) {
 		return Decision{State: StateRejected, Detail: r.Reason}
 	}
 	d := Decision{State: StateAwaitingCertificate, Detail: "CSR published"}

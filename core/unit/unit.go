@@ -45,6 +45,10 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
+	pol, err := cfg.SigningPolicy()
+	if err != nil {
+		return err
+	}
 	store, closeStore, err := OpenStore(cfg, log)
 	if err != nil {
 		return err
@@ -67,7 +71,7 @@ func Run(ctx context.Context, opts Options) error {
 		Member: member, Backends: host, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
 		Host: config.LocalHost(), Log: log, OnStatus: opts.OnStatus,
 		Secrets: cfg.Secrets, SecretsRefresh: cfg.SecretsRefresh,
-		Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref,
+		Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref, Policy: pol,
 	})
 	if err != nil {
 		return err

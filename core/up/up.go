@@ -273,6 +273,10 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		host.Close()
 	}()
 	hostInfo := config.LocalHost()
+	pol, err := cfg.SigningPolicy()
+	if err != nil {
+		return err
+	}
 	var members []relation.Member
 	for _, u := range units {
 		member, err := store.Join(ctx, u.Name, relation.JoinOptions{LeaderEligible: cfg.Relation.LeaderEligible})
@@ -281,7 +285,7 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		}
 		members = append(members, member)
 		a, err := agent.New(agent.Options{Member: member, Backends: host, Certificate: cfg.Certificate,
-			Dir: u.Dir, Host: hostInfo, Log: opts.Log, OnStatus: p.update, Relation: cfg.Relation.Name})
+			Dir: u.Dir, Host: hostInfo, Log: opts.Log, OnStatus: p.update, Relation: cfg.Relation.Name, Policy: pol})
 		if err != nil {
 			return err
 		}

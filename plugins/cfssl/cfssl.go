@@ -153,8 +153,10 @@ func (b *Backend) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certifica
 	}
 	now := time.Now()
 	certPEM, err := ca.signer.Sign(signer.SignRequest{
-		Request:   string(req.CSRPEM),
-		Profile:   string(req.Profile),
+		Request: string(req.CSRPEM),
+		Profile: string(req.Profile),
+		// The subject is rebuilt from the checked common name alone.
+		Subject:   &signer.Subject{CN: plan.CSR.Subject.CommonName},
 		NotBefore: now.Add(-certutil.Backdate),
 		NotAfter:  now.Add(plan.Validity),
 	})
@@ -166,7 +168,8 @@ func (b *Backend) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certifica
 
 // signingPolicy gives cfssl one profile per sdk.Profile, with usages from certutil so
 // every backend grants the same ones. The whitelist copies only the subject, the key and
-// the SANs from a CSR: never a CSR's request to be a CA or its other extensions.
+// the SANs from a CSR: never its subject (rebuilt from the common name), a request to be
+// a CA, email SANs or other extensions.
 func signingPolicy(defaultValidity time.Duration) (*cfconfig.Signing, error) {
 	policy := &cfconfig.Signing{
 		Profiles: map[string]*cfconfig.SigningProfile{},
@@ -181,7 +184,7 @@ func signingPolicy(defaultValidity time.Duration) (*cfconfig.Signing, error) {
 			Usage:  cfsslUsages(usages),
 			Expiry: defaultValidity,
 			CSRWhitelist: &cfconfig.CSRWhitelist{
-				Subject: true, PublicKeyAlgorithm: true, PublicKey: true, SignatureAlgorithm: true,
+				PublicKeyAlgorithm: true, PublicKey: true, SignatureAlgorithm: true,
 				DNSNames: true, IPAddresses: true, URIs: true,
 			},
 		}

@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -98,23 +99,56 @@ func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certifi
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
-	sans := append([]string{}, plan.CSR.DNSNames...)
-	for _, ip := range plan.CSR.IPAddresses {
-		sans = append(sans, ip.String())
-	}
-	args, err := sanArgs(sans, "csr of "+req.Unit)
+	sans, err := certutil.ToolSANs(plan.CSR, req.Unit)
 	if err != nil {
 		return sdk.Certificate{}, err
+	}
+	var args []string
+	if len(sans) > 0 {
+		args = []string{"--subject-alt-name=" + strings.Join(sans, ",")}
 	}
 	var cert []byte
 	err = b.withPKI(ctx, func(t tool) error {
 		if _, err := b.ensureCA(ctx, t); err != nil {
 			return err
 		}
+		if err := subjectFromCNOnly(b.pki); err != nil {
+			return err
+		}
 		cert, err = b.sign(ctx, t, req, args, plan.Validity)
 		return err
 	})
 	return sdk.Certificate{ChainPEM: cert}, err
+}
+
+// policyAnything is the DN policy of easy-rsa's openssl-easyrsa.cnf, which keeps a
+// CSR's O, OU and other fields; cnOnly replaces it, so that `openssl ca` rebuilds the
+// subject from the common name alone, as every backend does.
+var (
+	policyAnything = regexp.MustCompile(`(?ms)^\[ *policy_anything *\].*?(^\[|\z)`)
+	cnOnly         = "[ policy_anything ]\n# tlsrelay: the subject is the common name alone\ncommonName = supplied\n\n"
+)
+
+// subjectFromCNOnly makes the PKI's openssl config keep only the common name of a
+// request's subject. Called under withPKI.
+func subjectFromCNOnly(pki string) error {
+	conf := filepath.Join(pki, "openssl-easyrsa.cnf")
+	text, err := os.ReadFile(conf)
+	if err != nil {
+		return sdk.Errorf(sdk.CodeFailedPrecondition, conf, "%v", err)
+	}
+	if strings.Contains(string(text), cnOnly) {
+		return nil
+	}
+	loc := policyAnything.FindSubmatchIndex(text)
+	if loc == nil {
+		return sdk.Errorf(sdk.CodeFailedPrecondition, conf, "no [ policy_anything ] section to restrict to the common name")
+	}
+	out := append(append(append([]byte{}, text[:loc[0]]...), cnOnly...), text[loc[2]:]...)
+	if err := os.WriteFile(conf, out, 0o600); err != nil {
+		return sdk.Errorf(sdk.CodeFailedPrecondition, conf, "%v", err)
+	}
+	return nil
 }
 
 // sign imports and signs one request. Called under withPKI.

@@ -115,6 +115,7 @@ func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certifi
 	caCert, caKey := castore.Paths(b.dir)
 	certPEM, err := t.runWithFile(ctx, req.CSRPEM, ext, "x509", "-req",
 		"-CA", caCert, "-CAkey", caKey, "-set_serial", serial,
+		"-utf8", "-subj", subject(plan.CSR.Subject.CommonName), // the subject rebuilt from the CN alone
 		"-days", fmt.Sprint(certutil.Days(plan.Validity)), "-sha256",
 		"-extfile", fd3, "-extensions", "v3")
 	if err != nil {
@@ -125,15 +126,9 @@ func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certifi
 
 // extensions is the x509 -extfile for one certificate.
 func extensions(csr *x509.CertificateRequest, u certutil.Usages, unit string) ([]byte, error) {
-	var sans []string
-	for _, d := range csr.DNSNames {
-		if err := certutil.CheckSAN(d, "csr of "+unit); err != nil {
-			return nil, err
-		}
-		sans = append(sans, d)
-	}
-	for _, ip := range csr.IPAddresses {
-		sans = append(sans, ip.String())
+	sans, err := certutil.ToolSANs(csr, unit)
+	if err != nil {
+		return nil, err
 	}
 	lines := []string{
 		"[v3]",
@@ -144,7 +139,7 @@ func extensions(csr *x509.CertificateRequest, u certutil.Usages, unit string) ([
 		"authorityKeyIdentifier = keyid",
 	}
 	if len(sans) > 0 {
-		lines = append(lines, "subjectAltName = "+sanList(sans))
+		lines = append(lines, "subjectAltName = "+strings.Join(sans, ","))
 	}
 	return []byte(strings.Join(lines, "\n") + "\n"), nil
 }

@@ -9,9 +9,11 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 	"net"
+	"sort"
 	"strings"
 	"time"
 
@@ -54,12 +56,20 @@ func SplitSANs(sans []string) (dns []string, ips []net.IP) {
 // ParseCSR decodes a PEM CSR and checks its signature. Every failure is
 // InvalidArgument naming unit, so a signer never retries or half-signs a bad request.
 func ParseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
-	block, _ := pem.Decode(csrPEM)
+	block, rest := pem.Decode(csrPEM)
 	if block == nil {
 		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR is not PEM")
 	}
 	if block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
 		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR PEM block is %q, not CERTIFICATE REQUEST", block.Type)
+	}
+	// Headers such as Proc-Type: 4,ENCRYPTED would make a tool that reads the PEM
+	// (openssl) ask for a pass phrase; a CSR never has any.
+	if len(block.Headers) > 0 {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR PEM carries headers (%s); a CSR has none", headerNames(block.Headers))
+	}
+	if next, _ := pem.Decode(rest); next != nil {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR PEM holds more than one block (a %q follows)", next.Type)
 	}
 	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
@@ -69,6 +79,15 @@ func ParseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
 		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR signature does not verify: %v", err)
 	}
 	return csr, nil
+}
+
+func headerNames(h map[string]string) string {
+	names := make([]string, 0, len(h))
+	for k := range h {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	return strings.Join(names, ", ")
 }
 
 func unitRef(unit string) string {
@@ -205,9 +224,97 @@ func CheckSAN(san, ref string) error {
 }
 
 // Days rounds a validity up to whole days, at least one, for tools that count in days.
+// It cannot overflow: the largest duration is some 106,751 days.
 func Days(validity time.Duration) int {
 	const day = 24 * time.Hour
-	return max(1, int((validity+day-1)/day))
+	days := int(validity / day)
+	if validity%day != 0 {
+		days++
+	}
+	return max(1, days)
+}
+
+// CountCommonNames counts the CN attributes of a CSR's subject: Go keeps the last one,
+// OpenSSL the first, so more than one would name two identities.
+func CountCommonNames(csr *x509.CertificateRequest) int {
+	n := 0
+	for _, atv := range csr.Subject.Names {
+		if atv.Type.Equal(oidCommonName) {
+			n++
+		}
+	}
+	return n
+}
+
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// ToolSANs lists a checked CSR's SANs as OpenSSL's config syntax writes them ("DNS:a",
+// "IP:10.0.0.1", "URI:spiffe://corp/db/0"), for backends that hand SANs to a tool. Each
+// is checked first, so no SAN can smuggle a ',' or a newline into the tool's config.
+func ToolSANs(csr *x509.CertificateRequest, unit string) ([]string, error) {
+	ref := unitRef(unit)
+	var out []string
+	for _, d := range csr.DNSNames {
+		if err := CheckSAN(d, ref); err != nil {
+			return nil, err
+		}
+		out = append(out, "DNS:"+d)
+	}
+	for _, ip := range csr.IPAddresses {
+		out = append(out, "IP:"+ip.String())
+	}
+	for _, u := range csr.URIs {
+		s := u.String()
+		if !safeURI(s) {
+			return nil, sdk.Errorf(sdk.CodeInvalidArgument, ref, "URI SAN %q has characters a signer does not copy", s)
+		}
+		out = append(out, "URI:"+s)
+	}
+	return out, nil
+}
+
+func safeURI(s string) bool {
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(":/._~%@+=?#&-", r)) {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// MaxSANs bounds the SANs any signer copies from one CSR, whatever the leader's policy.
+const MaxSANs = 1000
+
+// CheckCSRContent makes the checks on a CSR's content that every signer makes whatever
+// the leader's policy: a key worth certifying (RSA 2048 to MaxRSABits bits, ECDSA P-256,
+// P-384 or P-521, Ed25519), exactly one common name, DNS SANs that are DNS names, no email SANs, at most MaxSANs.
+func CheckCSRContent(csr *x509.CertificateRequest, unit string) error {
+	ref := unitRef(unit)
+	if n := CountCommonNames(csr); n != 1 {
+		return sdk.Errorf(sdk.CodeInvalidArgument, ref, "the subject has %d common names; exactly one is signed", n)
+	}
+	switch k := csr.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if bits := k.N.BitLen(); bits < 2048 || bits > MaxRSABits {
+			return sdk.Errorf(sdk.CodeInvalidArgument, ref, "RSA key of %d bits: 2048 to %d are signed", bits, MaxRSABits)
+		}
+	case *ecdsa.PublicKey:
+	case ed25519.PublicKey:
+	default:
+		return sdk.Errorf(sdk.CodeInvalidArgument, ref, "a %T key is not signed", csr.PublicKey)
+	}
+	if len(csr.EmailAddresses) > 0 {
+		return sdk.Errorf(sdk.CodeInvalidArgument, ref, "email SANs %q are not signed", csr.EmailAddresses)
+	}
+	if n := len(csr.DNSNames) + len(csr.IPAddresses) + len(csr.URIs); n > MaxSANs {
+		return sdk.Errorf(sdk.CodeInvalidArgument, ref, "%d SANs, more than the %d a signer copies", n, MaxSANs)
+	}
+	for _, d := range csr.DNSNames {
+		if err := CheckSAN(d, ref); err != nil || net.ParseIP(d) != nil {
+			return sdk.Errorf(sdk.CodeInvalidArgument, ref, "DNS SAN %q is not a DNS name", d)
+		}
+	}
+	return nil
 }
 
 // CheckCSRRequest makes the checks every CreateCSR makes: a valid key spec, a common
@@ -235,7 +342,7 @@ type SignPlan struct {
 }
 
 // CheckSignRequest makes the checks every SignCSR makes, in order: the profile, the CSR
-// (PEM, parse, signature), the validity (zero: defaultValidity). Every failure is
+// (PEM, parse, signature, CheckCSRContent), the validity (zero: defaultValidity). Every failure is
 // InvalidArgument.
 func CheckSignRequest(req sdk.SignRequest, defaultValidity time.Duration) (SignPlan, error) {
 	usages, err := ProfileUsages(req.Profile)
@@ -244,6 +351,9 @@ func CheckSignRequest(req sdk.SignRequest, defaultValidity time.Duration) (SignP
 	}
 	csr, err := ParseCSR(req.CSRPEM, req.Unit)
 	if err != nil {
+		return SignPlan{}, err
+	}
+	if err := CheckCSRContent(csr, req.Unit); err != nil {
 		return SignPlan{}, err
 	}
 	validity, err := Validity(req.Validity, defaultValidity)

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"fmt"
 	"math/big"
 	"net"
@@ -361,6 +362,50 @@ func checkBadRequests(e *env) error {
 		if _, err := e.backend.SignCSR(e.ctx, c.req); !sdk.IsCode(err, sdk.CodeInvalidArgument) {
 			p.addf("SignCSR with %s: %v, want InvalidArgument", c.name, err)
 		}
+	}
+	return p.err()
+}
+
+func checkHostileCSRs(e *env) error {
+	if !e.claims(sdk.CapSignCSR) {
+		return nil
+	}
+	var p problems
+	for _, h := range HostileCSRs(testCN) {
+		_, err := e.backend.SignCSR(e.ctx, sdk.SignRequest{CSRPEM: []byte(h.CSRPEM), Profile: sdk.ProfilePeer, Unit: testCN})
+		if !sdk.IsCode(err, sdk.CodeInvalidArgument) {
+			p.addf("SignCSR with %s: %v, want InvalidArgument", h.Name, err)
+		}
+	}
+	return p.err()
+}
+
+// checkSubjectAndURIs: a signer rebuilds the subject from the common name (an O or OU
+// in the CSR is not copied) and copies a URI SAN (a SPIFFE ID the leader allowed), so
+// every backend signs the same certificate for the same CSR.
+func checkSubjectAndURIs(e *env) error {
+	if !e.claims(sdk.CapSignCSR) {
+		return nil
+	}
+	const uri = "spiffe://example.org/plugintest/0"
+	csrPEM := MakeCSR(CSRRequest{
+		Subject: pkix.Name{CommonName: testCN, Organization: []string{"evil"}, OrganizationalUnit: []string{"admins"}},
+		DNS:     []string{"plugintest-0"}, URIs: []string{uri},
+	})
+	chain, err := e.backend.SignCSR(e.ctx, sdk.SignRequest{CSRPEM: []byte(csrPEM), Profile: sdk.ProfilePeer, Unit: testCN})
+	if err != nil {
+		return fmt.Errorf("SignCSR of a CSR with O, OU and a URI SAN: %w", err)
+	}
+	certs, err := certutil.ParseCertificates(chain.ChainPEM)
+	if err != nil {
+		return fmt.Errorf("SignCSR: chain: %w", err)
+	}
+	var p problems
+	if got := certs[0].Subject.String(); got != "CN="+testCN {
+		p.addf("certificate subject %q, want %q: the subject must be rebuilt from the common name", got, "CN="+testCN)
+	}
+	if len(certs[0].URIs) != 1 || certs[0].URIs[0].String() != uri {
+		p.addf("certificate URI SANs %v, want [%s]", certs[0].URIs, uri)
 	}
 	return p.err()
 }

@@ -73,6 +73,8 @@ var checks = []check{
 	{"SignCSR honours validity", checkValidity},
 	{"serials are unique", checkSerials},
 	{"bad requests are InvalidArgument", checkBadRequests},
+	{"hostile CSRs are InvalidArgument (two CNs, email SANs, RSA-1024, bad SANs, PEM headers)", checkHostileCSRs},
+	{"the subject is the CN alone; URI SANs are copied", checkSubjectAndURIs},
 	{"concurrent SignCSR calls are safe", checkConcurrent},
 	{"the CA survives a restart of the plugin", checkRestart},
 	{"ExportCA gives the CA and its key; ImportCA makes a CA the signer's, across restarts", checkCAMove},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	pb "go.etcd.io/etcd/api/v3/etcdserverpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -20,10 +21,15 @@ import (
 type passwordAuth struct {
 	user, password string
 
-	mu    sync.Mutex
+	mu    sync.Mutex // never held across a call to etcd
 	token string
-	asked bool // authenticated once: token holds the answer (empty: auth is off)
+	asked bool          // authenticated once: token holds the answer (empty: auth is off)
+	busy  chan struct{} // closed when the Authenticate in flight ends; nil when none
 }
+
+// authenticateTimeout bounds one Authenticate: a stream's context lives as long as the
+// stream, and every call of the client waits for the token it brings.
+const authenticateTimeout = 10 * time.Second
 
 const authenticateMethod = "/etcdserverpb.Auth/Authenticate"
 
@@ -61,23 +67,54 @@ func (a *passwordAuth) current() (token string, asked bool) {
 }
 
 // renew authenticates again unless another call renewed the token since stale was
-// used. With auth off on the server, the token stays empty.
+// used. One Authenticate runs at a time; callers that find one in flight wait for it
+// (or for their own context) without holding the lock, so a slow etcd never blocks
+// calls that already hold a good token. With auth off on the server, the token stays
+// empty.
 func (a *passwordAuth) renew(ctx context.Context, cc *grpc.ClientConn, stale string) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.asked && a.token != stale {
-		return nil
+	for {
+		a.mu.Lock()
+		if a.asked && a.token != stale {
+			a.mu.Unlock()
+			return nil
+		}
+		if busy := a.busy; busy != nil {
+			a.mu.Unlock()
+			select {
+			case <-busy:
+				continue // look again: it may have brought a token
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		done := make(chan struct{})
+		a.busy = done
+		a.mu.Unlock()
+
+		token, err := a.authenticate(ctx, cc)
+		a.mu.Lock()
+		if err == nil {
+			a.token, a.asked = token, true
+		}
+		a.busy = nil
+		close(done)
+		a.mu.Unlock()
+		return err
 	}
+}
+
+// authenticate asks etcd for a token ("" when auth is off).
+func (a *passwordAuth) authenticate(ctx context.Context, cc *grpc.ClientConn) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, authenticateTimeout)
+	defer cancel()
 	resp, err := pb.NewAuthClient(cc).Authenticate(ctx, &pb.AuthenticateRequest{Name: a.user, Password: a.password})
 	if errors.Is(rpctypes.Error(err), rpctypes.ErrAuthNotEnabled) {
-		a.token, a.asked = "", true
-		return nil
+		return "", nil
 	}
 	if err != nil {
-		return rpctypes.Error(err)
+		return "", rpctypes.Error(err)
 	}
-	a.token, a.asked = resp.Token, true
-	return nil
+	return resp.Token, nil
 }
 
 func refusedToken(err error) bool {

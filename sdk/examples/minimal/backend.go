@@ -102,8 +102,9 @@ func (m *minimal) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certifica
 	serial, _ := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 159))
 	now := time.Now()
 	tmpl := &x509.Certificate{
-		SerialNumber: serial.Add(serial, big.NewInt(1)), Subject: csr.Subject,
-		DNSNames: csr.DNSNames, IPAddresses: csr.IPAddresses,
+		// The subject is rebuilt from the common name; the SANs are the checked ones.
+		SerialNumber: serial.Add(serial, big.NewInt(1)), Subject: pkix.Name{CommonName: csr.Subject.CommonName},
+		DNSNames: csr.DNSNames, IPAddresses: csr.IPAddresses, URIs: csr.URIs,
 		NotBefore: now.Add(-certutil.Backdate), NotAfter: now.Add(plan.Validity),
 		KeyUsage: plan.Usages.Key, ExtKeyUsage: plan.Usages.Extended, BasicConstraintsValid: true,
 	}

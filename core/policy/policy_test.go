@@ -1,0 +1,119 @@
+package policy
+
+import (
+	"crypto/x509/pkix"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+)
+
+func TestHostileCSRsAreRefused(t *testing.T) {
+	pol := MustNew(Defaults())
+	for _, h := range pkitest.HostileCSRs(t) {
+		t.Run(h.Name, func(t *testing.T) {
+			_, err := pol.Check(Request{Unit: h.Unit, CSRPEM: []byte(h.CSRPEM), Profile: "peer"})
+			refusal, ok := err.(*Refusal)
+			if !ok {
+				t.Fatalf("Check = %v, want a *Refusal", err)
+			}
+			if !strings.Contains(refusal.Reason, h.Reason) || !strings.Contains(refusal.Error(), h.Unit) {
+				t.Fatalf("refusal %q, want one naming %s and containing %q", refusal.Error(), h.Unit, h.Reason)
+			}
+		})
+	}
+}
+
+func TestPolicy(t *testing.T) {
+	rules := Defaults()
+	rules.SANs = []string{"{{.DNSName}}.db.internal", "*.web.internal", "10.1.0.0/16"}
+	rules.SharedSANs = []string{"localhost", "127.0.0.1", "db.internal"}
+	rules.URIs = []string{"spiffe://corp/{{.Unit}}", "spiffe://corp/jobs/*"}
+	pol := MustNew(rules)
+	cn := func(s string) pkix.Name { return pkix.Name{CommonName: s} }
+	claimed := map[string]string{"a.web.internal": "node/1", "10.1.0.9": "node/1", "localhost": "node/1"}
+	tests := []struct {
+		name   string
+		unit   string
+		req    pkitest.Request
+		refuse string // "" when signed
+	}{
+		{"own name", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"node-0"}}, ""},
+		{"own name in upper case with a trailing dot", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"NODE-0."}}, ""},
+		{"a per-unit template", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"node-0.db.internal"}}, ""},
+		{"another unit's templated name", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"node-1.db.internal"}}, "not allowed"},
+		{"a label glob", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"b.web.internal"}}, ""},
+		{"a glob does not span labels", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"x.b.web.internal"}}, "not allowed"},
+		{"a wildcard SAN needs a pattern that is exactly it", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"*.web.internal"}}, ""},
+		{"a wildcard SAN no pattern names", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"*.db.internal"}}, "not allowed"},
+		{"a name another unit holds", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"A.web.internal"}}, "which unit node/1 holds"},
+		{"the holder itself, renewing", "node/1", pkitest.Request{Subject: cn("node/1"), DNS: []string{"a.web.internal"}}, ""},
+		{"an IP another unit holds", "node/0", pkitest.Request{Subject: cn("node/0"), IPs: []net.IP{net.ParseIP("10.1.0.9")}}, "which unit node/1 holds"},
+		{"an IP in the range", "node/0", pkitest.Request{Subject: cn("node/0"), IPs: []net.IP{net.ParseIP("10.1.2.3")}}, ""},
+		{"an IP outside it", "node/0", pkitest.Request{Subject: cn("node/0"), IPs: []net.IP{net.ParseIP("10.2.0.1")}}, "not allowed"},
+		{"shared names are shared", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"localhost", "db.internal"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}}, ""},
+		{"the unit's SPIFFE ID", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/node/0"}}, ""},
+		{"another unit's SPIFFE ID", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/node/1"}}, "URI SAN"},
+		{"a URI glob within one segment", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/jobs/x"}}, ""},
+		{"a URI glob does not span segments", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/jobs/x/y"}}, "URI SAN"},
+		{"outside a group: any allowed name", "", pkitest.Request{Subject: cn("backup tool"), DNS: []string{"b.web.internal"}}, ""},
+		{"outside a group: no unit's name", "", pkitest.Request{Subject: cn("backup tool"), DNS: []string{"node-3"}}, "the name of unit node/3"},
+		{"outside a group: no unit's common name", "", pkitest.Request{Subject: cn("node/3")}, "sign it with --unit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			csr, err := pol.Check(Request{Unit: tt.unit, CSRPEM: []byte(pkitest.MakeCSR(t, tt.req)), Profile: "server", Claimed: claimed})
+			switch {
+			case tt.refuse == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.refuse == "" && csr == nil:
+				t.Fatal("no CSR returned")
+			case tt.refuse != "" && (err == nil || !strings.Contains(err.Error(), tt.refuse)):
+				t.Fatalf("Check = %v, want a refusal containing %q", err, tt.refuse)
+			}
+		})
+	}
+}
+
+func TestRulesAreValidated(t *testing.T) {
+	tests := []struct {
+		edit func(*Rules)
+		want string
+	}{
+		{func(r *Rules) { r.SANs = []string{"{{.Nope}}"} }, "policy.sans[0]"},
+		{func(r *Rules) { r.SharedSANs = []string{"node-3"} }, "policy.shared_sans[0]: \"node-3\" is a unit's name"},
+		{func(r *Rules) { r.SANs = []string{"a,b"} }, "policy.sans[0]"},
+		{func(r *Rules) { r.URIs = []string{"spiffe://corp/["} }, "policy.uris[0]"},
+		{func(r *Rules) { r.Keys = map[string][]int{"dsa": {1024}} }, "policy.keys.dsa"},
+		{func(r *Rules) { r.Keys = map[string][]int{"rsa": {1024}} }, "policy.keys.rsa: size 1024"},
+		{func(r *Rules) { r.Keys = nil }, "policy.keys: allows no key"},
+		{func(r *Rules) { r.MaxCSRBytes = 10 }, "policy.max_csr_bytes"},
+		{func(r *Rules) { r.MaxSANs = 0 }, "policy.max_sans"},
+		{func(r *Rules) { r.MaxValidity = 200 * 8760 * time.Hour }, "policy.max_validity"},
+		{func(r *Rules) { r.CommonName = "{{.Unit" }, "certificate.common_name"},
+	}
+	for _, tt := range tests {
+		r := Defaults()
+		tt.edit(&r)
+		if _, err := New(r); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("New = %v, want an error containing %q", err, tt.want)
+		}
+	}
+}
+
+func TestValidityIsCappedByTheCA(t *testing.T) {
+	now := time.Now()
+	ca := pkitest.NewCA(t, "ca", now) // valid for a year
+	pol := MustNew(Defaults())
+	if got := pol.Validity(720*time.Hour, ca.Cert, now); got != 720*time.Hour {
+		t.Errorf("Validity(720h) = %s", got)
+	}
+	if got := pol.Validity(8000*time.Hour, ca.Cert, now.Add(8000*time.Hour)); got > ca.Cert.NotAfter.Sub(now.Add(8000*time.Hour)) {
+		t.Errorf("Validity outlives the CA: %s", got)
+	}
+	if got := pol.Validity(100000*time.Hour, nil, now); got != Defaults().MaxValidity {
+		t.Errorf("Validity(100000h) = %s, want policy.max_validity", got)
+	}
+}
