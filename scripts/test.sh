@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need, then vet, format check, and every
-# test (end-to-end ones run real plugin child processes). Usage: scripts/test.sh [go test flags]
+# The whole test suite: installs what the tests need, then vet, format check, every test
+# under the race detector (end-to-end ones run real plugin child processes), and each
+# fuzz target briefly. Usage: scripts/test.sh [go test flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,4 +12,20 @@ if [ -n "$unformatted" ]; then
   echo "gofmt needed on: $unformatted" >&2
   exit 1
 fi
-go test -count=1 -timeout 15m "$@" ./...
+# Every test under the race detector: the end-to-end tests' binaries are built without it,
+# the tests themselves (and every in-process backend and relation) run with it.
+go test -race -count=1 -timeout 20m "$@" ./...
+
+# Each fuzz target briefly, from its seeds (docs/SECURITY.md records longer runs).
+# FUZZTIME=0 skips this step.
+fuzztime="${FUZZTIME:-10s}"
+if [ "$fuzztime" != "0" ]; then
+  while read -r pkg target; do
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" </dev/null
+  done <<'TARGETS'
+./core/policy FuzzCheck
+./core/protocol FuzzDecide
+./core/config FuzzLoad
+./plugins/barbican FuzzSecretParsing
+TARGETS
+fi

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +69,7 @@ func TestUpIssuesAndProvesAGroup(t *testing.T) {
 		if err != nil {
 			t.Fatalf("agent log of node/%d: %v", i, err)
 		}
-		if !strings.Contains(string(b), `"plugin", "serve", "cfssl"]`) {
+		if !regexp.MustCompile(`plugin ready: plugin=cfssl .* pid=[0-9]+`).Match(b) {
 			t.Errorf("node/%d's agent started no plugin child process:\n%.2000s", i, b)
 		}
 		logs += string(b)
@@ -200,15 +201,21 @@ func TestSignOneCSR(t *testing.T) {
 	}
 }
 
-func TestUpRefusesBadInput(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, content string) string {
+// fileWriter returns a function that writes a file in dir and returns its path.
+func fileWriter(t *testing.T, dir string) func(name, content string) string {
+	return func(name, content string) string {
+		t.Helper()
 		path := filepath.Join(dir, name)
 		if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 			t.Fatal(err)
 		}
 		return path
 	}
+}
+
+func TestUpRefusesBadInput(t *testing.T) {
+	dir := t.TempDir()
+	write := fileWriter(t, dir)
 	tests := []struct {
 		name string
 		args []string

@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tlsrelay/tlsrelay/core/fault"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -26,6 +28,9 @@ func main() {
 			os.Exit(exit.code)
 		}
 		fmt.Fprintln(os.Stderr, "tlsrelay:", err)
+		if fault.IsPermanent(err) {
+			os.Exit(fault.ExitPermanent) // documented: trying again cannot mend it
+		}
 		os.Exit(1)
 	}
 }

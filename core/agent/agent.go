@@ -13,10 +13,12 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/secrets"
+	"github.com/tlsrelay/tlsrelay/internal/safedir"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -144,6 +146,16 @@ var (
 // (the unit left the relation, or the relation closed). Configured secrets are fetched
 // alongside, on their own schedule.
 func (a *Agent) Run(ctx context.Context) error {
+	// One writer per output directory: a second agent (or `up`) on it would race on
+	// the key and certificate files.
+	if err := safedir.Ensure(a.opts.Dir, 0o755); err != nil {
+		return fault.Permanent(fmt.Errorf("%s: output directory: %w", a.unit, err))
+	}
+	unlock, err := safedir.Lock(a.opts.Dir)
+	if err != nil {
+		return fault.Permanent(fmt.Errorf("%s: output directory: %w", a.unit, err))
+	}
+	defer unlock()
 	if len(a.opts.Secrets) > 0 {
 		ctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -181,6 +193,10 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 		}
 		acted, err := a.step(ctx, snap)
 		a.publishStatus(ctx, err)
+		if fault.IsPermanent(err) {
+			a.log.Error("stopping: trying again cannot mend this", "error", err)
+			return err
+		}
 		wait := a.nextWake()
 		switch {
 		case err != nil:

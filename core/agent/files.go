@@ -8,6 +8,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/internal/safedir"
+
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -48,8 +51,8 @@ func (f files) write(name string, data []byte, mode os.FileMode) error {
 func (f files) loadLocal() (protocol.Local, []string, error) {
 	var local protocol.Local
 	var notes []string
-	if err := os.MkdirAll(f.dir, 0o755); err != nil {
-		return local, nil, fmt.Errorf("output directory: %w", err)
+	if err := safedir.Ensure(f.dir, 0o755); err != nil {
+		return local, nil, fault.Permanent(fmt.Errorf("output directory: %w", err))
 	}
 	inst, note, err := f.loadInstalled()
 	if err != nil {

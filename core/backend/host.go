@@ -6,6 +6,7 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,13 +16,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
+	"github.com/hashicorp/go-plugin/runner"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/internal/safedir"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
@@ -51,6 +57,7 @@ type Host struct {
 }
 
 type running struct {
+	process *processRunner
 	client  *plugin.Client
 	backend sdk.Backend
 	info    sdk.Info
@@ -91,8 +98,8 @@ func (h *Host) For(ctx context.Context, role config.Role) (sdk.Backend, error) {
 	}
 	for _, c := range roleNeeds[role] {
 		if !r.info.Has(c) {
-			return nil, fmt.Errorf("roles.%s: backend %q (%s %s) cannot serve this role: it lacks %s",
-				role, name, r.info.Name, r.info.Version, c)
+			return nil, fault.Permanent(fmt.Errorf("roles.%s: backend %q (%s %s) cannot serve this role: it lacks %s",
+				role, name, r.info.Name, r.info.Version, c))
 		}
 	}
 	return r.backend, nil
@@ -133,16 +140,30 @@ func (h *Host) launch(ctx context.Context, name string) (*running, error) {
 	return r, nil
 }
 
+// startTimeout bounds a plugin's start when the caller's context has no deadline.
+const startTimeout = time.Minute
+
 func (h *Host) start(ctx context.Context, name string, spec config.Plugin) (*running, error) {
-	cmd, secure, err := h.command(name, spec)
+	cmd, binary, err := h.command(name, spec)
 	if err != nil {
 		return nil, err
+	}
+	process := newProcessRunner(cmd, binary)
+	timeout := startTimeout
+	if deadline, ok := ctx.Deadline(); ok {
+		timeout = max(time.Until(deadline), time.Millisecond)
 	}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		VersionedPlugins: sdk.VersionedPlugins(nil),
-		Cmd:              cmd,
-		SecureConfig:     secure,
+		// go-plugin fills spec's environment with its handshake; the process is ours.
+		RunnerFunc: func(_ hclog.Logger, spec *exec.Cmd, _ string) (runner.Runner, error) {
+			cmd.Env = append(cmd.Env, spec.Env...)
+			return process, nil
+		},
+		SkipHostEnv:      true, // command() chose the environment
+		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: h.sockets},
+		StartTimeout:     timeout,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		Logger:           h.log.Named(name),
@@ -153,13 +174,40 @@ func (h *Host) start(ctx context.Context, name string, spec config.Plugin) (*run
 		client.Kill()
 		return nil, err
 	}
+	r.process = process
+	h.log.Debug("plugin ready", "plugin", name, "backend", r.info.Name, "version", r.info.Version,
+		"pid", process.ID(), "capabilities", r.info.Capabilities)
 	return r, nil
 }
 
+// handshake starts the plugin process and connects to it, bounded by ctx: go-plugin's
+// own wait knows only its start timeout.
+func handshake(ctx context.Context, name string, client *plugin.Client) (plugin.ClientProtocol, error) {
+	type result struct {
+		rpc plugin.ClientProtocol
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		rpc, err := client.Client()
+		done <- result{rpc, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil {
+			return nil, fmt.Errorf("plugin %s: start: %w", name, r.err)
+		}
+		return r.rpc, nil
+	case <-ctx.Done():
+		client.Kill()
+		return nil, fmt.Errorf("plugin %s: start: %w", name, ctx.Err())
+	}
+}
+
 func (h *Host) connect(ctx context.Context, name string, client *plugin.Client) (*running, error) {
-	rpc, err := client.Client()
+	rpc, err := handshake(ctx, name, client)
 	if err != nil {
-		return nil, fmt.Errorf("plugin %s: start: %w", name, err)
+		return nil, err
 	}
 	raw, err := rpc.Dispense(sdk.PluginName)
 	if err != nil {
@@ -176,8 +224,6 @@ func (h *Host) connect(ctx context.Context, name string, client *plugin.Client) 
 	if err := h.configure(ctx, name, b); err != nil {
 		return nil, err
 	}
-	h.log.Debug("plugin ready", "plugin", name, "backend", info.Name, "version", info.Version,
-		"pid", client.ReattachConfig().Pid, "capabilities", info.Capabilities)
 	return &running{client: client, backend: b, info: info}, nil
 }
 
@@ -187,31 +233,27 @@ func (h *Host) configure(ctx context.Context, name string, b sdk.Backend) error 
 		return fmt.Errorf("plugins.%s.config: %w", name, err)
 	}
 	stateDir := filepath.Join(h.opts.StateDir, name)
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
-		return fmt.Errorf("plugin %s: state directory: %w", name, err)
+	for _, dir := range []string{h.opts.StateDir, stateDir} {
+		if err := safedir.Ensure(dir, 0o700); err != nil {
+			return fault.Permanent(fmt.Errorf("plugin %s: state directory: %w", name, err))
+		}
 	}
 	if err := b.Configure(ctx, sdk.ConfigureRequest{ConfigJSON: raw, StateDir: stateDir}); err != nil {
-		return fmt.Errorf("plugins.%s.config: %w", name, err)
+		err = fmt.Errorf("plugins.%s.config: %w", name, err)
+		if sdk.IsCode(err, sdk.CodeInvalidArgument) {
+			return fault.Permanent(err) // the backend refuses its config: only an edit mends it
+		}
+		return err
 	}
 	return nil
 }
 
 // command builds the child's command line: the tlsrelay binary itself for a built-in
-// backend, or the configured command pinned by its checksum.
-func (h *Host) command(name string, spec config.Plugin) (*exec.Cmd, *plugin.SecureConfig, error) {
-	var cmd *exec.Cmd
-	var secure *plugin.SecureConfig
-	if spec.Builtin {
-		cmd = exec.Command(h.opts.Self, "plugin", "serve", name)
-	} else {
-		sum, err := verifyChecksum(name, spec)
-		if err != nil {
-			return nil, nil, err
-		}
-		cmd = exec.Command(spec.Command)
-		// go-plugin checks the sum again as it starts the binary.
-		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
-	}
+// backend, or the configured command pinned by its checksum. An external binary is
+// opened, hashed through the open file and executed from that same file
+// (/proc/self/fd), so a file swapped in after the check never runs; the file is
+// returned to be kept open while the process runs.
+func (h *Host) command(name string, spec config.Plugin) (*exec.Cmd, *os.File, error) {
 	if h.sockets == "" {
 		dir, err := os.MkdirTemp("", "tlsrelay-plugins-")
 		if err != nil {
@@ -219,32 +261,66 @@ func (h *Host) command(name string, spec config.Plugin) (*exec.Cmd, *plugin.Secu
 		}
 		h.sockets = dir
 	}
-	cmd.Env = append(os.Environ(), "TLSRELAY_LOG_LEVEL="+h.log.GetLevel().String(),
-		plugin.EnvUnixSocketDir+"="+h.sockets)
-	return cmd, secure, nil
+	logLevel := "TLSRELAY_LOG_LEVEL=" + h.log.GetLevel().String()
+	if spec.Builtin {
+		cmd := exec.Command(h.opts.Self, "plugin", "serve", name)
+		cmd.Env = append(os.Environ(), logLevel)
+		return cmd, nil, nil
+	}
+	binary, err := openVerified(name, spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := externalCommand(spec, binary)
+	cmd.Env = append(cmd.Env, logLevel)
+	return cmd, binary, nil
 }
 
-// verifyChecksum refuses a binary whose SHA-256 differs from the configured one, with an
-// error that shows both.
-func verifyChecksum(name string, spec config.Plugin) ([]byte, error) {
+// externalCommand runs the open, verified binary (through /proc, which names this
+// process's open file), with the command's name as argv[0] and a minimal environment.
+func externalCommand(spec config.Plugin, binary *os.File) *exec.Cmd {
+	cmd := exec.Command(fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), binary.Fd()))
+	cmd.Args[0] = spec.Command
+	cmd.Env = pluginEnv(spec.Env)
+	return cmd
+}
+
+// baseEnv is what every external plugin gets from the host's environment; anything
+// more (credentials, say) only when its config names it under env.
+var baseEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"}
+
+func pluginEnv(extra []string) []string {
+	var env []string
+	for _, name := range append(slices.Clone(baseEnv), extra...) {
+		if v, ok := os.LookupEnv(name); ok {
+			env = append(env, name+"="+v)
+		}
+	}
+	return env
+}
+
+// openVerified opens the plugin's binary and checks its SHA-256 through the open file.
+// A mismatch names both sums.
+func openVerified(name string, spec config.Plugin) (*os.File, error) {
 	want, err := hex.DecodeString(spec.SHA256)
 	if err != nil || len(want) != sha256.Size {
-		return nil, fmt.Errorf("plugins.%s.sha256: %q is not 64 hex digits", name, spec.SHA256)
+		return nil, fault.Permanent(fmt.Errorf("plugins.%s.sha256: %q is not 64 hex digits", name, spec.SHA256))
 	}
 	f, err := os.Open(spec.Command)
 	if err != nil {
-		return nil, fmt.Errorf("plugins.%s.command: %w", name, err)
+		return nil, fault.Permanent(fmt.Errorf("plugins.%s.command: %w", name, err))
 	}
-	defer f.Close()
 	hash := sha256.New()
 	if _, err := io.Copy(hash, f); err != nil {
+		f.Close()
 		return nil, fmt.Errorf("plugins.%s.command: %w", name, err)
 	}
-	if got := hash.Sum(nil); hex.EncodeToString(got) != hex.EncodeToString(want) {
-		return nil, fmt.Errorf("plugins.%s: refusing to run %s: its sha256 is %x but the config pins %x (the binary was replaced or tampered with)",
-			name, spec.Command, got, want)
+	if got := hash.Sum(nil); !bytes.Equal(got, want) {
+		f.Close()
+		return nil, fault.Permanent(fmt.Errorf("plugins.%s: refusing to run %s: its sha256 is %x but the config pins %x (the binary was replaced or tampered with)",
+			name, spec.Command, got, want))
 	}
-	return want, nil
+	return f, nil
 }
 
 // Pids lists the process ids of the running plugins, by backend name.
@@ -253,8 +329,8 @@ func (h *Host) Pids() map[string]int {
 	defer h.mu.Unlock()
 	pids := map[string]int{}
 	for name, r := range h.running {
-		if rc := r.client.ReattachConfig(); rc != nil {
-			pids[name] = rc.Pid
+		if r.process.cmd.Process != nil {
+			pids[name] = r.process.cmd.Process.Pid
 		}
 	}
 	return pids

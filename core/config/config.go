@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -228,6 +229,9 @@ type Plugin struct {
 	Command string         `mapstructure:"command"`
 	SHA256  string         `mapstructure:"sha256"`
 	Config  map[string]any `mapstructure:"config"`
+	// Env names the host's environment variables an external plugin may see, beyond
+	// PATH, HOME, LANG, LC_ALL, TZ and TMPDIR (OS_PASSWORD, say). Built-ins see all.
+	Env []string `mapstructure:"env"`
 }
 
 // EnvPrefix is the prefix of environment overrides: TLSRELAY_CERTIFICATE_KEY_SIZE.
@@ -262,10 +266,24 @@ func Load(path string, builtins []string) (*Config, error) {
 	}
 	cfg.Source = source
 	cfg.Warnings = unknownEnv(v, os.Environ())
+	cfg.absoluteCommands()
 	if err := cfg.Validate(builtins); err != nil {
 		return nil, err
 	}
 	return &cfg, nil
+}
+
+// absoluteCommands makes relative plugin commands absolute (from the working
+// directory), so the file checked and the file run are one, whatever PATH says.
+func (c *Config) absoluteCommands() {
+	for name, pl := range c.Plugins {
+		if pl.Command != "" && !filepath.IsAbs(pl.Command) {
+			if abs, err := filepath.Abs(pl.Command); err == nil {
+				pl.Command = abs
+				c.Plugins[name] = pl
+			}
+		}
+	}
 }
 
 // strict makes an unknown key an error and reads comma-separated lists from env values.

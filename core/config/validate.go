@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -15,6 +16,8 @@ import (
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
+
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // Stores lists the relation stores this version implements.
 var Stores = []string{StoreEmbedded, StoreEtcd, StoreMemory}
@@ -177,6 +180,11 @@ func (c *Config) validatePlugins(p *problems, builtins []string) {
 			p.add(key, "set builtin: true or a command")
 		case !pl.Builtin:
 			validateCommand(p, key, pl)
+		}
+		for i, env := range pl.Env {
+			if !envName.MatchString(env) {
+				p.add(fmt.Sprintf("%s.env[%d]", key, i), "%q is not an environment variable name", env)
+			}
 		}
 	}
 }

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/fault"
+
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 )
 
@@ -62,7 +64,11 @@ func (g *processGroup) start(unit, configFile, logLevel string, env []string, on
 		p.err = cmd.Wait()
 		close(p.done)
 		if !g.stopping() {
-			onExit(unit, fmt.Errorf("agent exited (%v); last lines of %s:\n%s", p.err, p.log, tail(p.log, 5)))
+			err := fmt.Errorf("%s: agent exited (%v); last lines of %s:\n%s", unit, p.err, p.log, tail(p.log, 5))
+			if cmd.ProcessState.ExitCode() == fault.ExitPermanent {
+				err = fault.Permanent(err)
+			}
+			onExit(unit, err)
 		}
 	}()
 	return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/agent"
+	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 )
 
@@ -32,11 +33,13 @@ type progress struct {
 	lastSummary time.Time
 	done        chan struct{}
 	closed      bool
+	// fatal carries the first permanent failure of a unit: the group stops on it.
+	fatal chan error
 }
 
 func newProgress(w io.Writer, n int) *progress {
 	return &progress{w: w, n: n, start: time.Now(), status: map[string]agent.Status{},
-		failed: map[string]error{}, done: make(chan struct{})}
+		failed: map[string]error{}, done: make(chan struct{}), fatal: make(chan error, 1)}
 }
 
 func (p *progress) elapsed() time.Duration { return time.Since(p.start).Round(time.Millisecond) }
@@ -116,12 +119,20 @@ func (p *progress) fail(unit string, err error) {
 	defer p.mu.Unlock()
 	p.failed[unit] = err
 	p.printf("%-12s stopped: %v\n", unit, err)
+	if fault.IsPermanent(err) {
+		select {
+		case p.fatal <- err: // it names the unit
+		default: // the first one is enough
+		}
+	}
 }
 
 func (p *progress) waitAll(ctx context.Context) error {
 	select {
 	case <-p.done:
 		return nil
+	case err := <-p.fatal:
+		return err
 	case <-ctx.Done():
 		return ctx.Err()
 	}

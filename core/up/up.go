@@ -15,6 +15,9 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/internal/safedir"
+
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/agent"
@@ -114,6 +117,15 @@ func Run(ctx context.Context, opts Options) error {
 		opts.Log = hclog.NewNullLogger()
 	}
 	cfg := opts.Config
+	// One `up` per directory: two would race on the same units' files.
+	if err := safedir.Ensure(opts.Dir, 0o755); err != nil {
+		return fault.Permanent(fmt.Errorf("--dir: %w", err))
+	}
+	unlock, err := safedir.Lock(opts.Dir)
+	if err != nil {
+		return fault.Permanent(fmt.Errorf("--dir: %w", err))
+	}
+	defer unlock()
 	p := newProgress(opts.Progress, opts.Units)
 	fmt.Fprintf(p.w, "tlsrelay up: %d units, store=%s, csr=%s signer=%s, files in %s\n",
 		opts.Units, cfg.Relation.Store, cfg.Roles.CSR, cfg.Roles.Signer, opts.Dir)
@@ -134,7 +146,7 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	t.mark("issuance")
 	p.printf("all %d units hold certificates after %s; proving them\n", opts.Units, p.elapsed())
-	err := prove(ctx, opts.Out, p, units, opts.Parallel, opts.AllPairs)
+	err = prove(ctx, opts.Out, p, units, opts.Parallel, opts.AllPairs)
 	t.mark("proof")
 	fmt.Fprintf(opts.Out, "time: %s\n", t)
 	return err
@@ -214,6 +226,9 @@ func runProcesses(ctx context.Context, opts Options, units []verify.Unit, p *pro
 	t.mark("agents start")
 	p.printf("%d agent processes started (logs in %s)\n", len(units), g.logDir)
 	if err := follow(ctx, obs, p); err != nil {
+		if fault.IsPermanent(err) {
+			return err // the cause, as the last line
+		}
 		return fmt.Errorf("group did not converge: %w\n%s", err, p.pending())
 	}
 	return nil
@@ -240,6 +255,8 @@ func follow(ctx context.Context, obs relation.Observer, p *progress) error {
 		select {
 		case <-p.done:
 			return nil
+		case err := <-p.fatal:
+			return err
 		case <-snap.Changed:
 		case <-ctx.Done():
 			return ctx.Err()
@@ -298,6 +315,9 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		}()
 	}
 	if err := p.waitAll(ctx); err != nil {
+		if fault.IsPermanent(err) {
+			return err // the cause, as the last line
+		}
 		return fmt.Errorf("group did not converge: %w\n%s", err, p.pending())
 	}
 	if s, ok := store.(*etcd.Store); ok && opts.Stats != nil {

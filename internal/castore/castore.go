@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
+	"github.com/tlsrelay/tlsrelay/internal/safedir"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -37,8 +38,8 @@ func Paths(dir string) (cert, key string) {
 
 // LoadOrCreate loads the CA in dir, or calls create and stores what it returns.
 func LoadOrCreate(dir string, create func() (CA, error)) (ca CA, created bool, err error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return CA{}, false, fmt.Errorf("CA directory %s: %w", dir, err)
+	if err := safedir.Ensure(dir, 0o700); err != nil {
+		return CA{}, false, fmt.Errorf("CA directory: %w", err)
 	}
 	unlock, err := Lock(dir)
 	if err != nil {
@@ -67,8 +68,8 @@ func Load(dir string) (CA, error) {
 
 // Replace stores ca in dir in place of whatever CA is there (an imported CA).
 func Replace(dir string, ca CA) error {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("CA directory %s: %w", dir, err)
+	if err := safedir.Ensure(dir, 0o700); err != nil {
+		return fmt.Errorf("CA directory: %w", err)
 	}
 	unlock, err := Lock(dir)
 	if err != nil {
@@ -98,6 +99,9 @@ func load(dir string) (CA, error) {
 	certPEM, err := os.ReadFile(certPath)
 	if err != nil {
 		return CA{}, err
+	}
+	if err := safedir.CheckKeyFile(keyPath); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return CA{}, fmt.Errorf("refusing the CA in %s: %w", dir, err)
 	}
 	keyPEM, err := os.ReadFile(keyPath)
 	if err != nil {

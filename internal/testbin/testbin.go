@@ -17,6 +17,8 @@ import (
 const (
 	Tlsrelay    = "github.com/tlsrelay/tlsrelay/cmd/tlsrelay"
 	CfsslPlugin = "github.com/tlsrelay/tlsrelay/plugins/cfssl/cmd/tlsrelay-plugin-cfssl"
+	// Misbehave is a plugin that hangs, forks or reports its circumstances on purpose.
+	Misbehave = "github.com/tlsrelay/tlsrelay/internal/testplugins/misbehave"
 )
 
 var (

@@ -49,11 +49,16 @@ type Backend struct {
 	ca         *authority // loaded or created on first use
 }
 
+var quietCfssl sync.Once
+
 // New returns an unconfigured backend that logs to log (nil: nowhere).
 func New(log hclog.Logger) *Backend {
-	// cfssl logs through its own package to stderr, unstructured; keep it quiet so the
-	// plugin's stderr stays the JSON hclog stream the host parses.
-	cflog.Level = cflog.LevelFatal
+	quietCfssl.Do(func() {
+		// cfssl logs through its own package to stderr, unstructured; keep it quiet so
+		// the plugin's stderr stays the JSON hclog stream the host parses. cfssl reads
+		// this global on every call: it is written once, before any backend exists.
+		cflog.Level = cflog.LevelFatal
+	})
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}

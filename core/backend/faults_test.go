@@ -1,0 +1,187 @@
+package backend
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+// misbehaving returns a host running the misbehave plugin in mode.
+func misbehaving(t *testing.T, mode string, env ...string) *Host {
+	t.Helper()
+	t.Setenv("MISBEHAVE", mode)
+	bin := testbin.Build(t, testbin.Misbehave)
+	return newHost(t, map[string]config.Plugin{"bad": {Command: bin, SHA256: testbin.SHA256(t, bin),
+		Env: append([]string{"MISBEHAVE", "MISBEHAVE_PIDFILE"}, env...)}}, config.Roles{CSR: "bad", Signer: "bad"})
+}
+
+// within fails the test when fn takes longer than limit.
+func within(t *testing.T, limit time.Duration, what string, fn func()) time.Duration {
+	t.Helper()
+	start := time.Now()
+	fn()
+	took := time.Since(start)
+	if took > limit {
+		t.Errorf("%s took %s, more than %s", what, took.Round(time.Millisecond), limit)
+	}
+	return took
+}
+
+// A plugin that never completes the handshake is given up on when the caller's
+// deadline passes (not go-plugin's fixed minute), and its process is gone.
+func TestPluginHangingAtStartIsStoppedAtTheCallersDeadline(t *testing.T) {
+	h := misbehaving(t, "hang-start")
+	var err error
+	within(t, 5*time.Second, "For with a 1s deadline", func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = h.For(ctx, config.RoleCSR)
+	})
+	if err == nil || !strings.Contains(err.Error(), "plugin bad: start") {
+		t.Fatalf("For = %v, want a start failure naming the plugin", err)
+	}
+	if len(h.Pids()) != 0 {
+		t.Errorf("a plugin is still registered: %v", h.Pids())
+	}
+}
+
+// A plugin stuck in a call: the call ends at the caller's deadline, and Close still
+// ends the process within seconds.
+func TestPluginHangingMidCallIsStoppedAtTheCallersDeadline(t *testing.T) {
+	h := misbehaving(t, "hang-call")
+	b, err := h.For(context.Background(), config.RoleSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := h.Pids()["bad"]
+	within(t, 4*time.Second, "SignCSR with a 1s deadline", func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err = b.SignCSR(ctx, sdk.SignRequest{Unit: "db/0"})
+	})
+	if !sdk.Retryable(err) {
+		t.Errorf("SignCSR = %v, want an Unavailable (deadline) error", err)
+	}
+	within(t, 5*time.Second, "Close", h.Close)
+	if alive(pid) {
+		t.Errorf("plugin %d alive after Close", pid)
+	}
+}
+
+// A plugin whose child (in a session of its own) holds its stdout and stderr: Close
+// returns within seconds instead of waiting for the pipes for ever.
+func TestPluginChildHoldingStdoutCannotHangClose(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	t.Setenv("MISBEHAVE_PIDFILE", pidFile)
+	h := misbehaving(t, "fork-stdout")
+	if _, err := h.For(context.Background(), config.RoleCSR); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, _ := strconv.Atoi(string(raw))
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	plugin := h.Pids()["bad"]
+	within(t, 6*time.Second, "Close", h.Close)
+	if alive(plugin) {
+		t.Errorf("plugin %d alive after Close", plugin)
+	}
+}
+
+// The plugin's circumstances: stdin is /dev/null, it has no controlling terminal (so
+// nothing in it can prompt), it leads its own process group, and an external plugin
+// sees only the base environment and the variables its config names.
+func TestPluginProcessIsIsolated(t *testing.T) {
+	t.Setenv("OS_PASSWORD", "secret-of-the-host")
+	t.Setenv("PASSED_ON", "yes")
+	h := misbehaving(t, "report", "PASSED_ON")
+	b, err := h.For(context.Background(), config.RoleCSR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := b.CreateCSR(context.Background(), sdk.CSRRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r struct {
+		StdinDev, StdinIno uint64
+		TTYError           string
+		Env                []string
+		Pid, Pgid, Sid     int
+	}
+	if err := json.Unmarshal(out.CSRPEM, &r); err != nil {
+		t.Fatalf("report: %v: %s", err, out.CSRPEM)
+	}
+	var null syscall.Stat_t
+	if err := syscall.Stat(os.DevNull, &null); err != nil {
+		t.Fatal(err)
+	}
+	if r.StdinDev != uint64(null.Dev) || r.StdinIno != null.Ino {
+		t.Errorf("the plugin's stdin is not %s", os.DevNull)
+	}
+	if r.TTYError == "" {
+		t.Error("the plugin could open /dev/tty: it has a controlling terminal")
+	}
+	if r.Pgid != r.Pid || r.Sid != r.Pid {
+		t.Errorf("pid %d, process group %d, session %d: want a session and group of its own", r.Pid, r.Pgid, r.Sid)
+	}
+	env := strings.Join(r.Env, "\n")
+	for _, want := range []string{"PATH=", "PASSED_ON=yes", "TLSRELAY_PLUGIN="} {
+		if !strings.Contains(env, want) {
+			t.Errorf("the plugin's environment lacks %s", want)
+		}
+	}
+	if strings.Contains(env, "OS_PASSWORD") {
+		t.Error("the host's OS_PASSWORD reached an external plugin whose config does not name it")
+	}
+}
+
+// The binary executed is the file whose checksum was verified: replacing the file
+// right after the check (a rename over it) changes nothing that runs.
+func TestChecksumIsOfTheFileExecuted(t *testing.T) {
+	dir := t.TempDir()
+	good := testbin.Build(t, testbin.Misbehave)
+	path := filepath.Join(dir, "plugin")
+	data, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	spec := config.Plugin{Command: path, SHA256: testbin.SHA256(t, good)}
+	f, err := openVerified("bad", spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// Swap in another program under the same name, as an attacker would between the
+	// check and the exec.
+	evil := filepath.Join(dir, "evil")
+	if err := os.WriteFile(evil, []byte("#!/bin/sh\necho swapped\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(evil, path); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := externalCommand(spec, f).CombinedOutput()
+	if strings.Contains(string(out), "swapped") || !strings.Contains(string(out), "plugin") {
+		t.Fatalf("the process run after the swap printed %q: not the verified plugin binary", out)
+	}
+	// And a check made now refuses the file at the path.
+	if _, err := openVerified("bad", spec); err == nil || !strings.Contains(err.Error(), "refusing to run") {
+		t.Fatalf("openVerified on the swapped file = %v", err)
+	}
+}

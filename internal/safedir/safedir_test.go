@@ -1,0 +1,82 @@
+package safedir
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestCheck(t *testing.T) {
+	root := t.TempDir()
+	mk := func(name string, mode os.FileMode) string {
+		p := filepath.Join(root, name)
+		if err := os.Mkdir(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode) // past the umask
+		return p
+	}
+	good := mk("good", 0o700)
+	link := filepath.Join(root, "link")
+	os.Symlink(good, link)
+	file := filepath.Join(root, "file")
+	os.WriteFile(file, nil, 0o600)
+	tests := []struct {
+		dir, want string
+	}{
+		{good, ""},
+		{mk("world", 0o777), "mode 0777"},
+		{mk("group", 0o770), "mode 0770"},
+		{link, "is a symlink"},
+		{file, "is not a directory"},
+	}
+	if os.Getuid() == 0 { // only root can give a directory away
+		foreign := mk("foreign", 0o700)
+		if err := os.Chown(foreign, 65534, 65534); err != nil {
+			t.Fatal(err)
+		}
+		tests = append(tests, struct{ dir, want string }{foreign, "owned by uid 65534"})
+	}
+	for _, tt := range tests {
+		err := Check(tt.dir)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("Check(%s) = %v, want %q", filepath.Base(tt.dir), err, tt.want)
+		}
+	}
+}
+
+func TestCheckKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "ca-key.pem")
+	os.WriteFile(key, []byte("k"), 0o600)
+	if err := CheckKeyFile(key); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(key, 0o666)
+	if err := CheckKeyFile(key); err == nil || !strings.Contains(err.Error(), "mode 0666") {
+		t.Fatalf("a 0666 key: %v", err)
+	}
+	link := filepath.Join(dir, "link.pem")
+	os.Symlink(key, link)
+	if err := CheckKeyFile(link); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Fatalf("a symlinked key: %v", err)
+	}
+}
+
+func TestLockIsExclusiveAndNamesTheHolder(t *testing.T) {
+	dir := t.TempDir()
+	unlock, err := Lock(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lock(dir); err == nil || !strings.Contains(err.Error(), "in use by another tlsrelay process (pid") {
+		t.Fatalf("second Lock = %v", err)
+	}
+	unlock()
+	again, err := Lock(dir)
+	if err != nil {
+		t.Fatalf("Lock after unlock: %v", err)
+	}
+	again()
+}

@@ -1,0 +1,87 @@
+// Command misbehave is a backend plugin that misbehaves on purpose, for the host's fault
+// tests. MISBEHAVE (which the host passes only when the plugin's config lists it under
+// env) picks how:
+//
+//	hang-start   never completes the handshake
+//	hang-call    SignCSR never returns
+//	fork-stdout  starts a child (sleep) that holds the plugin's stdout and stderr, and
+//	             writes its pid to MISBEHAVE_PIDFILE
+//	(otherwise)  behaves; CreateCSR reports the process's circumstances as JSON in
+//	             CSRPEM: its stdin, whether it has a controlling terminal, its environment
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"strconv"
+	"syscall"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+// Report is what CreateCSR returns in the report mode.
+type Report struct {
+	StdinDev, StdinIno uint64
+	TTYError           string // opening /dev/tty: fails without a controlling terminal
+	Env                []string
+	Pid, Pgid, Sid     int
+}
+
+type backend struct{ sdk.Unimplemented }
+
+func (backend) Info(context.Context) (sdk.Info, error) {
+	return sdk.Info{Name: "misbehave", Version: "0.0.1", Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA}}, nil
+}
+
+func (backend) Configure(context.Context, sdk.ConfigureRequest) error { return nil }
+
+func (backend) CreateCSR(context.Context, sdk.CSRRequest) (sdk.CSR, error) {
+	var st syscall.Stat_t
+	syscall.Fstat(0, &st)
+	r := Report{StdinDev: uint64(st.Dev), StdinIno: st.Ino, Env: os.Environ(), Pid: os.Getpid(), Pgid: syscall.Getpgrp()}
+	r.Sid, _ = getsid()
+	if f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0); err != nil {
+		r.TTYError = err.Error()
+	} else {
+		f.Close()
+	}
+	b, _ := json.Marshal(r)
+	return sdk.CSR{CSRPEM: b}, nil
+}
+
+func getsid() (int, error) {
+	sid, _, errno := syscall.RawSyscall(syscall.SYS_GETSID, 0, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(sid), nil
+}
+
+func (backend) SignCSR(ctx context.Context, _ sdk.SignRequest) (sdk.Certificate, error) {
+	if os.Getenv("MISBEHAVE") == "hang-call" {
+		select {} // ignores ctx: a plugin stuck in a tool or a lock
+	}
+	return sdk.Certificate{}, sdk.Errorf(sdk.CodeUnimplemented, "", "misbehave does not sign")
+}
+
+func (backend) CA(context.Context) (sdk.CA, error) { return sdk.CA{}, nil }
+
+func main() {
+	switch os.Getenv("MISBEHAVE") {
+	case "hang-start":
+		select {}
+	case "fork-stdout":
+		child := exec.Command("sleep", "300")
+		child.Stdout, child.Stderr = os.Stdout, os.Stderr
+		// Its own session: out of reach of a kill of the plugin's group, so only closing
+		// the pipes can free the host.
+		child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := child.Start(); err != nil {
+			panic(err)
+		}
+		os.WriteFile(os.Getenv("MISBEHAVE_PIDFILE"), []byte(strconv.Itoa(child.Process.Pid)), 0o600)
+	}
+	sdk.Serve(backend{})
+}
