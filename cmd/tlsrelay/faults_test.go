@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -181,5 +182,60 @@ func TestUpKilledLeavesNoProcessBehind(t *testing.T) {
 			t.Fatalf("10 s after up was killed with -9, %d processes remain: %v", len(left), left)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// An agent whose signer plugin is stuck in a call ends within seconds of SIGTERM,
+// leaving no plugin behind.
+func TestSigtermEndsAgentWithStuckPlugin(t *testing.T) {
+	dir := t.TempDir()
+	bin := testbin.Build(t, testbin.Misbehave)
+	config := fileWriter(t, dir)("agent.yaml", fmt.Sprintf(`unit: node/0
+state_dir: %s/state
+relation: {store: memory}
+certificate: {output: {dir: %s/out}}
+roles: {csr: cfssl, signer: bad}
+plugins:
+  bad: {command: %s, sha256: %s, env: [MISBEHAVE, TLSRELAY_MARK]}
+`, dir, dir, bin, testbin.SHA256(t, bin)))
+	cmd := exec.Command(testbinBuild(t), "agent", "--config", config, "--log-level", "debug")
+	// TLSRELAY_MARK tags every process of this agent, the external plugin included.
+	cmd.Env = append(os.Environ(), "MISBEHAVE=hang-call", "TLSRELAY_MARK="+dir)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		for pid := range processesOf(dir) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}()
+	// Wait until the leader is in its signer's SignCSR (the plugin never answers).
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(out.String(), "created CSR") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent never created its CSR:\n%s", out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if procs := processesOf(dir); len(procs) < 3 { // the agent, cfssl, the stuck signer
+		t.Fatalf("want the agent and two plugins running, have %v", procs)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(8 * time.Second):
+		t.Fatalf("the agent did not end within 8 s of SIGTERM:\n%s", out.String())
+	}
+	time.Sleep(200 * time.Millisecond)
+	if left := processesOf(dir); len(left) != 0 {
+		t.Fatalf("processes left after the agent ended: %v", left)
 	}
 }

@@ -57,7 +57,15 @@ type Options struct {
 	// Policy is what this unit signs while it leads; nil is policy.Defaults() with the
 	// certificate's common name template.
 	Policy *policy.Policy
+	// StepTimeout bounds one decision's work, every backend call in it included: a
+	// plugin stuck in a call is killed at this deadline and started afresh. Default
+	// DefaultStepTimeout.
+	StepTimeout time.Duration
 }
+
+// DefaultStepTimeout is the default Options.StepTimeout: far above any sane signing
+// (milliseconds) or Barbican round trip, far below "hung".
+const DefaultStepTimeout = 2 * time.Minute
 
 // Status is what a unit reports.
 type Status struct {
@@ -114,6 +122,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.SecretsRefresh <= 0 {
 		opts.SecretsRefresh = time.Hour
+	}
+	if opts.StepTimeout <= 0 {
+		opts.StepTimeout = DefaultStepTimeout
 	}
 	if opts.Policy == nil {
 		rules := policy.Defaults()
@@ -191,7 +202,9 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 			}
 			return fmt.Errorf("%s: relation: %w", a.unit, err)
 		}
-		acted, err := a.step(ctx, snap)
+		stepCtx, cancel := context.WithTimeout(ctx, a.opts.StepTimeout)
+		acted, err := a.step(stepCtx, snap)
+		cancel()
 		a.publishStatus(ctx, err)
 		if fault.IsPermanent(err) {
 			a.log.Error("stopping: trying again cannot mend this", "error", err)
@@ -421,6 +434,9 @@ func (a *Agent) loadSignerCA(ctx context.Context) error {
 	ca, err := b.CA(ctx)
 	if err != nil {
 		return fmt.Errorf("%s: signer CA: %w", a.unit, err)
+	}
+	if _, err := certutil.ParseCertificates(ca.BundlePEM); err != nil {
+		return fmt.Errorf("%s: the signer's CA is unreadable: %w", a.unit, err)
 	}
 	if a.opts.CARef != "" {
 		if ca, err = a.importReferencedCA(ctx, b, ca); err != nil {

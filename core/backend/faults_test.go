@@ -72,10 +72,18 @@ func TestPluginHangingMidCallIsStoppedAtTheCallersDeadline(t *testing.T) {
 	if !sdk.Retryable(err) {
 		t.Errorf("SignCSR = %v, want an Unavailable (deadline) error", err)
 	}
-	within(t, 5*time.Second, "Close", h.Close)
-	if alive(pid) {
-		t.Errorf("plugin %d alive after Close", pid)
+	// The stuck plugin is killed; the next call gets a fresh one.
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
 	}
+	if alive(pid) {
+		t.Errorf("plugin %d, stuck in a call past its deadline, still alive", pid)
+	}
+	if _, err := h.For(context.Background(), config.RoleSigner); err != nil || h.Pids()["bad"] == pid {
+		t.Errorf("For after the kill: %v, pid %d (was %d): want a new process", err, h.Pids()["bad"], pid)
+	}
+	within(t, 5*time.Second, "Close", h.Close)
 }
 
 // A plugin whose child (in a session of its own) holds its stdout and stderr: Close

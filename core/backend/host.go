@@ -102,7 +102,19 @@ func (h *Host) For(ctx context.Context, role config.Role) (sdk.Backend, error) {
 				role, name, r.info.Name, r.info.Version, c))
 		}
 	}
-	return r.backend, nil
+	return guarded{Backend: r.backend, host: h, name: name, r: r}, nil
+}
+
+// kill stops the plugin r, if it is still the one running as name, so that the next
+// For starts another. It does not wait for the process.
+func (h *Host) kill(name string, r *running, why string) {
+	h.mu.Lock()
+	if h.running[name] == r {
+		delete(h.running, name)
+	}
+	h.mu.Unlock()
+	h.log.Warn("killing plugin", "plugin", name, "pid", r.process.ID(), "why", why)
+	go r.client.Kill()
 }
 
 // Info returns the Info of the named backend, launching it if needed.

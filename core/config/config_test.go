@@ -247,3 +247,21 @@ func TestUnknownEnvIsWarnedAbout(t *testing.T) {
 		t.Fatalf("warnings = %q, want one naming TLSRELAY_CERTIFICATE_VALIDTY", cfg.Warnings)
 	}
 }
+
+// A relative plugin command is made absolute once, from the working directory, so the
+// file checked is the file run (PATH plays no part).
+func TestRelativeCommandIsResolvedOnce(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	exe := filepath.Join(dir, "plugin")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(writeConfig(t, "plugins: {ext: {command: plugin, sha256: "+strings.Repeat("ab", 32)+"}}\n"), builtins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Plugins["ext"].Command; got != exe {
+		t.Fatalf("command = %q, want %q", got, exe)
+	}
+}

@@ -12,11 +12,19 @@ package main
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"os/exec"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
@@ -66,7 +74,17 @@ func (backend) SignCSR(ctx context.Context, _ sdk.SignRequest) (sdk.Certificate,
 	return sdk.Certificate{}, sdk.Errorf(sdk.CodeUnimplemented, "", "misbehave does not sign")
 }
 
-func (backend) CA(context.Context) (sdk.CA, error) { return sdk.CA{}, nil }
+// CA is a throwaway CA made at start, so that a leader gets as far as SignCSR.
+func (backend) CA(context.Context) (sdk.CA, error) { return sdk.CA{BundlePEM: caPEM}, nil }
+
+var caPEM = func() []byte {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "misbehave CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}()
 
 func main() {
 	switch os.Getenv("MISBEHAVE") {
