@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
@@ -172,6 +173,11 @@ func TestLaunchErrorsAreClear(t *testing.T) {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not contain %q", err, w)
 				}
+			}
+			// What only an edit of the config mends stops the agent; the rest retries.
+			permanent := tt.name == "role the backend cannot serve" || tt.name == "bad backend config" || tt.name == "plugin path that does not exist"
+			if fault.IsPermanent(err) != permanent {
+				t.Errorf("IsPermanent(%v) = %v, want %v", err, !permanent, permanent)
 			}
 		})
 	}

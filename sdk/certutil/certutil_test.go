@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"math"
 	"testing"
 	"time"
 
@@ -98,7 +99,9 @@ func TestCheckSAN(t *testing.T) {
 }
 
 func TestDays(t *testing.T) {
-	for d, want := range map[time.Duration]int{time.Minute: 1, 24 * time.Hour: 1, 25 * time.Hour: 2, 48 * time.Hour: 2, 720 * time.Hour: 30} {
+	for d, want := range map[time.Duration]int{time.Minute: 1, 24 * time.Hour: 1, 25 * time.Hour: 2, 48 * time.Hour: 2, 720 * time.Hour: 30,
+		math.MaxInt64: 106752} { // once rounded up past the largest duration, it wrapped to 1 day
+
 		if got := Days(d); got != want {
 			t.Errorf("Days(%s) = %d, want %d", d, got, want)
 		}
