@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -101,6 +102,24 @@ func TestPlantedStateIsRefused(t *testing.T) {
 	os.Chmod(key, 0o600) // no world-readable CA key left behind
 }
 
+// syncBuffer is a bytes.Buffer a child process writes while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // processesOf lists the live processes whose environment mentions dir (every agent and
 // plugin of an `up` on dir has it in TLSRELAY_STATE_DIR), with their command lines.
 func processesOf(dir string) map[int]string {
@@ -130,7 +149,7 @@ func TestUpKilledLeavesNoProcessBehind(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(testbinBuild(t), "up", "--dir", dir, "--units", "3", "--timeout", "2m", "--log-level", "debug")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	var out bytes.Buffer
+	var out syncBuffer
 	if os.Getenv("UPKILL_NULL") == "" {
 		cmd.Stdout, cmd.Stderr = &out, &out
 	}
@@ -201,7 +220,7 @@ plugins:
 	cmd := exec.Command(testbinBuild(t), "agent", "--config", config, "--log-level", "debug")
 	// TLSRELAY_MARK tags every process of this agent, the external plugin included.
 	cmd.Env = append(os.Environ(), "MISBEHAVE=hang-call", "TLSRELAY_MARK="+dir)
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -88,7 +88,7 @@ func (s *Store) Join(ctx context.Context, unit string, opts relation.JoinOptions
 	m.setFollower(s.layout.narrowScope(unit))
 	m.wg.Add(1)
 	go m.stayJoined(session)
-	if err := m.follower.waitReady(ctx); err != nil {
+	if err := m.waitReady(ctx); err != nil {
 		m.Leave(context.Background())
 		return nil, err
 	}
@@ -96,6 +96,29 @@ func (s *Store) Join(ctx context.Context, unit string, opts relation.JoinOptions
 }
 
 func (m *member) Unit() string { return m.unit }
+
+// waitReady waits for the first read of whichever follower is current: an election
+// won at once replaces the narrow follower before it has read anything.
+func (m *member) waitReady(ctx context.Context) error {
+	for {
+		m.mu.Lock()
+		f := m.follower
+		m.mu.Unlock()
+		select {
+		case <-f.ready:
+			return nil
+		case <-f.done: // stopped unread: look at its successor
+			m.mu.Lock()
+			same := m.follower == f
+			m.mu.Unlock()
+			if same {
+				return fmt.Errorf("relation: the follower of %s stopped before its first read", m.unit)
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("relation: waiting for the first read from etcd: %w", ctx.Err())
+		}
+	}
+}
 
 // join takes a lease and claims the unit's name with it, putting the bag back.
 func (m *member) join(ctx context.Context) (*concurrency.Session, error) {
