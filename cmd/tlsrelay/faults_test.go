@@ -144,6 +144,20 @@ func processesOf(dir string) map[int]string {
 	return out
 }
 
+// killAllOf kills every process of dir and waits until they are gone, so that the
+// test's directory can be removed.
+func killAllOf(dir string) {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		procs := processesOf(dir)
+		if len(procs) == 0 {
+			return
+		}
+		for pid := range procs {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
 // `up` killed with -9 while its agents and their plugins run leaves no process behind.
 func TestUpKilledLeavesNoProcessBehind(t *testing.T) {
 	dir := t.TempDir()
@@ -159,9 +173,7 @@ func TestUpKilledLeavesNoProcessBehind(t *testing.T) {
 	defer func() { // whatever happens, nothing of this test survives it
 		cmd.Process.Kill()
 		cmd.Wait()
-		for pid := range processesOf(dir) {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
+		killAllOf(dir)
 	}()
 	deadline := time.Now().Add(time.Minute)
 	for {
@@ -227,9 +239,7 @@ plugins:
 	}
 	defer func() {
 		cmd.Process.Kill()
-		for pid := range processesOf(dir) {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
+		killAllOf(dir)
 	}()
 	// Wait until the leader is in its signer's SignCSR (the plugin never answers).
 	deadline := time.Now().Add(30 * time.Second)
