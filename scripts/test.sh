@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite: installs what the tests need, then vet, format check, every test
+# The whole test suite: installs what the tests need, then module hygiene
+# (scripts/check-modules.sh), vet, format check, every test of both modules
 # under the race detector (end-to-end ones run real plugin child processes), and each
 # fuzz target briefly. Usage: scripts/test.sh [go test flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
+scripts/check-modules.sh
 go vet ./...
+(cd sdk && go vet ./...) # the sdk is its own module
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
   echo "gofmt needed on: $unformatted" >&2
@@ -15,6 +18,7 @@ fi
 # Every test under the race detector: the end-to-end tests' binaries are built without it,
 # the tests themselves (and every in-process backend and relation) run with it.
 go test -race -count=1 -timeout 20m "$@" ./...
+(cd sdk && go test -race -count=1 -timeout 10m "$@" ./...)
 
 # Each fuzz target briefly, from its seeds (docs/SECURITY.md records longer runs).
 # FUZZTIME=0 skips this step.

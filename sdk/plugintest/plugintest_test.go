@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/examples/minimal"
 	"github.com/tlsrelay/tlsrelay/sdk/plugintest"
 )
 
@@ -15,7 +15,7 @@ var fast = plugintest.Options{KeySpecs: []sdk.KeySpec{{Algorithm: "ecdsa", Size:
 
 // A sound backend passes every check.
 func TestKitPassesASoundBackend(t *testing.T) {
-	plugintest.Run(t, plugintest.InProcess(func() sdk.Backend { return cfssl.New(nil) }, nil), fast)
+	plugintest.Run(t, plugintest.InProcess(func() sdk.Backend { return minimal.New() }, nil), fast)
 }
 
 // Each broken backend is the sound one with one fault; the kit must name the check it breaks.
@@ -25,17 +25,17 @@ func TestKitFailsBrokenBackends(t *testing.T) {
 		backend   func() sdk.Backend
 		wantCheck string
 	}{
-		{"signs every profile as peer", func() sdk.Backend { return peerOnly{cfssl.New(nil)} },
+		{"signs every profile as peer", func() sdk.Backend { return peerOnly{minimal.New()} },
 			"SignCSR gives each profile its usages and chains to CA"},
-		{"drops the SANs it is asked for", func() sdk.Backend { return noSANs{cfssl.New(nil)} },
+		{"drops the SANs it is asked for", func() sdk.Backend { return noSANs{minimal.New()} },
 			"CreateCSR honours key, common name and SANs"},
-		{"calls a garbage CSR an internal error", func() sdk.Backend { return internalErrors{cfssl.New(nil)} },
+		{"calls a garbage CSR an internal error", func() sdk.Backend { return internalErrors{minimal.New()} },
 			"bad requests are InvalidArgument"},
-		{"answers a capability it does not claim", func() sdk.Backend { return silentFetch{cfssl.New(nil)} },
+		{"answers a capability it does not claim", func() sdk.Backend { return silentFetch{minimal.New()} },
 			"unclaimed capabilities answer Unimplemented"},
-		{"forgets its CA on restart", func() sdk.Backend { return forgetful{cfssl.New(nil)} },
+		{"forgets its CA on restart", func() sdk.Backend { return forgetful{minimal.New()} },
 			"the CA survives a restart of the plugin"},
-		{"ignores the requested validity", func() sdk.Backend { return fixedValidity{cfssl.New(nil)} },
+		{"ignores the requested validity", func() sdk.Backend { return fixedValidity{minimal.New()} },
 			"SignCSR honours validity"},
 	}
 	for _, tt := range tests {
@@ -58,7 +58,7 @@ func TestKitFailsBrokenBackends(t *testing.T) {
 	}
 }
 
-type peerOnly struct{ *cfssl.Backend }
+type peerOnly struct{ sdk.Backend }
 
 func (b peerOnly) SignCSR(ctx context.Context, r sdk.SignRequest) (sdk.Certificate, error) {
 	if sdk.Profile(r.Profile).Valid() {
@@ -67,14 +67,14 @@ func (b peerOnly) SignCSR(ctx context.Context, r sdk.SignRequest) (sdk.Certifica
 	return b.Backend.SignCSR(ctx, r)
 }
 
-type noSANs struct{ *cfssl.Backend }
+type noSANs struct{ sdk.Backend }
 
 func (b noSANs) CreateCSR(ctx context.Context, r sdk.CSRRequest) (sdk.CSR, error) {
 	r.SANs = nil
 	return b.Backend.CreateCSR(ctx, r)
 }
 
-type internalErrors struct{ *cfssl.Backend }
+type internalErrors struct{ sdk.Backend }
 
 func (b internalErrors) SignCSR(ctx context.Context, r sdk.SignRequest) (sdk.Certificate, error) {
 	c, err := b.Backend.SignCSR(ctx, r)
@@ -84,11 +84,11 @@ func (b internalErrors) SignCSR(ctx context.Context, r sdk.SignRequest) (sdk.Cer
 	return c, err
 }
 
-type silentFetch struct{ *cfssl.Backend }
+type silentFetch struct{ sdk.Backend }
 
 func (silentFetch) FetchSecret(context.Context, string) (sdk.Secret, error) { return sdk.Secret{}, nil }
 
-type forgetful struct{ *cfssl.Backend }
+type forgetful struct{ sdk.Backend }
 
 func (b forgetful) Configure(ctx context.Context, r sdk.ConfigureRequest) error {
 	dir, err := os.MkdirTemp(r.StateDir, "forgetful-") // removed with the kit's state dir
@@ -99,7 +99,7 @@ func (b forgetful) Configure(ctx context.Context, r sdk.ConfigureRequest) error 
 	return b.Backend.Configure(ctx, r)
 }
 
-type fixedValidity struct{ *cfssl.Backend }
+type fixedValidity struct{ sdk.Backend }
 
 func (b fixedValidity) SignCSR(ctx context.Context, r sdk.SignRequest) (sdk.Certificate, error) {
 	if r.Validity > 0 {

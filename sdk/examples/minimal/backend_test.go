@@ -1,4 +1,4 @@
-package main
+package minimal
 
 import (
 	"os/exec"
@@ -17,7 +17,7 @@ func TestConformanceInProcess(t *testing.T) {
 // The built binary, launched as a child process through go-plugin.
 func TestConformanceBinary(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "minimal")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/tlsrelay-plugin-minimal").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	plugintest.Run(t, plugintest.Command(nil, bin), plugintest.Options{})

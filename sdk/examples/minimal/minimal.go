@@ -1,4 +1,7 @@
-package main
+// Package minimal is a complete tlsrelay backend: keys, CSRs, a CA kept in the state
+// directory, and signing, with Go's standard library and the sdk only. It passes the
+// conformance kit (sdk/plugintest); cmd/tlsrelay-plugin-minimal serves it.
+package minimal
 
 import (
 	"context"
@@ -21,6 +24,9 @@ import (
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
+
+// New returns the backend, unconfigured.
+func New() sdk.Backend { return &minimal{} }
 
 // minimal makes keys and CSRs and signs them with a CA it keeps in its state directory,
 // using nothing but Go's standard library. It embeds sdk.Unimplemented, so the secret
