@@ -123,9 +123,9 @@ type Secret struct {
 	Passphrase       PrivateKey
 }
 
-// Backend is what a plugin implements. Every method returns errors built with this
-// package's constructors (NotFound, InvalidArgument, ...) so that the host can tell
-// them apart; any other error reaches the host as Internal.
+// Backend is what a plugin implements. Every method returns errors built with
+// Errorf and a Code (sdk.Errorf(sdk.CodeNotFound, ref, ...), CodeInvalidArgument, ...) so
+// that the host can tell them apart; any other error reaches the host as Internal.
 type Backend interface {
 	Info(ctx context.Context) (Info, error)
 	Configure(ctx context.Context, req ConfigureRequest) error
