@@ -76,9 +76,16 @@ func Serve(b Backend, opts ...ServeOption) {
 	plugin.Serve(cfg)
 }
 
-// Logger returns the logger a plugin should use: JSON on stderr, which the go-plugin host
-// parses and re-emits through its own logger with levels intact. TLSRELAY_LOG_LEVEL
-// sets the level (default info).
+// stderr is the process's stderr as the plugin started. go-plugin's Serve replaces
+// os.Stderr with a pipe of its own (forwarded to the host, which drops it), so a logger
+// made after Serve on os.Stderr would write nowhere; loggers write here instead, where
+// the host reads and re-emits them.
+var stderr = os.Stderr
+
+// Logger returns the logger a plugin should use: JSON on the plugin's stderr, which the
+// host parses and re-emits through its own logger with levels intact, wherever in the
+// plugin the logger is made (before Serve or inside a call). TLSRELAY_LOG_LEVEL sets the
+// level (default info).
 func Logger(name string) hclog.Logger {
 	level := hclog.LevelFromString(os.Getenv("TLSRELAY_LOG_LEVEL"))
 	if level == hclog.NoLevel {
@@ -87,7 +94,7 @@ func Logger(name string) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:       name,
 		Level:      level,
-		Output:     os.Stderr,
+		Output:     stderr,
 		JSONFormat: true,
 	})
 }

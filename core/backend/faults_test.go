@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
 	"github.com/tlsrelay/tlsrelay/sdk"
@@ -128,6 +130,7 @@ func TestPluginProcessIsIsolated(t *testing.T) {
 		TTYError           string
 		Env                []string
 		Pid, Pgid, Sid     int
+		ConfigJSON         string
 	}
 	if err := json.Unmarshal(out.CSRPEM, &r); err != nil {
 		t.Fatalf("report: %v: %s", err, out.CSRPEM)
@@ -153,6 +156,9 @@ func TestPluginProcessIsIsolated(t *testing.T) {
 	}
 	if strings.Contains(env, "OS_PASSWORD") {
 		t.Error("the host's OS_PASSWORD reached an external plugin whose config does not name it")
+	}
+	if r.ConfigJSON != "{}" { // no config: section is an empty object, not null
+		t.Errorf("Configure received %q for a plugin without config, want {}", r.ConfigJSON)
 	}
 }
 
@@ -191,5 +197,86 @@ func TestChecksumIsOfTheFileExecuted(t *testing.T) {
 	// And a check made now refuses the file at the path.
 	if _, err := openVerified("bad", spec); err == nil || !strings.Contains(err.Error(), "refusing to run") {
 		t.Fatalf("openVerified on the swapped file = %v", err)
+	}
+}
+
+// logCapture is a host logger's output, safe to read while plugins write.
+type logCapture struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (c *logCapture) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.Write(p)
+}
+
+func (c *logCapture) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.b.String()
+}
+
+// misbehavingLogged is misbehaving with the host's log, at info, captured.
+func misbehavingLogged(t *testing.T, mode string) (*Host, *logCapture) {
+	t.Helper()
+	t.Setenv("MISBEHAVE", mode)
+	bin := testbin.Build(t, testbin.Misbehave)
+	logs := &logCapture{}
+	h, err := New(Options{
+		Plugins: map[string]config.Plugin{"bad": {Command: bin, SHA256: testbin.SHA256(t, bin), Env: []string{"MISBEHAVE"}}},
+		Roles:   config.Roles{CSR: "bad", Signer: "bad"}, StateDir: t.TempDir(),
+		Logger: hclog.New(&hclog.LoggerOptions{Name: "host", Level: hclog.Info, Output: logs}),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	return h, logs
+}
+
+// A plugin's log line at info, from a logger it made inside a call (after Serve
+// started), reaches the host's log with the plugin's name and level.
+func TestPluginLogsReachTheHost(t *testing.T) {
+	h, logs := misbehavingLogged(t, "log-in-call")
+	b, err := h.For(context.Background(), config.RoleSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.SignCSR(context.Background(), sdk.SignRequest{Unit: "db/7"})
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "signing inside the plugin") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the plugin's log line never reached the host:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "signing inside the plugin") && !(strings.Contains(line, "[INFO]") && strings.Contains(line, "bad") && strings.Contains(line, "unit=db/7")) {
+			t.Errorf("the line lost its level, plugin name or fields: %s", line)
+		}
+	}
+}
+
+// A plugin that crashes leaves its last words in the host's log at error level.
+func TestCrashedPluginLeavesItsLastLinesInTheHostLog(t *testing.T) {
+	h, logs := misbehavingLogged(t, "crash-in-call")
+	b, err := h.For(context.Background(), config.RoleSigner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.SignCSR(context.Background(), sdk.SignRequest{Unit: "db/7"}); err == nil {
+		t.Fatal("SignCSR of a crashing plugin succeeded")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), "plugin died") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no report of the crash in the host's log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := logs.String(); !strings.Contains(out, "[ERROR]") || !strings.Contains(out, "crashing inside SignCSR for db/7") {
+		t.Fatalf("the crash report lacks the plugin's last words:\n%s", out)
 	}
 }

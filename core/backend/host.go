@@ -160,7 +160,7 @@ func (h *Host) start(ctx context.Context, name string, spec config.Plugin) (*run
 	if err != nil {
 		return nil, err
 	}
-	process := newProcessRunner(cmd, binary)
+	process := newProcessRunner(cmd, binary, h.log.Named(name))
 	timeout := startTimeout
 	if deadline, ok := ctx.Deadline(); ok {
 		timeout = max(time.Until(deadline), time.Millisecond)
@@ -240,7 +240,11 @@ func (h *Host) connect(ctx context.Context, name string, client *plugin.Client) 
 }
 
 func (h *Host) configure(ctx context.Context, name string, b sdk.Backend) error {
-	raw, err := json.Marshal(h.opts.Plugins[name].Config)
+	cfg := h.opts.Plugins[name].Config
+	if cfg == nil {
+		cfg = map[string]any{} // "{}", not "null": a plugin may decode it as an object
+	}
+	raw, err := json.Marshal(cfg)
 	if err != nil {
 		return fmt.Errorf("plugins.%s.config: %w", name, err)
 	}

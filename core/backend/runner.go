@@ -1,16 +1,21 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin/runner"
 )
 
@@ -32,6 +37,9 @@ const pipeGrace = time.Second
 type processRunner struct {
 	cmd    *exec.Cmd
 	binary *os.File // closed when the process ends; nil for the tlsrelay binary
+	log    hclog.Logger
+	tail   *lineTail // the last lines of stderr, for the log when the plugin dies
+	killed atomic.Bool
 
 	stdout, stderr *os.File // read ends
 	exited         chan struct{}
@@ -41,8 +49,8 @@ type processRunner struct {
 
 var _ runner.Runner = (*processRunner)(nil)
 
-func newProcessRunner(cmd *exec.Cmd, binary *os.File) *processRunner {
-	return &processRunner{cmd: cmd, binary: binary, exited: make(chan struct{})}
+func newProcessRunner(cmd *exec.Cmd, binary *os.File, log hclog.Logger) *processRunner {
+	return &processRunner{cmd: cmd, binary: binary, log: log, tail: &lineTail{max: tailLines}, exited: make(chan struct{})}
 }
 
 // Start implements runner.Runner.
@@ -83,7 +91,14 @@ func (r *processRunner) reap() {
 	}
 	r.closeBinary()
 	close(r.exited)
-	time.AfterFunc(pipeGrace, r.closePipes)
+	time.AfterFunc(pipeGrace, func() {
+		r.closePipes()
+		if r.waitErr != nil && !r.killed.Load() {
+			// It died on its own (a panic, a signal): what it last said, where the
+			// operator looks, whatever the log level.
+			r.log.Error("plugin died", "pid", r.ID(), "error", r.waitErr, "last_stderr", r.tail.String())
+		}
+	})
 }
 
 func (r *processRunner) closePipes() {
@@ -115,6 +130,7 @@ func (r *processRunner) Kill(context.Context) error {
 	if r.cmd.Process == nil {
 		return nil
 	}
+	r.killed.Store(true)
 	pid := r.cmd.Process.Pid
 	if pid <= 0 {
 		return nil
@@ -128,8 +144,48 @@ func (r *processRunner) Kill(context.Context) error {
 // Stdout implements runner.Runner.
 func (r *processRunner) Stdout() io.ReadCloser { return r.stdout }
 
-// Stderr implements runner.Runner.
-func (r *processRunner) Stderr() io.ReadCloser { return r.stderr }
+// Stderr implements runner.Runner: what go-plugin reads is also kept in tail.
+func (r *processRunner) Stderr() io.ReadCloser {
+	return struct {
+		io.Reader
+		io.Closer
+	}{io.TeeReader(r.stderr, r.tail), r.stderr}
+}
+
+// tailLines is how many of a plugin's last stderr lines are kept.
+const tailLines = 20
+
+// lineTail keeps the last max lines written to it.
+type lineTail struct {
+	mu      sync.Mutex
+	max     int
+	lines   []string
+	partial []byte
+}
+
+func (t *lineTail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.partial = append(t.partial, p...)
+	for {
+		i := bytes.IndexByte(t.partial, '\n')
+		if i < 0 {
+			break
+		}
+		t.lines = append(t.lines, string(t.partial[:i]))
+		t.partial = t.partial[i+1:]
+		if len(t.lines) > t.max {
+			t.lines = t.lines[len(t.lines)-t.max:]
+		}
+	}
+	return len(p), nil
+}
+
+func (t *lineTail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return strings.Join(append(slices.Clone(t.lines), string(t.partial)), "\n")
+}
 
 // Name implements runner.Runner: the command as configured (not /proc/.../fd/N).
 func (r *processRunner) Name() string { return r.cmd.Args[0] }

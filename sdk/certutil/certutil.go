@@ -167,11 +167,24 @@ func ParseCertificates(bundle []byte) ([]*x509.Certificate, error) {
 	return certs, nil
 }
 
-// ParsePrivateKeyPEM parses a PEM private key in the clear (PKCS#8, PKCS#1 or SEC 1).
+// ParsePrivateKeyPEM parses the first private key block of a PEM text, in the clear
+// (PKCS#8, PKCS#1 or SEC 1), skipping other blocks (a certificate before the key, EC
+// parameters). A text without one says which blocks it holds.
 func ParsePrivateKeyPEM(keyPEM []byte) (crypto.Signer, error) {
-	block, _ := pem.Decode(keyPEM)
-	if block == nil {
-		return nil, fmt.Errorf("private key is not PEM")
+	var seen []string
+	var block *pem.Block
+	for rest := keyPEM; ; {
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			if len(seen) == 0 {
+				return nil, fmt.Errorf("private key is not PEM")
+			}
+			return nil, fmt.Errorf("no PRIVATE KEY block in the PEM (it holds %s)", strings.Join(seen, ", "))
+		}
+		if strings.HasSuffix(block.Type, "PRIVATE KEY") {
+			break
+		}
+		seen = append(seen, block.Type)
 	}
 	var key any
 	var err error

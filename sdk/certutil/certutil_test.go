@@ -107,3 +107,22 @@ func TestDays(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePrivateKeyPEMFindsTheKeyBlock(t *testing.T) {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+	certPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1, 2, 3}})
+	// A bundle with the certificate first: the key is found after it.
+	signer, err := ParsePrivateKeyPEM(append(append([]byte{}, certPEM...), keyPEM...))
+	if err != nil || !SamePublicKey(signer.Public(), key.Public()) {
+		t.Fatalf("key after a certificate: %v", err)
+	}
+	// No key at all: the error says what the PEM does hold.
+	if _, err := ParsePrivateKeyPEM(certPEM); err == nil || err.Error() != "no PRIVATE KEY block in the PEM (it holds CERTIFICATE)" {
+		t.Fatalf("a certificate alone: %v", err)
+	}
+	if _, err := ParsePrivateKeyPEM([]byte("garbage")); err == nil || err.Error() != "private key is not PEM" {
+		t.Fatalf("garbage: %v", err)
+	}
+}

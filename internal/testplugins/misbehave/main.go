@@ -4,6 +4,8 @@
 //
 //	hang-start   never completes the handshake
 //	hang-call    SignCSR never returns
+//	log-in-call  SignCSR logs at info through a logger made inside the call
+//	crash-in-call SignCSR panics
 //	fork-stdout  starts a child (sleep) that holds the plugin's stdout and stderr, and
 //	             writes its pid to MISBEHAVE_PIDFILE
 //	(otherwise)  behaves; CreateCSR reports the process's circumstances as JSON in
@@ -35,7 +37,10 @@ type Report struct {
 	TTYError           string // opening /dev/tty: fails without a controlling terminal
 	Env                []string
 	Pid, Pgid, Sid     int
+	ConfigJSON         string // as Configure received it
 }
+
+var configJSON string
 
 type backend struct{ sdk.Unimplemented }
 
@@ -43,12 +48,15 @@ func (backend) Info(context.Context) (sdk.Info, error) {
 	return sdk.Info{Name: "misbehave", Version: "0.0.1", Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA}}, nil
 }
 
-func (backend) Configure(context.Context, sdk.ConfigureRequest) error { return nil }
+func (backend) Configure(_ context.Context, req sdk.ConfigureRequest) error {
+	configJSON = string(req.ConfigJSON)
+	return nil
+}
 
 func (backend) CreateCSR(context.Context, sdk.CSRRequest) (sdk.CSR, error) {
 	var st syscall.Stat_t
 	syscall.Fstat(0, &st)
-	r := Report{StdinDev: uint64(st.Dev), StdinIno: st.Ino, Env: os.Environ(), Pid: os.Getpid(), Pgid: syscall.Getpgrp()}
+	r := Report{StdinDev: uint64(st.Dev), StdinIno: st.Ino, Env: os.Environ(), Pid: os.Getpid(), Pgid: syscall.Getpgrp(), ConfigJSON: configJSON}
 	r.Sid, _ = getsid()
 	if f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0); err != nil {
 		r.TTYError = err.Error()
@@ -67,9 +75,15 @@ func getsid() (int, error) {
 	return int(sid), nil
 }
 
-func (backend) SignCSR(ctx context.Context, _ sdk.SignRequest) (sdk.Certificate, error) {
-	if os.Getenv("MISBEHAVE") == "hang-call" {
+func (backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certificate, error) {
+	switch os.Getenv("MISBEHAVE") {
+	case "hang-call":
 		select {} // ignores ctx: a plugin stuck in a tool or a lock
+	case "log-in-call":
+		// A logger made inside a call, long after Serve started.
+		sdk.Logger("misbehave").Info("signing inside the plugin", "unit", req.Unit)
+	case "crash-in-call":
+		panic("misbehave: crashing inside SignCSR for " + req.Unit)
 	}
 	return sdk.Certificate{}, sdk.Errorf(sdk.CodeUnimplemented, "", "misbehave does not sign")
 }
