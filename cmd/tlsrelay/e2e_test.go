@@ -265,3 +265,38 @@ func TestVersion(t *testing.T) {
 		t.Fatalf("version: %+v", r)
 	}
 }
+
+// `tlsrelay plugins` lists every configured plugin with its version, capabilities, roles
+// and checksum, a plugin that cannot start with the reason; `plugins sha256 PATH`
+// prints the line to pin a binary.
+func TestPluginsCommand(t *testing.T) {
+	bin := testbin.Build(t, testbin.CfsslPlugin)
+	sum := testbin.SHA256(t, bin)
+	dir := t.TempDir()
+	config := fileWriter(t, dir)("p.yaml", "roles: {csr: ext, signer: cfssl}\nplugins: {ext: {command: "+bin+", sha256: "+sum+"}}\n")
+	r := run(t, "plugins", "--config", config)
+	if r.code != 0 {
+		t.Fatalf("plugins: exit %d\n%s", r.code, r.stderr)
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(r.stdout, "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			rows[f[0]] = line
+		}
+	}
+	for name, want := range map[string][]string{
+		"ext":      {bin, "1.0.0", "create_csr,sign_csr,ca", "csr", sum},
+		"cfssl":    {"built-in", "1.0.0", "signer"},
+		"barbican": {"cannot start", "config.auth"},
+	} {
+		for _, w := range want {
+			if !strings.Contains(rows[name], w) {
+				t.Errorf("row %s lacks %q:\n%s", name, w, r.stdout)
+			}
+		}
+	}
+	r = run(t, "plugins", "sha256", bin)
+	if r.code != 0 || !strings.Contains(r.stdout, "sha256: "+sum) {
+		t.Fatalf("plugins sha256: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
