@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/fault"
-	"github.com/tlsrelay/tlsrelay/internal/safedir"
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
 // Failures that trying again cannot mend stop `up` at once (not after --timeout),

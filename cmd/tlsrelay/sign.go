@@ -10,9 +10,9 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/backend"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/policy"
-	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
 	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 

@@ -18,9 +18,9 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/secrets"
-	"github.com/tlsrelay/tlsrelay/internal/safedir"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
 // Backends gives the agent the backend for a role. core/backend.Host implements it

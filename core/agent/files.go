@@ -9,10 +9,10 @@ import (
 	"path/filepath"
 
 	"github.com/tlsrelay/tlsrelay/core/fault"
-	"github.com/tlsrelay/tlsrelay/internal/safedir"
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
-	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
+	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 

@@ -27,8 +27,8 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
-	"github.com/tlsrelay/tlsrelay/internal/safedir"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
 // Options configure a Host.

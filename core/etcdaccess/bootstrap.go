@@ -22,7 +22,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/unit"
-	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
+	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 )
 
 // Options say which units get which access, and where their passwords live.

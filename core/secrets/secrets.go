@@ -18,8 +18,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
-	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 

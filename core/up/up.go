@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/fault"
-	"github.com/tlsrelay/tlsrelay/internal/safedir"
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 
 	"github.com/hashicorp/go-hclog"
 

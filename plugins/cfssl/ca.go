@@ -10,8 +10,8 @@ import (
 	"github.com/cloudflare/cfssl/initca"
 	"github.com/cloudflare/cfssl/signer/local"
 
-	"github.com/tlsrelay/tlsrelay/internal/castore"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/castore"
 )
 
 type authority struct {

@@ -18,8 +18,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/internal/casettings"
-	"github.com/tlsrelay/tlsrelay/internal/castore"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/castore"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 

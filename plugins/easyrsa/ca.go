@@ -7,8 +7,8 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 

@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/castore"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/castore"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 

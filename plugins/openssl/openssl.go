@@ -6,8 +6,6 @@ package openssl
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"strings"
 	"sync"
 
@@ -147,11 +145,9 @@ func sanList(sans []string) string {
 
 // randomSerial is a positive 159-bit serial in hex, as RFC 5280 allows (at most 20 octets).
 func randomSerial() (string, error) {
-	buf := make([]byte, 20)
-	if _, err := rand.Read(buf); err != nil {
+	n, err := certutil.RandomSerial()
+	if err != nil {
 		return "", err
 	}
-	buf[0] &= 0x7f
-	buf[0] |= 0x01 // never zero, never negative
-	return "0x" + hex.EncodeToString(buf), nil
+	return "0x" + n.Text(16), nil
 }

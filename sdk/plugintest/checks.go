@@ -5,9 +5,11 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"math/big"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -435,6 +437,54 @@ func checkConcurrent(e *env) error {
 		}()
 	}
 	wg.Wait()
+	return p.err()
+}
+
+// checkSharedState starts three processes of the backend on one empty state directory
+// at once and asks each for its CA: every unit of a group on one host runs its own
+// plugin process on the same state directory, and they must create one CA, not three.
+func checkSharedState(e *env) error {
+	if !e.claims(sdk.CapCA) {
+		return nil
+	}
+	dir, err := os.MkdirTemp("", "plugintest-shared-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir) // the CA key with it
+	const n = 3
+	cas := make([][]byte, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			b, stop, err := e.start(dir)
+			if err != nil {
+				errs[i] = fmt.Errorf("start process %d: %w", i+1, err)
+				return
+			}
+			defer stop()
+			ca, err := b.CA(e.ctx)
+			cas[i], errs[i] = ca.BundlePEM, err
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	var p problems
+	first, err := certutil.ParseCertificates(cas[0])
+	if err != nil {
+		return fmt.Errorf("CA of process 1: %w", err)
+	}
+	for i := 1; i < n; i++ {
+		certs, err := certutil.ParseCertificates(cas[i])
+		if err != nil || !certs[0].Equal(first[0]) {
+			p.addf("process %d of %d on one state directory has another CA than process 1 (%v): they raced to create it", i+1, n, err)
+		}
+	}
 	return p.err()
 }
 

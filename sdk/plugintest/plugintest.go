@@ -77,6 +77,7 @@ var checks = []check{
 	{"the subject is the CN alone; URI SANs are copied", checkSubjectAndURIs},
 	{"concurrent SignCSR calls are safe", checkConcurrent},
 	{"the CA survives a restart of the plugin", checkRestart},
+	{"processes sharing one state directory agree on one CA (as a group on one host does)", checkSharedState},
 	{"ExportCA gives the CA and its key; ImportCA makes a CA the signer's, across restarts", checkCAMove},
 }
 

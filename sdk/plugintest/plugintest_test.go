@@ -35,6 +35,8 @@ func TestKitFailsBrokenBackends(t *testing.T) {
 			"unclaimed capabilities answer Unimplemented"},
 		{"forgets its CA on restart", func() sdk.Backend { return forgetful{minimal.New()} },
 			"the CA survives a restart of the plugin"},
+		{"makes a CA of its own in each process on one state directory", func() sdk.Backend { return forgetful{minimal.New()} },
+			"processes sharing one state directory agree on one CA (as a group on one host does)"},
 		{"ignores the requested validity", func() sdk.Backend { return fixedValidity{minimal.New()} },
 			"SignCSR honours validity"},
 	}

@@ -1,8 +1,10 @@
 package minimal
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/tlsrelay/tlsrelay/sdk"
@@ -21,4 +23,24 @@ func TestConformanceBinary(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	plugintest.Run(t, plugintest.Command(nil, bin), plugintest.Options{})
+}
+
+// The example stays small: under 100 lines that are neither blank nor comments.
+func TestMinimalIsUnder100Lines(t *testing.T) {
+	n := 0
+	for _, f := range []string{"minimal.go", "cmd/tlsrelay-plugin-minimal/main.go"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "//") {
+				n++
+			}
+		}
+	}
+	if n >= 100 {
+		t.Fatalf("the minimal example has %d lines of code; keep it under 100", n)
+	}
+	t.Logf("%d lines of code", n)
 }

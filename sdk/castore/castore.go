@@ -5,6 +5,8 @@
 package castore
 
 import (
+	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,10 +14,10 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/tlsrelay/tlsrelay/internal/atomicfile"
-	"github.com/tlsrelay/tlsrelay/internal/safedir"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
 // The files in a CA directory.
@@ -24,6 +26,22 @@ const (
 	KeyFile  = "ca-key.pem" // mode 0600
 	lockFile = ".lock"
 )
+
+// Parse returns the CA's certificate (the first of CertPEM) and its private key.
+func (ca CA) Parse() (*x509.Certificate, crypto.Signer, error) {
+	certs, err := certutil.ParseCertificates(ca.CertPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	key, err := certutil.ParsePrivateKeyPEM(ca.KeyPEM)
+	if err != nil {
+		return nil, nil, fmt.Errorf("CA key: %w", err)
+	}
+	if !certutil.SamePublicKey(certs[0].PublicKey, key.Public()) {
+		return nil, nil, fmt.Errorf("the CA key does not belong to CA %q", certs[0].Subject.CommonName)
+	}
+	return certs[0], key, nil
+}
 
 // CA is the PEM of a stored CA.
 type CA struct {
