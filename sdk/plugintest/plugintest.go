@@ -52,33 +52,62 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
-// Result is the outcome of one check: Err is nil when the backend passed it.
+// Result is the outcome of one check: Err is nil when the backend passed it. Skipped
+// says why a check did not run: a check it depends on failed, and that failure is the
+// one to fix (one root cause is reported once).
 type Result struct {
-	Check string
-	Err   error
+	Check   string
+	Err     error
+	Skipped string
 }
 
-// check is one part of the contract. It returns every problem it finds, joined.
+// check is one part of the contract. It returns every problem it finds, joined. needs
+// names the checks whose failure makes this one meaningless.
 type check struct {
-	name string
-	run  func(e *env) error
+	name  string
+	run   func(e *env) error
+	needs []string
 }
+
+// checkCAName is the check every signing check depends on: without a CA, nothing
+// signed can chain to it.
+const checkCAName = "CA returns a stable CA certificate"
 
 var checks = []check{
-	{"Info names the backend and its capabilities", checkInfo},
-	{"unclaimed capabilities answer Unimplemented", checkUnclaimed},
-	{"CreateCSR honours key, common name and SANs", checkCreateCSR},
-	{"CA returns a stable CA certificate", checkCA},
-	{"SignCSR gives each profile its usages and chains to CA", checkProfiles},
-	{"SignCSR honours validity", checkValidity},
-	{"serials are unique", checkSerials},
-	{"bad requests are InvalidArgument", checkBadRequests},
-	{"hostile CSRs are InvalidArgument (two CNs, email SANs, RSA-1024, bad SANs, PEM headers)", checkHostileCSRs},
-	{"the subject is the CN alone; URI SANs are copied", checkSubjectAndURIs},
-	{"concurrent SignCSR calls are safe", checkConcurrent},
-	{"the CA survives a restart of the plugin", checkRestart},
-	{"processes sharing one state directory agree on one CA (as a group on one host does)", checkSharedState},
-	{"ExportCA gives the CA and its key; ImportCA makes a CA the signer's, across restarts", checkCAMove},
+	{"Info names the backend and its capabilities", checkInfo, nil},
+	{"unclaimed capabilities answer Unimplemented", checkUnclaimed, nil},
+	{"CreateCSR honours key, common name and SANs", checkCreateCSR, nil},
+	{checkCAName, checkCA, nil},
+	{"SignCSR gives each profile its usages and chains to CA", checkProfiles, []string{checkCAName}},
+	{"SignCSR honours validity", checkValidity, []string{checkCAName}},
+	{"serials are unique", checkSerials, []string{checkCAName}},
+	{"bad requests are InvalidArgument", checkBadRequests, nil},
+	{"hostile CSRs are InvalidArgument (two CNs, email SANs, RSA-1024, bad SANs, PEM headers)", checkHostileCSRs, nil},
+	{"the subject is the CN alone; URI SANs are copied", checkSubjectAndURIs, []string{checkCAName}},
+	{"concurrent SignCSR calls are safe", checkConcurrent, []string{checkCAName}},
+	{"the CA survives a restart of the plugin", checkRestart, []string{checkCAName}},
+	{"processes sharing one state directory agree on one CA (as a group on one host does)", checkSharedState, []string{checkCAName}},
+	{"ExportCA gives the CA and its key; ImportCA makes a CA the signer's, across restarts", checkCAMove, []string{checkCAName}},
+}
+
+// runChecks runs every check in order, skipping those whose prerequisites failed, and
+// reports each result.
+func runChecks(e *env, report func(Result)) {
+	failed := map[string]bool{}
+	for _, c := range checks {
+		r := Result{Check: c.name}
+		for _, need := range c.needs {
+			if failed[need] {
+				r.Skipped = fmt.Sprintf("skipped: it needs %q, which failed (fix that first)", need)
+				break
+			}
+		}
+		if r.Skipped == "" {
+			r.Err = c.run(e)
+		}
+		failed[c.name] = r.Err != nil || r.Skipped != ""
+		report(r)
+	}
 }
 
 // env is what every check sees: the running backend and how to restart it.
@@ -103,9 +132,7 @@ func Verify(start Starter, opts Options) ([]Result, error) {
 	}
 	defer cleanup()
 	results := make([]Result, 0, len(checks))
-	for _, c := range checks {
-		results = append(results, Result{Check: c.name, Err: c.run(e)})
-	}
+	runChecks(e, func(r Result) { results = append(results, r) })
 	return results, nil
 }
 
@@ -118,13 +145,16 @@ func Run(t *testing.T, start Starter, opts Options) {
 	}
 	defer cleanup()
 	t.Logf("plugintest: backend %q %s, capabilities %v", e.info.Name, e.info.Version, e.info.Capabilities)
-	for _, c := range checks {
-		t.Run(c.name, func(t *testing.T) {
-			if err := c.run(e); err != nil {
-				t.Error(err)
+	runChecks(e, func(r Result) {
+		t.Run(r.Check, func(t *testing.T) {
+			switch {
+			case r.Skipped != "":
+				t.Skip(r.Skipped)
+			case r.Err != nil:
+				t.Error(r.Err)
 			}
 		})
-	}
+	})
 }
 
 func prepare(start Starter, opts Options) (*env, func(), error) {
@@ -172,4 +202,25 @@ func (e *env) restart() error {
 type problems []error
 
 func (p *problems) addf(format string, args ...any) { *p = append(*p, fmt.Errorf(format, args...)) }
-func (p problems) err() error                       { return errors.Join(p...) }
+
+// err joins the problems, each distinct message once with how often it came up: one
+// cause seen by 19 signings is one line, not 19.
+func (p problems) err() error {
+	var order []string
+	count := map[string]int{}
+	for _, e := range p {
+		msg := e.Error()
+		if count[msg] == 0 {
+			order = append(order, msg)
+		}
+		count[msg]++
+	}
+	var errs []error
+	for _, msg := range order {
+		if n := count[msg]; n > 1 {
+			msg = fmt.Sprintf("%s (%d times)", msg, n)
+		}
+		errs = append(errs, errors.New(msg))
+	}
+	return errors.Join(errs...)
+}

@@ -109,3 +109,36 @@ func (b fixedValidity) SignCSR(ctx context.Context, r sdk.SignRequest) (sdk.Cert
 	}
 	return b.Backend.SignCSR(ctx, r)
 }
+
+type noCA struct{ sdk.Backend }
+
+func (noCA) CA(context.Context) (sdk.CA, error) {
+	return sdk.CA{}, sdk.Errorf(sdk.CodeFailedPrecondition, "ca", "the CA directory is gone")
+}
+
+// One root cause is reported once: a backend whose CA fails fails the CA check, and the
+// checks that need a CA are skipped with a pointer to it instead of failing too.
+func TestKitReportsOneRootCauseOnce(t *testing.T) {
+	results, err := plugintest.Verify(plugintest.InProcess(func() sdk.Backend { return noCA{minimal.New()} }, nil), fast)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed, skipped []string
+	for _, r := range results {
+		switch {
+		case r.Err != nil:
+			failed = append(failed, r.Check)
+		case r.Skipped != "":
+			skipped = append(skipped, r.Check)
+			if !strings.Contains(r.Skipped, "CA returns a stable CA certificate") {
+				t.Errorf("%s skipped without naming the failed check: %s", r.Check, r.Skipped)
+			}
+		}
+	}
+	if len(failed) != 1 || failed[0] != "CA returns a stable CA certificate" {
+		t.Errorf("failed checks %q, want only the CA check", failed)
+	}
+	if len(skipped) < 5 {
+		t.Errorf("skipped %q: the signing checks should be skipped", skipped)
+	}
+}
