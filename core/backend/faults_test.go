@@ -104,7 +104,8 @@ func TestPluginChildHoldingStdoutCannotHangClose(t *testing.T) {
 	child, _ := strconv.Atoi(string(raw))
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
 	plugin := h.Pids()["bad"]
-	within(t, 6*time.Second, "Close", h.Close)
+	took := within(t, 6*time.Second, "Close", h.Close)
+	t.Logf("Close took %s", took)
 	if alive(plugin) {
 		t.Errorf("plugin %d alive after Close", plugin)
 	}
@@ -249,6 +250,12 @@ func TestPluginLogsReachTheHost(t *testing.T) {
 	for !strings.Contains(logs.String(), "signing inside the plugin") {
 		if time.Now().After(deadline) {
 			t.Fatalf("the plugin's log line never reached the host:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for !strings.Contains(logs.String(), "plain text on stderr from inside SignCSR") {
+		if time.Now().After(deadline) {
+			t.Fatalf("what the plugin wrote to os.Stderr never reached the host:\n%s", logs.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

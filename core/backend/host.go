@@ -179,7 +179,10 @@ func (h *Host) start(ctx context.Context, name string, spec config.Plugin) (*run
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		Logger:           h.log.Named(name),
-		SyncStdout:       io.Discard,
+		// What a plugin writes to os.Stdout or os.Stderr after Serve (go-plugin forwards
+		// both) lands in the host's log, not nowhere: stderr at info, stdout at warn.
+		SyncStdout: h.log.Named(name).StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Warn}),
+		SyncStderr: h.log.Named(name).StandardWriter(&hclog.StandardLoggerOptions{ForceLevel: hclog.Info}),
 	})
 	r, err := h.connect(ctx, name, client)
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
@@ -82,6 +83,7 @@ func (backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certificat
 	case "log-in-call":
 		// A logger made inside a call, long after Serve started.
 		sdk.Logger("misbehave").Info("signing inside the plugin", "unit", req.Unit)
+		fmt.Fprintln(os.Stderr, "plain text on stderr from inside SignCSR")
 	case "crash-in-call":
 		panic("misbehave: crashing inside SignCSR for " + req.Unit)
 	}
