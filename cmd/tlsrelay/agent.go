@@ -1,9 +1,13 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -12,14 +16,18 @@ import (
 
 func newAgentCommand() *cobra.Command {
 	var configFile string
+	var once bool
+	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "agent --config FILE",
+		Use:   "agent --config FILE [--once [--timeout D]]",
 		Short: "Run one unit until SIGTERM or SIGINT (the same command on each host makes a group)",
 		Long: `agent runs the unit the config names (unit:) on its relation (relation.store: an
 etcd cluster, the embedded etcd, or memory): it makes the unit's key and CSR, installs
 the certificate the leader signs, signs for the group while it leads, and keeps the
 files current. On SIGTERM or SIGINT it leaves the relation (its lease revoked, so the
-leadership passes on at once) and stops its plugins.`,
+leadership passes on at once) and stops its plugins. With --once it exits 0 as soon as
+the unit holds a current certificate (for cron jobs and init containers), and 1 if it
+does not by --timeout.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, configFile)
@@ -28,9 +36,20 @@ leadership passes on at once) and stops its plugins.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return unit.Run(ctx, unit.Options{Config: cfg, Log: newLogger(cmd)})
+			if once {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, timeout)
+				defer cancel()
+			}
+			err = unit.Run(ctx, unit.Options{Config: cfg, Log: newLogger(cmd), Once: once})
+			if err == nil && once && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("%s: no current certificate within --timeout %s", cfg.Unit, timeout)
+			}
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&configFile, "config", "", "deployment YAML (default: the embedded configs/tlsrelay.yaml)")
+	cmd.Flags().BoolVar(&once, "once", false, "exit as soon as the unit holds a current certificate (cron, init containers)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "with --once: give up after this long")
 	return cmd
 }

@@ -300,3 +300,32 @@ func TestPluginsCommand(t *testing.T) {
 		t.Fatalf("plugins sha256: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 }
+
+// `agent --once` converges, writes the unit's files and exits 0; run again it finds
+// the certificate current and exits at once keeping it; a unit that cannot converge
+// (no one may lead) exits 1 at --timeout, saying so.
+func TestAgentOnce(t *testing.T) {
+	dir := t.TempDir()
+	config := fileWriter(t, dir)("once.yaml", fmt.Sprintf("unit: job/0\nstate_dir: %s/state\nrelation: {store: memory}\ncertificate: {output: {dir: %s/out}}\n", dir, dir))
+	r := run(t, "agent", "--config", config, "--once")
+	if r.code != 0 {
+		t.Fatalf("agent --once: exit %d\n%s", r.code, r.stderr)
+	}
+	cert, err := os.ReadFile(filepath.Join(dir, "out", "tls.crt"))
+	if err != nil {
+		t.Fatalf("agent --once wrote no certificate: %v", err)
+	}
+	if r = run(t, "agent", "--config", config, "--once"); r.code != 0 {
+		t.Fatalf("second agent --once: exit %d\n%s", r.code, r.stderr)
+	}
+	if again, _ := os.ReadFile(filepath.Join(dir, "out", "tls.crt")); string(again) != string(cert) {
+		t.Error("a second --once replaced a current certificate")
+	}
+	t.Setenv("TLSRELAY_RELATION_LEADER_ELIGIBLE", "false")
+	t.Setenv("TLSRELAY_UNIT", "job/1")
+	t.Setenv("TLSRELAY_CERTIFICATE_OUTPUT_DIR", filepath.Join(dir, "out1"))
+	r = run(t, "agent", "--config", config, "--once", "--timeout", "2s")
+	if r.code != 1 || !strings.Contains(r.stderr, "job/1: no current certificate within --timeout 2s") {
+		t.Fatalf("agent --once without a leader: exit %d\n%s", r.code, r.stderr)
+	}
+}

@@ -57,6 +57,9 @@ type Options struct {
 	// Policy is what this unit signs while it leads; nil is policy.Defaults() with the
 	// certificate's common name template.
 	Policy *policy.Policy
+	// Once: return as soon as the unit holds a current certificate with nothing left
+	// to do (cron, init containers), instead of running until ctx ends.
+	Once bool
 	// StepTimeout bounds one decision's work, every backend call in it included: a
 	// plugin stuck in a call is killed at this deadline and started afresh. Default
 	// DefaultStepTimeout.
@@ -219,6 +222,9 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 		case acted:
 			backoff = minBackoff
 			continue // our own writes changed the view: decide again at once
+		case a.opts.Once && a.last.State == protocol.StateCertificateAvailable:
+			a.log.Info("converged: the certificate is current; exiting (once)")
+			return nil
 		default:
 			backoff = minBackoff
 		}

@@ -32,6 +32,8 @@ type Options struct {
 	Self string
 	// OnStatus sees each change of the unit's status.
 	OnStatus func(agent.Status)
+	// Once: leave as soon as the unit holds a current certificate (agent.Options.Once).
+	Once bool
 }
 
 // Run runs the unit until ctx ends, then leaves the relation. It returns nil after a
@@ -71,7 +73,7 @@ func Run(ctx context.Context, opts Options) error {
 		Member: member, Backends: host, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
 		Host: config.LocalHost(), Log: log, OnStatus: opts.OnStatus,
 		Secrets: cfg.Secrets, SecretsRefresh: cfg.SecretsRefresh,
-		Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref, Policy: pol,
+		Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref, Policy: pol, Once: opts.Once,
 	})
 	if err != nil {
 		return err
