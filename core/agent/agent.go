@@ -108,6 +108,8 @@ type Agent struct {
 	renewAt   time.Time                    // when the installed certificate is due for renewal; zero if none
 	// signFailures counts Internal failures of the signer per CSR digest.
 	signFailures map[string]int
+	onChange     *onChange
+	poke         chan struct{} // on_change finished: look at the status again
 }
 
 // New prepares an agent; Run starts it.
@@ -136,10 +138,10 @@ func New(opts Options) (*Agent, error) {
 			return nil, err
 		}
 	}
-	return &Agent{
+	a := &Agent{
 		opts:  opts,
 		unit:  unit,
-		files: files{dir: opts.Dir},
+		files: files{dir: opts.Dir, mode: opts.Certificate.Output.FileMode()},
 		log:   opts.Log.With("unit", unit),
 		want: protocol.Want{
 			CommonName: cn,
@@ -147,7 +149,22 @@ func New(opts Options) (*Agent, error) {
 			Profile:    opts.Certificate.Profile,
 			RenewAt:    opts.Certificate.RenewAt,
 		},
-	}, nil
+		poke: make(chan struct{}, 1),
+	}
+	if c := opts.Certificate; c.OnChange != "" {
+		a.onChange = &onChange{command: c.OnChange, timeout: max(c.OnChangeTimeout, time.Second), log: a.log,
+			env:  []string{"TLSRELAY_UNIT=" + unit, "TLSRELAY_OUTPUT_DIR=" + opts.Dir},
+			poke: func() { a.pokeStatus() }}
+	}
+	return a, nil
+}
+
+// pokeStatus makes the protocol loop look again (to report on_change's outcome).
+func (a *Agent) pokeStatus() {
+	select {
+	case a.poke <- struct{}{}:
+	default:
+	}
 }
 
 // Backoff bounds the wait after a failed step before the agent tries again.
@@ -234,6 +251,7 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 			timer.Stop()
 			return nil
 		case <-snap.Changed:
+		case <-a.poke:
 		case <-timer.C:
 		}
 		timer.Stop()
@@ -280,6 +298,9 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 
 func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	s := Status{Unit: a.unit, Leader: leader, State: d.State, Detail: d.Detail, Signing: d.Signing, Error: d.LeaderProblem}
+	if err := a.onChange.status(); s.Error == "" && err != "" {
+		s.Error = "on_change: " + err
+	}
 	if d.LeaderProblem != "" && d.LeaderProblem != a.last.Error {
 		a.log.Error("leader cannot sign", "problem", d.LeaderProblem)
 	}
@@ -369,9 +390,14 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 			return fmt.Errorf("%s: install certificate: %w", a.unit, err)
 		}
 		a.log.Info("installed certificate", "dir", a.opts.Dir)
+		a.onChange.changed()
 		return nil
 	case protocol.InstallCA:
-		return a.files.write(CAFile, []byte(act.CAPEM), 0o644)
+		if err := a.files.write(CAFile, []byte(act.CAPEM), a.files.mode); err != nil {
+			return err
+		}
+		a.onChange.changed()
+		return nil
 	case protocol.LoadSignerCA:
 		return a.loadSignerCA(ctx)
 	case protocol.PublishCA:

@@ -42,7 +42,7 @@ func newCfssl(t *testing.T, stateDir string) sdk.Backend {
 var testCert = config.Certificate{
 	CommonName: "{{.Unit}}", SANs: []string{"localhost"},
 	Key: config.Key{Algorithm: "ecdsa", Size: 256}, Profile: "peer",
-	Validity: time.Hour, RenewAt: 0.66,
+	Validity: time.Hour, RenewAt: 0.66, Output: config.Output{Mode: "0644"},
 }
 
 // testPolicy lets every unit have localhost, as testCert asks.
@@ -435,5 +435,55 @@ func TestValidityIsCappedByTheCA(t *testing.T) {
 	}
 	if time.Until(leaf.NotAfter) < 2*time.Hour {
 		t.Fatalf("leaf ends %s: capped too far", leaf.NotAfter)
+	}
+}
+
+// on_change runs after the unit's files change, with the unit and directory in its
+// environment; a failing or hanging command is reported in the unit's status (and
+// stopped at its timeout) while the certificate stays installed. output.mode sets the
+// mode of tls.crt and ca.crt; the key stays 0600.
+func TestOnChangeAndOutputMode(t *testing.T) {
+	for _, tt := range []struct {
+		name, command, wantErr string
+	}{
+		{"a command that succeeds", `echo "$TLSRELAY_UNIT $TLSRELAY_OUTPUT_DIR" >> "$MARK"`, ""},
+		{"a command that fails", `echo "reload refused" >&2; exit 3`, "reload refused"},
+		{"a command that hangs", `sleep 30`, "did not finish within 1s"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			mark := filepath.Join(t.TempDir(), "ran")
+			t.Setenv("MARK", mark)
+			c := newCluster(t)
+			c.cert.OnChange, c.cert.OnChangeTimeout = tt.command, time.Second
+			c.cert.Output.Mode = "0640"
+			c.start("db/0")
+			c.waitCerts("db/0")
+			for _, f := range []struct {
+				name string
+				mode os.FileMode
+			}{{CertFile, 0o640}, {CAFile, 0o640}, {KeyFile, KeyMode}} {
+				if info, err := os.Stat(filepath.Join(c.dir("db/0"), f.name)); err != nil || info.Mode().Perm() != f.mode {
+					t.Errorf("%s: %v, mode %v; want %04o", f.name, err, info.Mode().Perm(), f.mode)
+				}
+			}
+			if tt.wantErr == "" {
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					b, _ := os.ReadFile(mark)
+					if strings.Contains(string(b), "db/0 "+c.dir("db/0")) {
+						return
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("on_change never ran with the unit's environment: %q", b)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			relationtest.AwaitWithin(t, c.members["db/0"], "on_change's failure in status", 10*time.Second, func(s relation.Snapshot) bool {
+				return strings.Contains(s.Units["db/0"][protocol.KeyError], "on_change: ") &&
+					strings.Contains(s.Units["db/0"][protocol.KeyError], tt.wantErr)
+			})
+			c.waitCerts("db/0") // still installed and valid
+		})
 	}
 }

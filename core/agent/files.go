@@ -29,7 +29,10 @@ const (
 const KeyMode = 0o600
 
 // files reads and writes one unit's output directory.
-type files struct{ dir string }
+type files struct {
+	dir  string
+	mode os.FileMode // of the certificate and CA files; the key is always KeyMode
+}
 
 func (f files) path(name string) string { return filepath.Join(f.dir, name) }
 
@@ -125,13 +128,13 @@ func (f files) savePending(keyPEM, csrPEM []byte) error {
 // install writes the CA and the certificate and promotes the pending key. The key is
 // moved by rename, so it is never copied and keeps its 0600 mode.
 func (f files) install(chainPEM, caPEM []byte) error {
-	if err := f.write(CAFile, caPEM, 0o644); err != nil {
+	if err := f.write(CAFile, caPEM, f.mode); err != nil {
 		return err
 	}
 	if err := os.Rename(f.path(PendingKeyFile), f.path(KeyFile)); err != nil {
 		return fmt.Errorf("promote %s: %w", f.path(PendingKeyFile), err)
 	}
-	if err := f.write(CertFile, chainPEM, 0o644); err != nil {
+	if err := f.write(CertFile, chainPEM, f.mode); err != nil {
 		return err
 	}
 	if err := os.Remove(f.path(PendingCSRFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -133,6 +134,11 @@ type Certificate struct {
 	Validity   time.Duration `mapstructure:"validity"`
 	RenewAt    float64       `mapstructure:"renew_at"`
 	Output     Output        `mapstructure:"output"`
+	// OnChange is a shell command run after the unit's files change (a new certificate
+	// or CA bundle), bounded by OnChangeTimeout; its failure is logged and shown in
+	// status, and never holds up renewal.
+	OnChange        string        `mapstructure:"on_change"`
+	OnChangeTimeout time.Duration `mapstructure:"on_change_timeout"`
 }
 
 // Policy is what the leader signs (core/policy): which SANs a unit may ask for besides
@@ -169,9 +175,20 @@ type Key struct {
 	Size      int    `mapstructure:"size"`
 }
 
-// Output is where certificate files go.
+// Output is where certificate files go. Mode is that of tls.crt and ca.crt (octal, as
+// "0644"); tls.key is always 0600.
 type Output struct {
-	Dir string `mapstructure:"dir"`
+	Dir  string `mapstructure:"dir"`
+	Mode string `mapstructure:"mode"`
+}
+
+// FileMode is Output.Mode parsed (validated by Load).
+func (o Output) FileMode() os.FileMode {
+	m, err := strconv.ParseUint(o.Mode, 8, 32)
+	if err != nil {
+		return 0o644
+	}
+	return os.FileMode(m)
 }
 
 // Secret is certificate material held by the secrets backend, and where it goes.
