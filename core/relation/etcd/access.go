@@ -85,13 +85,8 @@ func GrantAccess(ctx context.Context, client *clientv3.Client, relationName stri
 			return fmt.Errorf("etcd access: a unit has no name")
 		}
 		name := UserName(relationName, a.Unit)
-		if err := resetRole(ctx, client, name); err != nil {
+		if err := setRole(ctx, client, name, l.permissions(a)); err != nil {
 			return err
-		}
-		for _, p := range l.permissions(a) {
-			if _, err := client.RoleGrantPermission(ctx, name, p.key, p.rangeEnd, p.kind); err != nil {
-				return fmt.Errorf("etcd role %s: grant %s on %q: %w", name, authpb.Permission_Type(p.kind), p.key, err)
-			}
 		}
 		if err := ensureUser(ctx, client, name, a.Password); err != nil {
 			return err
@@ -103,20 +98,29 @@ func GrantAccess(ctx context.Context, client *clientv3.Client, relationName stri
 	return nil
 }
 
-// resetRole makes the role exist with no permissions.
-func resetRole(ctx context.Context, client *clientv3.Client, name string) error {
-	_, err := client.RoleAdd(ctx, name)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
+// setRole makes the role hold exactly perms: it grants every wanted permission first
+// (a grant on a key the role has replaces its type), then revokes the others, so that
+// re-running the bootstrap under a running group never leaves a role without the
+// permissions its unit is using (a unit refused mid-campaign used to stop leading).
+func setRole(ctx context.Context, client *clientv3.Client, name string, perms []permission) error {
+	if _, err := client.RoleAdd(ctx, name); err != nil && !errors.Is(err, rpctypes.ErrRoleAlreadyExist) {
 		return fmt.Errorf("etcd role %s: %w", name, err)
+	}
+	wanted := map[[2]string]bool{}
+	for _, p := range perms {
+		wanted[[2]string{p.key, p.rangeEnd}] = true
+		if _, err := client.RoleGrantPermission(ctx, name, p.key, p.rangeEnd, p.kind); err != nil {
+			return fmt.Errorf("etcd role %s: grant %s on %q: %w", name, authpb.Permission_Type(p.kind), p.key, err)
+		}
 	}
 	role, err := client.RoleGet(ctx, name)
 	if err != nil {
 		return fmt.Errorf("etcd role %s: %w", name, err)
 	}
 	for _, p := range role.Perm {
+		if wanted[[2]string{string(p.Key), string(p.RangeEnd)}] {
+			continue
+		}
 		if _, err := client.RoleRevokePermission(ctx, name, string(p.Key), string(p.RangeEnd)); err != nil {
 			return fmt.Errorf("etcd role %s: revoke %q: %w", name, p.Key, err)
 		}

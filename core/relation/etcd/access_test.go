@@ -3,6 +3,9 @@ package etcd_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +60,34 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 	}
 	if err := etcd.EnableAuth(ctx, root.Client(), "root-secret"); err != nil {
 		t.Fatalf("second enable: %v", err)
+	}
+	// Re-running with other flags converges each role to exactly what they say (grants
+	// first, then revokes: never a moment without the permissions a unit uses).
+	permsOf := func(unit string) string {
+		t.Helper()
+		r, err := root.Client().RoleGet(ctx, etcd.UserName(rel, unit))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var perms []string
+		for _, p := range r.Perm {
+			perms = append(perms, fmt.Sprintf("%s %q-%q", p.PermType, p.Key, p.RangeEnd))
+		}
+		slices.Sort(perms)
+		return strings.Join(perms, "; ")
+	}
+	asMember := permsOf("amp/0")
+	promoted := append([]etcd.UnitAccess{}, units...)
+	promoted[1].LeaderEligible = true
+	if err := etcd.GrantAccess(ctx, root.Client(), rel, promoted); err != nil {
+		t.Fatal(err)
+	}
+	asLeader := permsOf("amp/0")
+	if err := etcd.GrantAccess(ctx, root.Client(), rel, units); err != nil {
+		t.Fatal(err)
+	}
+	if after := permsOf("amp/0"); asLeader == asMember || after != asMember {
+		t.Fatalf("amp/0's role as a member: %s\nwhen made eligible: %s\nafter: %s\nwant the member's again", asMember, asLeader, after)
 	}
 
 	// The group works under its roles.

@@ -265,15 +265,25 @@ func (m *member) serve(session *concurrency.Session) {
 	<-ctx.Done()
 }
 
+// campaignRefusedRetry is how long a unit whose campaign etcd refused waits to try again.
+var campaignRefusedRetry = 10 * time.Second
+
 func (m *member) campaign(ctx context.Context, session *concurrency.Session) {
 	e := concurrency.NewElection(session, m.s.layout.election())
+	refused := false
 	for ctx.Err() == nil {
 		if err := e.Campaign(ctx, m.unit); err != nil {
 			if errors.Is(err, rpctypes.ErrPermissionDenied) {
-				// Permanent: etcd's RBAC says this unit only asks (tlsrelay etcd bootstrap).
-				m.log.Error("relation: etcd refuses this unit's campaign: its etcd user is not leader-eligible; "+
-					"set relation.leader_eligible: false, or grant it with 'tlsrelay etcd bootstrap --leader-eligible'", "error", err)
-				return
+				// etcd's RBAC says this unit only asks (tlsrelay etcd bootstrap), or its
+				// role is being changed: said once, tried again now and then, so that a
+				// grant made later is picked up without a restart.
+				if !refused {
+					m.log.Error("relation: etcd refuses this unit's campaign: its etcd user is not leader-eligible; "+
+						"set relation.leader_eligible: false, or grant it with 'tlsrelay etcd bootstrap --leader-eligible'", "error", err)
+					refused = true
+				}
+				sleep(ctx, campaignRefusedRetry)
+				continue
 			}
 			if ctx.Err() == nil {
 				m.log.Warn("relation: campaign failed; retrying", "error", err)
