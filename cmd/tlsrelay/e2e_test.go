@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
 )
 
@@ -327,5 +328,27 @@ func TestAgentOnce(t *testing.T) {
 	r = run(t, "agent", "--config", config, "--once", "--timeout", "2s")
 	if r.code != 1 || !strings.Contains(r.stderr, "job/1: no current certificate within --timeout 2s") {
 		t.Fatalf("agent --once without a leader: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// The systemd unit in configs/ runs a command and flags this binary has, and does not
+// restart into the exit status of a permanent failure.
+func TestSystemdUnitExample(t *testing.T) {
+	b, err := os.ReadFile("../../configs/tlsrelay-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^ExecStart=\S+ (agent .*)$`).FindStringSubmatch(string(b))
+	if m == nil {
+		t.Fatal("no ExecStart running `tlsrelay agent`")
+	}
+	help := run(t, "agent", "--help")
+	for _, f := range regexp.MustCompile(`--[a-z-]+`).FindAllString(m[1], -1) {
+		if !strings.Contains(help.stdout, f) {
+			t.Errorf("ExecStart uses %s, which `tlsrelay agent` does not have", f)
+		}
+	}
+	if !strings.Contains(string(b), fmt.Sprintf("RestartPreventExitStatus=%d", fault.ExitPermanent)) {
+		t.Errorf("the unit restarts into exit status %d (a permanent failure)", fault.ExitPermanent)
 	}
 }
