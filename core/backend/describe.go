@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"sort"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/sdk"
@@ -45,8 +44,7 @@ func (h *Host) Describe(ctx context.Context) []Description {
 		}
 		out = append(out, d)
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out
+	return out // in name order: pluginNames is sorted
 }
 
 // FileSHA256 is the hex SHA-256 of a file, as plugins.NAME.sha256 wants it.

@@ -236,23 +236,16 @@ func (p *Policy) checkCount(_ Request, csr *x509.CertificateRequest) string {
 }
 
 func (p *Policy) checkDNSNames(req Request, csr *x509.CertificateRequest) string {
-	own := ""
-	if req.Unit != "" {
-		own = UnitDNSName(req.Unit)
-	}
 	for _, raw := range csr.DNSNames {
 		if err := certutil.CheckSAN(raw, "san"); err != nil || net.ParseIP(raw) != nil {
 			return fmt.Sprintf("SAN %q is not a DNS name", raw)
 		}
-		name := Normalize(raw)
-		switch {
-		case name == own:
-		case ReservedUnitName(name):
-			return fmt.Sprintf("it asks for %q, the name of unit %s", raw, unitOfDNSName(name))
-		case p.sharedMatch(req.Unit, name):
-		case req.Claimed[name] != "" && req.Claimed[name] != req.Unit:
-			return fmt.Sprintf("it asks for %q, which unit %s holds", raw, req.Claimed[name])
-		case !matchAny(p.sans, req.Unit, name):
+		switch verdict, other := p.judge(req.Unit, Normalize(raw), req.Claimed); verdict {
+		case reserved:
+			return fmt.Sprintf("it asks for %q, the name of unit %s", raw, other)
+		case held:
+			return fmt.Sprintf("it asks for %q, which unit %s holds", raw, other)
+		case notAllowed:
 			return fmt.Sprintf("SAN %q is not allowed by policy.sans or policy.shared_sans", raw)
 		}
 	}
@@ -262,15 +255,47 @@ func (p *Policy) checkDNSNames(req Request, csr *x509.CertificateRequest) string
 func (p *Policy) checkIPs(req Request, csr *x509.CertificateRequest) string {
 	for _, ip := range csr.IPAddresses {
 		text := ip.String()
-		switch {
-		case p.sharedMatch(req.Unit, text):
-		case req.Claimed[text] != "" && req.Claimed[text] != req.Unit:
-			return fmt.Sprintf("it asks for IP %s, which unit %s holds", text, req.Claimed[text])
-		case !matchAny(p.sans, req.Unit, text):
+		switch verdict, other := p.judge(req.Unit, text, req.Claimed); verdict {
+		case held:
+			return fmt.Sprintf("it asks for IP %s, which unit %s holds", text, other)
+		case notAllowed:
 			return fmt.Sprintf("IP SAN %s is not allowed by policy.sans or policy.shared_sans", text)
 		}
 	}
 	return ""
+}
+
+// verdict is what the policy says of one name a unit asks for.
+type verdict int
+
+const (
+	allowed    verdict = iota
+	reserved           // another unit's name, by pattern
+	held               // a name another unit's certificate holds alone
+	notAllowed         // no pattern allows it
+)
+
+// judge rules on one name (Normalize'd DNS name, or an IP as text) for unit, in the
+// order every caller needs: its own name, names reserved for other units, shared
+// names, names another unit holds, the unit's patterns. other names the unit concerned.
+func (p *Policy) judge(unit, name string, claimed map[string]string) (verdict, string) {
+	if net.ParseIP(name) == nil {
+		switch {
+		case unit != "" && name == UnitDNSName(unit):
+			return allowed, ""
+		case ReservedUnitName(name):
+			return reserved, unitOfDNSName(name)
+		}
+	}
+	switch {
+	case p.sharedMatch(unit, name):
+		return allowed, ""
+	case claimed[name] != "" && claimed[name] != unit:
+		return held, claimed[name]
+	case !matchAny(p.sans, unit, name):
+		return notAllowed, ""
+	}
+	return allowed, ""
 }
 
 func (p *Policy) checkURIs(req Request, csr *x509.CertificateRequest) string {
@@ -341,19 +366,12 @@ func (p *Policy) AllowsKey(alg string, size int) bool {
 
 // AllowsSAN reports whether unit may ask for san (a DNS name or an IP), ignoring claims.
 func (p *Policy) AllowsSAN(unit, san string) bool {
-	name := san
+	name := Normalize(san)
 	if ip := net.ParseIP(san); ip != nil {
 		name = ip.String()
-	} else {
-		name = Normalize(san)
-		if name == UnitDNSName(unit) {
-			return true
-		}
-		if ReservedUnitName(name) {
-			return false
-		}
 	}
-	return p.sharedMatch(unit, name) || matchAny(p.sans, unit, name)
+	v, _ := p.judge(unit, name, nil)
+	return v == allowed
 }
 
 // Normalize is how names are compared: lower case, without a trailing dot.
