@@ -43,7 +43,7 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("log-level", "warn", "log level: trace, debug, info, warn, error")
-	root.AddCommand(newUpCommand(), newAgentCommand(), newStatusCommand(), newEtcdCommand(), newSignCommand(), newFetchCommand(), newPluginCommand(), newPluginsCommand(), newVersionCommand())
+	root.AddCommand(newUpCommand(), newAgentCommand(), newStatusCommand(), newCACommand(), newEtcdCommand(), newSignCommand(), newFetchCommand(), newPluginCommand(), newPluginsCommand(), newVersionCommand())
 	return root
 }
 

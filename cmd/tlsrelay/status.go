@@ -9,9 +9,36 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/status"
 	"github.com/tlsrelay/tlsrelay/core/unit"
 )
+
+// openRelation opens the relation a config names, or the embedded etcd of an up --dir,
+// as an outsider (status, ca rotate).
+func openRelation(cmd *cobra.Command, configFile, dir string) (relation.Store, func(), *config.Config, error) {
+	cfg, err := loadConfig(cmd, configFile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if dir != "" {
+		cfg.Relation.Store, cfg.StateDir = config.StoreEmbedded, dir
+	}
+	if cfg.Relation.Store == config.StoreMemory {
+		return nil, nil, nil, fmt.Errorf("relation.store memory lives inside one process: there is no relation to reach")
+	}
+	if cfg.Relation.Store == config.StoreEmbedded && dir == "" {
+		dir = cfg.StateDir
+	}
+	if dir != "" {
+		cfg.StateDir = filepath.Clean(dir) // up keeps etcd's data in DIR/etcd
+	}
+	store, closeStore, err := unit.OpenStore(cfg, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return store, closeStore, cfg, nil
+}
 
 func newStatusCommand() *cobra.Command {
 	var configFile, dir string
@@ -25,23 +52,7 @@ the member's data in state_dir/etcd) and prints what each unit last published. A
 'tlsrelay up --dir DIR', --dir DIR reads that group's embedded etcd.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd, configFile)
-			if err != nil {
-				return err
-			}
-			if dir != "" {
-				cfg.Relation.Store, cfg.StateDir = config.StoreEmbedded, dir
-			}
-			if cfg.Relation.Store == config.StoreMemory {
-				return fmt.Errorf("relation.store memory lives inside one process: there is no relation to read")
-			}
-			if cfg.Relation.Store == config.StoreEmbedded && dir == "" {
-				dir = cfg.StateDir
-			}
-			if dir != "" {
-				cfg.StateDir = filepath.Clean(dir) // up keeps etcd's data in DIR/etcd
-			}
-			store, closeStore, err := unit.OpenStore(cfg, nil)
+			store, closeStore, cfg, err := openRelation(cmd, configFile, dir)
 			if err != nil {
 				return err
 			}

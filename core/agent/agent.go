@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -54,6 +55,12 @@ type Options struct {
 	// CARef names the group's CA in the secrets backend (ca.ref): a leader imports it
 	// into its signer before it signs. Empty: the signer's own CA.
 	CARef string
+	// SignerName names the signer backend (roles.signer): the group records it, and a
+	// leader with another signer rotates the group to its CA.
+	SignerName string
+	// CARotateBefore: a leader rotates the group's CA when less than this is left of it
+	// (ca.rotate_before); 0 never.
+	CARotateBefore time.Duration
 	// Policy is what this unit signs while it leads; nil is policy.Defaults() with the
 	// certificate's common name template.
 	Policy *policy.Policy
@@ -79,6 +86,10 @@ type Status struct {
 	Signing  []string
 	Serial   string // of the installed certificate, hex
 	NotAfter time.Time
+	// CAState is the leader's word on the group's CA (protocol.Decision.CAState).
+	CAState string
+	// Trusts lists the fingerprints of the CAs in the installed ca.crt (protocol.TrustsOf).
+	Trusts string
 	// Error is the last step's failure, or why the leader does not sign; empty when well.
 	Error string
 }
@@ -90,7 +101,8 @@ func (s Status) fields() map[string]string {
 		notAfter = s.NotAfter.UTC().Format(time.RFC3339)
 	}
 	return map[string]string{protocol.KeyState: string(s.State), protocol.KeyDetail: s.Detail,
-		protocol.KeySerial: s.Serial, protocol.KeyNotAfter: notAfter, protocol.KeyError: s.Error}
+		protocol.KeySerial: s.Serial, protocol.KeyNotAfter: notAfter, protocol.KeyError: s.Error,
+		protocol.KeyTrusts: s.Trusts, protocol.KeyCAState: s.CAState}
 }
 
 // Agent is one unit.
@@ -144,10 +156,14 @@ func New(opts Options) (*Agent, error) {
 		files: files{dir: opts.Dir, mode: opts.Certificate.Output.FileMode()},
 		log:   opts.Log.With("unit", unit),
 		want: protocol.Want{
-			CommonName: cn,
-			SANs:       opts.Certificate.SANsFor(unit, opts.Host),
-			Profile:    opts.Certificate.Profile,
-			RenewAt:    opts.Certificate.RenewAt,
+			CommonName:   cn,
+			SANs:         opts.Certificate.SANsFor(unit, opts.Host),
+			Profile:      opts.Certificate.Profile,
+			RenewAt:      opts.Certificate.RenewAt,
+			RenewJitter:  opts.Certificate.RenewJitter,
+			Validity:     opts.Certificate.Validity,
+			KeyAlgorithm: opts.Certificate.Key.Algorithm,
+			KeySize:      opts.Certificate.Key.Size,
 		},
 		poke: make(chan struct{}, 1),
 	}
@@ -277,7 +293,7 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	}
 	a.renewAt = time.Time{}
 	if local.Installed != nil {
-		a.renewAt = protocol.RenewalTime(local.Installed.Cert, a.want.RenewAt)
+		a.renewAt = protocol.RenewalTime(local.Installed.Cert, a.want)
 	}
 	leader := snap.Leader == a.unit
 	a.lastUnits = snap.Units
@@ -288,6 +304,8 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 		Unit: a.unit, Leader: leader, Units: snap.Units, LeaderData: snap.LeaderData,
 		Local: local, Want: a.want, Now: a.opts.Now(), SignerCA: a.signerCA, CASeal: len(a.opts.SealKey) > 0,
 		Policy: a.opts.Policy,
+		CA: protocol.CATerms{Signer: a.opts.SignerName, Request: snap.Requests[protocol.RequestRotateCA],
+			RotateBefore: a.opts.CARotateBefore, Fixed: a.opts.CARef != ""},
 	})
 	a.report(leader, d, local)
 	if len(d.Actions) == 0 {
@@ -297,7 +315,8 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 }
 
 func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
-	s := Status{Unit: a.unit, Leader: leader, State: d.State, Detail: d.Detail, Signing: d.Signing, Error: d.LeaderProblem}
+	s := Status{Unit: a.unit, Leader: leader, State: d.State, Detail: d.Detail, Signing: d.Signing, Error: d.LeaderProblem,
+		CAState: d.CAState}
 	if err := a.onChange.status(); s.Error == "" && err != "" {
 		s.Error = "on_change: " + err
 	}
@@ -305,9 +324,9 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 		a.log.Error("leader cannot sign", "problem", d.LeaderProblem)
 	}
 	if cert := leaf(local); cert != nil {
-		s.Serial, s.NotAfter = cert.SerialNumber.Text(16), cert.NotAfter
+		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, protocol.TrustsOf(local.Installed.CAPEM)
 	}
-	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
+	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
 		a.log.Info("state", "state", s.State, "detail", s.Detail, "leader", s.Leader)
 		if a.opts.OnStatus != nil {
 			a.opts.OnStatus(s)
@@ -382,6 +401,9 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 	leaderData := w.kv
 	switch act := act.(type) {
 	case protocol.CreateCSR:
+		if act.ReuseKey {
+			return a.createCSRWithInstalledKey(ctx, act.Reason)
+		}
 		return a.createCSR(ctx, act.Reason)
 	case protocol.PublishCSR:
 		return a.publishCSR(ctx, act.CSRPEM, act.Profile)
@@ -402,6 +424,10 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		return a.loadSignerCA(ctx)
 	case protocol.PublishCA:
 		leaderData[protocol.KeyCA] = act.BundlePEM
+	case protocol.SetLeaderData:
+		maps.Copy(leaderData, act.KV)
+	case protocol.NewSignerCA:
+		return a.newSignerCA(ctx, act.Reason)
 	case protocol.SealCA:
 		return a.sealCA(ctx, leaderData)
 	case protocol.ImportSealedCA:
@@ -438,6 +464,27 @@ func (a *Agent) createCSR(ctx context.Context, reason string) error {
 		return fmt.Errorf("%s: %w", a.unit, err)
 	}
 	a.log.Info("created CSR", "reason", reason)
+	return a.publishCSR(ctx, string(csr.CSRPEM), a.want.Profile)
+}
+
+// createCSRWithInstalledKey makes the renewal CSR from tls.key (key_rotation never).
+func (a *Agent) createCSRWithInstalledKey(ctx context.Context, reason string) error {
+	keyPEM, err := a.files.read(KeyFile)
+	if err != nil {
+		return fmt.Errorf("%s: %w", a.unit, err)
+	}
+	key, err := certutil.ParsePrivateKeyPEM(keyPEM)
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", a.unit, a.files.path(KeyFile), err)
+	}
+	csr, err := certutil.NewCSRForKey(sdk.CSRRequest{CommonName: a.want.CommonName, SANs: a.want.SANs}, key)
+	if err != nil {
+		return fmt.Errorf("%s: create CSR (%s): %w", a.unit, reason, err)
+	}
+	if err := a.files.savePending(keyPEM, csr.CSRPEM); err != nil {
+		return fmt.Errorf("%s: %w", a.unit, err)
+	}
+	a.log.Info("created CSR with the installed key", "reason", reason)
 	return a.publishCSR(ctx, string(csr.CSRPEM), a.want.Profile)
 }
 
@@ -612,6 +659,31 @@ func (a *Agent) sealCA(ctx context.Context, leaderData map[string]string) error 
 	return nil
 }
 
+// newSignerCA makes a CA like the signer's current one (its name and lifetime) and
+// imports it into the signer; the next decision rotates the group to it. The key exists
+// only in this process and the signer (and, sealed, in leader data).
+func (a *Agent) newSignerCA(ctx context.Context, reason string) error {
+	b, err := a.signer(ctx)
+	if err != nil {
+		return err
+	}
+	certs, err := certutil.ParseCertificates([]byte(a.signerCA))
+	if err != nil {
+		return fmt.Errorf("%s: new CA: the signer's CA: %w", a.unit, err)
+	}
+	old := certs[0]
+	certPEM, key, err := certutil.NewCA(old.Subject.CommonName, old.NotAfter.Sub(old.NotBefore))
+	if err != nil {
+		return fmt.Errorf("%s: new CA: %w", a.unit, err)
+	}
+	if err := b.ImportCA(ctx, sdk.CAKeyPair{CertPEM: certPEM, Key: key}); err != nil {
+		return fmt.Errorf("%s: new CA: import into the signer: %w", a.unit, err)
+	}
+	a.signerCA = "" // load it again: the next decision starts the rotation
+	a.log.Info("made a new CA for the group", "reason", reason, "cn", old.Subject.CommonName)
+	return nil
+}
+
 // importSealedCA opens the group's sealed CA key and makes the group's CA the signer's.
 func (a *Agent) importSealedCA(ctx context.Context, act protocol.ImportSealedCA) error {
 	b, err := a.signer(ctx)
@@ -638,7 +710,8 @@ func (a *Agent) importSealedCA(ctx context.Context, act protocol.ImportSealedCA)
 // StatusFromBag reads the status a unit published in its bag (see Status.fields).
 func StatusFromBag(unit string, leader bool, bag map[string]string) Status {
 	s := Status{Unit: unit, Leader: leader, State: protocol.State(bag[protocol.KeyState]),
-		Detail: bag[protocol.KeyDetail], Serial: bag[protocol.KeySerial], Error: bag[protocol.KeyError]}
+		Detail: bag[protocol.KeyDetail], Serial: bag[protocol.KeySerial], Error: bag[protocol.KeyError],
+		Trusts: bag[protocol.KeyTrusts], CAState: bag[protocol.KeyCAState]}
 	s.NotAfter, _ = time.Parse(time.RFC3339, bag[protocol.KeyNotAfter])
 	return s
 }

@@ -123,6 +123,9 @@ type CASeal struct {
 // fetches it and imports it into its signer, so every leader signs with the same CA.
 type CA struct {
 	Ref string `mapstructure:"ref"`
+	// RotateBefore: the leader rotates the group's CA when less than this is left of
+	// its life (and less than a third of it); 0 never.
+	RotateBefore time.Duration `mapstructure:"rotate_before"`
 }
 
 // Certificate is what the unit asks for and where it writes the result.
@@ -133,7 +136,12 @@ type Certificate struct {
 	Profile    string        `mapstructure:"profile"`
 	Validity   time.Duration `mapstructure:"validity"`
 	RenewAt    float64       `mapstructure:"renew_at"`
-	Output     Output        `mapstructure:"output"`
+	// RenewJitter spreads renewals: each certificate is renewed up to this fraction of
+	// its lifetime before RenewAt, by its serial.
+	RenewJitter float64 `mapstructure:"renew_jitter"`
+	// KeyRotation is "always" (a new key per certificate) or "never" (renewals keep it).
+	KeyRotation string `mapstructure:"key_rotation"`
+	Output      Output `mapstructure:"output"`
 	// OnChange is a shell command run after the unit's files change (a new certificate
 	// or CA bundle), bounded by OnChangeTimeout; its failure is logged and shown in
 	// status, and never holds up renewal.

@@ -24,7 +24,7 @@ var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 var Stores = []string{StoreEmbedded, StoreEtcd, StoreMemory}
 
 // MinValidity is the shortest certificate lifetime a deployment may ask for.
-const MinValidity = time.Hour
+const MinValidity = time.Minute
 
 // Validate checks every key and returns all problems joined.
 func (c *Config) Validate(builtins []string) error {
@@ -74,6 +74,9 @@ func (r Relation) validate(p *problems) {
 }
 
 func (c *Config) validateSecrets(p *problems) {
+	if c.CA.RotateBefore < 0 {
+		p.add("ca.rotate_before", "%s must not be negative (0 turns automatic rotation off)", c.CA.RotateBefore)
+	}
 	if c.CA.Ref != "" && c.Roles.Secrets == "" {
 		p.add("roles.secrets", "must name a backend: ca.ref %s is fetched through it", c.CA.Ref)
 	}
@@ -117,12 +120,16 @@ func (c Certificate) validate(p *problems) {
 		p.add("certificate.profile", "%q is not one of server, client, peer", c.Profile)
 	}
 	if c.Validity < MinValidity {
-		// Signers backdate by minutes; shorter certificates would be due for renewal
-		// as soon as they are issued, and units would renew without end.
+		// Renewal and its retries are paced in seconds: shorter makes no sense.
 		p.add("certificate.validity", "%s is shorter than the minimum %s (use a duration like 720h)", c.Validity, MinValidity)
+	}
+	if c.KeyRotation != "always" && c.KeyRotation != "never" {
+		p.add("certificate.key_rotation", "%q is not always or never", c.KeyRotation)
 	}
 	if !(c.RenewAt > 0 && c.RenewAt <= 1) { // written so that NaN fails too
 		p.add("certificate.renew_at", "%v must be a fraction of the lifetime, above 0 and at most 1", c.RenewAt)
+	} else if !(c.RenewJitter >= 0 && c.RenewJitter < c.RenewAt) {
+		p.add("certificate.renew_jitter", "%v must be a fraction of the lifetime, at least 0 and below renew_at (%v)", c.RenewJitter, c.RenewAt)
 	}
 	if c.Output.Dir == "" {
 		p.add("certificate.output.dir", "must be set")

@@ -5,8 +5,12 @@ package protocol
 type Action interface{ action() }
 
 // CreateCSR: make a new key and CSR with the csr backend, keep the key as pending, and
-// publish the CSR.
-type CreateCSR struct{ Reason string }
+// publish the CSR. ReuseKey: make the CSR from the installed key instead (key_rotation
+// never).
+type CreateCSR struct {
+	Reason   string
+	ReuseKey bool
+}
 
 // PublishCSR: put the pending CSR (again) in the unit's bag, with the wanted profile.
 type PublishCSR struct {
@@ -29,6 +33,14 @@ type LoadSignerCA struct{}
 
 // PublishCA (leader): set the group's CA bundle in leader data.
 type PublishCA struct{ BundlePEM string }
+
+// NewSignerCA (leader): make a new CA like the group's (same name and lifetime) and import
+// it into the signer, then load the signer's CA again; the next decision starts the
+// rotation to it.
+type NewSignerCA struct{ Reason string }
+
+// SetLeaderData (leader): write these leader-data keys (an empty value deletes).
+type SetLeaderData struct{ KV map[string]string }
 
 // SealCA (leader): export the signer's CA, seal its key with the ca_seal key and publish
 // it as KeyCASealed, so the next leader can sign with the same CA.
@@ -58,6 +70,8 @@ type RejectCSR struct {
 type ForgetUnit struct{ Unit string }
 
 func (CreateCSR) action()          {}
+func (NewSignerCA) action()        {}
+func (SetLeaderData) action()      {}
 func (PublishCSR) action()         {}
 func (InstallCertificate) action() {}
 func (InstallCA) action()          {}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/policy"
@@ -12,27 +11,20 @@ import (
 )
 
 // decideLeader is the leader side: the CA, then each unit's CSR, then departed units.
-func decideLeader(v View) (actions []Action, signing []string, problem string) {
+func decideLeader(v View) (actions []Action, signing []string, problem, caState string) {
 	if v.SignerCA == "" {
-		return []Action{LoadSignerCA{}}, nil, ""
+		return []Action{LoadSignerCA{}}, nil, "", "loading the signer's CA"
+	}
+	plan := planCA(v)
+	actions = plan.actions
+	if !plan.sign {
+		return actions, nil, plan.problem, plan.state
 	}
 	published := v.LeaderData[KeyCA]
-	if published != "" && !sameSigningCA(v.SignerCA, published) {
-		// A new leader whose signer holds another CA than the group's: take the group's
-		// CA from its sealed copy, or refuse. Never a second CA in silence.
-		if act, ok := importSealed(v, published); ok {
-			return []Action{act}, nil, ""
+	for _, a := range actions {
+		if p, ok := a.(PublishCA); ok {
+			published = p.BundlePEM // sign against the bundle this decision publishes
 		}
-		return nil, nil, continuityProblem(v, published)
-	}
-	if bundle := MergeCABundle(v.SignerCA, published, v.Now); bundle != published {
-		actions = append(actions, PublishCA{BundlePEM: bundle})
-	}
-	if v.CASeal && !sealedFor(v.LeaderData[KeyCASealed], v.SignerCA) {
-		actions = append(actions, SealCA{})
-	}
-	if published == "" {
-		return actions, nil, "" // units sign against the published CA: publish it first
 	}
 	pol := v.Policy
 	if pol == nil {
@@ -50,7 +42,7 @@ func decideLeader(v View) (actions []Action, signing []string, problem string) {
 	for _, unit := range departedUnits(v) {
 		actions = append(actions, ForgetUnit{Unit: unit})
 	}
-	return actions, signing, ""
+	return actions, signing, plan.problem, plan.state
 }
 
 // sameSigningCA: the first certificates of the two bundles are the same CA.
@@ -65,14 +57,6 @@ func sealedFor(sealedValue, bundle string) bool {
 	sealed, ok := caseal.Decode(sealedValue)
 	certs, err := certutil.ParseCertificates([]byte(bundle))
 	return ok && err == nil && sealed.CASHA256 == caseal.Fingerprint(certs[0].Raw)
-}
-
-func importSealed(v View, published string) (Action, bool) {
-	if !v.CASeal || !sealedFor(v.LeaderData[KeyCASealed], published) {
-		return nil, false
-	}
-	certs, _ := certutil.ParseCertificates([]byte(published))
-	return ImportSealedCA{CACertPEM: string(encodeCert(certs[0])), Sealed: v.LeaderData[KeyCASealed]}, true
 }
 
 // continuityProblem explains why a leader whose signer holds another CA does not sign.
@@ -162,24 +146,6 @@ func departedUnits(v View) []string {
 	}
 	slices.Sort(gone)
 	return slices.Compact(gone)
-}
-
-// MergeCABundle returns the bundle to publish: the signer's CAs first, then each CA of
-// the published bundle that the signer's lacks and that has not expired at now.
-func MergeCABundle(signerPEM, publishedPEM string, now time.Time) string {
-	signer, err := certutil.ParseCertificates([]byte(signerPEM))
-	if err != nil {
-		return signerPEM
-	}
-	out := signerPEM
-	if old, err := certutil.ParseCertificates([]byte(publishedPEM)); err == nil {
-		for _, c := range old {
-			if !containsCert(signer, c.Raw) && c.NotAfter.After(now) {
-				out = ensureNewline(out) + string(encodeCert(c))
-			}
-		}
-	}
-	return out
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -103,6 +103,8 @@ type View struct {
 	// CASeal: this unit holds the ca_seal key, so as leader it seals the CA key into
 	// leader data and can import a sealed one.
 	CASeal bool
+	// CA is the leader's terms for the group's CA (rotation).
+	CA CATerms
 }
 
 // Local is the unit's own key material, from its files. Keys themselves are not here:
@@ -131,8 +133,16 @@ type Want struct {
 	CommonName string
 	SANs       []string // DNS names and IP addresses, as text
 	Profile    string
-	// RenewAt is the fraction of a certificate's lifetime after which it is renewed.
-	RenewAt float64
+	// RenewAt is the fraction of a certificate's lifetime after which it is renewed,
+	// RenewJitter how much earlier at most (see RenewalTime).
+	RenewAt, RenewJitter float64
+	// Validity is the lifetime asked for (certificate.validity).
+	Validity time.Duration
+	// Key is the key asked for: a certificate for another kind of key is replaced.
+	KeyAlgorithm string
+	KeySize      int
+	// ReuseKey: renewals keep the installed key (key_rotation never).
+	ReuseKey bool
 }
 
 // Decision is the outcome for one view: the unit's state, why, and what to do now.
@@ -144,15 +154,17 @@ type Decision struct {
 	Signing []string
 	// LeaderProblem says why the leader does not sign (no continuity with the group's CA).
 	LeaderProblem string
+	// CAState is the leader's word on the group's CA: CASteady, or where a rotation stands.
+	CAState string
 }
 
 // Decide is the protocol. It is pure: the same view always gives the same decision.
 func Decide(v View) Decision {
 	d := decideSelf(v)
 	if v.Leader {
-		leaderActions, signing, problem := decideLeader(v)
+		leaderActions, signing, problem, caState := decideLeader(v)
 		d.Actions = append(d.Actions, leaderActions...)
-		d.Signing, d.LeaderProblem = signing, problem
+		d.Signing, d.LeaderProblem, d.CAState = signing, problem, caState
 	}
 	return d
 }

@@ -37,6 +37,7 @@ func TestUnitSide(t *testing.T) {
 		wantState  State
 		wantDetail string
 		wantAction Action
+		want       *Want // instead of want
 	}{
 		{name: "a new unit makes a CSR",
 			wantState: StateCreateCSR, wantAction: CreateCSR{Reason: "no certificate yet"}},
@@ -100,11 +101,33 @@ func TestUnitSide(t *testing.T) {
 			units: published, leaderData: map[string]string{KeyCA: ca.PEM},
 			local:     Local{Installed: &Installed{Cert: strangerCert, CAPEM: otherCA.PEM}},
 			wantState: StateCreateCSR, wantAction: CreateCSR{}},
+		{name: "a changed key algorithm gives a new CSR",
+			units: published, leaderData: map[string]string{KeyCA: ca.PEM},
+			local: Local{Installed: &Installed{Cert: cert, CAPEM: ca.PEM}}, want: &Want{CommonName: "db/1", SANs: []string{"db-1"},
+				Profile: "peer", RenewAt: 0.66, KeyAlgorithm: "rsa", KeySize: 3072, ReuseKey: true},
+			wantState: StateCreateCSR, wantDetail: "key changed to rsa 3072", wantAction: CreateCSR{}},
+		{name: "a changed profile gives a new CSR",
+			units: map[string]map[string]string{"db/1": {KeyCSR: csr, KeyProfile: "server"}}, leaderData: map[string]string{KeyCA: ca.PEM},
+			local:     Local{Installed: &Installed{Cert: cert, CAPEM: ca.PEM}},
+			wantState: StateCreateCSR, wantDetail: "profile changed from server to peer", wantAction: CreateCSR{}},
+		{name: "a CA rotation: a certificate not from the bundle's first CA is renewed",
+			units: published, leaderData: map[string]string{KeyCA: otherCA.PEM + ca.PEM},
+			local:     Local{Installed: &Installed{Cert: cert, CAPEM: ca.PEM + otherCA.PEM}},
+			wantState: StateRenewalDue, wantAction: CreateCSR{}},
+		{name: "key_rotation never: a renewal keeps the key",
+			units: published, leaderData: map[string]string{KeyCA: ca.PEM},
+			local: Local{Installed: &Installed{Cert: dueCert, CAPEM: ca.PEM}}, want: &Want{CommonName: "db/1", SANs: []string{"db-1"},
+				Profile: "peer", RenewAt: 0.66, KeyAlgorithm: "ecdsa", KeySize: 256, ReuseKey: true},
+			wantState: StateRenewalDue, wantAction: CreateCSR{ReuseKey: true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			w := want
+			if tt.want != nil {
+				w = *tt.want
+			}
 			d := Decide(View{Unit: "db/1", Units: tt.units, LeaderData: tt.leaderData,
-				Local: tt.local, Want: want, Now: now})
+				Local: tt.local, Want: w, Now: now})
 			if d.State != tt.wantState {
 				t.Fatalf("state = %q (%s), want %q", d.State, d.Detail, tt.wantState)
 			}
@@ -139,14 +162,15 @@ func assertActions(t *testing.T, got []Action, want Action) {
 	if reflect.TypeOf(got[0]) != reflect.TypeOf(want) {
 		t.Fatalf("action = %T, want %T", got[0], want)
 	}
-	if !reflect.DeepEqual(got[0], want) && !isReasonOnly(want) {
+	if c, ok := want.(CreateCSR); ok && c.Reason == "" {
+		if got[0].(CreateCSR).ReuseKey != c.ReuseKey {
+			t.Fatalf("action = %#v, want ReuseKey %v", got[0], c.ReuseKey)
+		}
+		return
+	}
+	if !reflect.DeepEqual(got[0], want) {
 		t.Fatalf("action = %#v, want %#v", got[0], want)
 	}
-}
-
-func isReasonOnly(a Action) bool {
-	c, ok := a.(CreateCSR)
-	return ok && c.Reason == ""
 }
 
 func TestLeaderSide(t *testing.T) {
@@ -171,7 +195,8 @@ func TestLeaderSide(t *testing.T) {
 	sealedOther := sealed.Encode()
 	bag := func(csr string) map[string]string { return map[string]string{KeyCSR: csr, KeyProfile: "peer"} }
 	both := map[string]map[string]string{"db/0": bag(csr0), "db/1": bag(csr1)}
-	signed := map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0, SignedCertificateKey("db/1"): cert1}
+	signed := map[string]string{KeyCA: ca.PEM, KeyCASigner: "cfssl", SignedCertificateKey("db/0"): cert0, SignedCertificateKey("db/1"): cert1}
+	record := SetLeaderData{KV: map[string]string{KeyCASigner: "cfssl", KeyCARotation: ""}}
 	with := func(base map[string]string, kv ...string) map[string]string {
 		out := map[string]string{}
 		for k, v := range base {
@@ -198,7 +223,7 @@ func TestLeaderSide(t *testing.T) {
 			units: both, local: self, want: []Action{LoadSignerCA{}}},
 		{name: "the first leader publishes its signer's CA",
 			signerCA: ca.PEM, units: both, local: self,
-			want: []Action{PublishCA{BundlePEM: ca.PEM}}},
+			want: []Action{PublishCA{BundlePEM: ca.PEM}, record}},
 		{name: "a leader that is itself a unit signs its own CSR too",
 			signerCA: ca.PEM, units: both, leaderData: map[string]string{KeyCA: ca.PEM},
 			local: Local{Pending: &Pending{CSRPEM: csr0, PublicKey: key0.Public()}},
@@ -258,12 +283,16 @@ func TestLeaderSide(t *testing.T) {
 			signerCA: ca.PEM, units: both, leaderData: with(signed, KeyCASealed, sealedCA), local: self, caSeal: true},
 		{name: "the first leader publishes and seals the CA before it signs",
 			signerCA: ca.PEM, units: both, leaderData: map[string]string{}, local: self, caSeal: true,
-			want: []Action{PublishCA{BundlePEM: ca.PEM}, SealCA{}}},
+			want: []Action{PublishCA{BundlePEM: ca.PEM}, record, SealCA{}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := Decide(View{Unit: "db/0", Leader: true, Units: tt.units, LeaderData: tt.leaderData,
-				Local: tt.local, SignerCA: tt.signerCA, Now: now, CASeal: tt.caSeal,
+			ld := tt.leaderData
+			if ld[KeyCA] != "" && ld[KeyCASigner] == "" { // a group the signer "cfssl" leads
+				ld = with(ld, KeyCASigner, "cfssl")
+			}
+			d := Decide(View{Unit: "db/0", Leader: true, Units: tt.units, LeaderData: ld,
+				Local: tt.local, SignerCA: tt.signerCA, Now: now, CASeal: tt.caSeal, CA: CATerms{Signer: "cfssl"},
 				Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66}})
 			got := d.Actions
 			if !strings.Contains(d.LeaderProblem, tt.wantProblem) || (tt.wantProblem == "") != (d.LeaderProblem == "") {
@@ -292,7 +321,7 @@ func leaderOnly(actions []Action) []Action {
 	var out []Action
 	for _, a := range actions {
 		switch a.(type) {
-		case LoadSignerCA, PublishCA, SealCA, ImportSealedCA, SignCSR, RejectCSR, ForgetUnit:
+		case LoadSignerCA, PublishCA, SealCA, ImportSealedCA, SignCSR, RejectCSR, ForgetUnit, NewSignerCA, SetLeaderData:
 			out = append(out, a)
 		}
 	}
@@ -331,17 +360,50 @@ func TestDecideIsPure(t *testing.T) {
 func TestRenewalTime(t *testing.T) {
 	ca := newCA(t, "ca")
 	cert, _ := ca.sign(t, newKey(t).Public(), certOpts{cn: "x", notBefore: now, notAfter: now.Add(100 * time.Hour)})
+	// A signer that backdates by 5 minutes: a 10-minute certificate lives 15.
+	short, _ := ca.sign(t, newKey(t).Public(), certOpts{cn: "x", notBefore: now.Add(-5 * time.Minute), notAfter: now.Add(10 * time.Minute)})
 	for _, tt := range []struct {
-		renewAt float64
-		want    time.Time
+		name string
+		cert *x509.Certificate
+		want Want
+		at   time.Time
 	}{
-		{0.66, now.Add(66 * time.Hour)},
-		{1, now.Add(100 * time.Hour)},
-		{0, now.Add(100 * time.Hour)},
-		{1.5, now.Add(100 * time.Hour)},
+		{"a fraction of the lifetime", cert, Want{RenewAt: 0.66}, now.Add(66 * time.Hour)},
+		{"1 is expiry", cert, Want{RenewAt: 1}, now.Add(100 * time.Hour)},
+		{"0 is expiry", cert, Want{RenewAt: 0}, now.Add(100 * time.Hour)},
+		{"above 1 is expiry", cert, Want{RenewAt: 1.5}, now.Add(100 * time.Hour)},
+		{"backdating is not lifetime", short, Want{RenewAt: 0.5, Validity: 10 * time.Minute}, now.Add(5 * time.Minute)},
+		{"without the validity asked for, NotBefore counts", short, Want{RenewAt: 0.5}, now.Add(150 * time.Second)},
 	} {
-		if got := RenewalTime(cert, tt.renewAt); !got.Equal(tt.want) {
-			t.Errorf("RenewalTime(%v) = %v, want %v", tt.renewAt, got, tt.want)
+		if got := RenewalTime(tt.cert, tt.want); !got.Equal(tt.at) {
+			t.Errorf("%s: RenewalTime = %v, want %v", tt.name, got, tt.at)
 		}
+	}
+}
+
+// Jitter spreads a fleet's renewals over [renew_at - jitter, renew_at] of the lifetime,
+// and one certificate always gets the same time.
+func TestRenewalJitter(t *testing.T) {
+	ca := newCA(t, "ca")
+	w := Want{RenewAt: 0.667, RenewJitter: 0.1}
+	var earliest, latest time.Time
+	for i := 0; i < 200; i++ {
+		cert, _ := ca.sign(t, newKey(t).Public(), certOpts{cn: "x", notBefore: now, notAfter: now.Add(1000 * time.Hour)})
+		at := RenewalTime(cert, w)
+		if !at.Equal(RenewalTime(cert, w)) {
+			t.Fatal("the same certificate got two renewal times")
+		}
+		if at.Before(now.Add(567*time.Hour)) || at.After(now.Add(667*time.Hour)) {
+			t.Fatalf("renewal at %v, outside 567h..667h", at.Sub(now))
+		}
+		if earliest.IsZero() || at.Before(earliest) {
+			earliest = at
+		}
+		if at.After(latest) {
+			latest = at
+		}
+	}
+	if spread := latest.Sub(earliest); spread < 80*time.Hour {
+		t.Fatalf("200 certificates renew within %v of each other; want them spread over most of 100h", spread)
 	}
 }

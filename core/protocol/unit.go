@@ -1,10 +1,16 @@
 package protocol
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/policy"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // decideSelf is the unit side of the protocol, the same for leader and followers.
@@ -19,7 +25,8 @@ func decideSelf(v View) Decision {
 			Actions: []Action{CreateCSR{Reason: "no certificate yet"}}}
 	}
 	if due, reason := renewalDue(v, inst, ca); due != "" {
-		return Decision{State: due, Detail: reason, Actions: []Action{CreateCSR{Reason: reason}}}
+		reuse := v.Want.ReuseKey && keyMatches(inst.Cert, v.Want)
+		return Decision{State: due, Detail: reason, Actions: []Action{CreateCSR{Reason: reason, ReuseKey: reuse}}}
 	}
 	d := Decision{State: StateCertificateAvailable, Detail: "expires " + inst.Cert.NotAfter.UTC().Format(time.RFC3339)}
 	if ca != "" && ca != inst.CAPEM {
@@ -55,7 +62,7 @@ func decidePending(v View, p *Pending, ca string) Decision {
 // reason; an empty state means it is fine.
 func renewalDue(v View, inst *Installed, ca string) (State, string) {
 	cert := inst.Cert
-	if at := RenewalTime(cert, v.Want.RenewAt); !v.Now.Before(at) {
+	if at := RenewalTime(cert, v.Want); !v.Now.Before(at) {
 		return StateRenewalDue, fmt.Sprintf("renewal was due at %s", at.UTC().Format(time.RFC3339))
 	}
 	if want := v.Want.CommonName; want != "" && cert.Subject.CommonName != want {
@@ -64,20 +71,54 @@ func renewalDue(v View, inst *Installed, ca string) (State, string) {
 	if have, want := certSANs(cert), normalSANs(v.Want.SANs); !slices.Equal(have, want) {
 		return StateCreateCSR, fmt.Sprintf("SANs changed from %v to %v", have, want)
 	}
+	if !keyMatches(cert, v.Want) {
+		return StateCreateCSR, fmt.Sprintf("key changed to %s %d", v.Want.KeyAlgorithm, v.Want.KeySize)
+	}
+	if p := v.Units[v.Unit][KeyProfile]; p != "" && v.Want.Profile != "" && p != v.Want.Profile {
+		return StateCreateCSR, fmt.Sprintf("profile changed from %s to %s", p, v.Want.Profile)
+	}
 	if ca != "" {
 		if err := verifyChain(cert, nil, ca, v.Now); err != nil {
 			return StateCreateCSR, "certificate does not chain to the group CA: " + err.Error()
+		}
+		// A CA rotation: the group signs with its bundle's first CA now.
+		if signing, err := certutil.ParseCertificates([]byte(ca)); err == nil && cert.CheckSignatureFrom(signing[0]) != nil {
+			return StateRenewalDue, fmt.Sprintf("CA rotation: the group now signs with CA %s", caseal.Fingerprint(signing[0].Raw)[:16])
 		}
 	}
 	return "", ""
 }
 
-// RenewalTime is when a certificate is due for renewal: after the fraction renewAt of its
-// lifetime (renewAt outside (0,1] means at expiry).
-func RenewalTime(cert *x509.Certificate, renewAt float64) time.Time {
-	if renewAt <= 0 || renewAt > 1 {
+// keyMatches: the certificate's key is of the algorithm and size asked for (or nothing
+// is asked).
+func keyMatches(cert *x509.Certificate, w Want) bool {
+	if w.KeyAlgorithm == "" {
+		return true
+	}
+	alg, size := policy.KeyOf(cert.PublicKey)
+	return alg == w.KeyAlgorithm && (size == w.KeySize || w.KeyAlgorithm == "ed25519")
+}
+
+// RenewalTime is when a certificate is due for renewal: after the fraction w.RenewAt of
+// its lifetime, less a jitter of up to w.RenewJitter of it that the certificate's serial
+// picks (so a fleet signed at once does not renew at once, and the same certificate is
+// always due at the same time). The lifetime counts from NotBefore, or from NotAfter less
+// the validity asked for when that is later: signers backdate NotBefore by minutes, which
+// would make a short-lived certificate due on issue. RenewAt outside (0,1] means expiry.
+func RenewalTime(cert *x509.Certificate, w Want) time.Time {
+	if w.RenewAt <= 0 || w.RenewAt > 1 {
 		return cert.NotAfter
 	}
-	life := cert.NotAfter.Sub(cert.NotBefore)
-	return cert.NotBefore.Add(time.Duration(float64(life) * renewAt))
+	start := cert.NotBefore
+	if issued := cert.NotAfter.Add(-w.Validity); w.Validity > 0 && issued.After(start) {
+		start = issued
+	}
+	fraction := w.RenewAt
+	if w.RenewJitter > 0 {
+		sum := sha256.Sum256(cert.SerialNumber.Bytes())
+		u := float64(binary.BigEndian.Uint64(sum[:8])>>11) / (1 << 53) // [0,1)
+		fraction = max(fraction-w.RenewJitter*u, 0)
+	}
+	life := cert.NotAfter.Sub(start)
+	return start.Add(time.Duration(float64(life) * fraction))
 }

@@ -17,6 +17,7 @@ type Memory struct {
 	order      []string // join order of leader-eligible units; order[0] leads
 	bags       map[string]map[string]string
 	leaderData map[string]string
+	requests   map[string]string
 	changed    chan struct{}
 }
 
@@ -25,6 +26,7 @@ func NewMemory() *Memory {
 	return &Memory{
 		bags:       map[string]map[string]string{},
 		leaderData: map[string]string{},
+		requests:   map[string]string{},
 		changed:    make(chan struct{}),
 	}
 }
@@ -110,8 +112,21 @@ func (m *Memory) snapshotLocked() Snapshot {
 		Leader:     m.leaderLocked(),
 		Units:      m.bags,
 		LeaderData: m.leaderData,
+		Requests:   m.requests,
 		Changed:    m.changed,
 	}
+}
+
+// Request implements Store.
+func (m *Memory) Request(_ context.Context, name, value string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return fmt.Errorf("request %s: relation closed", name)
+	}
+	merge(m.requests, map[string]string{name: value})
+	m.bumpLocked()
+	return nil
 }
 
 // Observe implements Store.

@@ -24,6 +24,9 @@ type Store interface {
 	Join(ctx context.Context, unit string, opts JoinOptions) (Member, error)
 	// Observe follows the whole relation without joining it (status, `up`'s progress).
 	Observe(ctx context.Context) (Observer, error)
+	// Request sets an operator's request to the group's leader (`tlsrelay ca rotate`);
+	// the leader sees it in Snapshot.Requests and records what it acted on in leader data.
+	Request(ctx context.Context, name, value string) error
 	// Close releases the store; members' calls fail afterwards.
 	Close() error
 }
@@ -72,6 +75,9 @@ type Snapshot struct {
 	Leader     string
 	Units      map[string]map[string]string // bags of joined units
 	LeaderData map[string]string
+	// Requests are operators' requests (Store.Request); only the leader and observers
+	// see them.
+	Requests map[string]string
 	// Changed is closed at the first change after this snapshot.
 	Changed <-chan struct{}
 }
@@ -87,6 +93,7 @@ func (s Snapshot) Clone() Snapshot {
 	if out.LeaderData == nil {
 		out.LeaderData = map[string]string{}
 	}
+	out.Requests = maps.Clone(s.Requests)
 	return out
 }
 

@@ -23,8 +23,17 @@ type Group struct {
 	Leader   string `json:"leader"`
 	CASHA256 string `json:"ca_sha256"`
 	// CASealed says leader data holds the sealed CA key a new leader needs.
-	CASealed bool   `json:"ca_sealed"`
-	Units    []Unit `json:"units"`
+	CASealed bool `json:"ca_sealed"`
+	// CABundle lists the fingerprints of every CA the group trusts (more than one while
+	// a rotation is under way).
+	CABundle []string `json:"ca_bundle"`
+	// CASigner is the signer backend holding the group's CA.
+	CASigner string `json:"ca_signer"`
+	// CARotation is the rotation under way, if any.
+	CARotation *protocol.Rotation `json:"ca_rotation,omitempty"`
+	// CAState is the leader's word on the CA: "steady", or where a rotation stands.
+	CAState string `json:"ca_state"`
+	Units   []Unit `json:"units"`
 }
 
 // Unit is one unit's published status.
@@ -45,6 +54,15 @@ func FromSnapshot(relationName string, s relation.Snapshot) Group {
 		g.CASHA256 = caseal.Fingerprint(certs[0].Raw)
 	}
 	_, g.CASealed = caseal.Decode(s.LeaderData[protocol.KeyCASealed])
+	g.CABundle = []string{}
+	if trusts := protocol.TrustsOf(s.LeaderData[protocol.KeyCA]); trusts != "" {
+		g.CABundle = strings.Split(trusts, ",")
+	}
+	g.CASigner = s.LeaderData[protocol.KeyCASigner]
+	if r, ok := protocol.DecodeRotation(s.LeaderData[protocol.KeyCARotation]); ok {
+		g.CARotation = &r
+	}
+	g.CAState = s.Units[s.Leader][protocol.KeyCAState]
 	for name, bag := range s.Units {
 		u := Unit{Unit: name, State: bag[protocol.KeyState], Serial: bag[protocol.KeySerial],
 			NotAfter: bag[protocol.KeyNotAfter], Error: bag[protocol.KeyError]}
@@ -89,7 +107,8 @@ func (g Group) WriteTable(w io.Writer) error {
 	if g.CASealed {
 		sealed = "CA key sealed in leader data"
 	}
-	fmt.Fprintf(w, "relation %s, leader %s, CA %s, %s\n\n", g.Relation, orNone(g.Leader), orNone(fp), sealed)
+	fmt.Fprintf(w, "relation %s, leader %s, CA %s, %s\n", g.Relation, orNone(g.Leader), orNone(fp), sealed)
+	fmt.Fprintf(w, "CA: %s (signer %s, %d CAs trusted)\n\n", orNone(g.CAState), orNone(g.CASigner), len(g.CABundle))
 	if len(g.Units) == 0 {
 		// Presence and bags are bound to the units' leases: a stopped group shows none.
 		_, err := fmt.Fprintln(w, "no units joined: units appear while their agents run (after 'tlsrelay up' ends, its units have left)")

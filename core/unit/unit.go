@@ -74,6 +74,7 @@ func Run(ctx context.Context, opts Options) error {
 		Host: config.LocalHost(), Log: log, OnStatus: opts.OnStatus,
 		Secrets: cfg.Secrets, SecretsRefresh: cfg.SecretsRefresh,
 		Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref, Policy: pol, Once: opts.Once,
+		SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore,
 	})
 	if err != nil {
 		return err

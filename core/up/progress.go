@@ -54,7 +54,7 @@ func (p *progress) update(s agent.Status) {
 	defer p.mu.Unlock()
 	old, seen := p.status[s.Unit]
 	p.status[s.Unit] = s
-	if seen && old.State == s.State && old.Leader == s.Leader && old.Error == s.Error && len(old.Signing) == len(s.Signing) {
+	if seen && old.State == s.State && old.Leader == s.Leader && old.Error == s.Error && len(old.Signing) == len(s.Signing) && old.CAState == s.CAState {
 		// a serial arriving for the same state: nothing new to print
 	} else if p.n <= verboseUnits {
 		p.printf("%-12s %s%s\n", s.Unit, s.State, describe(s))
@@ -79,6 +79,9 @@ func describe(s agent.Status) string {
 	if s.State == protocol.StateRejected || s.State == protocol.StateRenewalDue {
 		extra = append(extra, s.Detail)
 	}
+	if s.Leader && s.CAState != "" && s.CAState != protocol.CASteady {
+		extra = append(extra, s.CAState)
+	}
 	if len(extra) == 0 {
 		return ""
 	}
@@ -100,13 +103,28 @@ func (p *progress) summaryLocked() string {
 	return strings.Join(parts, ", ")
 }
 
-// allDoneLocked: every unit has installed a certificate and the leader signs nothing.
+// allDoneLocked: every unit has installed a certificate, the leader signs nothing and
+// says the group's CA is its signer's with no rotation under way, and every unit trusts
+// the CAs the leader trusts. (Certificates from an earlier run count only once the
+// leader has checked them against its signer: a changed signer rotates the group.)
 func (p *progress) allDoneLocked() bool {
 	if len(p.status) < p.n {
 		return false
 	}
+	var leader *agent.Status
 	for _, s := range p.status {
 		if s.State != protocol.StateCertificateAvailable || s.Serial == "" || len(s.Signing) > 0 {
+			return false
+		}
+		if s.Leader {
+			leader = &s
+		}
+	}
+	if leader == nil || leader.CAState != protocol.CASteady {
+		return false
+	}
+	for _, s := range p.status {
+		if s.Trusts != leader.Trusts {
 			return false
 		}
 	}

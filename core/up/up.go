@@ -247,7 +247,8 @@ func follow(ctx context.Context, obs relation.Observer, p *progress) error {
 			if s.State == "" {
 				continue
 			}
-			if old, ok := seen[name]; !ok || old.State != s.State || old.Serial != s.Serial || old.Leader != s.Leader || old.Error != s.Error {
+			if old, ok := seen[name]; !ok || old.State != s.State || old.Serial != s.Serial || old.Leader != s.Leader || old.Error != s.Error ||
+				old.CAState != s.CAState || old.Trusts != s.Trusts {
 				seen[name] = s
 				p.update(s)
 			}
@@ -302,7 +303,8 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		}
 		members = append(members, member)
 		a, err := agent.New(agent.Options{Member: member, Backends: host, Certificate: cfg.Certificate,
-			Dir: u.Dir, Host: hostInfo, Log: opts.Log, OnStatus: p.update, Relation: cfg.Relation.Name, Policy: pol})
+			Dir: u.Dir, Host: hostInfo, Log: opts.Log, OnStatus: p.update, Relation: cfg.Relation.Name, Policy: pol,
+			SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore})
 		if err != nil {
 			return err
 		}

@@ -57,6 +57,12 @@ func NewCSR(req sdk.CSRRequest) (sdk.CSR, error) {
 	if err != nil {
 		return sdk.CSR{}, sdk.Errorf(sdk.CodeInternal, req.CommonName, "new key: %v", err)
 	}
+	return NewCSRForKey(req, key)
+}
+
+// NewCSRForKey makes the CSR req asks for with an existing key (req.Key is not used):
+// a renewal that keeps its key.
+func NewCSRForKey(req sdk.CSRRequest, key crypto.Signer) (sdk.CSR, error) {
 	dns, ips := SplitSANs(req.SANs)
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
 		Subject: pkix.Name{CommonName: req.CommonName}, DNSNames: dns, IPAddresses: ips}, key)

@@ -228,7 +228,8 @@ func (f *follower) apply(events []*clientv3.Event) {
 func (f *follower) snapshot() relation.Snapshot {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := relation.Snapshot{Revision: f.rev, Units: map[string]map[string]string{}, LeaderData: map[string]string{}}
+	s := relation.Snapshot{Revision: f.rev, Units: map[string]map[string]string{}, LeaderData: map[string]string{},
+		Requests: map[string]string{}}
 	for key, e := range f.kvs {
 		switch {
 		case f.layout.isElected(key):
@@ -240,6 +241,8 @@ func (f *follower) snapshot() relation.Snapshot {
 			}
 		case strings.HasPrefix(key, f.layout.leaderData()):
 			s.LeaderData[f.layout.leaderKeyOf(key)] = e.value
+		case strings.HasPrefix(key, f.layout.requests()):
+			s.Requests[strings.TrimPrefix(key, f.layout.requests())] = e.value
 		}
 		if e.modRev > s.Revision {
 			s.Revision = e.modRev

@@ -13,6 +13,7 @@ import (
 //	leader/<key>           leader data; outlives every lease, so a new leader inherits it
 //	election/<lease>       concurrency.Election candidates
 //	elected                lease-bound to the leader's session: who leads now
+//	requests/<name>        operators' requests to the leader (tlsrelay ca rotate)
 //
 // Unit names hold a '/' (db/0), fields never do, so a bag key splits at its last '/'.
 type layout struct{ prefix string }
@@ -28,6 +29,8 @@ func (l layout) bag(unit string) string        { return l.units() + unit + "/" }
 func (l layout) field(unit, f string) string   { return l.bag(unit) + f }
 func (l layout) leaderData() string            { return l.prefix + "leader/" }
 func (l layout) leaderKey(key string) string   { return l.leaderData() + key }
+func (l layout) requests() string              { return l.prefix + "requests/" }
+func (l layout) request(name string) string    { return l.requests() + name }
 func (l layout) election() string              { return l.prefix + "election/" }
 func (l layout) elected() string               { return l.prefix + "elected" }
 func (l layout) everything() string            { return l.prefix }
@@ -67,5 +70,5 @@ func (l layout) narrowScope(unit string) scope {
 // wideScope is what the leader and observers follow: the whole relation but the
 // election's candidates.
 func (l layout) wideScope() scope {
-	return scope{keys: []string{l.elected()}, prefixes: []string{l.members(), l.units(), l.leaderData()}}
+	return scope{keys: []string{l.elected()}, prefixes: []string{l.members(), l.units(), l.leaderData(), l.requests()}}
 }

@@ -111,6 +111,21 @@ func (s *Store) Stats() *Stats { return &s.stats }
 // Close closes the connection.
 func (s *Store) Close() error { return s.client.Close() }
 
+// Request implements relation.Store. With RBAC on, it needs credentials that may write
+// requests/ (root's): units' roles may not.
+func (s *Store) Request(ctx context.Context, name, value string) error {
+	var err error
+	if value == "" {
+		_, err = s.client.Delete(ctx, s.layout.request(name))
+	} else {
+		_, err = s.client.Put(ctx, s.layout.request(name), value)
+	}
+	if err != nil {
+		return fmt.Errorf("relation request %s: %w", name, err)
+	}
+	return nil
+}
+
 // Observe implements relation.Store: it follows the whole relation.
 func (s *Store) Observe(ctx context.Context) (relation.Observer, error) {
 	o := &observer{}

@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore NewStore) {
 		{"guarded writes land only while the bag holds the value", guards},
 		{"Changed wakes a waiter", changed},
 		{"an observer sees the whole relation", observe},
+		{"requests reach the leader and observers, not other units", requests},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s := newStore(t)
@@ -332,6 +333,26 @@ func observe(t *testing.T, s relation.Store) {
 	Await(t, o, "the observer to see both units and the CA", func(s relation.Snapshot) bool {
 		return s.Leader == "db/0" && s.Units["db/1"]["state"] == "waiting" && s.LeaderData["ca"] == "x" && len(s.Units) == 2
 	})
+}
+
+func requests(t *testing.T, s relation.Store) {
+	ctx := context.Background()
+	a := Join(t, s, "db/0", true)
+	b := Join(t, s, "db/1", true)
+	Await(t, a, "db/0 to lead", leaderIs("db/0"))
+	must(t, s.Request(ctx, "ca_rotate", "r1"))
+	Await(t, a, "the leader to see the request", func(s relation.Snapshot) bool { return s.Requests["ca_rotate"] == "r1" })
+	o, err := s.Observe(ctx)
+	must(t, err)
+	defer o.Close()
+	Await(t, o, "the observer to see the request", func(s relation.Snapshot) bool { return s.Requests["ca_rotate"] == "r1" })
+	must(t, b.SetUnitData(ctx, map[string]string{"csr": "b"}))
+	snap := Await(t, b, "db/1 to see its bag", func(s relation.Snapshot) bool { return s.Units["db/1"]["csr"] == "b" })
+	if len(snap.Requests) != 0 {
+		t.Fatalf("a unit that does not lead sees requests %v", snap.Requests)
+	}
+	must(t, s.Request(ctx, "ca_rotate", ""))
+	Await(t, a, "the request to be withdrawn", func(s relation.Snapshot) bool { return s.Requests["ca_rotate"] == "" })
 }
 
 func must(t *testing.T, err error) {

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/status"
+)
+
+func newCACommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "ca", Short: "The group's CA"}
+	cmd.AddCommand(newCARotateCommand())
+	return cmd
+}
+
+func newCARotateCommand() *cobra.Command {
+	var configFile, dir string
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "rotate [--config FILE | --dir DIR] [--wait]",
+		Short: "Rotate the group to a new CA without a failed handshake",
+		Long: `rotate asks the group's leader for a new CA. The leader makes one like the current CA
+(its name and lifetime), imports it into its signer, and rotates the group in phases:
+every unit first trusts the new CA beside the old, then every unit is re-issued by the
+new CA, then the old CA leaves the bundle. 'tlsrelay status' shows the phase.
+
+The request is written under the relation's requests/ key: with etcd RBAC, use root's
+credentials. A CA from ca.ref is not rotated here: store a new CA in the secrets backend.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			store, closeStore, cfg, err := openRelation(cmd, configFile, dir)
+			if err != nil {
+				return err
+			}
+			defer closeStore()
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			id := strconv.FormatInt(time.Now().UnixNano(), 36)
+			if err := store.Request(ctx, protocol.RequestRotateCA, id); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "requested CA rotation %s of relation %s\n", id, cfg.Relation.Name)
+			if !wait {
+				return nil
+			}
+			return awaitRotation(ctx, cmd, store, cfg.Relation.Name, id)
+		},
+	}
+	cmd.Flags().StringVar(&configFile, "config", "", "deployment YAML (default: the embedded configs/tlsrelay.yaml)")
+	cmd.Flags().StringVar(&dir, "dir", "", "the --dir of a 'tlsrelay up' (its embedded etcd)")
+	cmd.Flags().BoolVar(&wait, "wait", true, "follow the rotation until it is done")
+	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
+	return cmd
+}
+
+// awaitRotation prints each change of the leader's CA state until the leader has acted on
+// request id and the group is steady again.
+func awaitRotation(ctx context.Context, cmd *cobra.Command, store relation.Store, relationName, id string) error {
+	obs, err := store.Observe(ctx)
+	if err != nil {
+		return err
+	}
+	defer obs.Close()
+	last := ""
+	for {
+		snap, err := obs.Snapshot(ctx)
+		if err != nil {
+			return fmt.Errorf("CA rotation %s: %w (the rotation goes on; see tlsrelay status)", id, err)
+		}
+		g := status.FromSnapshot(relationName, snap)
+		if g.CAState != last {
+			last = g.CAState
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", orNoLeader(g.Leader), g.CAState)
+		}
+		if snap.LeaderData[protocol.KeyCARequest] == id && g.CARotation == nil && g.CAState == protocol.CASteady {
+			fmt.Fprintf(cmd.OutOrStdout(), "done: the group signs with CA %s\n", g.CASHA256)
+			return nil
+		}
+		select {
+		case <-snap.Changed:
+		case <-ctx.Done():
+			return fmt.Errorf("CA rotation %s: not done after --timeout (it goes on; see tlsrelay status): %s", id, g.CAState)
+		}
+	}
+}
+
+func orNoLeader(leader string) string {
+	if leader == "" {
+		return "(no leader)"
+	}
+	return leader
+}

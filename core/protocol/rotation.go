@@ -1,0 +1,366 @@
+package protocol
+
+import (
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// CA rotation moves a group from one signing CA to another without a failed handshake:
+//
+//  1. trust: the new CA joins the bundle after the old one; the leader signs nothing
+//     until every unit that holds a certificate reports (KeyTrusts) that it trusts it.
+//  2. reissue: the new CA leads the bundle and signs; every unit whose certificate the
+//     old CA issued renews (unit side: a certificate not issued by the bundle's first CA
+//     is due), while the old CA stays in the bundle.
+//  3. done: once every unit presents a certificate of the new CA, the old CA leaves the
+//     bundle and the rotation record is deleted.
+//
+// A rotation starts when the leader's signer holds another CA than the group's and
+// there is a reason: `tlsrelay ca rotate` asked for it, the signer backend changed, the
+// group's CA nears its expiry, or a rotation was under way. Without a reason (a new
+// leader on another host with its own CA) the leader imports the sealed CA or refuses,
+// as before: a second CA is never made in silence.
+
+// Leader-data keys of the CA's custody and rotation.
+const (
+	KeyCASigner   = "ca_signer"         // the signer backend that holds the group's CA
+	KeyCARotation = "ca_rotation"       // a Rotation, while one is under way
+	KeyCARequest  = "ca_rotate_request" // the last `ca rotate` request the leader acted on
+)
+
+// CASteady is Decision.CAState when the group signs with the leader's CA and no rotation
+// is under way.
+const CASteady = "steady"
+
+// KeyCAState is the bag key where the leader reports Decision.CAState.
+const KeyCAState = "ca_state"
+
+// KeyTrusts is the bag key where a unit reports the CAs its installed ca.crt holds: their
+// SHA-256 fingerprints, comma-separated.
+const KeyTrusts = "ca_trusts"
+
+// RequestRotateCA is the relation request `tlsrelay ca rotate` writes; its value is an
+// identifier the leader records once acted on.
+const RequestRotateCA = "ca_rotate"
+
+// The phases of a rotation.
+const (
+	PhaseTrust   = "trust"   // the new CA is trusted beside the old; nothing is signed
+	PhaseReissue = "reissue" // the new CA signs; units renew
+)
+
+// Rotation is the value at KeyCARotation.
+type Rotation struct {
+	Phase  string `json:"phase"`
+	From   string `json:"from"` // SHA-256 of the CA being retired
+	To     string `json:"to"`   // SHA-256 of the CA taking over
+	Reason string `json:"reason"`
+	// Waiting names the units the phase waits for.
+	Waiting []string `json:"waiting,omitempty"`
+}
+
+// Encode returns the rotation as stored in leader data.
+func (r Rotation) Encode() string {
+	b, _ := json.Marshal(r) // strings only: cannot fail
+	return string(b)
+}
+
+// DecodeRotation reads KeyCARotation; false when absent or unreadable.
+func DecodeRotation(s string) (Rotation, bool) {
+	var r Rotation
+	if s == "" || json.Unmarshal([]byte(s), &r) != nil || r.To == "" {
+		return Rotation{}, false
+	}
+	return r, true
+}
+
+// CATerms are the leader's terms for the group's CA, from its configuration and the
+// relation's requests.
+type CATerms struct {
+	// Signer names the signer backend (roles.signer); a change of it rotates the group.
+	Signer string
+	// Request is a pending `ca rotate` request ("" if none).
+	Request string
+	// RotateBefore: the group's CA is rotated when less than this is left of it (and
+	// less than a third of its life), so no certificate outlives it. 0: never.
+	RotateBefore time.Duration
+	// Fixed: the CA comes from ca.ref, so the leader cannot make a new one.
+	Fixed bool
+}
+
+// TrustsOf lists the fingerprints of the CAs in a bundle, as units report them.
+func TrustsOf(bundlePEM string) string {
+	certs, err := certutil.ParseCertificates([]byte(bundlePEM))
+	if err != nil {
+		return ""
+	}
+	fps := make([]string, len(certs))
+	for i, c := range certs {
+		fps[i] = caseal.Fingerprint(c.Raw)
+	}
+	return strings.Join(fps, ",")
+}
+
+// caPlan is the leader's decision about the CA: what to write, and whether to sign.
+type caPlan struct {
+	actions []Action
+	sign    bool
+	problem string
+	state   string // Decision.CAState
+}
+
+// planCA decides the group's CA bundle and rotation. The signer's CA is loaded.
+func planCA(v View) caPlan {
+	published := v.LeaderData[KeyCA]
+	signerCerts, err := certutil.ParseCertificates([]byte(v.SignerCA))
+	if err != nil {
+		return caPlan{problem: "the signer's CA does not parse: " + err.Error()}
+	}
+	signer := signerCerts[0]
+	if published == "" { // the first leader: the group's CA is its signer's
+		p := caPlan{actions: []Action{PublishCA{BundlePEM: v.SignerCA}, recordCA(v, nil)}}
+		return p.sealed(v)
+	}
+	pub, err := certutil.ParseCertificates([]byte(published))
+	if err != nil {
+		return caPlan{problem: "the published CA bundle does not parse: " + err.Error()}
+	}
+	group := pub[0]
+	rot, rotating := DecodeRotation(v.LeaderData[KeyCARotation])
+	target := group
+	if rotating {
+		if c := byFingerprint(pub, rot.To); c != nil {
+			target = c
+		}
+	}
+	if !signer.Equal(target) {
+		return planTakeover(v, pub, target, rot, rotating)
+	}
+	if !rotating {
+		return planSteady(v, pub)
+	}
+	if !signer.Equal(group) {
+		return planTrust(v, pub, rot)
+	}
+	return planReissue(v, pub, rot)
+}
+
+// planTakeover: the signer holds another CA than the one the group signs with (or moves
+// to). Continue with the group's CA if its sealed copy opens; else rotate to the
+// signer's CA if there is a reason; else refuse.
+func planTakeover(v View, pub []*x509.Certificate, target *x509.Certificate, rot Rotation, rotating bool) caPlan {
+	reason := rotationReason(v, pub[0], rot, rotating)
+	signerChanged := v.LeaderData[KeyCASigner] != "" && v.LeaderData[KeyCASigner] != v.CA.Signer
+	if (rotating || !signerChanged && !v.requested()) && v.CASeal && sealedFor(v.LeaderData[KeyCASealed], string(encodeCert(target))) {
+		return caPlan{actions: []Action{ImportSealedCA{CACertPEM: string(encodeCert(target)), Sealed: v.LeaderData[KeyCASealed]}}}
+	}
+	if reason == "" {
+		return caPlan{problem: continuityProblem(v, string(encodeCert(pub[0])))}
+	}
+	signerCerts, _ := certutil.ParseCertificates([]byte(v.SignerCA))
+	next := Rotation{Phase: PhaseTrust, From: caseal.Fingerprint(pub[0].Raw), To: caseal.Fingerprint(signerCerts[0].Raw), Reason: reason}
+	// The group's CAs first (the old one still signs for the units), then the new.
+	bundle := joinCerts(pub, missing(signerCerts, pub))
+	p := caPlan{actions: []Action{PublishCA{BundlePEM: bundle}, recordCA(v, &next)}, state: next.describe()}
+	return p.sealed(v)
+}
+
+// rotationReason says why the group moves to the signer's CA, or "" if nothing does.
+func rotationReason(v View, group *x509.Certificate, rot Rotation, rotating bool) string {
+	switch {
+	case rotating:
+		return "resuming the rotation (" + rot.Reason + ") with this leader's CA"
+	case v.requested():
+		return "requested (tlsrelay ca rotate)"
+	case v.LeaderData[KeyCASigner] != "" && v.LeaderData[KeyCASigner] != v.CA.Signer:
+		return fmt.Sprintf("the signer changed from %s to %s", v.LeaderData[KeyCASigner], v.CA.Signer)
+	case expiring(v, group):
+		return "the group's CA expires at " + group.NotAfter.UTC().Format(time.RFC3339)
+	}
+	return ""
+}
+
+func (v View) requested() bool {
+	return v.CA.Request != "" && v.CA.Request != v.LeaderData[KeyCARequest]
+}
+
+// expiring: less than RotateBefore is left of the CA, and less than a third of its life
+// (so that a short-lived CA is not rotated again as soon as it is made).
+func expiring(v View, ca *x509.Certificate) bool {
+	left := ca.NotAfter.Sub(v.Now)
+	return v.CA.RotateBefore > 0 && left < v.CA.RotateBefore && left < ca.NotAfter.Sub(ca.NotBefore)/3
+}
+
+// planSteady: no rotation. Publish the signer's CAs plus any other CA some unit's
+// certificate still needs; ask for a new CA when a rotation is due.
+func planSteady(v View, pub []*x509.Certificate) caPlan {
+	signerCerts, _ := certutil.ParseCertificates([]byte(v.SignerCA))
+	p := caPlan{sign: true, state: CASteady}
+	if bundle := joinCerts(signerCerts, inUse(v, missing(pub, signerCerts))); bundle != v.LeaderData[KeyCA] {
+		p.actions = append(p.actions, PublishCA{BundlePEM: bundle})
+	}
+	if v.LeaderData[KeyCASigner] != v.CA.Signer || v.LeaderData[KeyCARotation] != "" {
+		p.actions = append(p.actions, recordCA(v, nil))
+	}
+	if reason := rotationReason(v, signerCerts[0], Rotation{}, false); reason != "" && v.LeaderData[KeyCASigner] == v.CA.Signer {
+		if v.CA.Fixed {
+			p.problem = "the group's CA should rotate (" + reason + "), but it comes from ca.ref: store a new CA there"
+		} else {
+			p.actions = append(p.actions, NewSignerCA{Reason: reason})
+		}
+	}
+	p = p.sealed(v)
+	if len(p.actions) > 0 {
+		p.state = "updating"
+	}
+	return p
+}
+
+// planTrust: the new CA is in the bundle; move on once every unit with a certificate
+// trusts it. Until then nothing is signed: a certificate of the new CA would fail at
+// peers that do not trust it yet.
+func planTrust(v View, pub []*x509.Certificate, rot Rotation) caPlan {
+	signerCerts, _ := certutil.ParseCertificates([]byte(v.SignerCA))
+	want := caseal.Fingerprint(signerCerts[0].Raw)
+	var waiting []string
+	for _, unit := range sortedKeys(v.Units) {
+		bag := v.Units[unit]
+		if bag[KeySerial] != "" && !slices.Contains(strings.Split(bag[KeyTrusts], ","), want) {
+			waiting = append(waiting, unit)
+		}
+	}
+	if len(waiting) > 0 {
+		return caPlan{}.waitFor(v, joinCerts(pub, missing(signerCerts, pub)), rot, waiting)
+	}
+	rot.Phase, rot.Waiting = PhaseReissue, nil
+	p := caPlan{sign: true, actions: []Action{PublishCA{BundlePEM: joinCerts(signerCerts, missing(pub, signerCerts))}, recordCA(v, &rot)}}
+	return p.sealed(v)
+}
+
+// planReissue: the new CA signs; the rotation ends once every unit presents one of its
+// certificates, and the old CA leaves the bundle then.
+func planReissue(v View, pub []*x509.Certificate, rot Rotation) caPlan {
+	signerCerts, _ := certutil.ParseCertificates([]byte(v.SignerCA))
+	var waiting []string
+	for _, unit := range sortedKeys(v.Units) {
+		if !presentsCertOf(v, unit, signerCerts[0]) {
+			waiting = append(waiting, unit)
+		}
+	}
+	p := caPlan{sign: true}
+	if len(waiting) == 0 {
+		p.actions = append(p.actions, PublishCA{BundlePEM: joinCerts(signerCerts, inUse(v, missing(pub, signerCerts)))}, recordCA(v, nil))
+		return p.sealed(v)
+	}
+	return p.waitFor(v, joinCerts(signerCerts, missing(pub, signerCerts)), rot, waiting)
+}
+
+// waitFor: a phase that waits for units. It keeps bundle published and the record's
+// list of units waited for current.
+func (p caPlan) waitFor(v View, bundle string, rot Rotation, waiting []string) caPlan {
+	if bundle != v.LeaderData[KeyCA] {
+		p.actions = append(p.actions, PublishCA{BundlePEM: bundle})
+	}
+	if !slices.Equal(rot.Waiting, waiting) {
+		rot.Waiting = waiting
+		p.actions = append(p.actions, recordCA(v, &rot))
+	}
+	p.state = rot.describe()
+	return p.sealed(v)
+}
+
+// describe says where a rotation stands, for status.
+func (r Rotation) describe() string {
+	s := fmt.Sprintf("CA rotation, phase %s (%s)", r.Phase, r.Reason)
+	if len(r.Waiting) > 0 {
+		s += ": waiting for " + strings.Join(r.Waiting, ", ")
+	}
+	return s
+}
+
+// presentsCertOf: the unit holds no certificate, or the one it reports installed is its
+// certificate in leader data and ca issued it.
+func presentsCertOf(v View, unit string, ca *x509.Certificate) bool {
+	serial := v.Units[unit][KeySerial]
+	if serial == "" {
+		return true
+	}
+	certs, err := certutil.ParseCertificates([]byte(v.LeaderData[SignedCertificateKey(unit)]))
+	return err == nil && certs[0].SerialNumber.Text(16) == serial && certs[0].CheckSignatureFrom(ca) == nil
+}
+
+// inUse keeps the CAs that issued some joined unit's certificate and have not expired.
+func inUse(v View, cas []*x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, ca := range cas {
+		if !ca.NotAfter.After(v.Now) {
+			continue
+		}
+		for unit := range v.Units {
+			certs, err := certutil.ParseCertificates([]byte(v.LeaderData[SignedCertificateKey(unit)]))
+			if err == nil && certs[0].CheckSignatureFrom(ca) == nil {
+				out = append(out, ca)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// recordCA writes the signer's name, the rotation record (nil deletes it) and the
+// request acted on.
+func recordCA(v View, rot *Rotation) Action {
+	kv := map[string]string{KeyCASigner: v.CA.Signer, KeyCARotation: ""}
+	if rot != nil {
+		kv[KeyCARotation] = rot.Encode()
+	}
+	if v.requested() && rot != nil {
+		kv[KeyCARequest] = v.CA.Request
+	}
+	return SetLeaderData{KV: kv}
+}
+
+// sealed adds SealCA when the signer's CA key is not the sealed one.
+func (p caPlan) sealed(v View) caPlan {
+	if v.CASeal && !sealedFor(v.LeaderData[KeyCASealed], v.SignerCA) {
+		p.actions = append(p.actions, SealCA{})
+	}
+	return p
+}
+
+func byFingerprint(certs []*x509.Certificate, fp string) *x509.Certificate {
+	for _, c := range certs {
+		if caseal.Fingerprint(c.Raw) == fp {
+			return c
+		}
+	}
+	return nil
+}
+
+// missing returns the certificates of a that b lacks.
+func missing(a, b []*x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, c := range a {
+		if !containsCert(b, c.Raw) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func joinCerts(lists ...[]*x509.Certificate) string {
+	var b strings.Builder
+	for _, list := range lists {
+		for _, c := range list {
+			b.Write(encodeCert(c))
+		}
+	}
+	return b.String()
+}
