@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"fmt"
 	"os"
 	"os/exec"
@@ -14,9 +15,52 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 func TestMain(m *testing.M) { testbin.Main(m) }
+
+// A group signed by cfssl, then `up --backend openssl` on the same directory: the
+// changed signer rotates the group to the openssl CA (it used to print OK while every
+// unit kept its cfssl certificate), and the cfssl CA is gone from every bundle.
+func TestChangedSignerRotatesTheGroup(t *testing.T) {
+	dir := t.TempDir()
+	if r := run(t, "up", "--units", "3", "--dir", dir); r.code != 0 {
+		t.Fatalf("up exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	r := run(t, "up", "--backend", "openssl", "--units", "3", "--dir", dir)
+	if r.code != 0 || !strings.Contains(r.stdout, "CA rotation, phase reissue (the signer changed from cfssl to openssl)") {
+		t.Fatalf("up --backend openssl exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, unit := range []string{"node-0", "node-1", "node-2"} {
+		cert := mustReadCert(t, filepath.Join(dir, unit, "tls.crt"))
+		if cert.Issuer.CommonName != "tlsrelay openssl CA" {
+			t.Errorf("%s: issued by %q, want the openssl CA", unit, cert.Issuer.CommonName)
+		}
+		bundle, err := certutil.ParseCertificates(mustRead(t, filepath.Join(dir, unit, "ca.crt")))
+		if err != nil || len(bundle) != 1 || bundle[0].Subject.CommonName != "tlsrelay openssl CA" {
+			t.Errorf("%s: ca.crt holds %d CAs (%v), want the openssl CA alone", unit, len(bundle), err)
+		}
+	}
+}
+
+func mustRead(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func mustReadCert(t *testing.T, name string) *x509.Certificate {
+	t.Helper()
+	certs, err := certutil.ParseCertificates(mustRead(t, name))
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return certs[0]
+}
 
 type result struct {
 	stdout, stderr string

