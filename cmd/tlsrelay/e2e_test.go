@@ -29,7 +29,7 @@ func TestChangedSignerRotatesTheGroup(t *testing.T) {
 		t.Fatalf("up exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
 	}
 	r := run(t, "up", "--backend", "openssl", "--units", "3", "--dir", dir)
-	if r.code != 0 || !strings.Contains(r.stdout, "CA rotation, phase reissue (the signer changed from cfssl to openssl)") {
+	if r.code != 0 || !strings.Contains(r.stdout+r.stderr, "CA rotation, phase reissue (the signer changed from cfssl to openssl)") {
 		t.Fatalf("up --backend openssl exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
 	for _, unit := range []string{"node-0", "node-1", "node-2"} {
