@@ -45,13 +45,6 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 	return actions, signing, plan.problem, plan.state
 }
 
-// sameSigningCA: the first certificates of the two bundles are the same CA.
-func sameSigningCA(a, b string) bool {
-	ca, err1 := certutil.ParseCertificates([]byte(a))
-	cb, err2 := certutil.ParseCertificates([]byte(b))
-	return err1 == nil && err2 == nil && ca[0].Equal(cb[0])
-}
-
 // sealedFor: the sealed CA key in leader data belongs to the signing CA of bundle.
 func sealedFor(sealedValue, bundle string) bool {
 	sealed, ok := caseal.Decode(sealedValue)

@@ -116,7 +116,9 @@ type caPlan struct {
 	state   string // Decision.CAState
 }
 
-// planCA decides the group's CA bundle and rotation. The signer's CA is loaded.
+// planCA decides the group's CA bundle and rotation. The signer's CA is loaded. The
+// plan functions below get the signer's bundle (signerCerts, its signing CA first) and
+// the published one (pub) parsed.
 func planCA(v View) caPlan {
 	published := v.LeaderData[KeyCA]
 	signerCerts, err := certutil.ParseCertificates([]byte(v.SignerCA))
@@ -141,30 +143,28 @@ func planCA(v View) caPlan {
 		}
 	}
 	if !signer.Equal(target) {
-		return planTakeover(v, pub, target, rot, rotating)
+		return planTakeover(v, signerCerts, pub, target, rot, rotating)
 	}
 	if !rotating {
-		return planSteady(v, pub)
+		return planSteady(v, signerCerts, pub)
 	}
 	if !signer.Equal(group) {
-		return planTrust(v, pub, rot)
+		return planTrust(v, signerCerts, pub, rot)
 	}
-	return planReissue(v, pub, rot)
+	return planReissue(v, signerCerts, pub, rot)
 }
 
 // planTakeover: the signer holds another CA than the one the group signs with (or moves
 // to). Continue with the group's CA if its sealed copy opens; else rotate to the
 // signer's CA if there is a reason; else refuse.
-func planTakeover(v View, pub []*x509.Certificate, target *x509.Certificate, rot Rotation, rotating bool) caPlan {
+func planTakeover(v View, signerCerts, pub []*x509.Certificate, target *x509.Certificate, rot Rotation, rotating bool) caPlan {
 	reason := rotationReason(v, pub[0], rot, rotating)
-	signerChanged := v.LeaderData[KeyCASigner] != "" && v.LeaderData[KeyCASigner] != v.CA.Signer
-	if (rotating || !signerChanged && !v.requested()) && v.CASeal && sealedFor(v.LeaderData[KeyCASealed], string(encodeCert(target))) {
+	if (rotating || !v.signerChanged() && !v.requested()) && v.CASeal && sealedFor(v.LeaderData[KeyCASealed], string(encodeCert(target))) {
 		return caPlan{actions: []Action{ImportSealedCA{CACertPEM: string(encodeCert(target)), Sealed: v.LeaderData[KeyCASealed]}}}
 	}
 	if reason == "" {
 		return caPlan{problem: continuityProblem(v, string(encodeCert(pub[0])))}
 	}
-	signerCerts, _ := certutil.ParseCertificates([]byte(v.SignerCA))
 	next := Rotation{Phase: PhaseTrust, From: caseal.Fingerprint(pub[0].Raw), To: caseal.Fingerprint(signerCerts[0].Raw), Reason: reason}
 	// The group's CAs first (the old one still signs for the units), then the new.
 	bundle := joinCerts(pub, missing(signerCerts, pub))
@@ -179,12 +179,17 @@ func rotationReason(v View, group *x509.Certificate, rot Rotation, rotating bool
 		return "resuming the rotation (" + rot.Reason + ") with this leader's CA"
 	case v.requested():
 		return "requested (tlsrelay ca rotate)"
-	case v.LeaderData[KeyCASigner] != "" && v.LeaderData[KeyCASigner] != v.CA.Signer:
+	case v.signerChanged():
 		return fmt.Sprintf("the signer changed from %s to %s", v.LeaderData[KeyCASigner], v.CA.Signer)
 	case expiring(v, group):
 		return "the group's CA expires at " + group.NotAfter.UTC().Format(time.RFC3339)
 	}
 	return ""
+}
+
+// signerChanged: the group's CA was made by another signer backend than this leader's.
+func (v View) signerChanged() bool {
+	return v.LeaderData[KeyCASigner] != "" && v.LeaderData[KeyCASigner] != v.CA.Signer
 }
 
 func (v View) requested() bool {
@@ -200,8 +205,7 @@ func expiring(v View, ca *x509.Certificate) bool {
 
 // planSteady: no rotation. Publish the signer's CAs plus any other CA some unit's
 // certificate still needs; ask for a new CA when a rotation is due.
-func planSteady(v View, pub []*x509.Certificate) caPlan {
-	signerCerts, _ := certutil.ParseCertificates([]byte(v.SignerCA))
+func planSteady(v View, signerCerts, pub []*x509.Certificate) caPlan {
 	p := caPlan{sign: true, state: CASteady}
 	if bundle := joinCerts(signerCerts, inUse(v, missing(pub, signerCerts))); bundle != v.LeaderData[KeyCA] {
 		p.actions = append(p.actions, PublishCA{BundlePEM: bundle})
@@ -209,7 +213,8 @@ func planSteady(v View, pub []*x509.Certificate) caPlan {
 	if v.LeaderData[KeyCASigner] != v.CA.Signer || v.LeaderData[KeyCARotation] != "" {
 		p.actions = append(p.actions, recordCA(v, nil))
 	}
-	if reason := rotationReason(v, signerCerts[0], Rotation{}, false); reason != "" && v.LeaderData[KeyCASigner] == v.CA.Signer {
+	// (A changed signer is recorded above: the signer holds the group's CA, nothing to make.)
+	if reason := rotationReason(v, signerCerts[0], Rotation{}, false); reason != "" && !v.signerChanged() {
 		if v.CA.Fixed {
 			p.problem = "the group's CA should rotate (" + reason + "), but it comes from ca.ref: store a new CA there"
 		} else {
@@ -226,8 +231,7 @@ func planSteady(v View, pub []*x509.Certificate) caPlan {
 // planTrust: the new CA is in the bundle; move on once every unit with a certificate
 // trusts it. Until then nothing is signed: a certificate of the new CA would fail at
 // peers that do not trust it yet.
-func planTrust(v View, pub []*x509.Certificate, rot Rotation) caPlan {
-	signerCerts, _ := certutil.ParseCertificates([]byte(v.SignerCA))
+func planTrust(v View, signerCerts, pub []*x509.Certificate, rot Rotation) caPlan {
 	want := caseal.Fingerprint(signerCerts[0].Raw)
 	var waiting []string
 	for _, unit := range sortedKeys(v.Units) {
@@ -246,8 +250,7 @@ func planTrust(v View, pub []*x509.Certificate, rot Rotation) caPlan {
 
 // planReissue: the new CA signs; the rotation ends once every unit presents one of its
 // certificates, and the old CA leaves the bundle then.
-func planReissue(v View, pub []*x509.Certificate, rot Rotation) caPlan {
-	signerCerts, _ := certutil.ParseCertificates([]byte(v.SignerCA))
+func planReissue(v View, signerCerts, pub []*x509.Certificate, rot Rotation) caPlan {
 	var waiting []string
 	for _, unit := range sortedKeys(v.Units) {
 		if !presentsCertOf(v, unit, signerCerts[0]) {

@@ -89,7 +89,8 @@ func (g *group) step(unit string) (Decision, bool) {
 		case PublishCA:
 			g.leaderData[KeyCA] = act.BundlePEM
 		case SetLeaderData:
-			merge(g.leaderData, act.KV)
+			maps.Copy(g.leaderData, act.KV)
+			maps.DeleteFunc(g.leaderData, func(_, v string) bool { return v == "" })
 			if r, ok := DecodeRotation(act.KV[KeyCARotation]); ok {
 				g.reasons = append(g.reasons, r.Phase+": "+r.Reason)
 			}
@@ -112,16 +113,6 @@ func (g *group) step(unit string) (Decision, bool) {
 		g.bags[unit][KeySerial], g.bags[unit][KeyTrusts] = s.cert.SerialNumber.Text(16), TrustsOf(s.ca)
 	}
 	return d, len(d.Actions) > 0
-}
-
-func merge(m, kv map[string]string) {
-	for k, v := range kv {
-		if v == "" {
-			delete(m, k)
-		} else {
-			m[k] = v
-		}
-	}
 }
 
 // settle lets the units decide in a random order, one of them lagging (it skips most
