@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/metrics"
 	"github.com/tlsrelay/tlsrelay/core/unit"
 )
 
@@ -18,6 +20,7 @@ func newAgentCommand() *cobra.Command {
 	var configFile string
 	var once bool
 	var timeout time.Duration
+	var metricsAddr string
 	cmd := &cobra.Command{
 		Use:   "agent --config FILE [--once [--timeout D]]",
 		Short: "Run one unit until SIGTERM or SIGINT (the same command on each host makes a group)",
@@ -27,7 +30,11 @@ the certificate the leader signs, signs for the group while it leads, and keeps 
 files current. On SIGTERM or SIGINT it leaves the relation (its lease revoked, so the
 leadership passes on at once) and stops its plugins. With --once it exits 0 as soon as
 the unit holds a current certificate (for cron jobs and init containers), and 1 if it
-does not by --timeout.`,
+does not by --timeout. SIGHUP reads --config again: a config that does not load or
+validate is refused (the error logged) and the running one kept; a good one restarts
+the agent and its plugins (and rejoins the relation if the unit, relation or state_dir
+changed). --metrics-addr serves Prometheus metrics on /metrics and the unit's health on
+/healthz (200 while it holds an unexpired certificate, 503 otherwise).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, configFile)
@@ -41,7 +48,24 @@ does not by --timeout.`,
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
-			err = unit.Run(ctx, unit.Options{Config: cfg, Log: newLogger(cmd), Once: once})
+			log := newLogger(cmd)
+			opts := unit.Options{Config: cfg, Log: log, Once: once}
+			if configFile != "" {
+				opts.Reload = unit.ReloadOnSIGHUP(ctx, func() (*config.Config, error) { return loadConfig(cmd, configFile) }, log)
+			}
+			if metricsAddr != "" {
+				opts.Metrics = metrics.New()
+			}
+			u := unit.New(opts)
+			if metricsAddr != "" {
+				srv, err := opts.Metrics.Listen(metricsAddr, u.Health)
+				if err != nil {
+					return err
+				}
+				defer srv.Close()
+				log.Info("serving /metrics and /healthz", "addr", "http://"+srv.Addr())
+			}
+			err = u.Run(ctx)
 			if err == nil && once && errors.Is(ctx.Err(), context.DeadlineExceeded) {
 				return fmt.Errorf("%s: no current certificate within --timeout %s", cfg.Unit, timeout)
 			}
@@ -51,5 +75,6 @@ does not by --timeout.`,
 	cmd.Flags().StringVar(&configFile, "config", "", "deployment YAML (default: the embedded configs/tlsrelay.yaml)")
 	cmd.Flags().BoolVar(&once, "once", false, "exit as soon as the unit holds a current certificate (cron, init containers)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "with --once: give up after this long")
+	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz on this host:port (off when empty)")
 	return cmd
 }

@@ -102,12 +102,18 @@ func (a *agents) unitDir(unit string) string {
 // start runs unit's agent; env adds to (and overrides) its environment.
 func (a *agents) start(unit string, env ...string) {
 	a.t.Helper()
+	a.startArgs(unit, []string{"--log-level", "info"}, env...)
+}
+
+// startArgs runs unit's agent with args after --config.
+func (a *agents) startArgs(unit string, args []string, env ...string) {
+	a.t.Helper()
 	log, err := os.Create(filepath.Join(a.dir, protocol.UnitDNSName(unit)+".log"))
 	if err != nil {
 		a.t.Fatal(err)
 	}
 	defer log.Close()
-	cmd := exec.Command(a.bin, "agent", "--config", a.config, "--log-level", "info")
+	cmd := exec.Command(a.bin, append([]string{"agent", "--config", a.config}, args...)...)
 	cmd.Env = append(os.Environ(), "TLSRELAY_UNIT="+unit,
 		"TLSRELAY_STATE_DIR="+filepath.Join(a.dir, "state-"+protocol.UnitDNSName(unit)),
 		"TLSRELAY_CERTIFICATE_OUTPUT_DIR="+a.unitDir(unit), "TMPDIR="+a.tmp)
@@ -120,6 +126,22 @@ func (a *agents) start(unit string, env ...string) {
 	a.mu.Lock()
 	a.procs[unit] = cmd
 	a.mu.Unlock()
+}
+
+// logOf is what unit's agent has logged so far.
+func (a *agents) logOf(unit string) string {
+	b, _ := os.ReadFile(filepath.Join(a.dir, protocol.UnitDNSName(unit)+".log"))
+	return string(b)
+}
+
+// signalAgent signals the unit's agent process alone, not its process group.
+func (a *agents) signalAgent(unit string, sig syscall.Signal) {
+	a.mu.Lock()
+	cmd := a.procs[unit]
+	a.mu.Unlock()
+	if err := cmd.Process.Signal(sig); err != nil {
+		a.t.Fatalf("signal %s: %v", unit, err)
+	}
 }
 
 // signal signals the unit's whole process group: the agent and its plugin processes.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
 	"github.com/tlsrelay/tlsrelay/core/fault"
@@ -43,6 +44,17 @@ func newRootCommand() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.PersistentFlags().String("log-level", "warn", "log level: trace, debug, info, warn, error")
+	root.PersistentFlags().String("log-format", "text", "log format: text, or json (one object per line)")
+	root.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		level, _ := cmd.Flags().GetString("log-level")
+		if hclog.LevelFromString(level) == hclog.NoLevel {
+			return fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", level)
+		}
+		if format, _ := cmd.Flags().GetString("log-format"); format != "text" && format != "json" {
+			return fmt.Errorf("--log-format %q: want text or json", format)
+		}
+		return nil
+	}
 	root.AddCommand(newUpCommand(), newAgentCommand(), newStatusCommand(), newCACommand(), newEtcdCommand(), newSignCommand(), newFetchCommand(), newPluginCommand(), newPluginsCommand(), newVersionCommand())
 	return root
 }

@@ -107,9 +107,11 @@ func loadConfig(cmd *cobra.Command, path string) (*config.Config, error) {
 
 func newLogger(cmd *cobra.Command) hclog.Logger {
 	level, _ := cmd.Flags().GetString("log-level")
+	format, _ := cmd.Flags().GetString("log-format")
 	return hclog.New(&hclog.LoggerOptions{
-		Name:   "tlsrelay",
-		Level:  hclog.LevelFromString(level),
-		Output: cmd.ErrOrStderr(),
+		Name:       "tlsrelay",
+		Level:      hclog.LevelFromString(level),
+		Output:     cmd.ErrOrStderr(),
+		JSONFormat: format == "json",
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -15,6 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/core/metrics"
 	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
@@ -67,6 +69,8 @@ type Options struct {
 	// Once: return as soon as the unit holds a current certificate with nothing left
 	// to do (cron, init containers), instead of running until ctx ends.
 	Once bool
+	// Metrics, if set, counts what the unit does (core/metrics).
+	Metrics *metrics.Metrics
 	// StepTimeout bounds one decision's work, every backend call in it included: a
 	// plugin stuck in a call is killed at this deadline and started afresh. Default
 	// DefaultStepTimeout.
@@ -121,7 +125,8 @@ type Agent struct {
 	// signFailures counts Internal failures of the signer per CSR digest.
 	signFailures map[string]int
 	onChange     *onChange
-	poke         chan struct{} // on_change finished: look at the status again
+	poke         chan struct{}          // on_change finished: look at the status again
+	health       atomic.Pointer[Status] // the last status, for Health from other goroutines
 }
 
 // New prepares an agent; Run starts it.
@@ -170,7 +175,7 @@ func New(opts Options) (*Agent, error) {
 	if c := opts.Certificate; c.OnChange != "" {
 		a.onChange = &onChange{command: c.OnChange, timeout: max(c.OnChangeTimeout, time.Second), log: a.log,
 			env:  []string{"TLSRELAY_UNIT=" + unit, "TLSRELAY_OUTPUT_DIR=" + opts.Dir},
-			poke: func() { a.pokeStatus() }}
+			poke: func() { a.pokeStatus() }, metrics: opts.Metrics}
 	}
 	return a, nil
 }
@@ -203,6 +208,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fault.Permanent(fmt.Errorf("%s: output directory: %w", a.unit, err))
 	}
 	defer unlock()
+	defer a.onChange.close()
 	if len(a.opts.Secrets) > 0 {
 		ctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -221,8 +227,22 @@ func (a *Agent) refresher() *secrets.Refresher {
 		Secrets:  a.opts.Secrets,
 		Interval: a.opts.SecretsRefresh,
 		Log:      a.log,
-		OnResult: a.opts.OnSecret,
+		OnResult: func(r secrets.Result, err error) {
+			a.opts.Metrics.SecretFetched(r.Name, fetchResult(err))
+			if a.opts.OnSecret != nil {
+				a.opts.OnSecret(r, err)
+			}
+		},
 	}
+}
+
+// fetchResult classes a fetch for metrics: ok, or the error's class (not found,
+// permission denied, unavailable, ...).
+func fetchResult(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	return sdk.CodeOf(err).String()
 }
 
 func (a *Agent) runProtocol(ctx context.Context) error {
@@ -326,6 +346,7 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	if cert := leaf(local); cert != nil {
 		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, protocol.TrustsOf(local.Installed.CAPEM)
 	}
+	a.opts.Metrics.Expires(a.unit, s.NotAfter)
 	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
 		a.log.Info("state", "state", s.State, "detail", s.Detail, "leader", s.Leader)
 		if a.opts.OnStatus != nil {
@@ -333,6 +354,27 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 		}
 	}
 	a.last = s
+	a.health.Store(&s)
+}
+
+// Health says whether the unit holds a certificate that has not expired, with its state
+// and last error; safe from any goroutine (the /healthz handler).
+func (a *Agent) Health() (ok bool, detail string) {
+	s := a.health.Load()
+	if s == nil {
+		return false, a.unit + ": starting"
+	}
+	detail = fmt.Sprintf("%s: %s", a.unit, s.State)
+	if s.Error != "" {
+		detail += ": " + s.Error
+	}
+	if s.NotAfter.IsZero() {
+		return false, detail + " (no certificate yet)"
+	}
+	if !a.opts.Now().Before(s.NotAfter) {
+		return false, detail + fmt.Sprintf(" (the certificate expired at %s)", s.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return true, detail
 }
 
 // publishStatus writes the unit's status into its bag when it changed, for `status`.
@@ -345,7 +387,9 @@ func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
 	fields := s.fields()
 	changed := map[string]string{}
 	for k, v := range fields {
-		if a.published[k] != v {
+		// Nothing published yet by this agent: write every field, empty ones too, so
+		// a predecessor's stale value (an error before a reload) is cleared.
+		if a.published == nil || a.published[k] != v {
 			changed[k] = v
 		}
 	}
@@ -412,6 +456,9 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 			return fmt.Errorf("%s: install certificate: %w", a.unit, err)
 		}
 		a.log.Info("installed certificate", "dir", a.opts.Dir)
+		if a.last.Serial != "" {
+			a.opts.Metrics.Renewed()
+		}
 		a.onChange.changed()
 		return nil
 	case protocol.InstallCA:
@@ -435,7 +482,8 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 	case protocol.SignCSR:
 		return a.sign(ctx, act, w)
 	case protocol.RejectCSR:
-		a.log.Warn("rejecting CSR", "of", act.Unit, "reason", act.Rejection.Reason)
+		a.log.Warn("rejecting CSR", "of", act.Unit, "rule", act.Rejection.Rule, "reason", act.Rejection.Reason)
+		a.opts.Metrics.Rejected(act.Rejection.Rule)
 		w.answer(act.Unit, a.csrOf(act.Unit, act.Rejection.CSRDigest), map[string]string{protocol.RejectionKey(act.Unit): act.Rejection.Encode()})
 	case protocol.ForgetUnit:
 		leaderData[protocol.SignedCertificateKey(act.Unit)] = ""
@@ -574,22 +622,26 @@ func (a *Agent) sign(ctx context.Context, act protocol.SignCSR, w *leaderWrites)
 		return err
 	}
 	digest := protocol.Digest(act.CSRPEM)
+	start := time.Now()
 	cert, err := b.SignCSR(ctx, sdk.SignRequest{
 		CSRPEM:   []byte(act.CSRPEM),
 		Profile:  sdk.Profile(act.Profile),
 		Validity: validity,
 		Unit:     act.Unit,
 	})
+	took := time.Since(start)
 	if err != nil && a.finalSignError(digest, err) {
 		a.log.Warn("signer refused CSR", "of", act.Unit, "error", err)
+		a.opts.Metrics.Rejected(protocol.RuleSigner)
 		w.answer(act.Unit, act.CSRPEM, map[string]string{protocol.RejectionKey(act.Unit): protocol.Rejection{
-			CSRDigest: digest, Reason: err.Error()}.Encode()})
+			CSRDigest: digest, Reason: err.Error(), Rule: protocol.RuleSigner}.Encode()})
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("%s: sign CSR of %s: %w", a.unit, act.Unit, err)
 	}
 	delete(a.signFailures, digest)
+	a.opts.Metrics.Signed(took)
 	w.answer(act.Unit, act.CSRPEM, map[string]string{
 		protocol.SignedCertificateKey(act.Unit): string(cert.ChainPEM), protocol.RejectionKey(act.Unit): ""})
 	a.log.Info("signed CSR", "of", act.Unit)

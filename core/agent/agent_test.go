@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/metrics"
 	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
@@ -261,7 +262,10 @@ type listener struct {
 
 func (listener) Info(context.Context) (sdk.Info, error)                { return sdk.Info{Name: "listener"}, nil }
 func (listener) Configure(context.Context, sdk.ConfigureRequest) error { return nil }
-func (l listener) FetchSecret(context.Context, string) (sdk.Secret, error) {
+func (l listener) FetchSecret(_ context.Context, ref string) (sdk.Secret, error) {
+	if ref == "missing" {
+		return sdk.Secret{}, sdk.Errorf(sdk.CodeNotFound, ref, "no such secret")
+	}
 	return l.s, nil
 }
 
@@ -273,13 +277,20 @@ func TestAgentFetchesConfiguredSecrets(t *testing.T) {
 	store := relation.NewMemory()
 	m, _ := store.Join(context.Background(), "lb/0", relation.JoinOptions{LeaderEligible: true})
 	out := filepath.Join(root, "l1")
-	fetched := make(chan error, 10)
+	fetched := make(chan error, 100)
+	reg := metrics.New()
 	a, err := New(Options{Member: m, Certificate: testCert, Policy: testPolicy, Dir: filepath.Join(root, "lb-0"),
 		Backends: byRole{config.RoleCSR: signer, config.RoleSigner: signer,
 			config.RoleSecrets: listener{s: sdk.Secret{CertificatePEM: chain.ChainPEM, Key: csr.Key}}},
-		Secrets:        []config.Secret{{Name: "l1", Ref: "ref-1", Output: config.SecretOutput{Dir: out}}},
+		Secrets: []config.Secret{{Name: "l1", Ref: "ref-1", Output: config.SecretOutput{Dir: out}},
+			{Name: "l2", Ref: "missing", Output: config.SecretOutput{Dir: filepath.Join(root, "l2")}}},
 		SecretsRefresh: 50 * time.Millisecond,
-		OnSecret:       func(_ secrets.Result, err error) { fetched <- err },
+		Metrics:        reg,
+		OnSecret: func(r secrets.Result, err error) {
+			if r.Name == "l1" || err == nil {
+				fetched <- err
+			}
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -301,6 +312,20 @@ func TestAgentFetchesConfiguredSecrets(t *testing.T) {
 		t.Fatalf("secret key file: %v", err)
 	}
 	cancel()
+	// Fetches are counted by secret and class of result.
+	counts := map[string]float64{}
+	families, _ := reg.Registry().Gather()
+	for _, f := range families {
+		for _, metric := range f.GetMetric() {
+			if f.GetName() == "tlsrelay_secret_fetches_total" {
+				// Labels come sorted by name: result, then secret.
+				counts[metric.GetLabel()[0].GetValue()+"/"+metric.GetLabel()[1].GetValue()] = metric.GetCounter().GetValue()
+			}
+		}
+	}
+	if counts["ok/l1"] < 2 || counts["not found/l2"] < 1 || len(counts) != 2 {
+		t.Errorf("secret fetches by result/secret = %v, want ok/l1 >= 2, not found/l2 >= 1, nothing else", counts)
+	}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}

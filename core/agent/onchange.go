@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/tlsrelay/tlsrelay/core/metrics"
 )
 
 // onChange runs certificate.on_change after the unit's files change. Runs never
@@ -21,11 +23,14 @@ type onChange struct {
 	env     []string
 	log     hclog.Logger
 	poke    func() // the agent looks at its status again
+	metrics *metrics.Metrics
 
 	mu      sync.Mutex
 	running bool
 	again   bool
+	closed  bool
 	lastErr string
+	done    sync.WaitGroup
 }
 
 // changed asks for a run.
@@ -35,15 +40,32 @@ func (o *onChange) changed() {
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.closed {
+		return
+	}
 	if o.running {
 		o.again = true
 		return
 	}
 	o.running = true
+	o.done.Add(1)
 	go o.loop()
 }
 
+// close waits for a run under way (bounded by the timeout) and starts no more: the
+// agent is leaving, and a reload must not find an old run still going.
+func (o *onChange) close() {
+	if o == nil {
+		return
+	}
+	o.mu.Lock()
+	o.closed, o.again = true, false
+	o.mu.Unlock()
+	o.done.Wait()
+}
+
 func (o *onChange) loop() {
+	defer o.done.Done()
 	for {
 		err := o.run()
 		o.mu.Lock()
@@ -51,7 +73,7 @@ func (o *onChange) loop() {
 		if err != nil {
 			o.lastErr = err.Error()
 		}
-		again := o.again
+		again := o.again && !o.closed
 		o.again, o.running = false, again
 		o.mu.Unlock()
 		o.poke()
@@ -69,12 +91,14 @@ func (o *onChange) run() error {
 	cmd.WaitDelay = time.Second // a child holding the output cannot keep us waiting
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
+	result := "ok"
 	switch {
 	case ctx.Err() != nil:
-		err = fmt.Errorf("%q did not finish within %s", o.command, o.timeout)
+		result, err = "timeout", fmt.Errorf("%q did not finish within %s", o.command, o.timeout)
 	case err != nil:
-		err = fmt.Errorf("%q failed (%v): %s", o.command, err, lastLine(out))
+		result, err = "failed", fmt.Errorf("%q failed (%v): %s", o.command, err, lastLine(out))
 	}
+	o.metrics.OnChangeRan(result)
 	if err != nil {
 		o.log.Error("on_change failed; the new files are in place, the service may not have picked them up", "error", err)
 		return err

@@ -41,6 +41,9 @@ type Options struct {
 	// StateDir is the parent of each backend's state directory (StateDir/NAME).
 	StateDir string
 	Logger   hclog.Logger
+	// OnRestart, if set, is called when a plugin starts again after its process died
+	// or was killed (for the plugin restarts metric).
+	OnRestart func(plugin string)
 }
 
 // Host runs the backends of one unit.
@@ -51,6 +54,7 @@ type Host struct {
 	mu      sync.Mutex
 	closed  bool
 	running map[string]*running
+	started map[string]bool // plugins started at least once: a later start is a restart
 	// sockets holds the plugins' unix sockets, made on the first start and removed by
 	// Close, with the sockets of any plugin that was killed and could not remove its own.
 	sockets string
@@ -75,7 +79,7 @@ func New(opts Options) (*Host, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	return &Host{opts: opts, log: opts.Logger, running: map[string]*running{}}, nil
+	return &Host{opts: opts, log: opts.Logger, running: map[string]*running{}, started: map[string]bool{}}, nil
 }
 
 // roleNeeds lists the capabilities each role uses.
@@ -144,6 +148,10 @@ func (h *Host) launch(ctx context.Context, name string) (*running, error) {
 	if !ok {
 		return nil, fmt.Errorf("plugin %q is not configured (configured: %v)", name, h.pluginNames())
 	}
+	if h.started[name] && h.opts.OnRestart != nil {
+		h.opts.OnRestart(name)
+	}
+	h.started[name] = true
 	r, err := h.start(ctx, name, spec)
 	if err != nil {
 		return nil, err

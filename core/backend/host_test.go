@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,7 +31,7 @@ func newHost(t *testing.T, plugins map[string]config.Plugin, roles config.Roles)
 		Plugins:  plugins,
 		Roles:    roles,
 		StateDir: t.TempDir(),
-		Logger:   hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: testWriter{t}}),
+		Logger:   hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: newTestWriter(t)}),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -38,10 +40,31 @@ func newHost(t *testing.T, plugins map[string]config.Plugin, roles config.Roles)
 	return h
 }
 
-type testWriter struct{ t *testing.T }
+// testWriter sends log lines to t.Log until the test ends; later lines (a killed
+// plugin's "plugin died", reported a pipeGrace after its exit) are dropped, since
+// t.Log after the test panics.
+type testWriter struct {
+	t    *testing.T
+	mu   sync.Mutex
+	done bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
+func newTestWriter(t *testing.T) *testWriter {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return w
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
 	return len(p), nil
 }
 
@@ -78,8 +101,13 @@ func TestBuiltinRunsAsChildProcessAndCloseLeavesNoOrphans(t *testing.T) {
 func TestCrashedPluginIsRelaunched(t *testing.T) {
 	ctx := context.Background()
 	h := newHost(t, map[string]config.Plugin{"cfssl": {Builtin: true}}, cfsslRoles)
+	var restarts []string
+	h.opts.OnRestart = func(plugin string) { restarts = append(restarts, plugin) } // called under h.mu
 	if _, err := h.For(ctx, config.RoleSigner); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := h.For(ctx, config.RoleCSR); err != nil || len(restarts) != 0 {
+		t.Fatalf("a second role of a running plugin: err %v, restarts %v, want none", err, restarts)
 	}
 	first := h.Pids()["cfssl"]
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
@@ -99,6 +127,9 @@ func TestCrashedPluginIsRelaunched(t *testing.T) {
 	}
 	if second := h.Pids()["cfssl"]; second == first || second == 0 {
 		t.Fatalf("pid after crash = %d, want a new process (was %d)", second, first)
+	}
+	if !slices.Equal(restarts, []string{"cfssl"}) {
+		t.Fatalf("restarts reported = %v, want [cfssl]", restarts)
 	}
 }
 

@@ -164,7 +164,35 @@ type Request struct {
 // another.
 type Refusal struct {
 	Unit   string
+	Rule   Rule
 	Reason string
+}
+
+// Rule names the check that refused a CSR (for metrics and for tests that must tell a
+// refusal for the right reason from one for another).
+type Rule string
+
+// The rules, one per check.
+const (
+	RuleSize       Rule = "size"        // policy.max_csr_bytes
+	RuleProfile    Rule = "profile"     // not server, client or peer
+	RuleMalformed  Rule = "malformed"   // not a CSR, or its signature does not verify
+	RuleSubject    Rule = "subject"     // not exactly the common name the template gives
+	RuleKey        Rule = "key"         // policy.keys
+	RuleSANCount   Rule = "san_count"   // policy.max_sans, or email SANs
+	RuleReserved   Rule = "reserved"    // another unit's name
+	RuleHeld       Rule = "held"        // a name another unit's certificate holds
+	RuleNotAllowed Rule = "not_allowed" // no policy.sans, shared_sans or uris pattern allows it
+)
+
+// finding is one check's refusal: the rule and the reason; a zero finding passes.
+type finding struct {
+	rule   Rule
+	reason string
+}
+
+func refusal(rule Rule, format string, args ...any) finding {
+	return finding{rule: rule, reason: fmt.Sprintf(format, args...)}
 }
 
 func (r *Refusal) Error() string {
@@ -176,93 +204,93 @@ func (r *Refusal) Error() string {
 
 // Check returns the parsed CSR, or a *Refusal saying why it may not be signed.
 func (p *Policy) Check(req Request) (*x509.CertificateRequest, error) {
-	refuse := func(format string, args ...any) (*x509.CertificateRequest, error) {
-		return nil, &Refusal{Unit: req.Unit, Reason: fmt.Sprintf(format, args...)}
+	refuse := func(f finding) (*x509.CertificateRequest, error) {
+		return nil, &Refusal{Unit: req.Unit, Rule: f.rule, Reason: f.reason}
 	}
 	if n := len(req.CSRPEM); n > p.rules.MaxCSRBytes {
-		return refuse("the CSR is %d bytes, more than policy.max_csr_bytes (%d)", n, p.rules.MaxCSRBytes)
+		return refuse(refusal(RuleSize, "the CSR is %d bytes, more than policy.max_csr_bytes (%d)", n, p.rules.MaxCSRBytes))
 	}
 	switch req.Profile {
 	case "server", "client", "peer":
 	default:
-		return refuse("profile %q is not one of server, client, peer", req.Profile)
+		return refuse(refusal(RuleProfile, "profile %q is not one of server, client, peer", req.Profile))
 	}
 	csr, err := certutil.ParseCSR(req.CSRPEM, req.Unit)
 	if err != nil {
-		return refuse("%v", strings.TrimPrefix(err.Error(), "InvalidArgument: "))
+		return refuse(refusal(RuleMalformed, "%v", strings.TrimPrefix(err.Error(), "InvalidArgument: ")))
 	}
-	for _, check := range []func(Request, *x509.CertificateRequest) string{
+	for _, check := range []func(Request, *x509.CertificateRequest) finding{
 		p.checkSubject, p.checkKey, p.checkCount, p.checkDNSNames, p.checkIPs, p.checkURIs,
 	} {
-		if reason := check(req, csr); reason != "" {
-			return refuse("%s", reason)
+		if f := check(req, csr); f.rule != "" {
+			return refuse(f)
 		}
 	}
 	return csr, nil
 }
 
-func (p *Policy) checkSubject(req Request, csr *x509.CertificateRequest) string {
+func (p *Policy) checkSubject(req Request, csr *x509.CertificateRequest) finding {
 	cns, cn := certutil.CountCommonNames(csr), csr.Subject.CommonName
 	switch {
 	case cns != 1:
-		return fmt.Sprintf("the subject has %d common names; exactly one is signed", cns)
+		return refusal(RuleSubject, "the subject has %d common names; exactly one is signed", cns)
 	case req.Unit != "":
 		if want, err := p.cn.render(req.Unit); err != nil || cn != want {
-			return fmt.Sprintf("it asks for common name %q; it may ask only for %q", cn, want)
+			return refusal(RuleSubject, "it asks for common name %q; it may ask only for %q", cn, want)
 		}
 	case ReservedUnitName(cn) || IsUnitName(cn):
-		return fmt.Sprintf("common name %q names a unit; sign it with --unit", cn)
+		return refusal(RuleReserved, "common name %q names a unit; sign it with --unit", cn)
 	}
-	return ""
+	return finding{}
 }
 
-func (p *Policy) checkKey(_ Request, csr *x509.CertificateRequest) string {
+func (p *Policy) checkKey(_ Request, csr *x509.CertificateRequest) finding {
 	alg, size := KeyOf(csr.PublicKey)
 	if !slices.Contains(p.rules.Keys[alg], size) {
-		return fmt.Sprintf("its key is %s, which policy.keys does not allow (%s)", describeKey(alg, size), p.allowedKeys())
+		return refusal(RuleKey, "its key is %s, which policy.keys does not allow (%s)", describeKey(alg, size), p.allowedKeys())
 	}
-	return ""
+	return finding{}
 }
 
-func (p *Policy) checkCount(_ Request, csr *x509.CertificateRequest) string {
+func (p *Policy) checkCount(_ Request, csr *x509.CertificateRequest) finding {
 	if len(csr.EmailAddresses) > 0 {
-		return fmt.Sprintf("it asks for email SANs %q; email SANs are never signed", csr.EmailAddresses)
+		return refusal(RuleSANCount, "it asks for email SANs %q; email SANs are never signed", csr.EmailAddresses)
 	}
 	n := len(csr.DNSNames) + len(csr.IPAddresses) + len(csr.URIs)
 	if n > p.rules.MaxSANs {
-		return fmt.Sprintf("it asks for %d SANs, more than policy.max_sans (%d)", n, p.rules.MaxSANs)
+		return refusal(RuleSANCount, "it asks for %d SANs, more than policy.max_sans (%d)", n, p.rules.MaxSANs)
 	}
-	return ""
+	return finding{}
 }
 
-func (p *Policy) checkDNSNames(req Request, csr *x509.CertificateRequest) string {
+func (p *Policy) checkDNSNames(req Request, csr *x509.CertificateRequest) finding {
 	for _, raw := range csr.DNSNames {
 		if err := certutil.CheckSAN(raw, "san"); err != nil || net.ParseIP(raw) != nil {
-			return fmt.Sprintf("SAN %q is not a DNS name", raw)
+			return refusal(RuleMalformed, "SAN %q is not a DNS name", raw)
 		}
 		switch verdict, other := p.judge(req.Unit, Normalize(raw), req.Claimed); verdict {
 		case reserved:
-			return fmt.Sprintf("it asks for %q, the name of unit %s", raw, other)
+			return refusal(RuleReserved, "it asks for %q, the name of unit %s", raw, other)
 		case held:
-			return fmt.Sprintf("it asks for %q, which unit %s holds", raw, other)
+			return refusal(RuleHeld, "it asks for %q, which unit %s holds", raw, other)
 		case notAllowed:
-			return fmt.Sprintf("SAN %q is not allowed by policy.sans or policy.shared_sans", raw)
+			return refusal(RuleNotAllowed, "SAN %q is not allowed by policy.sans or policy.shared_sans", raw)
 		}
 	}
-	return ""
+	return finding{}
 }
 
-func (p *Policy) checkIPs(req Request, csr *x509.CertificateRequest) string {
+func (p *Policy) checkIPs(req Request, csr *x509.CertificateRequest) finding {
 	for _, ip := range csr.IPAddresses {
 		text := ip.String()
 		switch verdict, other := p.judge(req.Unit, text, req.Claimed); verdict {
 		case held:
-			return fmt.Sprintf("it asks for IP %s, which unit %s holds", text, other)
+			return refusal(RuleHeld, "it asks for IP %s, which unit %s holds", text, other)
 		case notAllowed:
-			return fmt.Sprintf("IP SAN %s is not allowed by policy.sans or policy.shared_sans", text)
+			return refusal(RuleNotAllowed, "IP SAN %s is not allowed by policy.sans or policy.shared_sans", text)
 		}
 	}
-	return ""
+	return finding{}
 }
 
 // verdict is what the policy says of one name a unit asks for.
@@ -298,13 +326,13 @@ func (p *Policy) judge(unit, name string, claimed map[string]string) (verdict, s
 	return allowed, ""
 }
 
-func (p *Policy) checkURIs(req Request, csr *x509.CertificateRequest) string {
+func (p *Policy) checkURIs(req Request, csr *x509.CertificateRequest) finding {
 	for _, u := range csr.URIs {
 		if !matchAny(p.uris, req.Unit, u.String()) {
-			return fmt.Sprintf("URI SAN %q is not allowed by policy.uris", u.String())
+			return refusal(RuleNotAllowed, "URI SAN %q is not allowed by policy.uris", u.String())
 		}
 	}
-	return ""
+	return finding{}
 }
 
 func (p *Policy) sharedMatch(unit, name string) bool { return matchAny(p.shared, unit, name) }

@@ -39,28 +39,29 @@ func TestPolicy(t *testing.T) {
 		unit   string
 		req    pkitest.Request
 		refuse string // "" when signed
+		rule   Rule
 	}{
-		{"own name", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"node-0"}}, ""},
-		{"own name in upper case with a trailing dot", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"NODE-0."}}, ""},
-		{"a per-unit template", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"node-0.db.internal"}}, ""},
-		{"another unit's templated name", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"node-1.db.internal"}}, "not allowed"},
-		{"a label glob", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"b.web.internal"}}, ""},
-		{"a glob does not span labels", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"x.b.web.internal"}}, "not allowed"},
-		{"a wildcard SAN needs a pattern that is exactly it", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"*.web.internal"}}, ""},
-		{"a wildcard SAN no pattern names", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"*.db.internal"}}, "not allowed"},
-		{"a name another unit holds", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"A.web.internal"}}, "which unit node/1 holds"},
-		{"the holder itself, renewing", "node/1", pkitest.Request{Subject: cn("node/1"), DNS: []string{"a.web.internal"}}, ""},
-		{"an IP another unit holds", "node/0", pkitest.Request{Subject: cn("node/0"), IPs: []net.IP{net.ParseIP("10.1.0.9")}}, "which unit node/1 holds"},
-		{"an IP in the range", "node/0", pkitest.Request{Subject: cn("node/0"), IPs: []net.IP{net.ParseIP("10.1.2.3")}}, ""},
-		{"an IP outside it", "node/0", pkitest.Request{Subject: cn("node/0"), IPs: []net.IP{net.ParseIP("10.2.0.1")}}, "not allowed"},
-		{"shared names are shared", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"localhost", "db.internal"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}}, ""},
-		{"the unit's SPIFFE ID", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/node/0"}}, ""},
-		{"another unit's SPIFFE ID", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/node/1"}}, "URI SAN"},
-		{"a URI glob within one segment", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/jobs/x"}}, ""},
-		{"a URI glob does not span segments", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/jobs/x/y"}}, "URI SAN"},
-		{"outside a group: any allowed name", "", pkitest.Request{Subject: cn("backup tool"), DNS: []string{"b.web.internal"}}, ""},
-		{"outside a group: no unit's name", "", pkitest.Request{Subject: cn("backup tool"), DNS: []string{"node-3"}}, "the name of unit node/3"},
-		{"outside a group: no unit's common name", "", pkitest.Request{Subject: cn("node/3")}, "sign it with --unit"},
+		{"own name", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"node-0"}}, "", ""},
+		{"own name in upper case with a trailing dot", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"NODE-0."}}, "", ""},
+		{"a per-unit template", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"node-0.db.internal"}}, "", ""},
+		{"another unit's templated name", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"node-1.db.internal"}}, "not allowed", RuleNotAllowed},
+		{"a label glob", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"b.web.internal"}}, "", ""},
+		{"a glob does not span labels", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"x.b.web.internal"}}, "not allowed", RuleNotAllowed},
+		{"a wildcard SAN needs a pattern that is exactly it", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"*.web.internal"}}, "", ""},
+		{"a wildcard SAN no pattern names", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"*.db.internal"}}, "not allowed", RuleNotAllowed},
+		{"a name another unit holds", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"A.web.internal"}}, "which unit node/1 holds", RuleHeld},
+		{"the holder itself, renewing", "node/1", pkitest.Request{Subject: cn("node/1"), DNS: []string{"a.web.internal"}}, "", ""},
+		{"an IP another unit holds", "node/0", pkitest.Request{Subject: cn("node/0"), IPs: []net.IP{net.ParseIP("10.1.0.9")}}, "which unit node/1 holds", RuleHeld},
+		{"an IP in the range", "node/0", pkitest.Request{Subject: cn("node/0"), IPs: []net.IP{net.ParseIP("10.1.2.3")}}, "", ""},
+		{"an IP outside it", "node/0", pkitest.Request{Subject: cn("node/0"), IPs: []net.IP{net.ParseIP("10.2.0.1")}}, "not allowed", RuleNotAllowed},
+		{"shared names are shared", "node/0", pkitest.Request{Subject: cn("node/0"), DNS: []string{"localhost", "db.internal"}, IPs: []net.IP{net.ParseIP("127.0.0.1")}}, "", ""},
+		{"the unit's SPIFFE ID", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/node/0"}}, "", ""},
+		{"another unit's SPIFFE ID", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/node/1"}}, "URI SAN", RuleNotAllowed},
+		{"a URI glob within one segment", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/jobs/x"}}, "", ""},
+		{"a URI glob does not span segments", "node/0", pkitest.Request{Subject: cn("node/0"), URIs: []string{"spiffe://corp/jobs/x/y"}}, "URI SAN", RuleNotAllowed},
+		{"outside a group: any allowed name", "", pkitest.Request{Subject: cn("backup tool"), DNS: []string{"b.web.internal"}}, "", ""},
+		{"outside a group: no unit's name", "", pkitest.Request{Subject: cn("backup tool"), DNS: []string{"node-3"}}, "the name of unit node/3", RuleReserved},
+		{"outside a group: no unit's common name", "", pkitest.Request{Subject: cn("node/3")}, "sign it with --unit", RuleReserved},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -72,6 +73,8 @@ func TestPolicy(t *testing.T) {
 				t.Fatal("no CSR returned")
 			case tt.refuse != "" && (err == nil || !strings.Contains(err.Error(), tt.refuse)):
 				t.Fatalf("Check = %v, want a refusal containing %q", err, tt.refuse)
+			case tt.refuse != "" && err.(*Refusal).Rule != tt.rule:
+				t.Fatalf("refused by rule %q, want %q", err.(*Refusal).Rule, tt.rule)
 			}
 		})
 	}

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -116,7 +117,11 @@ func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, 
 	}
 	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed})
 	if err != nil {
-		return RejectCSR{Unit: unit, Rejection: Rejection{CSRDigest: digest, Reason: err.Error()}}
+		r := Rejection{CSRDigest: digest, Reason: err.Error()}
+		if refusal, ok := errors.AsType[*policy.Refusal](err); ok {
+			r.Rule = string(refusal.Rule)
+		}
+		return RejectCSR{Unit: unit, Rejection: r}
 	}
 	if chain := v.LeaderData[SignedCertificateKey(unit)]; chain != "" {
 		if _, err := leafFor(chain, csr.PublicKey, ca, v.Now); err == nil {

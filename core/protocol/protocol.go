@@ -64,7 +64,12 @@ func RejectionKey(unit string) string { return unit + "_rejected" }
 type Rejection struct {
 	CSRDigest string `json:"csr_sha256"`
 	Reason    string `json:"reason"`
+	// Rule is the policy rule that refused the CSR (policy.Rule), or RuleSigner.
+	Rule string `json:"rule,omitempty"`
 }
+
+// RuleSigner is a Rejection's Rule when the signer backend refused the CSR.
+const RuleSigner = "signer"
 
 // Encode returns the rejection as stored in leader data.
 func (r Rejection) Encode() string {

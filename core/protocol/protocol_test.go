@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -221,6 +222,7 @@ func TestLeaderSide(t *testing.T) {
 		local       Local
 		want        []Action
 		wantReason  string // substring of a RejectCSR reason
+		wantRule    policy.Rule
 		wantProblem string // substring of the leader problem
 		caSeal      bool
 	}{
@@ -252,19 +254,19 @@ func TestLeaderSide(t *testing.T) {
 		{name: "a garbage CSR is rejected",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag("not a csr")},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self,
-			wantReason: "csr of db/1: CSR is not PEM"},
+			wantReason: "csr of db/1: CSR is not PEM", wantRule: policy.RuleMalformed},
 		{name: "a CSR that asks for another unit's name is rejected",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag(csrFor(t, key1, "db/1", "db-1", "db-0"))},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self,
-			wantReason: `asks for "db-0", the name of unit db/0`},
+			wantReason: `asks for "db-0", the name of unit db/0`, wantRule: policy.RuleReserved},
 		{name: "a CSR with another unit's common name is rejected",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag(csrFor(t, key1, "db/0"))},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self,
-			wantReason: `asks for common name "db/0"; it may ask only for "db/1"`},
+			wantReason: `asks for common name "db/0"; it may ask only for "db/1"`, wantRule: policy.RuleSubject},
 		{name: "a CSR with an unknown profile is rejected",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": {KeyCSR: csr1, KeyProfile: "admin"}},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self,
-			wantReason: `CSR of db/1 refused: profile "admin" is not one of`},
+			wantReason: `CSR of db/1 refused: profile "admin" is not one of`, wantRule: policy.RuleProfile},
 		{name: "a CSR rejected once is not rejected again",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag("not a csr")},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0,
@@ -308,8 +310,8 @@ func TestLeaderSide(t *testing.T) {
 					t.Fatalf("actions = %#v, want one RejectCSR", got)
 				}
 				r, ok := got[0].(RejectCSR)
-				if !ok || !strings.Contains(r.Rejection.Reason, tt.wantReason) || r.Unit != "db/1" {
-					t.Fatalf("action = %#v, want a rejection of db/1 containing %q", got[0], tt.wantReason)
+				if !ok || !strings.Contains(r.Rejection.Reason, tt.wantReason) || r.Unit != "db/1" || r.Rejection.Rule != string(tt.wantRule) {
+					t.Fatalf("action = %#v, want a rejection of db/1 by rule %q containing %q", got[0], tt.wantRule, tt.wantReason)
 				}
 				return
 			}

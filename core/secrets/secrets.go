@@ -146,7 +146,8 @@ type Refresher struct {
 	Secrets  []config.Secret
 	Interval time.Duration
 	Log      hclog.Logger
-	// OnResult, if set, sees every fetch (tests, status).
+	// OnResult, if set, sees every fetch (tests, status, metrics); the Result names the
+	// secret even when the fetch failed.
 	OnResult func(Result, error)
 }
 
@@ -175,6 +176,7 @@ func (f *Refresher) round(ctx context.Context, log hclog.Logger) {
 		if err == nil {
 			r, err = Fetch(ctx, backend, s)
 		}
+		r.Name, r.Ref = s.Name, s.Ref // a failed fetch's result names its secret too
 		if err != nil {
 			log.Error("fetch failed; keeping the files of the last good fetch", "secret", s.Name, "ref", s.Ref,
 				"code", sdk.CodeOf(err).String(), "error", err)

@@ -1,7 +1,7 @@
 // Package unit runs one unit of a deployment, as `tlsrelay agent` does on each host:
 // it opens the configured relation store, joins the relation, runs the agent until its
 // context ends, then leaves (the lease revoked, the leadership passed on) and stops its
-// plugins.
+// plugins. A reloaded config restarts the agent and its plugins on the same membership.
 package unit
 
 import (
@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -19,12 +21,13 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/backend"
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/metrics"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 )
 
-// Options configure Run.
+// Options configure a Unit.
 type Options struct {
 	Config *config.Config
 	Log    hclog.Logger
@@ -34,58 +37,155 @@ type Options struct {
 	OnStatus func(agent.Status)
 	// Once: leave as soon as the unit holds a current certificate (agent.Options.Once).
 	Once bool
+	// Metrics, if set, counts what the unit, its plugins and its relation watch do.
+	Metrics *metrics.Metrics
+	// Reload delivers new configs (SIGHUP), each already passed through Check. The unit
+	// restarts its agent and plugins with it; when the unit's name, its relation or its
+	// state directory changed it also leaves the relation and joins again.
+	Reload <-chan *config.Config
+}
+
+// Unit is one unit of a deployment, run by Run.
+type Unit struct {
+	opts  Options
+	agent atomic.Pointer[agent.Agent] // the agent running now, for Health
+}
+
+// New prepares a unit; Run runs it.
+func New(opts Options) *Unit {
+	if opts.Log == nil {
+		opts.Log = hclog.NewNullLogger()
+	}
+	return &Unit{opts: opts}
+}
+
+// Run runs a unit until ctx ends (see Unit.Run).
+func Run(ctx context.Context, opts Options) error { return New(opts).Run(ctx) }
+
+// Check is what a config must pass, beyond config.Load, before a unit runs it: its
+// ca_seal key readable and its signing policy valid. A reload is refused when it fails.
+func Check(cfg *config.Config) error {
+	if _, err := caseal.LoadKey(cfg.CASeal.KeyFile); err != nil {
+		return err
+	}
+	_, err := cfg.SigningPolicy()
+	return err
+}
+
+// Health is the running agent's (agent.Agent.Health); safe from any goroutine.
+func (u *Unit) Health() (ok bool, detail string) {
+	a := u.agent.Load()
+	if a == nil {
+		return false, u.opts.Config.Unit + ": joining the relation"
+	}
+	return a.Health()
 }
 
 // Run runs the unit until ctx ends, then leaves the relation. It returns nil after a
 // clean leave, or the error that stopped the unit.
-func Run(ctx context.Context, opts Options) error {
-	cfg, log := opts.Config, opts.Log
-	if log == nil {
-		log = hclog.NewNullLogger()
+func (u *Unit) Run(ctx context.Context) error {
+	cfg := u.opts.Config
+	for {
+		next, err := u.runMember(ctx, cfg)
+		if err != nil || next == nil {
+			return err
+		}
+		u.opts.Log.Info("the unit, relation or state_dir changed: joined again with the reloaded config")
+		cfg = next
 	}
-	sealKey, err := caseal.LoadKey(cfg.CASeal.KeyFile)
-	if err != nil {
-		return err
+}
+
+// runMember joins the relation and runs agents on it, one per config, until ctx ends
+// or a reloaded config needs another membership (returned).
+func (u *Unit) runMember(ctx context.Context, cfg *config.Config) (*config.Config, error) {
+	log := u.opts.Log
+	if err := Check(cfg); err != nil {
+		return nil, err
 	}
-	pol, err := cfg.SigningPolicy()
-	if err != nil {
-		return err
+	var onLag func(time.Duration)
+	if u.opts.Metrics != nil {
+		onLag = u.opts.Metrics.WatchLag
 	}
-	store, closeStore, err := OpenStore(cfg, log)
+	store, closeStore, err := openStore(cfg, log, onLag)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer closeStore()
 	member, err := join(ctx, store, cfg, log)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil
+			return nil, nil
 		}
-		return err
+		return nil, err
 	}
-	host, err := backend.New(backend.Options{Self: opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
-		StateDir: cfg.StateDir, Logger: log.Named(cfg.Unit)})
+	defer func() {
+		leaveCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := member.Leave(leaveCtx); err != nil {
+			log.Warn("leaving the relation", "error", err)
+		}
+	}()
+	for {
+		next, err := u.runAgent(ctx, cfg, member)
+		if err != nil || next == nil {
+			return nil, err
+		}
+		if !sameMembership(cfg, next) {
+			return next, nil
+		}
+		log.Info("reloaded the config: agent and plugins restarted", "unit", next.Unit)
+		cfg = next
+	}
+}
+
+// sameMembership says whether a reloaded config can keep the running membership.
+func sameMembership(a, b *config.Config) bool {
+	return a.Unit == b.Unit && a.StateDir == b.StateDir && reflect.DeepEqual(a.Relation, b.Relation)
+}
+
+// runAgent runs one agent, with its own plugins, until ctx ends (nil, or the error that
+// stopped it) or a config arrives on Reload (returned, the agent stopped).
+func (u *Unit) runAgent(ctx context.Context, cfg *config.Config, member relation.Member) (*config.Config, error) {
+	log := u.opts.Log
+	sealKey, err := caseal.LoadKey(cfg.CASeal.KeyFile)
 	if err != nil {
-		return err
+		return nil, err
+	}
+	pol, err := cfg.SigningPolicy()
+	if err != nil {
+		return nil, err
+	}
+	host, err := backend.New(backend.Options{Self: u.opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
+		StateDir: cfg.StateDir, Logger: log.Named(cfg.Unit), OnRestart: u.opts.Metrics.PluginRestarted})
+	if err != nil {
+		return nil, err
 	}
 	defer host.Close()
 	a, err := agent.New(agent.Options{
 		Member: member, Backends: host, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
-		Host: config.LocalHost(), Log: log, OnStatus: opts.OnStatus,
+		Host: config.LocalHost(), Log: log, OnStatus: u.opts.OnStatus,
 		Secrets: cfg.Secrets, SecretsRefresh: cfg.SecretsRefresh,
-		Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref, Policy: pol, Once: opts.Once,
-		SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore,
+		Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref, Policy: pol, Once: u.opts.Once,
+		SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore, Metrics: u.opts.Metrics,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	runErr := a.Run(ctx)
-	leaveCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	u.agent.Store(a)
+	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if err := member.Leave(leaveCtx); err != nil {
-		log.Warn("leaving the relation", "error", err)
+	done := make(chan error, 1)
+	go func() { done <- a.Run(actx) }()
+	select {
+	case err := <-done:
+		return nil, err
+	case next := <-u.opts.Reload:
+		cancel()
+		if err := <-done; err != nil {
+			log.Warn("the agent stopped with an error as it was reloaded", "error", err)
+		}
+		return next, nil
 	}
-	return runErr
 }
 
 // join joins the relation, retrying while etcd cannot be reached; a name held by another
@@ -114,6 +214,11 @@ func join(ctx context.Context, store relation.Store, cfg *config.Config, log hcl
 // OpenStore opens the relation store cfg names; close releases it (and stops an embedded
 // etcd).
 func OpenStore(cfg *config.Config, log hclog.Logger) (store relation.Store, close func(), err error) {
+	return openStore(cfg, log, nil)
+}
+
+// openStore is OpenStore with the etcd store's watch lag reported to onLag.
+func openStore(cfg *config.Config, log hclog.Logger, onLag func(time.Duration)) (store relation.Store, close func(), err error) {
 	switch cfg.Relation.Store {
 	case config.StoreMemory:
 		m := relation.NewMemory()
@@ -124,14 +229,14 @@ func OpenStore(cfg *config.Config, log hclog.Logger) (store relation.Store, clos
 			return nil, nil, err
 		}
 		s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: cfg.Relation.Name,
-			LeaseTTL: cfg.Relation.Etcd.LeaseTTL, Log: log})
+			LeaseTTL: cfg.Relation.Etcd.LeaseTTL, Log: log, OnWatchLag: onLag})
 		if err != nil {
 			srv.Close()
 			return nil, nil, err
 		}
 		return s, func() { s.Close(); srv.Close() }, nil
 	case config.StoreEtcd:
-		s, err := OpenEtcd(cfg, log)
+		s, err := openEtcd(cfg, log, onLag)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -142,9 +247,13 @@ func OpenStore(cfg *config.Config, log hclog.Logger) (store relation.Store, clos
 
 // OpenEtcd opens the etcd cluster cfg.Relation.Etcd names.
 func OpenEtcd(cfg *config.Config, log hclog.Logger) (*etcd.Store, error) {
+	return openEtcd(cfg, log, nil)
+}
+
+func openEtcd(cfg *config.Config, log hclog.Logger, onLag func(time.Duration)) (*etcd.Store, error) {
 	e := cfg.Relation.Etcd
 	opts := etcd.Options{Endpoints: e.Endpoints, Username: e.Username, Password: e.Password,
-		Relation: cfg.Relation.Name, LeaseTTL: e.LeaseTTL, Log: log}
+		Relation: cfg.Relation.Name, LeaseTTL: e.LeaseTTL, Log: log, OnWatchLag: onLag}
 	if e.PasswordFile != "" {
 		data, err := os.ReadFile(e.PasswordFile)
 		if err != nil {

@@ -27,12 +27,17 @@ type follower struct {
 	notify func()
 	log    hclog.Logger
 	stats  *Stats
+	onLag  func(time.Duration) // nil: lag is not measured
 
-	mu    sync.Mutex
-	kvs   map[string]entry
-	rev   int64
-	ready chan struct{} // closed after the first read
-	once  sync.Once
+	mu  sync.Mutex
+	kvs map[string]entry
+	rev int64
+	// The watch lag is the time from a write's start to its echo through the watch.
+	// The echo may come before or after the write's response: written holds writes
+	// whose echo has not come, echoed the arrival of recent events.
+	written, echoed map[int64]time.Time
+	ready           chan struct{} // closed after the first read
+	once            sync.Once
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -60,10 +65,10 @@ func (s *Stats) add(bytes, reads, events int64) {
 	}
 }
 
-func startFollower(client *clientv3.Client, l layout, sc scope, notify func(), log hclog.Logger, stats *Stats) *follower {
+func startFollower(client *clientv3.Client, l layout, sc scope, notify func(), log hclog.Logger, stats *Stats, onLag func(time.Duration)) *follower {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &follower{client: client, layout: l, scope: sc, notify: notify, log: log, stats: stats,
-		kvs: map[string]entry{}, ready: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+	f := &follower{client: client, layout: l, scope: sc, notify: notify, log: log, stats: stats, onLag: onLag,
+		kvs: map[string]entry{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	go f.run(ctx)
 	return f
 }
@@ -180,8 +185,13 @@ func (f *follower) watch(ctx context.Context, rev int64) error {
 // their watch events are then skipped as seen. Deletes ("") are left to the watch: a
 // key deleted here could be resurrected by the late event of an earlier put, and a
 // delete repeated before its echo is harmless.
-func (f *follower) wrote(kv map[string]string, rev int64) (changed bool) {
+func (f *follower) wrote(kv map[string]string, rev int64, start time.Time) (changed bool) {
 	f.mu.Lock()
+	if at, ok := f.echoed[rev]; ok && f.onLag != nil {
+		defer f.onLag(at.Sub(start))
+	} else if f.onLag != nil {
+		remember(f.written, rev, start)
+	}
 	defer f.mu.Unlock()
 	if f.kvs == nil {
 		return false // not read yet: the first read or the watch brings the write
@@ -196,13 +206,33 @@ func (f *follower) wrote(kv map[string]string, rev int64) (changed bool) {
 	return changed
 }
 
+// maxEchoes bounds written and echoed (a watch that restarted from a fresh read never
+// echoes the writes before it; most events are other units' writes).
+const maxEchoes = 64
+
+func remember(m map[int64]time.Time, rev int64, at time.Time) {
+	if len(m) >= maxEchoes {
+		clear(m)
+	}
+	m[rev] = at
+}
+
 func (f *follower) apply(events []*clientv3.Event) {
 	var bytes int64
 	changed := false
+	var lags []time.Duration
 	f.mu.Lock()
 	for _, ev := range events {
 		key := string(ev.Kv.Key)
 		bytes += int64(len(ev.Kv.Key) + len(ev.Kv.Value))
+		if f.onLag != nil {
+			if start, ok := f.written[ev.Kv.ModRevision]; ok {
+				lags = append(lags, time.Since(start))
+				delete(f.written, ev.Kv.ModRevision)
+			} else {
+				remember(f.echoed, ev.Kv.ModRevision, time.Now())
+			}
+		}
 		if cur, ok := f.kvs[key]; ok && ev.Kv.ModRevision <= cur.modRev {
 			continue // seen already
 		}
@@ -218,6 +248,9 @@ func (f *follower) apply(events []*clientv3.Event) {
 		changed = true
 	}
 	f.mu.Unlock()
+	for _, lag := range lags {
+		f.onLag(lag)
+	}
 	f.stats.add(bytes, 0, int64(len(events)))
 	if changed {
 		f.notify()

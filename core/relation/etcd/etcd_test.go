@@ -208,3 +208,31 @@ func TestExternalEtcdOverTLS(t *testing.T) {
 		t.Fatal("etcd with --client-cert-auth accepted a client without a certificate")
 	}
 }
+
+// Each write a member makes comes back through its watch; the delay is the watch lag.
+func TestWatchLagIsMeasured(t *testing.T) {
+	srv := startEmbedded(t)
+	lags := make(chan time.Duration, 100)
+	s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: "lag",
+		OnWatchLag: func(d time.Duration) { lags <- d }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	m := relationtest.Join(t, s, "db/0", true)
+	relationtest.Await(t, m, "db/0 to lead", func(s relation.Snapshot) bool { return s.Leader == "db/0" })
+	for i := range 3 {
+		start := time.Now()
+		if err := m.SetUnitData(context.Background(), map[string]string{"n": fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case lag := <-lags:
+			if lag <= 0 || lag > time.Since(start) {
+				t.Fatalf("write %d: lag %s, want within (0, %s]", i, lag, time.Since(start))
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("write %d: no watch lag reported within 10s", i)
+		}
+	}
+}

@@ -334,7 +334,7 @@ func (m *member) loseSession() {
 // setFollower switches what the member follows (narrow, or the whole relation while it
 // leads).
 func (m *member) setFollower(sc scope) {
-	f := startFollower(m.s.client, m.s.layout, sc, m.notify, m.log, &m.stats)
+	f := startFollower(m.s.client, m.s.layout, sc, m.notify, m.log, &m.stats, m.s.onLag)
 	m.mu.Lock()
 	old := m.follower
 	m.follower = f
@@ -406,6 +406,7 @@ func (m *member) putBag(ctx context.Context, session *concurrency.Session, kv ma
 			ops = append(ops, clientv3.OpPut(m.s.layout.field(m.unit, k), kv[k], clientv3.WithLease(session.Lease())))
 		}
 	}
+	start := time.Now()
 	resp, err := m.s.client.Txn(ctx).
 		If(clientv3.Compare(clientv3.LeaseValue(m.s.layout.member(m.unit)), "=", session.Lease())).
 		Then(ops...).Commit()
@@ -415,14 +416,14 @@ func (m *member) putBag(ctx context.Context, session *concurrency.Session, kv ma
 	if !resp.Succeeded {
 		return fmt.Errorf("%s: write bag: %w (the unit's lease no longer holds its name)", m.unit, relation.ErrNotJoined)
 	}
-	m.wrote(kv, m.s.layout.bag(m.unit), resp.Header.Revision)
+	m.wrote(kv, m.s.layout.bag(m.unit), resp.Header.Revision, start)
 	return nil
 }
 
 // wrote shows a successful write in the member's own copy at once (read your writes):
 // without it the next decision, made before the watch echoes the write, would see the
 // old value and write again.
-func (m *member) wrote(kv map[string]string, prefix string, rev int64) {
+func (m *member) wrote(kv map[string]string, prefix string, rev int64, start time.Time) {
 	m.mu.Lock()
 	f := m.follower
 	m.mu.Unlock()
@@ -430,7 +431,7 @@ func (m *member) wrote(kv map[string]string, prefix string, rev int64) {
 	for k, v := range kv {
 		keyed[prefix+k] = v
 	}
-	if f.wrote(keyed, rev) {
+	if f.wrote(keyed, rev, start) {
 		m.notify() // as the echo would have: Changed closes on every change
 	}
 }
@@ -478,12 +479,13 @@ func (m *member) writeLeaderChunk(ctx context.Context, e *concurrency.Election, 
 				ops = append(ops, clientv3.OpPut(m.s.layout.leaderKey(k), kv[k]))
 			}
 		}
+		start := time.Now()
 		resp, err := m.s.client.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
 		if err != nil {
 			return dropped, fmt.Errorf("%s: write leader data: %w", m.unit, err)
 		}
 		if resp.Succeeded {
-			m.wrote(kv, m.s.layout.leaderData(), resp.Header.Revision)
+			m.wrote(kv, m.s.layout.leaderData(), resp.Header.Revision, start)
 			return dropped, nil
 		}
 		lead := resp.Responses[0].GetResponseRange().Kvs

@@ -44,6 +44,9 @@ type Options struct {
 	LeaseTTL    time.Duration
 	DialTimeout time.Duration
 	Log         hclog.Logger
+	// OnWatchLag, if set, sees how long each of a member's writes took to come back
+	// through its watch: the relation's watch lag.
+	OnWatchLag func(time.Duration)
 }
 
 // Store is a relation on etcd.
@@ -53,6 +56,7 @@ type Store struct {
 	ttl    int
 	log    hclog.Logger
 	stats  Stats
+	onLag  func(time.Duration)
 }
 
 var _ relation.Store = (*Store)(nil)
@@ -99,7 +103,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("etcd %v: %w", opts.Endpoints, err)
 	}
 	ttl := max(1, int(opts.LeaseTTL.Round(time.Second)/time.Second))
-	return &Store{client: client, layout: newLayout(opts.Relation), ttl: ttl, log: opts.Log}, nil
+	return &Store{client: client, layout: newLayout(opts.Relation), ttl: ttl, log: opts.Log, onLag: opts.OnWatchLag}, nil
 }
 
 // Client is the store's etcd client (for bootstrap and tests).
@@ -130,7 +134,7 @@ func (s *Store) Request(ctx context.Context, name, value string) error {
 func (s *Store) Observe(ctx context.Context) (relation.Observer, error) {
 	o := &observer{}
 	o.changed = make(chan struct{})
-	o.f = startFollower(s.client, s.layout, s.layout.wideScope(), o.notify, s.log, &s.stats)
+	o.f = startFollower(s.client, s.layout, s.layout.wideScope(), o.notify, s.log, &s.stats, nil)
 	if err := o.f.waitReady(ctx); err != nil {
 		o.Close()
 		return nil, err

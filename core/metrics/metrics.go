@@ -1,0 +1,164 @@
+// Package metrics is what a unit tells Prometheus: certificates it signed and how long
+// signing took, renewals, CSRs refused and why, plugin restarts, how long its certificate
+// has left, how far its relation watch lags, secret fetches and on_change runs by
+// outcome. Each Metrics has its own registry (no global state: tests and `up` run many
+// units in one process). Every method is safe on a nil *Metrics, so code that reports
+// needs no "metrics enabled?" branches.
+package metrics
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics holds one unit's (one process's) collectors.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	issued         prometheus.Counter
+	signSeconds    prometheus.Histogram
+	renewals       prometheus.Counter
+	rejections     *prometheus.CounterVec
+	pluginRestarts *prometheus.CounterVec
+	expiry         *expiryCollector
+	watchLag       prometheus.Histogram
+	secretFetches  *prometheus.CounterVec
+	onChange       *prometheus.CounterVec
+}
+
+// New registers tlsrelay's collectors, and Go's and the process's, in a new registry.
+func New() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		issued: prometheus.NewCounter(prometheus.CounterOpts{Name: "tlsrelay_certificates_issued_total",
+			Help: "Certificates this unit signed for the group while it led."}),
+		signSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tlsrelay_sign_duration_seconds",
+			Help:    "Time the signer backend took to sign one CSR, plugin round trip included.",
+			Buckets: prometheus.ExponentialBuckets(0.0002, 2, 16)}), // 200µs to ~6.5s
+		renewals: prometheus.NewCounter(prometheus.CounterOpts{Name: "tlsrelay_renewals_total",
+			Help: "Certificates this unit installed in place of one it held."}),
+		rejections: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_csr_rejections_total",
+			Help: "CSRs this unit refused while it led, by the rule that refused them (signer: the backend did)."},
+			[]string{"rule"}),
+		pluginRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_plugin_restarts_total",
+			Help: "Backend plugin processes started again after one died or was killed."}, []string{"plugin"}),
+		expiry: newExpiryCollector(),
+		watchLag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tlsrelay_relation_watch_lag_seconds",
+			Help:    "Time from this unit's write to the relation until its watch delivered that write.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)}), // 500µs to ~16s
+		secretFetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_secret_fetches_total",
+			Help: "Secret fetches through the secrets backend, by secret and result (ok, or the error's class)."},
+			[]string{"secret", "result"}),
+		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
+			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
+	}
+	m.reg.MustRegister(m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
+		m.watchLag, m.secretFetches, m.onChange,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry is where the collectors are registered (to serve or gather them).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Signed counts one certificate signed, and how long the signer took.
+func (m *Metrics) Signed(took time.Duration) {
+	if m == nil {
+		return
+	}
+	m.issued.Inc()
+	m.signSeconds.Observe(took.Seconds())
+}
+
+// Renewed counts one certificate installed in place of another.
+func (m *Metrics) Renewed() {
+	if m != nil {
+		m.renewals.Inc()
+	}
+}
+
+// Rejected counts one CSR refused, by rule.
+func (m *Metrics) Rejected(rule string) {
+	if m != nil {
+		m.rejections.WithLabelValues(rule).Inc()
+	}
+}
+
+// PluginRestarted counts one restart of a plugin.
+func (m *Metrics) PluginRestarted(plugin string) {
+	if m != nil {
+		m.pluginRestarts.WithLabelValues(plugin).Inc()
+	}
+}
+
+// Expires records when the unit's installed certificate expires; a zero notAfter (no
+// certificate) removes the unit's series.
+func (m *Metrics) Expires(unit string, notAfter time.Time) {
+	if m != nil {
+		m.expiry.set(unit, notAfter)
+	}
+}
+
+// WatchLag records the delay of one write's echo through the relation watch.
+func (m *Metrics) WatchLag(d time.Duration) {
+	if m != nil {
+		m.watchLag.Observe(d.Seconds())
+	}
+}
+
+// SecretFetched counts one fetch of a secret, by result.
+func (m *Metrics) SecretFetched(secret, result string) {
+	if m != nil {
+		m.secretFetches.WithLabelValues(secret, result).Inc()
+	}
+}
+
+// OnChangeRan counts one run of on_change, by result.
+func (m *Metrics) OnChangeRan(result string) {
+	if m != nil {
+		m.onChange.WithLabelValues(result).Inc()
+	}
+}
+
+// expiryCollector reports seconds until expiry as of the scrape, not as of the last
+// time the agent looked: an idle agent sleeps for up to an hour.
+type expiryCollector struct {
+	desc *prometheus.Desc
+	now  func() time.Time
+
+	mu       sync.Mutex
+	notAfter map[string]time.Time
+}
+
+func newExpiryCollector() *expiryCollector {
+	return &expiryCollector{
+		desc: prometheus.NewDesc("tlsrelay_certificate_expiry_seconds",
+			"Seconds until the unit's installed certificate expires (negative: expired).", []string{"unit"}, nil),
+		now:      time.Now,
+		notAfter: map[string]time.Time{},
+	}
+}
+
+func (c *expiryCollector) set(unit string, notAfter time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if notAfter.IsZero() {
+		delete(c.notAfter, unit)
+		return
+	}
+	c.notAfter[unit] = notAfter
+}
+
+func (c *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := c.now()
+	for unit, notAfter := range c.notAfter {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, notAfter.Sub(now).Seconds(), unit)
+	}
+}
