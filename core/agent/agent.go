@@ -155,10 +155,14 @@ func New(opts Options) (*Agent, error) {
 			return nil, err
 		}
 	}
+	uid, gid, err := opts.Certificate.Output.IDs()
+	if err != nil {
+		return nil, err
+	}
 	a := &Agent{
 		opts:  opts,
 		unit:  unit,
-		files: files{dir: opts.Dir, mode: opts.Certificate.Output.FileMode()},
+		files: files{dir: opts.Dir, mode: opts.Certificate.Output.FileMode(), uid: uid, gid: gid},
 		log:   opts.Log.With("unit", unit),
 		want: protocol.Want{
 			CommonName:   cn,

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -466,8 +468,12 @@ func TestValidityIsCappedByTheCA(t *testing.T) {
 // on_change runs after the unit's files change, with the unit and directory in its
 // environment; a failing or hanging command is reported in the unit's status (and
 // stopped at its timeout) while the certificate stays installed. output.mode sets the
-// mode of tls.crt and ca.crt; the key stays 0600.
-func TestOnChangeAndOutputMode(t *testing.T) {
+// mode of tls.crt and ca.crt; the key stays 0600; output.owner and .group own them all.
+func TestOnChangeAndOutputModeAndOwner(t *testing.T) {
+	uid, gid := os.Getuid(), os.Getgid()
+	if uid == 0 { // as root (CI), prove the files are given away, not merely kept
+		uid, gid = 65534, 65534
+	}
 	for _, tt := range []struct {
 		name, command, wantErr string
 	}{
@@ -481,14 +487,19 @@ func TestOnChangeAndOutputMode(t *testing.T) {
 			c := newCluster(t)
 			c.cert.OnChange, c.cert.OnChangeTimeout = tt.command, time.Second
 			c.cert.Output.Mode = "0640"
+			c.cert.Output.Owner, c.cert.Output.Group = strconv.Itoa(uid), strconv.Itoa(gid)
 			c.start("db/0")
 			c.waitCerts("db/0")
 			for _, f := range []struct {
 				name string
 				mode os.FileMode
 			}{{CertFile, 0o640}, {CAFile, 0o640}, {KeyFile, KeyMode}} {
-				if info, err := os.Stat(filepath.Join(c.dir("db/0"), f.name)); err != nil || info.Mode().Perm() != f.mode {
-					t.Errorf("%s: %v, mode %v; want %04o", f.name, err, info.Mode().Perm(), f.mode)
+				info, err := os.Stat(filepath.Join(c.dir("db/0"), f.name))
+				if err != nil || info.Mode().Perm() != f.mode {
+					t.Fatalf("%s: %v, mode %v; want %04o", f.name, err, info.Mode().Perm(), f.mode)
+				}
+				if st := info.Sys().(*syscall.Stat_t); int(st.Uid) != uid || int(st.Gid) != gid {
+					t.Errorf("%s: owned by %d:%d, want %d:%d", f.name, st.Uid, st.Gid, uid, gid)
 				}
 			}
 			if tt.wantErr == "" {

@@ -30,8 +30,9 @@ const KeyMode = 0o600
 
 // files reads and writes one unit's output directory.
 type files struct {
-	dir  string
-	mode os.FileMode // of the certificate and CA files; the key is always KeyMode
+	dir      string
+	mode     os.FileMode // of the certificate and CA files; the key is always KeyMode
+	uid, gid int         // given every file written (certificate.output.owner, .group); -1 keeps ours
 }
 
 func (f files) path(name string) string { return filepath.Join(f.dir, name) }
@@ -45,7 +46,7 @@ func (f files) read(name string) ([]byte, error) {
 }
 
 func (f files) write(name string, data []byte, mode os.FileMode) error {
-	return atomicfile.Write(f.path(name), data, mode)
+	return atomicfile.WriteOwned(f.path(name), data, mode, f.uid, f.gid)
 }
 
 // loadLocal reads the unit's key material as the protocol sees it. Files that do not

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -184,10 +185,61 @@ type Key struct {
 }
 
 // Output is where certificate files go. Mode is that of tls.crt and ca.crt (octal, as
-// "0644"); tls.key is always 0600.
+// "0644"); tls.key is always 0600. Owner and Group (names or numeric ids; empty keeps
+// the agent's) are given every file, so a service running as another user reads its key.
 type Output struct {
-	Dir  string `mapstructure:"dir"`
-	Mode string `mapstructure:"mode"`
+	Dir   string `mapstructure:"dir"`
+	Mode  string `mapstructure:"mode"`
+	Owner string `mapstructure:"owner"`
+	Group string `mapstructure:"group"`
+}
+
+// IDs resolves Owner and Group to a uid and a gid; -1 for one not set.
+func (o Output) IDs() (uid, gid int, err error) {
+	if uid, err = userID(o.Owner); err != nil {
+		return -1, -1, fmt.Errorf("certificate.output.owner: %w", err)
+	}
+	if gid, err = groupID(o.Group); err != nil {
+		return -1, -1, fmt.Errorf("certificate.output.group: %w", err)
+	}
+	return uid, gid, nil
+}
+
+// userID is a user's uid from its name or number; -1 for "".
+func userID(nameOrID string) (int, error) {
+	return lookupID(nameOrID, func(name string) (string, error) {
+		u, err := user.Lookup(name)
+		if err != nil {
+			return "", err
+		}
+		return u.Uid, nil
+	})
+}
+
+// groupID is a group's gid from its name or number; -1 for "".
+func groupID(nameOrID string) (int, error) {
+	return lookupID(nameOrID, func(name string) (string, error) {
+		g, err := user.LookupGroup(name)
+		if err != nil {
+			return "", err
+		}
+		return g.Gid, nil
+	})
+}
+
+// lookupID takes a number as it is and looks a name up.
+func lookupID(nameOrID string, lookup func(string) (string, error)) (int, error) {
+	if nameOrID == "" {
+		return -1, nil
+	}
+	if id, err := strconv.Atoi(nameOrID); err == nil && id >= 0 {
+		return id, nil
+	}
+	id, err := lookup(nameOrID)
+	if err != nil {
+		return -1, err
+	}
+	return strconv.Atoi(id)
 }
 
 // FileMode is Output.Mode parsed (validated by Load).

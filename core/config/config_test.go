@@ -90,6 +90,8 @@ func TestLoadErrorsNameFileAndKey(t *testing.T) {
 		{"bad validity", "certificate: {validity: soon}\n", []string{"certificate.validity"}},
 		{"too short a validity", "certificate: {validity: 10s}\n", []string{"certificate.validity", "shorter than the minimum 1m0s"}},
 		{"jitter above renew_at", "certificate: {renew_at: 0.5, renew_jitter: 0.5}\n", []string{"certificate.renew_jitter", "below renew_at"}},
+		{"an unknown owner", "certificate: {output: {owner: no-such-user-here}}\n", []string{"certificate.output.owner", "no-such-user-here"}},
+		{"an unknown group", "certificate: {output: {group: no-such-group-here}}\n", []string{"certificate.output.group", "no-such-group-here"}},
 		{"unknown key rotation", "certificate: {key_rotation: sometimes}\n", []string{"certificate.key_rotation", `"sometimes" is not always or never`}},
 		{"negative CA lead", "ca: {rotate_before: -1h}\n", []string{"ca.rotate_before", "must not be negative"}},
 		{"bad template", "certificate: {common_name: '{{.Nope}}'}\n", []string{"certificate.common_name"}},

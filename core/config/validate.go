@@ -137,6 +137,12 @@ func (c Certificate) validate(p *problems) {
 	if m, err := strconv.ParseUint(c.Output.Mode, 8, 32); err != nil || m&^0o666 != 0 || m&0o600 != 0o600 {
 		p.add("certificate.output.mode", "%q must be an octal file mode the owner can read and write, like \"0644\" or \"0640\"", c.Output.Mode)
 	}
+	if _, err := userID(c.Output.Owner); err != nil {
+		p.add("certificate.output.owner", "%v", err)
+	}
+	if _, err := groupID(c.Output.Group); err != nil {
+		p.add("certificate.output.group", "%v", err)
+	}
 	if c.OnChangeTimeout <= 0 || c.OnChangeTimeout > time.Hour {
 		p.add("certificate.on_change_timeout", "%s must be above 0 and at most 1h", c.OnChangeTimeout)
 	}

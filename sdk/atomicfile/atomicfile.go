@@ -11,7 +11,14 @@ import (
 
 // Write replaces path with data, created with mode from the start, through a temporary
 // file in the same directory and a rename.
-func Write(path string, data []byte, mode os.FileMode) (err error) {
+func Write(path string, data []byte, mode os.FileMode) error {
+	return WriteOwned(path, data, mode, -1, -1)
+}
+
+// WriteOwned is Write with the file given to uid and gid (-1 leaves either as the
+// writer's) before it takes path's name, so the service reading it never sees it owned
+// by anyone else.
+func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) (err error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
@@ -22,6 +29,11 @@ func Write(path string, data []byte, mode os.FileMode) (err error) {
 			os.Remove(tmp.Name())
 		}
 	}()
+	if uid != -1 || gid != -1 {
+		if err = tmp.Chown(uid, gid); err != nil {
+			return fmt.Errorf("write %s: give it to uid %d, gid %d: %w", path, uid, gid, err)
+		}
+	}
 	// CreateTemp makes the file 0600; Chmod only ever widens a public file.
 	if err = tmp.Chmod(mode); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

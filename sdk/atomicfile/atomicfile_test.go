@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 )
 
@@ -26,5 +27,27 @@ func TestWriteReplacesWithMode(t *testing.T) {
 	}
 	if err := Write(filepath.Join(dir, "missing", "x"), nil, 0o600); err == nil {
 		t.Fatal("write into a missing directory succeeded")
+	}
+}
+
+func TestWriteOwned(t *testing.T) {
+	dir := t.TempDir()
+	uid, gid := os.Getuid(), os.Getgid()
+	if uid == 0 { // root can give files away: prove it does
+		uid, gid = 65534, 65534
+	}
+	path := filepath.Join(dir, "tls.crt")
+	if err := WriteOwned(path, []byte("x"), 0o640, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	info, _ := os.Stat(path)
+	st := info.Sys().(*syscall.Stat_t)
+	if int(st.Uid) != uid || int(st.Gid) != gid || info.Mode().Perm() != 0o640 {
+		t.Fatalf("owner %d:%d mode %o, want %d:%d 0640", st.Uid, st.Gid, info.Mode().Perm(), uid, gid)
+	}
+	if os.Getuid() != 0 {
+		if err := WriteOwned(path, []byte("y"), 0o640, 0, -1); err == nil {
+			t.Fatal("giving a file to root without privilege succeeded")
+		}
 	}
 }
