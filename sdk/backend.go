@@ -8,6 +8,7 @@ package sdk
 
 import (
 	"context"
+	"math/big"
 	"time"
 )
 
@@ -27,6 +28,8 @@ const (
 	// one CA across leader changes.
 	CapCAExport Capability = "ca_export"
 	CapCAImport Capability = "ca_import"
+	// CapCRL: the backend implements CRLSigner, signing revocation lists with its CA.
+	CapCRL Capability = "crl"
 )
 
 // Profile is the kind of certificate a CSR asks for.
@@ -137,6 +140,40 @@ type Backend interface {
 	DeleteSecret(ctx context.Context, ref string) error
 	ExportCA(ctx context.Context) (CAKeyPair, error)
 	ImportCA(ctx context.Context, ca CAKeyPair) error
+}
+
+// CRLRequest asks a signer for a certificate revocation list.
+type CRLRequest struct {
+	Revoked    []RevokedCertificate
+	ThisUpdate time.Time
+	NextUpdate time.Time
+	Number     *big.Int // the CRL number; a later list has a larger one
+}
+
+// RevokedCertificate is one entry of a CRL.
+type RevokedCertificate struct {
+	Serial    *big.Int
+	RevokedAt time.Time
+}
+
+// CRL is a certificate revocation list, PEM ("X509 CRL").
+type CRL struct {
+	PEM []byte
+}
+
+// CRLSigner is the optional part of the contract behind CapCRL. It is an interface of
+// its own, not a method of Backend, so that backends written before it still build;
+// SignCRL calls it when a backend has it.
+type CRLSigner interface {
+	SignCRL(ctx context.Context, req CRLRequest) (CRL, error)
+}
+
+// SignCRL has b sign a CRL if it is a CRLSigner, and answers Unimplemented if not.
+func SignCRL(ctx context.Context, b Backend, req CRLRequest) (CRL, error) {
+	if s, ok := b.(CRLSigner); ok {
+		return s.SignCRL(ctx, req)
+	}
+	return CRL{}, Errorf(CodeUnimplemented, "", "this backend does not sign CRLs")
 }
 
 // CAKeyPair is a signing CA: its certificate and its private key, PEM.

@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"context"
+	"math/big"
 	"time"
 
 	pb "github.com/tlsrelay/tlsrelay/sdk/proto/backendv1"
@@ -96,6 +97,19 @@ func (s *grpcServer) ImportCA(ctx context.Context, req *pb.ImportCARequest) (*pb
 	return &pb.ImportCAResponse{}, toStatus(err)
 }
 
+func (s *grpcServer) SignCRL(ctx context.Context, req *pb.SignCRLRequest) (*pb.SignCRLResponse, error) {
+	r := CRLRequest{ThisUpdate: time.Unix(req.ThisUpdateUnix, 0), NextUpdate: time.Unix(req.NextUpdateUnix, 0),
+		Number: new(big.Int).SetBytes(req.Number)}
+	for _, e := range req.Revoked {
+		r.Revoked = append(r.Revoked, RevokedCertificate{Serial: new(big.Int).SetBytes(e.Serial), RevokedAt: time.Unix(e.RevokedAtUnix, 0)})
+	}
+	crl, err := SignCRL(ctx, s.impl, r)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.SignCRLResponse{CrlPem: crl.PEM}, nil
+}
+
 // grpcClient is the host's view of a plugin: a Backend whose calls cross the wire.
 type grpcClient struct {
 	client pb.BackendClient
@@ -185,6 +199,22 @@ func (c *grpcClient) ExportCA(ctx context.Context) (CAKeyPair, error) {
 func (c *grpcClient) ImportCA(ctx context.Context, ca CAKeyPair) error {
 	_, err := c.client.ImportCA(ctx, &pb.ImportCARequest{Ca: &pb.CAKeyPair{CertificatePem: ca.CertPEM, PrivateKeyPem: ca.Key}})
 	return fromStatus(err)
+}
+
+// SignCRL implements CRLSigner: a plugin without the capability answers Unimplemented.
+func (c *grpcClient) SignCRL(ctx context.Context, req CRLRequest) (CRL, error) {
+	w := &pb.SignCRLRequest{ThisUpdateUnix: req.ThisUpdate.Unix(), NextUpdateUnix: req.NextUpdate.Unix()}
+	if req.Number != nil {
+		w.Number = req.Number.Bytes()
+	}
+	for _, e := range req.Revoked {
+		w.Revoked = append(w.Revoked, &pb.RevokedCertificate{Serial: e.Serial.Bytes(), RevokedAtUnix: e.RevokedAt.Unix()})
+	}
+	resp, err := c.client.SignCRL(ctx, w)
+	if err != nil {
+		return CRL{}, fromStatus(err)
+	}
+	return CRL{PEM: resp.CrlPem}, nil
 }
 
 func secretToWire(s Secret) *pb.SecretBundle {

@@ -392,6 +392,9 @@ func TestSystemdUnitExample(t *testing.T) {
 			t.Errorf("ExecStart uses %s, which `tlsrelay agent` does not have", f)
 		}
 	}
+	if !strings.Contains(string(b), "ExecReload=/bin/kill -HUP $MAINPID") {
+		t.Error("systemctl reload does not send the agent SIGHUP")
+	}
 	if !strings.Contains(string(b), fmt.Sprintf("RestartPreventExitStatus=%d", fault.ExitPermanent)) {
 		t.Errorf("the unit restarts into exit status %d (a permanent failure)", fault.ExitPermanent)
 	}

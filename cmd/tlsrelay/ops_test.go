@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"regexp"
@@ -26,6 +27,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
 	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // An agent as an operator runs it: JSON logs, /metrics and /healthz, an on_change that
@@ -44,6 +46,7 @@ func TestAgentMetricsHealthReloadAndFailingOnChange(t *testing.T) {
   name: ops
   store: etcd
   etcd: {endpoints: [%q], lease_ttl: 4s}
+ca: {revoke_departed_after: 0s}
 certificate:
   validity: 1m
   renew_at: 0.2
@@ -122,7 +125,7 @@ certificate:
 
 	// A good one takes effect: a new SAN, and the on_change that now works.
 	good := config(`  sans: ["web.ops.internal"]
-policy: {sans: ["web.ops.internal"]}
+policy: {shared_sans: ["web.ops.internal"]}
 `)
 	good = strings.Replace(good, `"echo the service would not reload >&2; exit 3"`, `"true"`, 1)
 	if err := os.WriteFile(ag.config, []byte(good), 0o600); err != nil {
@@ -141,6 +144,30 @@ policy: {sans: ["web.ops.internal"]}
 	})
 	if got := counter(scrape(t, base), "tlsrelay_on_change_runs_total", map[string]string{"result": "ok"}); got < 1 {
 		t.Errorf(`on_change runs{result="ok"} = %v after the reload, want at least 1`, got)
+	}
+
+	// A unit that leaves is revoked: web/0 writes a ca.crl, signed by the group's CA
+	// through the cfssl plugin, that lists web/1's serial.
+	ag.start("web/1")
+	joined := awaitObs(t, obs, "web/1 to hold a certificate", time.Minute, func(s relation.Snapshot) bool { return available(s, "web/1") })
+	gone := joined.Units["web/1"][protocol.KeySerial]
+	ag.signal("web/1", syscall.SIGTERM)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		crl, err := certutil.ParseCRL(mustRead(t, ag.unitDir("web/0")+"/ca.crl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.ContainsFunc(certutil.Revoked(crl), func(s *big.Int) bool { return s.Text(16) == gone }) {
+			if err := crl.CheckSignatureFrom(mustReadCert(t, ag.unitDir("web/0")+"/ca.crt")); err != nil {
+				t.Fatalf("ca.crl is not the group CA's: %v", err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("web/0's ca.crl never listed web/1's serial %s", gone)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 
 	// Every line the agent logged is one JSON object (--log-format json), plugins' included.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/big"
 	"sync/atomic"
 	"time"
 
@@ -63,6 +64,9 @@ type Options struct {
 	// CARotateBefore: a leader rotates the group's CA when less than this is left of it
 	// (ca.rotate_before); 0 never.
 	CARotateBefore time.Duration
+	// RevokeDepartedAfter: a departed unit's certificate enters the CRL once it has been
+	// gone this long (ca.revoke_departed_after).
+	RevokeDepartedAfter time.Duration
 	// Policy is what this unit signs while it leads; nil is policy.Defaults() with the
 	// certificate's common name template.
 	Policy *policy.Policy
@@ -117,11 +121,13 @@ type Agent struct {
 	want  protocol.Want
 	log   hclog.Logger
 
-	signerCA  string                       // the signer's CA bundle, loaded once per leadership
-	last      Status                       // the status last reported
-	published map[string]string            // the status fields last written to the bag
-	lastUnits map[string]map[string]string // the bags the last decision saw
-	renewAt   time.Time                    // when the installed certificate is due for renewal; zero if none
+	signerCA   string                       // the signer's CA bundle, loaded once per leadership
+	signerCRL  bool                         // the signer signs CRLs (loaded with signerCA)
+	leaderWake time.Time                    // when the leader's decision changes with time (protocol.Decision.WakeAt)
+	last       Status                       // the status last reported
+	published  map[string]string            // the status fields last written to the bag
+	lastUnits  map[string]map[string]string // the bags the last decision saw
+	renewAt    time.Time                    // when the installed certificate is due for renewal; zero if none
 	// signFailures counts Internal failures of the signer per CSR digest.
 	signFailures map[string]int
 	onChange     *onChange
@@ -298,12 +304,16 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 	}
 }
 
-// nextWake is how long to sleep when nothing changes: until renewal is due, at most an hour.
+// nextWake is how long to sleep when nothing changes: until renewal is due, or the
+// leader's next timed work (a revocation, the CRL), at most an hour.
 func (a *Agent) nextWake() time.Duration {
-	if a.renewAt.IsZero() {
-		return time.Hour
+	wait := time.Hour
+	for _, at := range []time.Time{a.renewAt, a.leaderWake} {
+		if !at.IsZero() {
+			wait = min(wait, max(time.Until(at), time.Second))
+		}
 	}
-	return min(time.Hour, max(time.Until(a.renewAt), time.Second))
+	return wait
 }
 
 // step makes one decision and carries out its actions. acted says whether anything was done.
@@ -330,7 +340,9 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 		Policy: a.opts.Policy,
 		CA: protocol.CATerms{Signer: a.opts.SignerName, Request: snap.Requests[protocol.RequestRotateCA],
 			RotateBefore: a.opts.CARotateBefore, Fixed: a.opts.CARef != ""},
+		CRL: protocol.CRLTerms{Enabled: a.signerCRL, RevokeAfter: a.opts.RevokeDepartedAfter},
 	})
+	a.leaderWake = d.WakeAt
 	a.report(leader, d, local)
 	if len(d.Actions) == 0 {
 		return false, nil
@@ -471,6 +483,14 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		}
 		a.onChange.changed()
 		return nil
+	case protocol.InstallCRL:
+		if err := a.files.write(CRLFile, []byte(act.PEM), a.files.mode); err != nil {
+			return err
+		}
+		a.onChange.changed()
+		return nil
+	case protocol.SignCRL:
+		return a.signCRL(ctx, act, leaderData)
 	case protocol.LoadSignerCA:
 		return a.loadSignerCA(ctx)
 	case protocol.PublishCA:
@@ -574,7 +594,37 @@ func (a *Agent) loadSignerCA(ctx context.Context) error {
 			return err
 		}
 	}
+	info, err := b.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: signer info: %w", a.unit, err)
+	}
+	if a.signerCRL = info.Has(sdk.CapCRL); !a.signerCRL {
+		a.log.Info("the signer does not sign CRLs: departed units are recorded, no ca.crl is published", "signer", info.Name)
+	}
 	a.signerCA = string(ca.BundlePEM)
+	return nil
+}
+
+// signCRL has the signer sign the group's CRL and publishes it.
+func (a *Agent) signCRL(ctx context.Context, act protocol.SignCRL, leaderData map[string]string) error {
+	b, err := a.signer(ctx)
+	if err != nil {
+		return err
+	}
+	req := sdk.CRLRequest{ThisUpdate: act.Now.Add(-certutil.Backdate), NextUpdate: act.Now.Add(protocol.CRLLifetime), Number: act.Number}
+	for _, r := range act.Revoked {
+		serial, ok := new(big.Int).SetString(r.Serial, 16)
+		if !ok {
+			continue // the leader wrote it from a parsed certificate: cannot happen
+		}
+		req.Revoked = append(req.Revoked, sdk.RevokedCertificate{Serial: serial, RevokedAt: r.Departed})
+	}
+	crl, err := sdk.SignCRL(ctx, b, req)
+	if err != nil {
+		return fmt.Errorf("%s: sign the CRL: %w", a.unit, err)
+	}
+	leaderData[protocol.KeyCRL] = string(crl.PEM)
+	a.log.Info("signed the group's CRL", "number", act.Number, "revoked", len(req.Revoked))
 	return nil
 }
 

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -522,4 +524,66 @@ func TestOnChangeAndOutputModeAndOwner(t *testing.T) {
 			c.waitCerts("db/0") // still installed and valid
 		})
 	}
+}
+
+// A unit that leaves has its certificate revoked (RevokeDepartedAfter 0: at once): the
+// CA signs a CRL listing it and every unit writes it as ca.crl. Back with that
+// certificate, the unit renews.
+func TestDepartedUnitIsRevokedAndRenewsWhenBack(t *testing.T) {
+	c := newCluster(t)
+	c.start("db/0")
+	c.start("db/1")
+	first := c.waitCerts("db/0", "db/1")["db/1"]
+	c.stop("db/1")
+	crl := awaitCRL(t, c.dir("db/0"), func(serials []*big.Int) bool {
+		return slices.ContainsFunc(serials, func(s *big.Int) bool { return s.Cmp(first.SerialNumber) == 0 })
+	})
+	ca, err := certutil.ParseCertificates(mustReadFile(t, filepath.Join(c.dir("db/0"), CAFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := crl.CheckSignatureFrom(ca[0]); err != nil {
+		t.Fatalf("ca.crl is not signed by the group's CA: %v", err)
+	}
+	if info, err := os.Stat(filepath.Join(c.dir("db/0"), CRLFile)); err != nil || info.Mode().Perm() != 0o644 {
+		t.Fatalf("ca.crl: %v", err)
+	}
+	c.start("db/1")
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		certs, err := c.certs([]string{"db/1"})
+		if err == nil && certs["db/1"].SerialNumber.Cmp(first.SerialNumber) != 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("db/1 came back with a revoked certificate and never renewed it")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	awaitCRL(t, c.dir("db/1"), func(serials []*big.Int) bool { return len(serials) == 1 })
+}
+
+func awaitCRL(t *testing.T, dir string, ok func([]*big.Int) bool) *x509.RevocationList {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, CRLFile)); err == nil {
+			if crl, err := certutil.ParseCRL(b); err == nil && ok(certutil.Revoked(crl)) {
+				return crl
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never held the CRL wanted", filepath.Join(dir, CRLFile))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func mustReadFile(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

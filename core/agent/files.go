@@ -21,6 +21,7 @@ const (
 	KeyFile        = "tls.key"     // the private key of tls.crt, mode 0600
 	CertFile       = "tls.crt"     // the unit's certificate chain
 	CAFile         = "ca.crt"      // the group's CA bundle
+	CRLFile        = "ca.crl"      // the group's CRL: certificates of departed units
 	PendingKeyFile = "pending.key" // the key of a CSR awaiting its certificate, mode 0600
 	PendingCSRFile = "pending.csr"
 )
@@ -74,6 +75,11 @@ func (f files) loadLocal() (protocol.Local, []string, error) {
 	if note != "" {
 		notes = append(notes, note)
 	}
+	crl, err := f.read(CRLFile)
+	if err != nil {
+		return local, nil, err
+	}
+	local.CRLPEM = string(crl)
 	return local, notes, nil
 }
 

@@ -65,3 +65,9 @@ func (g guarded) ExportCA(ctx context.Context) (sdk.CAKeyPair, error) {
 func (g guarded) ImportCA(ctx context.Context, ca sdk.CAKeyPair) error {
 	return g.check(ctx, g.Backend.ImportCA(ctx, ca))
 }
+
+// SignCRL implements sdk.CRLSigner for the plugin behind g.
+func (g guarded) SignCRL(ctx context.Context, req sdk.CRLRequest) (sdk.CRL, error) {
+	out, err := sdk.SignCRL(ctx, g.Backend, req)
+	return out, g.check(ctx, err)
+}

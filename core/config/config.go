@@ -127,6 +127,9 @@ type CA struct {
 	// RotateBefore: the leader rotates the group's CA when less than this is left of
 	// its life (and less than a third of it); 0 never.
 	RotateBefore time.Duration `mapstructure:"rotate_before"`
+	// RevokeDepartedAfter: the certificate of a unit that left the relation is revoked
+	// (put in the group's CRL) once it has been gone this long; 0 at once.
+	RevokeDepartedAfter time.Duration `mapstructure:"revoke_departed_after"`
 }
 
 // Certificate is what the unit asks for and where it writes the result.

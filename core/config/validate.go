@@ -74,6 +74,9 @@ func (r Relation) validate(p *problems) {
 }
 
 func (c *Config) validateSecrets(p *problems) {
+	if c.CA.RevokeDepartedAfter < 0 {
+		p.add("ca.revoke_departed_after", "%s must not be negative (0 revokes at once)", c.CA.RevokeDepartedAfter)
+	}
 	if c.CA.RotateBefore < 0 {
 		p.add("ca.rotate_before", "%s must not be negative (0 turns automatic rotation off)", c.CA.RotateBefore)
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"maps"
 	"testing"
 	"time"
 
@@ -36,4 +37,16 @@ func (ca testCA) sign(t *testing.T, pub crypto.PublicKey, o certOpts) (*x509.Cer
 		o.notBefore = now.Add(-time.Hour)
 	}
 	return ca.Issue(t, pub, pkitest.Leaf{CN: o.cn, DNS: o.dns, NotBefore: o.notBefore, NotAfter: o.notAfter})
+}
+
+// merged is base with the pairs key, value, ... set on a copy.
+func merged(base map[string]string, kv ...string) map[string]string {
+	out := maps.Clone(base)
+	if out == nil {
+		out = map[string]string{}
+	}
+	for i := 0; i < len(kv); i += 2 {
+		out[kv[i]] = kv[i+1]
+	}
+	return out
 }

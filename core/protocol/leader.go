@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/policy"
@@ -12,14 +13,14 @@ import (
 )
 
 // decideLeader is the leader side: the CA, then each unit's CSR, then departed units.
-func decideLeader(v View) (actions []Action, signing []string, problem, caState string) {
+func decideLeader(v View) (actions []Action, signing []string, problem, caState string, wake time.Time) {
 	if v.SignerCA == "" {
-		return []Action{LoadSignerCA{}}, nil, "", "loading the signer's CA"
+		return []Action{LoadSignerCA{}}, nil, "", "loading the signer's CA", time.Time{}
 	}
 	plan := planCA(v)
 	actions = plan.actions
 	if !plan.sign {
-		return actions, nil, plan.problem, plan.state
+		return actions, nil, plan.problem, plan.state, time.Time{}
 	}
 	published := v.LeaderData[KeyCA]
 	for _, a := range actions {
@@ -40,10 +41,11 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 			}
 		}
 	}
+	revocations, wake := planRevocations(v, published)
 	for _, unit := range departedUnits(v) {
 		actions = append(actions, ForgetUnit{Unit: unit})
 	}
-	return actions, signing, plan.problem, plan.state
+	return append(actions, revocations...), signing, plan.problem, plan.state, wake
 }
 
 // sealedFor: the sealed CA key in leader data belongs to the signing CA of bundle.

@@ -110,6 +110,8 @@ type View struct {
 	CASeal bool
 	// CA is the leader's terms for the group's CA (rotation).
 	CA CATerms
+	// CRL is the leader's terms for revoking departed units.
+	CRL CRLTerms
 }
 
 // Local is the unit's own key material, from its files. Keys themselves are not here:
@@ -119,6 +121,8 @@ type Local struct {
 	Pending *Pending
 	// Installed is the certificate in the unit's files, whose key is in tls.key.
 	Installed *Installed
+	// CRLPEM is the unit's ca.crl, "" when it has none.
+	CRLPEM string
 }
 
 // Pending is a CSR awaiting its certificate.
@@ -161,15 +165,18 @@ type Decision struct {
 	LeaderProblem string
 	// CAState is the leader's word on the group's CA: CASteady, or where a rotation stands.
 	CAState string
+	// WakeAt (leader) is when the decision changes with time alone (a revocation takes
+	// effect, the CRL is due); zero when only the renewal time matters.
+	WakeAt time.Time
 }
 
 // Decide is the protocol. It is pure: the same view always gives the same decision.
 func Decide(v View) Decision {
 	d := decideSelf(v)
 	if v.Leader {
-		leaderActions, signing, problem, caState := decideLeader(v)
+		leaderActions, signing, problem, caState, wake := decideLeader(v)
 		d.Actions = append(d.Actions, leaderActions...)
-		d.Signing, d.LeaderProblem, d.CAState = signing, problem, caState
+		d.Signing, d.LeaderProblem, d.CAState, d.WakeAt = signing, problem, caState, wake
 	}
 	return d
 }

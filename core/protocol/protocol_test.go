@@ -203,16 +203,7 @@ func TestLeaderSide(t *testing.T) {
 	both := map[string]map[string]string{"db/0": bag(csr0), "db/1": bag(csr1)}
 	signed := map[string]string{KeyCA: ca.PEM, KeyCASigner: "cfssl", SignedCertificateKey("db/0"): cert0, SignedCertificateKey("db/1"): cert1}
 	record := SetLeaderData{KV: map[string]string{KeyCASigner: "cfssl", KeyCARotation: ""}}
-	with := func(base map[string]string, kv ...string) map[string]string {
-		out := map[string]string{}
-		for k, v := range base {
-			out[k] = v
-		}
-		for i := 0; i < len(kv); i += 2 {
-			out[kv[i]] = kv[i+1]
-		}
-		return out
-	}
+	with := merged
 
 	tests := []struct {
 		name        string
@@ -248,9 +239,10 @@ func TestLeaderSide(t *testing.T) {
 		{name: "a unit that departs before signing is not signed",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0)},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self},
-		{name: "a departed unit's certificate is forgotten",
+		{name: "a departed unit's certificate is forgotten, and recorded for revocation",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0)}, leaderData: signed, local: self,
-			want: []Action{ForgetUnit{Unit: "db/1"}}},
+			want: []Action{ForgetUnit{Unit: "db/1"}, SetLeaderData{KV: map[string]string{KeyRevoked: encodeRevocations(
+				[]Revocation{{Unit: "db/1", Serial: mustLeaf(t, cert1).SerialNumber.Text(16), NotAfter: mustLeaf(t, cert1).NotAfter, Departed: now}})}}}},
 		{name: "a garbage CSR is rejected",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag("not a csr")},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self,
@@ -328,7 +320,7 @@ func leaderOnly(actions []Action) []Action {
 	var out []Action
 	for _, a := range actions {
 		switch a.(type) {
-		case LoadSignerCA, PublishCA, SealCA, ImportSealedCA, SignCSR, RejectCSR, ForgetUnit, NewSignerCA, SetLeaderData:
+		case LoadSignerCA, PublishCA, SealCA, ImportSealedCA, SignCSR, RejectCSR, ForgetUnit, NewSignerCA, SetLeaderData, SignCRL:
 			out = append(out, a)
 		}
 	}

@@ -13,8 +13,17 @@ import (
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
-// decideSelf is the unit side of the protocol, the same for leader and followers.
+// decideSelf is the unit side of the protocol, the same for leader and followers: its
+// certificate, then the group's CRL.
 func decideSelf(v View) Decision {
+	d := decideCertificate(v)
+	if crl := v.LeaderData[KeyCRL]; crl != "" && crl != v.Local.CRLPEM {
+		d.Actions = append(d.Actions, InstallCRL{PEM: crl})
+	}
+	return d
+}
+
+func decideCertificate(v View) Decision {
 	ca := v.LeaderData[KeyCA]
 	if p := v.Local.Pending; p != nil {
 		return decidePending(v, p, ca)
@@ -79,6 +88,9 @@ func renewalDue(v View, inst *Installed, ca string) (State, string) {
 	}
 	if !keyMatches(cert, v.Want) {
 		return StateCreateCSR, fmt.Sprintf("key changed to %s %d", v.Want.KeyAlgorithm, v.Want.KeySize)
+	}
+	if revokedByCRL(v.LeaderData[KeyCRL], cert.SerialNumber) {
+		return StateRenewalDue, "the group's CRL revokes this certificate (the unit was away longer than ca.revoke_departed_after)"
 	}
 	if p := v.Units[v.Unit][KeyProfile]; p != "" && v.Want.Profile != "" && p != v.Want.Profile {
 		return StateCreateCSR, fmt.Sprintf("profile changed from %s to %s", p, v.Want.Profile)

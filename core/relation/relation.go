@@ -102,14 +102,15 @@ func (s Snapshot) Clone() Snapshot {
 const (
 	leaderKeyCA       = "ca"
 	leaderKeyCASealed = "ca_sealed"
+	leaderKeyCRL      = "ca_crl"
 	certSuffix        = "_signed_certificate"
 	rejectSuffix      = "_rejected"
 )
 
 // NarrowKeys lists the leader-data keys a non-leader unit reads: the CA bundle, the sealed
-// CA, and its own certificate and rejection.
+// CA, its own certificate and rejection, and the group's CRL.
 func NarrowKeys(unit string) []string {
-	return []string{leaderKeyCA, leaderKeyCASealed, unit + certSuffix, unit + rejectSuffix}
+	return []string{leaderKeyCA, leaderKeyCASealed, unit + certSuffix, unit + rejectSuffix, leaderKeyCRL}
 }
 
 // Narrow cuts a whole-relation snapshot down to what unit sees when it is not the leader.

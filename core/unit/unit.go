@@ -167,6 +167,7 @@ func (u *Unit) runAgent(ctx context.Context, cfg *config.Config, member relation
 		Secrets: cfg.Secrets, SecretsRefresh: cfg.SecretsRefresh,
 		Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref, Policy: pol, Once: u.opts.Once,
 		SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore, Metrics: u.opts.Metrics,
+		RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter,
 	})
 	if err != nil {
 		return nil, err

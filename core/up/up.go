@@ -304,7 +304,7 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		members = append(members, member)
 		a, err := agent.New(agent.Options{Member: member, Backends: host, Certificate: cfg.Certificate,
 			Dir: u.Dir, Host: hostInfo, Log: opts.Log, OnStatus: p.update, Relation: cfg.Relation.Name, Policy: pol,
-			SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore})
+			SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore, RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter})
 		if err != nil {
 			return err
 		}

@@ -72,7 +72,7 @@ func (b *Backend) Info(context.Context) (sdk.Info, error) {
 	return sdk.Info{
 		Name:         Name,
 		Version:      Version,
-		Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA, sdk.CapCAExport, sdk.CapCAImport},
+		Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA, sdk.CapCAExport, sdk.CapCAImport, sdk.CapCRL},
 	}, nil
 }
 
@@ -250,4 +250,17 @@ func (b *Backend) authority() (*authority, error) {
 	}
 	b.ca = ca
 	return ca, nil
+}
+
+// SignCRL implements sdk.CRLSigner with the CA in Dir.
+func (b *Backend) SignCRL(_ context.Context, req sdk.CRLRequest) (sdk.CRL, error) {
+	ca, err := b.authority()
+	if err != nil {
+		return sdk.CRL{}, err
+	}
+	pemBytes, err := certutil.NewCRL(ca.cert, ca.key, req)
+	if err != nil {
+		return sdk.CRL{}, err
+	}
+	return sdk.CRL{PEM: pemBytes}, nil
 }

@@ -19,7 +19,7 @@ import (
 )
 
 var allCapabilities = []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA,
-	sdk.CapFetchSecret, sdk.CapStoreSecret, sdk.CapDeleteSecret, sdk.CapCAExport, sdk.CapCAImport}
+	sdk.CapFetchSecret, sdk.CapStoreSecret, sdk.CapDeleteSecret, sdk.CapCAExport, sdk.CapCAImport, sdk.CapCRL}
 
 // The names every CSR in the kit asks for.
 var (
@@ -61,6 +61,10 @@ func checkUnclaimed(e *env) error {
 		sdk.CapDeleteSecret: func() error { return e.backend.DeleteSecret(e.ctx, "plugintest-ref") },
 		sdk.CapCAExport:     func() error { _, err := e.backend.ExportCA(e.ctx); return err },
 		sdk.CapCAImport:     func() error { return e.backend.ImportCA(e.ctx, sdk.CAKeyPair{}) },
+		sdk.CapCRL: func() error {
+			_, err := sdk.SignCRL(e.ctx, e.backend, crlRequest(time.Now(), big.NewInt(1)))
+			return err
+		},
 	}
 	var p problems
 	for _, c := range allCapabilities {
@@ -575,6 +579,53 @@ func checkCAMove(e *env) error {
 		if err := e.backend.ImportCA(e.ctx, original); err != nil {
 			p.addf("ImportCA of the exported original: %v", err)
 		}
+	}
+	return p.err()
+}
+
+func crlRequest(now time.Time, serials ...*big.Int) sdk.CRLRequest {
+	req := sdk.CRLRequest{ThisUpdate: now, NextUpdate: now.Add(24 * time.Hour), Number: big.NewInt(7)}
+	for _, s := range serials {
+		req.Revoked = append(req.Revoked, sdk.RevokedCertificate{Serial: s, RevokedAt: now.Add(-time.Minute)})
+	}
+	return req
+}
+
+// checkCRL: a CRL the CA signed, listing exactly the serials asked for, with the number
+// and times asked for; a request with its times reversed is InvalidArgument.
+func checkCRL(e *env) error {
+	if !e.claims(sdk.CapCRL) {
+		return nil
+	}
+	_, ca, err := caRoots(e)
+	if err != nil {
+		return err
+	}
+	now := time.Now().Truncate(time.Second)
+	serials := []*big.Int{big.NewInt(0x1234), new(big.Int).Lsh(big.NewInt(1), 150)}
+	out, err := sdk.SignCRL(e.ctx, e.backend, crlRequest(now, serials...))
+	if err != nil {
+		return fmt.Errorf("SignCRL: %w", err)
+	}
+	crl, err := certutil.ParseCRL(out.PEM)
+	if err != nil {
+		return fmt.Errorf("SignCRL returned %w", err)
+	}
+	var p problems
+	if err := crl.CheckSignatureFrom(ca); err != nil {
+		p.addf("the CRL is not signed by CA() %q: %v", ca.Subject, err)
+	}
+	got := certutil.Revoked(crl)
+	if len(got) != len(serials) || got[0].Cmp(serials[0]) != 0 || got[1].Cmp(serials[1]) != 0 {
+		p.addf("the CRL revokes %v, want %v", got, serials)
+	}
+	if crl.Number == nil || crl.Number.Int64() != 7 || !crl.ThisUpdate.Equal(now) || !crl.NextUpdate.Equal(now.Add(24*time.Hour)) {
+		p.addf("CRL number %v, this update %s, next update %s; want 7, %s, %s", crl.Number, crl.ThisUpdate, crl.NextUpdate, now, now.Add(24*time.Hour))
+	}
+	bad := crlRequest(now)
+	bad.NextUpdate = now.Add(-time.Hour)
+	if _, err := sdk.SignCRL(e.ctx, e.backend, bad); !sdk.IsCode(err, sdk.CodeInvalidArgument) {
+		p.addf("SignCRL with next update before this update: %v, want InvalidArgument", err)
 	}
 	return p.err()
 }

@@ -15,12 +15,11 @@
 package backendv1
 
 import (
+	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
+	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
-
-	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
-	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 )
 
 const (
@@ -1124,6 +1123,170 @@ func (*ImportCAResponse) Descriptor() ([]byte, []int) {
 	return file_backend_proto_rawDescGZIP(), []int{22}
 }
 
+type RevokedCertificate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        []byte                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`                                       // big-endian, as in the certificate
+	RevokedAtUnix int64                  `protobuf:"varint,2,opt,name=revoked_at_unix,json=revokedAtUnix,proto3" json:"revoked_at_unix,omitempty"` // seconds since the epoch
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokedCertificate) Reset() {
+	*x = RevokedCertificate{}
+	mi := &file_backend_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokedCertificate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokedCertificate) ProtoMessage() {}
+
+func (x *RevokedCertificate) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokedCertificate.ProtoReflect.Descriptor instead.
+func (*RevokedCertificate) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RevokedCertificate) GetSerial() []byte {
+	if x != nil {
+		return x.Serial
+	}
+	return nil
+}
+
+func (x *RevokedCertificate) GetRevokedAtUnix() int64 {
+	if x != nil {
+		return x.RevokedAtUnix
+	}
+	return 0
+}
+
+type SignCRLRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Revoked        []*RevokedCertificate  `protobuf:"bytes,1,rep,name=revoked,proto3" json:"revoked,omitempty"`
+	ThisUpdateUnix int64                  `protobuf:"varint,2,opt,name=this_update_unix,json=thisUpdateUnix,proto3" json:"this_update_unix,omitempty"`
+	NextUpdateUnix int64                  `protobuf:"varint,3,opt,name=next_update_unix,json=nextUpdateUnix,proto3" json:"next_update_unix,omitempty"`
+	Number         []byte                 `protobuf:"bytes,4,opt,name=number,proto3" json:"number,omitempty"` // the CRL number, big-endian; it only ever grows
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *SignCRLRequest) Reset() {
+	*x = SignCRLRequest{}
+	mi := &file_backend_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignCRLRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignCRLRequest) ProtoMessage() {}
+
+func (x *SignCRLRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignCRLRequest.ProtoReflect.Descriptor instead.
+func (*SignCRLRequest) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *SignCRLRequest) GetRevoked() []*RevokedCertificate {
+	if x != nil {
+		return x.Revoked
+	}
+	return nil
+}
+
+func (x *SignCRLRequest) GetThisUpdateUnix() int64 {
+	if x != nil {
+		return x.ThisUpdateUnix
+	}
+	return 0
+}
+
+func (x *SignCRLRequest) GetNextUpdateUnix() int64 {
+	if x != nil {
+		return x.NextUpdateUnix
+	}
+	return 0
+}
+
+func (x *SignCRLRequest) GetNumber() []byte {
+	if x != nil {
+		return x.Number
+	}
+	return nil
+}
+
+type SignCRLResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CrlPem        []byte                 `protobuf:"bytes,1,opt,name=crl_pem,json=crlPem,proto3" json:"crl_pem,omitempty"` // "X509 CRL", signed by the signing CA
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignCRLResponse) Reset() {
+	*x = SignCRLResponse{}
+	mi := &file_backend_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignCRLResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignCRLResponse) ProtoMessage() {}
+
+func (x *SignCRLResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignCRLResponse.ProtoReflect.Descriptor instead.
+func (*SignCRLResponse) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *SignCRLResponse) GetCrlPem() []byte {
+	if x != nil {
+		return x.CrlPem
+	}
+	return nil
+}
+
 var File_backend_proto protoreflect.FileDescriptor
 
 const file_backend_proto_rawDesc = "" +
@@ -1188,7 +1351,17 @@ const file_backend_proto_rawDesc = "" +
 	"\x02ca\x18\x01 \x01(\v2\x1e.tlsrelay.backend.v1.CAKeyPairR\x02ca\"A\n" +
 	"\x0fImportCARequest\x12.\n" +
 	"\x02ca\x18\x01 \x01(\v2\x1e.tlsrelay.backend.v1.CAKeyPairR\x02ca\"\x12\n" +
-	"\x10ImportCAResponse2\x86\a\n" +
+	"\x10ImportCAResponse\"T\n" +
+	"\x12RevokedCertificate\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\fR\x06serial\x12&\n" +
+	"\x0frevoked_at_unix\x18\x02 \x01(\x03R\rrevokedAtUnix\"\xbf\x01\n" +
+	"\x0eSignCRLRequest\x12A\n" +
+	"\arevoked\x18\x01 \x03(\v2'.tlsrelay.backend.v1.RevokedCertificateR\arevoked\x12(\n" +
+	"\x10this_update_unix\x18\x02 \x01(\x03R\x0ethisUpdateUnix\x12(\n" +
+	"\x10next_update_unix\x18\x03 \x01(\x03R\x0enextUpdateUnix\x12\x16\n" +
+	"\x06number\x18\x04 \x01(\fR\x06number\"*\n" +
+	"\x0fSignCRLResponse\x12\x17\n" +
+	"\acrl_pem\x18\x01 \x01(\fR\x06crlPem2\xdc\a\n" +
 	"\aBackend\x12K\n" +
 	"\x04Info\x12 .tlsrelay.backend.v1.InfoRequest\x1a!.tlsrelay.backend.v1.InfoResponse\x12Z\n" +
 	"\tConfigure\x12%.tlsrelay.backend.v1.ConfigureRequest\x1a&.tlsrelay.backend.v1.ConfigureResponse\x12Z\n" +
@@ -1199,7 +1372,8 @@ const file_backend_proto_rawDesc = "" +
 	"\vStoreSecret\x12'.tlsrelay.backend.v1.StoreSecretRequest\x1a(.tlsrelay.backend.v1.StoreSecretResponse\x12c\n" +
 	"\fDeleteSecret\x12(.tlsrelay.backend.v1.DeleteSecretRequest\x1a).tlsrelay.backend.v1.DeleteSecretResponse\x12W\n" +
 	"\bExportCA\x12$.tlsrelay.backend.v1.ExportCARequest\x1a%.tlsrelay.backend.v1.ExportCAResponse\x12W\n" +
-	"\bImportCA\x12$.tlsrelay.backend.v1.ImportCARequest\x1a%.tlsrelay.backend.v1.ImportCAResponseB2Z0github.com/tlsrelay/tlsrelay/sdk/proto/backendv1b\x06proto3"
+	"\bImportCA\x12$.tlsrelay.backend.v1.ImportCARequest\x1a%.tlsrelay.backend.v1.ImportCAResponse\x12T\n" +
+	"\aSignCRL\x12#.tlsrelay.backend.v1.SignCRLRequest\x1a$.tlsrelay.backend.v1.SignCRLResponseB2Z0github.com/tlsrelay/tlsrelay/sdk/proto/backendv1b\x06proto3"
 
 var (
 	file_backend_proto_rawDescOnce sync.Once
@@ -1213,7 +1387,7 @@ func file_backend_proto_rawDescGZIP() []byte {
 	return file_backend_proto_rawDescData
 }
 
-var file_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_backend_proto_goTypes = []any{
 	(*InfoRequest)(nil),          // 0: tlsrelay.backend.v1.InfoRequest
 	(*InfoResponse)(nil),         // 1: tlsrelay.backend.v1.InfoResponse
@@ -1238,6 +1412,9 @@ var file_backend_proto_goTypes = []any{
 	(*ExportCAResponse)(nil),     // 20: tlsrelay.backend.v1.ExportCAResponse
 	(*ImportCARequest)(nil),      // 21: tlsrelay.backend.v1.ImportCARequest
 	(*ImportCAResponse)(nil),     // 22: tlsrelay.backend.v1.ImportCAResponse
+	(*RevokedCertificate)(nil),   // 23: tlsrelay.backend.v1.RevokedCertificate
+	(*SignCRLRequest)(nil),       // 24: tlsrelay.backend.v1.SignCRLRequest
+	(*SignCRLResponse)(nil),      // 25: tlsrelay.backend.v1.SignCRLResponse
 }
 var file_backend_proto_depIdxs = []int32{
 	4,  // 0: tlsrelay.backend.v1.CreateCSRRequest.key:type_name -> tlsrelay.backend.v1.KeySpec
@@ -1245,31 +1422,34 @@ var file_backend_proto_depIdxs = []int32{
 	12, // 2: tlsrelay.backend.v1.StoreSecretRequest.secret:type_name -> tlsrelay.backend.v1.SecretBundle
 	18, // 3: tlsrelay.backend.v1.ExportCAResponse.ca:type_name -> tlsrelay.backend.v1.CAKeyPair
 	18, // 4: tlsrelay.backend.v1.ImportCARequest.ca:type_name -> tlsrelay.backend.v1.CAKeyPair
-	0,  // 5: tlsrelay.backend.v1.Backend.Info:input_type -> tlsrelay.backend.v1.InfoRequest
-	2,  // 6: tlsrelay.backend.v1.Backend.Configure:input_type -> tlsrelay.backend.v1.ConfigureRequest
-	5,  // 7: tlsrelay.backend.v1.Backend.CreateCSR:input_type -> tlsrelay.backend.v1.CreateCSRRequest
-	7,  // 8: tlsrelay.backend.v1.Backend.SignCSR:input_type -> tlsrelay.backend.v1.SignCSRRequest
-	9,  // 9: tlsrelay.backend.v1.Backend.CA:input_type -> tlsrelay.backend.v1.CARequest
-	11, // 10: tlsrelay.backend.v1.Backend.FetchSecret:input_type -> tlsrelay.backend.v1.FetchSecretRequest
-	14, // 11: tlsrelay.backend.v1.Backend.StoreSecret:input_type -> tlsrelay.backend.v1.StoreSecretRequest
-	16, // 12: tlsrelay.backend.v1.Backend.DeleteSecret:input_type -> tlsrelay.backend.v1.DeleteSecretRequest
-	19, // 13: tlsrelay.backend.v1.Backend.ExportCA:input_type -> tlsrelay.backend.v1.ExportCARequest
-	21, // 14: tlsrelay.backend.v1.Backend.ImportCA:input_type -> tlsrelay.backend.v1.ImportCARequest
-	1,  // 15: tlsrelay.backend.v1.Backend.Info:output_type -> tlsrelay.backend.v1.InfoResponse
-	3,  // 16: tlsrelay.backend.v1.Backend.Configure:output_type -> tlsrelay.backend.v1.ConfigureResponse
-	6,  // 17: tlsrelay.backend.v1.Backend.CreateCSR:output_type -> tlsrelay.backend.v1.CreateCSRResponse
-	8,  // 18: tlsrelay.backend.v1.Backend.SignCSR:output_type -> tlsrelay.backend.v1.SignCSRResponse
-	10, // 19: tlsrelay.backend.v1.Backend.CA:output_type -> tlsrelay.backend.v1.CAResponse
-	13, // 20: tlsrelay.backend.v1.Backend.FetchSecret:output_type -> tlsrelay.backend.v1.FetchSecretResponse
-	15, // 21: tlsrelay.backend.v1.Backend.StoreSecret:output_type -> tlsrelay.backend.v1.StoreSecretResponse
-	17, // 22: tlsrelay.backend.v1.Backend.DeleteSecret:output_type -> tlsrelay.backend.v1.DeleteSecretResponse
-	20, // 23: tlsrelay.backend.v1.Backend.ExportCA:output_type -> tlsrelay.backend.v1.ExportCAResponse
-	22, // 24: tlsrelay.backend.v1.Backend.ImportCA:output_type -> tlsrelay.backend.v1.ImportCAResponse
-	15, // [15:25] is the sub-list for method output_type
-	5,  // [5:15] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	23, // 5: tlsrelay.backend.v1.SignCRLRequest.revoked:type_name -> tlsrelay.backend.v1.RevokedCertificate
+	0,  // 6: tlsrelay.backend.v1.Backend.Info:input_type -> tlsrelay.backend.v1.InfoRequest
+	2,  // 7: tlsrelay.backend.v1.Backend.Configure:input_type -> tlsrelay.backend.v1.ConfigureRequest
+	5,  // 8: tlsrelay.backend.v1.Backend.CreateCSR:input_type -> tlsrelay.backend.v1.CreateCSRRequest
+	7,  // 9: tlsrelay.backend.v1.Backend.SignCSR:input_type -> tlsrelay.backend.v1.SignCSRRequest
+	9,  // 10: tlsrelay.backend.v1.Backend.CA:input_type -> tlsrelay.backend.v1.CARequest
+	11, // 11: tlsrelay.backend.v1.Backend.FetchSecret:input_type -> tlsrelay.backend.v1.FetchSecretRequest
+	14, // 12: tlsrelay.backend.v1.Backend.StoreSecret:input_type -> tlsrelay.backend.v1.StoreSecretRequest
+	16, // 13: tlsrelay.backend.v1.Backend.DeleteSecret:input_type -> tlsrelay.backend.v1.DeleteSecretRequest
+	19, // 14: tlsrelay.backend.v1.Backend.ExportCA:input_type -> tlsrelay.backend.v1.ExportCARequest
+	21, // 15: tlsrelay.backend.v1.Backend.ImportCA:input_type -> tlsrelay.backend.v1.ImportCARequest
+	24, // 16: tlsrelay.backend.v1.Backend.SignCRL:input_type -> tlsrelay.backend.v1.SignCRLRequest
+	1,  // 17: tlsrelay.backend.v1.Backend.Info:output_type -> tlsrelay.backend.v1.InfoResponse
+	3,  // 18: tlsrelay.backend.v1.Backend.Configure:output_type -> tlsrelay.backend.v1.ConfigureResponse
+	6,  // 19: tlsrelay.backend.v1.Backend.CreateCSR:output_type -> tlsrelay.backend.v1.CreateCSRResponse
+	8,  // 20: tlsrelay.backend.v1.Backend.SignCSR:output_type -> tlsrelay.backend.v1.SignCSRResponse
+	10, // 21: tlsrelay.backend.v1.Backend.CA:output_type -> tlsrelay.backend.v1.CAResponse
+	13, // 22: tlsrelay.backend.v1.Backend.FetchSecret:output_type -> tlsrelay.backend.v1.FetchSecretResponse
+	15, // 23: tlsrelay.backend.v1.Backend.StoreSecret:output_type -> tlsrelay.backend.v1.StoreSecretResponse
+	17, // 24: tlsrelay.backend.v1.Backend.DeleteSecret:output_type -> tlsrelay.backend.v1.DeleteSecretResponse
+	20, // 25: tlsrelay.backend.v1.Backend.ExportCA:output_type -> tlsrelay.backend.v1.ExportCAResponse
+	22, // 26: tlsrelay.backend.v1.Backend.ImportCA:output_type -> tlsrelay.backend.v1.ImportCAResponse
+	25, // 27: tlsrelay.backend.v1.Backend.SignCRL:output_type -> tlsrelay.backend.v1.SignCRLResponse
+	17, // [17:28] is the sub-list for method output_type
+	6,  // [6:17] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_backend_proto_init() }
@@ -1283,7 +1463,7 @@ func file_backend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_backend_proto_rawDesc), len(file_backend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -37,6 +37,7 @@ const (
 	Backend_DeleteSecret_FullMethodName = "/tlsrelay.backend.v1.Backend/DeleteSecret"
 	Backend_ExportCA_FullMethodName     = "/tlsrelay.backend.v1.Backend/ExportCA"
 	Backend_ImportCA_FullMethodName     = "/tlsrelay.backend.v1.Backend/ImportCA"
+	Backend_SignCRL_FullMethodName      = "/tlsrelay.backend.v1.Backend/SignCRL"
 )
 
 // BackendClient is the client API for Backend service.
@@ -67,6 +68,9 @@ type BackendClient interface {
 	// ImportCA makes the given CA the backend's signing CA, replacing the one it holds.
 	// Capability "ca_import".
 	ImportCA(ctx context.Context, in *ImportCARequest, opts ...grpc.CallOption) (*ImportCAResponse, error)
+	// SignCRL signs a certificate revocation list with the signing CA: the certificates
+	// of units that left the group. Capability "crl".
+	SignCRL(ctx context.Context, in *SignCRLRequest, opts ...grpc.CallOption) (*SignCRLResponse, error)
 }
 
 type backendClient struct {
@@ -177,6 +181,16 @@ func (c *backendClient) ImportCA(ctx context.Context, in *ImportCARequest, opts 
 	return out, nil
 }
 
+func (c *backendClient) SignCRL(ctx context.Context, in *SignCRLRequest, opts ...grpc.CallOption) (*SignCRLResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignCRLResponse)
+	err := c.cc.Invoke(ctx, Backend_SignCRL_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BackendServer is the server API for Backend service.
 // All implementations must embed UnimplementedBackendServer
 // for forward compatibility.
@@ -205,6 +219,9 @@ type BackendServer interface {
 	// ImportCA makes the given CA the backend's signing CA, replacing the one it holds.
 	// Capability "ca_import".
 	ImportCA(context.Context, *ImportCARequest) (*ImportCAResponse, error)
+	// SignCRL signs a certificate revocation list with the signing CA: the certificates
+	// of units that left the group. Capability "crl".
+	SignCRL(context.Context, *SignCRLRequest) (*SignCRLResponse, error)
 	mustEmbedUnimplementedBackendServer()
 }
 
@@ -244,6 +261,9 @@ func (UnimplementedBackendServer) ExportCA(context.Context, *ExportCARequest) (*
 }
 func (UnimplementedBackendServer) ImportCA(context.Context, *ImportCARequest) (*ImportCAResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ImportCA not implemented")
+}
+func (UnimplementedBackendServer) SignCRL(context.Context, *SignCRLRequest) (*SignCRLResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignCRL not implemented")
 }
 func (UnimplementedBackendServer) mustEmbedUnimplementedBackendServer() {}
 func (UnimplementedBackendServer) testEmbeddedByValue()                 {}
@@ -446,6 +466,24 @@ func _Backend_ImportCA_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Backend_SignCRL_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignCRLRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServer).SignCRL(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Backend_SignCRL_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServer).SignCRL(ctx, req.(*SignCRLRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Backend_ServiceDesc is the grpc.ServiceDesc for Backend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -492,6 +530,10 @@ var Backend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ImportCA",
 			Handler:    _Backend_ImportCA_Handler,
+		},
+		{
+			MethodName: "SignCRL",
+			Handler:    _Backend_SignCRL_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -1,0 +1,173 @@
+package protocol
+
+import (
+	"encoding/json"
+	"math/big"
+	"slices"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// The leader data of revocation.
+const (
+	// KeyRevoked lists the certificates of units that departed ([]Revocation, JSON),
+	// until they expire.
+	KeyRevoked = "crl_revoked"
+	// KeyCRL is the CRL the signing CA signed over the revocations in effect; every unit
+	// writes it as ca.crl.
+	KeyCRL = "ca_crl"
+)
+
+// CRLLifetime is how long a CRL is valid (its NextUpdate); the leader signs a new one
+// when less than half of that is left, so a verifier never holds an expired list.
+const CRLLifetime = 24 * time.Hour
+
+// Revocation is one departed unit's certificate.
+type Revocation struct {
+	Unit     string    `json:"unit"`
+	Serial   string    `json:"serial"` // hex
+	NotAfter time.Time `json:"not_after"`
+	Departed time.Time `json:"departed"`
+}
+
+// CRLTerms are the leader's terms for revocation.
+type CRLTerms struct {
+	// Enabled: the signer signs CRLs (capability crl). Without it departures are still
+	// recorded, and no CRL is published.
+	Enabled bool
+	// RevokeAfter: a departed unit's certificate is revoked this long after it left
+	// (ca.revoke_departed_after); a unit back before then keeps its certificate, so a
+	// restart revokes nothing.
+	RevokeAfter time.Duration
+}
+
+// SignCRL (leader): have the signer sign a CRL of Revoked, numbered Number, valid from
+// Now for CRLLifetime, and publish it under KeyCRL.
+type SignCRL struct {
+	Revoked []Revocation
+	Number  *big.Int
+	Now     time.Time
+}
+
+// InstallCRL (unit): write the group's CRL as ca.crl.
+type InstallCRL struct{ PEM string }
+
+func (SignCRL) action()    {}
+func (InstallCRL) action() {}
+
+// decodeRevocations reads KeyRevoked; a value that does not parse is an empty list
+// (the leader writes it again).
+func decodeRevocations(s string) []Revocation {
+	var list []Revocation
+	if s != "" && json.Unmarshal([]byte(s), &list) != nil {
+		return nil
+	}
+	return list
+}
+
+func encodeRevocations(list []Revocation) string {
+	if len(list) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(list) // strings and times: cannot fail
+	return string(b)
+}
+
+// effective says whether a revocation is in force at now.
+func (r Revocation) effective(now time.Time, after time.Duration) bool {
+	return !now.Before(r.Departed.Add(after))
+}
+
+// planRevocations (leader) records the certificates of departed units, drops those that
+// expired or whose unit came back with them before the revocation took effect, and signs
+// a new CRL when the list in effect changed, the CRL is not the signing CA's, or half
+// its life is gone. wake is when a pending revocation takes effect or the CRL is due.
+func planRevocations(v View, signingCA string) (actions []Action, wake time.Time) {
+	old := decodeRevocations(v.LeaderData[KeyRevoked])
+	list := slices.Clone(old)
+	for _, unit := range departedUnits(v) {
+		certs, err := certutil.ParseCertificates([]byte(v.LeaderData[SignedCertificateKey(unit)]))
+		if err != nil {
+			continue
+		}
+		serial := certs[0].SerialNumber.Text(16)
+		if !slices.ContainsFunc(list, func(r Revocation) bool { return r.Serial == serial }) {
+			list = append(list, Revocation{Unit: unit, Serial: serial, NotAfter: certs[0].NotAfter, Departed: v.Now})
+		}
+	}
+	after := v.CRL.RevokeAfter
+	list = slices.DeleteFunc(list, func(r Revocation) bool {
+		back := v.Units[r.Unit] != nil && v.Units[r.Unit][KeySerial] == r.Serial
+		return !v.Now.Before(r.NotAfter) || back && !r.effective(v.Now, after)
+	})
+	slices.SortFunc(list, func(a, b Revocation) int { return compareHex(a.Serial, b.Serial) })
+	if encoded := encodeRevocations(list); encoded != v.LeaderData[KeyRevoked] {
+		actions = append(actions, SetLeaderData{KV: map[string]string{KeyRevoked: encoded}})
+	}
+	if !v.CRL.Enabled {
+		return actions, time.Time{}
+	}
+	var inForce []Revocation
+	for _, r := range list {
+		if r.effective(v.Now, after) {
+			inForce = append(inForce, r)
+		} else if at := r.Departed.Add(after); wake.IsZero() || at.Before(wake) {
+			wake = at
+		}
+	}
+	number, due := crlDue(v.LeaderData[KeyCRL], signingCA, inForce, v.Now)
+	if due {
+		return append(actions, SignCRL{Revoked: inForce, Number: number, Now: v.Now}), wake
+	}
+	if refresh := v.Now.Add(CRLLifetime / 2); wake.IsZero() || refresh.Before(wake) {
+		wake = refresh
+	}
+	return actions, wake
+}
+
+// crlDue says whether the published CRL must be signed again, and the number the next
+// one takes (always above the published one's).
+func crlDue(crlPEM, signingCA string, inForce []Revocation, now time.Time) (*big.Int, bool) {
+	crl, err := certutil.ParseCRL([]byte(crlPEM))
+	if err != nil {
+		return big.NewInt(1), true
+	}
+	next := big.NewInt(1)
+	if crl.Number != nil {
+		next.Add(crl.Number, next)
+	}
+	ca, err := certutil.ParseCertificates([]byte(signingCA))
+	if err != nil || crl.CheckSignatureFrom(ca[0]) != nil || crl.NextUpdate.Sub(now) < CRLLifetime/2 {
+		return next, true
+	}
+	listed := certutil.Revoked(crl)
+	if len(listed) != len(inForce) {
+		return next, true
+	}
+	for i, r := range inForce {
+		if listed[i].Text(16) != r.Serial {
+			return next, true
+		}
+	}
+	return next, false
+}
+
+// compareHex orders hex serials by value.
+func compareHex(a, b string) int {
+	x, _ := new(big.Int).SetString(a, 16)
+	y, _ := new(big.Int).SetString(b, 16)
+	if x == nil || y == nil {
+		return 0
+	}
+	return x.Cmp(y)
+}
+
+// revokedByCRL says whether the group's CRL lists the serial of cert.
+func revokedByCRL(crlPEM string, serial *big.Int) bool {
+	crl, err := certutil.ParseCRL([]byte(crlPEM))
+	if err != nil {
+		return false
+	}
+	return slices.ContainsFunc(certutil.Revoked(crl), func(s *big.Int) bool { return s.Cmp(serial) == 0 })
+}
