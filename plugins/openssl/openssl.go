@@ -58,7 +58,7 @@ var _ sdk.Backend = (*Backend)(nil)
 // Info implements sdk.Backend.
 func (b *Backend) Info(context.Context) (sdk.Info, error) {
 	return sdk.Info{Name: Name, Version: Version,
-		Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA, sdk.CapCAExport, sdk.CapCAImport}}, nil
+		Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA, sdk.CapCAExport, sdk.CapCAImport, sdk.CapCRL}}, nil
 }
 
 // Configure implements sdk.Backend: it finds openssl and checks its version.

@@ -15,7 +15,10 @@ import (
 
 // tool runs the openssl binary. Arguments are passed as a list, never through a shell,
 // and untrusted values reach openssl only after validation.
-type tool struct{ path string }
+type tool struct {
+	path    string
+	version [3]int
+}
 
 // minVersion is the oldest OpenSSL with what this backend uses (req -addext).
 var minVersion = [3]int{1, 1, 1}
@@ -43,6 +46,7 @@ func findTool(ctx context.Context, name string) (tool, string, error) {
 	for i := range v {
 		v[i], _ = strconv.Atoi(m[i+1])
 	}
+	t.version = v
 	if compare(v, minVersion) < 0 {
 		return tool{}, "", sdk.Errorf(sdk.CodeFailedPrecondition, path, "%s is too old: need OpenSSL %d.%d.%d or newer", line, minVersion[0], minVersion[1], minVersion[2])
 	}
