@@ -70,6 +70,12 @@ func decidePending(v View, p *Pending, ca string) Decision {
 		d.Detail = "publishing CSR"
 		d.Actions = []Action{PublishCSR{CSRPEM: p.CSRPEM, Profile: v.Want.Profile}}
 	}
+	if inst := v.Local.Installed; inst != nil && ca != "" && ca != inst.CAPEM {
+		// A unit renewing as a CA rotation starts must still trust the new CA: the
+		// leader signs nothing, this CSR included, until every unit holding a
+		// certificate does.
+		d.Actions = append(d.Actions, InstallCA{CAPEM: ca})
+	}
 	return d
 }
 
