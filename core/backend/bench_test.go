@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 	"time"
 
@@ -164,4 +165,39 @@ func makeCSRs(b *testing.B, backend sdk.Backend, n int) [][]byte {
 		out[i] = csr.CSRPEM
 	}
 	return out
+}
+
+// BenchmarkPluginStart is the cost of one plugin: launch the cfssl plugin process, the
+// go-plugin handshake (TLS identities included), Info and Configure, then Close. Besides
+// wall time it reports the CPU the child processes used per start (child-cpu-ms/op,
+// from RUSAGE_CHILDREN), since that is what a host of many units pays.
+//
+//	go test -run '^$' -bench PluginStart -benchtime 40x ./core/backend
+func BenchmarkPluginStart(b *testing.B) {
+	ctx := context.Background()
+	self := testbin.Build(b, testbin.Tlsrelay)
+	stateDir := b.TempDir()
+	var before, after, selfBefore, selfAfter syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &before)
+	syscall.Getrusage(syscall.RUSAGE_SELF, &selfBefore)
+	for b.Loop() {
+		host, err := New(Options{Self: self, Plugins: map[string]config.Plugin{"cfssl": {Builtin: true}},
+			Roles: config.Roles{CSR: "cfssl", Signer: "cfssl"}, StateDir: stateDir, Logger: hclog.NewNullLogger()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := host.For(ctx, config.RoleCSR); err != nil {
+			b.Fatal(err)
+		}
+		host.Close()
+	}
+	syscall.Getrusage(syscall.RUSAGE_CHILDREN, &after)
+	syscall.Getrusage(syscall.RUSAGE_SELF, &selfAfter)
+	b.ReportMetric(cpuMillis(before, after)/float64(b.N), "child-cpu-ms/op")
+	b.ReportMetric(cpuMillis(selfBefore, selfAfter)/float64(b.N), "host-cpu-ms/op")
+}
+
+func cpuMillis(before, after syscall.Rusage) float64 {
+	ns := after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano()
+	return float64(ns) / 1e6
 }
