@@ -69,6 +69,7 @@ func Serve(b Backend, opts ...ServeOption) {
 		VersionedPlugins: VersionedPlugins(b),
 		GRPCServer:       plugin.DefaultGRPCServer,
 		Logger:           Logger("plugin"),
+		TLSProvider:      transportProvider(), // nil: AutoMTLS, for a host that hands no identity
 	}
 	for _, opt := range opts {
 		opt(cfg)

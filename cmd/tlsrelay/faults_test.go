@@ -163,6 +163,13 @@ func TestUpKilledLeavesNoProcessBehind(t *testing.T) {
 	dir := t.TempDir()
 	cmd := exec.Command(testbinBuild(t), "up", "--dir", dir, "--units", "3", "--timeout", "2m", "--log-level", "debug")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// A TMPDIR of its own: agents killed with the host leave their plugins' sockets there.
+	tmp, err := os.MkdirTemp("", "upkill-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(tmp) })
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	var out syncBuffer
 	if os.Getenv("UPKILL_NULL") == "" {
 		cmd.Stdout, cmd.Stderr = &out, &out

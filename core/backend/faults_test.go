@@ -158,8 +158,27 @@ func TestPluginProcessIsIsolated(t *testing.T) {
 	if strings.Contains(env, "OS_PASSWORD") {
 		t.Error("the host's OS_PASSWORD reached an external plugin whose config does not name it")
 	}
+	// Its TLS identity came through a pipe: the environment names the descriptor and
+	// carries the host's certificate, never a key.
+	if !strings.Contains(env, sdk.EnvTransportFD+"=3") || strings.Contains(env, "PRIVATE KEY") {
+		t.Errorf("the plugin's environment: want %s=3 and no private key:\n%s", sdk.EnvTransportFD, env)
+	}
 	if r.ConfigJSON != "{}" { // no config: section is an empty object, not null
 		t.Errorf("Configure received %q for a plugin without config, want {}", r.ConfigJSON)
+	}
+}
+
+// A plugin built with an sdk that predates the host-issued TLS identity answers with
+// go-plugin's AutoMTLS (its own P-521 certificate in the handshake): the host still
+// connects, with mutual TLS.
+func TestPluginOfAnOlderSDKConnects(t *testing.T) {
+	h := misbehaving(t, "old-sdk")
+	b, err := h.For(context.Background(), config.RoleCSR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.CreateCSR(context.Background(), sdk.CSRRequest{}); err != nil {
+		t.Fatalf("a call to a plugin that answers with AutoMTLS: %v", err)
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -160,6 +161,41 @@ func (h *Host) launch(ctx context.Context, name string) (*running, error) {
 	return r, nil
 }
 
+// hostIdentity is this process's TLS identity towards its plugins, made once: one
+// P-256 key per host process instead of go-plugin AutoMTLS's P-521 pair per launch.
+var hostIdentity = sync.OnceValues(sdk.NewHostIdentity)
+
+// handTransportIdentity gives the plugin cmd will run its own TLS leaf, signed by the
+// host's identity, through an inherited pipe, and returns the host's side of the TLS
+// configuration. The pipe holds the leaf's key until the plugin reads it; the parent's
+// end is closed once the process has started (processRunner.Start).
+func handTransportIdentity(cmd *exec.Cmd) (*tls.Config, error) {
+	id, err := hostIdentity()
+	if err != nil {
+		return nil, fmt.Errorf("the host's TLS identity: %w", err)
+	}
+	leaf, err := id.PluginIdentity()
+	if err != nil {
+		return nil, fmt.Errorf("the plugin's TLS identity: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("the plugin's TLS identity: %w", err)
+	}
+	_, err = w.Write(leaf) // a few hundred bytes: within the pipe's buffer, so no reader is needed yet
+	w.Close()
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("the plugin's TLS identity: %w", err)
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, r)
+	cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", sdk.EnvTransportFD, 2+len(cmd.ExtraFiles)),
+		// A plugin built before EnvTransportFD answers with go-plugin's AutoMTLS and
+		// trusts this certificate as its client's.
+		"PLUGIN_CLIENT_CERT="+string(id.CertPEM()))
+	return id.ClientConfig(), nil
+}
+
 // startTimeout bounds a plugin's start when the caller's context has no deadline.
 const startTimeout = time.Minute
 
@@ -167,6 +203,13 @@ func (h *Host) start(ctx context.Context, name string, spec config.Plugin) (*run
 	cmd, binary, err := h.command(name, spec)
 	if err != nil {
 		return nil, err
+	}
+	transport, err := handTransportIdentity(cmd)
+	if err != nil {
+		if binary != nil {
+			binary.Close()
+		}
+		return nil, fmt.Errorf("plugin %s: %w", name, err)
 	}
 	process := newProcessRunner(cmd, binary, h.log.Named(name))
 	timeout := startTimeout
@@ -185,7 +228,7 @@ func (h *Host) start(ctx context.Context, name string, spec config.Plugin) (*run
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: h.sockets},
 		StartTimeout:     timeout,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		AutoMTLS:         true,
+		TLSConfig:        transport,
 		Logger:           h.log.Named(name),
 		// What a plugin writes to os.Stdout or os.Stderr after Serve (go-plugin forwards
 		// both) lands in the host's log, not nowhere: stderr at info, stdout at warn.

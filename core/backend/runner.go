@@ -71,6 +71,9 @@ func (r *processRunner) Start(context.Context) error {
 	err = r.cmd.Start()
 	outW.Close() // the child holds its own copies
 	errW.Close()
+	for _, f := range r.cmd.ExtraFiles {
+		f.Close() // handed to the child (its TLS identity): the parent's copy goes
+	}
 	if err != nil {
 		outR.Close()
 		errR.Close()

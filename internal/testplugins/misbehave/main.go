@@ -6,6 +6,8 @@
 //	hang-call    SignCSR never returns
 //	log-in-call  SignCSR logs at info through a logger made inside the call
 //	crash-in-call SignCSR panics
+//	old-sdk      serves as a plugin built before the host handed TLS identities did
+//	             (go-plugin's AutoMTLS on the plugin's side)
 //	fork-stdout  starts a child (sleep) that holds the plugin's stdout and stderr, and
 //	             writes its pid to MISBEHAVE_PIDFILE
 //	(otherwise)  behaves; CreateCSR reports the process's circumstances as JSON in
@@ -106,6 +108,8 @@ func main() {
 	switch os.Getenv("MISBEHAVE") {
 	case "hang-start":
 		select {}
+	case "old-sdk":
+		os.Unsetenv(sdk.EnvTransportFD)
 	case "fork-stdout":
 		child := exec.Command("sleep", "300")
 		child.Stdout, child.Stderr = os.Stdout, os.Stderr
