@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"os"
+	"os/exec"
 	"strconv"
 	"time"
 )
@@ -90,6 +91,34 @@ func (h *HostIdentity) PluginIdentity() ([]byte, error) {
 	out := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	out = append(out, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER})...)
 	return append(out, h.CertPEM()...), nil
+}
+
+// Hand gives the plugin cmd will run its own leaf through an inherited pipe (the next
+// descriptor of cmd.ExtraFiles, named by EnvTransportFD), with PLUGIN_CLIENT_CERT for a
+// plugin of an older sdk, and returns the host's side of the TLS configuration. The
+// caller closes its copy of cmd.ExtraFiles once the process has started.
+func (h *HostIdentity) Hand(cmd *exec.Cmd) (*tls.Config, error) {
+	leaf, err := h.PluginIdentity()
+	if err != nil {
+		return nil, fmt.Errorf("the plugin's TLS identity: %w", err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("the plugin's TLS identity: %w", err)
+	}
+	_, err = w.Write(leaf) // about a kilobyte: within the pipe's buffer, so no reader is needed yet
+	w.Close()
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("the plugin's TLS identity: %w", err)
+	}
+	cmd.ExtraFiles = append(cmd.ExtraFiles, r)
+	if cmd.Env == nil {
+		cmd.Env = os.Environ()
+	}
+	cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", EnvTransportFD, 2+len(cmd.ExtraFiles)),
+		"PLUGIN_CLIENT_CERT="+string(h.CertPEM()))
+	return h.ClientConfig(), nil
 }
 
 func transportTemplate(cn string) *x509.Certificate {

@@ -166,34 +166,14 @@ func (h *Host) launch(ctx context.Context, name string) (*running, error) {
 var hostIdentity = sync.OnceValues(sdk.NewHostIdentity)
 
 // handTransportIdentity gives the plugin cmd will run its own TLS leaf, signed by the
-// host's identity, through an inherited pipe, and returns the host's side of the TLS
-// configuration. The pipe holds the leaf's key until the plugin reads it; the parent's
-// end is closed once the process has started (processRunner.Start).
+// host's identity (sdk.HostIdentity.Hand); processRunner.Start closes the parent's end
+// of the pipe once the process has started.
 func handTransportIdentity(cmd *exec.Cmd) (*tls.Config, error) {
 	id, err := hostIdentity()
 	if err != nil {
 		return nil, fmt.Errorf("the host's TLS identity: %w", err)
 	}
-	leaf, err := id.PluginIdentity()
-	if err != nil {
-		return nil, fmt.Errorf("the plugin's TLS identity: %w", err)
-	}
-	r, w, err := os.Pipe()
-	if err != nil {
-		return nil, fmt.Errorf("the plugin's TLS identity: %w", err)
-	}
-	_, err = w.Write(leaf) // a few hundred bytes: within the pipe's buffer, so no reader is needed yet
-	w.Close()
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("the plugin's TLS identity: %w", err)
-	}
-	cmd.ExtraFiles = append(cmd.ExtraFiles, r)
-	cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", sdk.EnvTransportFD, 2+len(cmd.ExtraFiles)),
-		// A plugin built before EnvTransportFD answers with go-plugin's AutoMTLS and
-		// trusts this certificate as its client's.
-		"PLUGIN_CLIENT_CERT="+string(id.CertPEM()))
-	return id.ClientConfig(), nil
+	return id.Hand(cmd)
 }
 
 // startTimeout bounds a plugin's start when the caller's context has no deadline.

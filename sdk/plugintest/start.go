@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -58,19 +59,32 @@ func InProcess(newBackend func() sdk.Backend, configJSON []byte) Starter {
 	}
 }
 
-// Command launches a plugin binary as a child process through go-plugin (gRPC,
-// AutoMTLS), as the tlsrelay host does, and configures it with configJSON.
+// Command launches a plugin binary as a child process through go-plugin, as the
+// tlsrelay host does (gRPC, mutual TLS with a leaf handed over a pipe), and configures
+// it with configJSON.
 func Command(configJSON []byte, path string, args ...string) Starter {
 	return func(stateDir string) (sdk.Backend, func(), error) {
+		host, err := hostIdentity()
+		if err != nil {
+			return nil, nil, err
+		}
+		cmd := exec.Command(path, args...)
+		tlsConfig, err := host.Hand(cmd)
+		if err != nil {
+			return nil, nil, err
+		}
 		client := plugin.NewClient(&plugin.ClientConfig{
 			HandshakeConfig:  sdk.Handshake,
 			VersionedPlugins: sdk.VersionedPlugins(nil),
-			Cmd:              exec.Command(path, args...),
+			Cmd:              cmd,
 			Logger:           quiet,
 			AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-			AutoMTLS:         true,
+			TLSConfig:        tlsConfig,
 		})
 		b, err := dispense(client, configJSON, stateDir)
+		for _, f := range cmd.ExtraFiles {
+			f.Close() // the child has its copy, or never started
+		}
 		if err != nil {
 			client.Kill()
 			return nil, nil, err
@@ -78,6 +92,8 @@ func Command(configJSON []byte, path string, args ...string) Starter {
 		return b, client.Kill, nil
 	}
 }
+
+var hostIdentity = sync.OnceValues(sdk.NewHostIdentity)
 
 // quiet keeps go-plugin's own chatter out of test output; failures surface as errors.
 var quiet = hclog.New(&hclog.LoggerOptions{Level: hclog.Off, Output: os.Stderr})
