@@ -44,12 +44,7 @@ func (s *grpcServer) CreateCSR(ctx context.Context, req *pb.CreateCSRRequest) (*
 }
 
 func (s *grpcServer) SignCSR(ctx context.Context, req *pb.SignCSRRequest) (*pb.SignCSRResponse, error) {
-	cert, err := s.impl.SignCSR(ctx, SignRequest{
-		CSRPEM:   req.CsrPem,
-		Profile:  Profile(req.Profile),
-		Validity: time.Duration(req.ValiditySeconds) * time.Second,
-		Unit:     req.Unit,
-	})
+	cert, err := s.impl.SignCSR(ctx, signRequestFromWire(req))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -147,12 +142,7 @@ func (c *grpcClient) CreateCSR(ctx context.Context, req CSRRequest) (CSR, error)
 }
 
 func (c *grpcClient) SignCSR(ctx context.Context, req SignRequest) (Certificate, error) {
-	resp, err := c.client.SignCSR(ctx, &pb.SignCSRRequest{
-		CsrPem:          req.CSRPEM,
-		Profile:         string(req.Profile),
-		ValiditySeconds: int64(req.Validity / time.Second),
-		Unit:            req.Unit,
-	})
+	resp, err := c.client.SignCSR(ctx, signRequestToWire(req))
 	if err != nil {
 		return Certificate{}, fromStatus(err)
 	}

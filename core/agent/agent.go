@@ -440,11 +440,24 @@ func (w *leaderWrites) answer(unit, csrPEM string, kv map[string]string) {
 func (a *Agent) apply(ctx context.Context, actions []protocol.Action) error {
 	w := &leaderWrites{kv: map[string]string{}}
 	var errs []error
+	var batch []protocol.SignCSR // consecutive SignCSR actions, signed in one call
+	flush := func() {
+		if len(batch) > 0 {
+			errs = append(errs, a.signBatch(ctx, batch, w)...)
+			batch = nil
+		}
+	}
 	for _, act := range actions {
+		if s, ok := act.(protocol.SignCSR); ok {
+			batch = append(batch, s)
+			continue
+		}
+		flush()
 		if err := a.do(ctx, act, w); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	flush()
 	if len(w.kv) > 0 {
 		dropped, err := a.opts.Member.SetLeaderData(ctx, w.kv, w.guards...)
 		if err != nil {
@@ -503,8 +516,6 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		return a.sealCA(ctx, leaderData)
 	case protocol.ImportSealedCA:
 		return a.importSealedCA(ctx, act)
-	case protocol.SignCSR:
-		return a.sign(ctx, act, w)
 	case protocol.RejectCSR:
 		a.log.Warn("rejecting CSR", "of", act.Unit, "rule", act.Rejection.Rule, "reason", act.Rejection.Reason)
 		a.opts.Metrics.Rejected(act.Rejection.Rule)
@@ -620,6 +631,12 @@ func (a *Agent) signCRL(ctx context.Context, act protocol.SignCRL, leaderData ma
 		req.Revoked = append(req.Revoked, sdk.RevokedCertificate{Serial: serial, RevokedAt: r.Departed})
 	}
 	crl, err := sdk.SignCRL(ctx, b, req)
+	if sdk.IsCode(err, sdk.CodeUnimplemented) {
+		// It claimed the capability but lacks it: no CRL, and no reason to stop signing.
+		a.signerCRL = false
+		a.log.Warn("the signer claims to sign CRLs but does not: no ca.crl is published", "error", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("%s: sign the CRL: %w", a.unit, err)
 	}
@@ -663,41 +680,64 @@ func (a *Agent) importReferencedCA(ctx context.Context, signer sdk.Backend, have
 // is rejected: such a failure may pass, but one that repeats is the CSR's.
 const signAttempts = 3
 
-// sign has the signer sign one unit's CSR, for the policy's validity. A CSR the signer
-// refuses as invalid, or fails on signAttempts times, is rejected in leader data so the
-// unit learns why; other failures (the signer unavailable) are retried.
-func (a *Agent) sign(ctx context.Context, act protocol.SignCSR, w *leaderWrites) error {
+// maxBatch bounds the CSRs in one SignCSRs call (a gRPC message stays far below its
+// 4 MB limit: a CSR and its certificate are about a kilobyte each).
+const maxBatch = 256
+
+// signBatch has the signer sign CSRs, maxBatch at a time (sdk.SignCSRs: in one call when
+// the signer can, one SignCSR each when not), for the policy's validity. A CSR the
+// signer refuses as invalid, or fails on signAttempts times, is rejected in leader data
+// so the unit learns why; other failures (the signer unavailable) are retried.
+func (a *Agent) signBatch(ctx context.Context, acts []protocol.SignCSR, w *leaderWrites) []error {
 	b, err := a.signer(ctx)
 	if err != nil {
-		return err
+		return []error{err}
 	}
 	validity, err := a.validity()
 	if err != nil {
-		return err
+		return []error{err}
 	}
+	var errs []error
+	for len(acts) > 0 {
+		chunk := acts[:min(len(acts), maxBatch)]
+		acts = acts[len(chunk):]
+		reqs := make([]sdk.SignRequest, len(chunk))
+		for i, act := range chunk {
+			reqs[i] = sdk.SignRequest{CSRPEM: []byte(act.CSRPEM), Profile: sdk.Profile(act.Profile), Validity: validity, Unit: act.Unit}
+		}
+		start := time.Now()
+		results, err := sdk.SignCSRs(ctx, b, reqs)
+		if err != nil {
+			return append(errs, fmt.Errorf("%s: sign %d CSRs: %w", a.unit, len(reqs), err))
+		}
+		each := time.Since(start) / time.Duration(len(chunk)) // a batch's time, shared among its CSRs
+		for i, act := range chunk {
+			if err := a.answer(act, results[i], each, w); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errs
+}
+
+// answer publishes the signer's result for one CSR: its certificate, or a rejection
+// when the error is final for that CSR.
+func (a *Agent) answer(act protocol.SignCSR, r sdk.SignResult, took time.Duration, w *leaderWrites) error {
 	digest := protocol.Digest(act.CSRPEM)
-	start := time.Now()
-	cert, err := b.SignCSR(ctx, sdk.SignRequest{
-		CSRPEM:   []byte(act.CSRPEM),
-		Profile:  sdk.Profile(act.Profile),
-		Validity: validity,
-		Unit:     act.Unit,
-	})
-	took := time.Since(start)
-	if err != nil && a.finalSignError(digest, err) {
-		a.log.Warn("signer refused CSR", "of", act.Unit, "error", err)
+	if r.Err != nil && a.finalSignError(digest, r.Err) {
+		a.log.Warn("signer refused CSR", "of", act.Unit, "error", r.Err)
 		a.opts.Metrics.Rejected(protocol.RuleSigner)
 		w.answer(act.Unit, act.CSRPEM, map[string]string{protocol.RejectionKey(act.Unit): protocol.Rejection{
-			CSRDigest: digest, Reason: err.Error(), Rule: protocol.RuleSigner}.Encode()})
+			CSRDigest: digest, Reason: r.Err.Error(), Rule: protocol.RuleSigner}.Encode()})
 		return nil
 	}
-	if err != nil {
-		return fmt.Errorf("%s: sign CSR of %s: %w", a.unit, act.Unit, err)
+	if r.Err != nil {
+		return fmt.Errorf("%s: sign CSR of %s: %w", a.unit, act.Unit, r.Err)
 	}
 	delete(a.signFailures, digest)
 	a.opts.Metrics.Signed(took)
 	w.answer(act.Unit, act.CSRPEM, map[string]string{
-		protocol.SignedCertificateKey(act.Unit): string(cert.ChainPEM), protocol.RejectionKey(act.Unit): ""})
+		protocol.SignedCertificateKey(act.Unit): string(r.Certificate.ChainPEM), protocol.RejectionKey(act.Unit): ""})
 	a.log.Info("signed CSR", "of", act.Unit)
 	return nil
 }

@@ -90,7 +90,13 @@ func (c *cluster) dir(unit string) string {
 
 func (c *cluster) start(unit string) {
 	c.t.Helper()
-	m, err := c.store.Join(context.Background(), unit, relation.JoinOptions{LeaderEligible: true})
+	c.startWith(unit, true)
+}
+
+// startWith starts unit, campaigning to lead if eligible.
+func (c *cluster) startWith(unit string, eligible bool) {
+	c.t.Helper()
+	m, err := c.store.Join(context.Background(), unit, relation.JoinOptions{LeaderEligible: eligible})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -586,4 +592,55 @@ func mustReadFile(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// batchCounter signs through the real cfssl backend in batches, counting the calls and
+// the CSRs in each, and refuses refuse's CSRs as invalid.
+type batchCounter struct {
+	sdk.Backend
+	refuse string
+	mu     sync.Mutex
+	sizes  []int
+}
+
+func (b *batchCounter) SignCSRs(ctx context.Context, reqs []sdk.SignRequest) ([]sdk.SignResult, error) {
+	b.mu.Lock()
+	b.sizes = append(b.sizes, len(reqs))
+	b.mu.Unlock()
+	results, err := b.Backend.(sdk.BatchSigner).SignCSRs(ctx, reqs)
+	for i, r := range reqs {
+		if r.Unit == b.refuse {
+			results[i] = sdk.SignResult{Err: sdk.Errorf(sdk.CodeInvalidArgument, "csr of "+r.Unit, "the signer will not")}
+		}
+	}
+	return results, err
+}
+
+// The leader signs the CSRs pending in one decision in one SignCSRs call; a CSR the
+// signer refuses in the batch is rejected alone, its neighbours signed.
+func TestLeaderSignsPendingCSRsInOneBatch(t *testing.T) {
+	c := newCluster(t)
+	signer := &batchCounter{Backend: c.backend, refuse: "db/2"}
+	c.backend = signer
+	// Three units that may not lead publish their CSRs; the leader that comes after
+	// finds them pending together.
+	for _, u := range []string{"db/1", "db/2", "db/3"} {
+		c.startWith(u, false)
+	}
+	for _, u := range []string{"db/1", "db/2", "db/3"} {
+		relationtest.Await(t, c.members[u], u+"'s CSR", func(s relation.Snapshot) bool { return s.Units[u][protocol.KeyCSR] != "" })
+	}
+	c.start("db/0")
+	c.waitCerts("db/0", "db/1", "db/3")
+	snap := relationtest.Await(t, c.members["db/0"], "db/2's rejection", func(s relation.Snapshot) bool {
+		return s.LeaderData[protocol.RejectionKey("db/2")] != ""
+	})
+	if r, _ := protocol.DecodeRejection(snap.LeaderData[protocol.RejectionKey("db/2")]); r.Rule != protocol.RuleSigner || !strings.Contains(r.Reason, "the signer will not") {
+		t.Errorf("db/2's rejection %+v, want the signer's", r)
+	}
+	signer.mu.Lock()
+	defer signer.mu.Unlock()
+	if signer.sizes[0] < 3 {
+		t.Errorf("batch sizes %v: want the three pending CSRs (and perhaps the leader's own) in the first", signer.sizes)
+	}
 }

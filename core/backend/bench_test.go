@@ -3,10 +3,16 @@ package backend
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -200,4 +206,146 @@ func BenchmarkPluginStart(b *testing.B) {
 func cpuMillis(before, after syscall.Rusage) float64 {
 	ns := after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano()
 	return float64(ns) / 1e6
+}
+
+// BenchmarkSigners compares, on the same CA and CSRs, one CSR per op, at concurrency 1,
+// 2 and 8: cfssl's signer in this process; the cfssl plugin through SignCSR; the plugin
+// through SignCSRs in batches of 64 (the leader's path since issue 11); and, when
+// TLSRELAY_BENCH_CFSSL names a cfssl binary (scripts/bench-signers.sh installs v1.6.5),
+// `cfssl serve` over HTTP on 127.0.0.1. csr/s is the throughput.
+//
+//	scripts/bench-signers.sh    (go test -run '^$' -bench Signers -count 5 ./core/backend)
+func BenchmarkSigners(b *testing.B) {
+	ctx := context.Background()
+	stateDir := b.TempDir()
+	inProcess := cfssl.New(nil)
+	if err := inProcess.Configure(ctx, sdk.ConfigureRequest{StateDir: filepath.Join(stateDir, "cfssl")}); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := inProcess.CA(ctx); err != nil { // made now: cfssl serve reads its files
+		b.Fatal(err)
+	}
+	plugin := pluginFor(b, "cfssl", stateDir)
+	csrs := makeCSRs(b, inProcess, 256)
+	req := func(i int) sdk.SignRequest {
+		return sdk.SignRequest{CSRPEM: csrs[i%len(csrs)], Profile: sdk.ProfilePeer, Unit: "bench/0"}
+	}
+	one := func(backend sdk.Backend) func(lo, hi int) error {
+		return func(lo, hi int) error {
+			for i := lo; i < hi; i++ {
+				if _, err := backend.SignCSR(ctx, req(i)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	batched := func(lo, hi int) error {
+		reqs := make([]sdk.SignRequest, 0, hi-lo)
+		for i := lo; i < hi; i++ {
+			reqs = append(reqs, req(i))
+		}
+		results, err := sdk.SignCSRs(ctx, plugin, reqs)
+		for _, r := range results {
+			err = errors.Join(err, r.Err)
+		}
+		return err
+	}
+	signers := []struct {
+		name  string
+		chunk int
+		sign  func(lo, hi int) error
+	}{{"in-process", 1, one(inProcess)}, {"plugin", 1, one(plugin)}, {"plugin-batch", 64, batched}}
+	if bin := os.Getenv("TLSRELAY_BENCH_CFSSL"); bin != "" {
+		signers = append(signers, struct {
+			name  string
+			chunk int
+			sign  func(lo, hi int) error
+		}{"cfssl-serve", 1, cfsslServe(b, bin, filepath.Join(stateDir, "cfssl"), csrs)})
+	}
+	for _, s := range signers {
+		for _, c := range []int{1, 2, 8} {
+			b.Run(fmt.Sprintf("%s/c%d", s.name, c), func(b *testing.B) {
+				start := time.Now()
+				if err := concurrently(b.N, c, s.chunk, s.sign); err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "csr/s")
+			})
+		}
+	}
+}
+
+// concurrently runs sign over [0,n) in chunks of chunk, from c goroutines.
+func concurrently(n, c, chunk int, sign func(lo, hi int) error) error {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, c)
+	for g := range c {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				lo := int(next.Add(int64(chunk))) - chunk
+				if lo >= n || errs[g] != nil {
+					return
+				}
+				errs[g] = sign(lo, min(lo+chunk, n))
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// cfsslServe runs `cfssl serve` on the CA in dir and returns a signer posting to its
+// /api/v1/cfssl/sign; the server is stopped (by its pid) when the benchmark ends.
+func cfsslServe(b *testing.B, bin, dir string, csrs [][]byte) func(lo, hi int) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	cfg := filepath.Join(b.TempDir(), "cfssl.json")
+	os.WriteFile(cfg, []byte(`{"signing":{"default":{"expiry":"720h","usages":["digital signature","key encipherment","server auth","client auth"]}}}`), 0o600)
+	cmd := exec.Command(bin, "serve", "-address", "127.0.0.1", "-port", fmt.Sprint(port),
+		"-ca", filepath.Join(dir, "ca.pem"), "-ca-key", filepath.Join(dir, "ca-key.pem"), "-config", cfg, "-loglevel", "5")
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	url := fmt.Sprintf("http://127.0.0.1:%d/api/v1/cfssl/sign", port)
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 16}}
+	sign := func(i int) error {
+		body, _ := json.Marshal(map[string]string{"certificate_request": string(csrs[i%len(csrs)])})
+		resp, err := client.Post(url, "application/json", bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Success bool `json:"success"`
+			Result  struct {
+				Certificate string `json:"certificate"`
+			} `json:"result"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || !out.Success || out.Result.Certificate == "" {
+			return fmt.Errorf("cfssl serve: status %d, success %v: %v", resp.StatusCode, out.Success, err)
+		}
+		return nil
+	}
+	for deadline := time.Now().Add(10 * time.Second); sign(0) != nil; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			b.Fatalf("cfssl serve did not answer on %s: %v", url, sign(0))
+		}
+	}
+	return func(lo, hi int) error {
+		for i := lo; i < hi; i++ {
+			if err := sign(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }

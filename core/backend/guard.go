@@ -71,3 +71,10 @@ func (g guarded) SignCRL(ctx context.Context, req sdk.CRLRequest) (sdk.CRL, erro
 	out, err := sdk.SignCRL(ctx, g.Backend, req)
 	return out, g.check(ctx, err)
 }
+
+// SignCSRs implements sdk.BatchSigner for the plugin behind g (one SignCSR per request
+// for a plugin without the capability).
+func (g guarded) SignCSRs(ctx context.Context, reqs []sdk.SignRequest) ([]sdk.SignResult, error) {
+	out, err := sdk.SignCSRs(ctx, g.Backend, reqs)
+	return out, g.check(ctx, err)
+}

@@ -72,7 +72,7 @@ func (b *Backend) Info(context.Context) (sdk.Info, error) {
 	return sdk.Info{
 		Name:         Name,
 		Version:      Version,
-		Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA, sdk.CapCAExport, sdk.CapCAImport, sdk.CapCRL},
+		Capabilities: []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA, sdk.CapCAExport, sdk.CapCAImport, sdk.CapCRL, sdk.CapSignCSRs},
 	}, nil
 }
 
@@ -263,4 +263,10 @@ func (b *Backend) SignCRL(_ context.Context, req sdk.CRLRequest) (sdk.CRL, error
 		return sdk.CRL{}, err
 	}
 	return sdk.CRL{PEM: pemBytes}, nil
+}
+
+// SignCSRs implements sdk.BatchSigner: the batch is signed on every core (cfssl's
+// signer is safe for concurrent use).
+func (b *Backend) SignCSRs(ctx context.Context, reqs []sdk.SignRequest) ([]sdk.SignResult, error) {
+	return sdk.SignInParallel(ctx, b.SignCSR, reqs), nil
 }

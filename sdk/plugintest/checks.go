@@ -19,7 +19,7 @@ import (
 )
 
 var allCapabilities = []sdk.Capability{sdk.CapCreateCSR, sdk.CapSignCSR, sdk.CapCA,
-	sdk.CapFetchSecret, sdk.CapStoreSecret, sdk.CapDeleteSecret, sdk.CapCAExport, sdk.CapCAImport, sdk.CapCRL}
+	sdk.CapFetchSecret, sdk.CapStoreSecret, sdk.CapDeleteSecret, sdk.CapCAExport, sdk.CapCAImport, sdk.CapCRL, sdk.CapSignCSRs}
 
 // The names every CSR in the kit asks for.
 var (
@@ -63,6 +63,14 @@ func checkUnclaimed(e *env) error {
 		sdk.CapCAImport:     func() error { return e.backend.ImportCA(e.ctx, sdk.CAKeyPair{}) },
 		sdk.CapCRL: func() error {
 			_, err := sdk.SignCRL(e.ctx, e.backend, crlRequest(time.Now(), big.NewInt(1)))
+			return err
+		},
+		sdk.CapSignCSRs: func() error {
+			bs, ok := e.backend.(sdk.BatchSigner)
+			if !ok {
+				return sdk.Errorf(sdk.CodeUnimplemented, "", "not a BatchSigner")
+			}
+			_, err := bs.SignCSRs(e.ctx, []sdk.SignRequest{{CSRPEM: []byte(goCSR(testCN, testSANs)), Profile: sdk.ProfilePeer}})
 			return err
 		},
 	}
@@ -626,6 +634,52 @@ func checkCRL(e *env) error {
 	bad.NextUpdate = now.Add(-time.Hour)
 	if _, err := sdk.SignCRL(e.ctx, e.backend, bad); !sdk.IsCode(err, sdk.CodeInvalidArgument) {
 		p.addf("SignCRL with next update before this update: %v, want InvalidArgument", err)
+	}
+	return p.err()
+}
+
+// checkSignCSRs: one result per request, in order; a bad request fails alone, with
+// InvalidArgument, and the good ones around it are signed as SignCSR would.
+func checkSignCSRs(e *env) error {
+	if !e.claims(sdk.CapSignCSRs) {
+		return nil
+	}
+	bs, ok := e.backend.(sdk.BatchSigner)
+	if !ok {
+		return fmt.Errorf("claims %s but is not an sdk.BatchSigner", sdk.CapSignCSRs)
+	}
+	profiles := []sdk.Profile{sdk.ProfileServer, sdk.ProfileClient, "", sdk.ProfilePeer, sdk.ProfilePeer}
+	reqs := make([]sdk.SignRequest, len(profiles))
+	for i, p := range profiles {
+		reqs[i] = sdk.SignRequest{CSRPEM: []byte(goCSR(testCN, testSANs)), Profile: p, Unit: fmt.Sprintf("%s/%d", testCN, i)}
+	}
+	reqs[2].Profile = sdk.ProfilePeer
+	reqs[2].CSRPEM = []byte("not a CSR") // the bad one, between good ones
+	results, err := bs.SignCSRs(e.ctx, reqs)
+	if err != nil {
+		return fmt.Errorf("SignCSRs: %w", err)
+	}
+	if len(results) != len(reqs) {
+		return fmt.Errorf("SignCSRs returned %d results for %d requests", len(results), len(reqs))
+	}
+	var p problems
+	for i, r := range results {
+		if i == 2 {
+			if !sdk.IsCode(r.Err, sdk.CodeInvalidArgument) {
+				p.addf("result %d (a garbage CSR): %v, want InvalidArgument", i, r.Err)
+			}
+			continue
+		}
+		if r.Err != nil {
+			p.addf("result %d: %v", i, r.Err)
+			continue
+		}
+		if _, err := verifyLeaf(e, r.Certificate.ChainPEM, string(reqs[i].CSRPEM), reqs[i].Profile); err != nil {
+			p.addf("result %d: %v", i, err)
+		}
+	}
+	if results, err := bs.SignCSRs(e.ctx, nil); err != nil || len(results) != 0 {
+		p.addf("SignCSRs of no requests: %d results, %v; want none, no error", len(results), err)
 	}
 	return p.err()
 }

@@ -89,6 +89,7 @@ var checks = []check{
 	{"processes sharing one state directory agree on one CA (as a group on one host does)", checkSharedState, []string{checkCAName}},
 	{"ExportCA gives the CA and its key; ImportCA makes a CA the signer's, across restarts", checkCAMove, []string{checkCAName}},
 	{"SignCRL lists the serials asked for, signed by the CA", checkCRL, []string{checkCAName}},
+	{"SignCSRs answers each request in order; a bad one fails alone", checkSignCSRs, []string{checkCAName}},
 }
 
 // runChecks runs every check in order, skipping those whose prerequisites failed, and

@@ -1287,6 +1287,208 @@ func (x *SignCRLResponse) GetCrlPem() []byte {
 	return nil
 }
 
+type SignCSRsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Requests      []*SignCSRRequest      `protobuf:"bytes,1,rep,name=requests,proto3" json:"requests,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignCSRsRequest) Reset() {
+	*x = SignCSRsRequest{}
+	mi := &file_backend_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignCSRsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignCSRsRequest) ProtoMessage() {}
+
+func (x *SignCSRsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignCSRsRequest.ProtoReflect.Descriptor instead.
+func (*SignCSRsRequest) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *SignCSRsRequest) GetRequests() []*SignCSRRequest {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type SignCSRsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*SignCSRResult       `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"` // one per request, in the same order
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SignCSRsResponse) Reset() {
+	*x = SignCSRsResponse{}
+	mi := &file_backend_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignCSRsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignCSRsResponse) ProtoMessage() {}
+
+func (x *SignCSRsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignCSRsResponse.ProtoReflect.Descriptor instead.
+func (*SignCSRsResponse) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *SignCSRsResponse) GetResults() []*SignCSRResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+type SignCSRResult struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	CertificateChainPem []byte                 `protobuf:"bytes,1,opt,name=certificate_chain_pem,json=certificateChainPem,proto3" json:"certificate_chain_pem,omitempty"` // empty when error is set
+	Error               *ItemError             `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *SignCSRResult) Reset() {
+	*x = SignCSRResult{}
+	mi := &file_backend_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SignCSRResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SignCSRResult) ProtoMessage() {}
+
+func (x *SignCSRResult) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SignCSRResult.ProtoReflect.Descriptor instead.
+func (*SignCSRResult) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *SignCSRResult) GetCertificateChainPem() []byte {
+	if x != nil {
+		return x.CertificateChainPem
+	}
+	return nil
+}
+
+func (x *SignCSRResult) GetError() *ItemError {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+// ItemError is one request's failure inside a batch: what a failed single call's
+// status carries.
+type ItemError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	GrpcCode      uint32                 `protobuf:"varint,1,opt,name=grpc_code,json=grpcCode,proto3" json:"grpc_code,omitempty"`
+	Ref           string                 `protobuf:"bytes,2,opt,name=ref,proto3" json:"ref,omitempty"`
+	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ItemError) Reset() {
+	*x = ItemError{}
+	mi := &file_backend_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ItemError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ItemError) ProtoMessage() {}
+
+func (x *ItemError) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ItemError.ProtoReflect.Descriptor instead.
+func (*ItemError) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ItemError) GetGrpcCode() uint32 {
+	if x != nil {
+		return x.GrpcCode
+	}
+	return 0
+}
+
+func (x *ItemError) GetRef() string {
+	if x != nil {
+		return x.Ref
+	}
+	return ""
+}
+
+func (x *ItemError) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_backend_proto protoreflect.FileDescriptor
 
 const file_backend_proto_rawDesc = "" +
@@ -1361,7 +1563,18 @@ const file_backend_proto_rawDesc = "" +
 	"\x10next_update_unix\x18\x03 \x01(\x03R\x0enextUpdateUnix\x12\x16\n" +
 	"\x06number\x18\x04 \x01(\fR\x06number\"*\n" +
 	"\x0fSignCRLResponse\x12\x17\n" +
-	"\acrl_pem\x18\x01 \x01(\fR\x06crlPem2\xdc\a\n" +
+	"\acrl_pem\x18\x01 \x01(\fR\x06crlPem\"R\n" +
+	"\x0fSignCSRsRequest\x12?\n" +
+	"\brequests\x18\x01 \x03(\v2#.tlsrelay.backend.v1.SignCSRRequestR\brequests\"P\n" +
+	"\x10SignCSRsResponse\x12<\n" +
+	"\aresults\x18\x01 \x03(\v2\".tlsrelay.backend.v1.SignCSRResultR\aresults\"y\n" +
+	"\rSignCSRResult\x122\n" +
+	"\x15certificate_chain_pem\x18\x01 \x01(\fR\x13certificateChainPem\x124\n" +
+	"\x05error\x18\x02 \x01(\v2\x1e.tlsrelay.backend.v1.ItemErrorR\x05error\"T\n" +
+	"\tItemError\x12\x1b\n" +
+	"\tgrpc_code\x18\x01 \x01(\rR\bgrpcCode\x12\x10\n" +
+	"\x03ref\x18\x02 \x01(\tR\x03ref\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage2\xb5\b\n" +
 	"\aBackend\x12K\n" +
 	"\x04Info\x12 .tlsrelay.backend.v1.InfoRequest\x1a!.tlsrelay.backend.v1.InfoResponse\x12Z\n" +
 	"\tConfigure\x12%.tlsrelay.backend.v1.ConfigureRequest\x1a&.tlsrelay.backend.v1.ConfigureResponse\x12Z\n" +
@@ -1373,7 +1586,8 @@ const file_backend_proto_rawDesc = "" +
 	"\fDeleteSecret\x12(.tlsrelay.backend.v1.DeleteSecretRequest\x1a).tlsrelay.backend.v1.DeleteSecretResponse\x12W\n" +
 	"\bExportCA\x12$.tlsrelay.backend.v1.ExportCARequest\x1a%.tlsrelay.backend.v1.ExportCAResponse\x12W\n" +
 	"\bImportCA\x12$.tlsrelay.backend.v1.ImportCARequest\x1a%.tlsrelay.backend.v1.ImportCAResponse\x12T\n" +
-	"\aSignCRL\x12#.tlsrelay.backend.v1.SignCRLRequest\x1a$.tlsrelay.backend.v1.SignCRLResponseB2Z0github.com/tlsrelay/tlsrelay/sdk/proto/backendv1b\x06proto3"
+	"\aSignCRL\x12#.tlsrelay.backend.v1.SignCRLRequest\x1a$.tlsrelay.backend.v1.SignCRLResponse\x12W\n" +
+	"\bSignCSRs\x12$.tlsrelay.backend.v1.SignCSRsRequest\x1a%.tlsrelay.backend.v1.SignCSRsResponseB2Z0github.com/tlsrelay/tlsrelay/sdk/proto/backendv1b\x06proto3"
 
 var (
 	file_backend_proto_rawDescOnce sync.Once
@@ -1387,7 +1601,7 @@ func file_backend_proto_rawDescGZIP() []byte {
 	return file_backend_proto_rawDescData
 }
 
-var file_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_backend_proto_goTypes = []any{
 	(*InfoRequest)(nil),          // 0: tlsrelay.backend.v1.InfoRequest
 	(*InfoResponse)(nil),         // 1: tlsrelay.backend.v1.InfoResponse
@@ -1415,6 +1629,10 @@ var file_backend_proto_goTypes = []any{
 	(*RevokedCertificate)(nil),   // 23: tlsrelay.backend.v1.RevokedCertificate
 	(*SignCRLRequest)(nil),       // 24: tlsrelay.backend.v1.SignCRLRequest
 	(*SignCRLResponse)(nil),      // 25: tlsrelay.backend.v1.SignCRLResponse
+	(*SignCSRsRequest)(nil),      // 26: tlsrelay.backend.v1.SignCSRsRequest
+	(*SignCSRsResponse)(nil),     // 27: tlsrelay.backend.v1.SignCSRsResponse
+	(*SignCSRResult)(nil),        // 28: tlsrelay.backend.v1.SignCSRResult
+	(*ItemError)(nil),            // 29: tlsrelay.backend.v1.ItemError
 }
 var file_backend_proto_depIdxs = []int32{
 	4,  // 0: tlsrelay.backend.v1.CreateCSRRequest.key:type_name -> tlsrelay.backend.v1.KeySpec
@@ -1423,33 +1641,38 @@ var file_backend_proto_depIdxs = []int32{
 	18, // 3: tlsrelay.backend.v1.ExportCAResponse.ca:type_name -> tlsrelay.backend.v1.CAKeyPair
 	18, // 4: tlsrelay.backend.v1.ImportCARequest.ca:type_name -> tlsrelay.backend.v1.CAKeyPair
 	23, // 5: tlsrelay.backend.v1.SignCRLRequest.revoked:type_name -> tlsrelay.backend.v1.RevokedCertificate
-	0,  // 6: tlsrelay.backend.v1.Backend.Info:input_type -> tlsrelay.backend.v1.InfoRequest
-	2,  // 7: tlsrelay.backend.v1.Backend.Configure:input_type -> tlsrelay.backend.v1.ConfigureRequest
-	5,  // 8: tlsrelay.backend.v1.Backend.CreateCSR:input_type -> tlsrelay.backend.v1.CreateCSRRequest
-	7,  // 9: tlsrelay.backend.v1.Backend.SignCSR:input_type -> tlsrelay.backend.v1.SignCSRRequest
-	9,  // 10: tlsrelay.backend.v1.Backend.CA:input_type -> tlsrelay.backend.v1.CARequest
-	11, // 11: tlsrelay.backend.v1.Backend.FetchSecret:input_type -> tlsrelay.backend.v1.FetchSecretRequest
-	14, // 12: tlsrelay.backend.v1.Backend.StoreSecret:input_type -> tlsrelay.backend.v1.StoreSecretRequest
-	16, // 13: tlsrelay.backend.v1.Backend.DeleteSecret:input_type -> tlsrelay.backend.v1.DeleteSecretRequest
-	19, // 14: tlsrelay.backend.v1.Backend.ExportCA:input_type -> tlsrelay.backend.v1.ExportCARequest
-	21, // 15: tlsrelay.backend.v1.Backend.ImportCA:input_type -> tlsrelay.backend.v1.ImportCARequest
-	24, // 16: tlsrelay.backend.v1.Backend.SignCRL:input_type -> tlsrelay.backend.v1.SignCRLRequest
-	1,  // 17: tlsrelay.backend.v1.Backend.Info:output_type -> tlsrelay.backend.v1.InfoResponse
-	3,  // 18: tlsrelay.backend.v1.Backend.Configure:output_type -> tlsrelay.backend.v1.ConfigureResponse
-	6,  // 19: tlsrelay.backend.v1.Backend.CreateCSR:output_type -> tlsrelay.backend.v1.CreateCSRResponse
-	8,  // 20: tlsrelay.backend.v1.Backend.SignCSR:output_type -> tlsrelay.backend.v1.SignCSRResponse
-	10, // 21: tlsrelay.backend.v1.Backend.CA:output_type -> tlsrelay.backend.v1.CAResponse
-	13, // 22: tlsrelay.backend.v1.Backend.FetchSecret:output_type -> tlsrelay.backend.v1.FetchSecretResponse
-	15, // 23: tlsrelay.backend.v1.Backend.StoreSecret:output_type -> tlsrelay.backend.v1.StoreSecretResponse
-	17, // 24: tlsrelay.backend.v1.Backend.DeleteSecret:output_type -> tlsrelay.backend.v1.DeleteSecretResponse
-	20, // 25: tlsrelay.backend.v1.Backend.ExportCA:output_type -> tlsrelay.backend.v1.ExportCAResponse
-	22, // 26: tlsrelay.backend.v1.Backend.ImportCA:output_type -> tlsrelay.backend.v1.ImportCAResponse
-	25, // 27: tlsrelay.backend.v1.Backend.SignCRL:output_type -> tlsrelay.backend.v1.SignCRLResponse
-	17, // [17:28] is the sub-list for method output_type
-	6,  // [6:17] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	7,  // 6: tlsrelay.backend.v1.SignCSRsRequest.requests:type_name -> tlsrelay.backend.v1.SignCSRRequest
+	28, // 7: tlsrelay.backend.v1.SignCSRsResponse.results:type_name -> tlsrelay.backend.v1.SignCSRResult
+	29, // 8: tlsrelay.backend.v1.SignCSRResult.error:type_name -> tlsrelay.backend.v1.ItemError
+	0,  // 9: tlsrelay.backend.v1.Backend.Info:input_type -> tlsrelay.backend.v1.InfoRequest
+	2,  // 10: tlsrelay.backend.v1.Backend.Configure:input_type -> tlsrelay.backend.v1.ConfigureRequest
+	5,  // 11: tlsrelay.backend.v1.Backend.CreateCSR:input_type -> tlsrelay.backend.v1.CreateCSRRequest
+	7,  // 12: tlsrelay.backend.v1.Backend.SignCSR:input_type -> tlsrelay.backend.v1.SignCSRRequest
+	9,  // 13: tlsrelay.backend.v1.Backend.CA:input_type -> tlsrelay.backend.v1.CARequest
+	11, // 14: tlsrelay.backend.v1.Backend.FetchSecret:input_type -> tlsrelay.backend.v1.FetchSecretRequest
+	14, // 15: tlsrelay.backend.v1.Backend.StoreSecret:input_type -> tlsrelay.backend.v1.StoreSecretRequest
+	16, // 16: tlsrelay.backend.v1.Backend.DeleteSecret:input_type -> tlsrelay.backend.v1.DeleteSecretRequest
+	19, // 17: tlsrelay.backend.v1.Backend.ExportCA:input_type -> tlsrelay.backend.v1.ExportCARequest
+	21, // 18: tlsrelay.backend.v1.Backend.ImportCA:input_type -> tlsrelay.backend.v1.ImportCARequest
+	24, // 19: tlsrelay.backend.v1.Backend.SignCRL:input_type -> tlsrelay.backend.v1.SignCRLRequest
+	26, // 20: tlsrelay.backend.v1.Backend.SignCSRs:input_type -> tlsrelay.backend.v1.SignCSRsRequest
+	1,  // 21: tlsrelay.backend.v1.Backend.Info:output_type -> tlsrelay.backend.v1.InfoResponse
+	3,  // 22: tlsrelay.backend.v1.Backend.Configure:output_type -> tlsrelay.backend.v1.ConfigureResponse
+	6,  // 23: tlsrelay.backend.v1.Backend.CreateCSR:output_type -> tlsrelay.backend.v1.CreateCSRResponse
+	8,  // 24: tlsrelay.backend.v1.Backend.SignCSR:output_type -> tlsrelay.backend.v1.SignCSRResponse
+	10, // 25: tlsrelay.backend.v1.Backend.CA:output_type -> tlsrelay.backend.v1.CAResponse
+	13, // 26: tlsrelay.backend.v1.Backend.FetchSecret:output_type -> tlsrelay.backend.v1.FetchSecretResponse
+	15, // 27: tlsrelay.backend.v1.Backend.StoreSecret:output_type -> tlsrelay.backend.v1.StoreSecretResponse
+	17, // 28: tlsrelay.backend.v1.Backend.DeleteSecret:output_type -> tlsrelay.backend.v1.DeleteSecretResponse
+	20, // 29: tlsrelay.backend.v1.Backend.ExportCA:output_type -> tlsrelay.backend.v1.ExportCAResponse
+	22, // 30: tlsrelay.backend.v1.Backend.ImportCA:output_type -> tlsrelay.backend.v1.ImportCAResponse
+	25, // 31: tlsrelay.backend.v1.Backend.SignCRL:output_type -> tlsrelay.backend.v1.SignCRLResponse
+	27, // 32: tlsrelay.backend.v1.Backend.SignCSRs:output_type -> tlsrelay.backend.v1.SignCSRsResponse
+	21, // [21:33] is the sub-list for method output_type
+	9,  // [9:21] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_backend_proto_init() }
@@ -1463,7 +1686,7 @@ func file_backend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_backend_proto_rawDesc), len(file_backend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   26,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

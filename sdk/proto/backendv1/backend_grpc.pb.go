@@ -38,6 +38,7 @@ const (
 	Backend_ExportCA_FullMethodName     = "/tlsrelay.backend.v1.Backend/ExportCA"
 	Backend_ImportCA_FullMethodName     = "/tlsrelay.backend.v1.Backend/ImportCA"
 	Backend_SignCRL_FullMethodName      = "/tlsrelay.backend.v1.Backend/SignCRL"
+	Backend_SignCSRs_FullMethodName     = "/tlsrelay.backend.v1.Backend/SignCSRs"
 )
 
 // BackendClient is the client API for Backend service.
@@ -71,6 +72,10 @@ type BackendClient interface {
 	// SignCRL signs a certificate revocation list with the signing CA: the certificates
 	// of units that left the group. Capability "crl".
 	SignCRL(ctx context.Context, in *SignCRLRequest, opts ...grpc.CallOption) (*SignCRLResponse, error)
+	// SignCSRs signs many CSRs in one call: one result per request, in order, each a
+	// certificate or that request's own error. Capability "sign_csrs"; without it the
+	// host calls SignCSR once per CSR.
+	SignCSRs(ctx context.Context, in *SignCSRsRequest, opts ...grpc.CallOption) (*SignCSRsResponse, error)
 }
 
 type backendClient struct {
@@ -191,6 +196,16 @@ func (c *backendClient) SignCRL(ctx context.Context, in *SignCRLRequest, opts ..
 	return out, nil
 }
 
+func (c *backendClient) SignCSRs(ctx context.Context, in *SignCSRsRequest, opts ...grpc.CallOption) (*SignCSRsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SignCSRsResponse)
+	err := c.cc.Invoke(ctx, Backend_SignCSRs_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BackendServer is the server API for Backend service.
 // All implementations must embed UnimplementedBackendServer
 // for forward compatibility.
@@ -222,6 +237,10 @@ type BackendServer interface {
 	// SignCRL signs a certificate revocation list with the signing CA: the certificates
 	// of units that left the group. Capability "crl".
 	SignCRL(context.Context, *SignCRLRequest) (*SignCRLResponse, error)
+	// SignCSRs signs many CSRs in one call: one result per request, in order, each a
+	// certificate or that request's own error. Capability "sign_csrs"; without it the
+	// host calls SignCSR once per CSR.
+	SignCSRs(context.Context, *SignCSRsRequest) (*SignCSRsResponse, error)
 	mustEmbedUnimplementedBackendServer()
 }
 
@@ -264,6 +283,9 @@ func (UnimplementedBackendServer) ImportCA(context.Context, *ImportCARequest) (*
 }
 func (UnimplementedBackendServer) SignCRL(context.Context, *SignCRLRequest) (*SignCRLResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SignCRL not implemented")
+}
+func (UnimplementedBackendServer) SignCSRs(context.Context, *SignCSRsRequest) (*SignCSRsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SignCSRs not implemented")
 }
 func (UnimplementedBackendServer) mustEmbedUnimplementedBackendServer() {}
 func (UnimplementedBackendServer) testEmbeddedByValue()                 {}
@@ -484,6 +506,24 @@ func _Backend_SignCRL_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Backend_SignCSRs_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SignCSRsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServer).SignCSRs(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Backend_SignCSRs_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServer).SignCSRs(ctx, req.(*SignCSRsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Backend_ServiceDesc is the grpc.ServiceDesc for Backend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -534,6 +574,10 @@ var Backend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SignCRL",
 			Handler:    _Backend_SignCRL_Handler,
+		},
+		{
+			MethodName: "SignCSRs",
+			Handler:    _Backend_SignCSRs_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
