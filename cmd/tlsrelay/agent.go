@@ -21,6 +21,7 @@ func newAgentCommand() *cobra.Command {
 	var once bool
 	var timeout time.Duration
 	var metricsAddr string
+	var units string
 	cmd := &cobra.Command{
 		Use:   "agent --config FILE [--once [--timeout D]]",
 		Short: "Run one unit until SIGTERM or SIGINT (the same command on each host makes a group)",
@@ -49,6 +50,16 @@ changed). --metrics-addr serves Prometheus metrics on /metrics and the unit's he
 				defer cancel()
 			}
 			log := newLogger(cmd)
+			if units != "" {
+				specs, err := unit.ParseSpecs(units)
+				if err != nil {
+					return err
+				}
+				if once || metricsAddr != "" {
+					return fmt.Errorf("--units runs several units for up: without --once or --metrics-addr")
+				}
+				return unit.RunMany(ctx, unit.ManyOptions{Config: cfg, Units: specs, Log: log})
+			}
 			opts := unit.Options{Config: cfg, Log: log, Once: once}
 			if configFile != "" {
 				opts.Reload = unit.ReloadOnSIGHUP(ctx, func() (*config.Config, error) { return loadConfig(cmd, configFile) }, log)
@@ -76,5 +87,7 @@ changed). --metrics-addr serves Prometheus metrics on /metrics and the unit's he
 	cmd.Flags().BoolVar(&once, "once", false, "exit as soon as the unit holds a current certificate (cron, init containers)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Minute, "with --once: give up after this long")
 	cmd.Flags().StringVar(&metricsAddr, "metrics-addr", "", "serve /metrics and /healthz on this host:port (off when empty)")
+	cmd.Flags().StringVar(&units, "units", "", "NAME=DIR,...: run these units in this process, sharing its plugins (up --units-per-process)")
+	cmd.Flags().MarkHidden("units")
 	return cmd
 }

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -152,6 +153,44 @@ func TestUpInOneProcess(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "etcd")); err == nil {
 		t.Error("up --store memory started an etcd")
+	}
+}
+
+// --units-per-process: units share agent processes, each with its own plugin host; the
+// group is the same group (one CA, every unit its own certificate).
+func TestUpWithUnitsSharingProcesses(t *testing.T) {
+	dir := t.TempDir()
+	r := run(t, "up", "--units", "5", "--units-per-process", "2", "--dir", dir, "--log-level", "debug")
+	if r.code != 0 || !strings.Contains(r.stdout, "5/5 mutual-TLS handshakes (ring") || !strings.Contains(r.stdout, "one CA bundle") {
+		t.Fatalf("up --units-per-process 2 exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stderr, "3 agent processes started for 5 units") {
+		t.Errorf("want 3 agent processes for 5 units:\n%s", r.stderr)
+	}
+	logs, _ := filepath.Glob(filepath.Join(dir, "logs", "*.log"))
+	names := []string{}
+	for _, l := range logs {
+		names = append(names, filepath.Base(l))
+	}
+	slices.Sort(names)
+	if want := []string{"node-0+1.log", "node-2+1.log", "node-4.log"}; !slices.Equal(names, want) {
+		t.Errorf("agent logs %v, want %v", names, want)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "logs", "node-0+1.log"))
+	if n := len(regexp.MustCompile(`plugin ready: plugin=cfssl`).FindAll(b, -1)); n != 1 {
+		t.Errorf("the process of node/0 and node/1 started %d cfssl plugins, want 1 shared", n)
+	}
+}
+
+func TestUpUnitsFlagIsChecked(t *testing.T) {
+	for _, tt := range []struct{ units, want string }{
+		{"db/0", `"db/0" is not NAME=DIR`},
+		{"db/0=/a,=/b", `"=/b" is not NAME=DIR`},
+	} {
+		r := run(t, "agent", "--units", tt.units)
+		if r.code == 0 || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("agent --units %q exited %d: %s; want an error containing %s", tt.units, r.code, r.stderr, tt.want)
+		}
 	}
 }
 

@@ -28,6 +28,7 @@ type upFlags struct {
 	store    string
 	inProc   bool
 	allPairs bool
+	perProc  int
 }
 
 func newUpCommand() *cobra.Command {
@@ -42,8 +43,10 @@ certificate, then proves the result: every certificate chains to the CA and name
 unit, every key file is mode 0600, every unit holds the same CA bundle, and each unit
 completes a mutual-TLS handshake with its neighbour in a ring (--all-pairs: with every
 other unit). Files land in DIR/<unit, with / as ->/{tls.key,tls.crt,ca.crt}; agent logs
-in DIR/logs. --in-process runs every unit in this process, sharing one set of plugin
-processes, still through etcd (for large groups); --store memory does so without etcd.`,
+in DIR/logs. Beyond 16 units, units share agent processes (and their plugins), at most
+16 processes (--units-per-process sets how many units each runs). --in-process runs
+every unit in this process, sharing one set of plugin processes, still through etcd;
+--store memory does so without etcd.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -78,7 +81,7 @@ processes, still through etcd (for large groups); --store memory does so without
 			defer cancel()
 			return up.Run(ctx, up.Options{Config: cfg, ConfigFile: configFile, Units: f.units, Dir: dir,
 				Parallel: f.parallel, Out: cmd.OutOrStdout(), Progress: cmd.ErrOrStderr(),
-				Log: newLogger(cmd), LogLevel: level, InProcess: f.inProc, AllPairs: f.allPairs})
+				Log: newLogger(cmd), LogLevel: level, InProcess: f.inProc, AllPairs: f.allPairs, UnitsPerProcess: f.perProc})
 		},
 	}
 	cmd.Flags().IntVar(&f.units, "units", 3, "number of units in the group")
@@ -89,6 +92,7 @@ processes, still through etcd (for large groups); --store memory does so without
 	cmd.Flags().StringVar(&f.backend, "backend", "", "one backend for both the csr and signer roles: "+strings.Join(builtin.Names(), ", ")+", or any configured plugin")
 	cmd.Flags().StringVar(&f.store, "store", "", "relation store: embedded (default; one agent process per unit), memory (one process), or etcd (relation.etcd of the config)")
 	cmd.Flags().BoolVar(&f.inProc, "in-process", false, "run every unit in this process, sharing one set of plugin processes (the relation is still etcd)")
+	cmd.Flags().IntVar(&f.perProc, "units-per-process", 0, "units each agent process runs, sharing its plugins (0: one each up to 16 units, then at most 16 processes)")
 	cmd.Flags().BoolVar(&f.allPairs, "all-pairs", false, "prove mutual TLS between every pair of units (n*(n-1) handshakes), not only ring neighbours")
 	return cmd
 }

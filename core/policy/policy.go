@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/internal/memo"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -202,6 +203,24 @@ func (r *Refusal) Error() string {
 	return fmt.Sprintf("CSR of %s refused: %s", r.Unit, r.Reason)
 }
 
+// verifiedCSRs holds CSRs that parsed and whose signature verified, by their PEM: the
+// leader checks every pending CSR at every decision, and a CSR's signature verifies the
+// same way every time. Failures are not kept (their message names the unit).
+var verifiedCSRs = memo.New[*x509.CertificateRequest](16384)
+
+// parseCSR is certutil.ParseCSR, remembered. The CSR returned is shared: read it only.
+func parseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
+	key := memo.KeyOf(csrPEM)
+	if csr, ok := verifiedCSRs.Get(key); ok {
+		return csr, nil
+	}
+	csr, err := certutil.ParseCSR(csrPEM, unit)
+	if err == nil {
+		verifiedCSRs.Put(key, csr)
+	}
+	return csr, err
+}
+
 // Check returns the parsed CSR, or a *Refusal saying why it may not be signed.
 func (p *Policy) Check(req Request) (*x509.CertificateRequest, error) {
 	refuse := func(f finding) (*x509.CertificateRequest, error) {
@@ -215,7 +234,7 @@ func (p *Policy) Check(req Request) (*x509.CertificateRequest, error) {
 	default:
 		return refuse(refusal(RuleProfile, "profile %q is not one of server, client, peer", req.Profile))
 	}
-	csr, err := certutil.ParseCSR(req.CSRPEM, req.Unit)
+	csr, err := parseCSR(req.CSRPEM, req.Unit)
 	if err != nil {
 		return refuse(refusal(RuleMalformed, "%v", strings.TrimPrefix(err.Error(), "InvalidArgument: ")))
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/policy"
+	"github.com/tlsrelay/tlsrelay/internal/memo"
 
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -22,7 +23,7 @@ func UnitDNSName(unit string) string { return policy.UnitDNSName(unit) }
 
 // leafFor returns the leaf of chain if it certifies pub and chains to the CA bundle.
 func leafFor(chainPEM string, pub crypto.PublicKey, caPEM string, now time.Time) (*x509.Certificate, error) {
-	certs, err := certutil.ParseCertificates([]byte(chainPEM))
+	certs, err := parseCerts(chainPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -37,8 +38,18 @@ func leafFor(chainPEM string, pub crypto.PublicKey, caPEM string, now time.Time)
 }
 
 // verifyChain checks that leaf chains to one of the CAs in the bundle at time now.
+// A chain that verified is remembered with the window in which all its certificates
+// are valid: the signatures verify the same way every time, only the time changes.
 func verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, caPEM string, now time.Time) error {
-	roots, err := certutil.ParseCertificates([]byte(caPEM))
+	parts := [][]byte{leaf.Raw, []byte(caPEM)}
+	for _, c := range intermediates {
+		parts = append(parts, c.Raw)
+	}
+	key := memo.KeyOf(parts...)
+	if w, ok := verifiedChains.Get(key); ok && !now.Before(w.from) && !now.After(w.to) {
+		return nil
+	}
+	roots, err := parseCerts(caPEM)
 	if err != nil {
 		return fmt.Errorf("CA bundle: %w", err)
 	}
@@ -54,8 +65,35 @@ func verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, caPE
 	for _, c := range intermediates {
 		opts.Intermediates.AddCert(c)
 	}
-	_, err = leaf.Verify(opts)
-	return err
+	chains, err := leaf.Verify(opts)
+	if err != nil {
+		return err
+	}
+	w := window{from: leaf.NotBefore, to: leaf.NotAfter}
+	for _, c := range chains[0] {
+		w.from, w.to = latest(w.from, c.NotBefore), earliest(w.to, c.NotAfter)
+	}
+	verifiedChains.Put(key, w)
+	return nil
+}
+
+// window is when every certificate of a verified chain is valid.
+type window struct{ from, to time.Time }
+
+var verifiedChains = memo.New[window](16384)
+
+func latest(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // certSANs lists a certificate's DNS and IP SANs as sorted text.
@@ -92,4 +130,22 @@ func containsCert(certs []*x509.Certificate, raw []byte) bool {
 
 func encodeCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+// parsedCerts holds parsed PEM certificates and bundles, by their text: the leader reads
+// every unit's certificate at every decision.
+var parsedCerts = memo.New[[]*x509.Certificate](16384)
+
+// parseCerts is certutil.ParseCertificates, remembered. The certificates are shared:
+// read them only (the slice is the caller's own).
+func parseCerts(pemText string) ([]*x509.Certificate, error) {
+	key := memo.KeyOf([]byte(pemText))
+	if certs, ok := parsedCerts.Get(key); ok {
+		return slices.Clone(certs), nil
+	}
+	certs, err := certutil.ParseCertificates([]byte(pemText))
+	if err == nil {
+		parsedCerts.Put(key, certs)
+	}
+	return slices.Clone(certs), err
 }

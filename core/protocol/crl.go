@@ -87,7 +87,7 @@ func planRevocations(v View, signingCA string) (actions []Action, wake time.Time
 	old := decodeRevocations(v.LeaderData[KeyRevoked])
 	list := slices.Clone(old)
 	for _, unit := range departedUnits(v) {
-		certs, err := certutil.ParseCertificates([]byte(v.LeaderData[SignedCertificateKey(unit)]))
+		certs, err := parseCerts(v.LeaderData[SignedCertificateKey(unit)])
 		if err != nil {
 			continue
 		}
@@ -137,7 +137,7 @@ func crlDue(crlPEM, signingCA string, inForce []Revocation, now time.Time) (*big
 	if crl.Number != nil {
 		next.Add(crl.Number, next)
 	}
-	ca, err := certutil.ParseCertificates([]byte(signingCA))
+	ca, err := parseCerts(signingCA)
 	if err != nil || crl.CheckSignatureFrom(ca[0]) != nil || crl.NextUpdate.Sub(now) < CRLLifetime/2 {
 		return next, true
 	}

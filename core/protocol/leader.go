@@ -9,7 +9,6 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/policy"
-	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // decideLeader is the leader side: the CA, then each unit's CSR, then departed units.
@@ -51,17 +50,17 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 // sealedFor: the sealed CA key in leader data belongs to the signing CA of bundle.
 func sealedFor(sealedValue, bundle string) bool {
 	sealed, ok := caseal.Decode(sealedValue)
-	certs, err := certutil.ParseCertificates([]byte(bundle))
+	certs, err := parseCerts(bundle)
 	return ok && err == nil && sealed.CASHA256 == caseal.Fingerprint(certs[0].Raw)
 }
 
 // continuityProblem explains why a leader whose signer holds another CA does not sign.
 func continuityProblem(v View, published string) string {
 	group, signer := "?", "?"
-	if certs, err := certutil.ParseCertificates([]byte(published)); err == nil {
+	if certs, err := parseCerts(published); err == nil {
 		group = caseal.Fingerprint(certs[0].Raw)[:16]
 	}
-	if certs, err := certutil.ParseCertificates([]byte(v.SignerCA)); err == nil {
+	if certs, err := parseCerts(v.SignerCA); err == nil {
 		signer = caseal.Fingerprint(certs[0].Raw)[:16]
 	}
 	why := "leader data holds no sealed CA key"
@@ -86,7 +85,7 @@ func claimedNames(v View, pol *policy.Policy) map[string]string {
 		if chain == "" {
 			continue
 		}
-		certs, err := certutil.ParseCertificates([]byte(chain))
+		certs, err := parseCerts(chain)
 		if err != nil {
 			continue
 		}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
-	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // CA rotation moves a group from one signing CA to another without a failed handshake:
@@ -97,7 +96,7 @@ type CATerms struct {
 
 // TrustsOf lists the fingerprints of the CAs in a bundle, as units report them.
 func TrustsOf(bundlePEM string) string {
-	certs, err := certutil.ParseCertificates([]byte(bundlePEM))
+	certs, err := parseCerts(bundlePEM)
 	if err != nil {
 		return ""
 	}
@@ -121,7 +120,7 @@ type caPlan struct {
 // the published one (pub) parsed.
 func planCA(v View) caPlan {
 	published := v.LeaderData[KeyCA]
-	signerCerts, err := certutil.ParseCertificates([]byte(v.SignerCA))
+	signerCerts, err := parseCerts(v.SignerCA)
 	if err != nil {
 		return caPlan{problem: "the signer's CA does not parse: " + err.Error()}
 	}
@@ -130,7 +129,7 @@ func planCA(v View) caPlan {
 		p := caPlan{actions: []Action{PublishCA{BundlePEM: v.SignerCA}, recordCA(v, nil)}}
 		return p.sealed(v)
 	}
-	pub, err := certutil.ParseCertificates([]byte(published))
+	pub, err := parseCerts(published)
 	if err != nil {
 		return caPlan{problem: "the published CA bundle does not parse: " + err.Error()}
 	}
@@ -295,7 +294,7 @@ func presentsCertOf(v View, unit string, ca *x509.Certificate) bool {
 	if serial == "" {
 		return true
 	}
-	certs, err := certutil.ParseCertificates([]byte(v.LeaderData[SignedCertificateKey(unit)]))
+	certs, err := parseCerts(v.LeaderData[SignedCertificateKey(unit)])
 	return err == nil && certs[0].SerialNumber.Text(16) == serial && certs[0].CheckSignatureFrom(ca) == nil
 }
 
@@ -307,7 +306,7 @@ func inUse(v View, cas []*x509.Certificate) []*x509.Certificate {
 			continue
 		}
 		for unit := range v.Units {
-			certs, err := certutil.ParseCertificates([]byte(v.LeaderData[SignedCertificateKey(unit)]))
+			certs, err := parseCerts(v.LeaderData[SignedCertificateKey(unit)])
 			if err == nil && certs[0].CheckSignatureFrom(ca) == nil {
 				out = append(out, ca)
 				break

@@ -10,7 +10,6 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/policy"
-	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // decideSelf is the unit side of the protocol, the same for leader and followers: its
@@ -106,7 +105,7 @@ func renewalDue(v View, inst *Installed, ca string) (State, string) {
 			return StateCreateCSR, "certificate does not chain to the group CA: " + err.Error()
 		}
 		// A CA rotation: the group signs with its bundle's first CA now.
-		if signing, err := certutil.ParseCertificates([]byte(ca)); err == nil && cert.CheckSignatureFrom(signing[0]) != nil {
+		if signing, err := parseCerts(ca); err == nil && cert.CheckSignatureFrom(signing[0]) != nil {
 			return StateRenewalDue, fmt.Sprintf("CA rotation: the group now signs with CA %s", caseal.Fingerprint(signing[0].Raw)[:16])
 		}
 	}

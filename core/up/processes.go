@@ -35,7 +35,7 @@ type agentProcess struct {
 }
 
 // start launches `tlsrelay agent` for unit; onExit hears of an agent that stops early.
-func (g *processGroup) start(unit, configFile, logLevel string, env []string, onExit func(string, error)) error {
+func (g *processGroup) start(unit, configFile, logLevel string, env []string, onExit func(string, error), extraArgs ...string) error {
 	if err := os.MkdirAll(g.logDir, 0o700); err != nil {
 		return fmt.Errorf("agent logs: %w", err)
 	}
@@ -49,7 +49,7 @@ func (g *processGroup) start(unit, configFile, logLevel string, env []string, on
 	if configFile != "" {
 		args = append(args, "--config", configFile)
 	}
-	cmd := exec.Command(g.self, args...)
+	cmd := exec.Command(g.self, append(args, extraArgs...)...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}

@@ -52,6 +52,9 @@ type Options struct {
 	InProcess bool
 	// AllPairs proves mutual TLS between every pair of units, not only ring neighbours.
 	AllPairs bool
+	// UnitsPerProcess is how many units each agent process runs, sharing its plugins;
+	// 0 is DefaultUnitsPerProcess(Units).
+	UnitsPerProcess int
 	// Stats, when set, receives what the run measured.
 	Stats *Stats
 }
@@ -181,6 +184,17 @@ func unitsOf(cfg *config.Config, dir string, n int) []verify.Unit {
 	return units
 }
 
+// maxProcesses is how many agent processes up starts by default: beyond it, units
+// share processes (and their plugins), which a machine of a few cores runs far faster
+// than a process per unit.
+const maxProcesses = 16
+
+// DefaultUnitsPerProcess is one unit per process up to maxProcesses units, then as
+// many as keeps the processes at maxProcesses.
+func DefaultUnitsPerProcess(units int) int {
+	return max(1, (units+maxProcesses-1)/maxProcesses)
+}
+
 // runProcesses runs each unit as a `tlsrelay agent` process on etcd: the embedded member
 // (started here, data in DIR/etcd), or the configured cluster.
 func runProcesses(ctx context.Context, opts Options, units []verify.Unit, p *progress, t *timings) error {
@@ -210,6 +224,10 @@ func runProcesses(ctx context.Context, opts Options, units []verify.Unit, p *pro
 
 	g := &processGroup{self: opts.Self, logDir: filepath.Join(opts.Dir, "logs")}
 	defer g.stop()
+	perProcess := opts.UnitsPerProcess
+	if perProcess <= 0 {
+		perProcess = DefaultUnitsPerProcess(len(units))
+	}
 	env := []string{
 		"TLSRELAY_RELATION_STORE=etcd",
 		"TLSRELAY_RELATION_ETCD_ENDPOINTS=" + strings.Join(endpoints, ","),
@@ -217,14 +235,27 @@ func runProcesses(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		"TLSRELAY_ROLES_CSR=" + cfg.Roles.CSR,
 		"TLSRELAY_ROLES_SIGNER=" + cfg.Roles.Signer,
 	}
-	for _, u := range units {
-		unitEnv := append(env, "TLSRELAY_UNIT="+u.Name, "TLSRELAY_CERTIFICATE_OUTPUT_DIR="+u.Dir)
-		if err := g.start(u.Name, opts.ConfigFile, opts.LogLevel, unitEnv, p.fail); err != nil {
+	processes := 0
+	for lo := 0; lo < len(units); lo += perProcess {
+		batch := units[lo:min(lo+perProcess, len(units))]
+		unitEnv := append(env, "TLSRELAY_UNIT="+batch[0].Name, "TLSRELAY_CERTIFICATE_OUTPUT_DIR="+batch[0].Dir)
+		var extra []string
+		label := batch[0].Name
+		if len(batch) > 1 {
+			specs := make([]string, len(batch))
+			for i, u := range batch {
+				specs[i] = u.Name + "=" + u.Dir
+			}
+			extra = []string{"--units", strings.Join(specs, ",")}
+			label = fmt.Sprintf("%s+%d", batch[0].Name, len(batch)-1)
+		}
+		if err := g.start(label, opts.ConfigFile, opts.LogLevel, unitEnv, p.fail, extra...); err != nil {
 			return err
 		}
+		processes++
 	}
 	t.mark("agents start")
-	p.printf("%d agent processes started (logs in %s)\n", len(units), g.logDir)
+	p.printf("%d agent processes started for %d units (logs in %s)\n", processes, len(units), g.logDir)
 	if err := follow(ctx, obs, p); err != nil {
 		if fault.IsPermanent(err) {
 			return err // the cause, as the last line

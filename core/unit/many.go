@@ -1,0 +1,123 @@
+package unit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tlsrelay/tlsrelay/core/agent"
+	"github.com/tlsrelay/tlsrelay/core/backend"
+	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+)
+
+// Spec is one of several units a process runs: its name and output directory.
+type Spec struct {
+	Name string
+	Dir  string
+}
+
+// ParseSpecs reads NAME=DIR,NAME=DIR (`tlsrelay agent --units`).
+func ParseSpecs(s string) ([]Spec, error) {
+	var specs []Spec
+	for _, part := range strings.Split(s, ",") {
+		name, dir, ok := strings.Cut(part, "=")
+		if !ok || name == "" || dir == "" {
+			return nil, fmt.Errorf("--units: %q is not NAME=DIR", part)
+		}
+		specs = append(specs, Spec{Name: name, Dir: dir})
+	}
+	return specs, nil
+}
+
+// ManyOptions configure RunMany.
+type ManyOptions struct {
+	Config *config.Config // the units' shared config; Unit and the output dir are each Spec's
+	Units  []Spec
+	Log    hclog.Logger
+	Self   string
+}
+
+// RunMany runs several units in this process until ctx ends: one relation client and
+// one plugin host shared by all, an agent each (as `up --units-per-process` runs a
+// large group on one machine). Configured secrets are not fetched: every unit would
+// write the same files. It returns nil after every unit left, or the first error
+// that stopped a unit (the others are stopped then).
+func RunMany(ctx context.Context, opts ManyOptions) error {
+	cfg, log := opts.Config, opts.Log
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	if err := Check(cfg); err != nil {
+		return err
+	}
+	sealKey, _ := caseal.LoadKey(cfg.CASeal.KeyFile)
+	pol, _ := cfg.SigningPolicy()
+	store, closeStore, err := openStore(cfg, log, nil)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	host, err := backend.New(backend.Options{Self: opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
+		StateDir: cfg.StateDir, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(opts.Units))
+	for i, spec := range opts.Units {
+		unitCfg := *cfg
+		unitCfg.Unit = spec.Name
+		unitCfg.Certificate.Output.Dir = spec.Dir
+		member, err := join(ctx, store, &unitCfg, log.Named(spec.Name))
+		if err != nil {
+			stopped := ctx.Err() != nil
+			cancel()
+			wg.Wait()
+			if stopped {
+				return nil
+			}
+			return err
+		}
+		a, err := agent.New(agent.Options{
+			Member: member, Backends: host, Certificate: unitCfg.Certificate, Dir: spec.Dir,
+			Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref,
+			Policy: pol, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore,
+			RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter, // no secrets: they would all write the same files
+		})
+		if err != nil {
+			cancel()
+			wg.Wait()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if errs[i] = a.Run(ctx); errs[i] != nil {
+				cancel() // one unit stopped by a failure stops the process: up reports it
+			}
+			leaveCtx, leaveCancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer leaveCancel()
+			if err := member.Leave(leaveCtx); err != nil && !errors.Is(err, relation.ErrNotJoined) {
+				log.Warn("leaving the relation", "unit", spec.Name, "error", err)
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if fault.IsPermanent(err) {
+			return err
+		}
+	}
+	return errors.Join(errs...)
+}
