@@ -99,7 +99,8 @@ func TestUpIssuesAndProvesAGroup(t *testing.T) {
 	if r.code != 0 {
 		t.Fatalf("up exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
-	for _, want := range []string{"UNIT", "NOT AFTER", "node/3", "4/4 mutual-TLS handshakes (ring", "OK: 4 units up", "time: etcd start"} {
+	// memory: up, 4 agents and their 4 plugins, counted while they run.
+	for _, want := range []string{"UNIT", "NOT AFTER", "node/3", "4/4 mutual-TLS handshakes (ring", "OK: 4 units up", "time: etcd start", "memory: 9 processes"} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, r.stdout)
 		}

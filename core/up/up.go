@@ -152,6 +152,9 @@ func Run(ctx context.Context, opts Options) error {
 	err = prove(ctx, opts.Out, p, units, opts.Parallel, opts.AllPairs)
 	t.mark("proof")
 	fmt.Fprintf(opts.Out, "time: %s\n", t)
+	if t.memory != "" {
+		fmt.Fprintln(opts.Out, t.memory)
+	}
 	return err
 }
 
@@ -159,6 +162,7 @@ func Run(ctx context.Context, opts Options) error {
 type timings struct {
 	start, last time.Time
 	parts       []string
+	memory      string // the group's memory at convergence (groupMemory)
 }
 
 func (t *timings) mark(what string) {
@@ -262,6 +266,7 @@ func runProcesses(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		}
 		return fmt.Errorf("group did not converge: %w\n%s", err, p.pending())
 	}
+	t.memory = groupMemory() // now, while every agent and plugin still runs
 	return nil
 }
 
@@ -356,5 +361,6 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 	if s, ok := store.(*etcd.Store); ok && opts.Stats != nil {
 		opts.Stats.measure(ctx, s, members)
 	}
+	t.memory = groupMemory()
 	return nil
 }
