@@ -15,6 +15,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 )
 
@@ -75,41 +76,13 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, len(opts.Units))
+	joining := make(chan struct{}, concurrentJoins)
 	for i, spec := range opts.Units {
-		unitCfg := *cfg
-		unitCfg.Unit = spec.Name
-		unitCfg.Certificate.Output.Dir = spec.Dir
-		member, err := join(ctx, store, &unitCfg, log.Named(spec.Name))
-		if err != nil {
-			stopped := ctx.Err() != nil
-			cancel()
-			wg.Wait()
-			if stopped {
-				return nil
-			}
-			return err
-		}
-		a, err := agent.New(agent.Options{
-			Member: member, Backends: host, Certificate: unitCfg.Certificate, Dir: spec.Dir,
-			Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref,
-			Policy: pol, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore,
-			RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter, // no secrets: they would all write the same files
-		})
-		if err != nil {
-			cancel()
-			wg.Wait()
-			return err
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = a.Run(ctx); errs[i] != nil {
+			if errs[i] = runOne(ctx, cfg, spec, store, host, log, sealKey, pol, joining); errs[i] != nil {
 				cancel() // one unit stopped by a failure stops the process: up reports it
-			}
-			leaveCtx, leaveCancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer leaveCancel()
-			if err := member.Leave(leaveCtx); err != nil && !errors.Is(err, relation.ErrNotJoined) {
-				log.Warn("leaving the relation", "unit", spec.Name, "error", err)
 			}
 		}()
 	}
@@ -120,4 +93,48 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// concurrentJoins bounds the units of one process joining at once: a join is a few etcd
+// writes (lease, name, candidacy), and one at a time a process of 60 units took seconds
+// to bring them all in.
+const concurrentJoins = 16
+
+// runOne joins one unit (holding a slot of joining meanwhile) and runs its agent until
+// ctx ends, then leaves.
+func runOne(ctx context.Context, cfg *config.Config, spec Spec, store relation.Store, host *backend.Host,
+	log hclog.Logger, sealKey []byte, pol *policy.Policy, joining chan struct{}) error {
+	unitCfg := *cfg
+	unitCfg.Unit = spec.Name
+	unitCfg.Certificate.Output.Dir = spec.Dir
+	select {
+	case joining <- struct{}{}:
+	case <-ctx.Done():
+		return nil
+	}
+	member, err := join(ctx, store, &unitCfg, log.Named(spec.Name))
+	<-joining
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return err
+	}
+	defer func() {
+		leaveCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := member.Leave(leaveCtx); err != nil && !errors.Is(err, relation.ErrNotJoined) {
+			log.Warn("leaving the relation", "unit", spec.Name, "error", err)
+		}
+	}()
+	a, err := agent.New(agent.Options{
+		Member: member, Backends: host, Certificate: unitCfg.Certificate, Dir: spec.Dir,
+		Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref,
+		Policy: pol, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore,
+		RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter, // no secrets: they would all write the same files
+	})
+	if err != nil {
+		return err
+	}
+	return a.Run(ctx)
 }
