@@ -1,19 +1,18 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/internal/syncbuf"
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
 	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
@@ -102,24 +101,6 @@ func TestPlantedStateIsRefused(t *testing.T) {
 	os.Chmod(key, 0o600) // no world-readable CA key left behind
 }
 
-// syncBuffer is a bytes.Buffer a child process writes while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // processesOf lists the live processes whose environment mentions dir (every agent and
 // plugin of an `up` on dir has it in TLSRELAY_STATE_DIR), with their command lines.
 func processesOf(dir string) map[int]string {
@@ -170,7 +151,7 @@ func TestUpKilledLeavesNoProcessBehind(t *testing.T) {
 	}
 	t.Cleanup(func() { os.RemoveAll(tmp) })
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
-	var out syncBuffer
+	var out syncbuf.Buffer
 	if os.Getenv("UPKILL_NULL") == "" {
 		cmd.Stdout, cmd.Stderr = &out, &out
 	}
@@ -239,7 +220,7 @@ plugins:
 	cmd := exec.Command(testbinBuild(t), "agent", "--config", config, "--log-level", "debug")
 	// TLSRELAY_MARK tags every process of this agent, the external plugin included.
 	cmd.Env = append(os.Environ(), "MISBEHAVE=hang-call", "TLSRELAY_MARK="+dir)
-	var out syncBuffer
+	var out syncbuf.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

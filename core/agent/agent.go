@@ -513,17 +513,9 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		a.onChange.changed()
 		return nil
 	case protocol.InstallCA:
-		if err := a.files.write(CAFile, []byte(act.CAPEM), a.files.mode); err != nil {
-			return err
-		}
-		a.onChange.changed()
-		return nil
+		return a.installFile(CAFile, act.CAPEM)
 	case protocol.InstallCRL:
-		if err := a.files.write(CRLFile, []byte(act.PEM), a.files.mode); err != nil {
-			return err
-		}
-		a.onChange.changed()
-		return nil
+		return a.installFile(CRLFile, act.PEM)
 	case protocol.SignCRL:
 		return a.signCRL(ctx, act, leaderData)
 	case protocol.LoadSignerCA:
@@ -548,6 +540,15 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 	default:
 		return fmt.Errorf("%s: unknown action %T", a.unit, act)
 	}
+	return nil
+}
+
+// installFile writes one of the group's files (ca.crt, ca.crl) and runs on_change.
+func (a *Agent) installFile(name, pemText string) error {
+	if err := a.files.write(name, []byte(pemText), a.files.mode); err != nil {
+		return err
+	}
+	a.onChange.changed()
 	return nil
 }
 

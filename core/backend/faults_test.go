@@ -7,13 +7,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/internal/syncbuf"
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
@@ -220,30 +220,12 @@ func TestChecksumIsOfTheFileExecuted(t *testing.T) {
 	}
 }
 
-// logCapture is a host logger's output, safe to read while plugins write.
-type logCapture struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (c *logCapture) Write(p []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.Write(p)
-}
-
-func (c *logCapture) String() string {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.b.String()
-}
-
 // misbehavingLogged is misbehaving with the host's log, at info, captured.
-func misbehavingLogged(t *testing.T, mode string) (*Host, *logCapture) {
+func misbehavingLogged(t *testing.T, mode string) (*Host, *syncbuf.Buffer) {
 	t.Helper()
 	t.Setenv("MISBEHAVE", mode)
 	bin := testbin.Build(t, testbin.Misbehave)
-	logs := &logCapture{}
+	logs := &syncbuf.Buffer{} // the host log, read while plugins write
 	h, err := New(Options{
 		Plugins: map[string]config.Plugin{"bad": {Command: bin, SHA256: testbin.SHA256(t, bin), Env: []string{"MISBEHAVE"}}},
 		Roles:   config.Roles{CSR: "bad", Signer: "bad"}, StateDir: t.TempDir(),

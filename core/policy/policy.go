@@ -210,15 +210,9 @@ var verifiedCSRs = memo.New[*x509.CertificateRequest](16384)
 
 // parseCSR is certutil.ParseCSR, remembered. The CSR returned is shared: read it only.
 func parseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
-	key := memo.KeyOf(csrPEM)
-	if csr, ok := verifiedCSRs.Get(key); ok {
-		return csr, nil
-	}
-	csr, err := certutil.ParseCSR(csrPEM, unit)
-	if err == nil {
-		verifiedCSRs.Put(key, csr)
-	}
-	return csr, err
+	return verifiedCSRs.Remember(memo.KeyOf(csrPEM), func() (*x509.CertificateRequest, error) {
+		return certutil.ParseCSR(csrPEM, unit)
+	})
 }
 
 // Check returns the parsed CSR, or a *Refusal saying why it may not be signed.

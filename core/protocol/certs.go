@@ -139,13 +139,8 @@ var parsedCerts = memo.New[[]*x509.Certificate](16384)
 // parseCerts is certutil.ParseCertificates, remembered. The certificates are shared:
 // read them only (the slice is the caller's own).
 func parseCerts(pemText string) ([]*x509.Certificate, error) {
-	key := memo.KeyOf([]byte(pemText))
-	if certs, ok := parsedCerts.Get(key); ok {
-		return slices.Clone(certs), nil
-	}
-	certs, err := certutil.ParseCertificates([]byte(pemText))
-	if err == nil {
-		parsedCerts.Put(key, certs)
-	}
+	certs, err := parsedCerts.Remember(memo.KeyOf([]byte(pemText)), func() ([]*x509.Certificate, error) {
+		return certutil.ParseCertificates([]byte(pemText))
+	})
 	return slices.Clone(certs), err
 }

@@ -1,11 +1,13 @@
 package protocol
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"math/big"
 	"slices"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/internal/memo"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -129,7 +131,7 @@ func planRevocations(v View, signingCA string) (actions []Action, wake time.Time
 // crlDue says whether the published CRL must be signed again, and the number the next
 // one takes (always above the published one's).
 func crlDue(crlPEM, signingCA string, inForce []Revocation, now time.Time) (*big.Int, bool) {
-	crl, err := certutil.ParseCRL([]byte(crlPEM))
+	crl, err := parseCRL(crlPEM)
 	if err != nil {
 		return big.NewInt(1), true
 	}
@@ -165,9 +167,20 @@ func compareHex(a, b string) int {
 
 // revokedByCRL says whether the group's CRL lists the serial of cert.
 func revokedByCRL(crlPEM string, serial *big.Int) bool {
-	crl, err := certutil.ParseCRL([]byte(crlPEM))
+	crl, err := parseCRL(crlPEM)
 	if err != nil {
 		return false
 	}
 	return slices.ContainsFunc(certutil.Revoked(crl), func(s *big.Int) bool { return s.Cmp(serial) == 0 })
+}
+
+// parsedCRLs holds parsed CRLs by their text: every unit checks the group's CRL at every
+// decision, and it changes twice a day.
+var parsedCRLs = memo.New[*x509.RevocationList](64)
+
+// parseCRL is certutil.ParseCRL, remembered. The list is shared: read it only.
+func parseCRL(crlPEM string) (*x509.RevocationList, error) {
+	return parsedCRLs.Remember(memo.KeyOf([]byte(crlPEM)), func() (*x509.RevocationList, error) {
+		return certutil.ParseCRL([]byte(crlPEM))
+	})
 }

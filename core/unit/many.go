@@ -12,10 +12,8 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/agent"
 	"github.com/tlsrelay/tlsrelay/core/backend"
-	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
-	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 )
 
@@ -56,11 +54,10 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	if err := Check(cfg); err != nil {
+	deps, err := prepare(cfg)
+	if err != nil {
 		return err
 	}
-	sealKey, _ := caseal.LoadKey(cfg.CASeal.KeyFile)
-	pol, _ := cfg.SigningPolicy()
 	store, closeStore, err := openStore(cfg, log, nil)
 	if err != nil {
 		return err
@@ -81,7 +78,7 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = runOne(ctx, cfg, spec, store, host, log, sealKey, pol, joining); errs[i] != nil {
+			if errs[i] = runOne(ctx, cfg, spec, store, host, log, deps, joining); errs[i] != nil {
 				cancel() // one unit stopped by a failure stops the process: up reports it
 			}
 		}()
@@ -103,7 +100,7 @@ const concurrentJoins = 16
 // runOne joins one unit (holding a slot of joining meanwhile) and runs its agent until
 // ctx ends, then leaves.
 func runOne(ctx context.Context, cfg *config.Config, spec Spec, store relation.Store, host *backend.Host,
-	log hclog.Logger, sealKey []byte, pol *policy.Policy, joining chan struct{}) error {
+	log hclog.Logger, deps prepared, joining chan struct{}) error {
 	unitCfg := *cfg
 	unitCfg.Unit = spec.Name
 	unitCfg.Certificate.Output.Dir = spec.Dir
@@ -127,12 +124,7 @@ func runOne(ctx context.Context, cfg *config.Config, spec Spec, store relation.S
 			log.Warn("leaving the relation", "unit", spec.Name, "error", err)
 		}
 	}()
-	a, err := agent.New(agent.Options{
-		Member: member, Backends: host, Certificate: unitCfg.Certificate, Dir: spec.Dir,
-		Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref,
-		Policy: pol, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore,
-		RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter, // no secrets: they would all write the same files
-	})
+	a, err := agent.New(deps.agentOptions(&unitCfg, member, host, log)) // no secrets: they would all write the same files
 	if err != nil {
 		return err
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/metrics"
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
@@ -65,11 +66,38 @@ func Run(ctx context.Context, opts Options) error { return New(opts).Run(ctx) }
 // Check is what a config must pass, beyond config.Load, before a unit runs it: its
 // ca_seal key readable and its signing policy valid. A reload is refused when it fails.
 func Check(cfg *config.Config) error {
-	if _, err := caseal.LoadKey(cfg.CASeal.KeyFile); err != nil {
-		return err
-	}
-	_, err := cfg.SigningPolicy()
+	_, err := prepare(cfg)
 	return err
+}
+
+// prepared is what a config gives every agent it runs, read once: the ca_seal key and
+// the signing policy.
+type prepared struct {
+	sealKey []byte
+	policy  *policy.Policy
+}
+
+func prepare(cfg *config.Config) (prepared, error) {
+	sealKey, err := caseal.LoadKey(cfg.CASeal.KeyFile)
+	if err != nil {
+		return prepared{}, err
+	}
+	pol, err := cfg.SigningPolicy()
+	if err != nil {
+		return prepared{}, err
+	}
+	return prepared{sealKey: sealKey, policy: pol}, nil
+}
+
+// agentOptions are the agent options cfg gives its unit (cfg.Unit's member, files in
+// cfg.Certificate.Output.Dir); callers add what only they have (status, secrets, metrics).
+func (p prepared) agentOptions(cfg *config.Config, member relation.Member, backends agent.Backends, log hclog.Logger) agent.Options {
+	return agent.Options{
+		Member: member, Backends: backends, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
+		Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: p.sealKey, CARef: cfg.CA.Ref,
+		Policy: p.policy, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore,
+		RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter,
+	}
 }
 
 // Health is the running agent's (agent.Agent.Health); safe from any goroutine.
@@ -147,11 +175,7 @@ func sameMembership(a, b *config.Config) bool {
 // stopped it) or a config arrives on Reload (returned, the agent stopped).
 func (u *Unit) runAgent(ctx context.Context, cfg *config.Config, member relation.Member) (*config.Config, error) {
 	log := u.opts.Log
-	sealKey, err := caseal.LoadKey(cfg.CASeal.KeyFile)
-	if err != nil {
-		return nil, err
-	}
-	pol, err := cfg.SigningPolicy()
+	deps, err := prepare(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -161,14 +185,10 @@ func (u *Unit) runAgent(ctx context.Context, cfg *config.Config, member relation
 		return nil, err
 	}
 	defer host.Close()
-	a, err := agent.New(agent.Options{
-		Member: member, Backends: host, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
-		Host: config.LocalHost(), Log: log, OnStatus: u.opts.OnStatus,
-		Secrets: cfg.Secrets, SecretsRefresh: cfg.SecretsRefresh,
-		Relation: cfg.Relation.Name, SealKey: sealKey, CARef: cfg.CA.Ref, Policy: pol, Once: u.opts.Once,
-		SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore, Metrics: u.opts.Metrics,
-		RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter,
-	})
+	opts := deps.agentOptions(cfg, member, host, log)
+	opts.OnStatus, opts.Once, opts.Metrics = u.opts.OnStatus, u.opts.Once, u.opts.Metrics
+	opts.Secrets, opts.SecretsRefresh = cfg.Secrets, cfg.SecretsRefresh
+	a, err := agent.New(opts)
 	if err != nil {
 		return nil, err
 	}

@@ -54,3 +54,17 @@ func (c *Memo[V]) Put(k Key, v V) {
 	}
 	c.m[k] = v
 }
+
+// Remember returns the result remembered for k, or computes it and, when compute
+// succeeds, remembers it (failures are computed again: their errors may name the
+// caller's context).
+func (c *Memo[V]) Remember(k Key, compute func() (V, error)) (V, error) {
+	if v, ok := c.Get(k); ok {
+		return v, nil
+	}
+	v, err := compute()
+	if err == nil {
+		c.Put(k, v)
+	}
+	return v, err
+}

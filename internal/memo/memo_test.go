@@ -1,6 +1,9 @@
 package memo
 
-import "testing"
+import (
+	"errors"
+	"testing"
+)
 
 func TestMemo(t *testing.T) {
 	m := New[int](2)
@@ -21,3 +24,25 @@ func TestMemo(t *testing.T) {
 		t.Fatalf("Get(c) = %v, %v", v, ok)
 	}
 }
+
+func TestRemember(t *testing.T) {
+	m := New[int](8)
+	calls := 0
+	compute := func(err error) func() (int, error) {
+		return func() (int, error) { calls++; return 7, err }
+	}
+	k := KeyOf([]byte("k"))
+	if _, err := m.Remember(k, compute(errTest)); err != errTest || calls != 1 {
+		t.Fatalf("a failing compute: %v after %d calls", err, calls)
+	}
+	for range 2 {
+		if v, err := m.Remember(k, compute(nil)); v != 7 || err != nil {
+			t.Fatalf("Remember = %v, %v", v, err)
+		}
+	}
+	if calls != 2 {
+		t.Fatalf("compute ran %d times, want 2: a failure is not remembered, a success is", calls)
+	}
+}
+
+var errTest = errors.New("test")

@@ -29,11 +29,8 @@ func (b *Backend) SignCRL(ctx context.Context, req sdk.CRLRequest) (sdk.CRL, err
 	if compare(t.version, crlVersion) < 0 {
 		return sdk.CRL{}, sdk.Errorf(sdk.CodeFailedPrecondition, t.path, "signing a CRL needs OpenSSL %d.%d.%d or newer", crlVersion[0], crlVersion[1], crlVersion[2])
 	}
-	if !req.NextUpdate.After(req.ThisUpdate) {
-		return sdk.CRL{}, sdk.Errorf(sdk.CodeInvalidArgument, "crl", "next update %s is not after this update %s", req.NextUpdate, req.ThisUpdate)
-	}
-	if req.Number == nil || req.Number.Sign() <= 0 {
-		return sdk.CRL{}, sdk.Errorf(sdk.CodeInvalidArgument, "crl", "the CRL number must be positive")
+	if err := certutil.CheckCRLRequest(req); err != nil {
+		return sdk.CRL{}, err
 	}
 	if _, err := b.authority(ctx); err != nil {
 		return sdk.CRL{}, err
@@ -63,10 +60,7 @@ func (b *Backend) SignCRL(ctx context.Context, req sdk.CRLRequest) (sdk.CRL, err
 // and the CRL number.
 func writeDatabase(dir string, req sdk.CRLRequest) error {
 	var index strings.Builder
-	for _, r := range req.Revoked {
-		if r.Serial == nil || r.Serial.Sign() <= 0 {
-			return sdk.Errorf(sdk.CodeInvalidArgument, "crl", "a revoked serial must be positive")
-		}
+	for _, r := range req.Revoked { // checked by certutil.CheckCRLRequest
 		// The expiry column is not read by -gencrl; the subject column must be present.
 		fmt.Fprintf(&index, "R\t491231235959Z\t%s\t%s\tunknown\t/CN=revoked\n", utcTime(r.RevokedAt), evenHex(r.Serial.Text(16)))
 	}

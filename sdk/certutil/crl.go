@@ -13,23 +13,16 @@ import (
 // NewCRL signs req as a version 2 CRL (with its number and the CA's key identifier)
 // with the CA's key, PEM ("X509 CRL"). A signer backend's SignCRL is this, with its CA.
 func NewCRL(ca *x509.Certificate, key crypto.Signer, req sdk.CRLRequest) ([]byte, error) {
-	if !req.NextUpdate.After(req.ThisUpdate) {
-		return nil, sdk.Errorf(sdk.CodeInvalidArgument, "crl", "next update %s is not after this update %s", req.NextUpdate, req.ThisUpdate)
-	}
-	number := req.Number
-	if number == nil || number.Sign() <= 0 {
-		return nil, sdk.Errorf(sdk.CodeInvalidArgument, "crl", "the CRL number must be positive")
+	if err := CheckCRLRequest(req); err != nil {
+		return nil, err
 	}
 	entries := make([]x509.RevocationListEntry, 0, len(req.Revoked))
 	for _, r := range req.Revoked {
-		if r.Serial == nil || r.Serial.Sign() <= 0 {
-			return nil, sdk.Errorf(sdk.CodeInvalidArgument, "crl", "a revoked serial must be positive")
-		}
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: new(big.Int).Set(r.Serial), RevocationTime: r.RevokedAt.UTC()})
 	}
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		RevokedCertificateEntries: entries,
-		Number:                    number,
+		Number:                    req.Number,
 		ThisUpdate:                req.ThisUpdate.UTC(),
 		NextUpdate:                req.NextUpdate.UTC(),
 	}, ca, key)
@@ -37,6 +30,23 @@ func NewCRL(ca *x509.Certificate, key crypto.Signer, req sdk.CRLRequest) ([]byte
 		return nil, sdk.Errorf(sdk.CodeInternal, "crl", "sign the CRL: %v", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
+}
+
+// CheckCRLRequest is what every signer's SignCRL refuses as InvalidArgument: update
+// times out of order, a CRL number or a revoked serial that is not positive.
+func CheckCRLRequest(req sdk.CRLRequest) error {
+	if !req.NextUpdate.After(req.ThisUpdate) {
+		return sdk.Errorf(sdk.CodeInvalidArgument, "crl", "next update %s is not after this update %s", req.NextUpdate, req.ThisUpdate)
+	}
+	if req.Number == nil || req.Number.Sign() <= 0 {
+		return sdk.Errorf(sdk.CodeInvalidArgument, "crl", "the CRL number must be positive")
+	}
+	for _, r := range req.Revoked {
+		if r.Serial == nil || r.Serial.Sign() <= 0 {
+			return sdk.Errorf(sdk.CodeInvalidArgument, "crl", "a revoked serial must be positive")
+		}
+	}
+	return nil
 }
 
 // ParseCRL reads a PEM CRL.

@@ -186,12 +186,8 @@ func (f *follower) watch(ctx context.Context, rev int64) error {
 // key deleted here could be resurrected by the late event of an earlier put, and a
 // delete repeated before its echo is harmless.
 func (f *follower) wrote(kv map[string]string, rev int64, start time.Time) (changed bool) {
+	f.noteWrite(rev, start)
 	f.mu.Lock()
-	if at, ok := f.echoed[rev]; ok && f.onLag != nil {
-		defer f.onLag(at.Sub(start))
-	} else if f.onLag != nil {
-		remember(f.written, rev, start)
-	}
 	defer f.mu.Unlock()
 	if f.kvs == nil {
 		return false // not read yet: the first read or the watch brings the write
@@ -204,6 +200,23 @@ func (f *follower) wrote(kv map[string]string, rev int64, start time.Time) (chan
 		changed = true
 	}
 	return changed
+}
+
+// noteWrite pairs this process's write at rev, started at start, with its echo through
+// the watch, in whichever order the two come; the pair is one watch-lag sample.
+func (f *follower) noteWrite(rev int64, start time.Time) {
+	if f.onLag == nil {
+		return
+	}
+	f.mu.Lock()
+	at, echoed := f.echoed[rev]
+	if !echoed {
+		remember(f.written, rev, start)
+	}
+	f.mu.Unlock()
+	if echoed {
+		f.onLag(at.Sub(start))
+	}
 }
 
 // maxEchoes bounds written and echoed (a watch that restarted from a fresh read never
