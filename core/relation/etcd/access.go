@@ -52,8 +52,8 @@ func prefixed(prefix string, kind clientv3.PermissionType) permission {
 //   - every unit writes its own presence key and its own bag, nothing else of anyone's;
 //   - a unit that only asks reads exactly what its narrow view follows (who leads, the CA,
 //     its own certificate and rejection), so it learns nothing of its peers;
-//   - a leader-eligible unit reads the whole relation and writes the election and leader
-//     data. etcd cannot tell which eligible unit leads now: that is the election fence
+//   - a leader-eligible unit reads the whole relation and writes `elected` (it campaigns)
+//     and leader data. etcd cannot tell which eligible unit leads now: that is the fence
 //     on every leader write (see SetLeaderData).
 func (l layout) permissions(a UnitAccess) []permission {
 	perms := []permission{
@@ -69,7 +69,6 @@ func (l layout) permissions(a UnitAccess) []permission {
 	}
 	return append(perms,
 		prefixed(l.everything(), readOnly),
-		prefixed(l.election(), readWrite),
 		exact(l.elected(), readWrite),
 		prefixed(l.leaderData(), readWrite))
 }

@@ -11,8 +11,8 @@ import (
 //	members/<unit>         lease-bound: the unit is joined while its lease lives
 //	units/<unit>/<field>   lease-bound: the unit's bag, one key per field
 //	leader/<key>           leader data; outlives every lease, so a new leader inherits it
-//	election/<lease>       concurrency.Election candidates
-//	elected                lease-bound to the leader's session: who leads now
+//	elected                who leads now: created only where absent, bound to the leader's
+//	                       lease; its create revision fences every leader write
 //	requests/<name>        operators' requests to the leader (tlsrelay ca rotate)
 //
 // Unit names hold a '/' (db/0), fields never do, so a bag key splits at its last '/'.
@@ -31,7 +31,6 @@ func (l layout) leaderData() string            { return l.prefix + "leader/" }
 func (l layout) leaderKey(key string) string   { return l.leaderData() + key }
 func (l layout) requests() string              { return l.prefix + "requests/" }
 func (l layout) request(name string) string    { return l.requests() + name }
-func (l layout) election() string              { return l.prefix + "election/" }
 func (l layout) elected() string               { return l.prefix + "elected" }
 func (l layout) everything() string            { return l.prefix }
 func (l layout) isElected(key string) bool     { return key == l.elected() }
@@ -67,8 +66,7 @@ func (l layout) narrowScope(unit string) scope {
 	return s
 }
 
-// wideScope is what the leader and observers follow: the whole relation but the
-// election's candidates.
+// wideScope is what the leader and observers follow: the whole relation.
 func (l layout) wideScope() scope {
 	return scope{keys: []string{l.elected()}, prefixes: []string{l.members(), l.units(), l.leaderData(), l.requests()}}
 }

@@ -1,10 +1,10 @@
 // Package etcd is the relation on an etcd cluster, for units on many hosts (and, through
-// an embedded single-member etcd, for one host). Presence is a lease, leadership is a
-// concurrency.Election, each bag field and each leader-data key is its own key, changes
+// an embedded single-member etcd, for one host). Presence is a lease, leadership is the
+// `elected` key created under the leader's lease, each bag field and each leader-data key is its own key, changes
 // arrive by watch, and writes that could race are transactions on revisions:
 //
 //   - a unit's bag is bound to its lease, so a unit that dies departs after the TTL;
-//   - leader data is written only while the writer's election key still stands;
+//   - leader data is written only while the `elected` key the writer created still stands;
 //   - a certificate is published only while the unit's bag still holds the CSR it was
 //     signed for (relation.Guard).
 //
