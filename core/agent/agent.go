@@ -271,7 +271,12 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 		stepCtx, cancel := context.WithTimeout(ctx, a.opts.StepTimeout)
 		acted, err := a.step(stepCtx, snap)
 		cancel()
-		a.publishStatus(ctx, err)
+		if err != nil || !acted {
+			// Published when the unit settles (or fails), not after every action: the
+			// states it passes through on the way (a CSR made, a certificate being
+			// installed) would each be a write to etcd and a wake-up of the leader.
+			a.publishStatus(ctx, err)
+		}
 		if fault.IsPermanent(err) {
 			a.log.Error("stopping: trying again cannot mend this", "error", err)
 			return err
@@ -458,15 +463,19 @@ func (w *leaderWrites) answer(unit, csrPEM string, kv map[string]string) {
 	w.guards = append(w.guards, g)
 }
 
-// apply carries out a decision's actions.
+// apply carries out a decision's actions. Leader data is published after each batch of
+// signatures (and once at the end), so units install their certificates while the
+// leader signs the next batch.
 func (a *Agent) apply(ctx context.Context, actions []protocol.Action) error {
 	w := &leaderWrites{kv: map[string]string{}}
 	var errs []error
 	var batch []protocol.SignCSR // consecutive SignCSR actions, signed in one call
 	flush := func() {
-		if len(batch) > 0 {
-			errs = append(errs, a.signBatch(ctx, batch, w)...)
-			batch = nil
+		for len(batch) > 0 {
+			chunk := batch[:min(len(batch), maxBatch)]
+			batch = batch[len(chunk):]
+			errs = append(errs, a.signBatch(ctx, chunk, w)...)
+			errs = append(errs, a.publish(ctx, w))
 		}
 	}
 	for _, act := range actions {
@@ -480,16 +489,24 @@ func (a *Agent) apply(ctx context.Context, actions []protocol.Action) error {
 		}
 	}
 	flush()
-	if len(w.kv) > 0 {
-		dropped, err := a.opts.Member.SetLeaderData(ctx, w.kv, w.guards...)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: publish leader data: %w", a.unit, err))
-		}
-		if len(dropped) > 0 {
-			a.log.Info("not published: the unit sent another CSR meanwhile", "keys", dropped)
-		}
-	}
+	errs = append(errs, a.publish(ctx, w))
 	return errors.Join(errs...)
+}
+
+// publish writes the leader data gathered in w, and empties it.
+func (a *Agent) publish(ctx context.Context, w *leaderWrites) error {
+	if len(w.kv) == 0 {
+		return nil
+	}
+	dropped, err := a.opts.Member.SetLeaderData(ctx, w.kv, w.guards...)
+	*w = leaderWrites{kv: map[string]string{}}
+	if len(dropped) > 0 {
+		a.log.Info("not published: the unit sent another CSR meanwhile", "keys", dropped)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: publish leader data: %w", a.unit, err)
+	}
+	return nil
 }
 
 func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) error {
@@ -704,13 +721,14 @@ func (a *Agent) importReferencedCA(ctx context.Context, signer sdk.Backend, have
 const signAttempts = 3
 
 // maxBatch bounds the CSRs in one SignCSRs call (a gRPC message stays far below its
-// 4 MB limit: a CSR and its certificate are about a kilobyte each).
+// 4 MB limit: a CSR and its certificate are about a kilobyte each); the leader publishes
+// the certificates of each batch before it signs the next.
 const maxBatch = 256
 
-// signBatch has the signer sign CSRs, maxBatch at a time (sdk.SignCSRs: in one call when
-// the signer can, one SignCSR each when not), for the policy's validity. A CSR the
-// signer refuses as invalid, or fails on signAttempts times, is rejected in leader data
-// so the unit learns why; other failures (the signer unavailable) are retried.
+// signBatch has the signer sign CSRs (sdk.SignCSRs: in one call when the signer can, one
+// SignCSR each when not), for the policy's validity. A CSR the signer refuses as
+// invalid, or fails on signAttempts times, is rejected in leader data so the unit learns
+// why; other failures (the signer unavailable) are retried.
 func (a *Agent) signBatch(ctx context.Context, acts []protocol.SignCSR, w *leaderWrites) []error {
 	b, err := a.signer(ctx)
 	if err != nil {
@@ -720,24 +738,20 @@ func (a *Agent) signBatch(ctx context.Context, acts []protocol.SignCSR, w *leade
 	if err != nil {
 		return []error{err}
 	}
+	reqs := make([]sdk.SignRequest, len(acts))
+	for i, act := range acts {
+		reqs[i] = sdk.SignRequest{CSRPEM: []byte(act.CSRPEM), Profile: sdk.Profile(act.Profile), Validity: validity, Unit: act.Unit}
+	}
+	start := time.Now()
+	results, err := sdk.SignCSRs(ctx, b, reqs)
+	if err != nil {
+		return []error{fmt.Errorf("%s: sign %d CSRs: %w", a.unit, len(reqs), err)}
+	}
+	each := time.Since(start) / time.Duration(len(acts)) // a batch's time, shared among its CSRs
 	var errs []error
-	for len(acts) > 0 {
-		chunk := acts[:min(len(acts), maxBatch)]
-		acts = acts[len(chunk):]
-		reqs := make([]sdk.SignRequest, len(chunk))
-		for i, act := range chunk {
-			reqs[i] = sdk.SignRequest{CSRPEM: []byte(act.CSRPEM), Profile: sdk.Profile(act.Profile), Validity: validity, Unit: act.Unit}
-		}
-		start := time.Now()
-		results, err := sdk.SignCSRs(ctx, b, reqs)
-		if err != nil {
-			return append(errs, fmt.Errorf("%s: sign %d CSRs: %w", a.unit, len(reqs), err))
-		}
-		each := time.Since(start) / time.Duration(len(chunk)) // a batch's time, shared among its CSRs
-		for i, act := range chunk {
-			if err := a.answer(act, results[i], each, w); err != nil {
-				errs = append(errs, err)
-			}
+	for i, act := range acts {
+		if err := a.answer(act, results[i], each, w); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return errs
