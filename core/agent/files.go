@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/internal/memo"
 	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -92,19 +94,47 @@ func (f files) loadInstalled() (*protocol.Installed, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	certs, err := certutil.ParseCertificates(certPEM)
-	if err != nil {
-		return nil, fmt.Sprintf("%s does not parse (%v): requesting a new certificate", f.path(CertFile), err), nil
+	pair, _ := installedPairs.Remember(memo.KeyOf(certPEM, keyPEM), func() (installedPair, error) {
+		certs, err := certutil.ParseCertificates(certPEM)
+		if err != nil {
+			return installedPair{parseErr: err}, nil
+		}
+		pub, err := certutil.PublicKeyOfPrivatePEM(keyPEM)
+		return installedPair{cert: certs[0], matches: err == nil && certutil.SamePublicKey(certs[0].PublicKey, pub)}, nil
+	})
+	if pair.parseErr != nil {
+		return nil, fmt.Sprintf("%s does not parse (%v): requesting a new certificate", f.path(CertFile), pair.parseErr), nil
 	}
-	pub, err := certutil.PublicKeyOfPrivatePEM(keyPEM)
-	if err != nil || !certutil.SamePublicKey(certs[0].PublicKey, pub) {
+	if !pair.matches {
 		return nil, fmt.Sprintf("%s does not match %s: requesting a new certificate", f.path(KeyFile), f.path(CertFile)), nil
 	}
 	caPEM, err := f.read(CAFile)
 	if err != nil {
 		return nil, "", err
 	}
-	return &protocol.Installed{Cert: certs[0], CAPEM: string(caPEM)}, "", nil
+	return &protocol.Installed{Cert: pair.cert, CAPEM: string(caPEM)}, "", nil
+}
+
+// A unit reads its files at every decision; parsing a key (a scalar multiplication for
+// an EC key) and verifying a CSR cost far more than reading them. What a pair of files
+// gave is remembered by their digest (never by the key's text).
+var (
+	installedPairs = memo.New[installedPair](4096)
+	pendingPairs   = memo.New[pendingPair](4096)
+)
+
+// installedPair is what tls.crt and tls.key gave: the leaf, and whether the key is its.
+type installedPair struct {
+	cert     *x509.Certificate
+	matches  bool
+	parseErr error
+}
+
+// pendingPair is what pending.key and pending.csr gave: the key's public half, and
+// whether the CSR parses, verifies and is for that key.
+type pendingPair struct {
+	pub     crypto.PublicKey
+	matches bool
 }
 
 func (f files) loadPending() (*protocol.Pending, string, error) {
@@ -116,12 +146,15 @@ func (f files) loadPending() (*protocol.Pending, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	pub, kerr := certutil.PublicKeyOfPrivatePEM(keyPEM)
-	csr, cerr := certutil.ParseCSR(csrPEM, "")
-	if kerr != nil || cerr != nil || !certutil.SamePublicKey(csr.PublicKey, pub) {
+	pair, _ := pendingPairs.Remember(memo.KeyOf(keyPEM, csrPEM), func() (pendingPair, error) {
+		pub, kerr := certutil.PublicKeyOfPrivatePEM(keyPEM)
+		csr, cerr := certutil.ParseCSR(csrPEM, "")
+		return pendingPair{pub: pub, matches: kerr == nil && cerr == nil && certutil.SamePublicKey(csr.PublicKey, pub)}, nil
+	})
+	if !pair.matches {
 		return nil, fmt.Sprintf("%s and %s do not belong together: making a new CSR", f.path(PendingKeyFile), f.path(PendingCSRFile)), nil
 	}
-	return &protocol.Pending{CSRPEM: string(csrPEM), PublicKey: pub}, "", nil
+	return &protocol.Pending{CSRPEM: string(csrPEM), PublicKey: pair.pub}, "", nil
 }
 
 // savePending stores a new key and CSR. The key is written first and 0600 from creation.
