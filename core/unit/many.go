@@ -1,6 +1,7 @@
 package unit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -42,6 +43,14 @@ type ManyOptions struct {
 	Units  []Spec
 	Log    hclog.Logger
 	Self   string
+	// Store, if set, is the relation the units join (left open at the end); nil opens
+	// the one Config names.
+	Store relation.Store
+	// StateDir, if set, is the plugin host's state directory instead of Config.StateDir.
+	StateDir string
+	// OnJoin sees each member as its unit joins; OnStatus each change of a unit's status.
+	OnJoin   func(relation.Member)
+	OnStatus func(agent.Status)
 }
 
 // RunMany runs several units in this process until ctx ends: one relation client and
@@ -58,13 +67,17 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 	if err != nil {
 		return err
 	}
-	store, closeStore, err := openStore(cfg, log, nil)
-	if err != nil {
-		return err
+	store := opts.Store
+	if store == nil {
+		var closeStore func()
+		if store, closeStore, err = openStore(cfg, log, nil); err != nil {
+			return err
+		}
+		defer closeStore()
 	}
-	defer closeStore()
+	stateDir := cmp.Or(opts.StateDir, cfg.StateDir)
 	host, err := backend.New(backend.Options{Self: opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
-		StateDir: cfg.StateDir, Logger: log})
+		StateDir: stateDir, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -78,7 +91,7 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = runOne(ctx, cfg, spec, store, host, log, deps, joining); errs[i] != nil {
+			if errs[i] = runOne(ctx, opts, spec, store, host, log, deps, joining); errs[i] != nil {
 				cancel() // one unit stopped by a failure stops the process: up reports it
 			}
 		}()
@@ -99,9 +112,9 @@ const concurrentJoins = 16
 
 // runOne joins one unit (holding a slot of joining meanwhile) and runs its agent until
 // ctx ends, then leaves.
-func runOne(ctx context.Context, cfg *config.Config, spec Spec, store relation.Store, host *backend.Host,
+func runOne(ctx context.Context, opts ManyOptions, spec Spec, store relation.Store, host *backend.Host,
 	log hclog.Logger, deps prepared, joining chan struct{}) error {
-	unitCfg := *cfg
+	unitCfg := *opts.Config
 	unitCfg.Unit = spec.Name
 	unitCfg.Certificate.Output.Dir = spec.Dir
 	select {
@@ -124,7 +137,12 @@ func runOne(ctx context.Context, cfg *config.Config, spec Spec, store relation.S
 			log.Warn("leaving the relation", "unit", spec.Name, "error", err)
 		}
 	}()
-	a, err := agent.New(deps.agentOptions(&unitCfg, member, host, log)) // no secrets: they would all write the same files
+	if opts.OnJoin != nil {
+		opts.OnJoin(member)
+	}
+	agentOpts := deps.agentOptions(&unitCfg, member, host, log) // no secrets: they would all write the same files
+	agentOpts.OnStatus = opts.OnStatus
+	a, err := agent.New(agentOpts)
 	if err != nil {
 		return err
 	}

@@ -7,48 +7,69 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
-// groupMemory is the memory of this process and every process under it (the embedded
-// etcd is in this one; agents, their plugins): their proportional set sizes summed, so
-// pages they share count once. One line for the result table.
+// groupMemory is the memory and CPU time of this process and every process under it
+// (the embedded etcd is in this one; agents; their plugins): proportional set sizes
+// summed, so pages they share count once, and user+system time so far. Two lines for
+// the result table.
 func groupMemory() string {
-	pids := descendants(os.Getpid())
+	procs := descendants(os.Getpid())
 	var total, self int64
-	for _, pid := range pids {
-		kb := pssKB(pid)
+	var cpu [3]time.Duration // this one, agents, plugins (and anything deeper)
+	for _, p := range procs {
+		kb := pssKB(p.pid)
 		total += kb
-		if pid == os.Getpid() {
+		if p.depth == 0 {
 			self = kb
 		}
+		cpu[min(p.depth, 2)] += p.cpu
 	}
-	return fmt.Sprintf("memory: %d processes (this one, agents, plugins), PSS %.0f MiB in all, %.0f MiB in this one (etcd included)",
-		len(pids), float64(total)/1024, float64(self)/1024)
+	return fmt.Sprintf("memory: %d processes (this one, agents, plugins), PSS %.0f MiB in all, %.0f MiB in this one (etcd included)\n"+
+		"cpu: %.1f s in all: %.1f s this one (etcd included), %.1f s agents, %.1f s plugins",
+		len(procs), float64(total)/1024, float64(self)/1024,
+		(cpu[0] + cpu[1] + cpu[2]).Seconds(), cpu[0].Seconds(), cpu[1].Seconds(), cpu[2].Seconds())
 }
 
+// proc is a process under up: its depth below up (0 is up itself) and its CPU time.
+type proc struct {
+	pid, depth int
+	cpu        time.Duration
+}
+
+// clockTick is the unit of /proc/<pid>/stat's times (USER_HZ, 100 on Linux).
+const clockTick = 10 * time.Millisecond
+
 // descendants lists root and every process under it, from /proc.
-func descendants(root int) []int {
-	children := map[int][]int{}
+func descendants(root int) []proc {
+	children := map[int][]proc{}
+	cpu := map[int]time.Duration{}
 	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
 	for _, path := range stats {
 		b, err := os.ReadFile(path)
 		if err != nil {
 			continue // gone meanwhile
 		}
-		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		// pid (comm) state ppid ... utime stime: comm may hold spaces and parentheses.
 		s := string(b)
 		end := strings.LastIndexByte(s, ')')
 		fields := strings.Fields(s[end+1:])
 		pid, err1 := strconv.Atoi(strings.Fields(s)[0])
-		if len(fields) < 2 || err1 != nil {
+		if len(fields) < 13 || err1 != nil {
 			continue
 		}
 		ppid, _ := strconv.Atoi(fields[1])
-		children[ppid] = append(children[ppid], pid)
+		utime, _ := strconv.ParseInt(fields[11], 10, 64)
+		stime, _ := strconv.ParseInt(fields[12], 10, 64)
+		cpu[pid] = time.Duration(utime+stime) * clockTick
+		children[ppid] = append(children[ppid], proc{pid: pid})
 	}
-	out := []int{root}
+	out := []proc{{pid: root, cpu: cpu[root]}}
 	for i := 0; i < len(out); i++ {
-		out = append(out, children[out[i]]...)
+		for _, c := range children[out[i].pid] {
+			out = append(out, proc{pid: c.pid, depth: out[i].depth + 1, cpu: cpu[c.pid]})
+		}
 	}
 	return out
 }

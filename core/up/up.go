@@ -6,7 +6,9 @@
 package up
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,7 +23,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/agent"
-	"github.com/tlsrelay/tlsrelay/core/backend"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
@@ -301,8 +302,8 @@ func follow(ctx context.Context, obs relation.Observer, p *progress) error {
 	}
 }
 
-// runInProcess runs every unit in this process, sharing one plugin host, on the memory
-// relation or on etcd (one client for all).
+// runInProcess runs every unit in this process (unit.RunMany: one plugin host, one
+// relation client), on the memory relation or on etcd.
 func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *progress, t *timings) error {
 	cfg := *opts.Config
 	cfg.StateDir = opts.Dir // an embedded etcd keeps its data in DIR/etcd
@@ -314,44 +315,24 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 	if cfg.Relation.Store != config.StoreMemory {
 		t.mark("etcd start")
 	}
-	host, err := backend.New(backend.Options{Self: opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
-		StateDir: filepath.Join(opts.Dir, "state"), Logger: opts.Log})
-	if err != nil {
-		return err
+	specs := make([]unit.Spec, len(units))
+	for i, u := range units {
+		specs[i] = unit.Spec{Name: u.Name, Dir: u.Dir}
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	defer func() {
-		cancel()
-		wg.Wait()
-		host.Close()
-	}()
-	hostInfo := config.LocalHost()
-	pol, err := cfg.SigningPolicy()
-	if err != nil {
-		return err
-	}
+	var mu sync.Mutex
 	var members []relation.Member
-	for _, u := range units {
-		member, err := store.Join(ctx, u.Name, relation.JoinOptions{LeaderEligible: cfg.Relation.LeaderEligible})
-		if err != nil {
-			return err
+	ctx, cancel := context.WithCancel(ctx)
+	ran := make(chan struct{})
+	go func() {
+		defer close(ran)
+		err := unit.RunMany(ctx, unit.ManyOptions{Config: &cfg, Units: specs, Log: opts.Log, Self: opts.Self,
+			Store: store, StateDir: filepath.Join(opts.Dir, "state"), OnStatus: p.update,
+			OnJoin: func(m relation.Member) { mu.Lock(); members = append(members, m); mu.Unlock() }})
+		if ctx.Err() == nil { // the units stopped before the group converged: RunMany stops them all on a failure
+			p.fail("units", fault.Permanent(cmp.Or(err, errors.New("every unit stopped"))))
 		}
-		members = append(members, member)
-		a, err := agent.New(agent.Options{Member: member, Backends: host, Certificate: cfg.Certificate,
-			Dir: u.Dir, Host: hostInfo, Log: opts.Log, OnStatus: p.update, Relation: cfg.Relation.Name, Policy: pol,
-			SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore, RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter})
-		if err != nil {
-			return err
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := a.Run(ctx); err != nil {
-				p.fail(u.Name, err)
-			}
-		}()
-	}
+	}()
+	defer func() { cancel(); <-ran }()
 	if err := p.waitAll(ctx); err != nil {
 		if fault.IsPermanent(err) {
 			return err // the cause, as the last line
@@ -359,7 +340,9 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		return fmt.Errorf("group did not converge: %w\n%s", err, p.pending())
 	}
 	if s, ok := store.(*etcd.Store); ok && opts.Stats != nil {
+		mu.Lock()
 		opts.Stats.measure(ctx, s, members)
+		mu.Unlock()
 	}
 	t.memory = groupMemory()
 	return nil
