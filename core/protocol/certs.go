@@ -77,6 +77,18 @@ func verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, caPE
 	return nil
 }
 
+// signedBy says whether issuer's key signed cert. Every unit asks at every decision
+// whether its certificate is the signing CA's (a CA rotation), so the answer is
+// remembered: a signature check is the costliest part of that decision.
+func signedBy(cert, issuer *x509.Certificate) bool {
+	ok, _ := signatures.Remember(memo.KeyOf(cert.Raw, issuer.Raw), func() (bool, error) {
+		return cert.CheckSignatureFrom(issuer) == nil, nil
+	})
+	return ok
+}
+
+var signatures = memo.New[bool](16384)
+
 // window is when every certificate of a verified chain is valid.
 type window struct{ from, to time.Time }
 

@@ -151,3 +151,12 @@ func TestNarrowViewHoldsWhatTheUnitSideReads(t *testing.T) {
 		t.Fatalf("relation.NarrowKeys = %v, want %v", got, want)
 	}
 }
+
+// The bag fields that wake a leader at once are the ones it signs from.
+func TestLeaderWakesForTheFieldsItSignsFrom(t *testing.T) {
+	for field, wakes := range map[string]bool{KeyCSR: true, KeyProfile: true, KeyState: false, KeySerial: false, KeyTrusts: false, KeyError: false} {
+		if relation.WakesLeader(field) != wakes {
+			t.Errorf("relation.WakesLeader(%q) = %v, want %v", field, !wakes, wakes)
+		}
+	}
+}

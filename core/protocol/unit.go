@@ -105,7 +105,7 @@ func renewalDue(v View, inst *Installed, ca string) (State, string) {
 			return StateCreateCSR, "certificate does not chain to the group CA: " + err.Error()
 		}
 		// A CA rotation: the group signs with its bundle's first CA now.
-		if signing, err := parseCerts(ca); err == nil && cert.CheckSignatureFrom(signing[0]) != nil {
+		if signing, err := parseCerts(ca); err == nil && !signedBy(cert, signing[0]) {
 			return StateRenewalDue, fmt.Sprintf("CA rotation: the group now signs with CA %s", caseal.Fingerprint(signing[0].Raw)[:16])
 		}
 	}

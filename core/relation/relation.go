@@ -10,6 +10,7 @@ import (
 	"errors"
 	"maps"
 	"strings"
+	"time"
 )
 
 // ErrNotLeader is returned when a unit that is not the leader writes leader data.
@@ -106,6 +107,22 @@ const (
 	certSuffix        = "_signed_certificate"
 	rejectSuffix      = "_rejected"
 )
+
+// Bag fields a leader signs from (the protocol's csr and profile).
+const (
+	fieldCSR     = "csr"
+	fieldProfile = "profile"
+)
+
+// WakesLeader says whether a change of a bag field must wake the leader at once: a CSR
+// to sign. A change of any other field (a unit's status: its serial and trusted CAs,
+// which revocations and CA rotations wait on) may reach the leader's decisions up to
+// LazyWake later, so that a group publishing its status after issuance does not make
+// the leader decide, O(units) each time, once per unit.
+func WakesLeader(field string) bool { return field == fieldCSR || field == fieldProfile }
+
+// LazyWake bounds how late a leader learns of a change that does not wake it at once.
+const LazyWake = time.Second
 
 // NarrowKeys lists the leader-data keys a non-leader unit reads: the CA bundle, the sealed
 // CA, its own certificate and rejection, and the group's CRL.

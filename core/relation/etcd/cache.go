@@ -25,9 +25,13 @@ type follower struct {
 	layout layout
 	scope  scope
 	notify func()
-	log    hclog.Logger
-	stats  *Stats
-	onLag  func(time.Duration) // nil: lag is not measured
+	// wakes says whether a change of a key notifies at once; the others notify within
+	// relation.LazyWake. Nil: every change notifies at once.
+	wakes func(place) bool
+	lazy  *time.Timer // armed while a lazy notification is due (under mu)
+	log   hclog.Logger
+	stats *Stats
+	onLag func(time.Duration) // nil: lag is not measured
 
 	mu  sync.Mutex
 	kvs map[string]entry
@@ -43,9 +47,47 @@ type follower struct {
 	done   chan struct{}
 }
 
+// entry is one key of the copy, with where it belongs in a snapshot, worked out once
+// when it arrives rather than at every snapshot (the leader takes one per decision).
 type entry struct {
 	value  string
 	modRev int64
+	place
+}
+
+// place is where a key belongs in a relation.Snapshot.
+type place struct {
+	kind        placeKind
+	unit, field string // a member's unit; a bag field's unit and field; a leader-data or request key's name in field
+}
+
+type placeKind uint8
+
+const (
+	placeOther placeKind = iota
+	placeElected
+	placeMember
+	placeField
+	placeLeaderData
+	placeRequest
+)
+
+// placeOf classifies a key of the relation.
+func (l layout) placeOf(key string) place {
+	switch {
+	case l.isElected(key):
+		return place{kind: placeElected}
+	case strings.HasPrefix(key, l.members()):
+		return place{kind: placeMember, unit: l.memberOf(key)}
+	case strings.HasPrefix(key, l.leaderData()):
+		return place{kind: placeLeaderData, field: l.leaderKeyOf(key)}
+	case strings.HasPrefix(key, l.requests()):
+		return place{kind: placeRequest, field: strings.TrimPrefix(key, l.requests())}
+	}
+	if unit, field, ok := l.fieldOf(key); ok {
+		return place{kind: placeField, unit: unit, field: field}
+	}
+	return place{}
 }
 
 // Stats counts what followers read from etcd, for benchmarks: a store's (all its
@@ -65,9 +107,12 @@ func (s *Stats) add(bytes, reads, events int64) {
 	}
 }
 
-func startFollower(client *clientv3.Client, l layout, sc scope, notify func(), log hclog.Logger, stats *Stats, onLag func(time.Duration)) *follower {
+// lazyWake is relation.LazyWake; tests lengthen it.
+var lazyWake = relation.LazyWake
+
+func startFollower(client *clientv3.Client, l layout, sc scope, notify func(), wakes func(place) bool, log hclog.Logger, stats *Stats, onLag func(time.Duration)) *follower {
 	ctx, cancel := context.WithCancel(context.Background())
-	f := &follower{client: client, layout: l, scope: sc, notify: notify, log: log, stats: stats, onLag: onLag,
+	f := &follower{client: client, layout: l, scope: sc, notify: notify, wakes: wakes, log: log, stats: stats, onLag: onLag,
 		kvs: map[string]entry{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	go f.run(ctx)
 	return f
@@ -76,6 +121,11 @@ func startFollower(client *clientv3.Client, l layout, sc scope, notify func(), l
 func (f *follower) stop() {
 	f.cancel()
 	<-f.done
+	f.mu.Lock()
+	if f.lazy != nil {
+		f.lazy.Stop()
+	}
+	f.mu.Unlock()
 }
 
 // waitReady waits for the first read of the scope.
@@ -130,7 +180,8 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 	var bytes int64
 	for _, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
-			kvs[string(kv.Key)] = entry{value: string(kv.Value), modRev: kv.ModRevision}
+			key := string(kv.Key)
+			kvs[key] = entry{value: string(kv.Value), modRev: kv.ModRevision, place: f.layout.placeOf(key)}
 			bytes += int64(len(kv.Key) + len(kv.Value))
 		}
 	}
@@ -196,7 +247,7 @@ func (f *follower) wrote(kv map[string]string, rev int64, start time.Time) (chan
 		if cur, ok := f.kvs[k]; v == "" || ok && cur.modRev >= rev {
 			continue
 		}
-		f.kvs[k] = entry{value: v, modRev: rev}
+		f.kvs[k] = entry{value: v, modRev: rev, place: f.layout.placeOf(k)}
 		changed = true
 	}
 	return changed
@@ -232,7 +283,7 @@ func remember(m map[int64]time.Time, rev int64, at time.Time) {
 
 func (f *follower) apply(events []*clientv3.Event) {
 	var bytes int64
-	changed := false
+	changed, urgent := false, false
 	var lags []time.Duration
 	f.mu.Lock()
 	for _, ev := range events {
@@ -252,20 +303,30 @@ func (f *follower) apply(events []*clientv3.Event) {
 		if ev.Kv.ModRevision <= f.rev && ev.Type == clientv3.EventTypePut {
 			continue // older than the read this copy started from
 		}
+		where := f.layout.placeOf(key)
 		switch ev.Type {
 		case clientv3.EventTypePut:
-			f.kvs[key] = entry{value: string(ev.Kv.Value), modRev: ev.Kv.ModRevision}
+			f.kvs[key] = entry{value: string(ev.Kv.Value), modRev: ev.Kv.ModRevision, place: where}
 		case clientv3.EventTypeDelete:
 			delete(f.kvs, key)
 		}
 		changed = true
+		urgent = urgent || f.wakes == nil || f.wakes(where)
+	}
+	if changed && !urgent && f.lazy == nil {
+		f.lazy = time.AfterFunc(lazyWake, func() {
+			f.mu.Lock()
+			f.lazy = nil
+			f.mu.Unlock()
+			f.notify()
+		})
 	}
 	f.mu.Unlock()
 	for _, lag := range lags {
 		f.onLag(lag)
 	}
 	f.stats.add(bytes, 0, int64(len(events)))
-	if changed {
+	if urgent {
 		f.notify()
 	}
 }
@@ -276,30 +337,29 @@ func (f *follower) snapshot() relation.Snapshot {
 	defer f.mu.Unlock()
 	s := relation.Snapshot{Revision: f.rev, Units: map[string]map[string]string{}, LeaderData: map[string]string{},
 		Requests: map[string]string{}}
-	for key, e := range f.kvs {
-		switch {
-		case f.layout.isElected(key):
+	for _, e := range f.kvs {
+		switch e.kind {
+		case placeElected:
 			s.Leader = e.value
-		case strings.HasPrefix(key, f.layout.members()):
-			unit := f.layout.memberOf(key)
-			if s.Units[unit] == nil {
-				s.Units[unit] = map[string]string{}
+		case placeMember:
+			if s.Units[e.unit] == nil {
+				s.Units[e.unit] = map[string]string{}
 			}
-		case strings.HasPrefix(key, f.layout.leaderData()):
-			s.LeaderData[f.layout.leaderKeyOf(key)] = e.value
-		case strings.HasPrefix(key, f.layout.requests()):
-			s.Requests[strings.TrimPrefix(key, f.layout.requests())] = e.value
+		case placeLeaderData:
+			s.LeaderData[e.field] = e.value
+		case placeRequest:
+			s.Requests[e.field] = e.value
 		}
 		if e.modRev > s.Revision {
 			s.Revision = e.modRev
 		}
 	}
-	for key, e := range f.kvs {
-		if unit, field, ok := f.layout.fieldOf(key); ok {
-			if s.Units[unit] == nil {
+	for _, e := range f.kvs {
+		if e.kind == placeField {
+			if s.Units[e.unit] == nil {
 				continue // a bag whose member key is gone is a departed unit's, on its way out
 			}
-			s.Units[unit][field] = e.value
+			s.Units[e.unit][e.field] = e.value
 		}
 	}
 	return s

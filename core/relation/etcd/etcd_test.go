@@ -236,3 +236,40 @@ func TestWatchLagIsMeasured(t *testing.T) {
 		}
 	}
 }
+
+// A leader's view wakes it at once for a CSR, but takes a unit's status without waking
+// it (until relation.LazyWake, here an hour): a group that reports its status after
+// issuance does not make the leader decide once per unit.
+func TestLeaderWakesForCSRsNotForStatus(t *testing.T) {
+	t.Cleanup(etcd.SetLazyWake(time.Hour))
+	srv := startEmbedded(t)
+	s := open(t, srv.Endpoint(), "wake", 5*time.Second)
+	leader := relationtest.Join(t, s, "db/0", true)
+	asker := relationtest.Join(t, s, "db/1", false)
+	ctx := context.Background()
+	snap := relationtest.Await(t, leader, "db/0 to lead and see db/1", func(s relation.Snapshot) bool {
+		_, joined := s.Units["db/1"]
+		return s.Leader == "db/0" && joined
+	})
+	if err := asker.SetUnitData(ctx, map[string]string{"state": "waiting", "serial": "1f"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-snap.Changed:
+		t.Fatal("a unit's status woke the leader")
+	case <-time.After(300 * time.Millisecond):
+	}
+	if err := asker.SetUnitData(ctx, map[string]string{"csr": "CSR"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-snap.Changed:
+	case <-time.After(relationtest.Timeout):
+		t.Fatal("a CSR did not wake the leader")
+	}
+	// The status came with it: not announced is not lost.
+	relationtest.Await(t, leader, "db/0 to see db/1's CSR and status", func(s relation.Snapshot) bool {
+		bag := s.Units["db/1"]
+		return bag["csr"] == "CSR" && bag["state"] == "waiting" && bag["serial"] == "1f"
+	})
+}

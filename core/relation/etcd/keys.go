@@ -54,6 +54,7 @@ func (l layout) fieldOf(key string) (unit, field string, ok bool) {
 type scope struct {
 	keys     []string
 	prefixes []string
+	wide     bool // the whole relation (a leader's or an observer's)
 }
 
 // narrowScope is what a unit that does not lead follows: O(1) keys, whatever the size of
@@ -68,5 +69,5 @@ func (l layout) narrowScope(unit string) scope {
 
 // wideScope is what the leader and observers follow: the whole relation.
 func (l layout) wideScope() scope {
-	return scope{keys: []string{l.elected()}, prefixes: []string{l.members(), l.units(), l.leaderData(), l.requests()}}
+	return scope{keys: []string{l.elected()}, prefixes: []string{l.members(), l.units(), l.leaderData(), l.requests()}, wide: true}
 }

@@ -342,6 +342,10 @@ func (m *member) lead(electedRev int64) {
 	m.setFollower(m.s.layout.wideScope())
 }
 
+// leaderWakes: a leader's view notifies at once for every change but the units' status
+// (relation.WakesLeader).
+func leaderWakes(p place) bool { return p.kind != placeField || relation.WakesLeader(p.field) }
+
 // loseSession forgets the lease and any leadership that went with it.
 func (m *member) loseSession() {
 	m.mu.Lock()
@@ -361,7 +365,11 @@ func (m *member) loseSession() {
 // setFollower switches what the member follows (narrow, or the whole relation while it
 // leads).
 func (m *member) setFollower(sc scope) {
-	f := startFollower(m.s.client, m.s.layout, sc, m.notify, m.log, &m.stats, m.s.onLag)
+	var wakes func(place) bool
+	if sc.wide {
+		wakes = leaderWakes
+	}
+	f := startFollower(m.s.client, m.s.layout, sc, m.notify, wakes, m.log, &m.stats, m.s.onLag)
 	m.mu.Lock()
 	old := m.follower
 	m.follower = f

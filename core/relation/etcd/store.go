@@ -134,7 +134,7 @@ func (s *Store) Request(ctx context.Context, name, value string) error {
 func (s *Store) Observe(ctx context.Context) (relation.Observer, error) {
 	o := &observer{}
 	o.changed = make(chan struct{})
-	o.f = startFollower(s.client, s.layout, s.layout.wideScope(), o.notify, s.log, &s.stats, nil)
+	o.f = startFollower(s.client, s.layout, s.layout.wideScope(), o.notify, nil, s.log, &s.stats, nil)
 	if err := o.f.waitReady(ctx); err != nil {
 		o.Close()
 		return nil, err
