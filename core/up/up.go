@@ -296,9 +296,24 @@ func follow(ctx context.Context, obs relation.Observer, p *progress) error {
 		case err := <-p.fatal:
 			return err
 		case <-snap.Changed:
+			// A snapshot is O(units): one per change would be O(units²) while a large
+			// group converges. Changes that come meanwhile are read together.
+			sleep(ctx, followEvery)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+}
+
+// followEvery is the least time between two reads of the group's progress.
+const followEvery = 50 * time.Millisecond
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
