@@ -296,9 +296,13 @@ func follow(ctx context.Context, obs relation.Observer, p *progress) error {
 		case err := <-p.fatal:
 			return err
 		case <-snap.Changed:
-			// A snapshot is O(units): one per change would be O(units²) while a large
-			// group converges. Changes that come meanwhile are read together.
-			sleep(ctx, followEvery)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		// A snapshot is O(units): one per change would be O(units²) while a large group
+		// converges. Changes that come meanwhile are read together.
+		select {
+		case <-time.After(followEvery):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -307,15 +311,6 @@ func follow(ctx context.Context, obs relation.Observer, p *progress) error {
 
 // followEvery is the least time between two reads of the group's progress.
 const followEvery = 50 * time.Millisecond
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
-}
 
 // runInProcess runs every unit in this process (unit.RunMany: one plugin host, one
 // relation client), on the memory relation or on etcd.
