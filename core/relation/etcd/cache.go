@@ -33,9 +33,10 @@ type follower struct {
 	stats *Stats
 	onLag func(time.Duration) // nil: lag is not measured
 
-	mu  sync.Mutex
-	kvs map[string]entry
-	rev int64
+	mu   sync.Mutex
+	kvs  map[string]entry // each key's revision, for telling new events from seen ones
+	rev  int64            // the revision of the last full read
+	view *view            // the same copy in a snapshot's shape
 	// The watch lag is the time from a write's start to its echo through the watch.
 	// The echo may come before or after the write's response: written holds writes
 	// whose echo has not come, echoed the arrival of recent events.
@@ -47,12 +48,10 @@ type follower struct {
 	done   chan struct{}
 }
 
-// entry is one key of the copy, with where it belongs in a snapshot, worked out once
-// when it arrives rather than at every snapshot (the leader takes one per decision).
+// entry is one key of the copy.
 type entry struct {
 	value  string
 	modRev int64
-	place
 }
 
 // place is where a key belongs in a relation.Snapshot.
@@ -177,17 +176,19 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 		return 0, err
 	}
 	kvs := map[string]entry{}
+	v := newView(resp.Header.Revision)
 	var bytes int64
 	for _, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
 			key := string(kv.Key)
-			kvs[key] = entry{value: string(kv.Value), modRev: kv.ModRevision, place: f.layout.placeOf(key)}
+			kvs[key] = entry{value: string(kv.Value), modRev: kv.ModRevision}
+			v.set(f.layout.placeOf(key), string(kv.Value), false, kv.ModRevision)
 			bytes += int64(len(kv.Key) + len(kv.Value))
 		}
 	}
 	f.stats.add(bytes, 1, 0)
 	f.mu.Lock()
-	f.kvs, f.rev = kvs, resp.Header.Revision
+	f.kvs, f.rev, f.view = kvs, resp.Header.Revision, v
 	f.mu.Unlock()
 	f.notify()
 	return resp.Header.Revision, nil
@@ -247,7 +248,8 @@ func (f *follower) wrote(kv map[string]string, rev int64, start time.Time) (chan
 		if cur, ok := f.kvs[k]; v == "" || ok && cur.modRev >= rev {
 			continue
 		}
-		f.kvs[k] = entry{value: v, modRev: rev, place: f.layout.placeOf(k)}
+		f.kvs[k] = entry{value: v, modRev: rev}
+		f.view.set(f.layout.placeOf(k), v, false, rev)
 		changed = true
 	}
 	return changed
@@ -306,9 +308,11 @@ func (f *follower) apply(events []*clientv3.Event) {
 		where := f.layout.placeOf(key)
 		switch ev.Type {
 		case clientv3.EventTypePut:
-			f.kvs[key] = entry{value: string(ev.Kv.Value), modRev: ev.Kv.ModRevision, place: where}
+			f.kvs[key] = entry{value: string(ev.Kv.Value), modRev: ev.Kv.ModRevision}
+			f.view.set(where, string(ev.Kv.Value), false, ev.Kv.ModRevision)
 		case clientv3.EventTypeDelete:
 			delete(f.kvs, key)
+			f.view.set(where, "", true, ev.Kv.ModRevision)
 		}
 		changed = true
 		urgent = urgent || f.wakes == nil || f.wakes(where)
@@ -331,38 +335,11 @@ func (f *follower) apply(events []*clientv3.Event) {
 	}
 }
 
-// snapshot turns the local copy into the relation's shape.
+// snapshot is the local copy in the relation's shape (see view).
 func (f *follower) snapshot() relation.Snapshot {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	s := relation.Snapshot{Revision: f.rev, Units: map[string]map[string]string{}, LeaderData: map[string]string{},
-		Requests: map[string]string{}}
-	for _, e := range f.kvs {
-		switch e.kind {
-		case placeElected:
-			s.Leader = e.value
-		case placeMember:
-			if s.Units[e.unit] == nil {
-				s.Units[e.unit] = map[string]string{}
-			}
-		case placeLeaderData:
-			s.LeaderData[e.field] = e.value
-		case placeRequest:
-			s.Requests[e.field] = e.value
-		}
-		if e.modRev > s.Revision {
-			s.Revision = e.modRev
-		}
-	}
-	for _, e := range f.kvs {
-		if e.kind == placeField {
-			if s.Units[e.unit] == nil {
-				continue // a bag whose member key is gone is a departed unit's, on its way out
-			}
-			s.Units[e.unit][e.field] = e.value
-		}
-	}
-	return s
+	return f.view.snapshot()
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -1,0 +1,104 @@
+package etcd
+
+import (
+	"maps"
+
+	"github.com/tlsrelay/tlsrelay/core/relation"
+)
+
+// view is a follower's copy in the shape of a relation.Snapshot, kept up to date as
+// events arrive, so that a snapshot is a copy of pointers (one per unit) rather than a
+// rebuild of every key: the leader takes one per decision, and `up` one per change, of
+// a relation of some ten keys per unit.
+//
+// Snapshots share the view's maps. A map handed out is never written again: the view
+// copies it before its next change (copy on write), one bag at a time.
+type view struct {
+	leader     string
+	members    map[string]bool
+	bags       map[string]*bag
+	leaderData map[string]string
+	requests   map[string]string
+	rev        int64 // the newest revision seen
+	// leaderDataOut and requestsOut: the map was handed out in a snapshot.
+	leaderDataOut, requestsOut bool
+}
+
+// bag is one unit's fields; out says it was handed out in a snapshot.
+type bag struct {
+	fields map[string]string
+	out    bool
+}
+
+func newView(rev int64) *view {
+	return &view{members: map[string]bool{}, bags: map[string]*bag{}, leaderData: map[string]string{},
+		requests: map[string]string{}, rev: rev}
+}
+
+// set applies a put (or, with deleted, a delete) of a key at place p and revision rev.
+func (v *view) set(p place, value string, deleted bool, rev int64) {
+	v.rev = max(v.rev, rev)
+	switch p.kind {
+	case placeElected:
+		v.leader = value // "" when deleted
+	case placeMember:
+		if deleted {
+			delete(v.members, p.unit)
+		} else {
+			v.members[p.unit] = true
+		}
+	case placeField:
+		v.setField(p.unit, p.field, value, deleted)
+	case placeLeaderData:
+		if v.leaderDataOut {
+			v.leaderData, v.leaderDataOut = maps.Clone(v.leaderData), false
+		}
+		setOrDelete(v.leaderData, p.field, value, deleted)
+	case placeRequest:
+		if v.requestsOut {
+			v.requests, v.requestsOut = maps.Clone(v.requests), false
+		}
+		setOrDelete(v.requests, p.field, value, deleted)
+	}
+}
+
+func (v *view) setField(unit, field, value string, deleted bool) {
+	b := v.bags[unit]
+	switch {
+	case b == nil && deleted:
+		return
+	case b == nil:
+		b = &bag{fields: map[string]string{}}
+		v.bags[unit] = b
+	case b.out:
+		b.fields, b.out = maps.Clone(b.fields), false
+	}
+	setOrDelete(b.fields, field, value, deleted)
+	if len(b.fields) == 0 {
+		delete(v.bags, unit)
+	}
+}
+
+func setOrDelete(m map[string]string, k, value string, deleted bool) {
+	if deleted {
+		delete(m, k)
+	} else {
+		m[k] = value
+	}
+}
+
+// snapshot hands out the view: joined units' bags (a bag whose member key is gone is a
+// departed unit's, on its way out), leader data and requests.
+func (v *view) snapshot() relation.Snapshot {
+	units := make(map[string]map[string]string, len(v.members))
+	for unit := range v.members {
+		if b := v.bags[unit]; b != nil {
+			b.out = true
+			units[unit] = b.fields
+		} else {
+			units[unit] = map[string]string{}
+		}
+	}
+	v.leaderDataOut, v.requestsOut = true, true
+	return relation.Snapshot{Revision: v.rev, Leader: v.leader, Units: units, LeaderData: v.leaderData, Requests: v.requests}
+}
