@@ -2,6 +2,9 @@ package agent
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"fmt"
 	"math/big"
@@ -642,5 +645,84 @@ func TestLeaderSignsPendingCSRsInOneBatch(t *testing.T) {
 	defer signer.mu.Unlock()
 	if signer.sizes[0] < 3 {
 		t.Errorf("batch sizes %v: want the three pending CSRs (and perhaps the leader's own) in the first", signer.sizes)
+	}
+}
+
+// recorder notes, in order, the signer's batches and the leader's writes.
+type recorder struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recorder) note(format string, args ...any) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, fmt.Sprintf(format, args...))
+}
+
+type recordedSigner struct {
+	sdk.Backend
+	r *recorder
+}
+
+func (s recordedSigner) SignCSRs(ctx context.Context, reqs []sdk.SignRequest) ([]sdk.SignResult, error) {
+	s.r.note("sign %d", len(reqs))
+	return s.Backend.(sdk.BatchSigner).SignCSRs(ctx, reqs)
+}
+
+type recordedMember struct {
+	relation.Member
+	r *recorder
+}
+
+func (m recordedMember) SetLeaderData(ctx context.Context, kv map[string]string, guards ...relation.Guard) ([]string, error) {
+	certs := 0
+	for k, v := range kv {
+		if strings.HasSuffix(k, protocol.SignedCertificateKey("")) && v != "" {
+			certs++
+		}
+	}
+	m.r.note("publish %d", certs)
+	return m.Member.SetLeaderData(ctx, kv, guards...)
+}
+
+// A leader with more CSRs than one batch publishes each batch's certificates before it
+// signs the next, so that units install theirs while it signs on.
+func TestLeaderPublishesEachBatchBeforeSigningTheNext(t *testing.T) {
+	ctx := context.Background()
+	store := relation.NewMemory()
+	m, err := store.Join(ctx, "db/0", relation.JoinOptions{LeaderEligible: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &recorder{}
+	a, err := New(Options{Member: recordedMember{m, rec}, Backends: inProcess{recordedSigner{newCfssl(t, t.TempDir()), rec}},
+		Certificate: testCert, Policy: testPolicy, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.loadSignerCA(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const n = maxBatch + 44
+	var actions []protocol.Action
+	for i := range n {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		unit := fmt.Sprintf("u/%d", i)
+		csr, err := certutil.NewCSRForKey(sdk.CSRRequest{CommonName: unit}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		actions = append(actions, protocol.SignCSR{Unit: unit, CSRPEM: string(csr.CSRPEM), Profile: "peer"})
+	}
+	if err := a.apply(ctx, actions); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{fmt.Sprintf("sign %d", maxBatch), fmt.Sprintf("publish %d", maxBatch), "sign 44", "publish 44"}
+	if !slices.Equal(rec.events, want) {
+		t.Errorf("signer and relation calls %v, want %v", rec.events, want)
 	}
 }

@@ -3,12 +3,14 @@ package etcd_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 
-	"github.com/hashicorp/go-hclog"
 	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
@@ -271,5 +273,56 @@ func TestLeaderWakesForCSRsNotForStatus(t *testing.T) {
 	relationtest.Await(t, leader, "db/0 to see db/1's CSR and status", func(s relation.Snapshot) bool {
 		bag := s.Units["db/1"]
 		return bag["csr"] == "CSR" && bag["state"] == "waiting" && bag["serial"] == "1f"
+	})
+}
+
+// A leader write larger than one transaction goes to etcd in chunks, several at once:
+// every guard is still kept with its keys, and only the keys of guards that fail are
+// dropped.
+func TestLargeGuardedWriteLandsInChunks(t *testing.T) {
+	srv := startEmbedded(t)
+	s := open(t, srv.Endpoint(), "chunks", 10*time.Second)
+	ctx := context.Background()
+	leader := relationtest.Join(t, s, "db/0", true)
+	relationtest.Await(t, leader, "db/0 to lead", func(s relation.Snapshot) bool { return s.Leader == "db/0" })
+	const units = 150 // two keys each: more than three transactions of etcd.maxOps
+	kv := map[string]string{}
+	var guards []relation.Guard
+	var wantDropped []string
+	for i := range units {
+		unit := fmt.Sprintf("u/%d", i)
+		m := relationtest.Join(t, s, unit, false)
+		if err := m.SetUnitData(ctx, map[string]string{"csr": "csr-" + unit}); err != nil {
+			t.Fatal(err)
+		}
+		cert, rejected := unit+"_signed_certificate", unit+"_rejected"
+		kv[cert], kv[rejected] = "cert-"+unit, "rejected-"+unit
+		g := relation.Guard{Unit: unit, Field: "csr", Value: "csr-" + unit, Keys: []string{cert, rejected}}
+		if i%15 == 7 { // the unit sent another CSR meanwhile
+			g.Value = "an older csr"
+			wantDropped = append(wantDropped, cert, rejected)
+		}
+		guards = append(guards, g)
+	}
+	relationtest.Await(t, leader, "every CSR", func(s relation.Snapshot) bool {
+		return s.Units[fmt.Sprintf("u/%d", units-1)]["csr"] != ""
+	})
+	dropped, err := leader.SetLeaderData(ctx, kv, guards...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(dropped)
+	slices.Sort(wantDropped)
+	if !slices.Equal(dropped, wantDropped) {
+		t.Errorf("dropped %v, want %v", dropped, wantDropped)
+	}
+	relationtest.Await(t, leader, "the rest of the write", func(s relation.Snapshot) bool {
+		for k, v := range kv {
+			_, got := s.LeaderData[k]
+			if got == slices.Contains(wantDropped, k) || got && s.LeaderData[k] != v {
+				return false
+			}
+		}
+		return true
 	})
 }
