@@ -271,10 +271,12 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 		stepCtx, cancel := context.WithTimeout(ctx, a.opts.StepTimeout)
 		acted, err := a.step(stepCtx, snap)
 		cancel()
-		if err != nil || !acted {
-			// Published when the unit settles (or fails), not after every action: the
-			// states it passes through on the way (a CSR made, a certificate being
-			// installed) would each be a write to etcd and a wake-up of the leader.
+		if err != nil || !acted || a.last.Leader {
+			// A unit's status is published when it settles (or fails), not after every
+			// action: the states it passes through on the way (a CSR made, a certificate
+			// being installed) would each be a write to etcd. The leader's is published
+			// as it goes: it says what the group's CA is doing (a rotation's phases)
+			// and whom it is signing for, while it is busy doing it.
 			a.publishStatus(ctx, err)
 		}
 		if fault.IsPermanent(err) {

@@ -241,7 +241,7 @@ func (f *follower) wrote(kv map[string]string, rev int64, start time.Time) (chan
 	f.noteWrite(rev, start)
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.kvs == nil {
+	if f.view == nil {
 		return false // not read yet: the first read or the watch brings the write
 	}
 	for k, v := range kv {
