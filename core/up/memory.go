@@ -13,18 +13,24 @@ import (
 // groupMemory is the memory and CPU time of this process and every process under it
 // (the embedded etcd is in this one; agents; their plugins): proportional set sizes
 // summed, so pages they share count once, and user+system time so far. Two lines for
-// the result table.
-func groupMemory() string {
+// the result table. pluginDepth is how far below this process the plugins run: 2 under
+// agent processes, 1 when the agents run in this one.
+func groupMemory(pluginDepth int) string {
 	procs := descendants(os.Getpid())
 	var total, self int64
 	var cpu [3]time.Duration // this one, agents, plugins (and anything deeper)
 	for _, p := range procs {
 		kb := pssKB(p.pid)
 		total += kb
-		if p.depth == 0 {
+		switch {
+		case p.depth == 0:
 			self = kb
+			cpu[0] += p.cpu
+		case p.depth < pluginDepth:
+			cpu[1] += p.cpu
+		default:
+			cpu[2] += p.cpu
 		}
-		cpu[min(p.depth, 2)] += p.cpu
 	}
 	return fmt.Sprintf("memory: %d processes (this one, agents, plugins), PSS %.0f MiB in all, %.0f MiB in this one (etcd included)\n"+
 		"cpu: %.1f s in all: %.1f s this one (etcd included), %.1f s agents, %.1f s plugins",

@@ -267,7 +267,7 @@ func runProcesses(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		}
 		return fmt.Errorf("group did not converge: %w\n%s", err, p.pending())
 	}
-	t.memory = groupMemory() // now, while every agent and plugin still runs
+	t.memory = groupMemory(2) // now, while every agent and plugin still runs
 	return nil
 }
 
@@ -354,6 +354,6 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		opts.Stats.measure(ctx, s, members)
 		mu.Unlock()
 	}
-	t.memory = groupMemory()
+	t.memory = groupMemory(1)
 	return nil
 }
