@@ -153,8 +153,8 @@ func Run(ctx context.Context, opts Options) error {
 	err = prove(ctx, opts.Out, p, units, opts.Parallel, opts.AllPairs)
 	t.mark("proof")
 	fmt.Fprintf(opts.Out, "time: %s\n", t)
-	if t.memory != "" {
-		fmt.Fprintln(opts.Out, t.memory)
+	if t.usage != "" {
+		fmt.Fprintln(opts.Out, t.usage)
 	}
 	return err
 }
@@ -163,7 +163,7 @@ func Run(ctx context.Context, opts Options) error {
 type timings struct {
 	start, last time.Time
 	parts       []string
-	memory      string // the group's memory at convergence (groupMemory)
+	usage       string // the group's memory and CPU at convergence (groupUsage)
 }
 
 func (t *timings) mark(what string) {
@@ -267,7 +267,7 @@ func runProcesses(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		}
 		return fmt.Errorf("group did not converge: %w\n%s", err, p.pending())
 	}
-	t.memory = groupMemory(2) // now, while every agent and plugin still runs
+	t.usage = groupUsage(2) // now, while every agent and plugin still runs
 	return nil
 }
 
@@ -354,6 +354,6 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		opts.Stats.measure(ctx, s, members)
 		mu.Unlock()
 	}
-	t.memory = groupMemory(1)
+	t.usage = groupUsage(1)
 	return nil
 }

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -34,9 +32,9 @@ type follower struct {
 	onLag func(time.Duration) // nil: lag is not measured
 
 	mu   sync.Mutex
-	kvs  map[string]entry // each key's revision, for telling new events from seen ones
+	revs map[string]int64 // each key's revision, for telling new events from seen ones
 	rev  int64            // the revision of the last full read
-	view *view            // the same copy in a snapshot's shape
+	view *view            // the copy, in a snapshot's shape
 	// The watch lag is the time from a write's start to its echo through the watch.
 	// The echo may come before or after the write's response: written holds writes
 	// whose echo has not come, echoed the arrival of recent events.
@@ -48,71 +46,13 @@ type follower struct {
 	done   chan struct{}
 }
 
-// entry is one key of the copy.
-type entry struct {
-	value  string
-	modRev int64
-}
-
-// place is where a key belongs in a relation.Snapshot.
-type place struct {
-	kind        placeKind
-	unit, field string // a member's unit; a bag field's unit and field; a leader-data or request key's name in field
-}
-
-type placeKind uint8
-
-const (
-	placeOther placeKind = iota
-	placeElected
-	placeMember
-	placeField
-	placeLeaderData
-	placeRequest
-)
-
-// placeOf classifies a key of the relation.
-func (l layout) placeOf(key string) place {
-	switch {
-	case l.isElected(key):
-		return place{kind: placeElected}
-	case strings.HasPrefix(key, l.members()):
-		return place{kind: placeMember, unit: l.memberOf(key)}
-	case strings.HasPrefix(key, l.leaderData()):
-		return place{kind: placeLeaderData, field: l.leaderKeyOf(key)}
-	case strings.HasPrefix(key, l.requests()):
-		return place{kind: placeRequest, field: strings.TrimPrefix(key, l.requests())}
-	}
-	if unit, field, ok := l.fieldOf(key); ok {
-		return place{kind: placeField, unit: unit, field: field}
-	}
-	return place{}
-}
-
-// Stats counts what followers read from etcd, for benchmarks: a store's (all its
-// members and observers) or one member's.
-type Stats struct {
-	BytesRead atomic.Int64 // keys and values received, by reads and watches
-	Reads     atomic.Int64 // full reads of a scope
-	Events    atomic.Int64 // watch events applied
-	parent    *Stats       // the store's, which counts each member's too
-}
-
-func (s *Stats) add(bytes, reads, events int64) {
-	for ; s != nil; s = s.parent {
-		s.BytesRead.Add(bytes)
-		s.Reads.Add(reads)
-		s.Events.Add(events)
-	}
-}
-
 // lazyWake is relation.LazyWake; tests lengthen it.
 var lazyWake = relation.LazyWake
 
 func startFollower(client *clientv3.Client, l layout, sc scope, notify func(), wakes func(place) bool, log hclog.Logger, stats *Stats, onLag func(time.Duration)) *follower {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &follower{client: client, layout: l, scope: sc, notify: notify, wakes: wakes, log: log, stats: stats, onLag: onLag,
-		kvs: map[string]entry{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+		revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	go f.run(ctx)
 	return f
 }
@@ -175,20 +115,20 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	kvs := map[string]entry{}
+	revs := map[string]int64{}
 	v := newView(resp.Header.Revision)
 	var bytes int64
 	for _, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {
 			key := string(kv.Key)
-			kvs[key] = entry{value: string(kv.Value), modRev: kv.ModRevision}
+			revs[key] = kv.ModRevision
 			v.set(f.layout.placeOf(key), string(kv.Value), false, kv.ModRevision)
 			bytes += int64(len(kv.Key) + len(kv.Value))
 		}
 	}
 	f.stats.add(bytes, 1, 0)
 	f.mu.Lock()
-	f.kvs, f.rev, f.view = kvs, resp.Header.Revision, v
+	f.revs, f.rev, f.view = revs, resp.Header.Revision, v
 	f.mu.Unlock()
 	f.notify()
 	return resp.Header.Revision, nil
@@ -245,10 +185,10 @@ func (f *follower) wrote(kv map[string]string, rev int64, start time.Time) (chan
 		return false // not read yet: the first read or the watch brings the write
 	}
 	for k, v := range kv {
-		if cur, ok := f.kvs[k]; v == "" || ok && cur.modRev >= rev {
+		if cur, ok := f.revs[k]; v == "" || ok && cur >= rev {
 			continue
 		}
-		f.kvs[k] = entry{value: v, modRev: rev}
+		f.revs[k] = rev
 		f.view.set(f.layout.placeOf(k), v, false, rev)
 		changed = true
 	}
@@ -299,7 +239,7 @@ func (f *follower) apply(events []*clientv3.Event) {
 				remember(f.echoed, ev.Kv.ModRevision, time.Now())
 			}
 		}
-		if cur, ok := f.kvs[key]; ok && ev.Kv.ModRevision <= cur.modRev {
+		if cur, ok := f.revs[key]; ok && ev.Kv.ModRevision <= cur {
 			continue // seen already
 		}
 		if ev.Kv.ModRevision <= f.rev && ev.Type == clientv3.EventTypePut {
@@ -308,10 +248,10 @@ func (f *follower) apply(events []*clientv3.Event) {
 		where := f.layout.placeOf(key)
 		switch ev.Type {
 		case clientv3.EventTypePut:
-			f.kvs[key] = entry{value: string(ev.Kv.Value), modRev: ev.Kv.ModRevision}
+			f.revs[key] = ev.Kv.ModRevision
 			f.view.set(where, string(ev.Kv.Value), false, ev.Kv.ModRevision)
 		case clientv3.EventTypeDelete:
-			delete(f.kvs, key)
+			delete(f.revs, key)
 			f.view.set(where, "", true, ev.Kv.ModRevision)
 		}
 		changed = true

@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"strings"
+	"sync/atomic"
 
 	"github.com/tlsrelay/tlsrelay/core/relation"
 )
@@ -48,6 +49,58 @@ func (l layout) fieldOf(key string) (unit, field string, ok bool) {
 		return "", "", false
 	}
 	return rest[:i], rest[i+1:], true
+}
+
+// place is where a key belongs in a relation.Snapshot.
+type place struct {
+	kind        placeKind
+	unit, field string // a member's unit; a bag field's unit and field; a leader-data or request key's name in field
+}
+
+type placeKind uint8
+
+const (
+	placeOther placeKind = iota
+	placeElected
+	placeMember
+	placeField
+	placeLeaderData
+	placeRequest
+)
+
+// placeOf classifies a key of the relation.
+func (l layout) placeOf(key string) place {
+	switch {
+	case l.isElected(key):
+		return place{kind: placeElected}
+	case strings.HasPrefix(key, l.members()):
+		return place{kind: placeMember, unit: l.memberOf(key)}
+	case strings.HasPrefix(key, l.leaderData()):
+		return place{kind: placeLeaderData, field: l.leaderKeyOf(key)}
+	case strings.HasPrefix(key, l.requests()):
+		return place{kind: placeRequest, field: strings.TrimPrefix(key, l.requests())}
+	}
+	if unit, field, ok := l.fieldOf(key); ok {
+		return place{kind: placeField, unit: unit, field: field}
+	}
+	return place{}
+}
+
+// Stats counts what followers read from etcd, for benchmarks: a store's (all its
+// members and observers) or one member's.
+type Stats struct {
+	BytesRead atomic.Int64 // keys and values received, by reads and watches
+	Reads     atomic.Int64 // full reads of a scope
+	Events    atomic.Int64 // watch events applied
+	parent    *Stats       // the store's, which counts each member's too
+}
+
+func (s *Stats) add(bytes, reads, events int64) {
+	for ; s != nil; s = s.parent {
+		s.BytesRead.Add(bytes)
+		s.Reads.Add(reads)
+		s.Events.Add(events)
+	}
 }
 
 // scope is the set of keys a follower reads and watches.

@@ -64,7 +64,7 @@ func equal(a, b any) bool {
 // A member writes before its new follower has read anything (an election won at once
 // replaces the narrow follower): the write waits for the read, nothing breaks.
 func TestWriteBeforeTheFirstRead(t *testing.T) {
-	f := &follower{layout: newLayout("r"), kvs: map[string]entry{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}}
+	f := &follower{layout: newLayout("r"), revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}}
 	if f.wrote(map[string]string{f.layout.field("db/0", "csr"): "c"}, 5, time.Now()) {
 		t.Error("a follower that has read nothing reported a change")
 	}

@@ -10,12 +10,12 @@ import (
 	"time"
 )
 
-// groupMemory is the memory and CPU time of this process and every process under it
+// groupUsage is the memory and CPU time of this process and every process under it
 // (the embedded etcd is in this one; agents; their plugins): proportional set sizes
 // summed, so pages they share count once, and user+system time so far. Two lines for
 // the result table. pluginDepth is how far below this process the plugins run: 2 under
 // agent processes, 1 when the agents run in this one.
-func groupMemory(pluginDepth int) string {
+func groupUsage(pluginDepth int) string {
 	procs := descendants(os.Getpid())
 	var total, self int64
 	var cpu [3]time.Duration // this one, agents, plugins (and anything deeper)
