@@ -131,7 +131,7 @@ type installedPair struct {
 }
 
 // pendingPair is what pending.key and pending.csr gave: the key's public half, and
-// whether the CSR parses, verifies and is for that key.
+// whether the CSR parses and is for that key.
 type pendingPair struct {
 	pub     crypto.PublicKey
 	matches bool
@@ -148,7 +148,9 @@ func (f files) loadPending() (*protocol.Pending, string, error) {
 	}
 	pair, _ := pendingPairs.Remember(memo.KeyOf(keyPEM, csrPEM), func() (pendingPair, error) {
 		pub, kerr := certutil.PublicKeyOfPrivatePEM(keyPEM)
-		csr, cerr := certutil.ParseCSR(csrPEM, "")
+		// The unit made this CSR with this key: whether it is for the key is the
+		// question, which the public keys answer; the leader checks its signature.
+		csr, cerr := certutil.ParseCSRUnverified(csrPEM, "")
 		return pendingPair{pub: pub, matches: kerr == nil && cerr == nil && certutil.SamePublicKey(csr.PublicKey, pub)}, nil
 	})
 	if !pair.matches {
@@ -166,7 +168,9 @@ func (f files) savePending(keyPEM, csrPEM []byte) error {
 }
 
 // install writes the CA and the certificate and promotes the pending key. The key is
-// moved by rename, so it is never copied and keeps its 0600 mode.
+// moved by rename, so it is never copied and keeps its 0600 mode. A crash between the
+// steps leaves a key and certificate that do not match, which loadLocal treats as no
+// certificate: the unit asks again.
 func (f files) install(chainPEM, caPEM []byte) error {
 	if err := f.write(CAFile, caPEM, f.mode); err != nil {
 		return err
@@ -174,7 +178,9 @@ func (f files) install(chainPEM, caPEM []byte) error {
 	if err := os.Rename(f.path(PendingKeyFile), f.path(KeyFile)); err != nil {
 		return fmt.Errorf("promote %s: %w", f.path(PendingKeyFile), err)
 	}
-	if err := f.write(CertFile, chainPEM, f.mode); err != nil {
+	// The pending CSR is spent once its key is promoted: its inode becomes tls.crt's,
+	// which spares creating one (WriteOwnedReusing).
+	if err := atomicfile.WriteOwnedReusing(f.path(CertFile), f.path(PendingCSRFile), chainPEM, f.mode, f.uid, f.gid); err != nil {
 		return err
 	}
 	if err := os.Remove(f.path(PendingCSRFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {

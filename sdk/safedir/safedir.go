@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 )
@@ -75,26 +74,78 @@ func owned(path string, info fs.FileInfo) error {
 	return nil
 }
 
-// LockFile is the name of the lock Lock takes in a directory.
+// LockFile is the lock file earlier versions of Lock made in a directory. Lock no longer
+// makes it (it locks the directory itself); one left behind is locked too.
+//
+// Deprecated: Lock makes no file.
 const LockFile = ".tlsrelay.lock"
 
 // Lock takes an exclusive lock on dir for this process, without waiting: a directory
 // another process holds is an error naming that process. unlock releases it.
+//
+// The lock is a flock on the directory itself, so no file is made for it: creating an
+// inode is the dearest file operation on some file systems (on ext4 here 10 to 50 times
+// a rename), and a unit's output directory holds only what the unit serves. A
+// LockFile an earlier version left is locked as well (opened, never created), so a
+// process of that version on the same directory is still kept out.
 func Lock(dir string) (unlock func(), err error) {
-	path := filepath.Join(dir, LockFile)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	d, err := os.Open(dir)
 	if err != nil {
 		return nil, err
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		holder, _ := os.ReadFile(path)
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("%s is in use by another tlsrelay process (pid %s)", dir, strings.TrimSpace(string(holder)))
-		}
-		return nil, fmt.Errorf("lock %s: %w", dir, err)
+	if err := flock(d, dir); err != nil {
+		d.Close()
+		return nil, err
 	}
-	f.Truncate(0)
-	f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return func() { f.Close() }, nil // closing releases the lock
+	legacy, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_RDWR, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return func() { d.Close() }, nil // closing releases the lock
+	}
+	if err == nil {
+		err = flock(legacy, dir)
+	}
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
+	return func() { legacy.Close(); d.Close() }, nil
+}
+
+// flock locks f (of dir) exclusively without waiting.
+func flock(f *os.File, dir string) error {
+	err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, syscall.EWOULDBLOCK):
+		return fmt.Errorf("%s is in use by another tlsrelay process (pid %s)", dir, lockHolder(f))
+	default:
+		return fmt.Errorf("lock %s: %w", dir, err)
+	}
+}
+
+// lockHolder names the process holding a flock on f, from /proc/locks (Linux), or
+// "unknown". A line there reads "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234 0 EOF":
+// the pid, then the device (major:minor, in hex) and inode of the locked file.
+func lockHolder(f *os.File) string {
+	info, err := f.Stat()
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if err != nil || !ok {
+		return "unknown"
+	}
+	locks, err := os.ReadFile("/proc/locks")
+	if err != nil {
+		return "unknown"
+	}
+	dev := uint64(st.Dev)
+	major := (dev>>8)&0xfff | (dev>>32)&^0xfff
+	minor := dev&0xff | (dev>>12)&^0xff
+	want := fmt.Sprintf("%02x:%02x:%d", major, minor, st.Ino)
+	for _, line := range strings.Split(string(locks), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) >= 6 && fields[1] == "FLOCK" && fields[5] == want {
+			return fields[4]
+		}
+	}
+	return "unknown"
 }

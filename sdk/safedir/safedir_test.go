@@ -1,9 +1,11 @@
 package safedir
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -70,8 +72,12 @@ func TestLockIsExclusiveAndNamesTheHolder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Lock(dir); err == nil || !strings.Contains(err.Error(), "in use by another tlsrelay process (pid") {
-		t.Fatalf("second Lock = %v", err)
+	holder := fmt.Sprintf("in use by another tlsrelay process (pid %d)", os.Getpid())
+	if _, err := Lock(dir); err == nil || !strings.Contains(err.Error(), holder) {
+		t.Fatalf("second Lock = %v, want %q", err, holder)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("Lock left %d entries in the directory (%s); it locks the directory itself", len(entries), entries[0].Name())
 	}
 	unlock()
 	again, err := Lock(dir)
@@ -79,4 +85,28 @@ func TestLockIsExclusiveAndNamesTheHolder(t *testing.T) {
 		t.Fatalf("Lock after unlock: %v", err)
 	}
 	again()
+}
+
+// A process of an earlier version holds the lock file it made: Lock keeps out of it.
+func TestLockHonoursAnEarlierVersionsLockFile(t *testing.T) {
+	dir := t.TempDir()
+	f, err := os.OpenFile(filepath.Join(dir, LockFile), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Lock(dir); err == nil || !strings.Contains(err.Error(), "in use by another tlsrelay process") {
+		t.Fatalf("Lock beside a held %s = %v", LockFile, err)
+	}
+	f.Close() // the earlier process exits; its file stays
+	unlock, err := Lock(dir)
+	if err != nil {
+		t.Fatalf("Lock after the earlier process left: %v", err)
+	}
+	if _, err := Lock(dir); err == nil {
+		t.Fatal("a second Lock succeeded while the first held the directory")
+	}
+	unlock()
 }
