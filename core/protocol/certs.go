@@ -74,6 +74,10 @@ func verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, caPE
 		w.from, w.to = latest(w.from, c.NotBefore), earliest(w.to, c.NotAfter)
 	}
 	verifiedChains.Put(key, w)
+	// Each link's signature verified: signedBy need not check it again.
+	for i := 0; i+1 < len(chains[0]); i++ {
+		signatures.Put(memo.KeyOf(chains[0][i].Raw, chains[0][i+1].Raw), true)
+	}
 	return nil
 }
 

@@ -6,12 +6,14 @@ package cfssl
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	cfconfig "github.com/cloudflare/cfssl/config"
 	cfcsr "github.com/cloudflare/cfssl/csr"
+	cferr "github.com/cloudflare/cfssl/errors"
 	cflog "github.com/cloudflare/cfssl/log"
 	"github.com/cloudflare/cfssl/signer"
 	"github.com/cloudflare/cfssl/signer/local"
@@ -148,7 +150,9 @@ func (b *Backend) ImportCA(_ context.Context, ca sdk.CAKeyPair) error {
 
 // SignCSR implements sdk.Backend.
 func (b *Backend) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certificate, error) {
-	plan, err := certutil.CheckSignRequest(req, b.settings.DefaultValidity)
+	// cfssl's signer checks the CSR's signature (and refuses a bad one, answered as
+	// InvalidArgument below); checking it here too would verify it twice.
+	plan, err := certutil.CheckSignRequestExceptSignature(req, b.settings.DefaultValidity)
 	if err != nil {
 		return sdk.Certificate{}, err
 	}
@@ -165,6 +169,10 @@ func (b *Backend) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certifica
 		NotBefore: now.Add(-certutil.Backdate),
 		NotAfter:  now.Add(plan.Validity),
 	})
+	var cfErr *cferr.Error
+	if errors.As(err, &cfErr) && cfErr.ErrorCode == int(cferr.CSRError)+int(cferr.KeyMismatch) {
+		return sdk.Certificate{}, sdk.Errorf(sdk.CodeInvalidArgument, "csr of "+req.Unit, "CSR signature does not verify: %s", cfErr.Message)
+	}
 	if err != nil {
 		return sdk.Certificate{}, sdk.Errorf(sdk.CodeInvalidArgument, "csr of "+req.Unit, "cfssl refused to sign: %v", err)
 	}

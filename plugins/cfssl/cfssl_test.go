@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -153,6 +154,13 @@ func TestBadRequestsAreInvalidArgument(t *testing.T) {
 	}
 	if _, err := b.SignCSR(ctx, sdk.SignRequest{CSRPEM: []byte("garbage"), Profile: sdk.ProfilePeer, Unit: "db/3"}); !sdk.IsCode(err, sdk.CodeInvalidArgument) {
 		t.Errorf("garbage CSR: err = %v", err)
+	}
+	// The plugin leaves the signature to cfssl's signer: it must still refuse a bad one.
+	block, _ := pem.Decode(csr.CSRPEM)
+	block.Bytes[len(block.Bytes)-1] ^= 0xff
+	tampered := pem.EncodeToMemory(block)
+	if _, err := b.SignCSR(ctx, sdk.SignRequest{CSRPEM: tampered, Profile: sdk.ProfilePeer, Unit: "x"}); !sdk.IsCode(err, sdk.CodeInvalidArgument) || !strings.Contains(err.Error(), "CSR signature does not verify") {
+		t.Errorf("CSR with a bad signature: err = %v, want invalid argument about its signature", err)
 	}
 	if err := New(nil).Configure(ctx, sdk.ConfigureRequest{ConfigJSON: []byte(`{"ca_validity":"forever"}`), StateDir: t.TempDir()}); !sdk.IsCode(err, sdk.CodeInvalidArgument) {
 		t.Errorf("bad duration: err = %v", err)

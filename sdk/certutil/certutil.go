@@ -56,6 +56,20 @@ func SplitSANs(sans []string) (dns []string, ips []net.IP) {
 // ParseCSR decodes a PEM CSR and checks its signature. Every failure is
 // InvalidArgument naming unit, so a signer never retries or half-signs a bad request.
 func ParseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
+	csr, err := ParseCSRUnverified(csrPEM, unit)
+	if err != nil {
+		return nil, err
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR signature does not verify: %v", err)
+	}
+	return csr, nil
+}
+
+// ParseCSRUnverified is ParseCSR without the signature check (three quarters of its cost
+// for a P-256 CSR), for a CSR whose signature is checked elsewhere or that its reader
+// made itself.
+func ParseCSRUnverified(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
 	block, rest := pem.Decode(csrPEM)
 	if block == nil {
 		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR is not PEM")
@@ -74,9 +88,6 @@ func ParseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
 	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
 		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR does not parse: %v", err)
-	}
-	if err := csr.CheckSignature(); err != nil {
-		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR signature does not verify: %v", err)
 	}
 	return csr, nil
 }
@@ -358,11 +369,22 @@ type SignPlan struct {
 // (PEM, parse, signature, CheckCSRContent), the validity (zero: defaultValidity). Every failure is
 // InvalidArgument.
 func CheckSignRequest(req sdk.SignRequest, defaultValidity time.Duration) (SignPlan, error) {
+	return checkSignRequest(req, defaultValidity, ParseCSR)
+}
+
+// CheckSignRequestExceptSignature is CheckSignRequest but for the CSR's signature, for
+// a signer whose signing library checks it itself (cfssl's signer does): the signature
+// is then checked once in the plugin, not twice.
+func CheckSignRequestExceptSignature(req sdk.SignRequest, defaultValidity time.Duration) (SignPlan, error) {
+	return checkSignRequest(req, defaultValidity, ParseCSRUnverified)
+}
+
+func checkSignRequest(req sdk.SignRequest, defaultValidity time.Duration, parse func([]byte, string) (*x509.CertificateRequest, error)) (SignPlan, error) {
 	usages, err := ProfileUsages(req.Profile)
 	if err != nil {
 		return SignPlan{}, err
 	}
-	csr, err := ParseCSR(req.CSRPEM, req.Unit)
+	csr, err := parse(req.CSRPEM, req.Unit)
 	if err != nil {
 		return SignPlan{}, err
 	}
