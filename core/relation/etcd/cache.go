@@ -4,11 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/tlsrelay/tlsrelay/core/relation"
 )
@@ -31,7 +34,9 @@ type follower struct {
 	stats *Stats
 	onLag func(time.Duration) // nil: lag is not measured
 
-	mu   sync.Mutex
+	mu     sync.Mutex
+	stream int // which of a client's watch streams its watches share (watchStream)
+
 	revs map[string]int64 // each key's revision, for telling new events from seen ones
 	rev  int64            // the revision of the last full read
 	view *view            // the copy, in a snapshot's shape
@@ -52,7 +57,8 @@ var lazyWake = relation.LazyWake
 func startFollower(client *clientv3.Client, l layout, sc scope, notify func(), wakes func(place) bool, log hclog.Logger, stats *Stats, onLag func(time.Duration)) *follower {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &follower{client: client, layout: l, scope: sc, notify: notify, wakes: wakes, log: log, stats: stats, onLag: onLag,
-		revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+		stream: int(nextStream.Add(1) % watchStreams),
+		revs:   map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	go f.run(ctx)
 	return f
 }
@@ -134,12 +140,26 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
+// watchStreams is how many gRPC streams the followers of one process spread their
+// watches over. The etcd client puts every watch with the same request metadata on
+// one stream and creates them there one at a time, each waiting for etcd's answer to
+// the last: with one stream, a process of 600 units opened its ~5,000 watches in
+// sequence, and its units' joins waited on that queue.
+const watchStreams = 8
+
+var nextStream atomic.Uint32
+
+// watchStream gives ctx the metadata that puts its watches on stream n.
+func watchStream(ctx context.Context, n int) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "tlsrelay-watch-stream", strconv.Itoa(n))
+}
+
 // errWatchEnded says a watch channel closed: compaction, a cancelled watch, or a lost leader.
 var errWatchEnded = errors.New("watch ended")
 
 // watch follows every key and prefix of the scope from rev+1 until one watch ends.
 func (f *follower) watch(ctx context.Context, rev int64) error {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wctx, cancel := context.WithCancel(watchStream(clientv3.WithRequireLeader(ctx), f.stream))
 	defer cancel()
 	ended := make(chan error, len(f.scope.keys)+len(f.scope.prefixes))
 	var wg sync.WaitGroup

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
@@ -325,4 +326,41 @@ func TestLargeGuardedWriteLandsInChunks(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// The units of one process spread their watches over several gRPC streams: on one
+// stream the etcd client creates watches one at a time, so a process of many units
+// joined no faster than one queue of round trips.
+func TestMembersOfOneStoreShareSeveralWatchStreams(t *testing.T) {
+	srv := startEmbedded(t)
+	s := open(t, srv.Endpoint(), "streams", 5*time.Second)
+	before := watchStreamsOpen(t)
+	for i := range 16 {
+		m := relationtest.Join(t, s, fmt.Sprintf("db/%d", i), false)
+		relationtest.Await(t, m, "its first read", func(relation.Snapshot) bool { return true })
+	}
+	// A watch's stream opens with its first watch; give the last ones a moment.
+	deadline := time.Now().Add(5 * time.Second)
+	for watchStreamsOpen(t)-before < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if opened := watchStreamsOpen(t) - before; opened < 2 {
+		t.Fatalf("16 members of one store opened %v watch streams, want several", opened)
+	}
+}
+
+// watchStreamsOpen reads etcd's gauge of open watch streams (this process's members).
+func watchStreamsOpen(t *testing.T) float64 {
+	t.Helper()
+	families, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "etcd_debugging_mvcc_watch_stream_total" {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("etcd_debugging_mvcc_watch_stream_total is not registered")
+	return 0
 }
