@@ -33,10 +33,10 @@ type follower struct {
 	log   hclog.Logger
 	stats *Stats
 	onLag func(time.Duration) // nil: lag is not measured
+	// stream is which of the client's watch streams its watches share (watchStream).
+	stream int
 
-	mu     sync.Mutex
-	stream int // which of a client's watch streams its watches share (watchStream)
-
+	mu   sync.Mutex
 	revs map[string]int64 // each key's revision, for telling new events from seen ones
 	rev  int64            // the revision of the last full read
 	view *view            // the copy, in a snapshot's shape
