@@ -169,11 +169,11 @@ func (b *Backend) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certifica
 		NotBefore: now.Add(-certutil.Backdate),
 		NotAfter:  now.Add(plan.Validity),
 	})
-	var cfErr *cferr.Error
-	if errors.As(err, &cfErr) && cfErr.ErrorCode == int(cferr.CSRError)+int(cferr.KeyMismatch) {
-		return sdk.Certificate{}, sdk.Errorf(sdk.CodeInvalidArgument, "csr of "+req.Unit, "CSR signature does not verify: %s", cfErr.Message)
-	}
 	if err != nil {
+		var cfErr *cferr.Error
+		if errors.As(err, &cfErr) && cfErr.ErrorCode == int(cferr.CSRError)+int(cferr.KeyMismatch) {
+			return sdk.Certificate{}, sdk.Errorf(sdk.CodeInvalidArgument, "csr of "+req.Unit, "CSR signature does not verify: %s", cfErr.Message)
+		}
 		return sdk.Certificate{}, sdk.Errorf(sdk.CodeInvalidArgument, "csr of "+req.Unit, "cfssl refused to sign: %v", err)
 	}
 	return sdk.Certificate{ChainPEM: certPEM}, nil

@@ -33,8 +33,6 @@ type follower struct {
 	log   hclog.Logger
 	stats *Stats
 	onLag func(time.Duration) // nil: lag is not measured
-	// stream is which of the client's watch streams its watches share (watchStream).
-	stream int
 
 	mu   sync.Mutex
 	revs map[string]int64 // each key's revision, for telling new events from seen ones
@@ -57,8 +55,7 @@ var lazyWake = relation.LazyWake
 func startFollower(client *clientv3.Client, l layout, sc scope, notify func(), wakes func(place) bool, log hclog.Logger, stats *Stats, onLag func(time.Duration)) *follower {
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &follower{client: client, layout: l, scope: sc, notify: notify, wakes: wakes, log: log, stats: stats, onLag: onLag,
-		stream: int(nextStream.Add(1) % watchStreams),
-		revs:   map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
+		revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{}), cancel: cancel, done: make(chan struct{})}
 	go f.run(ctx)
 	return f
 }
@@ -140,18 +137,20 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 	return resp.Header.Revision, nil
 }
 
-// watchStreams is how many gRPC streams the followers of one process spread their
-// watches over. The etcd client puts every watch with the same request metadata on
-// one stream and creates them there one at a time, each waiting for etcd's answer to
-// the last: with one stream, a process of 600 units opened its ~5,000 watches in
-// sequence, and its units' joins waited on that queue.
+// watchStreams is how many gRPC streams the watches of one process are spread over.
+// The etcd client puts every watch with the same request metadata on one stream and
+// creates them there one at a time, each waiting for etcd's answer to the last: with
+// one stream, a process of 600 units opened its ~5,000 watches in sequence, and its
+// units' joins waited on that queue.
 const watchStreams = 8
 
 var nextStream atomic.Uint32
 
-// watchStream gives ctx the metadata that puts its watches on stream n.
-func watchStream(ctx context.Context, n int) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, "tlsrelay-watch-stream", strconv.Itoa(n))
+// watchContext is ctx for a group of watches (a follower's, a candidate's): they require
+// etcd to have a leader, and share one of watchStreams streams, taken in turn.
+func watchContext(ctx context.Context) context.Context {
+	n := nextStream.Add(1) % watchStreams
+	return metadata.AppendToOutgoingContext(clientv3.WithRequireLeader(ctx), "tlsrelay-watch-stream", strconv.Itoa(int(n)))
 }
 
 // errWatchEnded says a watch channel closed: compaction, a cancelled watch, or a lost leader.
@@ -159,7 +158,7 @@ var errWatchEnded = errors.New("watch ended")
 
 // watch follows every key and prefix of the scope from rev+1 until one watch ends.
 func (f *follower) watch(ctx context.Context, rev int64) error {
-	wctx, cancel := context.WithCancel(watchStream(clientv3.WithRequireLeader(ctx), f.stream))
+	wctx, cancel := context.WithCancel(watchContext(ctx))
 	defer cancel()
 	ended := make(chan error, len(f.scope.keys)+len(f.scope.prefixes))
 	var wg sync.WaitGroup

@@ -319,7 +319,7 @@ func (m *member) campaign(ctx context.Context, session *concurrency.Session) {
 
 // waitDeleted returns once key is deleted after revision rev, or the watch ends.
 func (m *member) waitDeleted(ctx context.Context, key string, rev int64) {
-	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	wctx, cancel := context.WithCancel(watchContext(ctx))
 	defer cancel()
 	for resp := range m.s.client.Watch(wctx, key, clientv3.WithRev(rev+1), clientv3.WithFilterPut()) {
 		if resp.Err() != nil {
