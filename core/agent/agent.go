@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"math/big"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/secrets"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
@@ -75,6 +77,9 @@ type Options struct {
 	Once bool
 	// Metrics, if set, counts what the unit does (core/metrics).
 	Metrics *metrics.Metrics
+	// Sync makes each file the unit writes durable before it takes its name; nil is an
+	// fsync each. The units of one process share an atomicfile.SyncGroup's.
+	Sync func(*os.File) error
 	// StepTimeout bounds one decision's work, every backend call in it included: a
 	// plugin stuck in a call is killed at this deadline and started afresh. Default
 	// DefaultStepTimeout.
@@ -161,14 +166,18 @@ func New(opts Options) (*Agent, error) {
 			return nil, err
 		}
 	}
+	writer := atomicfile.Writer{Sync: opts.Sync}
 	uid, gid, err := opts.Certificate.Output.IDs()
 	if err != nil {
 		return nil, err
 	}
+	if uid != -1 || gid != -1 {
+		writer.Owner = &atomicfile.Owner{UID: uid, GID: gid}
+	}
 	a := &Agent{
 		opts:  opts,
 		unit:  unit,
-		files: files{dir: opts.Dir, mode: opts.Certificate.Output.FileMode(), uid: uid, gid: gid},
+		files: files{dir: opts.Dir, mode: opts.Certificate.Output.FileMode(), writer: writer},
 		log:   opts.Log.With("unit", unit),
 		want: protocol.Want{
 			CommonName:   cn,

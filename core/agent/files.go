@@ -33,9 +33,9 @@ const KeyMode = 0o600
 
 // files reads and writes one unit's output directory.
 type files struct {
-	dir      string
-	mode     os.FileMode // of the certificate and CA files; the key is always KeyMode
-	uid, gid int         // given every file written (certificate.output.owner, .group); -1 keeps ours
+	dir    string
+	mode   os.FileMode       // of the certificate and CA files; the key is always KeyMode
+	writer atomicfile.Writer // gives every file its owner (certificate.output.owner, .group) and makes it durable
 }
 
 func (f files) path(name string) string { return filepath.Join(f.dir, name) }
@@ -49,7 +49,7 @@ func (f files) read(name string) ([]byte, error) {
 }
 
 func (f files) write(name string, data []byte, mode os.FileMode) error {
-	return atomicfile.WriteOwned(f.path(name), data, mode, f.uid, f.gid)
+	return f.writer.Write(f.path(name), data, mode)
 }
 
 // loadLocal reads the unit's key material as the protocol sees it. Files that do not
@@ -179,8 +179,8 @@ func (f files) install(chainPEM, caPEM []byte) error {
 		return fmt.Errorf("promote %s: %w", f.path(PendingKeyFile), err)
 	}
 	// The pending CSR is spent once its key is promoted: its inode becomes tls.crt's,
-	// which spares creating one (WriteOwnedReusing).
-	if err := atomicfile.WriteOwnedReusing(f.path(CertFile), f.path(PendingCSRFile), chainPEM, f.mode, f.uid, f.gid); err != nil {
+	// which spares creating one (WriteReusing).
+	if err := f.writer.WriteReusing(f.path(CertFile), f.path(PendingCSRFile), chainPEM, f.mode); err != nil {
 		return err
 	}
 	if err := os.Remove(f.path(PendingCSRFile)); err != nil && !errors.Is(err, fs.ErrNotExist) {

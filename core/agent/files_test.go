@@ -9,7 +9,7 @@ import (
 // Installing moves the pending key and reuses the spent CSR's inode for the
 // certificate: no key is copied, and no inode is made that the unit did not need.
 func TestInstallPromotesThePendingFiles(t *testing.T) {
-	f := files{dir: t.TempDir(), mode: 0o644, uid: -1, gid: -1}
+	f := files{dir: t.TempDir(), mode: 0o644}
 	if err := f.savePending([]byte("key"), []byte("csr")); err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 )
 
 // Spec is one of several units a process runs: its name and output directory.
@@ -53,8 +54,9 @@ type ManyOptions struct {
 	OnStatus func(agent.Status)
 }
 
-// RunMany runs several units in this process until ctx ends: one relation client and
-// one plugin host shared by all, an agent each (as `up --units-per-process` runs a
+// RunMany runs several units in this process until ctx ends: one relation client, one
+// plugin host and one group flush of written files (atomicfile.SyncGroup) shared by
+// all, an agent each (as `up --units-per-process` runs a
 // large group on one machine). Configured secrets are not fetched: every unit would
 // write the same files. It returns nil after every unit left, or the first error
 // that stopped a unit (the others are stopped then).
@@ -86,12 +88,12 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, len(opts.Units))
-	joining := make(chan struct{}, concurrentJoins)
+	shared := &sharedByUnits{store: store, host: host, joining: make(chan struct{}, concurrentJoins)}
 	for i, spec := range opts.Units {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = runOne(ctx, opts, spec, store, host, log, deps, joining); errs[i] != nil {
+			if errs[i] = runOne(ctx, opts, spec, shared, log, deps); errs[i] != nil {
 				cancel() // one unit stopped by a failure stops the process: up reports it
 			}
 		}()
@@ -110,20 +112,30 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 // to bring them all in.
 const concurrentJoins = 16
 
+// sharedByUnits is what the units of one process share.
+type sharedByUnits struct {
+	store   relation.Store
+	host    *backend.Host
+	joining chan struct{} // a slot per unit joining at once
+	// files flushes the units' written files together: in a burst (a group coming up,
+	// a CA rotation) one syncfs makes dozens durable, where an fsync of each of 1,000
+	// units' 5 files cost about a tenth of their issuance on disk (docs/BENCHMARKS.md).
+	files atomicfile.SyncGroup
+}
+
 // runOne joins one unit (holding a slot of joining meanwhile) and runs its agent until
 // ctx ends, then leaves.
-func runOne(ctx context.Context, opts ManyOptions, spec Spec, store relation.Store, host *backend.Host,
-	log hclog.Logger, deps prepared, joining chan struct{}) error {
+func runOne(ctx context.Context, opts ManyOptions, spec Spec, shared *sharedByUnits, log hclog.Logger, deps prepared) error {
 	unitCfg := *opts.Config
 	unitCfg.Unit = spec.Name
 	unitCfg.Certificate.Output.Dir = spec.Dir
 	select {
-	case joining <- struct{}{}:
+	case shared.joining <- struct{}{}:
 	case <-ctx.Done():
 		return nil
 	}
-	member, err := join(ctx, store, &unitCfg, log.Named(spec.Name))
-	<-joining
+	member, err := join(ctx, shared.store, &unitCfg, log.Named(spec.Name))
+	<-shared.joining
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil
@@ -140,8 +152,9 @@ func runOne(ctx context.Context, opts ManyOptions, spec Spec, store relation.Sto
 	if opts.OnJoin != nil {
 		opts.OnJoin(member)
 	}
-	agentOpts := deps.agentOptions(&unitCfg, member, host, log) // no secrets: they would all write the same files
+	agentOpts := deps.agentOptions(&unitCfg, member, shared.host, log) // no secrets: they would all write the same files
 	agentOpts.OnStatus = opts.OnStatus
+	agentOpts.Sync = shared.files.Sync
 	a, err := agent.New(agentOpts)
 	if err != nil {
 		return err

@@ -1,0 +1,8 @@
+//go:build !linux
+
+package atomicfile
+
+import "os"
+
+// syncFileSystem is nil where there is no syncfs(2): a SyncGroup fsyncs every file.
+var syncFileSystem func(*os.File) error
