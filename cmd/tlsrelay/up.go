@@ -43,8 +43,8 @@ certificate, then proves the result: every certificate chains to the CA and name
 unit, every key file is mode 0600, every unit holds the same CA bundle, and each unit
 completes a mutual-TLS handshake with its neighbour in a ring (--all-pairs: with every
 other unit). Files land in DIR/<unit, with / as ->/{tls.key,tls.crt,ca.crt}; agent logs
-in DIR/logs. Beyond 16 units, units share agent processes (and their plugins), at most
-16 processes (--units-per-process sets how many units each runs). --in-process runs
+in DIR/logs. Beyond 4 units, units share agent processes (and their plugins): about 125
+a process, in 4 to 16 processes (--units-per-process sets how many units each runs). --in-process runs
 every unit in this process, sharing one set of plugin processes, still through etcd;
 --store memory does so without etcd.`,
 		Args: cobra.NoArgs,
@@ -92,7 +92,7 @@ every unit in this process, sharing one set of plugin processes, still through e
 	cmd.Flags().StringVar(&f.backend, "backend", "", "one backend for both the csr and signer roles: "+strings.Join(builtin.Names(), ", ")+", or any configured plugin")
 	cmd.Flags().StringVar(&f.store, "store", "", "relation store: embedded (default; one agent process per unit), memory (one process), or etcd (relation.etcd of the config)")
 	cmd.Flags().BoolVar(&f.inProc, "in-process", false, "run every unit in this process, sharing one set of plugin processes (the relation is still etcd)")
-	cmd.Flags().IntVar(&f.perProc, "units-per-process", 0, "units each agent process runs, sharing its plugins (0: one each up to 16 units, then at most 16 processes)")
+	cmd.Flags().IntVar(&f.perProc, "units-per-process", 0, "units each agent process runs, sharing its plugins (0: one each up to 4 units, then about 125 a process in 4 to 16 processes)")
 	cmd.Flags().BoolVar(&f.allPairs, "all-pairs", false, "prove mutual TLS between every pair of units (n*(n-1) handshakes), not only ring neighbours")
 	return cmd
 }

@@ -200,15 +200,24 @@ func unitsOf(cfg *config.Config, dir string, n int) []verify.Unit {
 	return units
 }
 
-// maxProcesses is how many agent processes up starts by default: beyond it, units
-// share processes (and their plugins), which a machine of a few cores runs far faster
-// than a process per unit.
-const maxProcesses = 16
+// How many agent processes up starts by default. Each process has a fixed cost (its
+// start, its plugin's start, an etcd client and its watch streams) and units in one
+// process share it, so a small group runs fastest in few processes; a large one needs
+// more, or one process's etcd client and its locks become the queue. Measured on 2
+// cores (docs/BENCHMARKS.md): 100 units ran fastest in 4 processes, 1,000 in 8, and
+// 10,000 took 1.16 times as long in 4 as in 16.
+const (
+	minProcesses          = 4
+	maxProcesses          = 16
+	targetUnitsPerProcess = 125
+)
 
-// DefaultUnitsPerProcess is one unit per process up to maxProcesses units, then as
-// many as keeps the processes at maxProcesses.
+// DefaultUnitsPerProcess is one unit per process up to minProcesses units; then about
+// targetUnitsPerProcess units a process, in no fewer than minProcesses processes and no
+// more than maxProcesses.
 func DefaultUnitsPerProcess(units int) int {
-	return max(1, (units+maxProcesses-1)/maxProcesses)
+	processes := min(max(units/targetUnitsPerProcess, minProcesses), maxProcesses)
+	return max(1, (units+processes-1)/processes)
 }
 
 // runProcesses runs each unit as a `tlsrelay agent` process on etcd: the embedded member
