@@ -125,10 +125,18 @@ func WakesLeader(field string) bool { return field == fieldCSR || field == field
 const LazyWake = time.Second
 
 // NarrowKeys lists the leader-data keys a non-leader unit reads: the CA bundle, the sealed
-// CA, its own certificate and rejection, and the group's CRL.
+// CA, its own certificate and rejection, and the group's CRL; the group's (GroupKeys)
+// and its own (UnitKeys).
 func NarrowKeys(unit string) []string {
 	return []string{leaderKeyCA, leaderKeyCASealed, unit + certSuffix, unit + rejectSuffix, leaderKeyCRL}
 }
+
+// GroupKeys lists the leader-data keys every non-leader unit reads alike: the CA bundle,
+// the sealed CA and the group's CRL.
+func GroupKeys() []string { return []string{leaderKeyCA, leaderKeyCASealed, leaderKeyCRL} }
+
+// UnitKeys lists a unit's own leader-data keys: its certificate and its rejection.
+func UnitKeys(unit string) []string { return []string{unit + certSuffix, unit + rejectSuffix} }
 
 // Narrow cuts a whole-relation snapshot down to what unit sees when it is not the leader.
 func Narrow(s Snapshot, unit string) Snapshot {

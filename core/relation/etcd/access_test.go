@@ -100,7 +100,7 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 		t.Fatalf("amp/0 writes its own bag: %v", err)
 	}
 	relationtest.Await(t, leader, "amp/0's csr at the leader", func(s relation.Snapshot) bool { return s.Units["amp/0"]["csr"] == "amp-0-csr" })
-	certKey := relation.NarrowKeys("amp/0")[2]
+	certKey := relation.UnitKeys("amp/0")[0]
 	if _, err := leader.SetLeaderData(ctx, map[string]string{"ca": "the-ca", certKey: "amp-0-cert"}); err != nil {
 		t.Fatalf("the eligible leader writes leader data: %v", err)
 	}
@@ -123,7 +123,7 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 		{"write its own certificate", clientv3.OpPut(p+"leader/"+certKey, "forged")},
 		{"campaign (say who leads)", clientv3.OpPut(p+"elected", "amp/0")},
 		{"read another unit's bag", clientv3.OpGet(p+"units/ctl/0/", clientv3.WithPrefix())},
-		{"read another unit's certificate", clientv3.OpGet(p + "leader/" + relation.NarrowKeys("amp/1")[2])},
+		{"read another unit's certificate", clientv3.OpGet(p + "leader/" + relation.UnitKeys("amp/1")[0])},
 		{"write its own name in another relation", clientv3.OpPut("/tlsrelay/other/units/amp/0/csr", "x")},
 	} {
 		if _, err := kv.Do(ctx, c.op); !errors.Is(err, rpctypes.ErrPermissionDenied) {

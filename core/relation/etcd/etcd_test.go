@@ -349,18 +349,92 @@ func TestMembersOfOneStoreShareSeveralWatchStreams(t *testing.T) {
 	}
 }
 
+// The units of one process that do not lead follow who leads and the group's CA, sealed
+// CA and CRL through one follower: 4 watches in all, not 4 each. They all see its changes.
+func TestMembersOfOneStoreFollowTheGroupKeysOnce(t *testing.T) {
+	srv := startEmbedded(t)
+	s := open(t, srv.Endpoint(), "group", 5*time.Second)
+	before := steadyGauge(t, "etcd_debugging_mvcc_watcher_total")
+	const units = 12
+	var members []relation.Member
+	for i := range units {
+		m := relationtest.Join(t, s, fmt.Sprintf("db/%d", i), false)
+		relationtest.Await(t, m, "its first read", func(relation.Snapshot) bool { return true })
+		members = append(members, m)
+	}
+	// Each unit's own: its presence key, its bag, its certificate and its rejection.
+	awaitGauge(t, "etcd_debugging_mvcc_watcher_total", before+units*4+4)
+
+	// What a leader would write (written here directly: no leader's watches to count).
+	ctx := context.Background()
+	for k, v := range map[string]string{"elected": "db/leader", "leader/ca": "the CA", "leader/db/3_signed_certificate": "a cert"} {
+		if _, err := s.Client().Put(ctx, "/tlsrelay/group/"+k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, m := range members {
+		mine := m.Unit() == "db/3"
+		snap := relationtest.Await(t, m, "the CA and the leader", func(s relation.Snapshot) bool {
+			_, cert := s.LeaderData["db/3_signed_certificate"]
+			return s.LeaderData["ca"] == "the CA" && s.Leader == "db/leader" && cert == mine
+		})
+		if _, ok := snap.LeaderData["db/3_signed_certificate"]; ok != (m.Unit() == "db/3") {
+			t.Fatalf("%s sees db/3's certificate: %v", m.Unit(), ok)
+		}
+	}
+	// The last unit out stops the group's follower.
+	for _, m := range members {
+		if err := m.Leave(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	awaitGauge(t, "etcd_debugging_mvcc_watcher_total", before)
+}
+
+// awaitGauge waits for etcd's gauge name to read want.
+func awaitGauge(t *testing.T, name string, want float64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for gauge(t, name) != want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := gauge(t, name); got != want {
+		t.Fatalf("%s is %v, want %v", name, got, want)
+	}
+}
+
+// steadyGauge reads etcd's gauge name once it has held still for a moment.
+func steadyGauge(t *testing.T, name string) float64 {
+	t.Helper()
+	last := gauge(t, name)
+	for still, deadline := 0, time.Now().Add(5*time.Second); still < 20 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+		if now := gauge(t, name); now != last {
+			last, still = now, 0
+		} else {
+			still++
+		}
+	}
+	return last
+}
+
 // watchStreamsOpen reads etcd's gauge of open watch streams (this process's members).
 func watchStreamsOpen(t *testing.T) float64 {
+	return gauge(t, "etcd_debugging_mvcc_watch_stream_total")
+}
+
+// gauge reads one of etcd's gauges (its server runs in this test process).
+func gauge(t *testing.T, name string) float64 {
 	t.Helper()
 	families, err := prometheus.DefaultGatherer.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range families {
-		if f.GetName() == "etcd_debugging_mvcc_watch_stream_total" {
+		if f.GetName() == name {
 			return f.GetMetric()[0].GetGauge().GetValue()
 		}
 	}
-	t.Fatal("etcd_debugging_mvcc_watch_stream_total is not registered")
+	t.Fatalf("%s is not registered", name)
 	return 0
 }

@@ -110,11 +110,22 @@ type scope struct {
 	wide     bool // the whole relation (a leader's or an observer's)
 }
 
-// narrowScope is what a unit that does not lead follows: O(1) keys, whatever the size of
-// the group.
+// narrowScope is what a unit that does not lead follows of its own: O(1) keys, whatever
+// the size of the group. It reads the rest of what it sees, the same for every such unit,
+// through its process's follower of groupScope.
 func (l layout) narrowScope(unit string) scope {
-	s := scope{keys: []string{l.member(unit), l.elected()}, prefixes: []string{l.bag(unit)}}
-	for _, k := range relation.NarrowKeys(unit) {
+	s := scope{keys: []string{l.member(unit)}, prefixes: []string{l.bag(unit)}}
+	for _, k := range relation.UnitKeys(unit) {
+		s.keys = append(s.keys, l.leaderKey(k))
+	}
+	return s
+}
+
+// groupScope is what every unit that does not lead reads alike: who leads, and the
+// group's CA, sealed CA and CRL (relation.GroupKeys).
+func (l layout) groupScope() scope {
+	s := scope{keys: []string{l.elected()}}
+	for _, k := range relation.GroupKeys() {
 		s.keys = append(s.keys, l.leaderKey(k))
 	}
 	return s

@@ -68,6 +68,7 @@ type member struct {
 	leading    bool
 	bag        map[string]string // this unit's bag as it wants it, put back after a lost lease
 	follower   *follower
+	group      *follower // the Store's follower of groupScope, while not leading
 	left       bool
 	stats      Stats
 }
@@ -99,27 +100,49 @@ func (s *Store) Join(ctx context.Context, unit string, opts relation.JoinOptions
 
 func (m *member) Unit() string { return m.unit }
 
-// waitReady waits for the first read of whichever follower is current: an election
-// won at once replaces the narrow follower before it has read anything.
+// waitReady waits for the first read of whichever followers are current: an election
+// won at once replaces the narrow follower (and leaves the group's) before it has read
+// anything.
 func (m *member) waitReady(ctx context.Context) error {
 	for {
 		m.mu.Lock()
-		f := m.follower
+		f, group := m.follower, m.group
 		m.mu.Unlock()
-		select {
-		case <-f.ready:
-			return nil
-		case <-f.done: // stopped unread: look at its successor
-			m.mu.Lock()
-			same := m.follower == f
-			m.mu.Unlock()
-			if same {
-				return fmt.Errorf("relation: the follower of %s stopped before its first read", m.unit)
-			}
-		case <-ctx.Done():
-			return fmt.Errorf("relation: waiting for the first read from etcd: %w", ctx.Err())
+		read, err := m.awaitRead(ctx, f, group)
+		if read || err != nil {
+			return err
 		}
 	}
+}
+
+// awaitRead waits until f, and group unless it is nil, have made their first read. It
+// returns false without an error when one of them was stopped unread because the member
+// moved on to another (look again at the member's current ones).
+func (m *member) awaitRead(ctx context.Context, f, group *follower) (bool, error) {
+	for _, x := range []*follower{f, group} {
+		if x == nil {
+			continue
+		}
+		select {
+		case <-x.ready: // read, whether or not stopped since
+			continue
+		default:
+		}
+		select {
+		case <-x.ready:
+		case <-x.done: // stopped unread
+			m.mu.Lock()
+			same := m.follower == f && m.group == group
+			m.mu.Unlock()
+			if same {
+				return false, fmt.Errorf("relation: the follower of %s stopped before its first read", m.unit)
+			}
+			return false, nil
+		case <-ctx.Done():
+			return false, fmt.Errorf("relation: waiting for the first read from etcd: %w", ctx.Err())
+		}
+	}
+	return true, nil
 }
 
 // join takes a lease and claims the unit's name with it, putting the bag back.
@@ -371,12 +394,19 @@ func (m *member) setFollower(sc scope) {
 		wakes = leaderWakes
 	}
 	f := startFollower(m.s.client, m.s.layout, sc, m.notify, wakes, m.log, &m.stats, m.s.onLag)
+	var group *follower
+	if !sc.wide {
+		group = m.s.joinGroup(m)
+	}
 	m.mu.Lock()
 	old := m.follower
-	m.follower = f
+	m.follower, m.group = f, group
 	m.mu.Unlock()
 	if old != nil {
 		old.stop()
+	}
+	if sc.wide {
+		m.s.leaveGroup(m) // the whole relation holds what the group's follower did
 	}
 	m.notify()
 }
@@ -389,16 +419,31 @@ func (m *member) fence(electedRev int64) clientv3.Cmp {
 // Snapshot implements relation.Member.
 func (m *member) Snapshot(ctx context.Context) (relation.Snapshot, error) {
 	changed := m.current() // first, so a change after the read below closes it
-	m.mu.Lock()
-	f, leading, left := m.follower, m.leading, m.left
-	m.mu.Unlock()
-	if left {
-		return relation.Snapshot{}, fmt.Errorf("%s: %w", m.unit, relation.ErrNotJoined)
-	}
-	if err := f.waitReady(ctx); err != nil {
-		return relation.Snapshot{}, err
+	var f, group *follower
+	var leading bool
+	for {
+		var left bool
+		m.mu.Lock()
+		f, group, leading, left = m.follower, m.group, m.leading, m.left
+		m.mu.Unlock()
+		if left {
+			return relation.Snapshot{}, fmt.Errorf("%s: %w", m.unit, relation.ErrNotJoined)
+		}
+		read, err := m.awaitRead(ctx, f, group)
+		if err != nil {
+			return relation.Snapshot{}, err
+		}
+		if read {
+			break
+		}
 	}
 	snap := f.snapshot()
+	var inGroup *relation.Snapshot // what the group's follower holds, for a narrow follower
+	if group != nil && !f.scope.wide {
+		g := group.snapshot()
+		inGroup = &g
+		snap.Leader, snap.Revision = g.Leader, max(snap.Revision, g.Revision)
+	}
 	switch {
 	case leading:
 		snap.Leader = m.unit
@@ -408,11 +453,26 @@ func (m *member) Snapshot(ctx context.Context) (relation.Snapshot, error) {
 	if !leading {
 		snap = relation.Narrow(snap, m.unit)
 	}
+	if inGroup != nil {
+		snap.LeaderData = withGroupData(snap.LeaderData, inGroup.LeaderData)
+	}
 	if snap.Units[m.unit] == nil {
 		snap.Units[m.unit] = map[string]string{}
 	}
 	snap.Changed = changed
 	return snap, nil
+}
+
+// withGroupData is a member's own leader data with the group's keys from the group's
+// follower, in a new map: a snapshot's maps are shared and never written.
+func withGroupData(own, group map[string]string) map[string]string {
+	out := maps.Clone(own)
+	for _, k := range relation.GroupKeys() {
+		if v, ok := group[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // SetUnitData implements relation.Member. The bag is bound to the unit's lease, and the
@@ -634,6 +694,7 @@ func (m *member) Leave(ctx context.Context) error {
 	if f != nil {
 		f.stop()
 	}
+	m.s.leaveGroup(m)
 	m.notify()
 	if session == nil {
 		return nil

@@ -57,6 +57,7 @@ type Store struct {
 	log    hclog.Logger
 	stats  Stats
 	onLag  func(time.Duration)
+	group  group
 }
 
 var _ relation.Store = (*Store)(nil)
@@ -113,7 +114,16 @@ func (s *Store) Client() *clientv3.Client { return s.client }
 func (s *Store) Stats() *Stats { return &s.stats }
 
 // Close closes the connection.
-func (s *Store) Close() error { return s.client.Close() }
+func (s *Store) Close() error {
+	s.group.mu.Lock()
+	f := s.group.follower
+	s.group.follower, s.group.members = nil, nil
+	s.group.mu.Unlock()
+	if f != nil {
+		f.stop()
+	}
+	return s.client.Close()
+}
 
 // Request implements relation.Store. With RBAC on, it needs credentials that may write
 // requests/ (root's): units' roles may not.
