@@ -13,7 +13,7 @@ type group struct {
 	members  map[*member]struct{}
 }
 
-// join adds m to the group's members, starting the follower for the first.
+// joinGroup adds m to the group's members, starting the follower for the first.
 func (s *Store) joinGroup(m *member) *follower {
 	g := &s.group
 	g.mu.Lock()
