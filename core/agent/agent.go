@@ -166,14 +166,11 @@ func New(opts Options) (*Agent, error) {
 			return nil, err
 		}
 	}
-	writer := atomicfile.Writer{Sync: opts.Sync}
 	uid, gid, err := opts.Certificate.Output.IDs()
 	if err != nil {
 		return nil, err
 	}
-	if uid != -1 || gid != -1 {
-		writer.Owner = &atomicfile.Owner{UID: uid, GID: gid}
-	}
+	writer := atomicfile.Writer{Owner: atomicfile.OwnerOf(uid, gid), Sync: opts.Sync}
 	a := &Agent{
 		opts:  opts,
 		unit:  unit,

@@ -20,12 +20,12 @@ func Write(path string, data []byte, mode os.FileMode) error {
 // writer's) before it takes path's name, so the service reading it never sees it owned
 // by anyone else.
 func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) error {
-	return Writer{Owner: ownerOf(uid, gid)}.Write(path, data, mode)
+	return Writer{Owner: OwnerOf(uid, gid)}.Write(path, data, mode)
 }
 
 // WriteOwnedReusing is WriteOwned through spare (see Writer.WriteReusing).
 func WriteOwnedReusing(path, spare string, data []byte, mode os.FileMode, uid, gid int) error {
-	return Writer{Owner: ownerOf(uid, gid)}.WriteReusing(path, spare, data, mode)
+	return Writer{Owner: OwnerOf(uid, gid)}.WriteReusing(path, spare, data, mode)
 }
 
 // A Writer writes files as Write does, given to its Owner and made durable by its Sync.
@@ -41,7 +41,8 @@ type Writer struct {
 // Owner is a file's user and group; -1 leaves either as the writer's.
 type Owner struct{ UID, GID int }
 
-func ownerOf(uid, gid int) *Owner {
+// OwnerOf is the Owner for uid and gid; nil (nothing to change) when both are -1.
+func OwnerOf(uid, gid int) *Owner {
 	if uid == -1 && gid == -1 {
 		return nil
 	}

@@ -438,8 +438,8 @@ func (m *member) Snapshot(ctx context.Context) (relation.Snapshot, error) {
 		}
 	}
 	snap := f.snapshot()
-	var inGroup *relation.Snapshot // what the group's follower holds, for a narrow follower
-	if group != nil && !f.scope.wide {
+	var inGroup *relation.Snapshot // what the group's follower holds (a narrow follower's partner)
+	if group != nil {
 		g := group.snapshot()
 		inGroup = &g
 		snap.Leader, snap.Revision = g.Leader, max(snap.Revision, g.Revision)
