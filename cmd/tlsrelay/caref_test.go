@@ -46,7 +46,7 @@ plugins:
       timeout: 2s
 ca: {ref: %q}
 `, srv.Endpoint(), ttl, barbican.URL, ref), false)
-	obs := observe(t, etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: "caref"})
+	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "caref"})
 	want := caseal.Fingerprint(groupCA.Cert.Raw)
 
 	next := 0

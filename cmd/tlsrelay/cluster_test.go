@@ -67,7 +67,7 @@ func TestGroupOnExternalEtcdWithRBACSurvivesEtcdKill(t *testing.T) {
 		startUnit(u, false)
 	}
 
-	obs := observe(t, etcd.Options{Endpoints: []string{srv.Endpoint}, TLS: mustTLS(t, srv),
+	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint}, TLS: mustTLS(t, srv),
 		Username: "root", Password: "root-secret", Relation: rel})
 	allAvailable := func(s relation.Snapshot) bool {
 		for _, u := range ag.running() {

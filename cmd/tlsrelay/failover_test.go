@@ -226,7 +226,7 @@ func TestLeaderFailoverKeepsTheCA(t *testing.T) {
 	defer srv.Close()
 	const ttl = 2 * time.Second
 	ag := newAgents(t, srv.Endpoint(), ttl)
-	obs := observe(t, etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: "failover"})
+	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "failover"})
 
 	next := 0
 	add := func() string {

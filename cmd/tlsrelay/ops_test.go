@@ -57,7 +57,7 @@ certificate:
 	ag := newAgentsWith(t, config(""), false)
 	ag.startArgs("web/0", []string{"--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "info"})
 	base := metricsURL(t, ag, "web/0")
-	obs := observe(t, etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: "ops"})
+	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "ops"})
 
 	awaitHealthy(t, base)
 	first := awaitObs(t, obs, "web/0 to hold a certificate and report on_change's failure", time.Minute, func(s relation.Snapshot) bool {
@@ -287,7 +287,7 @@ func lineWith(log, text string) string {
 
 func openEtcd(t *testing.T, endpoint, rel string) *etcd.Store {
 	t.Helper()
-	s, err := etcd.Open(etcd.Options{Endpoints: []string{endpoint}, Relation: rel})
+	s, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{endpoint}, Relation: rel})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func TestRenewalsAndCARotationWithoutAFailedHandshake(t *testing.T) {
   etcd: {endpoints: [%q], lease_ttl: 6s}
 certificate: {validity: 1m, renew_at: 0.25, renew_jitter: 0.05}
 `, srv.Endpoint()), true)
-	obs := observe(t, etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: "rotation"})
+	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "rotation"})
 	units := []string{"web/0", "web/1", "web/2"}
 	for _, u := range units {
 		ag.start(u)

@@ -10,6 +10,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/backend"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/policy"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
@@ -127,9 +128,9 @@ func signRequest(cfg *config.Config, f signFlags, csrPEM []byte) (sdk.SignReques
 	return sdk.SignRequest{CSRPEM: csrPEM, Profile: profile, Validity: validity, Unit: unit}, nil
 }
 
-// cappedValidity is the validity to sign for: the asked one within policy.max_validity
-// and the CA's own lifetime; a request beyond policy.max_validity is an error here,
-// where the operator asked for it.
+// cappedValidity is the validity to sign for (protocol.SigningValidity, as the leader
+// signs); a request beyond policy.max_validity is an error here, where the operator
+// asked for it.
 func cappedValidity(cfg *config.Config, asked time.Duration, caPEM []byte) (time.Duration, error) {
 	if max := cfg.Policy.MaxValidity; asked > max {
 		return 0, fmt.Errorf("--validity: %s is longer than policy.max_validity %s", asked, max)
@@ -142,12 +143,7 @@ func cappedValidity(cfg *config.Config, asked time.Duration, caPEM []byte) (time
 	if err != nil {
 		return 0, err
 	}
-	v := pol.Validity(asked, certs[0], time.Now())
-	if v <= certutil.Backdate {
-		return 0, fmt.Errorf("the signer's CA %q expires at %s: nothing can be signed with it",
-			certs[0].Subject.CommonName, certs[0].NotAfter.UTC().Format(time.RFC3339))
-	}
-	return v, nil
+	return protocol.SigningValidity(pol, asked, certs[0], time.Now())
 }
 
 func writeChain(cmd *cobra.Command, out string, chain []byte) error {

@@ -76,7 +76,7 @@ type cluster struct {
 
 func newCluster(t *testing.T) *cluster {
 	root := t.TempDir()
-	c := &cluster{t: t, store: relation.NewMemory(), root: root, backend: newCfssl(t, filepath.Join(root, "ca")),
+	c := &cluster{t: t, store: relation.NewMemory(protocol.Schema()), root: root, backend: newCfssl(t, filepath.Join(root, "ca")),
 		members: map[string]relation.Member{}, cancel: map[string]context.CancelFunc{}, policy: testPolicy, cert: testCert}
 	t.Cleanup(func() {
 		for _, cancel := range c.cancel {
@@ -287,7 +287,7 @@ func TestAgentFetchesConfiguredSecrets(t *testing.T) {
 	signer := newCfssl(t, filepath.Join(root, "ca"))
 	csr, _ := signer.CreateCSR(context.Background(), sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, CommonName: "listener-1"})
 	chain, _ := signer.SignCSR(context.Background(), sdk.SignRequest{CSRPEM: csr.CSRPEM, Profile: sdk.ProfileServer})
-	store := relation.NewMemory()
+	store := relation.NewMemory(protocol.Schema())
 	m, _ := store.Join(context.Background(), "lb/0", relation.JoinOptions{LeaderEligible: true})
 	out := filepath.Join(root, "l1")
 	fetched := make(chan error, 100)
@@ -347,7 +347,7 @@ func TestAgentFetchesConfiguredSecrets(t *testing.T) {
 func TestRenewalDueGivesANewKeyAndCertificate(t *testing.T) {
 	root := t.TempDir()
 	backend := inProcess{newCfssl(t, filepath.Join(root, "ca"))}
-	store := relation.NewMemory()
+	store := relation.NewMemory(protocol.Schema())
 	m, _ := store.Join(context.Background(), "db/0", relation.JoinOptions{LeaderEligible: true})
 	var skew atomic.Int64 // how far the agent's clock runs ahead
 	var sawRenewalDue atomic.Bool
@@ -452,8 +452,8 @@ func TestRepeatedInternalErrorBecomesARejection(t *testing.T) {
 	if !strings.Contains(r.Reason, "the signer choked") {
 		t.Errorf("rejection %q does not give the signer's reason", r.Reason)
 	}
-	if n := signer.calls.Load(); n != signAttempts {
-		t.Errorf("SignCSR called %d times, want %d", n, signAttempts)
+	if n := signer.calls.Load(); n != protocol.SignAttempts {
+		t.Errorf("SignCSR called %d times, want %d", n, protocol.SignAttempts)
 	}
 }
 
@@ -690,7 +690,7 @@ func (m recordedMember) SetLeaderData(ctx context.Context, kv map[string]string,
 // signs the next, so that units install theirs while it signs on.
 func TestLeaderPublishesEachBatchBeforeSigningTheNext(t *testing.T) {
 	ctx := context.Background()
-	store := relation.NewMemory()
+	store := relation.NewMemory(protocol.Schema())
 	m, err := store.Join(ctx, "db/0", relation.JoinOptions{LeaderEligible: true})
 	if err != nil {
 		t.Fatal(err)

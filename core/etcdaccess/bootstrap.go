@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/unit"
 	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
@@ -72,7 +73,7 @@ func Bootstrap(ctx context.Context, opts Options) error {
 		return fmt.Errorf("etcd %v: authentication is off, so roles would enforce nothing; "+
 			"pass --enable-auth to create the root user and turn it on", cfg.Relation.Etcd.Endpoints)
 	}
-	if err := etcd.GrantAccess(ctx, client, cfg.Relation.Name, units); err != nil {
+	if err := etcd.GrantAccess(ctx, client, cfg.Relation.Name, protocol.Schema(), units); err != nil {
 		return err
 	}
 	if !enabled {

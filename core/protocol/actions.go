@@ -1,5 +1,7 @@
 package protocol
 
+import "time"
+
 // Action is one step the agent carries out. Unit actions touch the unit's own files and
 // bag; leader actions touch leader data and the signer.
 type Action interface{ action() }
@@ -53,16 +55,29 @@ type ImportSealedCA struct {
 	Sealed    string // the KeyCASealed value
 }
 
-// SignCSR (leader): have the signer sign a unit's CSR and publish the chain.
+// LoadReferencedCA (leader): fetch the certificate of the CA that ca.ref names from the
+// secrets backend (its key stays there), so the next decision can compare it with the
+// signer's.
+type LoadReferencedCA struct{ Ref string }
+
+// ImportReferencedCA (leader): fetch the CA that ca.ref names, key included, and import
+// it into the signer; CASHA256 is the fingerprint of the certificate loaded before.
+type ImportReferencedCA struct{ Ref, CASHA256 string }
+
+// SignCSR (leader): have the signer sign a unit's CSR for Validity and publish the chain,
+// guarded by the CSR.
 type SignCSR struct {
-	Unit    string
-	CSRPEM  string
-	Profile string
+	Unit     string
+	CSRPEM   string
+	Profile  string
+	Validity time.Duration
 }
 
-// RejectCSR (leader): publish the refusal of a unit's CSR, with the reason.
+// RejectCSR (leader): publish the refusal of a unit's CSR, with the reason, guarded by
+// the CSR it answers.
 type RejectCSR struct {
 	Unit      string
+	CSRPEM    string
 	Rejection Rejection
 }
 
@@ -82,3 +97,5 @@ func (SealCA) action()             {}
 func (ImportSealedCA) action()     {}
 func (RejectCSR) action()          {}
 func (ForgetUnit) action()         {}
+func (LoadReferencedCA) action()   {}
+func (ImportReferencedCA) action() {}

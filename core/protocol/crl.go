@@ -11,16 +11,6 @@ import (
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
-// The leader data of revocation.
-const (
-	// KeyRevoked lists the certificates of units that departed ([]Revocation, JSON),
-	// until they expire.
-	KeyRevoked = "crl_revoked"
-	// KeyCRL is the CRL the signing CA signed over the revocations in effect; every unit
-	// writes it as ca.crl.
-	KeyCRL = "ca_crl"
-)
-
 // CRLLifetime is how long a CRL is valid (its NextUpdate); the leader signs a new one
 // when less than half of that is left, so a verifier never holds an expired list.
 const CRLLifetime = 24 * time.Hour
@@ -35,9 +25,6 @@ type Revocation struct {
 
 // CRLTerms are the leader's terms for revocation.
 type CRLTerms struct {
-	// Enabled: the signer signs CRLs (capability crl). Without it departures are still
-	// recorded, and no CRL is published.
-	Enabled bool
 	// RevokeAfter: a departed unit's certificate is revoked this long after it left
 	// (ca.revoke_departed_after); a unit back before then keeps its certificate, so a
 	// restart revokes nothing.
@@ -107,7 +94,7 @@ func planRevocations(v View, signingCA string) (actions []Action, wake time.Time
 	if encoded := encodeRevocations(list); encoded != v.LeaderData[KeyRevoked] {
 		actions = append(actions, SetLeaderData{KV: map[string]string{KeyRevoked: encoded}})
 	}
-	if !v.CRL.Enabled {
+	if !v.Memory.SignsCRL { // departures are still recorded; no CRL is published
 		return actions, time.Time{}
 	}
 	var inForce []Revocation

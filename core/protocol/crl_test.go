@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -83,17 +82,19 @@ func TestRevocation(t *testing.T) {
 			units: alone, leaderData: with(SignedCertificateKey("db/1"), cert1),
 			want: []Action{ForgetUnit{Unit: "db/1"}, SetLeaderData{KV: map[string]string{KeyRevoked: list(gone(now))}}}},
 	}
+	want := Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := Decide(View{Unit: "db/0", Leader: true, Units: tt.units, LeaderData: tt.leaderData, Local: self,
-				SignerCA: ca.PEM, Now: now, CA: CATerms{Signer: "cfssl"}, CRL: CRLTerms{Enabled: tt.enabled, RevokeAfter: tt.revokeAfter},
-				Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66}})
+				Memory: LeaderMemory{SignerCA: ca.PEM, SignsCRL: tt.enabled}, Now: now, CA: CATerms{Signer: "cfssl"},
+				CRL: CRLTerms{RevokeAfter: tt.revokeAfter}, Want: want})
 			got := leaderOnly(d.Actions)
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Fatalf("leader actions = %#v\nwant %#v", got, tt.want)
 			}
-			if !d.WakeAt.Equal(tt.wake) {
-				t.Fatalf("wake at %s, want %s", d.WakeAt, tt.wake)
+			// The leader's own certificate's renewal bounds the wake too.
+			if wake := earliestSet(tt.wake, RenewalTime(self.Installed.Cert, want)); !d.WakeAt.Equal(wake) {
+				t.Fatalf("wake at %s, want %s", d.WakeAt, wake)
 			}
 		})
 	}
@@ -143,20 +144,25 @@ func TestUnitsInstallTheCRLAndRenewWhenRevoked(t *testing.T) {
 	}
 }
 
-// A non-leader reads only the narrow view of leader data (core/relation spells its
-// keys): it must hold every key the unit side of the protocol reads.
+// A non-leader reads only the narrow view of leader data that Schema names: it must hold
+// every key the unit side of the protocol reads.
 func TestNarrowViewHoldsWhatTheUnitSideReads(t *testing.T) {
-	want := []string{KeyCA, KeyCASealed, SignedCertificateKey("db/1"), RejectionKey("db/1"), KeyCRL}
-	if got := relation.NarrowKeys("db/1"); !reflect.DeepEqual(got, want) {
-		t.Fatalf("relation.NarrowKeys = %v, want %v", got, want)
+	want := []string{KeyCA, KeyCASealed, KeyCRL, SignedCertificateKey("db/1"), RejectionKey("db/1")}
+	if got := Schema().NarrowKeys("db/1"); !reflect.DeepEqual(got, want) {
+		t.Fatalf("Schema().NarrowKeys = %v, want %v", got, want)
+	}
+	for _, key := range []string{SignedCertificateKey("db/1"), RejectionKey("db/1")} {
+		if unit, ok := Schema().UnitOfLeaderKey(key); !ok || unit != "db/1" {
+			t.Errorf("Schema().UnitOfLeaderKey(%q) = %q, %v; want db/1", key, unit, ok)
+		}
 	}
 }
 
 // The bag fields that wake a leader at once are the ones it signs from.
 func TestLeaderWakesForTheFieldsItSignsFrom(t *testing.T) {
 	for field, wakes := range map[string]bool{KeyCSR: true, KeyProfile: true, KeyState: false, KeySerial: false, KeyTrusts: false, KeyError: false} {
-		if relation.WakesLeader(field) != wakes {
-			t.Errorf("relation.WakesLeader(%q) = %v, want %v", field, !wakes, wakes)
+		if Schema().WakesLeader(field) != wakes {
+			t.Errorf("Schema().WakesLeader(%q) = %v, want %v", field, !wakes, wakes)
 		}
 	}
 }

@@ -50,3 +50,6 @@ func merged(base map[string]string, kv ...string) map[string]string {
 	}
 	return out
 }
+
+// day is the validity the table tests' units ask for.
+const day = 24 * time.Hour

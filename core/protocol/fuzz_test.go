@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"testing"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/internal/pkitest"
@@ -26,7 +27,7 @@ func FuzzDecide(f *testing.F) {
 	pol := policy.MustNew(policy.Defaults())
 	f.Fuzz(func(t *testing.T, csr, profile, cert, rejection, published, sealed string) {
 		v := View{
-			Unit: "db/0", Leader: true, Now: now, SignerCA: ca.PEM, CASeal: true, Policy: pol,
+			Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM}, CASeal: true, Policy: pol,
 			Units: map[string]map[string]string{
 				"db/0": {},
 				"db/1": {KeyCSR: csr, KeyProfile: profile},
@@ -36,7 +37,7 @@ func FuzzDecide(f *testing.F) {
 				SignedCertificateKey("db/1"): cert, RejectionKey("db/1"): rejection,
 				SignedCertificateKey("db/7"): cert, // a departed unit's
 			},
-			Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66},
+			Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66, Validity: 24 * time.Hour},
 		}
 		for _, act := range Decide(v).Actions {
 			if s, ok := act.(SignCSR); ok {

@@ -13,14 +13,20 @@ import (
 
 // decideLeader is the leader side: the CA, then each unit's CSR, then departed units.
 func decideLeader(v View) (actions []Action, signing []string, problem, caState string, wake time.Time) {
-	if v.SignerCA == "" {
+	if v.Memory.SignerCA == "" {
 		return []Action{LoadSignerCA{}}, nil, "", "loading the signer's CA", time.Time{}
+	}
+	if v.CA.Ref != "" {
+		if act, problem := planReferencedCA(v); act != nil || problem != "" {
+			return actionList(act), nil, problem, "loading the group's CA from ca.ref", time.Time{}
+		}
 	}
 	plan := planCA(v)
 	actions = plan.actions
 	if !plan.sign {
 		return actions, nil, plan.problem, plan.state, time.Time{}
 	}
+	problem = plan.problem
 	published := v.LeaderData[KeyCA]
 	for _, a := range actions {
 		if p, ok := a.(PublishCA); ok {
@@ -31,20 +37,27 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 	if pol == nil {
 		pol = defaultPolicy
 	}
+	validity, invalid := signingValidity(v, pol)
 	claimed := claimedNames(v, pol)
 	for _, unit := range sortedKeys(v.Units) {
-		if act := decideUnitCSR(v, pol, claimed, unit, published); act != nil {
-			actions = append(actions, act)
-			if s, ok := act.(SignCSR); ok {
-				signing = append(signing, s.Unit)
+		act := decideUnitCSR(v, pol, claimed, unit, published)
+		if s, ok := act.(SignCSR); ok {
+			if invalid != nil {
+				problem = "not signing: " + invalid.Error()
+				continue
 			}
+			s.Validity = validity
+			act, signing = s, append(signing, s.Unit)
+		}
+		if act != nil {
+			actions = append(actions, act)
 		}
 	}
 	revocations, wake := planRevocations(v, published)
 	for _, unit := range departedUnits(v) {
 		actions = append(actions, ForgetUnit{Unit: unit})
 	}
-	return append(actions, revocations...), signing, plan.problem, plan.state, wake
+	return append(actions, revocations...), signing, problem, plan.state, wake
 }
 
 // sealedFor: the sealed CA key in leader data belongs to the signing CA of bundle.
@@ -54,13 +67,20 @@ func sealedFor(sealedValue, bundle string) bool {
 	return ok && err == nil && sealed.CASHA256 == caseal.Fingerprint(certs[0].Raw)
 }
 
+func actionList(act Action) []Action {
+	if act == nil {
+		return nil
+	}
+	return []Action{act}
+}
+
 // continuityProblem explains why a leader whose signer holds another CA does not sign.
 func continuityProblem(v View, published string) string {
 	group, signer := "?", "?"
 	if certs, err := parseCerts(published); err == nil {
 		group = caseal.Fingerprint(certs[0].Raw)[:16]
 	}
-	if certs, err := parseCerts(v.SignerCA); err == nil {
+	if certs, err := parseCerts(v.Memory.SignerCA); err == nil {
 		signer = caseal.Fingerprint(certs[0].Raw)[:16]
 	}
 	why := "leader data holds no sealed CA key"
@@ -116,13 +136,16 @@ func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, 
 	if r, ok := DecodeRejection(v.LeaderData[RejectionKey(unit)]); ok && r.CSRDigest == digest {
 		return nil // refused already; the unit must send another CSR
 	}
+	if f := v.Memory.SignFailures[digest]; f.Refused {
+		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: Rejection{CSRDigest: digest, Reason: f.Reason, Rule: RuleSigner}}
+	}
 	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed})
 	if err != nil {
 		r := Rejection{CSRDigest: digest, Reason: err.Error()}
 		if refusal, ok := errors.AsType[*policy.Refusal](err); ok {
 			r.Rule = string(refusal.Rule)
 		}
-		return RejectCSR{Unit: unit, Rejection: r}
+		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: r}
 	}
 	if chain := v.LeaderData[SignedCertificateKey(unit)]; chain != "" {
 		if _, err := leafFor(chain, csr.PublicKey, ca, v.Now); err == nil {

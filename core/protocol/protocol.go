@@ -14,7 +14,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/json"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/policy"
@@ -35,56 +34,6 @@ const (
 	StateSignCSR State = "sign certificate signing request"
 )
 
-// Relation keys: the contract between versions of tlsrelay. Unit bags hold KeyCSR and
-// KeyProfile; leader data holds KeyCA and, per unit, SignedCertificateKey and RejectionKey.
-const (
-	KeyCSR      = "csr"
-	KeyProfile  = "profile"
-	KeyCA       = "ca"
-	KeyCASealed = "ca_sealed" // caseal.Sealed: the CA key, for the next leader
-)
-
-// Status keys in each unit's bag: what the unit reports of itself, for `tlsrelay status`
-// and `up`'s progress. The protocol never reads them.
-const (
-	KeyState    = "state"
-	KeyDetail   = "detail"
-	KeySerial   = "serial"
-	KeyNotAfter = "not_after" // RFC 3339
-	KeyError    = "error"     // the last failure, empty once a step succeeds
-)
-
-// SignedCertificateKey is the leader-data key of a unit's certificate chain (PEM).
-func SignedCertificateKey(unit string) string { return unit + "_signed_certificate" }
-
-// RejectionKey is the leader-data key of the leader's refusal of a unit's CSR.
-func RejectionKey(unit string) string { return unit + "_rejected" }
-
-// Rejection is the value at RejectionKey: which CSR was refused and why.
-type Rejection struct {
-	CSRDigest string `json:"csr_sha256"`
-	Reason    string `json:"reason"`
-	// Rule is the policy rule that refused the CSR (policy.Rule), or RuleSigner.
-	Rule string `json:"rule,omitempty"`
-}
-
-// RuleSigner is a Rejection's Rule when the signer backend refused the CSR.
-const RuleSigner = "signer"
-
-// Encode returns the rejection as stored in leader data.
-func (r Rejection) Encode() string {
-	b, _ := json.Marshal(r) // two strings: cannot fail
-	return string(b)
-}
-
-func DecodeRejection(s string) (Rejection, bool) {
-	var r Rejection
-	if s == "" || json.Unmarshal([]byte(s), &r) != nil {
-		return Rejection{}, false
-	}
-	return r, true
-}
-
 // Digest identifies a CSR in rejections: the hex SHA-256 of its PEM.
 func Digest(csrPEM string) string {
 	sum := sha256.Sum256([]byte(csrPEM))
@@ -102,9 +51,9 @@ type View struct {
 	// Policy is what the leader signs; nil is policy.Defaults().
 	Policy *policy.Policy
 	Now    time.Time
-	// SignerCA is the signing backend's CA bundle as the leader's signer reports it;
-	// empty until the leader has asked (LoadSignerCA).
-	SignerCA string
+	// Memory is what the leader has learned from its signer (LeaderMemory.Step); the
+	// zero value for a unit that does not lead.
+	Memory LeaderMemory
 	// CASeal: this unit holds the ca_seal key, so as leader it seals the CA key into
 	// leader data and can import a sealed one.
 	CASeal bool
@@ -165,18 +114,31 @@ type Decision struct {
 	LeaderProblem string
 	// CAState is the leader's word on the group's CA: CASteady, or where a rotation stands.
 	CAState string
-	// WakeAt (leader) is when the decision changes with time alone (a revocation takes
-	// effect, the CRL is due); zero when only the renewal time matters.
+	// WakeAt is when the decision changes with time alone: the installed certificate's
+	// renewal, and for the leader a revocation taking effect or the CRL due; zero when
+	// nothing is timed.
 	WakeAt time.Time
 }
 
 // Decide is the protocol. It is pure: the same view always gives the same decision.
 func Decide(v View) Decision {
 	d := decideSelf(v)
+	if inst := v.Local.Installed; inst != nil {
+		d.WakeAt = RenewalTime(inst.Cert, v.Want)
+	}
 	if v.Leader {
 		leaderActions, signing, problem, caState, wake := decideLeader(v)
 		d.Actions = append(d.Actions, leaderActions...)
-		d.Signing, d.LeaderProblem, d.CAState, d.WakeAt = signing, problem, caState, wake
+		d.Signing, d.LeaderProblem, d.CAState = signing, problem, caState
+		d.WakeAt = earliestSet(d.WakeAt, wake)
 	}
 	return d
+}
+
+// earliestSet is the earlier of two times, a zero time counting as unset.
+func earliestSet(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
 }

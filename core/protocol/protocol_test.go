@@ -229,17 +229,17 @@ func TestLeaderSide(t *testing.T) {
 		{name: "a leader that is itself a unit signs its own CSR too",
 			signerCA: ca.PEM, units: both, leaderData: map[string]string{KeyCA: ca.PEM},
 			local: Local{Pending: &Pending{CSRPEM: csr0, PublicKey: key0.Public()}},
-			want:  []Action{SignCSR{Unit: "db/0", CSRPEM: csr0, Profile: "peer"}, SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer"}}},
+			want:  []Action{SignCSR{Unit: "db/0", CSRPEM: csr0, Profile: "peer", Validity: day}, SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: day}}},
 		{name: "every CSR with a matching certificate: nothing to do",
 			signerCA: ca.PEM, units: both, leaderData: signed, local: self},
 		{name: "a CSR re-sent after a lost certificate is signed again",
 			signerCA: ca.PEM, units: both, local: self,
 			leaderData: with(signed, SignedCertificateKey("db/1"), lostCert1),
-			want:       []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer"}}},
+			want:       []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: day}}},
 		{name: "a certificate from a CA no longer trusted is signed again",
 			signerCA: ca.PEM, units: both, local: self,
 			leaderData: with(signed, SignedCertificateKey("db/1"), cert1OldCA),
-			want:       []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer"}}},
+			want:       []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: day}}},
 		{name: "a unit that departs before signing is not signed",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0)},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self},
@@ -295,8 +295,8 @@ func TestLeaderSide(t *testing.T) {
 				ld = with(ld, KeyCASigner, "cfssl")
 			}
 			d := Decide(View{Unit: "db/0", Leader: true, Units: tt.units, LeaderData: ld,
-				Local: tt.local, SignerCA: tt.signerCA, Now: now, CASeal: tt.caSeal, CA: CATerms{Signer: "cfssl"},
-				Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66}})
+				Local: tt.local, Memory: LeaderMemory{SignerCA: tt.signerCA}, Now: now, CASeal: tt.caSeal, CA: CATerms{Signer: "cfssl"},
+				Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66, Validity: day}})
 			got := d.Actions
 			if !strings.Contains(d.LeaderProblem, tt.wantProblem) || (tt.wantProblem == "") != (d.LeaderProblem == "") {
 				t.Fatalf("leader problem = %q, want one containing %q", d.LeaderProblem, tt.wantProblem)
@@ -306,7 +306,8 @@ func TestLeaderSide(t *testing.T) {
 					t.Fatalf("actions = %#v, want one RejectCSR", got)
 				}
 				r, ok := got[0].(RejectCSR)
-				if !ok || !strings.Contains(r.Rejection.Reason, tt.wantReason) || r.Unit != "db/1" || r.Rejection.Rule != string(tt.wantRule) {
+				if !ok || !strings.Contains(r.Rejection.Reason, tt.wantReason) || r.Unit != "db/1" || r.Rejection.Rule != string(tt.wantRule) ||
+					r.CSRPEM != tt.units["db/1"][KeyCSR] || r.Rejection.CSRDigest != Digest(r.CSRPEM) {
 					t.Fatalf("action = %#v, want a rejection of db/1 by rule %q containing %q", got[0], tt.wantRule, tt.wantReason)
 				}
 				return
@@ -324,7 +325,7 @@ func leaderOnly(actions []Action) []Action {
 	var out []Action
 	for _, a := range actions {
 		switch a.(type) {
-		case LoadSignerCA, PublishCA, SealCA, ImportSealedCA, SignCSR, RejectCSR, ForgetUnit, NewSignerCA, SetLeaderData, SignCRL:
+		case LoadSignerCA, LoadReferencedCA, ImportReferencedCA, PublishCA, SealCA, ImportSealedCA, SignCSR, RejectCSR, ForgetUnit, NewSignerCA, SetLeaderData, SignCRL:
 			out = append(out, a)
 		}
 	}
@@ -344,11 +345,11 @@ func TestDecideIsPure(t *testing.T) {
 	ca := newCA(t, "group CA")
 	key := newKey(t)
 	csr := csrFor(t, key, "db/0", "db-0")
-	v := View{Unit: "db/0", Leader: true, SignerCA: ca.PEM, Now: now,
+	v := View{Unit: "db/0", Leader: true, Memory: LeaderMemory{SignerCA: ca.PEM}, Now: now,
 		Units:      map[string]map[string]string{"db/0": {KeyCSR: csr, KeyProfile: "peer"}},
 		LeaderData: map[string]string{KeyCA: ca.PEM},
 		Local:      Local{Pending: &Pending{CSRPEM: csr, PublicKey: key.Public()}},
-		Want:       Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer"}}
+		Want:       Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", Validity: day}}
 	first := Decide(v)
 	for i := 0; i < 5; i++ {
 		if again := Decide(v); !reflect.DeepEqual(first, again) {

@@ -27,27 +27,9 @@ import (
 // leader on another host with its own CA) the leader imports the sealed CA or refuses,
 // as before: a second CA is never made in silence.
 
-// Leader-data keys of the CA's custody and rotation.
-const (
-	KeyCASigner   = "ca_signer"         // the signer backend that holds the group's CA
-	KeyCARotation = "ca_rotation"       // a Rotation, while one is under way
-	KeyCARequest  = "ca_rotate_request" // the last `ca rotate` request the leader acted on
-)
-
 // CASteady is Decision.CAState when the group signs with the leader's CA and no rotation
 // is under way.
 const CASteady = "steady"
-
-// KeyCAState is the bag key where the leader reports Decision.CAState.
-const KeyCAState = "ca_state"
-
-// KeyTrusts is the bag key where a unit reports the CAs its installed ca.crt holds: their
-// SHA-256 fingerprints, comma-separated.
-const KeyTrusts = "ca_trusts"
-
-// RequestRotateCA is the relation request `tlsrelay ca rotate` writes; its value is an
-// identifier the leader records once acted on.
-const RequestRotateCA = "ca_rotate"
 
 // The phases of a rotation.
 const (
@@ -90,8 +72,9 @@ type CATerms struct {
 	// RotateBefore: the group's CA is rotated when less than this is left of it (and
 	// less than a third of its life), so no certificate outlives it. 0: never.
 	RotateBefore time.Duration
-	// Fixed: the CA comes from ca.ref, so the leader cannot make a new one.
-	Fixed bool
+	// Ref is ca.ref: the group's CA comes from the secrets backend, so the leader
+	// imports it into its signer and cannot make a new one. "": the signer's own CA.
+	Ref string
 }
 
 // TrustsOf lists the fingerprints of the CAs in a bundle, as units report them.
@@ -120,13 +103,13 @@ type caPlan struct {
 // the published one (pub) parsed.
 func planCA(v View) caPlan {
 	published := v.LeaderData[KeyCA]
-	signerCerts, err := parseCerts(v.SignerCA)
+	signerCerts, err := parseCerts(v.Memory.SignerCA)
 	if err != nil {
 		return caPlan{problem: "the signer's CA does not parse: " + err.Error()}
 	}
 	signer := signerCerts[0]
 	if published == "" { // the first leader: the group's CA is its signer's
-		p := caPlan{actions: []Action{PublishCA{BundlePEM: v.SignerCA}, recordCA(v, nil)}}
+		p := caPlan{actions: []Action{PublishCA{BundlePEM: v.Memory.SignerCA}, recordCA(v, nil)}}
 		return p.sealed(v)
 	}
 	pub, err := parseCerts(published)
@@ -214,7 +197,7 @@ func planSteady(v View, signerCerts, pub []*x509.Certificate) caPlan {
 	}
 	// (A changed signer is recorded above: the signer holds the group's CA, nothing to make.)
 	if reason := rotationReason(v, signerCerts[0], Rotation{}, false); reason != "" && !v.signerChanged() {
-		if v.CA.Fixed {
+		if v.CA.Ref != "" {
 			p.problem = "the group's CA should rotate (" + reason + "), but it comes from ca.ref: store a new CA there"
 		} else {
 			p.actions = append(p.actions, NewSignerCA{Reason: reason})
@@ -331,7 +314,7 @@ func recordCA(v View, rot *Rotation) Action {
 
 // sealed adds SealCA when the signer's CA key is not the sealed one.
 func (p caPlan) sealed(v View) caPlan {
-	if v.CASeal && !sealedFor(v.LeaderData[KeyCASealed], v.SignerCA) {
+	if v.CASeal && !sealedFor(v.LeaderData[KeyCASealed], v.Memory.SignerCA) {
 		p.actions = append(p.actions, SealCA{})
 	}
 	return p

@@ -8,6 +8,7 @@ import (
 	"math/rand"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -37,7 +38,7 @@ type simUnit struct {
 	pendingCSR      string
 	cert            *x509.Certificate
 	ca              string
-	signerCA        string // what LoadSignerCA gave the leader
+	memory          LeaderMemory // what the leader learned (LoadSignerCA)
 }
 
 func newGroup(t *testing.T, seed int64, signer testCA, units ...string) *group {
@@ -64,14 +65,17 @@ func (g *group) view(unit string) View {
 		units[u] = maps.Clone(b)
 	}
 	return View{Unit: unit, Leader: unit == g.leader, Units: units, LeaderData: maps.Clone(g.leaderData),
-		Local: local, Now: now, SignerCA: s.signerCA, CA: CATerms{Signer: g.signerName, Request: g.request},
-		Want: Want{CommonName: unit, SANs: []string{UnitDNSName(unit)}, Profile: "peer", RenewAt: 0.66}}
+		Local: local, Now: now, Memory: s.memory, CA: CATerms{Signer: g.signerName, Request: g.request},
+		Want: Want{CommonName: unit, SANs: []string{UnitDNSName(unit)}, Profile: "peer", RenewAt: 0.66, Validity: 30 * 24 * time.Hour}}
 }
 
 // step lets one unit decide and act; it reports whether it acted.
 func (g *group) step(unit string) (Decision, bool) {
-	d := Decide(g.view(unit))
 	s := g.local[unit]
+	if unit != g.leader {
+		s.memory = s.memory.Step(LeadershipLost{})
+	}
+	d := Decide(g.view(unit))
 	for _, act := range d.Actions {
 		switch act := act.(type) {
 		case CreateCSR:
@@ -85,7 +89,7 @@ func (g *group) step(unit string) (Decision, bool) {
 		case InstallCA:
 			s.ca = act.CAPEM
 		case LoadSignerCA:
-			s.signerCA = g.signer.PEM
+			s.memory = s.memory.Step(SignerCALoaded{BundlePEM: g.signer.PEM})
 		case PublishCA:
 			g.leaderData[KeyCA] = act.BundlePEM
 		case SetLeaderData:
@@ -95,7 +99,7 @@ func (g *group) step(unit string) (Decision, bool) {
 				g.reasons = append(g.reasons, r.Phase+": "+r.Reason)
 			}
 		case NewSignerCA:
-			g.signer, s.signerCA = newCA(g.t, "group CA"), ""
+			g.signer, s.memory = newCA(g.t, "group CA"), s.memory.Step(SignerCAChanged{})
 			g.newCAs++
 		case SignCSR:
 			csr, err := certutil.ParseCSR([]byte(act.CSRPEM), act.Unit)
@@ -186,7 +190,7 @@ func TestCARotation(t *testing.T) {
 		{name: "tlsrelay ca rotate", change: func(g *group) { g.request = "r1" },
 			wantReason: "requested", wantNewCAs: 1},
 		{name: "the signer backend changed", change: func(g *group) {
-			g.signer, g.signerName, g.local[g.leader].signerCA = newCA(t, "openssl CA"), "openssl", ""
+			g.signer, g.signerName, g.local[g.leader].memory.SignerCA = newCA(t, "openssl CA"), "openssl", ""
 		}, wantReason: "the signer changed from cfssl to openssl"},
 		{name: "a new leader resumes a rotation with its own CA", change: func(g *group) {
 			g.request = "r2"

@@ -11,6 +11,7 @@ import (
 // leader-eligible unit, so leadership moves only when the leader leaves, as with an
 // election.
 type Memory struct {
+	schema     Schema
 	mu         sync.Mutex
 	closed     bool
 	revision   int64
@@ -21,9 +22,11 @@ type Memory struct {
 	changed    chan struct{}
 }
 
-// NewMemory returns an empty in-memory relation.
-func NewMemory() *Memory {
+// NewMemory returns an empty in-memory relation whose keys have the meaning schema gives
+// them (protocol.Schema).
+func NewMemory(schema Schema) *Memory {
 	return &Memory{
+		schema:     schema,
 		bags:       map[string]map[string]string{},
 		leaderData: map[string]string{},
 		requests:   map[string]string{},
@@ -101,7 +104,7 @@ func (mm *memoryMember) Snapshot(context.Context) (Snapshot, error) {
 	}
 	snap := m.snapshotLocked()
 	if snap.Leader != mm.unit {
-		return Narrow(snap, mm.unit), nil
+		return mm.m.schema.Narrow(snap, mm.unit), nil
 	}
 	return snap.Clone(), nil
 }

@@ -4,17 +4,18 @@ import (
 	"context"
 	"testing"
 
+	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
 )
 
 func TestMemory(t *testing.T) {
-	relationtest.Run(t, func(*testing.T) relation.Store { return relation.NewMemory() })
+	relationtest.Run(t, func(*testing.T) relation.Store { return relation.NewMemory(protocol.Schema()) })
 }
 
 func TestMemorySnapshotIsACopy(t *testing.T) {
 	ctx := context.Background()
-	a := relationtest.Join(t, relation.NewMemory(), "db/0", true)
+	a := relationtest.Join(t, relation.NewMemory(protocol.Schema()), "db/0", true)
 	before, _ := a.Snapshot(ctx)
 	if err := a.SetUnitData(ctx, map[string]string{"csr": "c"}); err != nil {
 		t.Fatal(err)

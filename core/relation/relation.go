@@ -9,7 +9,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"strings"
 	"time"
 )
 
@@ -98,70 +97,9 @@ func (s Snapshot) Clone() Snapshot {
 	return out
 }
 
-// Leader-data keys, spelled here as well as in core/protocol because the narrow view of
-// a non-leader is defined by them; protocol tests pin the two together.
-const (
-	leaderKeyCA       = "ca"
-	leaderKeyCASealed = "ca_sealed"
-	leaderKeyCRL      = "ca_crl"
-	certSuffix        = "_signed_certificate"
-	rejectSuffix      = "_rejected"
-)
-
-// Bag fields a leader signs from (the protocol's csr and profile).
-const (
-	fieldCSR     = "csr"
-	fieldProfile = "profile"
-)
-
-// WakesLeader says whether a change of a bag field must wake the leader at once: a CSR
-// to sign. A change of any other field (a unit's status: its serial and trusted CAs,
-// which revocations and CA rotations wait on) may reach the leader's decisions up to
-// LazyWake later, so that a group publishing its status after issuance does not make
-// the leader decide, O(units) each time, once per unit.
-func WakesLeader(field string) bool { return field == fieldCSR || field == fieldProfile }
-
-// LazyWake bounds how late a leader learns of a change that does not wake it at once.
+// LazyWake bounds how late a leader learns of a change that does not wake it at once
+// (Schema.WakeFields).
 const LazyWake = time.Second
-
-// NarrowKeys lists the leader-data keys a non-leader unit reads: the CA bundle, the sealed
-// CA, its own certificate and rejection, and the group's CRL; the group's (GroupKeys)
-// and its own (UnitKeys).
-func NarrowKeys(unit string) []string {
-	return []string{leaderKeyCA, leaderKeyCASealed, unit + certSuffix, unit + rejectSuffix, leaderKeyCRL}
-}
-
-// GroupKeys lists the leader-data keys every non-leader unit reads alike: the CA bundle,
-// the sealed CA and the group's CRL.
-func GroupKeys() []string { return []string{leaderKeyCA, leaderKeyCASealed, leaderKeyCRL} }
-
-// UnitKeys lists a unit's own leader-data keys: its certificate and its rejection.
-func UnitKeys(unit string) []string { return []string{unit + certSuffix, unit + rejectSuffix} }
-
-// Narrow cuts a whole-relation snapshot down to what unit sees when it is not the leader.
-func Narrow(s Snapshot, unit string) Snapshot {
-	out := Snapshot{Revision: s.Revision, Leader: s.Leader, Changed: s.Changed,
-		Units: map[string]map[string]string{}, LeaderData: map[string]string{}}
-	if bag, ok := s.Units[unit]; ok {
-		out.Units[unit] = maps.Clone(bag)
-	}
-	for _, k := range NarrowKeys(unit) {
-		if v, ok := s.LeaderData[k]; ok {
-			out.LeaderData[k] = v
-		}
-	}
-	return out
-}
-
-// UnitOfLeaderKey returns the unit a per-unit leader-data key belongs to.
-func UnitOfLeaderKey(key string) (string, bool) {
-	for _, suffix := range []string{certSuffix, rejectSuffix} {
-		if unit, ok := strings.CutSuffix(key, suffix); ok && unit != "" {
-			return unit, true
-		}
-	}
-	return "", false
-}
 
 // merge applies kv to m: an empty value deletes.
 func merge(m, kv map[string]string) {

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
@@ -62,12 +63,15 @@ func FromSnapshot(relationName string, s relation.Snapshot) Group {
 	if r, ok := protocol.DecodeRotation(s.LeaderData[protocol.KeyCARotation]); ok {
 		g.CARotation = &r
 	}
-	g.CAState = s.Units[s.Leader][protocol.KeyCAState]
+	g.CAState = protocol.DecodeUnitStatus(s.Units[s.Leader]).CAState
 	for name, bag := range s.Units {
-		u := Unit{Unit: name, State: bag[protocol.KeyState], Serial: bag[protocol.KeySerial],
-			NotAfter: bag[protocol.KeyNotAfter], Error: bag[protocol.KeyError]}
-		if u.State == string(protocol.StateRejected) && u.Error == "" {
-			u.Error = bag[protocol.KeyDetail]
+		st := protocol.DecodeUnitStatus(bag)
+		u := Unit{Unit: name, State: string(st.State), Serial: st.Serial, Error: st.Error}
+		if !st.NotAfter.IsZero() {
+			u.NotAfter = st.NotAfter.UTC().Format(time.RFC3339)
+		}
+		if st.State == protocol.StateRejected && u.Error == "" {
+			u.Error = st.Detail
 		}
 		g.Units = append(g.Units, u)
 	}

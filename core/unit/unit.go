@@ -23,6 +23,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/metrics"
 	"github.com/tlsrelay/tlsrelay/core/policy"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
@@ -242,14 +243,14 @@ func OpenStore(cfg *config.Config, log hclog.Logger) (store relation.Store, clos
 func openStore(cfg *config.Config, log hclog.Logger, onLag func(time.Duration)) (store relation.Store, close func(), err error) {
 	switch cfg.Relation.Store {
 	case config.StoreMemory:
-		m := relation.NewMemory()
+		m := relation.NewMemory(protocol.Schema())
 		return m, func() { m.Close() }, nil
 	case config.StoreEmbedded:
 		srv, err := embedded.Start(embedded.Options{Dir: filepath.Join(cfg.StateDir, "etcd")})
 		if err != nil {
 			return nil, nil, err
 		}
-		s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: cfg.Relation.Name,
+		s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: cfg.Relation.Name, Schema: protocol.Schema(),
 			LeaseTTL: cfg.Relation.Etcd.LeaseTTL, Log: log, OnWatchLag: onLag})
 		if err != nil {
 			srv.Close()
@@ -274,7 +275,7 @@ func OpenEtcd(cfg *config.Config, log hclog.Logger) (*etcd.Store, error) {
 func openEtcd(cfg *config.Config, log hclog.Logger, onLag func(time.Duration)) (*etcd.Store, error) {
 	e := cfg.Relation.Etcd
 	opts := etcd.Options{Endpoints: e.Endpoints, Username: e.Username, Password: e.Password,
-		Relation: cfg.Relation.Name, LeaseTTL: e.LeaseTTL, Log: log, OnWatchLag: onLag}
+		Relation: cfg.Relation.Name, Schema: protocol.Schema(), LeaseTTL: e.LeaseTTL, Log: log, OnWatchLag: onLag}
 	if e.PasswordFile != "" {
 		data, err := os.ReadFile(e.PasswordFile)
 		if err != nil {

@@ -62,7 +62,7 @@ func (l layout) permissions(a UnitAccess) []permission {
 	}
 	if !a.LeaderEligible {
 		perms = append(perms, exact(l.elected(), readOnly))
-		for _, k := range relation.NarrowKeys(a.Unit) {
+		for _, k := range l.schema.NarrowKeys(a.Unit) {
 			perms = append(perms, exact(l.leaderKey(k), readOnly))
 		}
 		return perms
@@ -74,11 +74,11 @@ func (l layout) permissions(a UnitAccess) []permission {
 }
 
 // GrantAccess gives each unit an etcd user and role holding exactly its permissions in
-// relationName. It is idempotent: an existing user gets the given password, an existing
+// relationName, whose keys have the meaning schema gives them. It is idempotent: an existing user gets the given password, an existing
 // role loses whatever it held before (a unit no longer eligible loses leader/).
 // The client must be authenticated as root once auth is enabled (see EnableAuth).
-func GrantAccess(ctx context.Context, client *clientv3.Client, relationName string, units []UnitAccess) error {
-	l := newLayout(relationName)
+func GrantAccess(ctx context.Context, client *clientv3.Client, relationName string, schema relation.Schema, units []UnitAccess) error {
+	l := newLayout(relationName, schema)
 	for _, a := range units {
 		if a.Unit == "" {
 			return fmt.Errorf("etcd access: a unit has no name")

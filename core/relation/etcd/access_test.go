@@ -12,6 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
@@ -30,7 +31,7 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 	const rel = "lb"
 	openAs := func(user, password, relationName string) *etcd.Store {
 		t.Helper()
-		s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint}, TLS: tlsConfig, Username: user,
+		s, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint}, TLS: tlsConfig, Username: user,
 			Password: password, Relation: relationName, LeaseTTL: 2 * time.Second, DialTimeout: 3 * time.Second})
 		if err != nil {
 			t.Fatal(err)
@@ -47,7 +48,7 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 		{Unit: "amp/0", Password: "amp-0-secret"},
 		{Unit: "amp/1", Password: "amp-1-secret"},
 	}
-	if err := etcd.GrantAccess(ctx, admin.Client(), rel, units); err != nil {
+	if err := etcd.GrantAccess(ctx, admin.Client(), rel, protocol.Schema(), units); err != nil {
 		t.Fatal(err)
 	}
 	if err := etcd.EnableAuth(ctx, admin.Client(), "root-secret"); err != nil {
@@ -55,7 +56,7 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 	}
 	// Idempotent: run again as root, nothing breaks.
 	root := openAs("root", "root-secret", rel)
-	if err := etcd.GrantAccess(ctx, root.Client(), rel, units); err != nil {
+	if err := etcd.GrantAccess(ctx, root.Client(), rel, protocol.Schema(), units); err != nil {
 		t.Fatalf("second bootstrap: %v", err)
 	}
 	if err := etcd.EnableAuth(ctx, root.Client(), "root-secret"); err != nil {
@@ -79,11 +80,11 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 	asMember := permsOf("amp/0")
 	promoted := append([]etcd.UnitAccess{}, units...)
 	promoted[1].LeaderEligible = true
-	if err := etcd.GrantAccess(ctx, root.Client(), rel, promoted); err != nil {
+	if err := etcd.GrantAccess(ctx, root.Client(), rel, protocol.Schema(), promoted); err != nil {
 		t.Fatal(err)
 	}
 	asLeader := permsOf("amp/0")
-	if err := etcd.GrantAccess(ctx, root.Client(), rel, units); err != nil {
+	if err := etcd.GrantAccess(ctx, root.Client(), rel, protocol.Schema(), units); err != nil {
 		t.Fatal(err)
 	}
 	if after := permsOf("amp/0"); asLeader == asMember || after != asMember {
@@ -100,7 +101,7 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 		t.Fatalf("amp/0 writes its own bag: %v", err)
 	}
 	relationtest.Await(t, leader, "amp/0's csr at the leader", func(s relation.Snapshot) bool { return s.Units["amp/0"]["csr"] == "amp-0-csr" })
-	certKey := relation.UnitKeys("amp/0")[0]
+	certKey := protocol.Schema().UnitKeys("amp/0")[0]
 	if _, err := leader.SetLeaderData(ctx, map[string]string{"ca": "the-ca", certKey: "amp-0-cert"}); err != nil {
 		t.Fatalf("the eligible leader writes leader data: %v", err)
 	}
@@ -123,7 +124,7 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 		{"write its own certificate", clientv3.OpPut(p+"leader/"+certKey, "forged")},
 		{"campaign (say who leads)", clientv3.OpPut(p+"elected", "amp/0")},
 		{"read another unit's bag", clientv3.OpGet(p+"units/ctl/0/", clientv3.WithPrefix())},
-		{"read another unit's certificate", clientv3.OpGet(p + "leader/" + relation.UnitKeys("amp/1")[0])},
+		{"read another unit's certificate", clientv3.OpGet(p + "leader/" + protocol.Schema().UnitKeys("amp/1")[0])},
 		{"write its own name in another relation", clientv3.OpPut("/tlsrelay/other/units/amp/0/csr", "x")},
 	} {
 		if _, err := kv.Do(ctx, c.op); !errors.Is(err, rpctypes.ErrPermissionDenied) {
@@ -135,7 +136,7 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 		t.Errorf("amp/0's credentials joined as amp/1: %v, want permission denied", err)
 	}
 	// A wrong password is refused at the door.
-	wrong, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint}, TLS: tlsConfig,
+	wrong, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint}, TLS: tlsConfig,
 		Username: etcd.UserName(rel, "amp/1"), Password: "guess", Relation: rel, DialTimeout: 3 * time.Second})
 	if err == nil {
 		defer wrong.Close()

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
@@ -35,7 +36,7 @@ var relations atomic.Int64
 
 func open(t *testing.T, endpoint, rel string, ttl time.Duration) *etcd.Store {
 	t.Helper()
-	s, err := etcd.Open(etcd.Options{Endpoints: []string{endpoint}, Relation: rel, LeaseTTL: ttl, Log: hclog.New(&hclog.LoggerOptions{Output: testWriter{t}, Level: hclog.Info})})
+	s, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{endpoint}, Relation: rel, LeaseTTL: ttl, Log: hclog.New(&hclog.LoggerOptions{Output: testWriter{t}, Level: hclog.Info})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,7 +189,7 @@ func TestExternalEtcdOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	relationtest.Run(t, func(t *testing.T) relation.Store {
-		s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint}, TLS: tlsConfig,
+		s, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint}, TLS: tlsConfig,
 			Relation: fmt.Sprintf("r%d", relations.Add(1)), LeaseTTL: 2 * time.Second})
 		if err != nil {
 			t.Fatal(err)
@@ -200,7 +201,7 @@ func TestExternalEtcdOverTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint}, TLS: noCert, Relation: "x", DialTimeout: 2 * time.Second})
+	s, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint}, TLS: noCert, Relation: "x", DialTimeout: 2 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,7 +217,7 @@ func TestExternalEtcdOverTLS(t *testing.T) {
 func TestWatchLagIsMeasured(t *testing.T) {
 	srv := startEmbedded(t)
 	lags := make(chan time.Duration, 100)
-	s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: "lag",
+	s, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "lag",
 		OnWatchLag: func(d time.Duration) { lags <- d }})
 	if err != nil {
 		t.Fatal(err)

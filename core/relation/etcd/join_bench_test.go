@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
@@ -29,7 +30,7 @@ func BenchmarkJoin(b *testing.B) {
 			defer srv.Close()
 			stores := make([]*etcd.Store, clients)
 			for i := range stores {
-				if stores[i], err = etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: "join",
+				if stores[i], err = etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "join",
 					LeaseTTL: 10 * time.Second, Log: hclog.NewNullLogger()}); err != nil {
 					b.Fatal(err)
 				}

@@ -17,10 +17,16 @@ import (
 //	requests/<name>        operators' requests to the leader (tlsrelay ca rotate)
 //
 // Unit names hold a '/' (db/0), fields never do, so a bag key splits at its last '/'.
-type layout struct{ prefix string }
+//
+// Which leader-data keys a unit that does not lead reads, and which bag fields wake a
+// leader, the protocol's schema says.
+type layout struct {
+	prefix string
+	schema relation.Schema
+}
 
-func newLayout(relationName string) layout {
-	return layout{prefix: "/tlsrelay/" + relationName + "/"}
+func newLayout(relationName string, schema relation.Schema) layout {
+	return layout{prefix: "/tlsrelay/" + relationName + "/", schema: schema}
 }
 
 func (l layout) members() string               { return l.prefix + "members/" }
@@ -115,17 +121,17 @@ type scope struct {
 // through its process's follower of groupScope.
 func (l layout) narrowScope(unit string) scope {
 	s := scope{keys: []string{l.member(unit)}, prefixes: []string{l.bag(unit)}}
-	for _, k := range relation.UnitKeys(unit) {
+	for _, k := range l.schema.UnitKeys(unit) {
 		s.keys = append(s.keys, l.leaderKey(k))
 	}
 	return s
 }
 
 // groupScope is what every unit that does not lead reads alike: who leads, and the
-// group's CA, sealed CA and CRL (relation.GroupKeys).
+// group's keys of leader data (the schema's GroupKeys: the CA, sealed CA and CRL).
 func (l layout) groupScope() scope {
 	s := scope{keys: []string{l.elected()}}
-	for _, k := range relation.GroupKeys() {
+	for _, k := range l.schema.GroupKeys {
 		s.keys = append(s.keys, l.leaderKey(k))
 	}
 	return s

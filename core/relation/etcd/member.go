@@ -366,9 +366,11 @@ func (m *member) lead(electedRev int64) {
 	m.setFollower(m.s.layout.wideScope())
 }
 
-// leaderWakes: a leader's view notifies at once for every change but the units' status
-// (relation.WakesLeader).
-func leaderWakes(p place) bool { return p.kind != placeField || relation.WakesLeader(p.field) }
+// leaderWakes: a leader's view notifies at once for every change but of the bag fields
+// the schema does not name as waking it (the units' status).
+func (l layout) leaderWakes(p place) bool {
+	return p.kind != placeField || l.schema.WakesLeader(p.field)
+}
 
 // loseSession forgets the lease and any leadership that went with it.
 func (m *member) loseSession() {
@@ -391,7 +393,7 @@ func (m *member) loseSession() {
 func (m *member) setFollower(sc scope) {
 	var wakes func(place) bool
 	if sc.wide {
-		wakes = leaderWakes
+		wakes = m.s.layout.leaderWakes
 	}
 	f := startFollower(m.s.client, m.s.layout, sc, m.notify, wakes, m.log, &m.stats, m.s.onLag)
 	var group *follower
@@ -451,7 +453,7 @@ func (m *member) Snapshot(ctx context.Context) (relation.Snapshot, error) {
 		snap.Leader = "" // our old leadership's key, not yet expired
 	}
 	if !leading {
-		snap = relation.Narrow(snap, m.unit)
+		snap = m.s.layout.schema.Narrow(snap, m.unit)
 	}
 	if inGroup != nil {
 		snap.LeaderData = withGroupData(snap.LeaderData, inGroup.LeaderData)
@@ -464,14 +466,11 @@ func (m *member) Snapshot(ctx context.Context) (relation.Snapshot, error) {
 }
 
 // withGroupData is a member's own leader data with the group's keys from the group's
-// follower, in a new map: a snapshot's maps are shared and never written.
+// follower (which follows only those), in a new map: a snapshot's maps are shared and
+// never written.
 func withGroupData(own, group map[string]string) map[string]string {
 	out := maps.Clone(own)
-	for _, k := range relation.GroupKeys() {
-		if v, ok := group[k]; ok {
-			out[k] = v
-		}
-	}
+	maps.Copy(out, group)
 	return out
 }
 

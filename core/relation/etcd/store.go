@@ -40,6 +40,8 @@ type Options struct {
 	Username, Password string
 	// Relation names the relation; its keys live under /tlsrelay/<Relation>/.
 	Relation string
+	// Schema says which keys matter to the store (protocol.Schema).
+	Schema relation.Schema
 	// LeaseTTL is the presence lease (default DefaultLeaseTTL; whole seconds).
 	LeaseTTL    time.Duration
 	DialTimeout time.Duration
@@ -70,6 +72,9 @@ func Open(opts Options) (*Store, error) {
 	}
 	if opts.Relation == "" {
 		return nil, fmt.Errorf("relation.name: must be set")
+	}
+	if len(opts.Schema.GroupKeys) == 0 {
+		return nil, fmt.Errorf("relation %s: no schema given (protocol.Schema)", opts.Relation)
 	}
 	if opts.LeaseTTL <= 0 {
 		opts.LeaseTTL = DefaultLeaseTTL
@@ -104,7 +109,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, fmt.Errorf("etcd %v: %w", opts.Endpoints, err)
 	}
 	ttl := max(1, int(opts.LeaseTTL.Round(time.Second)/time.Second))
-	return &Store{client: client, layout: newLayout(opts.Relation), ttl: ttl, log: opts.Log, onLag: opts.OnWatchLag}, nil
+	return &Store{client: client, layout: newLayout(opts.Relation, opts.Schema), ttl: ttl, log: opts.Log, onLag: opts.OnWatchLag}, nil
 }
 
 // Client is the store's etcd client (for bootstrap and tests).

@@ -4,12 +4,14 @@ import (
 	"maps"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/protocol"
 )
 
 // A snapshot is the view as it was when taken: later changes copy what it shares
 // instead of writing into it.
 func TestSnapshotsKeepWhatTheyWereGiven(t *testing.T) {
-	l := newLayout("r")
+	l := newLayout("r", protocol.Schema())
 	v := newView(1)
 	put := func(key, value string, rev int64) { v.set(l.placeOf(key), value, false, rev) }
 	del := func(key string, rev int64) { v.set(l.placeOf(key), "", true, rev) }
@@ -64,7 +66,7 @@ func equal(a, b any) bool {
 // A member writes before its new follower has read anything (an election won at once
 // replaces the narrow follower): the write waits for the read, nothing breaks.
 func TestWriteBeforeTheFirstRead(t *testing.T) {
-	f := &follower{layout: newLayout("r"), revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}}
+	f := &follower{layout: newLayout("r", protocol.Schema()), revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}}
 	if f.wrote(map[string]string{f.layout.field("db/0", "csr"): "c"}, 5, time.Now()) {
 		t.Error("a follower that has read nothing reported a change")
 	}

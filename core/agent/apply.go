@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+)
+
+// leaderWrites gathers a decision's leader-data writes into one write, so signing N CSRs
+// wakes the group once, not N times; each unit's certificate or rejection is guarded by
+// the CSR it answers.
+type leaderWrites struct {
+	kv     map[string]string
+	guards []relation.Guard
+	// answered are the digests of the CSRs rejected in kv: once published, the leader's
+	// memory of the signer's failures with them is done.
+	answered []string
+}
+
+func (w *leaderWrites) answer(unit, csrPEM string, kv map[string]string) {
+	g := relation.Guard{Unit: unit, Field: protocol.KeyCSR, Value: csrPEM}
+	for k, v := range kv {
+		w.kv[k] = v
+		g.Keys = append(g.Keys, k)
+	}
+	w.guards = append(w.guards, g)
+}
+
+// apply carries out a decision's actions. Leader data is published after each batch of
+// signatures (and once at the end), so units install their certificates while the
+// leader signs the next batch.
+func (a *Agent) apply(ctx context.Context, actions []protocol.Action) error {
+	w := &leaderWrites{kv: map[string]string{}}
+	var errs []error
+	var batch []protocol.SignCSR // consecutive SignCSR actions, signed in one call
+	flush := func() {
+		for len(batch) > 0 {
+			chunk := batch[:min(len(batch), maxBatch)]
+			batch = batch[len(chunk):]
+			errs = append(errs, a.signBatch(ctx, chunk, w)...)
+			errs = append(errs, a.publish(ctx, w))
+		}
+	}
+	for _, act := range actions {
+		if s, ok := act.(protocol.SignCSR); ok {
+			batch = append(batch, s)
+			continue
+		}
+		flush()
+		if err := a.do(ctx, act, w); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	flush()
+	errs = append(errs, a.publish(ctx, w))
+	return errors.Join(errs...)
+}
+
+// publish writes the leader data gathered in w, and empties it.
+func (a *Agent) publish(ctx context.Context, w *leaderWrites) error {
+	if len(w.kv) == 0 {
+		return nil
+	}
+	dropped, err := a.opts.Member.SetLeaderData(ctx, w.kv, w.guards...)
+	answered := w.answered
+	*w = leaderWrites{kv: map[string]string{}}
+	if len(dropped) > 0 {
+		a.log.Info("not published: the unit sent another CSR meanwhile", "keys", dropped)
+	}
+	if err != nil {
+		return fmt.Errorf("%s: publish leader data: %w", a.unit, err)
+	}
+	for _, digest := range answered {
+		a.memory = a.memory.Step(protocol.CSRAnswered{Digest: digest})
+	}
+	return nil
+}
+
+func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) error {
+	leaderData := w.kv
+	switch act := act.(type) {
+	case protocol.CreateCSR:
+		if act.ReuseKey {
+			return a.createCSRWithInstalledKey(ctx, act.Reason)
+		}
+		return a.createCSR(ctx, act.Reason)
+	case protocol.PublishCSR:
+		return a.publishCSR(ctx, act.CSRPEM, act.Profile)
+	case protocol.InstallCertificate:
+		if err := a.files.install([]byte(act.ChainPEM), []byte(act.CAPEM)); err != nil {
+			return fmt.Errorf("%s: install certificate: %w", a.unit, err)
+		}
+		a.log.Info("installed certificate", "dir", a.opts.Dir)
+		if a.last.Serial != "" {
+			a.opts.Metrics.Renewed()
+		}
+		a.onChange.changed()
+		return nil
+	case protocol.InstallCA:
+		return a.installFile(CAFile, act.CAPEM)
+	case protocol.InstallCRL:
+		return a.installFile(CRLFile, act.PEM)
+	case protocol.SignCRL:
+		return a.signCRL(ctx, act, leaderData)
+	case protocol.LoadSignerCA:
+		return a.loadSignerCA(ctx)
+	case protocol.LoadReferencedCA:
+		return a.loadReferencedCA(ctx, act)
+	case protocol.ImportReferencedCA:
+		return a.importReferencedCA(ctx, act)
+	case protocol.PublishCA:
+		leaderData[protocol.KeyCA] = act.BundlePEM
+	case protocol.SetLeaderData:
+		maps.Copy(leaderData, act.KV)
+	case protocol.NewSignerCA:
+		return a.newSignerCA(ctx, act.Reason)
+	case protocol.SealCA:
+		return a.sealCA(ctx, leaderData)
+	case protocol.ImportSealedCA:
+		return a.importSealedCA(ctx, act)
+	case protocol.RejectCSR:
+		a.log.Warn("rejecting CSR", "of", act.Unit, "rule", act.Rejection.Rule, "reason", act.Rejection.Reason)
+		a.opts.Metrics.Rejected(act.Rejection.Rule)
+		w.answer(act.Unit, act.CSRPEM, map[string]string{protocol.RejectionKey(act.Unit): act.Rejection.Encode()})
+		w.answered = append(w.answered, act.Rejection.CSRDigest)
+	case protocol.ForgetUnit:
+		leaderData[protocol.SignedCertificateKey(act.Unit)] = ""
+		leaderData[protocol.RejectionKey(act.Unit)] = ""
+	default:
+		return fmt.Errorf("%s: unknown action %T", a.unit, act)
+	}
+	return nil
+}
+
+// installFile writes one of the group's files (ca.crt, ca.crl) and runs on_change.
+func (a *Agent) installFile(name, pemText string) error {
+	if err := a.files.write(name, []byte(pemText), a.files.mode); err != nil {
+		return err
+	}
+	a.onChange.changed()
+	return nil
+}

@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+)
+
+// Backoff bounds the wait after a failed step before the agent tries again.
+var (
+	minBackoff = 200 * time.Millisecond
+	maxBackoff = 30 * time.Second
+)
+
+func (a *Agent) runProtocol(ctx context.Context) error {
+	backoff := minBackoff
+	for {
+		if ctx.Err() != nil { // checked here too: a unit that acts every round never waits below
+			return nil
+		}
+		snap, err := a.opts.Member.Snapshot(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("%s: relation: %w", a.unit, err)
+		}
+		stepCtx, cancel := context.WithTimeout(ctx, a.opts.StepTimeout)
+		acted, err := a.step(stepCtx, snap)
+		cancel()
+		if err != nil || !acted || a.last.Leader {
+			// A unit's status is published when it settles (or fails), not after every
+			// action: the states it passes through on the way (a CSR made, a certificate
+			// being installed) would each be a write to etcd. The leader's is published
+			// as it goes: it says what the group's CA is doing (a rotation's phases)
+			// and whom it is signing for, while it is busy doing it.
+			a.publishStatus(ctx, err)
+		}
+		if fault.IsPermanent(err) {
+			a.log.Error("stopping: trying again cannot mend this", "error", err)
+			return err
+		}
+		wait := a.nextWake()
+		switch {
+		case err != nil:
+			a.log.Warn("step failed; will retry", "error", err, "in", backoff)
+			wait = backoff
+			backoff = min(2*backoff, maxBackoff)
+		case acted:
+			backoff = minBackoff
+			continue // our own writes changed the view: decide again at once
+		case a.opts.Once && a.last.State == protocol.StateCertificateAvailable:
+			a.log.Info("converged: the certificate is current; exiting (once)")
+			return nil
+		default:
+			backoff = minBackoff
+		}
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil
+		case <-snap.Changed:
+			if a.last.Leader && !a.gather(ctx) {
+				timer.Stop()
+				return nil
+			}
+		case <-a.poke:
+		case <-timer.C:
+		}
+		timer.Stop()
+	}
+}
+
+// leaderGather is how long a leader lets changes gather after one arrives before it
+// decides: a group that starts at once sends its CSRs within moments of one another,
+// and one decision signs them all (one batch, one relation write) where it would
+// otherwise make a decision, each O(units), per CSR.
+const leaderGather = 20 * time.Millisecond
+
+// gather waits leaderGather; false if ctx ended meanwhile.
+func (a *Agent) gather(ctx context.Context) bool {
+	t := time.NewTimer(leaderGather)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// nextWake is how long to sleep when nothing changes: until the last decision changes
+// with time alone (renewal due, the leader's revocations and CRL), at most an hour.
+func (a *Agent) nextWake() time.Duration {
+	wait := time.Hour
+	if !a.wake.IsZero() {
+		wait = min(wait, max(a.wake.Sub(a.opts.Now()), time.Second))
+	}
+	return wait
+}
+
+// step makes one decision and carries out its actions. acted says whether anything was done.
+func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, err error) {
+	local, notes, err := a.files.loadLocal()
+	if err != nil {
+		return false, fmt.Errorf("%s: %w", a.unit, err)
+	}
+	for _, note := range notes {
+		a.log.Warn(note)
+	}
+	leader := snap.Leader == a.unit
+	if !leader {
+		a.memory = a.memory.Step(protocol.LeadershipLost{})
+	}
+	d := protocol.Decide(protocol.View{
+		Unit: a.unit, Leader: leader, Units: snap.Units, LeaderData: snap.LeaderData,
+		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, CASeal: len(a.opts.SealKey) > 0,
+		Policy: a.opts.Policy,
+		CA: protocol.CATerms{Signer: a.opts.SignerName, Request: snap.Requests[protocol.RequestRotateCA],
+			RotateBefore: a.opts.CARotateBefore, Ref: a.opts.CARef},
+		CRL: protocol.CRLTerms{RevokeAfter: a.opts.RevokeDepartedAfter},
+	})
+	a.wake = d.WakeAt
+	a.report(leader, d, local)
+	if len(d.Actions) == 0 {
+		return false, nil
+	}
+	return true, a.apply(ctx, d.Actions)
+}

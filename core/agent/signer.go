@@ -1,0 +1,247 @@
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// signer is the backend that signs for the group while this unit leads.
+func (a *Agent) signer(ctx context.Context) (sdk.Backend, error) {
+	b, err := a.opts.Backends.For(ctx, config.RoleSigner)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", a.unit, err)
+	}
+	return b, nil
+}
+
+func (a *Agent) loadSignerCA(ctx context.Context) error {
+	b, err := a.signer(ctx)
+	if err != nil {
+		return err
+	}
+	ca, err := b.CA(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: signer CA: %w", a.unit, err)
+	}
+	if _, err := certutil.ParseCertificates(ca.BundlePEM); err != nil {
+		return fmt.Errorf("%s: the signer's CA is unreadable: %w", a.unit, err)
+	}
+	info, err := b.Info(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: signer info: %w", a.unit, err)
+	}
+	if !info.Has(sdk.CapCRL) {
+		a.log.Info("the signer does not sign CRLs: departed units are recorded, no ca.crl is published", "signer", info.Name)
+	}
+	a.memory = a.memory.Step(protocol.SignerCALoaded{BundlePEM: string(ca.BundlePEM), SignsCRL: info.Has(sdk.CapCRL)})
+	return nil
+}
+
+// signCRL has the signer sign the group's CRL and publishes it.
+func (a *Agent) signCRL(ctx context.Context, act protocol.SignCRL, leaderData map[string]string) error {
+	b, err := a.signer(ctx)
+	if err != nil {
+		return err
+	}
+	req := sdk.CRLRequest{ThisUpdate: act.Now.Add(-certutil.Backdate), NextUpdate: act.Now.Add(protocol.CRLLifetime), Number: act.Number}
+	for _, r := range act.Revoked {
+		serial, ok := new(big.Int).SetString(r.Serial, 16)
+		if !ok {
+			continue // the leader wrote it from a parsed certificate: cannot happen
+		}
+		req.Revoked = append(req.Revoked, sdk.RevokedCertificate{Serial: serial, RevokedAt: r.Departed})
+	}
+	crl, err := sdk.SignCRL(ctx, b, req)
+	if sdk.IsCode(err, sdk.CodeUnimplemented) {
+		a.memory = a.memory.Step(protocol.CRLUnsupported{})
+		a.log.Warn("the signer claims to sign CRLs but does not: no ca.crl is published", "error", err)
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%s: sign the CRL: %w", a.unit, err)
+	}
+	leaderData[protocol.KeyCRL] = string(crl.PEM)
+	a.log.Info("signed the group's CRL", "number", act.Number, "revoked", len(req.Revoked))
+	return nil
+}
+
+// referencedCA fetches the CA that ca.ref names from the secrets backend.
+func (a *Agent) referencedCA(ctx context.Context, ref string) (sdk.Secret, *x509.Certificate, error) {
+	fail := func(err error) (sdk.Secret, *x509.Certificate, error) {
+		return sdk.Secret{}, nil, fmt.Errorf("%s: the group's CA from ca.ref %s: %w", a.unit, ref, err)
+	}
+	store, err := a.opts.Backends.For(ctx, config.RoleSecrets)
+	if err != nil {
+		return fail(err)
+	}
+	secret, err := store.FetchSecret(ctx, ref)
+	if err != nil {
+		return fail(err)
+	}
+	certs, err := certutil.ParseCertificates(secret.CertificatePEM)
+	if err != nil {
+		return fail(err)
+	}
+	return secret, certs[0], nil
+}
+
+// loadReferencedCA tells the protocol which CA ca.ref names (its certificate only).
+func (a *Agent) loadReferencedCA(ctx context.Context, act protocol.LoadReferencedCA) error {
+	secret, _, err := a.referencedCA(ctx, act.Ref)
+	if err != nil {
+		return err
+	}
+	a.memory = a.memory.Step(protocol.ReferencedCALoaded{CertPEM: string(secret.CertificatePEM)})
+	return nil
+}
+
+// importReferencedCA imports the CA that ca.ref names, key included, into the signer.
+func (a *Agent) importReferencedCA(ctx context.Context, act protocol.ImportReferencedCA) error {
+	b, err := a.signer(ctx)
+	if err != nil {
+		return err
+	}
+	secret, cert, err := a.referencedCA(ctx, act.Ref)
+	if err != nil {
+		return err
+	}
+	if err := b.ImportCA(ctx, sdk.CAKeyPair{CertPEM: secret.CertificatePEM, Key: secret.Key}); err != nil {
+		return fmt.Errorf("%s: the group's CA from ca.ref %s: import into the signer: %w", a.unit, act.Ref, err)
+	}
+	fp := caseal.Fingerprint(cert.Raw)
+	a.log.Info("imported the group's CA from ca.ref", "ref", act.Ref, "ca_sha256", fp)
+	a.memory = a.memory.Step(protocol.SignerCAChanged{Imported: fp})
+	return nil
+}
+
+// maxBatch bounds the CSRs in one SignCSRs call (a gRPC message stays far below its
+// 4 MB limit: a CSR and its certificate are about a kilobyte each); the leader publishes
+// the certificates of each batch before it signs the next.
+const maxBatch = 256
+
+// signBatch has the signer sign CSRs (sdk.SignCSRs: in one call when the signer can, one
+// SignCSR each when not). Each failure goes to the leader's memory, whose protocol
+// rejects a CSR the signer has answered for good; other failures are retried.
+func (a *Agent) signBatch(ctx context.Context, acts []protocol.SignCSR, w *leaderWrites) []error {
+	b, err := a.signer(ctx)
+	if err != nil {
+		return []error{err}
+	}
+	reqs := make([]sdk.SignRequest, len(acts))
+	for i, act := range acts {
+		reqs[i] = sdk.SignRequest{CSRPEM: []byte(act.CSRPEM), Profile: sdk.Profile(act.Profile), Validity: act.Validity, Unit: act.Unit}
+	}
+	start := time.Now()
+	results, err := sdk.SignCSRs(ctx, b, reqs)
+	if err != nil {
+		return []error{fmt.Errorf("%s: sign %d CSRs: %w", a.unit, len(reqs), err)}
+	}
+	each := time.Since(start) / time.Duration(len(acts)) // a batch's time, shared among its CSRs
+	var errs []error
+	for i, act := range acts {
+		if err := a.answer(act, results[i], each, w); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errs
+}
+
+// answer publishes the signer's certificate for one CSR, or gives its failure to the
+// leader's memory: an error to retry, unless the signer has answered the CSR for good
+// (the next decision rejects it).
+func (a *Agent) answer(act protocol.SignCSR, r sdk.SignResult, took time.Duration, w *leaderWrites) error {
+	digest := protocol.Digest(act.CSRPEM)
+	if r.Err != nil {
+		a.memory = a.memory.Step(protocol.CSRSignFailed{Digest: digest, Code: sdk.CodeOf(r.Err), Reason: r.Err.Error()})
+		if a.memory.Refused(digest) {
+			return nil
+		}
+		return fmt.Errorf("%s: sign CSR of %s: %w", a.unit, act.Unit, r.Err)
+	}
+	a.memory = a.memory.Step(protocol.CSRAnswered{Digest: digest})
+	a.opts.Metrics.Signed(took)
+	w.answer(act.Unit, act.CSRPEM, map[string]string{
+		protocol.SignedCertificateKey(act.Unit): string(r.Certificate.ChainPEM), protocol.RejectionKey(act.Unit): ""})
+	a.log.Info("signed CSR", "of", act.Unit)
+	return nil
+}
+
+// sealCA exports the signer's CA and publishes its key sealed with the ca_seal key.
+func (a *Agent) sealCA(ctx context.Context, leaderData map[string]string) error {
+	b, err := a.signer(ctx)
+	if err != nil {
+		return err
+	}
+	ca, err := b.ExportCA(ctx)
+	if err != nil {
+		return fmt.Errorf("%s: seal the CA: the signer's ExportCA: %w", a.unit, err)
+	}
+	certs, err := certutil.ParseCertificates(ca.CertPEM)
+	if err != nil {
+		return fmt.Errorf("%s: seal the CA: %w", a.unit, err)
+	}
+	sealed, err := caseal.Seal(a.opts.SealKey, a.opts.Relation, certs[0].Raw, ca.Key)
+	if err != nil {
+		return fmt.Errorf("%s: seal the CA: %w", a.unit, err)
+	}
+	leaderData[protocol.KeyCASealed] = sealed.Encode()
+	a.log.Info("sealed the CA key into leader data", "ca_sha256", sealed.CASHA256)
+	return nil
+}
+
+// newSignerCA makes a CA like the signer's current one (its name and lifetime) and
+// imports it into the signer; the next decision rotates the group to it. The key exists
+// only in this process and the signer (and, sealed, in leader data).
+func (a *Agent) newSignerCA(ctx context.Context, reason string) error {
+	b, err := a.signer(ctx)
+	if err != nil {
+		return err
+	}
+	certs, err := certutil.ParseCertificates([]byte(a.memory.SignerCA))
+	if err != nil {
+		return fmt.Errorf("%s: new CA: the signer's CA: %w", a.unit, err)
+	}
+	old := certs[0]
+	certPEM, key, err := certutil.NewCA(old.Subject.CommonName, old.NotAfter.Sub(old.NotBefore))
+	if err != nil {
+		return fmt.Errorf("%s: new CA: %w", a.unit, err)
+	}
+	if err := b.ImportCA(ctx, sdk.CAKeyPair{CertPEM: certPEM, Key: key}); err != nil {
+		return fmt.Errorf("%s: new CA: import into the signer: %w", a.unit, err)
+	}
+	a.memory = a.memory.Step(protocol.SignerCAChanged{}) // the next decision starts the rotation
+	a.log.Info("made a new CA for the group", "reason", reason, "cn", old.Subject.CommonName)
+	return nil
+}
+
+// importSealedCA opens the group's sealed CA key and makes the group's CA the signer's.
+func (a *Agent) importSealedCA(ctx context.Context, act protocol.ImportSealedCA) error {
+	b, err := a.signer(ctx)
+	if err != nil {
+		return err
+	}
+	sealed, _ := caseal.Decode(act.Sealed)
+	certs, err := certutil.ParseCertificates([]byte(act.CACertPEM))
+	if err != nil {
+		return fmt.Errorf("%s: import the group's CA: %w", a.unit, err)
+	}
+	keyPEM, err := caseal.Open(a.opts.SealKey, a.opts.Relation, certs[0].Raw, sealed)
+	if err != nil {
+		return fmt.Errorf("%s: import the group's CA: %w", a.unit, err)
+	}
+	if err := b.ImportCA(ctx, sdk.CAKeyPair{CertPEM: []byte(act.CACertPEM), Key: keyPEM}); err != nil {
+		return fmt.Errorf("%s: import the group's CA into the signer: %w", a.unit, err)
+	}
+	a.memory = a.memory.Step(protocol.SignerCAChanged{}) // the next decision compares it with the group's
+	a.log.Info("imported the group's CA from its sealed copy", "ca_sha256", sealed.CASHA256)
+	return nil
+}

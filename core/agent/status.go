@@ -1,0 +1,92 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+)
+
+// Status is what a unit reports: what it publishes in its bag (protocol.UnitStatus),
+// with who it is and, while it leads, whom it is signing for.
+type Status struct {
+	Unit    string
+	Leader  bool
+	Signing []string
+	protocol.UnitStatus
+}
+
+func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
+	s := Status{Unit: a.unit, Leader: leader, Signing: d.Signing,
+		UnitStatus: protocol.UnitStatus{State: d.State, Detail: d.Detail, Error: d.LeaderProblem, CAState: d.CAState}}
+	if err := a.onChange.status(); s.Error == "" && err != "" {
+		s.Error = "on_change: " + err
+	}
+	if d.LeaderProblem != "" && d.LeaderProblem != a.last.Error {
+		a.log.Error("leader cannot sign", "problem", d.LeaderProblem)
+	}
+	if cert := leaf(local); cert != nil {
+		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, protocol.TrustsOf(local.Installed.CAPEM)
+	}
+	a.opts.Metrics.Expires(a.unit, s.NotAfter)
+	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
+		a.log.Info("state", "state", s.State, "detail", s.Detail, "leader", s.Leader)
+		if a.opts.OnStatus != nil {
+			a.opts.OnStatus(s)
+		}
+	}
+	a.last = s
+	a.health.Store(&s)
+}
+
+// Health says whether the unit holds a certificate that has not expired, with its state
+// and last error; safe from any goroutine (the /healthz handler).
+func (a *Agent) Health() (ok bool, detail string) {
+	s := a.health.Load()
+	if s == nil {
+		return false, a.unit + ": starting"
+	}
+	detail = fmt.Sprintf("%s: %s", a.unit, s.State)
+	if s.Error != "" {
+		detail += ": " + s.Error
+	}
+	if s.NotAfter.IsZero() {
+		return false, detail + " (no certificate yet)"
+	}
+	if !a.opts.Now().Before(s.NotAfter) {
+		return false, detail + fmt.Sprintf(" (the certificate expired at %s)", s.NotAfter.UTC().Format(time.RFC3339))
+	}
+	return true, detail
+}
+
+// publishStatus writes the unit's status into its bag when it changed, for `status`.
+// A failure here is logged, not returned: the status is a report, not the protocol.
+func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
+	s := a.last
+	if stepErr != nil {
+		s.Error = stepErr.Error()
+	}
+	fields := s.Fields()
+	changed := map[string]string{}
+	for k, v := range fields {
+		// Nothing published yet by this agent: write every field, empty ones too, so
+		// a predecessor's stale value (an error before a reload) is cleared.
+		if a.published == nil || a.published[k] != v {
+			changed[k] = v
+		}
+	}
+	if len(changed) == 0 {
+		return
+	}
+	if err := a.opts.Member.SetUnitData(ctx, changed); err != nil {
+		a.log.Debug("could not publish status", "error", err)
+		return
+	}
+	a.published = fields
+}
+
+// StatusFromBag reads the status a unit published in its bag.
+func StatusFromBag(unit string, leader bool, bag map[string]string) Status {
+	return Status{Unit: unit, Leader: leader, UnitStatus: protocol.DecodeUnitStatus(bag)}
+}

@@ -1,0 +1,134 @@
+package protocol
+
+import (
+	"maps"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+// LeaderMemory is what a leader has learned by acting and cannot read from the relation:
+// its signer's CA, whether the signer signs CRLs, the CA that ca.ref names, and how the
+// signer fared with each CSR. It travels in the View, and only Step changes it, from the
+// results of the actions the agent carried out (as raft's Step takes a node's messages):
+// the agent holds the value and decides nothing with it.
+type LeaderMemory struct {
+	// SignerCA is the signer's CA bundle (PEM, its signing CA first); "" until the leader
+	// has asked (LoadSignerCA).
+	SignerCA string
+	// SignsCRL: the signer claims the crl capability and has not answered a SignCRL
+	// with Unimplemented.
+	SignsCRL bool
+	// ReferencedCA is the certificate ca.ref names (PEM, no key); "" until fetched
+	// (LoadReferencedCA).
+	ReferencedCA string
+	// ImportedRef is the fingerprint of the ca.ref CA the leader imported into its signer,
+	// so that a signer that keeps another CA after the import is named, not fed the CA
+	// again at every decision.
+	ImportedRef string
+	// SignFailures are the signer's failures per CSR digest, until the CSR is answered.
+	SignFailures map[string]SignFailure
+}
+
+// SignFailure is the signer's record with one CSR.
+type SignFailure struct {
+	// Internal counts the failures with Internal (or an unclassified error).
+	Internal int
+	// Refused: the signer answered the CSR for good (InvalidArgument, or Internal
+	// SignAttempts times); Reason is its last word.
+	Refused bool
+	Reason  string
+}
+
+// SignAttempts is how often a CSR the signer fails on with Internal is tried before it
+// is rejected: such a failure may pass, but one that repeats is the CSR's.
+const SignAttempts = 3
+
+// Result is the outcome of an action, fed back to the leader's memory by Step.
+type Result interface{ result() }
+
+// SignerCALoaded: LoadSignerCA read the signer's CA bundle and capabilities.
+type SignerCALoaded struct {
+	BundlePEM string
+	SignsCRL  bool
+}
+
+// ReferencedCALoaded: LoadReferencedCA fetched the certificate of the CA ca.ref names.
+type ReferencedCALoaded struct{ CertPEM string }
+
+// SignerCAChanged: the signer now holds another CA (NewSignerCA, ImportSealedCA,
+// ImportReferencedCA), so its CA is loaded again; Imported is the fingerprint of a ca.ref
+// CA imported, if that was the change.
+type SignerCAChanged struct{ Imported string }
+
+// CSRAnswered: the signer signed the CSR with this digest, or the leader published its
+// rejection: its record is done.
+type CSRAnswered struct{ Digest string }
+
+// CSRSignFailed: the signer failed on the CSR with this digest.
+type CSRSignFailed struct {
+	Digest string
+	Code   sdk.Code
+	Reason string
+}
+
+// CRLUnsupported: the signer claimed the crl capability but answered SignCRL with
+// Unimplemented; the leader publishes no CRL and goes on signing.
+type CRLUnsupported struct{}
+
+// LeadershipLost: the unit does not lead; a later leadership starts afresh (the signer
+// or its CA may have changed meanwhile).
+type LeadershipLost struct{}
+
+func (SignerCALoaded) result()     {}
+func (ReferencedCALoaded) result() {}
+func (SignerCAChanged) result()    {}
+func (CSRAnswered) result()        {}
+func (CSRSignFailed) result()      {}
+func (CRLUnsupported) result()     {}
+func (LeadershipLost) result()     {}
+
+// Step returns the memory after a result. It never changes m: the maps it holds are
+// copied before a change, so a View that carries m stays as it was.
+func (m LeaderMemory) Step(r Result) LeaderMemory {
+	switch r := r.(type) {
+	case SignerCALoaded:
+		m.SignerCA, m.SignsCRL = r.BundlePEM, r.SignsCRL
+	case ReferencedCALoaded:
+		m.ReferencedCA = r.CertPEM
+	case SignerCAChanged:
+		m.SignerCA, m.ReferencedCA = "", ""
+		if r.Imported != "" {
+			m.ImportedRef = r.Imported
+		}
+	case CSRAnswered:
+		if _, ok := m.SignFailures[r.Digest]; ok {
+			m.SignFailures = maps.Clone(m.SignFailures)
+			delete(m.SignFailures, r.Digest)
+		}
+	case CSRSignFailed:
+		f := m.SignFailures[r.Digest]
+		switch r.Code {
+		case sdk.CodeInvalidArgument:
+			f.Refused = true
+		case sdk.CodeInternal: // an unclassified error too (sdk.CodeOf)
+			f.Internal++
+			f.Refused = f.Internal >= SignAttempts
+		default:
+			return m // transient (the signer unavailable): retried, never held against the CSR
+		}
+		f.Reason = r.Reason
+		m.SignFailures = maps.Clone(m.SignFailures)
+		if m.SignFailures == nil {
+			m.SignFailures = map[string]SignFailure{}
+		}
+		m.SignFailures[r.Digest] = f
+	case CRLUnsupported:
+		m.SignsCRL = false
+	case LeadershipLost:
+		return LeaderMemory{}
+	}
+	return m
+}
+
+// Refused says whether the signer has answered the CSR with this digest for good.
+func (m LeaderMemory) Refused(digest string) bool { return m.SignFailures[digest].Refused }

@@ -1,0 +1,129 @@
+package protocol
+
+import (
+	"encoding/json"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/relation"
+)
+
+// The relation's keys: the contract between versions of tlsrelay, every one of them here.
+// A store learns which of them matter to it from Schema.
+
+// Fields of a unit's bag that the leader signs from.
+const (
+	KeyCSR     = "csr"     // the unit's pending CSR (PEM)
+	KeyProfile = "profile" // the profile it asks for: server, client or peer
+)
+
+// Fields of a unit's bag that report its status (UnitStatus): for `tlsrelay status`,
+// `up`'s progress and `ca rotate`; the leader reads KeySerial and KeyTrusts (revocation
+// and CA rotation wait on them).
+const (
+	KeyState    = "state"
+	KeyDetail   = "detail"
+	KeySerial   = "serial"    // of the installed certificate, hex
+	KeyNotAfter = "not_after" // RFC 3339
+	KeyError    = "error"     // the last failure, empty once a step succeeds
+	KeyTrusts   = "ca_trusts" // the SHA-256 fingerprints of the CAs in its ca.crt, comma-separated
+	KeyCAState  = "ca_state"  // the leader's Decision.CAState
+)
+
+// Leader data that every unit reads.
+const (
+	KeyCA       = "ca"        // the group's CA bundle, its signing CA first
+	KeyCASealed = "ca_sealed" // caseal.Sealed: the CA key, for the next leader
+	KeyCRL      = "ca_crl"    // the CRL over the revocations in force; every unit writes it as ca.crl
+)
+
+// Leader data that only leaders read.
+const (
+	KeyRevoked    = "crl_revoked"       // []Revocation of departed units' certificates, until they expire
+	KeyCASigner   = "ca_signer"         // the signer backend that holds the group's CA
+	KeyCARotation = "ca_rotation"       // a Rotation, while one is under way
+	KeyCARequest  = "ca_rotate_request" // the last `ca rotate` request the leader acted on
+)
+
+// Per-unit leader data: a unit reads its own.
+const (
+	certificateSuffix = "_signed_certificate"
+	rejectionSuffix   = "_rejected"
+)
+
+// SignedCertificateKey is the leader-data key of a unit's certificate chain (PEM).
+func SignedCertificateKey(unit string) string { return unit + certificateSuffix }
+
+// RejectionKey is the leader-data key of the leader's refusal of a unit's CSR (Rejection).
+func RejectionKey(unit string) string { return unit + rejectionSuffix }
+
+// RequestRotateCA is the relation request `tlsrelay ca rotate` writes; its value is an
+// identifier the leader records under KeyCARequest once acted on.
+const RequestRotateCA = "ca_rotate"
+
+// Schema tells a relation store which of these keys a unit that does not lead reads,
+// and which bag fields wake a leader at once: those it signs from.
+func Schema() relation.Schema {
+	return relation.Schema{
+		GroupKeys:       []string{KeyCA, KeyCASealed, KeyCRL},
+		UnitKeySuffixes: []string{certificateSuffix, rejectionSuffix},
+		WakeFields:      []string{KeyCSR, KeyProfile},
+	}
+}
+
+// Rejection is the value at RejectionKey: which CSR was refused and why.
+type Rejection struct {
+	CSRDigest string `json:"csr_sha256"`
+	Reason    string `json:"reason"`
+	// Rule is the policy rule that refused the CSR (policy.Rule), or RuleSigner.
+	Rule string `json:"rule,omitempty"`
+}
+
+// RuleSigner is a Rejection's Rule when the signer backend refused the CSR.
+const RuleSigner = "signer"
+
+// Encode returns the rejection as stored in leader data.
+func (r Rejection) Encode() string {
+	b, _ := json.Marshal(r) // three strings: cannot fail
+	return string(b)
+}
+
+// DecodeRejection reads a RejectionKey value; false when absent or unreadable.
+func DecodeRejection(s string) (Rejection, bool) {
+	var r Rejection
+	if s == "" || json.Unmarshal([]byte(s), &r) != nil {
+		return Rejection{}, false
+	}
+	return r, true
+}
+
+// UnitStatus is what a unit reports of itself in its bag. Its one codec (Fields,
+// DecodeUnitStatus) serves the agent that writes it and status, up and `ca rotate`,
+// which read it.
+type UnitStatus struct {
+	State    State
+	Detail   string
+	Serial   string // of the installed certificate, hex
+	NotAfter time.Time
+	Error    string // the last step's failure, or why the leader does not sign
+	Trusts   string // TrustsOf the installed ca.crt
+	CAState  string // the leader's word on the group's CA
+}
+
+// Fields returns the status as bag fields; an empty value deletes the field.
+func (s UnitStatus) Fields() map[string]string {
+	notAfter := ""
+	if !s.NotAfter.IsZero() {
+		notAfter = s.NotAfter.UTC().Format(time.RFC3339)
+	}
+	return map[string]string{KeyState: string(s.State), KeyDetail: s.Detail, KeySerial: s.Serial,
+		KeyNotAfter: notAfter, KeyError: s.Error, KeyTrusts: s.Trusts, KeyCAState: s.CAState}
+}
+
+// DecodeUnitStatus reads the status a unit published in its bag; a field that does not
+// parse reads as unset.
+func DecodeUnitStatus(bag map[string]string) UnitStatus {
+	s := UnitStatus{State: State(bag[KeyState]), Detail: bag[KeyDetail], Serial: bag[KeySerial],
+		Error: bag[KeyError], Trusts: bag[KeyTrusts], CAState: bag[KeyCAState]}
+	s.NotAfter, _ = time.Parse(time.RFC3339, bag[KeyNotAfter])
+	return s
+}
