@@ -196,22 +196,44 @@ func (f *follower) watch(ctx context.Context, rev int64) error {
 // their watch events are then skipped as seen. Deletes ("") are left to the watch: a
 // key deleted here could be resurrected by the late event of an earlier put, and a
 // delete repeated before its echo is harmless.
-func (f *follower) wrote(kv map[string]string, rev int64, start time.Time) (changed bool) {
+// A write wakes the view's owner by the same rule as the watch (wakes): a leader's own
+// status write does not make it decide once more.
+func (f *follower) wrote(kv map[string]string, rev int64, start time.Time) (wake bool) {
 	f.noteWrite(rev, start)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.view == nil {
 		return false // not read yet: the first read or the watch brings the write
 	}
+	changed := false
 	for k, v := range kv {
 		if cur, ok := f.revs[k]; v == "" || ok && cur >= rev {
 			continue
 		}
 		f.revs[k] = rev
-		f.view.set(f.layout.placeOf(k), v, false, rev)
+		where := f.layout.placeOf(k)
+		f.view.set(where, v, false, rev)
 		changed = true
+		wake = wake || f.wakes == nil || f.wakes(where)
 	}
-	return changed
+	if changed && !wake {
+		f.notifyLaterLocked()
+	}
+	return wake
+}
+
+// notifyLaterLocked notifies within lazyWake, unless a notification is due already.
+// f.mu is held.
+func (f *follower) notifyLaterLocked() {
+	if f.lazy != nil {
+		return
+	}
+	f.lazy = time.AfterFunc(lazyWake, func() {
+		f.mu.Lock()
+		f.lazy = nil
+		f.mu.Unlock()
+		f.notify()
+	})
 }
 
 // noteWrite pairs this process's write at rev, started at start, with its echo through
@@ -276,13 +298,8 @@ func (f *follower) apply(events []*clientv3.Event) {
 		changed = true
 		urgent = urgent || f.wakes == nil || f.wakes(where)
 	}
-	if changed && !urgent && f.lazy == nil {
-		f.lazy = time.AfterFunc(lazyWake, func() {
-			f.mu.Lock()
-			f.lazy = nil
-			f.mu.Unlock()
-			f.notify()
-		})
+	if changed && !urgent {
+		f.notifyLaterLocked()
 	}
 	f.mu.Unlock()
 	for _, lag := range lags {

@@ -272,10 +272,22 @@ func TestLeaderWakesForCSRsNotForStatus(t *testing.T) {
 		t.Fatal("a CSR did not wake the leader")
 	}
 	// The status came with it: not announced is not lost.
-	relationtest.Await(t, leader, "db/0 to see db/1's CSR and status", func(s relation.Snapshot) bool {
+	snap = relationtest.Await(t, leader, "db/0 to see db/1's CSR and status", func(s relation.Snapshot) bool {
 		bag := s.Units["db/1"]
 		return bag["csr"] == "CSR" && bag["state"] == "waiting" && bag["serial"] == "1f"
 	})
+	// The leader's own status write obeys the same rule: seen at once, waking nobody.
+	if err := leader.SetUnitData(ctx, map[string]string{"state": "signing"}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-snap.Changed:
+		t.Fatal("the leader's own status write woke it")
+	case <-time.After(300 * time.Millisecond):
+	}
+	if own, err := leader.Snapshot(ctx); err != nil || own.Units["db/0"]["state"] != "signing" {
+		t.Fatalf("the leader does not read its own status write: %v %v", own.Units["db/0"], err)
+	}
 }
 
 // A leader write larger than one transaction goes to etcd in chunks, several at once:

@@ -518,7 +518,7 @@ func (m *member) putBag(ctx context.Context, session *concurrency.Session, kv ma
 
 // wrote shows a successful write in the member's own copy at once (read your writes):
 // without it the next decision, made before the watch echoes the write, would see the
-// old value and write again.
+// old value and write again. It wakes the member as the echo would (leaderWakes).
 func (m *member) wrote(kv map[string]string, prefix string, rev int64, start time.Time) {
 	m.mu.Lock()
 	f := m.follower
@@ -528,7 +528,7 @@ func (m *member) wrote(kv map[string]string, prefix string, rev int64, start tim
 		keyed[prefix+k] = v
 	}
 	if f.wrote(keyed, rev, start) {
-		m.notify() // as the echo would have: Changed closes on every change
+		m.notify() // as the echo would have
 	}
 }
 
