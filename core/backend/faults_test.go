@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/internal/syncbuf"
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
