@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
-	"github.com/tlsrelay/tlsrelay/core/up"
+	"github.com/tlsrelay/tlsrelay/internal/app/up"
 	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 )
 

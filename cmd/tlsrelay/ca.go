@@ -10,7 +10,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
-	"github.com/tlsrelay/tlsrelay/core/status"
+	"github.com/tlsrelay/tlsrelay/internal/app/status"
 )
 
 func newCACommand() *cobra.Command {

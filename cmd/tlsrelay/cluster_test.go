@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/core/etcdaccess"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
 	"github.com/tlsrelay/tlsrelay/internal/testservers"
 )
 

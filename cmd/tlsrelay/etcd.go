@@ -10,7 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
-	"github.com/tlsrelay/tlsrelay/core/etcdaccess"
+	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
 )
 
 func newEtcdCommand() *cobra.Command {

@@ -21,8 +21,8 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
-	"github.com/tlsrelay/tlsrelay/core/status"
-	"github.com/tlsrelay/tlsrelay/core/verify"
+	"github.com/tlsrelay/tlsrelay/internal/app/status"
+	"github.com/tlsrelay/tlsrelay/internal/app/verify"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 

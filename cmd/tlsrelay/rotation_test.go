@@ -20,7 +20,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
-	"github.com/tlsrelay/tlsrelay/core/status"
+	"github.com/tlsrelay/tlsrelay/internal/app/status"
 )
 
 // A group with one-minute certificates stays valid across three renewals of every unit,

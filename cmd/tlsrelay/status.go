@@ -10,8 +10,8 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/relation"
-	"github.com/tlsrelay/tlsrelay/core/status"
 	"github.com/tlsrelay/tlsrelay/core/unit"
+	"github.com/tlsrelay/tlsrelay/internal/app/status"
 )
 
 // openRelation opens the relation a config names, or the embedded etcd of an up --dir,

@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
-	"github.com/tlsrelay/tlsrelay/core/up"
+	"github.com/tlsrelay/tlsrelay/internal/app/up"
 	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 )
 

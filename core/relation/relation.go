@@ -97,6 +97,15 @@ func (s Snapshot) Clone() Snapshot {
 	return out
 }
 
+// ReadCounter is implemented by stores and members that count what they read from the
+// store behind them (etcd's): `up` and the benchmarks report it. A store's counts
+// include its members'.
+type ReadCounter interface{ ReadCounts() ReadCounts }
+
+// ReadCounts is what has been read: bytes of keys and values by reads and watches, full
+// reads of a scope, watch events applied.
+type ReadCounts struct{ BytesRead, Reads, Events int64 }
+
 // LazyWake bounds how late a leader learns of a change that does not wake it at once
 // (Schema.WakeFields).
 const LazyWake = time.Second

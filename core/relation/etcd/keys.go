@@ -101,6 +101,11 @@ type Stats struct {
 	parent    *Stats       // the store's, which counts each member's too
 }
 
+// counts reads the counters as the relation reports them.
+func (s *Stats) counts() relation.ReadCounts {
+	return relation.ReadCounts{BytesRead: s.BytesRead.Load(), Reads: s.Reads.Load(), Events: s.Events.Load()}
+}
+
 func (s *Stats) add(bytes, reads, events int64) {
 	for ; s != nil; s = s.parent {
 		s.BytesRead.Add(bytes)

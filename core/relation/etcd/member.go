@@ -46,8 +46,8 @@ type member struct {
 	stats      Stats
 }
 
-// Stats reports what this member has read from etcd (the store's Stats count it too).
-func (m *member) Stats() *Stats { return &m.stats }
+// ReadCounts implements relation.ReadCounter.
+func (m *member) ReadCounts() relation.ReadCounts { return m.stats.counts() }
 
 // Join implements relation.Store. It fails at once when etcd cannot be reached (bounded by
 // ctx) or another live process holds the name; a name held by a dead process's lease is

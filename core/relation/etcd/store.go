@@ -118,6 +118,9 @@ func (s *Store) Client() *clientv3.Client { return s.client }
 // Stats reports what the store's members and observers have read from etcd.
 func (s *Store) Stats() *Stats { return &s.stats }
 
+// ReadCounts implements relation.ReadCounter.
+func (s *Store) ReadCounts() relation.ReadCounts { return s.stats.counts() }
+
 // Close closes the connection.
 func (s *Store) Close() error {
 	s.group.mu.Lock()

@@ -28,9 +28,8 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
-	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/unit"
-	"github.com/tlsrelay/tlsrelay/core/verify"
+	"github.com/tlsrelay/tlsrelay/internal/app/verify"
 )
 
 // Options configure Run.
@@ -73,32 +72,34 @@ type Stats struct {
 	FollowerEventsMean                   int64
 }
 
-// memberStats is what an etcd member reports of its reads.
-type memberStats interface{ Stats() *etcd.Stats }
-
-// measure fills s from the store's and each member's read counters.
-func (s *Stats) measure(ctx context.Context, store *etcd.Store, members []relation.Member) {
-	st := store.Stats()
-	s.EtcdBytesRead, s.EtcdReads, s.EtcdEvents = st.BytesRead.Load(), st.Reads.Load(), st.Events.Load()
+// measure fills s from the read counters of the store and of each member, where they
+// count (relation.ReadCounter: etcd's do, memory's have nothing to count).
+func (s *Stats) measure(ctx context.Context, store relation.Store, members []relation.Member) {
+	counter, ok := store.(relation.ReadCounter)
+	if !ok {
+		return
+	}
+	st := counter.ReadCounts()
+	s.EtcdBytesRead, s.EtcdReads, s.EtcdEvents = st.BytesRead, st.Reads, st.Events
 	snap, err := members[0].Snapshot(ctx)
 	if err != nil {
 		return
 	}
 	var followers, events int64
 	for _, m := range members {
-		ms, ok := m.(memberStats)
+		mc, ok := m.(relation.ReadCounter)
 		if !ok {
 			return
 		}
-		read := ms.Stats().BytesRead.Load()
+		read := mc.ReadCounts()
 		if m.Unit() == snap.Leader {
-			s.LeaderBytesRead = read
+			s.LeaderBytesRead = read.BytesRead
 			continue
 		}
 		followers++
-		s.FollowerBytesMean += read
-		s.FollowerBytesMax = max(s.FollowerBytesMax, read)
-		events += ms.Stats().Events.Load()
+		s.FollowerBytesMean += read.BytesRead
+		s.FollowerBytesMax = max(s.FollowerBytesMax, read.BytesRead)
+		events += read.Events
 	}
 	if followers > 0 {
 		s.FollowerBytesMean /= followers
@@ -372,9 +373,9 @@ func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		}
 		return fmt.Errorf("group did not converge: %w\n%s", err, p.pending())
 	}
-	if s, ok := store.(*etcd.Store); ok && opts.Stats != nil {
+	if opts.Stats != nil {
 		mu.Lock()
-		opts.Stats.measure(ctx, s, members)
+		opts.Stats.measure(ctx, store, members)
 		mu.Unlock()
 	}
 	t.usage = groupUsage(1)

@@ -8,7 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/core/verify"
+	"github.com/tlsrelay/tlsrelay/internal/app/verify"
 )
 
 // prove checks the group's files, that every unit holds the same CA bundle, and mutual
