@@ -424,6 +424,28 @@ func checkSubjectAndURIs(e *env) error {
 	return p.err()
 }
 
+// checkExtensionsNotCopied: a CSR that asks to be a CA (CA:TRUE, keyCertSign, code
+// signing) is signed as the plain leaf of its profile.
+func checkExtensionsNotCopied(e *env) error {
+	if !e.claims(sdk.CapSignCSR) {
+		return nil
+	}
+	dns, ips := certutil.SplitSANs(testSANs)
+	csrPEM := MakeCSR(CSRRequest{Subject: pkix.Name{CommonName: testCN}, DNS: dns, IPs: ips, Extensions: CAExtensions()})
+	chain, err := e.backend.SignCSR(e.ctx, sdk.SignRequest{CSRPEM: []byte(csrPEM), Profile: sdk.ProfilePeer, Unit: testCN})
+	if err != nil {
+		return fmt.Errorf("SignCSR of a CSR asking for CA:TRUE: %w", err)
+	}
+	leaf, err := verifyLeaf(e, chain.ChainPEM, csrPEM, sdk.ProfilePeer)
+	if err != nil {
+		return fmt.Errorf("a CSR asking for CA:TRUE, keyCertSign and code signing: %w", err)
+	}
+	if leaf.KeyUsage&x509.KeyUsageCRLSign != 0 {
+		return fmt.Errorf("a CSR asking for cRLSign got a certificate that can sign CRLs")
+	}
+	return nil
+}
+
 func checkConcurrent(e *env) error {
 	if !e.claims(sdk.CapSignCSR) {
 		return nil

@@ -24,6 +24,9 @@ type CSRRequest struct {
 	IPs     []net.IP
 	URIs    []string
 	Emails  []string
+	// Extensions are asked for in the CSR's extension request (a signer must not copy
+	// them).
+	Extensions []pkix.Extension
 }
 
 // MakeCSR builds a PEM CSR with Go's crypto, independent of any backend. It panics on
@@ -36,7 +39,8 @@ func MakeCSR(r CSRRequest) string {
 			panic(err)
 		}
 	}
-	tmpl := &x509.CertificateRequest{Subject: r.Subject, DNSNames: r.DNS, IPAddresses: r.IPs, EmailAddresses: r.Emails}
+	tmpl := &x509.CertificateRequest{Subject: r.Subject, DNSNames: r.DNS, IPAddresses: r.IPs, EmailAddresses: r.Emails,
+		ExtraExtensions: r.Extensions}
 	for _, u := range r.URIs {
 		parsed, err := url.Parse(u)
 		if err != nil {
@@ -99,4 +103,27 @@ func withHeaders(pemText string) string {
 	block, _ := pem.Decode([]byte(pemText))
 	block.Headers = map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-128-CBC,00112233445566778899AABBCCDDEEFF"}
 	return string(pem.EncodeToMemory(block))
+}
+
+// CAExtensions are the extensions a CSR asks for to be made a CA: basic constraints
+// CA:TRUE, the key usages keyCertSign and cRLSign, and code signing as its extended key
+// usage. A signer builds a leaf from the profile and copies none of them.
+func CAExtensions() []pkix.Extension {
+	mustMarshal := func(v any) []byte {
+		b, err := asn1.Marshal(v)
+		if err != nil {
+			panic(err)
+		}
+		return b
+	}
+	basic := struct {
+		IsCA bool `asn1:"optional"`
+	}{IsCA: true}
+	// keyCertSign (bit 5) and cRLSign (bit 6) of the KeyUsage BIT STRING.
+	usage := asn1.BitString{Bytes: []byte{0x06}, BitLength: 7}
+	return []pkix.Extension{
+		{Id: asn1.ObjectIdentifier{2, 5, 29, 19}, Critical: true, Value: mustMarshal(basic)},
+		{Id: asn1.ObjectIdentifier{2, 5, 29, 15}, Critical: true, Value: mustMarshal(usage)},
+		{Id: asn1.ObjectIdentifier{2, 5, 29, 37}, Value: mustMarshal([]asn1.ObjectIdentifier{{1, 3, 6, 1, 5, 5, 7, 3, 3}})},
+	}
 }

@@ -84,6 +84,7 @@ var checks = []check{
 	{"bad requests are InvalidArgument", checkBadRequests, nil},
 	{"hostile CSRs are InvalidArgument (two CNs, email SANs, RSA-1024, bad SANs, PEM headers)", checkHostileCSRs, nil},
 	{"the subject is the CN alone; URI SANs are copied", checkSubjectAndURIs, []string{checkCAName}},
+	{"a CSR asking to be a CA is signed as a plain leaf", checkExtensionsNotCopied, []string{checkCAName}},
 	{"concurrent SignCSR calls are safe", checkConcurrent, []string{checkCAName}},
 	{"the CA survives a restart of the plugin", checkRestart, []string{checkCAName}},
 	{"processes sharing one state directory agree on one CA (as a group on one host does)", checkSharedState, []string{checkCAName}},
