@@ -43,6 +43,11 @@ func TestOpenRefuses(t *testing.T) {
 	ct, _ := base64.StdEncoding.DecodeString(s.Ciphertext)
 	ct[0] ^= 1
 	tampered.Ciphertext = base64.StdEncoding.EncodeToString(ct)
+	// Relabelled: the sealed key of one CA presented as another's. The explicit
+	// fingerprint check passes (the label matches the CA offered); the AEAD itself must
+	// refuse, since the CA's fingerprint is in its associated data.
+	relabelled := s
+	relabelled.CASHA256 = Fingerprint([]byte("other-ca"))
 	for _, c := range []struct {
 		name     string
 		key      []byte
@@ -55,6 +60,7 @@ func TestOpenRefuses(t *testing.T) {
 		{"another relation", k, "other-peers", ca, s, "does not open"},
 		{"another CA", k, "db-peers", []byte("other-ca"), s, "is for CA"},
 		{"tampered ciphertext", k, "db-peers", ca, tampered, "does not open"},
+		{"relabelled to another CA", k, "db-peers", []byte("other-ca"), relabelled, "does not open"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := Open(c.key, c.relation, c.ca, c.sealed)

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto/x509/pkix"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -118,5 +119,33 @@ func TestValidityIsCappedByTheCA(t *testing.T) {
 	}
 	if got := pol.Validity(100000*time.Hour, nil, now); got != Defaults().MaxValidity {
 		t.Errorf("Validity(100000h) = %s, want policy.max_validity", got)
+	}
+}
+
+// policy.max_csr_bytes is a limit to the byte: a CSR of exactly that size is checked
+// further, one byte over it is refused by rule size.
+func TestCSRSizeLimitIsExact(t *testing.T) {
+	var dns []string
+	for i := 0; i < 40; i++ {
+		dns = append(dns, fmt.Sprintf("n%d.example", i))
+	}
+	csr := pkitest.MakeCSR(t, pkitest.Request{Subject: pkix.Name{CommonName: "node/0"}, DNS: dns})
+	if len(csr) <= 1024 {
+		t.Fatalf("the CSR is %d bytes, under the smallest limit allowed", len(csr))
+	}
+	for _, tt := range []struct {
+		limit int
+		rule  Rule // of the refusal; the SANs are not allowed, so a CSR within the limit is refused by another rule
+	}{
+		{len(csr), RuleNotAllowed},
+		{len(csr) - 1, RuleSize},
+	} {
+		rules := Defaults()
+		rules.MaxCSRBytes = tt.limit
+		_, err := MustNew(rules).Check(Request{Unit: "node/0", CSRPEM: []byte(csr), Profile: "peer"})
+		refusal, ok := err.(*Refusal)
+		if !ok || refusal.Rule != tt.rule {
+			t.Errorf("a %d-byte CSR under max_csr_bytes %d: %v, want a refusal by rule %s", len(csr), tt.limit, err, tt.rule)
+		}
 	}
 }
