@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"maps"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -724,5 +725,75 @@ func TestLeaderPublishesEachBatchBeforeSigningTheNext(t *testing.T) {
 	want := []string{fmt.Sprintf("sign %d", maxBatch), fmt.Sprintf("publish %d", maxBatch), "sign 44", "publish 44"}
 	if !slices.Equal(rec.events, want) {
 		t.Errorf("signer and relation calls %v, want %v", rec.events, want)
+	}
+}
+
+// guardRecorder keeps every leader write with its guards.
+type guardRecorder struct {
+	relation.Member
+	writes []guardedWrite
+}
+
+type guardedWrite struct {
+	kv     map[string]string
+	guards []relation.Guard
+}
+
+func (m *guardRecorder) SetLeaderData(ctx context.Context, kv map[string]string, guards ...relation.Guard) ([]string, error) {
+	m.writes = append(m.writes, guardedWrite{maps.Clone(kv), slices.Clone(guards)})
+	return m.Member.SetLeaderData(ctx, kv, guards...)
+}
+
+// Every certificate and rejection the leader publishes is guarded by the CSR it answers:
+// it lands only while the unit still asks for that CSR.
+func TestEveryAnswerIsGuardedByItsCSR(t *testing.T) {
+	ctx := context.Background()
+	store := relation.NewMemory(protocol.Schema())
+	m, err := store.Join(ctx, "db/0", relation.JoinOptions{LeaderEligible: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &guardRecorder{Member: m}
+	a, err := New(Options{Member: rec, Backends: inProcess{newCfssl(t, t.TempDir())}, Certificate: testCert, Policy: testPolicy, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.loadSignerCA(ctx); err != nil {
+		t.Fatal(err)
+	}
+	csrs := map[string]string{}
+	for _, unit := range []string{"u/1", "u/2"} {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		csr, err := certutil.NewCSRForKey(sdk.CSRRequest{CommonName: unit}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csrs[unit] = string(csr.CSRPEM)
+	}
+	err = a.apply(ctx, []protocol.Action{
+		protocol.SignCSR{Unit: "u/1", CSRPEM: csrs["u/1"], Profile: "peer", Validity: time.Hour},
+		protocol.RejectCSR{Unit: "u/2", CSRPEM: csrs["u/2"], Rejection: protocol.Rejection{CSRDigest: protocol.Digest(csrs["u/2"]), Reason: "no"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answers := 0
+	for _, w := range rec.writes {
+		for key := range w.kv {
+			unit, ok := protocol.Schema().UnitOfLeaderKey(key)
+			if !ok {
+				continue
+			}
+			answers++
+			guarded := slices.ContainsFunc(w.guards, func(g relation.Guard) bool {
+				return g.Unit == unit && g.Field == protocol.KeyCSR && g.Value == csrs[unit] && slices.Contains(g.Keys, key)
+			})
+			if !guarded {
+				t.Errorf("%s is published without a guard on %s's CSR (guards %+v)", key, unit, w.guards)
+			}
+		}
+	}
+	if answers < 2 {
+		t.Fatalf("the leader published %d answers, want a certificate and a rejection", answers)
 	}
 }

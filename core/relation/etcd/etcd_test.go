@@ -2,6 +2,7 @@ package etcd_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -450,4 +451,35 @@ func gauge(t *testing.T, name string) float64 {
 	}
 	t.Fatalf("%s is not registered", name)
 	return 0
+}
+
+// A deposed leader's write is refused by etcd itself: every leader write is fenced by
+// the create revision of the `elected` key its writer created. Here the old leader is
+// deposed behind its back (its key deleted, another unit elected) and still believes it
+// leads; its write must not land.
+func TestDeposedLeaderWriteIsRefused(t *testing.T) {
+	srv := startEmbedded(t)
+	s := open(t, srv.Endpoint(), "fence", 10*time.Second)
+	ctx := context.Background()
+	old := relationtest.Join(t, s, "db/0", true)
+	relationtest.Await(t, old, "db/0 to lead", func(s relation.Snapshot) bool { return s.Leader == "db/0" })
+	next := relationtest.Join(t, s, "db/1", true)
+	if _, err := old.SetLeaderData(ctx, map[string]string{"ca": "first"}); err != nil {
+		t.Fatalf("the leader's own write: %v", err)
+	}
+	if _, err := s.Client().Delete(ctx, "/tlsrelay/fence/elected"); err != nil {
+		t.Fatal(err)
+	}
+	relationtest.Await(t, next, "db/1 to lead", func(s relation.Snapshot) bool { return s.Leader == "db/1" })
+	_, err := old.SetLeaderData(ctx, map[string]string{"ca": "from the deposed leader"})
+	if !errors.Is(err, relation.ErrNotLeader) {
+		t.Fatalf("the deposed leader's write: %v, want ErrNotLeader", err)
+	}
+	resp, err := s.Client().Get(ctx, "/tlsrelay/fence/leader/ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "first" {
+		t.Fatalf("leader/ca = %v, want the value written while db/0 led", resp.Kvs)
+	}
 }
