@@ -9,7 +9,7 @@ import (
 
 	grpccodes "google.golang.org/grpc/codes"
 
-	pb "github.com/tlsrelay/tlsrelay/sdk/proto/backendv1"
+	pb "github.com/tlsrelay/tlsrelay/sdk/internal/backendv1"
 )
 
 // CapSignCSRs: the backend implements BatchSigner, signing many CSRs in one call.

@@ -5,7 +5,7 @@ import (
 	"math/big"
 	"time"
 
-	pb "github.com/tlsrelay/tlsrelay/sdk/proto/backendv1"
+	pb "github.com/tlsrelay/tlsrelay/sdk/internal/backendv1"
 )
 
 // grpcServer serves a Backend on the plugin side of the wire.

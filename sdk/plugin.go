@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 
-	pb "github.com/tlsrelay/tlsrelay/sdk/proto/backendv1"
+	pb "github.com/tlsrelay/tlsrelay/sdk/internal/backendv1"
 )
 
 // ProtocolVersion is the newest backend protocol version this SDK speaks.

@@ -73,7 +73,7 @@ type Options struct {
 	// Metrics, if set, counts what the unit does (core/metrics).
 	Metrics *metrics.Metrics
 	// Sync makes each file the unit writes durable before it takes its name; nil is an
-	// fsync each. The units of one process share an atomicfile.SyncGroup's.
+	// fsync each. The units of one process share a durable.SyncGroup's.
 	Sync func(*os.File) error
 	// StepTimeout bounds one decision's work, every backend call in it included: a
 	// plugin stuck in a call is killed at this deadline and started afresh. Default
@@ -134,7 +134,7 @@ func New(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	writer := atomicfile.Writer{Owner: atomicfile.OwnerOf(uid, gid), Sync: opts.Sync}
+	writer := atomicfile.Writer{Owner: &atomicfile.Owner{UID: uid, GID: gid}, Sync: opts.Sync}
 	a := &Agent{
 		opts:  opts,
 		unit:  unit,

@@ -24,6 +24,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/pluginhost"
 	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
@@ -158,10 +159,10 @@ func (h *Host) launch(ctx context.Context, name string) (*running, error) {
 
 // hostIdentity is this process's TLS identity towards its plugins, made once: one
 // P-256 key per host process instead of go-plugin AutoMTLS's P-521 pair per launch.
-var hostIdentity = sync.OnceValues(sdk.NewHostIdentity)
+var hostIdentity = sync.OnceValues(pluginhost.NewIdentity)
 
 // handTransportIdentity gives the plugin cmd will run its own TLS leaf, signed by the
-// host's identity (sdk.HostIdentity.Hand); processRunner.Start closes the parent's end
+// host's identity (pluginhost.Identity.Hand); processRunner.Start closes the parent's end
 // of the pipe once the process has started.
 func handTransportIdentity(cmd *exec.Cmd) (*tls.Config, error) {
 	id, err := hostIdentity()

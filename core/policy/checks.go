@@ -2,6 +2,7 @@ package policy
 
 import (
 	"crypto/x509"
+	"encoding/asn1"
 	"fmt"
 	"net"
 	"slices"
@@ -105,7 +106,7 @@ func (p *Policy) Check(req Request) (*x509.CertificateRequest, error) {
 }
 
 func (p *Policy) checkSubject(req Request, csr *x509.CertificateRequest) finding {
-	cns, cn := certutil.CountCommonNames(csr), csr.Subject.CommonName
+	cns, cn := countCommonNames(csr), csr.Subject.CommonName
 	switch {
 	case cns != 1:
 		return refusal(RuleSubject, "the subject has %d common names; exactly one is signed", cns)
@@ -215,3 +216,17 @@ func (p *Policy) sharedMatch(unit, name string) bool { return matchAny(p.shared,
 // Exclusive reports whether a name (Normalize'd, or an IP as text) in a unit's
 // certificate belongs to that unit alone: every name but a shared one.
 func (p *Policy) Exclusive(unit, name string) bool { return !p.sharedMatch(unit, name) }
+
+// countCommonNames counts the CN attributes of a CSR's subject: Go keeps the last one,
+// OpenSSL the first, so more than one would name two identities.
+func countCommonNames(csr *x509.CertificateRequest) int {
+	n := 0
+	for _, atv := range csr.Subject.Names {
+		if atv.Type.Equal(oidCommonName) {
+			n++
+		}
+	}
+	return n
+}
+
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}

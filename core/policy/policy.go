@@ -9,9 +9,6 @@
 package policy
 
 import (
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/rsa"
 	"crypto/x509"
 	"fmt"
 	"net"
@@ -158,17 +155,10 @@ func (p *Policy) Validity(requested time.Duration, ca *x509.Certificate, now tim
 	return v
 }
 
-// KeyOf names a public key's algorithm and size as policy.keys does.
+// KeyOf names a public key's algorithm and size as policy.keys does (certutil.KeySpecOf).
 func KeyOf(pub any) (alg string, size int) {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		return "ecdsa", k.Curve.Params().BitSize
-	case *rsa.PublicKey:
-		return "rsa", k.N.BitLen()
-	case ed25519.PublicKey:
-		return "ed25519", 0
-	}
-	return fmt.Sprintf("%T", pub), 0
+	k := certutil.KeySpecOf(pub)
+	return k.Algorithm, k.Size
 }
 
 func describeKey(alg string, size int) string {

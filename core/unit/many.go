@@ -16,7 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/core/relation"
-	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
+	"github.com/tlsrelay/tlsrelay/internal/durable"
 )
 
 // Spec is one of several units a process runs: its name and output directory.
@@ -55,7 +55,7 @@ type ManyOptions struct {
 }
 
 // RunMany runs several units in this process until ctx ends: one relation client, one
-// plugin host and one group flush of written files (atomicfile.SyncGroup) shared by
+// plugin host and one group flush of written files (durable.SyncGroup) shared by
 // all, an agent each (as `up --units-per-process` runs a
 // large group on one machine). Configured secrets are not fetched: every unit would
 // write the same files. It returns nil after every unit left, or the first error
@@ -120,7 +120,7 @@ type sharedByUnits struct {
 	// files flushes the units' written files together: in a burst (a group coming up,
 	// a CA rotation) one syncfs makes dozens durable, where an fsync of each of 1,000
 	// units' 5 files cost about a tenth of their issuance on disk (docs/BENCHMARKS.md).
-	files atomicfile.SyncGroup
+	files durable.SyncGroup
 }
 
 // runOne joins one unit (holding a slot of joining meanwhile) and runs its agent until

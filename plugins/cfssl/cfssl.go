@@ -19,8 +19,8 @@ import (
 	"github.com/cloudflare/cfssl/signer/local"
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/tlsrelay/tlsrelay/internal/casettings"
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/casettings"
 	"github.com/tlsrelay/tlsrelay/sdk/castore"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"syscall"
 )
 
 // Write replaces path with data, created with mode from the start, through a temporary
@@ -20,12 +19,7 @@ func Write(path string, data []byte, mode os.FileMode) error {
 // writer's) before it takes path's name, so the service reading it never sees it owned
 // by anyone else.
 func WriteOwned(path string, data []byte, mode os.FileMode, uid, gid int) error {
-	return Writer{Owner: OwnerOf(uid, gid)}.Write(path, data, mode)
-}
-
-// WriteOwnedReusing is WriteOwned through spare (see Writer.WriteReusing).
-func WriteOwnedReusing(path, spare string, data []byte, mode os.FileMode, uid, gid int) error {
-	return Writer{Owner: OwnerOf(uid, gid)}.WriteReusing(path, spare, data, mode)
+	return Writer{Owner: &Owner{UID: uid, GID: gid}}.Write(path, data, mode)
 }
 
 // A Writer writes files as Write does, given to its Owner and made durable by its Sync.
@@ -34,66 +28,32 @@ type Writer struct {
 	// Owner, if set, is given each file before the file takes its name.
 	Owner *Owner
 	// Sync makes a file's data durable before the file takes its name; nil is
-	// (*os.File).Sync. A SyncGroup's Sync shares that work among concurrent writers.
+	// (*os.File).Sync. A writer of many files at once may share that work among them.
 	Sync func(*os.File) error
+	// Temp, if set, gives the temporary file a write fills and renames to path: an
+	// empty regular file in path's directory, open for writing, that nothing else
+	// names or reads. Nil is a new file (os.CreateTemp).
+	Temp func(path string) (*os.File, error)
 }
 
 // Owner is a file's user and group; -1 leaves either as the writer's.
 type Owner struct{ UID, GID int }
 
-// OwnerOf is the Owner for uid and gid; nil (nothing to change) when both are -1.
-func OwnerOf(uid, gid int) *Owner {
-	if uid == -1 && gid == -1 {
-		return nil
-	}
-	return &Owner{UID: uid, GID: gid}
-}
-
 // Write replaces path with data, as the package's Write does.
 func (w Writer) Write(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	temp := w.Temp
+	if temp == nil {
+		temp = newTemp
+	}
+	tmp, err := temp(path)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return w.fill(tmp, path, data, mode)
 }
 
-// WriteReusing is Write through spare, a file in path's directory that the caller no
-// longer needs, instead of a new temporary file: spare is renamed aside, emptied,
-// filled and renamed to path. Creating an inode is the dearest step of a write on some
-// file systems (on ext4 here 10 to 50 times a rename); this skips it. A missing spare,
-// or one with other links (they would see data), falls back to Write. Meant for public
-// files: spare's old content is gone only once it is emptied.
-func (w Writer) WriteReusing(path, spare string, data []byte, mode os.FileMode) error {
-	if filepath.Dir(spare) != filepath.Dir(path) {
-		return fmt.Errorf("write %s: the spare %s is in another directory", path, spare)
-	}
-	aside := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp-"+filepath.Base(spare))
-	if err := os.Rename(spare, aside); err != nil {
-		return w.Write(path, data, mode)
-	}
-	tmp, err := os.OpenFile(aside, os.O_WRONLY|syscall.O_NOFOLLOW, 0)
-	if err != nil {
-		os.Remove(aside)
-		return w.Write(path, data, mode)
-	}
-	// Emptied only once it is known to be ours alone.
-	if !soleLink(tmp) || tmp.Truncate(0) != nil {
-		tmp.Close()
-		os.Remove(aside)
-		return w.Write(path, data, mode)
-	}
-	return w.fill(tmp, path, data, mode)
-}
-
-// soleLink says whether f is a regular file with no other name.
-func soleLink(f *os.File) bool {
-	info, err := f.Stat()
-	if err != nil || !info.Mode().IsRegular() {
-		return false
-	}
-	st, ok := info.Sys().(*syscall.Stat_t)
-	return ok && st.Nlink == 1
+func newTemp(path string) (*os.File, error) {
+	return os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 }
 
 // fill gives tmp its owner and mode, writes data, syncs it and renames it to path. On
@@ -105,12 +65,12 @@ func (w Writer) fill(tmp *os.File, path string, data []byte, mode os.FileMode) (
 			os.Remove(tmp.Name())
 		}
 	}()
-	if o := w.Owner; o != nil {
+	if o := w.Owner; o != nil && (o.UID != -1 || o.GID != -1) {
 		if err = tmp.Chown(o.UID, o.GID); err != nil {
 			return fmt.Errorf("write %s: give it to uid %d, gid %d: %w", path, o.UID, o.GID, err)
 		}
 	}
-	// The mode is set before data goes in: a new temporary file is 0600, a reused one
+	// The mode is set before data goes in: a new temporary file is 0600, one from Temp
 	// empty.
 	if err = tmp.Chmod(mode); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)

@@ -56,7 +56,7 @@ func SplitSANs(sans []string) (dns []string, ips []net.IP) {
 // ParseCSR decodes a PEM CSR and checks its signature. Every failure is
 // InvalidArgument naming unit, so a signer never retries or half-signs a bad request.
 func ParseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
-	csr, err := ParseCSRUnverified(csrPEM, unit)
+	csr, err := parseCSRUnverified(csrPEM, unit)
 	if err != nil {
 		return nil, err
 	}
@@ -66,10 +66,10 @@ func ParseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
 	return csr, nil
 }
 
-// ParseCSRUnverified is ParseCSR without the signature check (three quarters of its cost
-// for a P-256 CSR), for a CSR whose signature is checked elsewhere or that its reader
-// made itself.
-func ParseCSRUnverified(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
+// parseCSRUnverified is ParseCSR without the signature check (three quarters of its cost
+// for a P-256 CSR), for a signer whose signing library checks it
+// (CheckSignRequestExceptSignature).
+func parseCSRUnverified(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
 	block, rest := pem.Decode(csrPEM)
 	if block == nil {
 		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR is not PEM")
@@ -143,6 +143,20 @@ func Validity(requested, def time.Duration) (time.Duration, error) {
 // Backdate is how far before now a certificate's NotBefore is set, so that peers whose
 // clocks lag a little accept it at once.
 const Backdate = 5 * time.Minute
+
+// KeySpecOf names a public key as a KeySpec does: "ecdsa" with its curve's size, "rsa"
+// with its modulus', "ed25519" with size 0; any other key by its Go type.
+func KeySpecOf(pub crypto.PublicKey) sdk.KeySpec {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return sdk.KeySpec{Algorithm: "ecdsa", Size: k.Curve.Params().BitSize}
+	case *rsa.PublicKey:
+		return sdk.KeySpec{Algorithm: "rsa", Size: k.N.BitLen()}
+	case ed25519.PublicKey:
+		return sdk.KeySpec{Algorithm: "ed25519"}
+	}
+	return sdk.KeySpec{Algorithm: fmt.Sprintf("%T", pub)}
+}
 
 // SamePublicKey reports whether two public keys are equal.
 func SamePublicKey(a, b crypto.PublicKey) bool {
@@ -258,9 +272,9 @@ func Days(validity time.Duration) int {
 	return max(1, days)
 }
 
-// CountCommonNames counts the CN attributes of a CSR's subject: Go keeps the last one,
+// countCommonNames counts the CN attributes of a CSR's subject: Go keeps the last one,
 // OpenSSL the first, so more than one would name two identities.
-func CountCommonNames(csr *x509.CertificateRequest) int {
+func countCommonNames(csr *x509.CertificateRequest) int {
 	n := 0
 	for _, atv := range csr.Subject.Names {
 		if atv.Type.Equal(oidCommonName) {
@@ -314,7 +328,7 @@ const MaxSANs = 1000
 // P-384 or P-521, Ed25519), exactly one common name, DNS SANs that are DNS names, no email SANs, at most MaxSANs.
 func CheckCSRContent(csr *x509.CertificateRequest, unit string) error {
 	ref := unitRef(unit)
-	if n := CountCommonNames(csr); n != 1 {
+	if n := countCommonNames(csr); n != 1 {
 		return sdk.Errorf(sdk.CodeInvalidArgument, ref, "the subject has %d common names; exactly one is signed", n)
 	}
 	switch k := csr.PublicKey.(type) {
@@ -376,7 +390,7 @@ func CheckSignRequest(req sdk.SignRequest, defaultValidity time.Duration) (SignP
 // a signer whose signing library checks it itself (cfssl's signer does): the signature
 // is then checked once in the plugin, not twice.
 func CheckSignRequestExceptSignature(req sdk.SignRequest, defaultValidity time.Duration) (SignPlan, error) {
-	return checkSignRequest(req, defaultValidity, ParseCSRUnverified)
+	return checkSignRequest(req, defaultValidity, parseCSRUnverified)
 }
 
 func checkSignRequest(req sdk.SignRequest, defaultValidity time.Duration, parse func([]byte, string) (*x509.CertificateRequest, error)) (SignPlan, error) {

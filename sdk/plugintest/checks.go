@@ -1,8 +1,6 @@
 package plugintest
 
 import (
-	"crypto/ecdsa"
-	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
@@ -136,20 +134,10 @@ func checkCSR(csr sdk.CSR, spec sdk.KeySpec) error {
 	if err := sameNames(req.DNSNames, req.IPAddresses); err != nil {
 		p.addf("CSR %w", err)
 	}
-	if alg, size := keyOf(req.PublicKey); alg != spec.Algorithm || size != spec.Size {
-		p.addf("CSR key is %s %d, want %s %d", alg, size, spec.Algorithm, spec.Size)
+	if got := certutil.KeySpecOf(req.PublicKey); got != spec {
+		p.addf("CSR key is %s %d, want %s %d", got.Algorithm, got.Size, spec.Algorithm, spec.Size)
 	}
 	return p.err()
-}
-
-func keyOf(pub any) (string, int) {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		return "ecdsa", k.Curve.Params().BitSize
-	case *rsa.PublicKey:
-		return "rsa", k.N.BitLen()
-	}
-	return fmt.Sprintf("%T", pub), 0
 }
 
 func sameNames(dns []string, ips []net.IP) error {

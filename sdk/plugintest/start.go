@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-plugin"
 
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/pluginhost"
 )
 
 // Starter starts a backend that keeps its state in stateDir and returns the host's view
@@ -93,7 +94,7 @@ func Command(configJSON []byte, path string, args ...string) Starter {
 	}
 }
 
-var hostIdentity = sync.OnceValues(sdk.NewHostIdentity)
+var hostIdentity = sync.OnceValues(pluginhost.NewIdentity)
 
 // quiet keeps go-plugin's own chatter out of test output; failures surface as errors.
 var quiet = hclog.New(&hclog.LoggerOptions{Level: hclog.Off, Output: os.Stderr})

@@ -1,5 +1,7 @@
-// Package proto holds the wire contract of tlsrelay backends. The Go code in backendv1 is
-// generated and committed; regenerate it after editing backend.proto with
+// Package proto holds the wire contract of tlsrelay backends: backend.proto, public for
+// plugins written in other languages. The Go code generated from it lives under the sdk's
+// internal/backendv1 (a Go plugin uses sdk.Serve, never the generated code), committed;
+// regenerate it after editing backend.proto with
 //
 //	cd sdk && go generate ./proto
 //
@@ -7,4 +9,4 @@
 // generators are pinned as tool dependencies in sdk/go.mod.
 package proto
 
-//go:generate sh -c "protoc --plugin=protoc-gen-go=\"$(go tool -n protoc-gen-go)\" --plugin=protoc-gen-go-grpc=\"$(go tool -n protoc-gen-go-grpc)\" --go_out=backendv1 --go_opt=paths=source_relative --go-grpc_out=backendv1 --go-grpc_opt=paths=source_relative backend.proto"
+//go:generate sh -c "protoc --plugin=protoc-gen-go=\"$(go tool -n protoc-gen-go)\" --plugin=protoc-gen-go-grpc=\"$(go tool -n protoc-gen-go-grpc)\" --go_out=../internal/backendv1 --go_opt=paths=source_relative --go-grpc_out=../internal/backendv1 --go-grpc_opt=paths=source_relative backend.proto"

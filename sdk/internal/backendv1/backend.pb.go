@@ -1587,7 +1587,7 @@ const file_backend_proto_rawDesc = "" +
 	"\bExportCA\x12$.tlsrelay.backend.v1.ExportCARequest\x1a%.tlsrelay.backend.v1.ExportCAResponse\x12W\n" +
 	"\bImportCA\x12$.tlsrelay.backend.v1.ImportCARequest\x1a%.tlsrelay.backend.v1.ImportCAResponse\x12T\n" +
 	"\aSignCRL\x12#.tlsrelay.backend.v1.SignCRLRequest\x1a$.tlsrelay.backend.v1.SignCRLResponse\x12W\n" +
-	"\bSignCSRs\x12$.tlsrelay.backend.v1.SignCSRsRequest\x1a%.tlsrelay.backend.v1.SignCSRsResponseB2Z0github.com/tlsrelay/tlsrelay/sdk/proto/backendv1b\x06proto3"
+	"\bSignCSRs\x12$.tlsrelay.backend.v1.SignCSRsRequest\x1a%.tlsrelay.backend.v1.SignCSRsResponseB5Z3github.com/tlsrelay/tlsrelay/sdk/internal/backendv1b\x06proto3"
 
 var (
 	file_backend_proto_rawDescOnce sync.Once

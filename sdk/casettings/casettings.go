@@ -1,6 +1,6 @@
 // Package casettings is the part of a signing backend's configuration that every
-// built-in backend shares: the CA's name and lifetime, and the default certificate
-// lifetime.
+// built-in signer shares, and a third party's may: the CA's name and lifetime, and the
+// default certificate lifetime, with the keys and defaults the built-ins use.
 package casettings
 
 import (

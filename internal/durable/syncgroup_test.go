@@ -1,4 +1,4 @@
-package atomicfile
+package durable
 
 import (
 	"errors"
@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 )
 
 // heldGroup returns a SyncGroup whose first round says it started (firstFlushing) and
@@ -61,7 +63,7 @@ func waitFor(t *testing.T, cond func() bool) {
 
 // writeConcurrently writes n files in dir through w, the first alone and the rest at
 // once when its flush has begun, and returns each write's error.
-func writeConcurrently(dir string, n int, w Writer, firstFlushing <-chan struct{}) []error {
+func writeConcurrently(dir string, n int, w atomicfile.Writer, firstFlushing <-chan struct{}) []error {
 	errs := make([]error, n)
 	write := func(i int) {
 		errs[i] = w.Write(filepath.Join(dir, fmt.Sprint("f", i)), []byte(fmt.Sprint("data ", i)), 0o644)
@@ -83,7 +85,7 @@ func TestSyncGroupFlushesConcurrentWritersTogether(t *testing.T) {
 	const n = 24
 	dir := t.TempDir()
 	g, firstFlushing, rounds, syncfsCalls := heldGroup(t, n-1, nil)
-	for i, err := range writeConcurrently(dir, n, Writer{Sync: g.Sync}, firstFlushing) {
+	for i, err := range writeConcurrently(dir, n, atomicfile.Writer{Sync: g.Sync}, firstFlushing) {
 		if err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
@@ -110,7 +112,7 @@ func TestSyncGroupFailsTheWritesOfAFailedFlush(t *testing.T) {
 	dir := t.TempDir()
 	injected := errors.New("injected writeback error")
 	g, firstFlushing, _, _ := heldGroup(t, n-1, func(*os.File) error { return injected })
-	errs := writeConcurrently(dir, n, Writer{Sync: g.Sync}, firstFlushing)
+	errs := writeConcurrently(dir, n, atomicfile.Writer{Sync: g.Sync}, firstFlushing)
 	if errs[0] != nil {
 		t.Fatalf("the first write, fsynced alone: %v", errs[0])
 	}
