@@ -149,3 +149,79 @@ func TestCSRSizeLimitIsExact(t *testing.T) {
 		}
 	}
 }
+
+// Each limit of the rules at its edges: the edge itself is allowed, one step beyond it
+// is refused naming the key.
+func TestRuleLimitsAtTheirEdges(t *testing.T) {
+	tests := []struct {
+		edit func(*Rules)
+		want string // "" allowed
+	}{
+		{func(r *Rules) { r.MaxCSRBytes = 1024 }, ""},
+		{func(r *Rules) { r.MaxCSRBytes = 1023 }, "policy.max_csr_bytes"},
+		{func(r *Rules) { r.MaxCSRBytes = LimitCSRBytes }, ""},
+		{func(r *Rules) { r.MaxCSRBytes = LimitCSRBytes + 1 }, "policy.max_csr_bytes"},
+		{func(r *Rules) { r.MaxSANs = 1 }, ""},
+		{func(r *Rules) { r.MaxSANs = LimitSANs }, ""},
+		{func(r *Rules) { r.MaxSANs = LimitSANs + 1 }, "policy.max_sans"},
+		{func(r *Rules) { r.MaxValidity = time.Hour }, ""},
+		{func(r *Rules) { r.MaxValidity = time.Hour - time.Second }, "policy.max_validity"},
+		{func(r *Rules) { r.MaxValidity = LimitValidity }, ""},
+		{func(r *Rules) { r.MaxValidity = LimitValidity + time.Second }, "policy.max_validity"},
+		{func(r *Rules) { r.Keys = map[string][]int{"rsa": {2048}} }, ""},
+		{func(r *Rules) { r.Keys = map[string][]int{"rsa": {2047}} }, "policy.keys.rsa"},
+		{func(r *Rules) { r.Keys = map[string][]int{"ecdsa": {521}} }, ""},
+		{func(r *Rules) { r.Keys = map[string][]int{"ecdsa": {512}} }, "policy.keys.ecdsa"},
+	}
+	for _, tt := range tests {
+		r := Defaults()
+		tt.edit(&r)
+		_, err := New(r)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("New(max_csr_bytes %d, max_sans %d, max_validity %s, keys %v) = %v, want %q",
+				r.MaxCSRBytes, r.MaxSANs, r.MaxValidity, r.Keys, err, tt.want)
+		}
+	}
+}
+
+// policy.max_sans counts DNS names, IPs and URIs together: exactly the limit is checked
+// further, one more is refused by rule san_count. A refused key names what is allowed.
+func TestSANCountAndKeyMessages(t *testing.T) {
+	rules := Defaults()
+	rules.MaxSANs = 3
+	rules.SANs = []string{"*.example", "10.0.0.0/8"}
+	rules.URIs = []string{"spiffe://corp/*"}
+	pol := MustNew(rules)
+	for _, tt := range []struct {
+		req  pkitest.Request
+		rule Rule // "" signed
+	}{
+		{pkitest.Request{DNS: []string{"node-0"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}, URIs: []string{"spiffe://corp/x"}}, ""},
+		{pkitest.Request{DNS: []string{"node-0", "a.example"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}, URIs: []string{"spiffe://corp/x"}}, RuleSANCount},
+		{pkitest.Request{DNS: []string{"node-0"}, IPs: []net.IP{net.ParseIP("10.0.0.1"), net.ParseIP("10.0.0.2")}, URIs: []string{"spiffe://corp/x"}}, RuleSANCount},
+		{pkitest.Request{DNS: []string{"node-0"}, IPs: []net.IP{net.ParseIP("10.0.0.1")}, URIs: []string{"spiffe://corp/x", "spiffe://corp/y"}}, RuleSANCount},
+	} {
+		tt.req.Subject = pkix.Name{CommonName: "node/0"}
+		_, err := pol.Check(Request{Unit: "node/0", CSRPEM: []byte(pkitest.MakeCSR(t, tt.req)), Profile: "peer"})
+		if got := ruleOf(err); got != tt.rule {
+			t.Errorf("%d DNS, %d IP, %d URI SANs under max_sans 3: %v, want rule %q",
+				len(tt.req.DNS), len(tt.req.IPs), len(tt.req.URIs), err, tt.rule)
+		}
+	}
+	rules = Defaults()
+	rules.Keys = map[string][]int{"ecdsa": {384}, "ed25519": {0}}
+	_, err := MustNew(rules).Check(Request{Unit: "node/0", CSRPEM: []byte(pkitest.CSR(t, pkitest.NewKey(t), "node/0", "node-0")), Profile: "peer"})
+	if ruleOf(err) != RuleKey || !strings.Contains(err.Error(), "ecdsa [384], ed25519") || strings.Contains(err.Error(), "rsa") {
+		t.Errorf("a P-256 key under keys {ecdsa: [384], ed25519}: %v, want a refusal naming exactly what is allowed", err)
+	}
+}
+
+func ruleOf(err error) Rule {
+	if r, ok := err.(*Refusal); ok {
+		return r.Rule
+	}
+	if err != nil {
+		return "not a refusal"
+	}
+	return ""
+}

@@ -44,7 +44,7 @@ func TestNamesHeldByOneUnitAreRefusedToAnother(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := Decide(View{Unit: "db/0", Leader: true, Policy: pol, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM},
-				Units: map[string]map[string]string{"db/0": {KeyCSR: csr0, KeyProfile: "peer"}, "db/1": {KeyCSR: tt.csr, KeyProfile: "peer"}},
+				Units:      map[string]map[string]string{"db/0": {KeyCSR: csr0, KeyProfile: "peer"}, "db/1": {KeyCSR: tt.csr, KeyProfile: "peer"}},
 				LeaderData: map[string]string{KeyCA: ca.PEM, KeyCASigner: "cfssl", SignedCertificateKey("db/0"): cert0},
 				Local:      Local{Installed: &Installed{Cert: mustLeaf(t, cert0), CAPEM: ca.PEM}},
 				CA:         CATerms{Signer: "cfssl"},
