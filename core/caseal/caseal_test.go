@@ -67,6 +67,9 @@ func TestOpenRefuses(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Open: %v, want an error containing %q", err, c.want)
 			}
+			if c.want == "is for CA" && (!strings.Contains(err.Error(), Fingerprint(c.ca)[:16]) || strings.Contains(err.Error(), Fingerprint(c.ca))) {
+				t.Fatalf("Open: %v, want the CA named by its fingerprint's first 16 digits", err)
+			}
 			if c.want == "does not open" && !errors.Is(err, ErrWrongKey) {
 				t.Fatalf("Open: %v is not ErrWrongKey", err)
 			}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -26,6 +27,9 @@ func TestCheckKeySpec(t *testing.T) {
 		{sdk.KeySpec{Algorithm: "ecdsa", Size: 521}, false},
 		{sdk.KeySpec{Algorithm: "rsa", Size: 1024}, false},
 		{sdk.KeySpec{Algorithm: "rsa", Size: 16384}, false},
+		{sdk.KeySpec{Algorithm: "rsa", Size: 2047}, false},
+		{sdk.KeySpec{Algorithm: "rsa", Size: MaxRSABits}, true},
+		{sdk.KeySpec{Algorithm: "rsa", Size: MaxRSABits + 1}, false},
 		{sdk.KeySpec{Algorithm: "ed25519", Size: 256}, false},
 	} {
 		err := CheckKeySpec(tt.spec)
@@ -91,6 +95,9 @@ func TestCheckSAN(t *testing.T) {
 		{"db-0", true}, {"db-0.example.com", true}, {"*.example.com", true}, {"127.0.0.1", true}, {"::1", true},
 		{"", false}, {"a,DNS:evil", false}, {"a\nbasicConstraints=CA:TRUE", false}, {"a b", false},
 		{"*.", false}, {"a=b", false}, {"db/0", false},
+		// Every character class at its edges, and the length limit.
+		{"azAZ09-_.x", true}, {"a`b", false}, {"a{b", false}, {"a@b", false}, {"a[b", false}, {"a:b", false}, {"a/b", false},
+		{strings.Repeat("a", 253), true}, {strings.Repeat("a", 254), false}, {"*." + strings.Repeat("a", 251), true},
 	} {
 		if err := CheckSAN(tt.san, "unit"); (err == nil) != tt.ok {
 			t.Errorf("CheckSAN(%q) = %v, want ok=%v", tt.san, err, tt.ok)

@@ -5,6 +5,8 @@ import (
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
+	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +70,60 @@ func TestCheckSignRequestRefuses(t *testing.T) {
 		_, err := certutil.CheckSignRequest(sdk.SignRequest{CSRPEM: []byte(tt.csr), Profile: sdk.ProfilePeer, Unit: "db/0"}, time.Hour)
 		if !sdk.IsCode(err, sdk.CodeInvalidArgument) || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: err = %v, want InvalidArgument about the %s", tt.name, err, tt.want)
+		}
+	}
+}
+
+// A signer copies at most MaxSANs SANs, DNS names, IPs and URIs counted together.
+func TestCheckCSRContentSANLimit(t *testing.T) {
+	names := func(n int) []string {
+		out := make([]string, n)
+		for i := range out {
+			out[i] = fmt.Sprintf("n%d.example", i)
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		dns  int
+		ips  []net.IP
+		uris []string
+		ok   bool
+	}{
+		{certutil.MaxSANs, nil, nil, true},
+		{certutil.MaxSANs + 1, nil, nil, false},
+		{certutil.MaxSANs - 1, []net.IP{net.ParseIP("10.0.0.1")}, []string{"spiffe://x/y"}, false},
+		{certutil.MaxSANs - 2, []net.IP{net.ParseIP("10.0.0.1")}, []string{"spiffe://x/y"}, true},
+	} {
+		csrPEM := plugintest.MakeCSR(plugintest.CSRRequest{Subject: pkix.Name{CommonName: "db/0"}, DNS: names(tt.dns), IPs: tt.ips, URIs: tt.uris})
+		_, err := certutil.CheckSignRequest(sdk.SignRequest{CSRPEM: []byte(csrPEM), Profile: sdk.ProfilePeer, Unit: "db/0"}, time.Hour)
+		if (err == nil) != tt.ok {
+			t.Errorf("%d DNS names, %d IPs, %d URIs: %v, want ok=%v", tt.dns, len(tt.ips), len(tt.uris), err, tt.ok)
+		}
+	}
+}
+
+// CreateCSR's checks refuse a bad key spec, a missing common name and a bad SAN, each
+// as InvalidArgument naming what is wrong.
+func TestCheckCSRRequest(t *testing.T) {
+	good := sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, CommonName: "db/0", SANs: []string{"db-0", "10.0.0.1"}}
+	if err := certutil.CheckCSRRequest(good); err != nil {
+		t.Fatalf("a good request: %v", err)
+	}
+	for _, tt := range []struct {
+		name string
+		edit func(*sdk.CSRRequest)
+		want string
+	}{
+		{"a bad key spec", func(r *sdk.CSRRequest) { r.Key.Size = 255 }, "key.size"},
+		{"no common name", func(r *sdk.CSRRequest) { r.CommonName = "" }, "common name"},
+		{"a bad SAN", func(r *sdk.CSRRequest) { r.SANs = append(r.SANs, "a,b") }, `"a,b"`},
+	} {
+		req := good
+		req.SANs = append([]string(nil), good.SANs...)
+		tt.edit(&req)
+		err := certutil.CheckCSRRequest(req)
+		if !sdk.IsCode(err, sdk.CodeInvalidArgument) || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want InvalidArgument about %s", tt.name, err, tt.want)
 		}
 	}
 }
