@@ -75,6 +75,9 @@ type Options struct {
 	// Sync makes each file the unit writes durable before it takes its name; nil is an
 	// fsync each. The units of one process share a durable.SyncGroup's.
 	Sync func(*os.File) error
+	// Cache remembers what the protocol parsed and verified (protocol.Cache); nil is one
+	// of the agent's own. The units of one process share one.
+	Cache *protocol.Cache
 	// StepTimeout bounds one decision's work, every backend call in it included: a
 	// plugin stuck in a call is killed at this deadline and started afresh. Default
 	// DefaultStepTimeout.
@@ -122,6 +125,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.StepTimeout <= 0 {
 		opts.StepTimeout = DefaultStepTimeout
+	}
+	if opts.Cache == nil {
+		opts.Cache = protocol.NewCache()
 	}
 	if opts.Policy == nil {
 		rules := policy.Defaults()

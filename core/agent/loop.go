@@ -119,7 +119,7 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	}
 	d := protocol.Decide(protocol.View{
 		Unit: a.unit, Leader: leader, Units: snap.Units, LeaderData: snap.LeaderData,
-		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, CASeal: len(a.opts.SealKey) > 0,
+		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, Cache: a.opts.Cache, CASeal: len(a.opts.SealKey) > 0,
 		Policy: a.opts.Policy,
 		CA: protocol.CATerms{Signer: a.opts.SignerName, Request: snap.Requests[protocol.RequestRotateCA],
 			RotateBefore: a.opts.CARotateBefore, Ref: a.opts.CARef},

@@ -27,7 +27,7 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 		a.log.Error("leader cannot sign", "problem", d.LeaderProblem)
 	}
 	if cert := leaf(local); cert != nil {
-		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, protocol.TrustsOf(local.Installed.CAPEM)
+		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, a.opts.Cache.TrustsOf(local.Installed.CAPEM)
 	}
 	a.opts.Metrics.Expires(a.unit, s.NotAfter)
 	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
@@ -60,8 +60,10 @@ func (a *Agent) Health() (ok bool, detail string) {
 	return true, detail
 }
 
-// publishStatus writes the unit's status into its bag when it changed, for `status`.
-// A failure here is logged, not returned: the status is a report, not the protocol.
+// publishStatus writes the unit's status into its bag when it changed: for `status`, and
+// for the leader, whose revocations and CA rotations wait on the serial and trusted CAs
+// it reports. A failure here is logged, not returned: the next step publishes again, and
+// a leader judges only what it can check against what it issued.
 func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
 	s := a.last
 	if stepErr != nil {

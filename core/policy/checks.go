@@ -22,6 +22,11 @@ type Request struct {
 	// Claimed maps names (Normalize'd DNS names, IPs as text) to the unit whose current
 	// certificate holds them exclusively.
 	Claimed map[string]string
+	// Verified, if set, remembers the CSRs that parsed and whose signature verified, by
+	// their PEM: a leader checks every pending CSR at every decision, and a signature
+	// verifies the same way every time. Failures are not kept (their message names the
+	// unit). The caller owns it (protocol.Cache).
+	Verified *memo.Memo[*x509.CertificateRequest]
 }
 
 // Refusal is why a CSR is not signed. It is final for that CSR: the unit must send
@@ -66,15 +71,11 @@ func (r *Refusal) Error() string {
 	return fmt.Sprintf("CSR of %s refused: %s", r.Unit, r.Reason)
 }
 
-// verifiedCSRs holds CSRs that parsed and whose signature verified, by their PEM: the
-// leader checks every pending CSR at every decision, and a CSR's signature verifies the
-// same way every time. Failures are not kept (their message names the unit).
-var verifiedCSRs = memo.New[*x509.CertificateRequest](16384)
-
-// parseCSR is certutil.ParseCSR, remembered. The CSR returned is shared: read it only.
-func parseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
-	return verifiedCSRs.Remember(memo.KeyOf(csrPEM), func() (*x509.CertificateRequest, error) {
-		return certutil.ParseCSR(csrPEM, unit)
+// parseCSR is certutil.ParseCSR, remembered in req.Verified when the caller keeps one.
+// The CSR returned may be shared: read it only.
+func parseCSR(req Request) (*x509.CertificateRequest, error) {
+	return req.Verified.Remember(memo.KeyOf(req.CSRPEM), func() (*x509.CertificateRequest, error) {
+		return certutil.ParseCSR(req.CSRPEM, req.Unit)
 	})
 }
 
@@ -91,7 +92,7 @@ func (p *Policy) Check(req Request) (*x509.CertificateRequest, error) {
 	default:
 		return refuse(refusal(RuleProfile, "profile %q is not one of server, client, peer", req.Profile))
 	}
-	csr, err := parseCSR(req.CSRPEM, req.Unit)
+	csr, err := parseCSR(req)
 	if err != nil {
 		return refuse(refusal(RuleMalformed, "%v", strings.TrimPrefix(err.Error(), "InvalidArgument: ")))
 	}

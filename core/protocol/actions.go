@@ -1,9 +1,12 @@
 package protocol
 
-import "time"
+import (
+	"math/big"
+	"time"
+)
 
 // Action is one step the agent carries out. Unit actions touch the unit's own files and
-// bag; leader actions touch leader data and the signer.
+// bag; leader actions touch leader data and the signer. This file is the whole catalogue.
 type Action interface{ action() }
 
 // CreateCSR: make a new key and CSR with the csr backend, keep the key as pending, and
@@ -84,6 +87,17 @@ type RejectCSR struct {
 // ForgetUnit (leader): delete a departed unit's certificate and rejection from leader data.
 type ForgetUnit struct{ Unit string }
 
+// SignCRL (leader): have the signer sign a CRL of Revoked, numbered Number, valid from
+// Now for CRLLifetime, and publish it under KeyCRL.
+type SignCRL struct {
+	Revoked []Revocation
+	Number  *big.Int
+	Now     time.Time
+}
+
+// InstallCRL (unit): write the group's CRL as ca.crl.
+type InstallCRL struct{ PEM string }
+
 func (CreateCSR) action()          {}
 func (NewSignerCA) action()        {}
 func (SetLeaderData) action()      {}
@@ -99,3 +113,5 @@ func (RejectCSR) action()          {}
 func (ForgetUnit) action()         {}
 func (LoadReferencedCA) action()   {}
 func (ImportReferencedCA) action() {}
+func (SignCRL) action()            {}
+func (InstallCRL) action()         {}

@@ -22,8 +22,8 @@ import (
 func UnitDNSName(unit string) string { return policy.UnitDNSName(unit) }
 
 // leafFor returns the leaf of chain if it certifies pub and chains to the CA bundle.
-func leafFor(chainPEM string, pub crypto.PublicKey, caPEM string, now time.Time) (*x509.Certificate, error) {
-	certs, err := parseCerts(chainPEM)
+func (c *Cache) leafFor(chainPEM string, pub crypto.PublicKey, caPEM string, now time.Time) (*x509.Certificate, error) {
+	certs, err := c.parseCerts(chainPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -31,7 +31,7 @@ func leafFor(chainPEM string, pub crypto.PublicKey, caPEM string, now time.Time)
 	if !certutil.SamePublicKey(leaf.PublicKey, pub) {
 		return nil, errors.New("certificate is for another key")
 	}
-	if err := verifyChain(leaf, certs[1:], caPEM, now); err != nil {
+	if err := c.verifyChain(leaf, certs[1:], caPEM, now); err != nil {
 		return nil, err
 	}
 	return leaf, nil
@@ -40,16 +40,16 @@ func leafFor(chainPEM string, pub crypto.PublicKey, caPEM string, now time.Time)
 // verifyChain checks that leaf chains to one of the CAs in the bundle at time now.
 // A chain that verified is remembered with the window in which all its certificates
 // are valid: the signatures verify the same way every time, only the time changes.
-func verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, caPEM string, now time.Time) error {
+func (c *Cache) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, caPEM string, now time.Time) error {
 	parts := [][]byte{leaf.Raw, []byte(caPEM)}
-	for _, c := range intermediates {
-		parts = append(parts, c.Raw)
+	for _, cert := range intermediates {
+		parts = append(parts, cert.Raw)
 	}
 	key := memo.KeyOf(parts...)
-	if w, ok := verifiedChains.Get(key); ok && !now.Before(w.from) && !now.After(w.to) {
+	if w, ok := c.chainMemo().Get(key); ok && !now.Before(w.from) && !now.After(w.to) {
 		return nil
 	}
-	roots, err := parseCerts(caPEM)
+	roots, err := c.parseCerts(caPEM)
 	if err != nil {
 		return fmt.Errorf("CA bundle: %w", err)
 	}
@@ -62,21 +62,21 @@ func verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, caPE
 	for _, r := range roots {
 		opts.Roots.AddCert(r)
 	}
-	for _, c := range intermediates {
-		opts.Intermediates.AddCert(c)
+	for _, cert := range intermediates {
+		opts.Intermediates.AddCert(cert)
 	}
 	chains, err := leaf.Verify(opts)
 	if err != nil {
 		return err
 	}
 	w := window{from: leaf.NotBefore, to: leaf.NotAfter}
-	for _, c := range chains[0] {
-		w.from, w.to = latest(w.from, c.NotBefore), earliest(w.to, c.NotAfter)
+	for _, cert := range chains[0] {
+		w.from, w.to = latest(w.from, cert.NotBefore), earliest(w.to, cert.NotAfter)
 	}
-	verifiedChains.Put(key, w)
+	c.chainMemo().Put(key, w)
 	// Each link's signature verified: signedBy need not check it again.
 	for i := 0; i+1 < len(chains[0]); i++ {
-		signatures.Put(memo.KeyOf(chains[0][i].Raw, chains[0][i+1].Raw), true)
+		c.signatureMemo().Put(memo.KeyOf(chains[0][i].Raw, chains[0][i+1].Raw), true)
 	}
 	return nil
 }
@@ -84,19 +84,15 @@ func verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, caPE
 // signedBy says whether issuer's key signed cert. Every unit asks at every decision
 // whether its certificate is the signing CA's (a CA rotation), so the answer is
 // remembered: a signature check is the costliest part of that decision.
-func signedBy(cert, issuer *x509.Certificate) bool {
-	ok, _ := signatures.Remember(memo.KeyOf(cert.Raw, issuer.Raw), func() (bool, error) {
+func (c *Cache) signedBy(cert, issuer *x509.Certificate) bool {
+	ok, _ := c.signatureMemo().Remember(memo.KeyOf(cert.Raw, issuer.Raw), func() (bool, error) {
 		return cert.CheckSignatureFrom(issuer) == nil, nil
 	})
 	return ok
 }
 
-var signatures = memo.New[bool](16384)
-
 // window is when every certificate of a verified chain is valid.
 type window struct{ from, to time.Time }
-
-var verifiedChains = memo.New[window](16384)
 
 func latest(a, b time.Time) time.Time {
 	if b.After(a) {
@@ -148,14 +144,10 @@ func encodeCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
 }
 
-// parsedCerts holds parsed PEM certificates and bundles, by their text: the leader reads
-// every unit's certificate at every decision.
-var parsedCerts = memo.New[[]*x509.Certificate](16384)
-
-// parseCerts is certutil.ParseCertificates, remembered. The certificates are shared:
+// parseCerts is certutil.ParseCertificates, remembered. The certificates may be shared:
 // read them only (the slice is the caller's own).
-func parseCerts(pemText string) ([]*x509.Certificate, error) {
-	certs, err := parsedCerts.Remember(memo.KeyOf([]byte(pemText)), func() ([]*x509.Certificate, error) {
+func (c *Cache) parseCerts(pemText string) ([]*x509.Certificate, error) {
+	certs, err := c.certMemo().Remember(memo.KeyOf([]byte(pemText)), func() ([]*x509.Certificate, error) {
 		return certutil.ParseCertificates([]byte(pemText))
 	})
 	return slices.Clone(certs), err

@@ -31,20 +31,6 @@ type CRLTerms struct {
 	RevokeAfter time.Duration
 }
 
-// SignCRL (leader): have the signer sign a CRL of Revoked, numbered Number, valid from
-// Now for CRLLifetime, and publish it under KeyCRL.
-type SignCRL struct {
-	Revoked []Revocation
-	Number  *big.Int
-	Now     time.Time
-}
-
-// InstallCRL (unit): write the group's CRL as ca.crl.
-type InstallCRL struct{ PEM string }
-
-func (SignCRL) action()    {}
-func (InstallCRL) action() {}
-
 // decodeRevocations reads KeyRevoked; a value that does not parse is an empty list
 // (the leader writes it again).
 func decodeRevocations(s string) []Revocation {
@@ -76,7 +62,7 @@ func planRevocations(v View, signingCA string) (actions []Action, wake time.Time
 	old := decodeRevocations(v.LeaderData[KeyRevoked])
 	list := slices.Clone(old)
 	for _, unit := range departedUnits(v) {
-		certs, err := parseCerts(v.LeaderData[SignedCertificateKey(unit)])
+		certs, err := v.Cache.parseCerts(v.LeaderData[SignedCertificateKey(unit)])
 		if err != nil {
 			continue
 		}
@@ -105,7 +91,7 @@ func planRevocations(v View, signingCA string) (actions []Action, wake time.Time
 			wake = at
 		}
 	}
-	number, due := crlDue(v.LeaderData[KeyCRL], signingCA, inForce, v.Now)
+	number, due := v.Cache.crlDue(v.LeaderData[KeyCRL], signingCA, inForce, v.Now)
 	if due {
 		return append(actions, SignCRL{Revoked: inForce, Number: number, Now: v.Now}), wake
 	}
@@ -117,8 +103,8 @@ func planRevocations(v View, signingCA string) (actions []Action, wake time.Time
 
 // crlDue says whether the published CRL must be signed again, and the number the next
 // one takes (always above the published one's).
-func crlDue(crlPEM, signingCA string, inForce []Revocation, now time.Time) (*big.Int, bool) {
-	crl, err := parseCRL(crlPEM)
+func (c *Cache) crlDue(crlPEM, signingCA string, inForce []Revocation, now time.Time) (*big.Int, bool) {
+	crl, err := c.parseCRL(crlPEM)
 	if err != nil {
 		return big.NewInt(1), true
 	}
@@ -126,7 +112,7 @@ func crlDue(crlPEM, signingCA string, inForce []Revocation, now time.Time) (*big
 	if crl.Number != nil {
 		next.Add(crl.Number, next)
 	}
-	ca, err := parseCerts(signingCA)
+	ca, err := c.parseCerts(signingCA)
 	if err != nil || crl.CheckSignatureFrom(ca[0]) != nil || crl.NextUpdate.Sub(now) < CRLLifetime/2 {
 		return next, true
 	}
@@ -153,21 +139,17 @@ func compareHex(a, b string) int {
 }
 
 // revokedByCRL says whether the group's CRL lists the serial of cert.
-func revokedByCRL(crlPEM string, serial *big.Int) bool {
-	crl, err := parseCRL(crlPEM)
+func (c *Cache) revokedByCRL(crlPEM string, serial *big.Int) bool {
+	crl, err := c.parseCRL(crlPEM)
 	if err != nil {
 		return false
 	}
 	return slices.ContainsFunc(certutil.Revoked(crl), func(s *big.Int) bool { return s.Cmp(serial) == 0 })
 }
 
-// parsedCRLs holds parsed CRLs by their text: every unit checks the group's CRL at every
-// decision, and it changes twice a day.
-var parsedCRLs = memo.New[*x509.RevocationList](64)
-
-// parseCRL is certutil.ParseCRL, remembered. The list is shared: read it only.
-func parseCRL(crlPEM string) (*x509.RevocationList, error) {
-	return parsedCRLs.Remember(memo.KeyOf([]byte(crlPEM)), func() (*x509.RevocationList, error) {
+// parseCRL is certutil.ParseCRL, remembered. The list may be shared: read it only.
+func (c *Cache) parseCRL(crlPEM string) (*x509.RevocationList, error) {
+	return c.crlMemo().Remember(memo.KeyOf([]byte(crlPEM)), func() (*x509.RevocationList, error) {
 		return certutil.ParseCRL([]byte(crlPEM))
 	})
 }

@@ -61,9 +61,9 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 }
 
 // sealedFor: the sealed CA key in leader data belongs to the signing CA of bundle.
-func sealedFor(sealedValue, bundle string) bool {
+func (c *Cache) sealedFor(sealedValue, bundle string) bool {
 	sealed, ok := caseal.Decode(sealedValue)
-	certs, err := parseCerts(bundle)
+	certs, err := c.parseCerts(bundle)
 	return ok && err == nil && sealed.CASHA256 == caseal.Fingerprint(certs[0].Raw)
 }
 
@@ -77,10 +77,10 @@ func actionList(act Action) []Action {
 // continuityProblem explains why a leader whose signer holds another CA does not sign.
 func continuityProblem(v View, published string) string {
 	group, signer := "?", "?"
-	if certs, err := parseCerts(published); err == nil {
+	if certs, err := v.Cache.parseCerts(published); err == nil {
 		group = caseal.Fingerprint(certs[0].Raw)[:16]
 	}
-	if certs, err := parseCerts(v.Memory.SignerCA); err == nil {
+	if certs, err := v.Cache.parseCerts(v.Memory.SignerCA); err == nil {
 		signer = caseal.Fingerprint(certs[0].Raw)[:16]
 	}
 	why := "leader data holds no sealed CA key"
@@ -105,7 +105,7 @@ func claimedNames(v View, pol *policy.Policy) map[string]string {
 		if chain == "" {
 			continue
 		}
-		certs, err := parseCerts(chain)
+		certs, err := v.Cache.parseCerts(chain)
 		if err != nil {
 			continue
 		}
@@ -139,7 +139,7 @@ func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, 
 	if f := v.Memory.SignFailures[digest]; f.Refused {
 		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: Rejection{CSRDigest: digest, Reason: f.Reason, Rule: RuleSigner}}
 	}
-	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed})
+	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed, Verified: v.Cache.csrMemo()})
 	if err != nil {
 		r := Rejection{CSRDigest: digest, Reason: err.Error()}
 		if refusal, ok := errors.AsType[*policy.Refusal](err); ok {
@@ -148,7 +148,7 @@ func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, 
 		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: r}
 	}
 	if chain := v.LeaderData[SignedCertificateKey(unit)]; chain != "" {
-		if _, err := leafFor(chain, csr.PublicKey, ca, v.Now); err == nil {
+		if _, err := v.Cache.leafFor(chain, csr.PublicKey, ca, v.Now); err == nil {
 			return nil // signed already, for this key, by a CA the group trusts
 		}
 	}

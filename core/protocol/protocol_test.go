@@ -3,6 +3,7 @@ package protocol
 import (
 	"crypto"
 	"crypto/x509"
+	"maps"
 	"reflect"
 	"strings"
 	"testing"
@@ -341,24 +342,51 @@ func mustLeaf(t *testing.T, chain string) *x509.Certificate {
 	return certs[0]
 }
 
+// Decide is pure: the same view gives the same decision with no cache, a cold one and a
+// warm one (the Cache remembers, it does not decide), and the view it is given is left as
+// it was (its maps and the leader's memory included).
 func TestDecideIsPure(t *testing.T) {
 	ca := newCA(t, "group CA")
-	key := newKey(t)
-	csr := csrFor(t, key, "db/0", "db-0")
-	v := View{Unit: "db/0", Leader: true, Memory: LeaderMemory{SignerCA: ca.PEM}, Now: now,
-		Units:      map[string]map[string]string{"db/0": {KeyCSR: csr, KeyProfile: "peer"}},
-		LeaderData: map[string]string{KeyCA: ca.PEM},
+	key, key1 := newKey(t), newKey(t)
+	csr, csr1 := csrFor(t, key, "db/0", "db-0"), csrFor(t, key1, "db/1", "db-1")
+	_, cert1 := ca.sign(t, key1.Public(), certOpts{cn: "db/1", dns: []string{"db-1"}})
+	v := View{Unit: "db/0", Leader: true, Now: now,
+		Memory: LeaderMemory{SignerCA: ca.PEM, SignsCRL: true, SignFailures: map[string]SignFailure{"x": {Internal: 1}}},
+		Units: map[string]map[string]string{"db/0": {KeyCSR: csr, KeyProfile: "peer"},
+			"db/1": {KeyCSR: csr1, KeyProfile: "peer", KeySerial: mustLeaf(t, cert1).SerialNumber.Text(16)}},
+		LeaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/1"): cert1, SignedCertificateKey("db/9"): cert1},
 		Local:      Local{Pending: &Pending{CSRPEM: csr, PublicKey: key.Public()}},
 		Want:       Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", Validity: day}}
-	first := Decide(v)
-	for i := 0; i < 5; i++ {
-		if again := Decide(v); !reflect.DeepEqual(first, again) {
-			t.Fatalf("decision %d differs: %#v vs %#v", i, again, first)
+	before := deepCopyView(v)
+	first := Decide(v) // no cache
+	warm := v
+	warm.Cache = NewCache()
+	for i := 0; i < 3; i++ { // cold, then warm
+		if again := Decide(warm); !reflect.DeepEqual(first, again) {
+			t.Fatalf("decision %d with a cache differs: %#v vs %#v", i, again, first)
 		}
+	}
+	if !reflect.DeepEqual(v, before) {
+		t.Fatalf("Decide changed its view:\n%#v\nwas\n%#v", v, before)
 	}
 	if len(first.Signing) != 1 || first.Signing[0] != "db/0" {
 		t.Fatalf("Signing = %v, want [db/0]", first.Signing)
 	}
+}
+
+func deepCopyView(v View) View {
+	out := v
+	out.Units = map[string]map[string]string{}
+	for u, bag := range v.Units {
+		out.Units[u] = maps.Clone(bag)
+	}
+	out.LeaderData = maps.Clone(v.LeaderData)
+	out.Memory.SignFailures = maps.Clone(v.Memory.SignFailures)
+	if v.Local.Pending != nil {
+		p := *v.Local.Pending
+		out.Local.Pending = &p
+	}
+	return out
 }
 
 func TestRenewalTime(t *testing.T) {

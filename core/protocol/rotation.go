@@ -78,8 +78,11 @@ type CATerms struct {
 }
 
 // TrustsOf lists the fingerprints of the CAs in a bundle, as units report them.
-func TrustsOf(bundlePEM string) string {
-	certs, err := parseCerts(bundlePEM)
+func TrustsOf(bundlePEM string) string { return (*Cache)(nil).TrustsOf(bundlePEM) }
+
+// TrustsOf is the package's TrustsOf, with what c remembers.
+func (c *Cache) TrustsOf(bundlePEM string) string {
+	certs, err := c.parseCerts(bundlePEM)
 	if err != nil {
 		return ""
 	}
@@ -103,7 +106,7 @@ type caPlan struct {
 // the published one (pub) parsed.
 func planCA(v View) caPlan {
 	published := v.LeaderData[KeyCA]
-	signerCerts, err := parseCerts(v.Memory.SignerCA)
+	signerCerts, err := v.Cache.parseCerts(v.Memory.SignerCA)
 	if err != nil {
 		return caPlan{problem: "the signer's CA does not parse: " + err.Error()}
 	}
@@ -112,7 +115,7 @@ func planCA(v View) caPlan {
 		p := caPlan{actions: []Action{PublishCA{BundlePEM: v.Memory.SignerCA}, recordCA(v, nil)}}
 		return p.sealed(v)
 	}
-	pub, err := parseCerts(published)
+	pub, err := v.Cache.parseCerts(published)
 	if err != nil {
 		return caPlan{problem: "the published CA bundle does not parse: " + err.Error()}
 	}
@@ -141,7 +144,7 @@ func planCA(v View) caPlan {
 // signer's CA if there is a reason; else refuse.
 func planTakeover(v View, signerCerts, pub []*x509.Certificate, target *x509.Certificate, rot Rotation, rotating bool) caPlan {
 	reason := rotationReason(v, pub[0], rot, rotating)
-	if (rotating || !v.signerChanged() && !v.requested()) && v.CASeal && sealedFor(v.LeaderData[KeyCASealed], string(encodeCert(target))) {
+	if (rotating || !v.signerChanged() && !v.requested()) && v.CASeal && v.Cache.sealedFor(v.LeaderData[KeyCASealed], string(encodeCert(target))) {
 		return caPlan{actions: []Action{ImportSealedCA{CACertPEM: string(encodeCert(target)), Sealed: v.LeaderData[KeyCASealed]}}}
 	}
 	if reason == "" {
@@ -277,7 +280,7 @@ func presentsCertOf(v View, unit string, ca *x509.Certificate) bool {
 	if serial == "" {
 		return true
 	}
-	certs, err := parseCerts(v.LeaderData[SignedCertificateKey(unit)])
+	certs, err := v.Cache.parseCerts(v.LeaderData[SignedCertificateKey(unit)])
 	return err == nil && certs[0].SerialNumber.Text(16) == serial && certs[0].CheckSignatureFrom(ca) == nil
 }
 
@@ -289,7 +292,7 @@ func inUse(v View, cas []*x509.Certificate) []*x509.Certificate {
 			continue
 		}
 		for unit := range v.Units {
-			certs, err := parseCerts(v.LeaderData[SignedCertificateKey(unit)])
+			certs, err := v.Cache.parseCerts(v.LeaderData[SignedCertificateKey(unit)])
 			if err == nil && certs[0].CheckSignatureFrom(ca) == nil {
 				out = append(out, ca)
 				break
@@ -314,7 +317,7 @@ func recordCA(v View, rot *Rotation) Action {
 
 // sealed adds SealCA when the signer's CA key is not the sealed one.
 func (p caPlan) sealed(v View) caPlan {
-	if v.CASeal && !sealedFor(v.LeaderData[KeyCASealed], v.Memory.SignerCA) {
+	if v.CASeal && !v.Cache.sealedFor(v.LeaderData[KeyCASealed], v.Memory.SignerCA) {
 		p.actions = append(p.actions, SealCA{})
 	}
 	return p

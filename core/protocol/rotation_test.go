@@ -31,6 +31,7 @@ type group struct {
 	reasons    []string // of every rotation record written
 	rand       *rand.Rand
 	lagging    string
+	cache      *Cache // shared by the units, as an agent process shares one
 }
 
 type simUnit struct {
@@ -43,7 +44,7 @@ type simUnit struct {
 
 func newGroup(t *testing.T, seed int64, signer testCA, units ...string) *group {
 	g := &group{t: t, rand: rand.New(rand.NewSource(seed)), lagging: units[len(units)-1], units: units, leader: units[0], bags: map[string]map[string]string{},
-		leaderData: map[string]string{}, local: map[string]*simUnit{}, signer: signer, signerName: "cfssl"}
+		leaderData: map[string]string{}, local: map[string]*simUnit{}, signer: signer, signerName: "cfssl", cache: NewCache()}
 	for _, u := range units {
 		g.bags[u] = map[string]string{}
 		g.local[u] = &simUnit{}
@@ -65,7 +66,7 @@ func (g *group) view(unit string) View {
 		units[u] = maps.Clone(b)
 	}
 	return View{Unit: unit, Leader: unit == g.leader, Units: units, LeaderData: maps.Clone(g.leaderData),
-		Local: local, Now: now, Memory: s.memory, CA: CATerms{Signer: g.signerName, Request: g.request},
+		Local: local, Now: now, Memory: s.memory, Cache: g.cache, CA: CATerms{Signer: g.signerName, Request: g.request},
 		Want: Want{CommonName: unit, SANs: []string{UnitDNSName(unit)}, Profile: "peer", RenewAt: 0.66, Validity: 30 * 24 * time.Hour}}
 }
 
@@ -156,7 +157,7 @@ func (g *group) checkHandshakes() {
 			if a == b || sa.cert == nil || sb.cert == nil {
 				continue
 			}
-			if err := verifyChain(sa.cert, nil, sb.ca, now); err != nil {
+			if err := g.cache.verifyChain(sa.cert, nil, sb.ca, now); err != nil {
 				g.t.Fatalf("%s's certificate (issuer serial %s) fails at %s: %v", a, sa.cert.Issuer.SerialNumber, b, err)
 			}
 		}

@@ -37,8 +37,12 @@ type Memo[V any] struct {
 // New returns a Memo that holds at most max results.
 func New[V any](max int) *Memo[V] { return &Memo[V]{max: max, m: map[Key]V{}} }
 
-// Get returns the result remembered for k.
+// Get returns the result remembered for k. A nil Memo remembers nothing.
 func (c *Memo[V]) Get(k Key) (V, bool) {
+	if c == nil {
+		var zero V
+		return zero, false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, ok := c.m[k]
@@ -47,6 +51,9 @@ func (c *Memo[V]) Get(k Key) (V, bool) {
 
 // Put remembers v for k.
 func (c *Memo[V]) Put(k Key, v V) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= c.max {
