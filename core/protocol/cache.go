@@ -35,39 +35,10 @@ func NewCache() *Cache {
 	}
 }
 
-// The memos of c; nil (remembering nothing) for a nil Cache.
-
-func (c *Cache) certMemo() *memo.Memo[[]*x509.Certificate] {
+// memos is c, or for a nil Cache one whose memos are nil and so remember nothing.
+func (c *Cache) memos() *Cache {
 	if c == nil {
-		return nil
+		return &Cache{}
 	}
-	return c.certs
-}
-
-func (c *Cache) crlMemo() *memo.Memo[*x509.RevocationList] {
-	if c == nil {
-		return nil
-	}
-	return c.crls
-}
-
-func (c *Cache) chainMemo() *memo.Memo[window] {
-	if c == nil {
-		return nil
-	}
-	return c.chains
-}
-
-func (c *Cache) signatureMemo() *memo.Memo[bool] {
-	if c == nil {
-		return nil
-	}
-	return c.signatures
-}
-
-func (c *Cache) csrMemo() *memo.Memo[*x509.CertificateRequest] {
-	if c == nil {
-		return nil
-	}
-	return c.csrs
+	return c
 }

@@ -46,7 +46,7 @@ func (c *Cache) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certif
 		parts = append(parts, cert.Raw)
 	}
 	key := memo.KeyOf(parts...)
-	if w, ok := c.chainMemo().Get(key); ok && !now.Before(w.from) && !now.After(w.to) {
+	if w, ok := c.memos().chains.Get(key); ok && !now.Before(w.from) && !now.After(w.to) {
 		return nil
 	}
 	roots, err := c.parseCerts(caPEM)
@@ -73,10 +73,10 @@ func (c *Cache) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certif
 	for _, cert := range chains[0] {
 		w.from, w.to = latest(w.from, cert.NotBefore), earliest(w.to, cert.NotAfter)
 	}
-	c.chainMemo().Put(key, w)
+	c.memos().chains.Put(key, w)
 	// Each link's signature verified: signedBy need not check it again.
 	for i := 0; i+1 < len(chains[0]); i++ {
-		c.signatureMemo().Put(memo.KeyOf(chains[0][i].Raw, chains[0][i+1].Raw), true)
+		c.memos().signatures.Put(memo.KeyOf(chains[0][i].Raw, chains[0][i+1].Raw), true)
 	}
 	return nil
 }
@@ -85,7 +85,7 @@ func (c *Cache) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certif
 // whether its certificate is the signing CA's (a CA rotation), so the answer is
 // remembered: a signature check is the costliest part of that decision.
 func (c *Cache) signedBy(cert, issuer *x509.Certificate) bool {
-	ok, _ := c.signatureMemo().Remember(memo.KeyOf(cert.Raw, issuer.Raw), func() (bool, error) {
+	ok, _ := c.memos().signatures.Remember(memo.KeyOf(cert.Raw, issuer.Raw), func() (bool, error) {
 		return cert.CheckSignatureFrom(issuer) == nil, nil
 	})
 	return ok
@@ -147,7 +147,7 @@ func encodeCert(c *x509.Certificate) []byte {
 // parseCerts is certutil.ParseCertificates, remembered. The certificates may be shared:
 // read them only (the slice is the caller's own).
 func (c *Cache) parseCerts(pemText string) ([]*x509.Certificate, error) {
-	certs, err := c.certMemo().Remember(memo.KeyOf([]byte(pemText)), func() ([]*x509.Certificate, error) {
+	certs, err := c.memos().certs.Remember(memo.KeyOf([]byte(pemText)), func() ([]*x509.Certificate, error) {
 		return certutil.ParseCertificates([]byte(pemText))
 	})
 	return slices.Clone(certs), err

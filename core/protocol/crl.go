@@ -149,7 +149,7 @@ func (c *Cache) revokedByCRL(crlPEM string, serial *big.Int) bool {
 
 // parseCRL is certutil.ParseCRL, remembered. The list may be shared: read it only.
 func (c *Cache) parseCRL(crlPEM string) (*x509.RevocationList, error) {
-	return c.crlMemo().Remember(memo.KeyOf([]byte(crlPEM)), func() (*x509.RevocationList, error) {
+	return c.memos().crls.Remember(memo.KeyOf([]byte(crlPEM)), func() (*x509.RevocationList, error) {
 		return certutil.ParseCRL([]byte(crlPEM))
 	})
 }

@@ -139,7 +139,7 @@ func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, 
 	if f := v.Memory.SignFailures[digest]; f.Refused {
 		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: Rejection{CSRDigest: digest, Reason: f.Reason, Rule: RuleSigner}}
 	}
-	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed, Verified: v.Cache.csrMemo()})
+	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed, Verified: v.Cache.memos().csrs})
 	if err != nil {
 		r := Rejection{CSRDigest: digest, Reason: err.Error()}
 		if refusal, ok := errors.AsType[*policy.Refusal](err); ok {
