@@ -56,8 +56,9 @@ type SignerCALoaded struct {
 type ReferencedCALoaded struct{ CertPEM string }
 
 // SignerCAChanged: the signer now holds another CA (NewSignerCA, ImportSealedCA,
-// ImportReferencedCA), so its CA is loaded again; Imported is the fingerprint of a ca.ref
-// CA imported, if that was the change.
+// ImportReferencedCA), so its CA is loaded again; Imported is the fingerprint of the
+// ca.ref CA imported, if that was the change (the referenced CA is then not fetched
+// again).
 type SignerCAChanged struct{ Imported string }
 
 // CSRAnswered: the signer signed the CSR with this digest, or the leader published its
@@ -96,9 +97,11 @@ func (m LeaderMemory) Step(r Result) LeaderMemory {
 	case ReferencedCALoaded:
 		m.ReferencedCA = r.CertPEM
 	case SignerCAChanged:
-		m.SignerCA, m.ReferencedCA = "", ""
+		m.SignerCA = ""
 		if r.Imported != "" {
-			m.ImportedRef = r.Imported
+			m.ImportedRef = r.Imported // ReferencedCA is still what ca.ref names
+		} else {
+			m.ReferencedCA = ""
 		}
 	case CSRAnswered:
 		if _, ok := m.SignFailures[r.Digest]; ok {

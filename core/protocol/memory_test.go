@@ -47,7 +47,7 @@ func TestLeaderMemoryStep(t *testing.T) {
 			LeaderMemory{SignsCRL: true}},
 		{"an imported ca.ref CA is remembered",
 			loaded, []Result{SignerCAChanged{Imported: "fp"}},
-			LeaderMemory{SignsCRL: true, ImportedRef: "fp"}},
+			LeaderMemory{SignsCRL: true, ReferencedCA: "ref", ImportedRef: "fp"}},
 		{"losing the leadership forgets everything",
 			with(loaded, map[string]SignFailure{"d": {Internal: 1}}), []Result{LeadershipLost{}},
 			LeaderMemory{}},
