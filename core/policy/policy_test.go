@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 func TestHostileCSRsAreRefused(t *testing.T) {
@@ -170,6 +171,8 @@ func TestRuleLimitsAtTheirEdges(t *testing.T) {
 		{func(r *Rules) { r.MaxValidity = LimitValidity + time.Second }, "policy.max_validity"},
 		{func(r *Rules) { r.Keys = map[string][]int{"rsa": {2048}} }, ""},
 		{func(r *Rules) { r.Keys = map[string][]int{"rsa": {2047}} }, "policy.keys.rsa"},
+		{func(r *Rules) { r.Keys = map[string][]int{"rsa": {certutil.MaxRSABits}} }, ""},
+		{func(r *Rules) { r.Keys = map[string][]int{"rsa": {certutil.MaxRSABits + 1}} }, "policy.keys.rsa"},
 		{func(r *Rules) { r.Keys = map[string][]int{"ecdsa": {521}} }, ""},
 		{func(r *Rules) { r.Keys = map[string][]int{"ecdsa": {512}} }, "policy.keys.ecdsa"},
 	}

@@ -2,8 +2,12 @@ package etcd
 
 import (
 	"maps"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 )
@@ -69,5 +73,62 @@ func TestWriteBeforeTheFirstRead(t *testing.T) {
 	f := &follower{layout: newLayout("r", protocol.Schema()), revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}}
 	if f.wrote(map[string]string{f.layout.field("db/0", "csr"): "c"}, 5, time.Now()) {
 		t.Error("a follower that has read nothing reported a change")
+	}
+}
+
+// readFollower is a follower that has made its first read (at revision 1), as a leader's:
+// the units' status fields do not wake it at once. notified counts its notifications.
+func readFollower(notified *atomic.Int32) *follower {
+	l := newLayout("r", protocol.Schema())
+	f := &follower{layout: l, wakes: l.leaderWakes, notify: func() { notified.Add(1) },
+		revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, view: newView(1)}
+	f.view.set(l.placeOf(l.member("db/0")), "{}", false, 1)
+	return f
+}
+
+// A member's own write wakes it by the watch's rule: a status field not at once (within
+// lazyWake, and then once), a CSR at once.
+func TestOwnWritesWakeByTheWatchRule(t *testing.T) {
+	defer SetLazyWake(50 * time.Millisecond)()
+	var notified atomic.Int32
+	f := readFollower(&notified)
+	defer stopLazy(f)
+	if f.wrote(map[string]string{f.layout.field("db/0", "state"): "busy"}, 2, time.Now()) {
+		t.Error("a status write asked to wake the leader at once")
+	}
+	if f.snapshot().Units["db/0"]["state"] != "busy" {
+		t.Error("the status write is not in the member's own view")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for notified.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if notified.Load() != 1 {
+		t.Fatalf("notified %d times after a status write, want once, within the lazy wake", notified.Load())
+	}
+	if !f.wrote(map[string]string{f.layout.field("db/0", "csr"): "CSR"}, 3, time.Now()) {
+		t.Error("a CSR write did not ask to wake the leader at once")
+	}
+}
+
+// An event older than what a member wrote itself is not applied: the view never goes
+// back to an earlier value of a key.
+func TestAnEarlierEventDoesNotUndoAWrite(t *testing.T) {
+	var notified atomic.Int32
+	f := readFollower(&notified)
+	defer stopLazy(f)
+	key := f.layout.field("db/0", "csr")
+	f.wrote(map[string]string{key: "second"}, 6, time.Now())
+	f.apply([]*clientv3.Event{{Type: clientv3.EventTypePut, Kv: &mvccpb.KeyValue{Key: []byte(key), Value: []byte("first"), ModRevision: 5}}})
+	if got := f.snapshot().Units["db/0"]["csr"]; got != "second" {
+		t.Fatalf("the bag's csr is %q after an earlier event, want the later write", got)
+	}
+}
+
+func stopLazy(f *follower) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lazy != nil {
+		f.lazy.Stop()
 	}
 }

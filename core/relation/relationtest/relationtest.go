@@ -135,12 +135,20 @@ func leadership(t *testing.T, s relation.Store) {
 }
 
 func notEligible(t *testing.T, s relation.Store) {
+	ctx := context.Background()
 	a := Join(t, s, "lb/0", false)
+	// Alone, with nobody leading, an ineligible unit still writes no leader data.
+	if _, err := a.SetLeaderData(ctx, map[string]string{"ca": "forged"}); !errors.Is(err, relation.ErrNotLeader) {
+		t.Fatalf("an ineligible unit's leader write with nobody leading: %v, want ErrNotLeader", err)
+	}
 	b := Join(t, s, "lb/1", true)
 	Await(t, b, "lb/1 (eligible, joined second) to lead", leaderIs("lb/1"))
 	snap := Await(t, a, "lb/0 to see lb/1 lead", leaderIs("lb/1"))
 	if snap.Leader == "lb/0" {
 		t.Fatal("an ineligible unit leads")
+	}
+	if v := snap.LeaderData["ca"]; v != "" {
+		t.Fatalf("leader data holds %q, written by an ineligible unit", v)
 	}
 }
 
