@@ -39,12 +39,12 @@ writes.go~cmps := []clientv3.Cmp{m.fence(electedRev)}~cmps := []clientv3.Cmp{}~T
 writes.go~cmps = append(cmps, clientv3.Compare(clientv3.Value(key), "=", g.Value))~_ = key~TestEmbedded$|TestLargeGuardedWriteLandsInChunks
 writes.go~if len(cur.kv)+len(keys) > maxOps~if len(cur.kv)+len(keys) > 10*maxOps~TestLargeGuardedWriteLandsInChunks
 writes.go~		return nil, fmt.Errorf("%s writes leader data: %w", m.unit, relation.ErrNotLeader)~		_ = rev~TestEmbedded$
-cache.go~		wake = wake || f.wakes == nil || f.wakes(where)~		wake = true~TestLeaderWakesForCSRsNotForStatus
+cache.go~		wake = wake || f.wakes == nil || f.wakes(where)~		wake = true~TestOwnWritesWakeByTheWatchRule
 cache.go~		urgent = urgent || f.wakes == nil || f.wakes(where)~		urgent = true~TestLeaderWakesForCSRsNotForStatus
-cache.go~			continue // seen already~			_ = cur~TestEmbedded$|TestEtcdRestartUnderMembers
+cache.go~			continue // seen already~			_ = cur~TestAnEarlierEventDoesNotUndoAWrite
 keys.go~	for _, k := range l.schema.UnitKeys(unit) {~	for _, k := range l.schema.UnitKeys("x") {~TestEmbedded$
 campaign.go~If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0))~If()~TestEmbedded$
-session.go~	if ours {~	if !ours {~TestEtcdRestartUnderMembers|TestDeadUnitDepartsAfterTTL
+session.go~	if ours {~	if !ours {~TestEmbedded$
 access.go~		exact(l.member(a.Unit), readWrite),~		prefixed(l.members(), readWrite),~TestAccessEnforcedByEtcd
 access.go~	if !a.LeaderEligible {~	if false {~TestAccessEnforcedByEtcd
 snapshot.go~	if !sc.wide {~	if false {~TestMembersOfOneStoreFollowTheGroupKeysOnce|TestNarrowReadsDoNotGrowWithTheGroup
