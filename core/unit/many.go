@@ -120,7 +120,7 @@ type sharedByUnits struct {
 	joining chan struct{} // a slot per unit joining at once
 	// files flushes the units' written files together: in a burst (a group coming up,
 	// a CA rotation) one syncfs makes dozens durable, where an fsync of each of 1,000
-	// units' 5 files cost about a tenth of their issuance on disk (docs/BENCHMARKS.md).
+	// units' files was a fair part of their issuance on disk (docs/BENCHMARKS.md).
 	files durable.SyncGroup
 	// decisions remembers what the units' protocol parsed and verified: the leader and
 	// its followers in one process read the same CA bundle and certificates.

@@ -12,7 +12,7 @@ import (
 // Spare is an atomicfile.Writer's Temp that reuses spare, a file in the written path's
 // directory that the caller no longer needs, instead of creating one: spare is renamed
 // aside, checked and emptied. Creating an inode is the dearest step of a write on some
-// file systems (on ext4 here 10 to 50 times a rename); this skips it. A missing spare,
+// file systems, far dearer than a rename (docs/BENCHMARKS.md); this skips it. A missing spare,
 // one in another directory, or one with other links (they would see the data) gives a
 // new temporary file instead. Meant for public files: spare's old content is gone only
 // once it is emptied.

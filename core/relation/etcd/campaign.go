@@ -19,8 +19,8 @@ var campaignRefusedRetry = 10 * time.Second
 // A unit that finds the key held watches it from that revision until it is deleted, then
 // tries again. A try is one transaction and one single-key watch: O(1) per candidate.
 // (concurrency.Election queues candidates instead, and each one's first wait is a range
-// over all the others, sorted: O(N) in etcd per candidate; 1,000 eligible units took
-// 1.17 s to join with it, 0.69 s without, BenchmarkJoin. A queue's order buys nothing
+// over all the others, sorted: O(N) in etcd per candidate, which BenchmarkJoin shows
+// (docs/BENCHMARKS.md). A queue's order buys nothing
 // here: any eligible unit may lead.)
 func (m *member) campaign(ctx context.Context, session *concurrency.Session) {
 	key := m.s.layout.elected()

@@ -5,7 +5,7 @@ import "sync"
 // group is the follower of groupScope that the members of one Store share while they do
 // not lead: who leads and the group's CA, sealed CA and CRL are the same for every such
 // member, so a process of many units follows them with one watch each instead of one
-// each per unit (at 10,000 units in 16 processes: 40,000 watches fewer in etcd). It runs
+// each per unit (docs/BENCHMARKS.md counts the watches saved). It runs
 // while any member uses it, and wakes every member on each change.
 type group struct {
 	mu       sync.Mutex

@@ -110,8 +110,7 @@ func (s *Stats) measure(ctx context.Context, store relation.Store, members []rel
 // groupGOGC is the GOGC `up` runs itself and its agents (and so their plugins) with,
 // where the environment sets none. Issuance is a burst of small allocations in every
 // process at once; at 400 the collectors run a quarter as often as at Go's default
-// (100): at 1,000 units 0.91 of the group's CPU and 0.85 of its issuance time, for
-// ~100 MiB more PSS (docs/BENCHMARKS.md).
+// (100), for somewhat more memory (docs/BENCHMARKS.md has the measured trade).
 const groupGOGC = 400
 
 // Run runs the group until every unit holds a certificate, stops it, and proves it.
