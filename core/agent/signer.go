@@ -39,10 +39,11 @@ func (a *Agent) loadSignerCA(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("%s: signer info: %w", a.unit, err)
 	}
-	if !info.Has(sdk.CapCRL) {
+	signsCRL := info.Has(sdk.CapCRL)
+	if !signsCRL {
 		a.log.Info("the signer does not sign CRLs: departed units are recorded, no ca.crl is published", "signer", info.Name)
 	}
-	a.memory = a.memory.Step(protocol.SignerCALoaded{BundlePEM: string(ca.BundlePEM), SignsCRL: info.Has(sdk.CapCRL)})
+	a.memory = a.memory.Step(protocol.SignerCALoaded{BundlePEM: string(ca.BundlePEM), SignsCRL: signsCRL})
 	return nil
 }
 

@@ -122,9 +122,9 @@ func (p *Policy) checkSubject(req Request, csr *x509.CertificateRequest) finding
 }
 
 func (p *Policy) checkKey(_ Request, csr *x509.CertificateRequest) finding {
-	alg, size := KeyOf(csr.PublicKey)
-	if !slices.Contains(p.rules.Keys[alg], size) {
-		return refusal(RuleKey, "its key is %s, which policy.keys does not allow (%s)", describeKey(alg, size), p.allowedKeys())
+	k := certutil.KeySpecOf(csr.PublicKey)
+	if !slices.Contains(p.rules.Keys[k.Algorithm], k.Size) {
+		return refusal(RuleKey, "its key is %s, which policy.keys does not allow (%s)", describeKey(k.Algorithm, k.Size), p.allowedKeys())
 	}
 	return finding{}
 }

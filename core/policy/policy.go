@@ -155,12 +155,6 @@ func (p *Policy) Validity(requested time.Duration, ca *x509.Certificate, now tim
 	return v
 }
 
-// KeyOf names a public key's algorithm and size as policy.keys does (certutil.KeySpecOf).
-func KeyOf(pub any) (alg string, size int) {
-	k := certutil.KeySpecOf(pub)
-	return k.Algorithm, k.Size
-}
-
 func describeKey(alg string, size int) string {
 	if size == 0 {
 		return alg

@@ -38,7 +38,10 @@ func NewCache() *Cache {
 // memos is c, or for a nil Cache one whose memos are nil and so remember nothing.
 func (c *Cache) memos() *Cache {
 	if c == nil {
-		return &Cache{}
+		return &noCache
 	}
 	return c
 }
+
+// noCache is the Cache of none: its memos are nil, and it is never written.
+var noCache Cache

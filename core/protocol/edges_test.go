@@ -36,9 +36,9 @@ func TestUnitSideEdges(t *testing.T) {
 			StateRenewalDue, []string{"InstallCA", "CreateCSR"}},
 		{"a renewal with the same bundle only makes a CSR", due, ca.PEM, want,
 			StateRenewalDue, []string{"CreateCSR"}},
-		{"no common name asked for: the certificate's is kept", cert, ca.PEM, with2(want, func(w *Want) { w.CommonName = "" }),
+		{"no common name asked for: the certificate's is kept", cert, ca.PEM, edited(want, func(w *Want) { w.CommonName = "" }),
 			StateCertificateAvailable, nil},
-		{"another ecdsa size is a new key", cert, ca.PEM, with2(want, func(w *Want) { w.KeySize = 384 }),
+		{"another ecdsa size is a new key", cert, ca.PEM, edited(want, func(w *Want) { w.KeySize = 384 }),
 			StateCreateCSR, []string{"CreateCSR"}},
 		{"the same ecdsa size is kept", cert, ca.PEM, want,
 			StateCertificateAvailable, nil},
@@ -61,7 +61,7 @@ func TestUnitSideEdges(t *testing.T) {
 	}
 }
 
-func with2(w Want, edit func(*Want)) Want {
+func edited(w Want, edit func(*Want)) Want {
 	edit(&w)
 	return w
 }

@@ -26,19 +26,19 @@ func TestLeaderMemoryStep(t *testing.T) {
 			LeaderMemory{SignerCA: "ca", SignsCRL: true}},
 		{"an invalid CSR is refused at once",
 			loaded, []Result{fail(sdk.CodeInvalidArgument)},
-			with(loaded, map[string]SignFailure{"d": {Refused: true, Reason: "the signer choked"}})},
+			withFailures(loaded, map[string]SignFailure{"d": {Refused: true, Reason: "the signer choked"}})},
 		{"Internal twice is not yet a refusal",
 			loaded, []Result{fail(sdk.CodeInternal), fail(sdk.CodeInternal)},
-			with(loaded, map[string]SignFailure{"d": {Internal: 2, Reason: "the signer choked"}})},
+			withFailures(loaded, map[string]SignFailure{"d": {Internal: 2, Reason: "the signer choked"}})},
 		{"Internal SignAttempts times is a refusal",
 			loaded, []Result{fail(sdk.CodeInternal), fail(sdk.CodeInternal), fail(sdk.CodeInternal)},
-			with(loaded, map[string]SignFailure{"d": {Internal: 3, Refused: true, Reason: "the signer choked"}})},
+			withFailures(loaded, map[string]SignFailure{"d": {Internal: 3, Refused: true, Reason: "the signer choked"}})},
 		{"an unavailable signer is never held against the CSR",
 			loaded, []Result{fail(sdk.CodeUnavailable), fail(sdk.CodePermissionDenied), fail(sdk.CodeUnavailable)},
 			loaded},
 		{"an answered CSR is forgotten",
 			loaded, []Result{fail(sdk.CodeInternal), CSRAnswered{Digest: "d"}},
-			with(loaded, map[string]SignFailure{})},
+			withFailures(loaded, map[string]SignFailure{})},
 		{"a CRL the signer cannot sign turns CRLs off",
 			loaded, []Result{CRLUnsupported{}},
 			LeaderMemory{SignerCA: "ca", ReferencedCA: "ref"}},
@@ -49,7 +49,7 @@ func TestLeaderMemoryStep(t *testing.T) {
 			loaded, []Result{SignerCAChanged{Imported: "fp"}},
 			LeaderMemory{SignsCRL: true, ReferencedCA: "ref", ImportedRef: "fp"}},
 		{"losing the leadership forgets everything",
-			with(loaded, map[string]SignFailure{"d": {Internal: 1}}), []Result{LeadershipLost{}},
+			withFailures(loaded, map[string]SignFailure{"d": {Internal: 1}}), []Result{LeadershipLost{}},
 			LeaderMemory{}},
 	}
 	for _, tt := range tests {
@@ -73,7 +73,7 @@ func TestLeaderMemoryStep(t *testing.T) {
 	}
 }
 
-func with(m LeaderMemory, failures map[string]SignFailure) LeaderMemory {
+func withFailures(m LeaderMemory, failures map[string]SignFailure) LeaderMemory {
 	m.SignFailures = failures
 	return m
 }

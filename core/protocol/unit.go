@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
-	"github.com/tlsrelay/tlsrelay/core/policy"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // decideSelf is the unit side of the protocol, the same for leader and followers: its
@@ -118,8 +118,8 @@ func keyMatches(cert *x509.Certificate, w Want) bool {
 	if w.KeyAlgorithm == "" {
 		return true
 	}
-	alg, size := policy.KeyOf(cert.PublicKey)
-	return alg == w.KeyAlgorithm && (size == w.KeySize || w.KeyAlgorithm == "ed25519")
+	k := certutil.KeySpecOf(cert.PublicKey)
+	return k.Algorithm == w.KeyAlgorithm && (k.Size == w.KeySize || w.KeyAlgorithm == "ed25519")
 }
 
 // RenewalTime is when a certificate is due for renewal: after the fraction w.RenewAt of
