@@ -75,9 +75,6 @@ type Options struct {
 	// Sync makes each file the unit writes durable before it takes its name; nil is an
 	// fsync each. The units of one process share a durable.SyncGroup's.
 	Sync func(*os.File) error
-	// Cache remembers what the protocol parsed and verified (protocol.Cache); nil is one
-	// of the agent's own. The units of one process share one.
-	Cache *protocol.Cache
 	// StepTimeout bounds one decision's work, every backend call in it included: a
 	// plugin stuck in a call is killed at this deadline and started afresh. Default
 	// DefaultStepTimeout.
@@ -99,6 +96,7 @@ type Agent struct {
 	// memory is what this unit has learned while it leads (protocol.LeaderMemory): the
 	// protocol's to read and, through Step, to change.
 	memory    protocol.LeaderMemory
+	parsed    *protocol.Parsed  // the relation values decisions read, parsed (protocol.Parsed)
 	wake      time.Time         // when the last decision changes with time alone (protocol.Decision.WakeAt)
 	last      Status            // the status last reported
 	published map[string]string // the status fields last written to the bag
@@ -126,9 +124,6 @@ func New(opts Options) (*Agent, error) {
 	if opts.StepTimeout <= 0 {
 		opts.StepTimeout = DefaultStepTimeout
 	}
-	if opts.Cache == nil {
-		opts.Cache = protocol.NewCache()
-	}
 	if opts.Policy == nil {
 		rules := policy.Defaults()
 		rules.CommonName = opts.Certificate.CommonName
@@ -142,10 +137,11 @@ func New(opts Options) (*Agent, error) {
 	}
 	writer := atomicfile.Writer{Owner: &atomicfile.Owner{UID: uid, GID: gid}, Sync: opts.Sync}
 	a := &Agent{
-		opts:  opts,
-		unit:  unit,
-		files: files{dir: opts.Dir, mode: opts.Certificate.Output.FileMode(), writer: writer},
-		log:   opts.Log.With("unit", unit),
+		opts:   opts,
+		unit:   unit,
+		parsed: protocol.NewParsed(),
+		files:  files{dir: opts.Dir, mode: opts.Certificate.Output.FileMode(), writer: writer, parsed: &parsedFiles{}},
+		log:    opts.Log.With("unit", unit),
 		want: protocol.Want{
 			CommonName:   cn,
 			SANs:         opts.Certificate.SANsFor(unit, opts.Host),

@@ -2,7 +2,9 @@ package agent
 
 import (
 	"crypto"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/binary"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -15,7 +17,6 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/internal/durable"
-	"github.com/tlsrelay/tlsrelay/internal/memo"
 	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -38,6 +39,29 @@ type files struct {
 	dir    string
 	mode   os.FileMode       // of the certificate and CA files; the key is always KeyMode
 	writer atomicfile.Writer // gives every file its owner (certificate.output.owner, .group) and makes it durable
+	parsed *parsedFiles      // nil: nothing is kept
+}
+
+// parsedFiles is what the unit's key files gave when they were last parsed, by the
+// digest of their text (never the key's text itself). A unit reads its files at every
+// decision; parsing a key (a scalar multiplication for an EC key) and a CSR cost far
+// more than reading them, and the files change once a renewal.
+type parsedFiles struct {
+	installedDigest, pendingDigest [sha256.Size]byte
+	installed                      *installedPair
+	pending                        *pendingPair
+}
+
+// digestOf hashes two files' texts, the first length-prefixed so they cannot run into
+// one another.
+func digestOf(a, b []byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(len(a))))
+	h.Write(a)
+	h.Write(b)
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
 }
 
 func (f files) path(name string) string { return filepath.Join(f.dir, name) }
@@ -96,14 +120,7 @@ func (f files) loadInstalled() (*protocol.Installed, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	pair, _ := installedPairs.Remember(memo.KeyOf(certPEM, keyPEM), func() (installedPair, error) {
-		certs, err := certutil.ParseCertificates(certPEM)
-		if err != nil {
-			return installedPair{parseErr: err}, nil
-		}
-		pub, err := certutil.PublicKeyOfPrivatePEM(keyPEM)
-		return installedPair{cert: certs[0], matches: err == nil && certutil.SamePublicKey(certs[0].PublicKey, pub)}, nil
-	})
+	pair := f.installedPair(certPEM, keyPEM)
 	if pair.parseErr != nil {
 		return nil, fmt.Sprintf("%s does not parse (%v): requesting a new certificate", f.path(CertFile), pair.parseErr), nil
 	}
@@ -117,13 +134,45 @@ func (f files) loadInstalled() (*protocol.Installed, string, error) {
 	return &protocol.Installed{Cert: pair.cert, CAPEM: string(caPEM)}, "", nil
 }
 
-// A unit reads its files at every decision; parsing a key (a scalar multiplication for
-// an EC key) and verifying a CSR cost far more than reading them. What a pair of files
-// gave is remembered by their digest (never by the key's text).
-var (
-	installedPairs = memo.New[installedPair](4096)
-	pendingPairs   = memo.New[pendingPair](4096)
-)
+// installedPair parses tls.crt and tls.key, or returns what they gave last time.
+func (f files) installedPair(certPEM, keyPEM []byte) installedPair {
+	var digest [sha256.Size]byte
+	if f.parsed != nil {
+		if digest = digestOf(certPEM, keyPEM); f.parsed.installed != nil && f.parsed.installedDigest == digest {
+			return *f.parsed.installed
+		}
+	}
+	var pair installedPair
+	if certs, err := certutil.ParseCertificates(certPEM); err != nil {
+		pair.parseErr = err
+	} else {
+		pub, err := certutil.PublicKeyOfPrivatePEM(keyPEM)
+		pair = installedPair{cert: certs[0], matches: err == nil && certutil.SamePublicKey(certs[0].PublicKey, pub)}
+	}
+	if f.parsed != nil {
+		f.parsed.installedDigest, f.parsed.installed = digest, &pair
+	}
+	return pair
+}
+
+// pendingPair parses pending.key and pending.csr, or returns what they gave last time.
+func (f files) pendingPair(keyPEM, csrPEM []byte) pendingPair {
+	var digest [sha256.Size]byte
+	if f.parsed != nil {
+		if digest = digestOf(keyPEM, csrPEM); f.parsed.pending != nil && f.parsed.pendingDigest == digest {
+			return *f.parsed.pending
+		}
+	}
+	pub, kerr := certutil.PublicKeyOfPrivatePEM(keyPEM)
+	// The unit made this CSR with this key: whether it is for the key is the question,
+	// which the public keys answer; the leader checks its signature.
+	csr, cerr := parseOwnCSR(csrPEM)
+	pair := pendingPair{pub: pub, matches: kerr == nil && cerr == nil && certutil.SamePublicKey(csr.PublicKey, pub)}
+	if f.parsed != nil {
+		f.parsed.pendingDigest, f.parsed.pending = digest, &pair
+	}
+	return pair
+}
 
 // installedPair is what tls.crt and tls.key gave: the leaf, and whether the key is its.
 type installedPair struct {
@@ -148,13 +197,7 @@ func (f files) loadPending() (*protocol.Pending, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	pair, _ := pendingPairs.Remember(memo.KeyOf(keyPEM, csrPEM), func() (pendingPair, error) {
-		pub, kerr := certutil.PublicKeyOfPrivatePEM(keyPEM)
-		// The unit made this CSR with this key: whether it is for the key is the
-		// question, which the public keys answer; the leader checks its signature.
-		csr, cerr := parseOwnCSR(csrPEM)
-		return pendingPair{pub: pub, matches: kerr == nil && cerr == nil && certutil.SamePublicKey(csr.PublicKey, pub)}, nil
-	})
+	pair := f.pendingPair(keyPEM, csrPEM)
 	if !pair.matches {
 		return nil, fmt.Sprintf("%s and %s do not belong together: making a new CSR", f.path(PendingKeyFile), f.path(PendingCSRFile)), nil
 	}

@@ -117,14 +117,16 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	if !leader {
 		a.memory = a.memory.Step(protocol.LeadershipLost{})
 	}
-	d := protocol.Decide(protocol.View{
+	view := protocol.View{
 		Unit: a.unit, Leader: leader, Units: snap.Units, LeaderData: snap.LeaderData,
-		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, Cache: a.opts.Cache, CASeal: len(a.opts.SealKey) > 0,
+		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, Parsed: a.parsed, CASeal: len(a.opts.SealKey) > 0,
 		Policy: a.opts.Policy,
 		CA: protocol.CATerms{Signer: a.opts.SignerName, Request: snap.Requests[protocol.RequestRotateCA],
 			RotateBefore: a.opts.CARotateBefore, Ref: a.opts.CARef},
 		CRL: protocol.CRLTerms{RevokeAfter: a.opts.RevokeDepartedAfter},
-	})
+	}
+	d := protocol.Decide(view)
+	a.parsed.Forget(view)
 	a.wake = d.WakeAt
 	a.report(leader, d, local)
 	if len(d.Actions) == 0 {

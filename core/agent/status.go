@@ -27,7 +27,7 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 		a.log.Error("leader cannot sign", "problem", d.LeaderProblem)
 	}
 	if cert := leaf(local); cert != nil {
-		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, a.opts.Cache.TrustsOf(local.Installed.CAPEM)
+		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, a.parsed.TrustsOf(local.Installed.CAPEM)
 	}
 	a.opts.Metrics.Expires(a.unit, s.NotAfter)
 	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {

@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/tlsrelay/tlsrelay/internal/memo"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -22,11 +21,16 @@ type Request struct {
 	// Claimed maps names (Normalize'd DNS names, IPs as text) to the unit whose current
 	// certificate holds them exclusively.
 	Claimed map[string]string
-	// Verified, if set, remembers the CSRs that parsed and whose signature verified, by
-	// their PEM: a leader checks every pending CSR at every decision, and a signature
-	// verifies the same way every time. Failures are not kept (their message names the
-	// unit). The caller owns it (protocol.Cache).
-	Verified *memo.Memo[*x509.CertificateRequest]
+	// Verified, if set, keeps this request's CSR once it parsed and its signature
+	// verified: a leader checks every pending CSR at every decision, and a signature
+	// verifies the same way every time. The caller owns it (protocol.Parsed).
+	Verified CSRMemo
+}
+
+// CSRMemo keeps a CSR that parse returned; a failed parse is not kept (its message
+// names the unit).
+type CSRMemo interface {
+	Remember(parse func() (*x509.CertificateRequest, error)) (*x509.CertificateRequest, error)
 }
 
 // Refusal is why a CSR is not signed. It is final for that CSR: the unit must send
@@ -71,12 +75,14 @@ func (r *Refusal) Error() string {
 	return fmt.Sprintf("CSR of %s refused: %s", r.Unit, r.Reason)
 }
 
-// parseCSR is certutil.ParseCSR, remembered in req.Verified when the caller keeps one.
-// The CSR returned may be shared: read it only.
+// parseCSR is certutil.ParseCSR, kept in req.Verified when the caller keeps one. The
+// CSR returned may be shared: read it only.
 func parseCSR(req Request) (*x509.CertificateRequest, error) {
-	return req.Verified.Remember(memo.KeyOf(req.CSRPEM), func() (*x509.CertificateRequest, error) {
-		return certutil.ParseCSR(req.CSRPEM, req.Unit)
-	})
+	parse := func() (*x509.CertificateRequest, error) { return certutil.ParseCSR(req.CSRPEM, req.Unit) }
+	if req.Verified == nil {
+		return parse()
+	}
+	return req.Verified.Remember(parse)
 }
 
 // Check returns the parsed CSR, or a *Refusal saying why it may not be signed.

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
 	"net"
@@ -227,4 +228,41 @@ func ruleOf(err error) Rule {
 		return "not a refusal"
 	}
 	return ""
+}
+
+// countingMemo keeps one CSR and counts the parses it let through.
+type countingMemo struct {
+	kept   *x509.CertificateRequest
+	parses int
+}
+
+func (m *countingMemo) Remember(parse func() (*x509.CertificateRequest, error)) (*x509.CertificateRequest, error) {
+	if m.kept != nil {
+		return m.kept, nil
+	}
+	m.parses++
+	csr, err := parse()
+	if err == nil {
+		m.kept = csr
+	}
+	return csr, err
+}
+
+// A caller's CSRMemo spares the parse and signature check of a CSR seen before, and
+// the size and profile checks still come first.
+func TestCheckUsesTheCallersMemo(t *testing.T) {
+	p := MustNew(Defaults())
+	csr := pkitest.CSR(t, pkitest.NewKey(t), "node/0", "node-0")
+	memo := &countingMemo{}
+	for range 3 {
+		if _, err := p.Check(Request{Unit: "node/0", CSRPEM: []byte(csr), Profile: "peer", Verified: memo}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if memo.parses != 1 {
+		t.Errorf("3 checks parsed the CSR %d times through the memo, want 1", memo.parses)
+	}
+	if _, err := p.Check(Request{Unit: "node/0", CSRPEM: []byte(csr), Profile: "admin", Verified: memo}); err == nil {
+		t.Error("a kept CSR skipped the profile check")
+	}
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/policy"
-	"github.com/tlsrelay/tlsrelay/internal/memo"
 
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -21,38 +20,63 @@ import (
 // certificate carries it as a SAN, since "/" cannot appear in a DNS name.
 func UnitDNSName(unit string) string { return policy.UnitDNSName(unit) }
 
-// leafFor returns the leaf of chain if it certifies pub and chains to the CA bundle.
-func (c *Cache) leafFor(chainPEM string, pub crypto.PublicKey, caPEM string, now time.Time) (*x509.Certificate, error) {
-	certs, err := c.parseCerts(chainPEM)
+// signedLeaf returns the leaf of unit's certificate chain in leader data if it
+// certifies pub and chains to the CA bundle caPEM.
+func (v View) signedLeaf(unit string, pub crypto.PublicKey, caPEM string) (leaf *x509.Certificate, err error) {
+	roots, err := v.bundleCerts(caPEM)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("CA bundle: %w", err)
 	}
-	leaf := certs[0]
-	if !certutil.SamePublicKey(leaf.PublicKey, pub) {
-		return nil, errors.New("certificate is for another key")
-	}
-	if err := c.verifyChain(leaf, certs[1:], caPEM, now); err != nil {
-		return nil, err
-	}
-	return leaf, nil
+	key := SignedCertificateKey(unit)
+	v.Parsed.use(slotKey{place: inLeaderData, key: key}, v.LeaderData[key], func(s *slot) {
+		var certs []*x509.Certificate
+		if certs, err = s.parseCerts(); err != nil {
+			return
+		}
+		if !certutil.SamePublicKey(certs[0].PublicKey, pub) {
+			err = errors.New("certificate is for another key")
+			return
+		}
+		if err = s.verifyChain(roots, caPEM, v.Now); err == nil {
+			leaf = certs[0]
+		}
+	})
+	return leaf, err
 }
 
-// verifyChain checks that leaf chains to one of the CAs in the bundle at time now.
-// A chain that verified is remembered with the window in which all its certificates
-// are valid: the signatures verify the same way every time, only the time changes.
-func (c *Cache) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certificate, caPEM string, now time.Time) error {
-	parts := [][]byte{leaf.Raw, []byte(caPEM)}
-	for _, cert := range intermediates {
-		parts = append(parts, cert.Raw)
+// installed runs f on the slot of the unit's installed certificate: the slot of its
+// certificate in leader data when that is the installed one, alone (what a unit verified
+// while it waited need not be verified again once installed), else a slot of its own.
+func (v View) installed(cert *x509.Certificate, f func(*slot)) {
+	key := SignedCertificateKey(v.Unit)
+	if chain := v.LeaderData[key]; chain != "" {
+		done := false
+		v.Parsed.use(slotKey{place: inLeaderData, key: key}, chain, func(s *slot) {
+			if certs, err := s.parseCerts(); err == nil && len(certs) == 1 && bytes.Equal(certs[0].Raw, cert.Raw) {
+				f(s)
+				done = true
+			}
+		})
+		if done {
+			return
+		}
 	}
-	key := memo.KeyOf(parts...)
-	if w, ok := c.memos().chains.Get(key); ok && !now.Before(w.from) && !now.After(w.to) {
+	v.Parsed.use(slotKey{place: own, key: ownInstalled}, string(cert.Raw), func(s *slot) {
+		if !s.certsDone {
+			s.certs, s.certsDone = []*x509.Certificate{cert}, true
+		}
+		f(s)
+	})
+}
+
+// verifyChain checks that the slot's certificates (parsed) chain to one of the CAs in
+// the bundle caPEM (roots, parsed) at time now. A chain that verified is remembered with
+// the window in which all its certificates are valid.
+func (s *slot) verifyChain(roots []*x509.Certificate, caPEM string, now time.Time) error {
+	if s.chainCA != "" && s.chainCA == caPEM && s.chainWindow.holds(now) {
 		return nil
 	}
-	roots, err := c.parseCerts(caPEM)
-	if err != nil {
-		return fmt.Errorf("CA bundle: %w", err)
-	}
+	leaf := s.certs[0]
 	opts := x509.VerifyOptions{
 		Roots:         x509.NewCertPool(),
 		Intermediates: x509.NewCertPool(),
@@ -62,7 +86,7 @@ func (c *Cache) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certif
 	for _, r := range roots {
 		opts.Roots.AddCert(r)
 	}
-	for _, cert := range intermediates {
+	for _, cert := range s.certs[1:] {
 		opts.Intermediates.AddCert(cert)
 	}
 	chains, err := leaf.Verify(opts)
@@ -73,26 +97,12 @@ func (c *Cache) verifyChain(leaf *x509.Certificate, intermediates []*x509.Certif
 	for _, cert := range chains[0] {
 		w.from, w.to = latest(w.from, cert.NotBefore), earliest(w.to, cert.NotAfter)
 	}
-	c.memos().chains.Put(key, w)
-	// Each link's signature verified: signedBy need not check it again.
-	for i := 0; i+1 < len(chains[0]); i++ {
-		c.memos().signatures.Put(memo.KeyOf(chains[0][i].Raw, chains[0][i+1].Raw), true)
+	s.chainCA, s.chainWindow = caPEM, w
+	if len(chains[0]) > 1 { // the issuer's signature verified: checkedBy need not check it again
+		s.checkedBy(chains[0][1], func() error { return nil })
 	}
 	return nil
 }
-
-// signedBy says whether issuer's key signed cert. Every unit asks at every decision
-// whether its certificate is the signing CA's (a CA rotation), so the answer is
-// remembered: a signature check is the costliest part of that decision.
-func (c *Cache) signedBy(cert, issuer *x509.Certificate) bool {
-	ok, _ := c.memos().signatures.Remember(memo.KeyOf(cert.Raw, issuer.Raw), func() (bool, error) {
-		return cert.CheckSignatureFrom(issuer) == nil, nil
-	})
-	return ok
-}
-
-// window is when every certificate of a verified chain is valid.
-type window struct{ from, to time.Time }
 
 func latest(a, b time.Time) time.Time {
 	if b.After(a) {
@@ -142,13 +152,4 @@ func containsCert(certs []*x509.Certificate, raw []byte) bool {
 
 func encodeCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-}
-
-// parseCerts is certutil.ParseCertificates, remembered. The certificates may be shared:
-// read them only (the slice is the caller's own).
-func (c *Cache) parseCerts(pemText string) ([]*x509.Certificate, error) {
-	certs, err := c.memos().certs.Remember(memo.KeyOf([]byte(pemText)), func() ([]*x509.Certificate, error) {
-		return certutil.ParseCertificates([]byte(pemText))
-	})
-	return slices.Clone(certs), err
 }

@@ -7,7 +7,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/memo"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -62,7 +61,7 @@ func planRevocations(v View, signingCA string) (actions []Action, wake time.Time
 	old := decodeRevocations(v.LeaderData[KeyRevoked])
 	list := slices.Clone(old)
 	for _, unit := range departedUnits(v) {
-		certs, err := v.Cache.parseCerts(v.LeaderData[SignedCertificateKey(unit)])
+		certs, err := v.leaderCerts(SignedCertificateKey(unit))
 		if err != nil {
 			continue
 		}
@@ -91,7 +90,7 @@ func planRevocations(v View, signingCA string) (actions []Action, wake time.Time
 			wake = at
 		}
 	}
-	number, due := v.Cache.crlDue(v.LeaderData[KeyCRL], signingCA, inForce, v.Now)
+	number, due := v.crlDue(signingCA, inForce)
 	if due {
 		return append(actions, SignCRL{Revoked: inForce, Number: number, Now: v.Now}), wake
 	}
@@ -103,8 +102,11 @@ func planRevocations(v View, signingCA string) (actions []Action, wake time.Time
 
 // crlDue says whether the published CRL must be signed again, and the number the next
 // one takes (always above the published one's).
-func (c *Cache) crlDue(crlPEM, signingCA string, inForce []Revocation, now time.Time) (*big.Int, bool) {
-	crl, err := c.parseCRL(crlPEM)
+func (v View) crlDue(signingCA string, inForce []Revocation) (*big.Int, bool) {
+	crlKey := slotKey{place: inLeaderData, key: KeyCRL}
+	var crl *x509.RevocationList
+	var err error
+	v.Parsed.use(crlKey, v.LeaderData[KeyCRL], func(s *slot) { crl, err = s.parseCRL() })
 	if err != nil {
 		return big.NewInt(1), true
 	}
@@ -112,8 +114,16 @@ func (c *Cache) crlDue(crlPEM, signingCA string, inForce []Revocation, now time.
 	if crl.Number != nil {
 		next.Add(crl.Number, next)
 	}
-	ca, err := c.parseCerts(signingCA)
-	if err != nil || crl.CheckSignatureFrom(ca[0]) != nil || crl.NextUpdate.Sub(now) < CRLLifetime/2 {
+	ca, err := v.bundleCerts(signingCA)
+	signed := false
+	if err == nil {
+		v.Parsed.use(crlKey, v.LeaderData[KeyCRL], func(s *slot) {
+			if crl, err = s.parseCRL(); err == nil {
+				signed = s.checkedBy(ca[0], func() error { return crl.CheckSignatureFrom(ca[0]) })
+			}
+		})
+	}
+	if !signed || crl.NextUpdate.Sub(v.Now) < CRLLifetime/2 {
 		return next, true
 	}
 	listed := certutil.Revoked(crl)
@@ -138,18 +148,13 @@ func compareHex(a, b string) int {
 	return x.Cmp(y)
 }
 
-// revokedByCRL says whether the group's CRL lists the serial of cert.
-func (c *Cache) revokedByCRL(crlPEM string, serial *big.Int) bool {
-	crl, err := c.parseCRL(crlPEM)
+// crlRevokes says whether the group's CRL lists serial.
+func (v View) crlRevokes(serial *big.Int) bool {
+	var crl *x509.RevocationList
+	var err error
+	v.Parsed.use(slotKey{place: inLeaderData, key: KeyCRL}, v.LeaderData[KeyCRL], func(s *slot) { crl, err = s.parseCRL() })
 	if err != nil {
 		return false
 	}
 	return slices.ContainsFunc(certutil.Revoked(crl), func(s *big.Int) bool { return s.Cmp(serial) == 0 })
-}
-
-// parseCRL is certutil.ParseCRL, remembered. The list may be shared: read it only.
-func (c *Cache) parseCRL(crlPEM string) (*x509.RevocationList, error) {
-	return c.memos().crls.Remember(memo.KeyOf([]byte(crlPEM)), func() (*x509.RevocationList, error) {
-		return certutil.ParseCRL([]byte(crlPEM))
-	})
 }

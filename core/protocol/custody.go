@@ -18,11 +18,11 @@ func planReferencedCA(v View) (Action, string) {
 	if m.ReferencedCA == "" {
 		return LoadReferencedCA{Ref: v.CA.Ref}, ""
 	}
-	want, err := v.Cache.parseCerts(m.ReferencedCA)
+	want, err := v.Parsed.certsAt(slotKey{place: own, key: ownReferencedCA}, m.ReferencedCA)
 	if err != nil {
 		return nil, fmt.Sprintf("not signing: the CA from ca.ref %s: %v", v.CA.Ref, err)
 	}
-	if have, err := v.Cache.parseCerts(m.SignerCA); err == nil && have[0].Equal(want[0]) {
+	if have, err := v.signerCerts(); err == nil && have[0].Equal(want[0]) {
 		return nil, ""
 	}
 	fp := caseal.Fingerprint(want[0].Raw)
@@ -35,7 +35,7 @@ func planReferencedCA(v View) (Action, string) {
 
 // signingValidity is the lifetime the leader signs for, from the signer's CA.
 func signingValidity(v View, pol *policy.Policy) (time.Duration, error) {
-	certs, err := v.Cache.parseCerts(v.Memory.SignerCA)
+	certs, err := v.signerCerts()
 	if err != nil {
 		return 0, fmt.Errorf("the signer's CA: %w", err)
 	}

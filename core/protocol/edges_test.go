@@ -105,7 +105,8 @@ func TestCRLRefreshedPastHalfItsLife(t *testing.T) {
 		left time.Duration
 		due  bool
 	}{{CRLLifetime / 2, false}, {CRLLifetime/2 - time.Second, true}} {
-		number, due := NewCache().crlDue(signed(now.Add(tt.left)), ca.PEM, nil, now)
+		v := View{LeaderData: map[string]string{KeyCRL: signed(now.Add(tt.left))}, Now: now, Parsed: NewParsed()}
+		number, due := v.crlDue(ca.PEM, nil)
 		if due != tt.due || number.Int64() != 5 {
 			t.Errorf("a CRL with %s left: due %v, next number %s; want %v, 5", tt.left, due, number, tt.due)
 		}

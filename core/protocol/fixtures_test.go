@@ -16,11 +16,11 @@ var now = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
 type testCA struct{ pkitest.CA }
 
-func newCA(t *testing.T, cn string) testCA { return testCA{pkitest.NewCA(t, cn, now)} }
+func newCA(t testing.TB, cn string) testCA { return testCA{pkitest.NewCA(t, cn, now)} }
 
-func newKey(t *testing.T) *ecdsa.PrivateKey { return pkitest.NewKey(t) }
+func newKey(t testing.TB) *ecdsa.PrivateKey { return pkitest.NewKey(t) }
 
-func csrFor(t *testing.T, key crypto.Signer, cn string, dns ...string) string {
+func csrFor(t testing.TB, key crypto.Signer, cn string, dns ...string) string {
 	return pkitest.CSR(t, key, cn, dns...)
 }
 
@@ -32,7 +32,7 @@ type certOpts struct {
 	notAfter  time.Time
 }
 
-func (ca testCA) sign(t *testing.T, pub crypto.PublicKey, o certOpts) (*x509.Certificate, string) {
+func (ca testCA) sign(t testing.TB, pub crypto.PublicKey, o certOpts) (*x509.Certificate, string) {
 	if o.notBefore.IsZero() {
 		o.notBefore = now.Add(-time.Hour)
 	}

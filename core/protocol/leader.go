@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"slices"
@@ -60,11 +61,10 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 	return append(actions, revocations...), signing, problem, plan.state, wake
 }
 
-// sealedFor: the sealed CA key in leader data belongs to the signing CA of bundle.
-func (c *Cache) sealedFor(sealedValue, bundle string) bool {
-	sealed, ok := caseal.Decode(sealedValue)
-	certs, err := c.parseCerts(bundle)
-	return ok && err == nil && sealed.CASHA256 == caseal.Fingerprint(certs[0].Raw)
+// sealedFor: the sealed CA key in leader data belongs to ca.
+func (v View) sealedFor(ca *x509.Certificate) bool {
+	sealed, ok := caseal.Decode(v.LeaderData[KeyCASealed])
+	return ok && sealed.CASHA256 == caseal.Fingerprint(ca.Raw)
 }
 
 func actionList(act Action) []Action {
@@ -77,10 +77,10 @@ func actionList(act Action) []Action {
 // continuityProblem explains why a leader whose signer holds another CA does not sign.
 func continuityProblem(v View, published string) string {
 	group, signer := "?", "?"
-	if certs, err := v.Cache.parseCerts(published); err == nil {
+	if certs, err := v.bundleCerts(published); err == nil {
 		group = caseal.Fingerprint(certs[0].Raw)[:16]
 	}
-	if certs, err := v.Cache.parseCerts(v.Memory.SignerCA); err == nil {
+	if certs, err := v.signerCerts(); err == nil {
 		signer = caseal.Fingerprint(certs[0].Raw)[:16]
 	}
 	why := "leader data holds no sealed CA key"
@@ -101,11 +101,10 @@ var defaultPolicy = policy.MustNew(policy.Defaults())
 func claimedNames(v View, pol *policy.Policy) map[string]string {
 	claimed := map[string]string{}
 	for unit := range v.Units {
-		chain := v.LeaderData[SignedCertificateKey(unit)]
-		if chain == "" {
+		if v.LeaderData[SignedCertificateKey(unit)] == "" {
 			continue
 		}
-		certs, err := v.Cache.parseCerts(chain)
+		certs, err := v.leaderCerts(SignedCertificateKey(unit))
 		if err != nil {
 			continue
 		}
@@ -139,7 +138,8 @@ func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, 
 	if f := v.Memory.SignFailures[digest]; f.Refused {
 		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: Rejection{CSRDigest: digest, Reason: f.Reason, Rule: RuleSigner}}
 	}
-	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed, Verified: v.Cache.memos().csrs})
+	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed,
+		Verified: csrMemo{p: v.Parsed, k: slotKey{place: inBag, unit: unit, key: KeyCSR}, value: csrPEM}})
 	if err != nil {
 		r := Rejection{CSRDigest: digest, Reason: err.Error()}
 		if refusal, ok := errors.AsType[*policy.Refusal](err); ok {
@@ -147,8 +147,8 @@ func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, 
 		}
 		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: r}
 	}
-	if chain := v.LeaderData[SignedCertificateKey(unit)]; chain != "" {
-		if _, err := v.Cache.leafFor(chain, csr.PublicKey, ca, v.Now); err == nil {
+	if v.LeaderData[SignedCertificateKey(unit)] != "" {
+		if _, err := v.signedLeaf(unit, csr.PublicKey, ca); err == nil {
 			return nil // signed already, for this key, by a CA the group trusts
 		}
 	}

@@ -54,9 +54,9 @@ type View struct {
 	// Memory is what the leader has learned from its signer (LeaderMemory.Step); the
 	// zero value for a unit that does not lead.
 	Memory LeaderMemory
-	// Cache remembers what deciding parsed and verified; nil remembers nothing. It is
-	// not part of what is decided on (see Cache).
-	Cache *Cache
+	// Parsed is the unit's parsed copy of the values decisions read; nil keeps nothing.
+	// It is not part of what is decided on (see Parsed).
+	Parsed *Parsed
 	// CASeal: this unit holds the ca_seal key, so as leader it seals the CA key into
 	// leader data and can import a sealed one.
 	CASeal bool

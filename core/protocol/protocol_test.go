@@ -333,7 +333,7 @@ func leaderOnly(actions []Action) []Action {
 	return out
 }
 
-func mustLeaf(t *testing.T, chain string) *x509.Certificate {
+func mustLeaf(t testing.TB, chain string) *x509.Certificate {
 	t.Helper()
 	certs, err := certutil.ParseCertificates([]byte(chain))
 	if err != nil {
@@ -342,9 +342,9 @@ func mustLeaf(t *testing.T, chain string) *x509.Certificate {
 	return certs[0]
 }
 
-// Decide is pure: the same view gives the same decision with no cache, a cold one and a
-// warm one (the Cache remembers, it does not decide), and the view it is given is left as
-// it was (its maps and the leader's memory included).
+// Decide is pure: the same view gives the same decision with nothing parsed kept, a cold
+// Parsed and a warm one (it remembers, it does not decide), and the view it is given is
+// left as it was (its maps and the leader's memory included).
 func TestDecideIsPure(t *testing.T) {
 	ca := newCA(t, "group CA")
 	key, key1 := newKey(t), newKey(t)
@@ -360,7 +360,7 @@ func TestDecideIsPure(t *testing.T) {
 	before := deepCopyView(v)
 	first := Decide(v) // no cache
 	warm := v
-	warm.Cache = NewCache()
+	warm.Parsed = NewParsed()
 	for i := 0; i < 3; i++ { // cold, then warm
 		if again := Decide(warm); !reflect.DeepEqual(first, again) {
 			t.Fatalf("decision %d with a cache differs: %#v vs %#v", i, again, first)

@@ -78,14 +78,9 @@ type CATerms struct {
 }
 
 // TrustsOf lists the fingerprints of the CAs in a bundle, as units report them.
-func TrustsOf(bundlePEM string) string { return (*Cache)(nil).TrustsOf(bundlePEM) }
+func TrustsOf(bundlePEM string) string { return (*Parsed)(nil).TrustsOf(bundlePEM) }
 
-// TrustsOf is the package's TrustsOf, with what c remembers.
-func (c *Cache) TrustsOf(bundlePEM string) string {
-	certs, err := c.parseCerts(bundlePEM)
-	if err != nil {
-		return ""
-	}
+func fingerprints(certs []*x509.Certificate) string {
 	fps := make([]string, len(certs))
 	for i, c := range certs {
 		fps[i] = caseal.Fingerprint(c.Raw)
@@ -106,7 +101,7 @@ type caPlan struct {
 // the published one (pub) parsed.
 func planCA(v View) caPlan {
 	published := v.LeaderData[KeyCA]
-	signerCerts, err := v.Cache.parseCerts(v.Memory.SignerCA)
+	signerCerts, err := v.signerCerts()
 	if err != nil {
 		return caPlan{problem: "the signer's CA does not parse: " + err.Error()}
 	}
@@ -115,7 +110,7 @@ func planCA(v View) caPlan {
 		p := caPlan{actions: []Action{PublishCA{BundlePEM: v.Memory.SignerCA}, recordCA(v, nil)}}
 		return p.sealed(v)
 	}
-	pub, err := v.Cache.parseCerts(published)
+	pub, err := v.leaderCerts(KeyCA)
 	if err != nil {
 		return caPlan{problem: "the published CA bundle does not parse: " + err.Error()}
 	}
@@ -144,7 +139,7 @@ func planCA(v View) caPlan {
 // signer's CA if there is a reason; else refuse.
 func planTakeover(v View, signerCerts, pub []*x509.Certificate, target *x509.Certificate, rot Rotation, rotating bool) caPlan {
 	reason := rotationReason(v, pub[0], rot, rotating)
-	if (rotating || !v.signerChanged() && !v.requested()) && v.CASeal && v.Cache.sealedFor(v.LeaderData[KeyCASealed], string(encodeCert(target))) {
+	if (rotating || !v.signerChanged() && !v.requested()) && v.CASeal && v.sealedFor(target) {
 		return caPlan{actions: []Action{ImportSealedCA{CACertPEM: string(encodeCert(target)), Sealed: v.LeaderData[KeyCASealed]}}}
 	}
 	if reason == "" {
@@ -280,8 +275,8 @@ func presentsCertOf(v View, unit string, ca *x509.Certificate) bool {
 	if serial == "" {
 		return true
 	}
-	certs, err := v.Cache.parseCerts(v.LeaderData[SignedCertificateKey(unit)])
-	return err == nil && certs[0].SerialNumber.Text(16) == serial && certs[0].CheckSignatureFrom(ca) == nil
+	certs, err := v.leaderCerts(SignedCertificateKey(unit))
+	return err == nil && certs[0].SerialNumber.Text(16) == serial && v.unitCertSignedBy(unit, ca)
 }
 
 // inUse keeps the CAs that issued some joined unit's certificate and have not expired.
@@ -292,8 +287,7 @@ func inUse(v View, cas []*x509.Certificate) []*x509.Certificate {
 			continue
 		}
 		for unit := range v.Units {
-			certs, err := v.Cache.parseCerts(v.LeaderData[SignedCertificateKey(unit)])
-			if err == nil && certs[0].CheckSignatureFrom(ca) == nil {
+			if v.unitCertSignedBy(unit, ca) {
 				out = append(out, ca)
 				break
 			}
@@ -317,7 +311,7 @@ func recordCA(v View, rot *Rotation) Action {
 
 // sealed adds SealCA when the signer's CA key is not the sealed one.
 func (p caPlan) sealed(v View) caPlan {
-	if v.CASeal && !v.Cache.sealedFor(v.LeaderData[KeyCASealed], v.Memory.SignerCA) {
+	if signer, err := v.signerCerts(); v.CASeal && (err != nil || !v.sealedFor(signer[0])) {
 		p.actions = append(p.actions, SealCA{})
 	}
 	return p

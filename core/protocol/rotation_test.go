@@ -3,9 +3,11 @@ package protocol
 import (
 	"crypto/ecdsa"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"maps"
 	"math/rand"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +33,6 @@ type group struct {
 	reasons    []string // of every rotation record written
 	rand       *rand.Rand
 	lagging    string
-	cache      *Cache // shared by the units, as an agent process shares one
 }
 
 type simUnit struct {
@@ -40,14 +41,15 @@ type simUnit struct {
 	cert            *x509.Certificate
 	ca              string
 	memory          LeaderMemory // what the leader learned (LoadSignerCA)
+	parsed          *Parsed      // kept from one decision to the next, as an agent does
 }
 
 func newGroup(t *testing.T, seed int64, signer testCA, units ...string) *group {
 	g := &group{t: t, rand: rand.New(rand.NewSource(seed)), lagging: units[len(units)-1], units: units, leader: units[0], bags: map[string]map[string]string{},
-		leaderData: map[string]string{}, local: map[string]*simUnit{}, signer: signer, signerName: "cfssl", cache: NewCache()}
+		leaderData: map[string]string{}, local: map[string]*simUnit{}, signer: signer, signerName: "cfssl"}
 	for _, u := range units {
 		g.bags[u] = map[string]string{}
-		g.local[u] = &simUnit{}
+		g.local[u] = &simUnit{parsed: NewParsed()}
 	}
 	return g
 }
@@ -66,7 +68,7 @@ func (g *group) view(unit string) View {
 		units[u] = maps.Clone(b)
 	}
 	return View{Unit: unit, Leader: unit == g.leader, Units: units, LeaderData: maps.Clone(g.leaderData),
-		Local: local, Now: now, Memory: s.memory, Cache: g.cache, CA: CATerms{Signer: g.signerName, Request: g.request},
+		Local: local, Now: now, Memory: s.memory, Parsed: s.parsed, CA: CATerms{Signer: g.signerName, Request: g.request},
 		Want: Want{CommonName: unit, SANs: []string{UnitDNSName(unit)}, Profile: "peer", RenewAt: 0.66, Validity: 30 * 24 * time.Hour}}
 }
 
@@ -76,7 +78,15 @@ func (g *group) step(unit string) (Decision, bool) {
 	if unit != g.leader {
 		s.memory = s.memory.Step(LeadershipLost{})
 	}
-	d := Decide(g.view(unit))
+	v := g.view(unit)
+	d := Decide(v)
+	// What the unit keeps parsed never decides: a decision without it is the same.
+	cold := v
+	cold.Parsed = nil
+	if again := Decide(cold); !reflect.DeepEqual(d, again) {
+		g.t.Fatalf("%s decided %#v with what it kept parsed and %#v without", unit, d, again)
+	}
+	s.parsed.Forget(v)
 	for _, act := range d.Actions {
 		switch act := act.(type) {
 		case CreateCSR:
@@ -157,11 +167,21 @@ func (g *group) checkHandshakes() {
 			if a == b || sa.cert == nil || sb.cert == nil {
 				continue
 			}
-			if err := g.cache.verifyChain(sa.cert, nil, sb.ca, now); err != nil {
+			if err := verifyAgainst(sa.cert, sb.ca); err != nil {
 				g.t.Fatalf("%s's certificate (issuer serial %s) fails at %s: %v", a, sa.cert.Issuer.SerialNumber, b, err)
 			}
 		}
 	}
+}
+
+// verifyAgainst verifies cert against a CA bundle at now, with x509 alone.
+func verifyAgainst(cert *x509.Certificate, bundlePEM string) error {
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM([]byte(bundlePEM)) {
+		return errors.New("the CA bundle holds no certificate")
+	}
+	_, err := cert.Verify(x509.VerifyOptions{Roots: roots, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
 }
 
 // allFrom checks that every unit's certificate comes from ca and the bundle is ca alone.

@@ -54,7 +54,7 @@ func decidePending(v View, p *Pending, ca string) Decision {
 	if chain := v.LeaderData[SignedCertificateKey(v.Unit)]; chain != "" && ca != "" {
 		// A certificate for another key (the one before a lost key, a stale one) is
 		// never accepted: it would pair our key with someone else's certificate.
-		if cert, err := v.Cache.leafFor(chain, p.PublicKey, ca, v.Now); err == nil && cert != nil {
+		if cert, err := v.signedLeaf(v.Unit, p.PublicKey, ca); err == nil && cert != nil {
 			return Decision{State: StateCertificateAvailable, Detail: "installing serial " + cert.SerialNumber.Text(16),
 				Actions: []Action{InstallCertificate{ChainPEM: chain, CAPEM: ca}}}
 		}
@@ -94,20 +94,31 @@ func renewalDue(v View, inst *Installed, ca string) (State, string) {
 	if !keyMatches(cert, v.Want) {
 		return StateCreateCSR, fmt.Sprintf("key changed to %s %d", v.Want.KeyAlgorithm, v.Want.KeySize)
 	}
-	if v.Cache.revokedByCRL(v.LeaderData[KeyCRL], cert.SerialNumber) {
+	if v.crlRevokes(cert.SerialNumber) {
 		return StateRenewalDue, "the group's CRL revokes this certificate (the unit was away longer than ca.revoke_departed_after)"
 	}
 	if p := v.Units[v.Unit][KeyProfile]; p != "" && v.Want.Profile != "" && p != v.Want.Profile {
 		return StateCreateCSR, fmt.Sprintf("profile changed from %s to %s", p, v.Want.Profile)
 	}
-	if ca != "" {
-		if err := v.Cache.verifyChain(cert, nil, ca, v.Now); err != nil {
-			return StateCreateCSR, "certificate does not chain to the group CA: " + err.Error()
+	if ca == "" {
+		return "", ""
+	}
+	roots, err := v.bundleCerts(ca)
+	if err != nil {
+		return StateCreateCSR, "certificate does not chain to the group CA: CA bundle: " + err.Error()
+	}
+	var chained error
+	var fromSigningCA bool
+	v.installed(cert, func(s *slot) {
+		if chained = s.verifyChain(roots, ca, v.Now); chained == nil {
+			fromSigningCA = s.checkedBy(roots[0], func() error { return cert.CheckSignatureFrom(roots[0]) })
 		}
-		// A CA rotation: the group signs with its bundle's first CA now.
-		if signing, err := v.Cache.parseCerts(ca); err == nil && !v.Cache.signedBy(cert, signing[0]) {
-			return StateRenewalDue, fmt.Sprintf("CA rotation: the group now signs with CA %s", caseal.Fingerprint(signing[0].Raw)[:16])
-		}
+	})
+	if chained != nil {
+		return StateCreateCSR, "certificate does not chain to the group CA: " + chained.Error()
+	}
+	if !fromSigningCA { // a CA rotation: the group signs with its bundle's first CA now
+		return StateRenewalDue, fmt.Sprintf("CA rotation: the group now signs with CA %s", caseal.Fingerprint(roots[0].Raw)[:16])
 	}
 	return "", ""
 }

@@ -15,7 +15,6 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/backend"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
-	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/internal/durable"
 )
@@ -89,7 +88,7 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, len(opts.Units))
-	shared := &sharedByUnits{store: store, host: host, joining: make(chan struct{}, concurrentJoins), decisions: protocol.NewCache()}
+	shared := &sharedByUnits{store: store, host: host, joining: make(chan struct{}, concurrentJoins)}
 	for i, spec := range opts.Units {
 		wg.Add(1)
 		go func() {
@@ -122,9 +121,6 @@ type sharedByUnits struct {
 	// a CA rotation) one syncfs makes dozens durable, where an fsync of each of 1,000
 	// units' files was a fair part of their issuance on disk (docs/BENCHMARKS.md).
 	files durable.SyncGroup
-	// decisions remembers what the units' protocol parsed and verified: the leader and
-	// its followers in one process read the same CA bundle and certificates.
-	decisions *protocol.Cache
 }
 
 // runOne joins one unit (holding a slot of joining meanwhile) and runs its agent until
@@ -159,7 +155,6 @@ func runOne(ctx context.Context, opts ManyOptions, spec Spec, shared *sharedByUn
 	agentOpts := deps.agentOptions(&unitCfg, member, shared.host, log) // no secrets: they would all write the same files
 	agentOpts.OnStatus = opts.OnStatus
 	agentOpts.Sync = shared.files.Sync
-	agentOpts.Cache = shared.decisions
 	a, err := agent.New(agentOpts)
 	if err != nil {
 		return err
