@@ -90,6 +90,10 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		return a.createCSR(ctx, act.Reason)
 	case protocol.PublishCSR:
 		return a.publishCSR(ctx, act.CSRPEM, act.Profile)
+	case protocol.WithdrawCSR:
+		if err := a.opts.Member.SetUnitData(ctx, map[string]string{protocol.KeyCSR: ""}); err != nil {
+			return fmt.Errorf("%s: withdraw the answered CSR: %w", a.unit, err)
+		}
 	case protocol.InstallCertificate:
 		if err := a.files.install([]byte(act.ChainPEM), []byte(act.CAPEM)); err != nil {
 			return fmt.Errorf("%s: install certificate: %w", a.unit, err)
@@ -130,6 +134,7 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 	case protocol.ForgetUnit:
 		leaderData[protocol.SignedCertificateKey(act.Unit)] = ""
 		leaderData[protocol.RejectionKey(act.Unit)] = ""
+		leaderData[protocol.IssuedKey(act.Unit)] = ""
 	default:
 		return fmt.Errorf("%s: unknown action %T", a.unit, act)
 	}

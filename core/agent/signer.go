@@ -171,7 +171,8 @@ func (a *Agent) answer(act protocol.SignCSR, r sdk.SignResult, took time.Duratio
 	a.memory = a.memory.Step(protocol.CSRAnswered{Digest: digest})
 	a.opts.Metrics.Signed(took)
 	w.answer(act.Unit, act.CSRPEM, map[string]string{
-		protocol.SignedCertificateKey(act.Unit): string(r.Certificate.ChainPEM), protocol.RejectionKey(act.Unit): ""})
+		protocol.SignedCertificateKey(act.Unit): string(r.Certificate.ChainPEM), protocol.RejectionKey(act.Unit): "",
+		protocol.IssuedKey(act.Unit): act.Earlier})
 	a.log.Info("signed CSR", "of", act.Unit)
 	return nil
 }

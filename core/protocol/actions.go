@@ -68,12 +68,14 @@ type LoadReferencedCA struct{ Ref string }
 type ImportReferencedCA struct{ Ref, CASHA256 string }
 
 // SignCSR (leader): have the signer sign a unit's CSR for Validity and publish the chain,
-// guarded by the CSR.
+// guarded by the CSR, with Earlier at IssuedKey: the certificates issued to the unit
+// before, the one the new chain replaces included, so that none is forgotten.
 type SignCSR struct {
 	Unit     string
 	CSRPEM   string
 	Profile  string
 	Validity time.Duration
+	Earlier  string
 }
 
 // RejectCSR (leader): publish the refusal of a unit's CSR, with the reason, guarded by
@@ -84,7 +86,13 @@ type RejectCSR struct {
 	Rejection Rejection
 }
 
-// ForgetUnit (leader): delete a departed unit's certificate and rejection from leader data.
+// WithdrawCSR (unit): delete the answered CSR from the unit's bag. A unit asks the
+// leader for nothing while it holds its certificate, so the bag put back after a lost
+// lease, or read by a new leader, asks for no certificate the unit would not install.
+type WithdrawCSR struct{}
+
+// ForgetUnit (leader): delete a departed unit's certificate, rejection and issued record
+// from leader data (its certificates are revoked, or it had none).
 type ForgetUnit struct{ Unit string }
 
 // SignCRL (leader): have the signer sign a CRL of Revoked, numbered Number, valid from
@@ -111,6 +119,7 @@ func (SealCA) action()             {}
 func (ImportSealedCA) action()     {}
 func (RejectCSR) action()          {}
 func (ForgetUnit) action()         {}
+func (WithdrawCSR) action()        {}
 func (LoadReferencedCA) action()   {}
 func (ImportReferencedCA) action() {}
 func (SignCRL) action()            {}

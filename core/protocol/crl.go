@@ -53,32 +53,12 @@ func (r Revocation) effective(now time.Time, after time.Duration) bool {
 	return !now.Before(r.Departed.Add(after))
 }
 
-// planRevocations (leader) records the certificates of departed units, drops those that
-// expired or whose unit came back with them before the revocation took effect, and signs
-// a new CRL when the list in effect changed, the CRL is not the signing CA's, or half
-// its life is gone. wake is when a pending revocation takes effect or the CRL is due.
+// planRevocations (leader) keeps the list of revocations (planDepartures) and signs a
+// new CRL when the list in effect changed, the CRL is not the signing CA's, or half its
+// life is gone. wake is when a pending revocation takes effect or the CRL is due.
 func planRevocations(v View, signingCA string) (actions []Action, wake time.Time) {
-	old := decodeRevocations(v.LeaderData[KeyRevoked])
-	list := slices.Clone(old)
-	for _, unit := range departedUnits(v) {
-		certs, err := v.leaderCerts(SignedCertificateKey(unit))
-		if err != nil {
-			continue
-		}
-		serial := certs[0].SerialNumber.Text(16)
-		if !slices.ContainsFunc(list, func(r Revocation) bool { return r.Serial == serial }) {
-			list = append(list, Revocation{Unit: unit, Serial: serial, NotAfter: certs[0].NotAfter, Departed: v.Now})
-		}
-	}
 	after := v.CRL.RevokeAfter
-	list = slices.DeleteFunc(list, func(r Revocation) bool {
-		back := v.Units[r.Unit] != nil && v.Units[r.Unit][KeySerial] == r.Serial
-		return !v.Now.Before(r.NotAfter) || back && !r.effective(v.Now, after)
-	})
-	slices.SortFunc(list, func(a, b Revocation) int { return compareHex(a.Serial, b.Serial) })
-	if encoded := encodeRevocations(list); encoded != v.LeaderData[KeyRevoked] {
-		actions = append(actions, SetLeaderData{KV: map[string]string{KeyRevoked: encoded}})
-	}
+	actions, list := planDepartures(v)
 	if !v.Memory.SignsCRL { // departures are still recorded; no CRL is published
 		return actions, time.Time{}
 	}

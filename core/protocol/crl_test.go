@@ -51,7 +51,7 @@ func TestRevocation(t *testing.T) {
 	}{
 		{name: "a departure with revoke_after 0 is revoked at once",
 			units: alone, leaderData: with(SignedCertificateKey("db/1"), cert1, KeyCRL, emptyCRL), enabled: true,
-			want: []Action{ForgetUnit{Unit: "db/1"}, SetLeaderData{KV: map[string]string{KeyRevoked: list(gone(now))}},
+			want: []Action{SetLeaderData{KV: map[string]string{KeyRevoked: list(gone(now))}}, ForgetUnit{Unit: "db/1"},
 				SignCRL{Revoked: []Revocation{gone(now)}, Number: big.NewInt(5), Now: now}}},
 		{name: "a departure within revoke_after is recorded, not yet revoked; the leader wakes when it takes effect",
 			units: alone, leaderData: with(KeyRevoked, list(gone(now.Add(-10*time.Minute))), KeyCRL, emptyCRL), enabled: true,
@@ -80,7 +80,7 @@ func TestRevocation(t *testing.T) {
 			want: []Action{SignCRL{Number: big.NewInt(1), Now: now}}},
 		{name: "a signer without CRLs still records departures, and signs nothing",
 			units: alone, leaderData: with(SignedCertificateKey("db/1"), cert1),
-			want: []Action{ForgetUnit{Unit: "db/1"}, SetLeaderData{KV: map[string]string{KeyRevoked: list(gone(now))}}}},
+			want: []Action{SetLeaderData{KV: map[string]string{KeyRevoked: list(gone(now))}}, ForgetUnit{Unit: "db/1"}}},
 	}
 	want := Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66}
 	for _, tt := range tests {

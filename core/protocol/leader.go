@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
@@ -55,9 +54,6 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 		}
 	}
 	revocations, wake := planRevocations(v, published)
-	for _, unit := range departedUnits(v) {
-		actions = append(actions, ForgetUnit{Unit: unit})
-	}
 	return append(actions, revocations...), signing, problem, plan.state, wake
 }
 
@@ -152,22 +148,7 @@ func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, 
 			return nil // signed already, for this key, by a CA the group trusts
 		}
 	}
-	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile]}
-}
-
-// departedUnits lists units that have leader data but no longer a bag.
-func departedUnits(v View) []string {
-	var gone []string
-	for key := range v.LeaderData {
-		for _, suffix := range []string{SignedCertificateKey(""), RejectionKey("")} {
-			unit, ok := strings.CutSuffix(key, suffix)
-			if _, joined := v.Units[unit]; ok && !joined {
-				gone = append(gone, unit)
-			}
-		}
-	}
-	slices.Sort(gone)
-	return slices.Compact(gone)
+	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile], Earlier: encodeIssued(issuedTo(v, unit))}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -54,7 +54,8 @@ func TestParsedParsesWhatChanged(t *testing.T) {
 	changed := v
 	changed.LeaderData = maps.Clone(v.LeaderData)
 	changed.LeaderData[SignedCertificateKey("db/1")] = v.LeaderData[SignedCertificateKey("db/2")]
-	assertActions(t, leaderOnly(Decide(changed).Actions), SignCSR{Unit: "db/1", CSRPEM: v.Units["db/1"][KeyCSR], Profile: "peer", Validity: day})
+	assertActions(t, leaderOnly(Decide(changed).Actions), SignCSR{Unit: "db/1", CSRPEM: v.Units["db/1"][KeyCSR], Profile: "peer", Validity: day,
+		Earlier: issuedRecord(t, changed.LeaderData[SignedCertificateKey("db/1")])})
 	for u, same := range map[string]bool{"db/0": true, "db/1": false, "db/2": true} {
 		if got := changed.Parsed.firstCert(SignedCertificateKey(u)); (got == kept[u]) != same {
 			t.Errorf("%s's certificate: kept the earlier parse %v, want %v", u, got == kept[u], same)
@@ -96,6 +97,7 @@ func TestParsedInstalledIsTheSignedOne(t *testing.T) {
 	cert := mustLeaf(t, v.LeaderData[SignedCertificateKey("db/1")])
 	v.Local = Local{Installed: &Installed{Cert: cert, CAPEM: v.LeaderData[KeyCA]}}
 	v.Parsed = NewParsed()
+	delete(v.Units["db/1"], KeyCSR) // answered and withdrawn
 	if d := Decide(v); d.State != StateCertificateAvailable || len(d.Actions) != 0 {
 		t.Fatalf("a unit holding its certificate: %s %v", d.State, d.Actions)
 	}

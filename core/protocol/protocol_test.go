@@ -29,6 +29,7 @@ func TestUnitSide(t *testing.T) {
 	strangerCert, _ := otherCA.sign(t, key.Public(), leaf)
 	pending := &Pending{CSRPEM: csr, PublicKey: key.Public()}
 	published := map[string]map[string]string{"db/1": {KeyCSR: csr, KeyProfile: "peer"}}
+	settled := map[string]map[string]string{"db/1": {KeyProfile: "peer"}} // the answered CSR withdrawn
 	want := Want{CommonName: "db/1", SANs: []string{"db-1"}, Profile: "peer", RenewAt: 0.66}
 
 	tests := []struct {
@@ -88,11 +89,15 @@ func TestUnitSide(t *testing.T) {
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/1"): oldCertPEM},
 			wantState:  StateCreateCSR, wantAction: CreateCSR{Reason: "no certificate yet"}},
 		{name: "an installed certificate is kept",
-			units: published, leaderData: map[string]string{KeyCA: ca.PEM},
+			units: settled, leaderData: map[string]string{KeyCA: ca.PEM},
 			local:     Local{Installed: &Installed{Cert: cert, CAPEM: ca.PEM}},
 			wantState: StateCertificateAvailable},
+		{name: "the answered CSR is withdrawn once the certificate is installed",
+			units: published, leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/1"): certPEM},
+			local:     Local{Installed: &Installed{Cert: cert, CAPEM: ca.PEM}},
+			wantState: StateCertificateAvailable, wantAction: WithdrawCSR{}},
 		{name: "a changed CA bundle is written",
-			units: published, leaderData: map[string]string{KeyCA: ca.PEM + otherCA.PEM},
+			units: settled, leaderData: map[string]string{KeyCA: ca.PEM + otherCA.PEM},
 			local:     Local{Installed: &Installed{Cert: cert, CAPEM: ca.PEM}},
 			wantState: StateCertificateAvailable, wantAction: InstallCA{CAPEM: ca.PEM + otherCA.PEM}},
 		{name: "renewal is due past the configured fraction of the lifetime",
@@ -236,18 +241,19 @@ func TestLeaderSide(t *testing.T) {
 		{name: "a CSR re-sent after a lost certificate is signed again",
 			signerCA: ca.PEM, units: both, local: self,
 			leaderData: with(signed, SignedCertificateKey("db/1"), lostCert1),
-			want:       []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: day}}},
+			want:       []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: day, Earlier: issuedRecord(t, lostCert1)}}},
 		{name: "a certificate from a CA no longer trusted is signed again",
 			signerCA: ca.PEM, units: both, local: self,
 			leaderData: with(signed, SignedCertificateKey("db/1"), cert1OldCA),
-			want:       []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: day}}},
+			want:       []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: day, Earlier: issuedRecord(t, cert1OldCA)}}},
 		{name: "a unit that departs before signing is not signed",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0)},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self},
 		{name: "a departed unit's certificate is forgotten, and recorded for revocation",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0)}, leaderData: signed, local: self,
-			want: []Action{ForgetUnit{Unit: "db/1"}, SetLeaderData{KV: map[string]string{KeyRevoked: encodeRevocations(
-				[]Revocation{{Unit: "db/1", Serial: mustLeaf(t, cert1).SerialNumber.Text(16), NotAfter: mustLeaf(t, cert1).NotAfter, Departed: now}})}}}},
+			want: []Action{SetLeaderData{KV: map[string]string{KeyRevoked: encodeRevocations(
+				[]Revocation{{Unit: "db/1", Serial: mustLeaf(t, cert1).SerialNumber.Text(16), NotAfter: mustLeaf(t, cert1).NotAfter, Departed: now}})}},
+				ForgetUnit{Unit: "db/1"}}},
 		{name: "a garbage CSR is rejected",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag("not a csr")},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self,
@@ -303,6 +309,7 @@ func TestLeaderSide(t *testing.T) {
 				t.Fatalf("leader problem = %q, want one containing %q", d.LeaderProblem, tt.wantProblem)
 			}
 			if tt.wantReason != "" {
+				got = leaderOnly(got)
 				if len(got) != 1 {
 					t.Fatalf("actions = %#v, want one RejectCSR", got)
 				}
@@ -331,6 +338,16 @@ func leaderOnly(actions []Action) []Action {
 		}
 	}
 	return out
+}
+
+// issuedRecord is the IssuedKey value that records the chains' leaves.
+func issuedRecord(t testing.TB, chains ...string) string {
+	var list []Issued
+	for _, c := range chains {
+		leaf := mustLeaf(t, c)
+		list = append(list, Issued{Serial: leaf.SerialNumber.Text(16), NotAfter: leaf.NotAfter})
+	}
+	return encodeIssued(list)
 }
 
 func mustLeaf(t testing.TB, chain string) *x509.Certificate {

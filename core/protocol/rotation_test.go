@@ -119,6 +119,10 @@ func (g *group) step(unit string) (Decision, bool) {
 			}
 			_, chain := g.signer.sign(g.t, csr.PublicKey, certOpts{cn: act.Unit, dns: []string{UnitDNSName(act.Unit)}})
 			g.leaderData[SignedCertificateKey(act.Unit)] = chain
+			g.leaderData[IssuedKey(act.Unit)] = act.Earlier
+			maps.DeleteFunc(g.leaderData, func(_, v string) bool { return v == "" })
+		case WithdrawCSR:
+			delete(g.bags[unit], KeyCSR)
 		default:
 			g.t.Fatalf("%s: unexpected action %T", unit, act)
 		}

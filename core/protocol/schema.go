@@ -44,10 +44,12 @@ const (
 	KeyCARequest  = "ca_rotate_request" // the last `ca rotate` request the leader acted on
 )
 
-// Per-unit leader data: a unit reads its own.
+// Per-unit leader data: a unit reads its own certificate and rejection; only leaders
+// read what was issued to it before.
 const (
 	certificateSuffix = "_signed_certificate"
 	rejectionSuffix   = "_rejected"
+	issuedSuffix      = "_issued"
 )
 
 // SignedCertificateKey is the leader-data key of a unit's certificate chain (PEM).
@@ -55,6 +57,10 @@ func SignedCertificateKey(unit string) string { return unit + certificateSuffix 
 
 // RejectionKey is the leader-data key of the leader's refusal of a unit's CSR (Rejection).
 func RejectionKey(unit string) string { return unit + rejectionSuffix }
+
+// IssuedKey is the leader-data key of the unexpired certificates issued to a unit before
+// the one at SignedCertificateKey ([]Issued): what a departure revokes beside it.
+func IssuedKey(unit string) string { return unit + issuedSuffix }
 
 // RequestRotateCA is the relation request `tlsrelay ca rotate` writes; its value is an
 // identifier the leader records under KeyCARequest once acted on.

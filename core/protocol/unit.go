@@ -46,6 +46,9 @@ func decideCertificate(v View) Decision {
 	if ca != "" && ca != inst.CAPEM {
 		d.Actions = append(d.Actions, InstallCA{CAPEM: ca})
 	}
+	if v.Units[v.Unit][KeyCSR] != "" {
+		d.Actions = append(d.Actions, WithdrawCSR{})
+	}
 	return d
 }
 

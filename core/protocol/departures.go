@@ -1,0 +1,106 @@
+package protocol
+
+import (
+	"encoding/json"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Issued is a certificate the group issued to a unit, as the leader records it: what
+// the unit's departure revokes.
+type Issued struct {
+	Serial   string    `json:"serial"` // hex
+	NotAfter time.Time `json:"not_after"`
+}
+
+// decodeIssued reads IssuedKey; a value that does not parse is an empty record.
+func decodeIssued(s string) []Issued {
+	var list []Issued
+	if s != "" && json.Unmarshal([]byte(s), &list) != nil {
+		return nil
+	}
+	return list
+}
+
+func encodeIssued(list []Issued) string {
+	if len(list) == 0 {
+		return ""
+	}
+	b, _ := json.Marshal(list) // strings and times: cannot fail
+	return string(b)
+}
+
+// issuedTo lists the unexpired certificates issued to unit: the record at IssuedKey and
+// the certificate at SignedCertificateKey, ordered by serial. What the unit reports is
+// never part of it: a departure revokes what was issued, whatever the unit holds.
+func issuedTo(v View, unit string) []Issued {
+	list := slices.DeleteFunc(decodeIssued(v.LeaderData[IssuedKey(unit)]), func(i Issued) bool { return !v.Now.Before(i.NotAfter) })
+	if v.LeaderData[SignedCertificateKey(unit)] != "" {
+		if certs, err := v.leaderCerts(SignedCertificateKey(unit)); err == nil && v.Now.Before(certs[0].NotAfter) {
+			serial := certs[0].SerialNumber.Text(16)
+			if !slices.ContainsFunc(list, func(i Issued) bool { return i.Serial == serial }) {
+				list = append(list, Issued{Serial: serial, NotAfter: certs[0].NotAfter})
+			}
+		}
+	}
+	slices.SortFunc(list, func(a, b Issued) int { return compareHex(a.Serial, b.Serial) })
+	return list
+}
+
+// planDepartures (leader) keeps the list of revocations. A unit that departs has every
+// unexpired certificate issued to it recorded, to take effect ca.revoke_departed_after
+// later; until then its leader data stays, so a unit back in time (a network blip, a
+// restart) keeps its certificate and is not signed another. Once they are in force the
+// unit's leader data is forgotten. Revocations leave the list when their certificate
+// expires.
+func planDepartures(v View) (actions []Action, list []Revocation) {
+	after := v.CRL.RevokeAfter
+	list = decodeRevocations(v.LeaderData[KeyRevoked])
+	departed := departedUnits(v)
+	for _, unit := range departed {
+		for _, is := range issuedTo(v, unit) {
+			if !slices.ContainsFunc(list, func(r Revocation) bool { return r.Serial == is.Serial }) {
+				list = append(list, Revocation{Unit: unit, Serial: is.Serial, NotAfter: is.NotAfter, Departed: v.Now})
+			}
+		}
+	}
+	list = slices.DeleteFunc(list, func(r Revocation) bool {
+		_, back := v.Units[r.Unit]
+		return !v.Now.Before(r.NotAfter) || back && !r.effective(v.Now, after)
+	})
+	slices.SortFunc(list, func(a, b Revocation) int { return compareHex(a.Serial, b.Serial) })
+	if encoded := encodeRevocations(list); encoded != v.LeaderData[KeyRevoked] {
+		actions = append(actions, SetLeaderData{KV: map[string]string{KeyRevoked: encoded}})
+	}
+	for _, unit := range departed {
+		pending := slices.ContainsFunc(list, func(r Revocation) bool { return r.Unit == unit && !r.effective(v.Now, after) })
+		if !pending {
+			actions = append(actions, ForgetUnit{Unit: unit})
+		}
+	}
+	return actions, list
+}
+
+// departedUnits lists units that have leader data but no longer a bag.
+func departedUnits(v View) []string {
+	var gone []string
+	for key := range v.LeaderData {
+		unit, ok := perUnitKey(key)
+		if _, joined := v.Units[unit]; ok && !joined {
+			gone = append(gone, unit)
+		}
+	}
+	slices.Sort(gone)
+	return slices.Compact(gone)
+}
+
+// perUnitKey returns the unit a per-unit leader-data key is of.
+func perUnitKey(key string) (string, bool) {
+	for _, suffix := range []string{certificateSuffix, rejectionSuffix, issuedSuffix} {
+		if unit, ok := strings.CutSuffix(key, suffix); ok && unit != "" {
+			return unit, true
+		}
+	}
+	return "", false
+}

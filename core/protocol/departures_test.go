@@ -1,0 +1,180 @@
+package protocol
+
+import (
+	"crypto/x509"
+	"maps"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// leaderRun plays a leader deciding over time, carrying out its leader-data actions as
+// an agent would (signing with ca), for the departure and revocation rules.
+type leaderRun struct {
+	t      *testing.T
+	ca     testCA
+	v      View
+	signed int // SignCSR actions carried out
+}
+
+func newLeaderRun(t *testing.T, revokeAfter time.Duration) *leaderRun {
+	ca := newCA(t, "group CA")
+	r := &leaderRun{t: t, ca: ca, v: View{Unit: "db/0", Leader: true, Now: now, Parsed: NewParsed(),
+		Memory: LeaderMemory{SignerCA: ca.PEM}, CA: CATerms{Signer: "cfssl"}, CRL: CRLTerms{RevokeAfter: revokeAfter},
+		Units: map[string]map[string]string{"db/0": {}}, LeaderData: map[string]string{KeyCA: ca.PEM, KeyCASigner: "cfssl"},
+		Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", Validity: day}}}
+	return r
+}
+
+// ask puts a new CSR of unit into its bag (joining it if it was away).
+func (r *leaderRun) ask(unit string) {
+	r.v.Units = maps.Clone(r.v.Units)
+	r.v.Units[unit] = map[string]string{KeyCSR: csrFor(r.t, newKey(r.t), unit, UnitDNSName(unit)), KeyProfile: "peer"}
+}
+
+// bag sets unit's bag as it is put back after a lost lease, or removes it (nil).
+func (r *leaderRun) bag(unit string, bag map[string]string) {
+	r.v.Units = maps.Clone(r.v.Units)
+	if bag == nil {
+		delete(r.v.Units, unit)
+	} else {
+		r.v.Units[unit] = bag
+	}
+}
+
+// decide lets the leader decide at now+at and carries out what it decided.
+func (r *leaderRun) decide(at time.Duration) {
+	r.t.Helper()
+	r.v.Now = now.Add(at)
+	d := Decide(r.v)
+	ld := maps.Clone(r.v.LeaderData)
+	for _, act := range leaderOnly(d.Actions) {
+		switch act := act.(type) {
+		case SetLeaderData:
+			maps.Copy(ld, act.KV)
+		case ForgetUnit:
+			ld[SignedCertificateKey(act.Unit)], ld[RejectionKey(act.Unit)], ld[IssuedKey(act.Unit)] = "", "", ""
+		case SignCSR:
+			r.signed++
+			_, chain := r.ca.sign(r.t, parseCSR(r.t, act.CSRPEM).PublicKey, certOpts{cn: act.Unit, dns: []string{UnitDNSName(act.Unit)}})
+			ld[SignedCertificateKey(act.Unit)], ld[IssuedKey(act.Unit)] = chain, act.Earlier
+		default:
+			r.t.Fatalf("unexpected leader action %T", act)
+		}
+	}
+	maps.DeleteFunc(ld, func(_, v string) bool { return v == "" })
+	r.v.LeaderData = ld
+}
+
+// serial is the serial of unit's certificate in leader data.
+func (r *leaderRun) serial(unit string) string {
+	return mustLeaf(r.t, r.v.LeaderData[SignedCertificateKey(unit)]).SerialNumber.Text(16)
+}
+
+// revoked lists the serials recorded for revocation; inForce only those in force.
+func (r *leaderRun) revoked(inForce bool) []string {
+	var out []string
+	for _, rev := range decodeRevocations(r.v.LeaderData[KeyRevoked]) {
+		if !inForce || rev.effective(r.v.Now, r.v.CRL.RevokeAfter) {
+			out = append(out, rev.Serial)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func sorted(s ...string) []string { slices.Sort(s); return s }
+
+// A departure revokes every certificate issued to the unit, the ones it renewed away
+// included, and nothing the unit reports counts: the serial on its disk is revoked even
+// after a blip made it rejoin with an older one.
+func TestDepartureRevokesEverythingIssued(t *testing.T) {
+	r := newLeaderRun(t, 30*time.Second)
+	r.ask("db/1")
+	r.decide(0)
+	first := r.serial("db/1")
+	r.ask("db/1") // a renewal
+	r.decide(time.Second)
+	second := r.serial("db/1")
+	if r.signed != 2 || first == second {
+		t.Fatalf("signed %d certificates, serials %s and %s", r.signed, first, second)
+	}
+	r.bag("db/1", map[string]string{KeySerial: first}) // back, reporting the first: not taken on its word
+	r.decide(2 * time.Second)
+	r.bag("db/1", nil) // gone
+	r.decide(3 * time.Second)
+	if got := r.revoked(false); !slices.Equal(got, sorted(first, second)) {
+		t.Fatalf("recorded for revocation %v, want both issued %v", got, sorted(first, second))
+	}
+	if r.v.LeaderData[SignedCertificateKey("db/1")] == "" {
+		t.Fatal("the certificate of a unit away for less than the delay left leader data")
+	}
+	r.decide(34 * time.Second)
+	if got := r.revoked(true); !slices.Equal(got, sorted(first, second)) {
+		t.Fatalf("in force %v, want %v", got, sorted(first, second))
+	}
+	for _, key := range []string{SignedCertificateKey("db/1"), IssuedKey("db/1")} {
+		if r.v.LeaderData[key] != "" {
+			t.Errorf("%s kept after the revocation took effect", key)
+		}
+	}
+}
+
+// A blip is not a departure: a unit back within the delay keeps its certificate, is not
+// signed another, and a later departure for good is still revoked, whichever leader sees
+// it. The bag it comes back with is what it wrote before (the lease lost: with the CSR
+// it sent, or with that withdrawn once installed), or nothing yet (the agent restarted).
+func TestBlipIsNotADeparture(t *testing.T) {
+	for _, back := range []string{"with its CSR", "CSR withdrawn", "restarted"} {
+		r := newLeaderRun(t, 30*time.Second)
+		r.ask("db/1")
+		r.decide(0)
+		serial := r.serial("db/1")
+		bag := maps.Clone(r.v.Units["db/1"])
+		bag[KeySerial] = serial
+		switch back {
+		case "CSR withdrawn":
+			delete(bag, KeyCSR)
+		case "restarted":
+			bag = map[string]string{}
+		}
+		withCSR := back
+		r.bag("db/1", nil) // cut for 8 s
+		r.decide(time.Second)
+		r.bag("db/1", bag)
+		r.decide(9 * time.Second)
+		if len(r.revoked(false)) != 0 || r.signed != 1 || r.serial("db/1") != serial {
+			t.Fatalf("back %s: after a blip, recorded %v, signed %d, serial %s (was %s)",
+				withCSR, r.revoked(false), r.signed, r.serial("db/1"), serial)
+		}
+		r.v.Parsed = NewParsed() // a new leader
+		r.bag("db/1", nil)       // stopped for good
+		r.decide(20 * time.Second)
+		r.decide(51 * time.Second)
+		if got := r.revoked(true); !slices.Equal(got, []string{serial}) || r.signed != 1 {
+			t.Fatalf("back %s: a unit gone for good has %v in force (want [%s]), signed %d",
+				withCSR, got, serial, r.signed)
+		}
+	}
+}
+
+// A unit with nothing issued (a rejection only) is forgotten at once.
+func TestDepartureWithNothingIssued(t *testing.T) {
+	r := newLeaderRun(t, time.Hour)
+	r.v.LeaderData[RejectionKey("db/7")] = Rejection{CSRDigest: "x", Reason: "no"}.Encode()
+	r.decide(0)
+	if r.v.LeaderData[RejectionKey("db/7")] != "" || len(r.revoked(false)) != 0 {
+		t.Fatalf("leader data %v", r.v.LeaderData)
+	}
+}
+
+func parseCSR(t testing.TB, csrPEM string) *x509.CertificateRequest {
+	t.Helper()
+	csr, err := certutil.ParseCSR([]byte(csrPEM), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr
+}
