@@ -19,6 +19,7 @@ type Memory struct {
 	bags       map[string]map[string]string
 	leaderData map[string]string
 	requests   map[string]string
+	away       map[string]string // notes of departed units (LeaveWithNote)
 	changed    chan struct{}
 }
 
@@ -30,6 +31,7 @@ func NewMemory(schema Schema) *Memory {
 		bags:       map[string]map[string]string{},
 		leaderData: map[string]string{},
 		requests:   map[string]string{},
+		away:       map[string]string{},
 		changed:    make(chan struct{}),
 	}
 }
@@ -50,6 +52,7 @@ func (m *Memory) Join(_ context.Context, unit string, opts JoinOptions) (Member,
 		m.order = append(m.order, unit)
 	}
 	m.bags[unit] = map[string]string{}
+	delete(m.away, unit) // back: whatever note it left is void
 	m.bumpLocked()
 	return &memoryMember{m: m, unit: unit}, nil
 }
@@ -116,6 +119,7 @@ func (m *Memory) snapshotLocked() Snapshot {
 		Units:      m.bags,
 		LeaderData: m.leaderData,
 		Requests:   m.requests,
+		Away:       m.away,
 		Changed:    m.changed,
 	}
 }
@@ -128,6 +132,18 @@ func (m *Memory) Request(_ context.Context, name, value string) error {
 		return fmt.Errorf("request %s: relation closed", name)
 	}
 	merge(m.requests, map[string]string{name: value})
+	m.bumpLocked()
+	return nil
+}
+
+// SetAway implements Store.
+func (m *Memory) SetAway(_ context.Context, unit, note string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, joined := m.bags[unit]; joined {
+		return fmt.Errorf("note for %s: the unit is joined: %w", unit, ErrJoined)
+	}
+	merge(m.away, map[string]string{unit: note})
 	m.bumpLocked()
 	return nil
 }
@@ -179,7 +195,9 @@ func (mm *memoryMember) SetLeaderData(_ context.Context, kv map[string]string, g
 	return dropped, nil
 }
 
-func (mm *memoryMember) Leave(context.Context) error {
+func (mm *memoryMember) Leave(ctx context.Context) error { return mm.LeaveWithNote(ctx, "") }
+
+func (mm *memoryMember) LeaveWithNote(_ context.Context, note string) error {
 	m := mm.m
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -187,6 +205,7 @@ func (mm *memoryMember) Leave(context.Context) error {
 		return nil
 	}
 	delete(m.bags, mm.unit)
+	merge(m.away, map[string]string{mm.unit: note})
 	m.order = slices.DeleteFunc(m.order, func(u string) bool { return u == mm.unit })
 	m.bumpLocked()
 	return nil

@@ -15,6 +15,10 @@ import (
 // ErrNotLeader is returned when a unit that is not the leader writes leader data.
 var ErrNotLeader = errors.New("not the leader")
 
+// ErrJoined is returned by Store.SetAway for a unit that is joined: only a unit that
+// left may have a note.
+var ErrJoined = errors.New("joined")
+
 // ErrNotJoined is returned by a member after it has left, or while it rejoins.
 var ErrNotJoined = errors.New("not joined")
 
@@ -27,6 +31,11 @@ type Store interface {
 	// Request sets an operator's request to the group's leader (`tlsrelay ca rotate`);
 	// the leader sees it in Snapshot.Requests and records what it acted on in leader data.
 	Request(ctx context.Context, name, value string) error
+	// SetAway leaves note for a unit that is not joined, as its Member.LeaveWithNote
+	// would: the word of an operator, or of the unit's own credentials after its agent
+	// stopped (`tlsrelay revoke`, `tlsrelay agent --leave`). It fails while the unit is
+	// joined.
+	SetAway(ctx context.Context, unit, note string) error
 	// Close releases the store; members' calls fail afterwards.
 	Close() error
 }
@@ -53,6 +62,10 @@ type Member interface {
 	SetLeaderData(ctx context.Context, kv map[string]string, guards ...Guard) (dropped []string, err error)
 	// Leave departs the group: the bag is removed and leadership passes on.
 	Leave(ctx context.Context) error
+	// LeaveWithNote departs as Leave does, leaving note behind: unlike the bag it
+	// outlives the membership, and the leader and observers see it in Snapshot.Away
+	// until the unit joins again (which clears it).
+	LeaveWithNote(ctx context.Context, note string) error
 }
 
 // Guard makes a leader-data write conditional on a unit's bag: Keys land only while
@@ -78,6 +91,9 @@ type Snapshot struct {
 	// Requests are operators' requests (Store.Request); only the leader and observers
 	// see them.
 	Requests map[string]string
+	// Away holds the notes units left when they departed (Member.LeaveWithNote), of
+	// units not joined now; only the leader and observers see them.
+	Away map[string]string
 	// Changed is closed at the first change after this snapshot.
 	Changed <-chan struct{}
 }
@@ -94,6 +110,7 @@ func (s Snapshot) Clone() Snapshot {
 		out.LeaderData = map[string]string{}
 	}
 	out.Requests = maps.Clone(s.Requests)
+	out.Away = maps.Clone(s.Away)
 	return out
 }
 

@@ -11,6 +11,8 @@ import (
 //
 //	members/<unit>         lease-bound: the unit is joined while its lease lives
 //	units/<unit>/<field>   lease-bound: the unit's bag, one key per field
+//	units/<unit>/.away     not lease-bound: the note the unit left when it departed
+//	                       (LeaveWithNote); its next join deletes it
 //	leader/<key>           leader data; outlives every lease, so a new leader inherits it
 //	elected                who leads now: created only where absent, bound to the leader's
 //	                       lease; its create revision fences every leader write
@@ -34,6 +36,7 @@ func (l layout) member(unit string) string     { return l.members() + unit }
 func (l layout) units() string                 { return l.prefix + "units/" }
 func (l layout) bag(unit string) string        { return l.units() + unit + "/" }
 func (l layout) field(unit, f string) string   { return l.bag(unit) + f }
+func (l layout) away(unit string) string       { return l.bag(unit) + awayField }
 func (l layout) leaderData() string            { return l.prefix + "leader/" }
 func (l layout) leaderKey(key string) string   { return l.leaderData() + key }
 func (l layout) requests() string              { return l.prefix + "requests/" }
@@ -57,6 +60,10 @@ func (l layout) fieldOf(key string) (unit, field string, ok bool) {
 	return rest[:i], rest[i+1:], true
 }
 
+// awayField is the bag key of a departed unit's note: no field of the protocol's starts
+// with a dot.
+const awayField = ".away"
+
 // place is where a key belongs in a relation.Snapshot.
 type place struct {
 	kind        placeKind
@@ -72,6 +79,7 @@ const (
 	placeField
 	placeLeaderData
 	placeRequest
+	placeAway
 )
 
 // placeOf classifies a key of the relation.
@@ -87,6 +95,9 @@ func (l layout) placeOf(key string) place {
 		return place{kind: placeRequest, field: strings.TrimPrefix(key, l.requests())}
 	}
 	if unit, field, ok := l.fieldOf(key); ok {
+		if field == awayField {
+			return place{kind: placeAway, unit: unit}
+		}
 		return place{kind: placeField, unit: unit, field: field}
 	}
 	return place{}

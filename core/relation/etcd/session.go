@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"time"
@@ -63,7 +64,9 @@ func (m *member) claim(ctx context.Context, session *concurrency.Session) error 
 	for {
 		resp, err := m.s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
-			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(session.Lease()))).
+			Then(clientv3.OpPut(key, string(val), clientv3.WithLease(session.Lease())),
+				clientv3.OpDelete(m.s.layout.away(m.unit))). // back: a note it left is void
+
 			Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
 			return fmt.Errorf("join %s: %w", m.unit, err)
@@ -170,6 +173,18 @@ func (m *member) loseSession() {
 		m.setFollower(m.s.layout.narrowScope(m.unit))
 	}
 	m.notify()
+}
+
+// LeaveWithNote implements relation.Member: the note is written first, bound to no
+// lease, then the unit leaves; it leaves even if the note could not be written.
+func (m *member) LeaveWithNote(ctx context.Context, note string) error {
+	var noted error
+	if note != "" {
+		if _, err := m.s.client.Put(ctx, m.s.layout.away(m.unit), note); err != nil {
+			noted = fmt.Errorf("%s: leave a note: %w", m.unit, err)
+		}
+	}
+	return errors.Join(noted, m.Leave(ctx))
 }
 
 // Leave implements relation.Member: it stops campaigning and following, and revokes the

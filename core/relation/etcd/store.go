@@ -148,6 +148,23 @@ func (s *Store) Request(ctx context.Context, name, value string) error {
 	return nil
 }
 
+// SetAway implements relation.Store: the note lands only while the unit's name is not
+// held by a lease.
+func (s *Store) SetAway(ctx context.Context, unit, note string) error {
+	op := clientv3.OpDelete(s.layout.away(unit))
+	if note != "" {
+		op = clientv3.OpPut(s.layout.away(unit), note)
+	}
+	resp, err := s.client.Txn(ctx).If(clientv3.Compare(clientv3.CreateRevision(s.layout.member(unit)), "=", 0)).Then(op).Commit()
+	if err != nil {
+		return fmt.Errorf("note for %s: %w", unit, err)
+	}
+	if !resp.Succeeded {
+		return fmt.Errorf("note for %s: the unit is joined: %w", unit, relation.ErrJoined)
+	}
+	return nil
+}
+
 // Observe implements relation.Store: it follows the whole relation.
 func (s *Store) Observe(ctx context.Context) (relation.Observer, error) {
 	o := &observer{}

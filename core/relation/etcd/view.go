@@ -19,7 +19,8 @@ type view struct {
 	bags       map[string]*bag
 	leaderData map[string]string
 	requests   map[string]string
-	rev        int64 // the newest revision seen
+	away       map[string]string // notes of units, joined or not; snapshots show those of units not joined
+	rev        int64             // the newest revision seen
 	// leaderDataOut and requestsOut: the map was handed out in a snapshot.
 	leaderDataOut, requestsOut bool
 }
@@ -32,7 +33,7 @@ type bag struct {
 
 func newView(rev int64) *view {
 	return &view{members: map[string]bool{}, bags: map[string]*bag{}, leaderData: map[string]string{},
-		requests: map[string]string{}, rev: rev}
+		requests: map[string]string{}, away: map[string]string{}, rev: rev}
 }
 
 // set applies a put (or, with deleted, a delete) of a key at place p and revision rev.
@@ -49,6 +50,8 @@ func (v *view) set(p place, value string, deleted bool, rev int64) {
 		}
 	case placeField:
 		v.setField(p.unit, p.field, value, deleted)
+	case placeAway:
+		setOrDelete(v.away, p.unit, value, deleted)
 	case placeLeaderData:
 		if v.leaderDataOut {
 			v.leaderData, v.leaderDataOut = maps.Clone(v.leaderData), false
@@ -100,5 +103,14 @@ func (v *view) snapshot() relation.Snapshot {
 		}
 	}
 	v.leaderDataOut, v.requestsOut = true, true
-	return relation.Snapshot{Revision: v.rev, Leader: v.leader, Units: units, LeaderData: v.leaderData, Requests: v.requests}
+	var away map[string]string
+	for unit, note := range v.away {
+		if !v.members[unit] {
+			if away == nil {
+				away = map[string]string{}
+			}
+			away[unit] = note
+		}
+	}
+	return relation.Snapshot{Revision: v.rev, Leader: v.leader, Units: units, LeaderData: v.leaderData, Requests: v.requests, Away: away}
 }
