@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/internal/app/status"
@@ -20,9 +21,8 @@ func newCACommand() *cobra.Command {
 }
 
 func newCARotateCommand() *cobra.Command {
-	var configFile, dir string
+	var from outsider
 	var wait bool
-	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "rotate [--config FILE | --dir DIR] [--wait]",
 		Short: "Rotate the group to a new CA without a failed handshake",
@@ -35,28 +35,21 @@ The request is written under the relation's requests/ key: with etcd RBAC, use r
 credentials. A CA from ca.ref is not rotated here: store a new CA in the secrets backend.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			store, closeStore, cfg, err := openRelation(cmd, configFile, dir)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			id := strconv.FormatInt(time.Now().UnixNano(), 36)
-			if err := store.Request(ctx, protocol.RequestRotateCA, id); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "requested CA rotation %s of relation %s\n", id, cfg.Relation.Name)
-			if !wait {
-				return nil
-			}
-			return awaitRotation(ctx, cmd, store, cfg.Relation.Name, id)
+			return from.run(cmd, func(ctx context.Context, store relation.Store, cfg *config.Config) error {
+				id := strconv.FormatInt(time.Now().UnixNano(), 36)
+				if err := store.Request(ctx, protocol.RequestRotateCA, id); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "requested CA rotation %s of relation %s\n", id, cfg.Relation.Name)
+				if !wait {
+					return nil
+				}
+				return awaitRotation(ctx, cmd, store, cfg.Relation.Name, id)
+			})
 		},
 	}
-	cmd.Flags().StringVar(&configFile, "config", "", "deployment YAML (default: the embedded configs/tlsrelay.yaml)")
-	cmd.Flags().StringVar(&dir, "dir", "", "the --dir of a 'tlsrelay up' (its embedded etcd)")
+	from.flags(cmd, 10*time.Minute, "following the rotation")
 	cmd.Flags().BoolVar(&wait, "wait", true, "follow the rotation until it is done")
-	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "give up after this long")
 	return cmd
 }
 

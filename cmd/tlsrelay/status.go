@@ -40,10 +40,35 @@ func openRelation(cmd *cobra.Command, configFile, dir string) (relation.Store, f
 	return store, closeStore, cfg, nil
 }
 
+// outsider is what the commands that reach a relation from outside share: which
+// relation (--config, --dir) and how long to wait (--timeout).
+type outsider struct {
+	config, dir string
+	timeout     time.Duration
+}
+
+// flags adds --config, --dir and --timeout (default wait, saying what it bounds).
+func (o *outsider) flags(cmd *cobra.Command, wait time.Duration, what string) {
+	cmd.Flags().StringVar(&o.config, "config", "", "deployment YAML naming the relation (default: the embedded configs/tlsrelay.yaml)")
+	cmd.Flags().StringVar(&o.dir, "dir", "", "the --dir of a 'tlsrelay up' (its embedded etcd)")
+	cmd.Flags().DurationVar(&o.timeout, "timeout", wait, "give up "+what+" after this long")
+}
+
+// run opens the relation and runs f on it within --timeout.
+func (o *outsider) run(cmd *cobra.Command, f func(ctx context.Context, store relation.Store, cfg *config.Config) error) error {
+	store, closeStore, cfg, err := openRelation(cmd, o.config, o.dir)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	ctx, cancel := context.WithTimeout(cmd.Context(), o.timeout)
+	defer cancel()
+	return f(ctx, store, cfg)
+}
+
 func newStatusCommand() *cobra.Command {
-	var configFile, dir string
+	var from outsider
 	var asJSON bool
-	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "status [--config FILE | --dir DIR] [--json]",
 		Short: "Show the group: its leader, its CA, and each unit's state, serial, expiry and last error",
@@ -52,32 +77,25 @@ the member's data in state_dir/etcd) and prints what each unit last published. A
 'tlsrelay up --dir DIR', --dir DIR reads that group's embedded etcd.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			store, closeStore, cfg, err := openRelation(cmd, configFile, dir)
-			if err != nil {
-				return err
-			}
-			defer closeStore()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			obs, err := store.Observe(ctx)
-			if err != nil {
-				return err
-			}
-			defer obs.Close()
-			snap, err := obs.Snapshot(ctx)
-			if err != nil {
-				return err
-			}
-			g := status.FromSnapshot(cfg.Relation.Name, snap)
-			if asJSON {
-				return g.WriteJSON(cmd.OutOrStdout())
-			}
-			return g.WriteTable(cmd.OutOrStdout())
+			return from.run(cmd, func(ctx context.Context, store relation.Store, cfg *config.Config) error {
+				obs, err := store.Observe(ctx)
+				if err != nil {
+					return err
+				}
+				defer obs.Close()
+				snap, err := obs.Snapshot(ctx)
+				if err != nil {
+					return err
+				}
+				g := status.FromSnapshot(cfg.Relation.Name, snap)
+				if asJSON {
+					return g.WriteJSON(cmd.OutOrStdout())
+				}
+				return g.WriteTable(cmd.OutOrStdout())
+			})
 		},
 	}
-	cmd.Flags().StringVar(&configFile, "config", "", "deployment YAML (default: the embedded configs/tlsrelay.yaml)")
-	cmd.Flags().StringVar(&dir, "dir", "", "the --dir of a 'tlsrelay up' (reads its embedded etcd)")
+	from.flags(cmd, 10*time.Second, "reading the relation")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "give up reading the relation after this long")
 	return cmd
 }

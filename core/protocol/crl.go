@@ -20,6 +20,8 @@ type Revocation struct {
 	Serial   string    `json:"serial"` // hex
 	NotAfter time.Time `json:"not_after"`
 	Departed time.Time `json:"departed"`
+	// Retired: the unit left for good (NoteGone), so the revocation is in force at once.
+	Retired bool `json:"retired,omitempty"`
 }
 
 // CRLTerms are the leader's terms for revocation.
@@ -30,27 +32,38 @@ type CRLTerms struct {
 	RevokeAfter time.Duration
 }
 
-// decodeRevocations reads KeyRevoked; a value that does not parse is an empty list
-// (the leader writes it again).
-func decodeRevocations(s string) []Revocation {
-	var list []Revocation
+// RevocationsOf lists the revocations recorded in leader data, in force or pending.
+func RevocationsOf(leaderData map[string]string) []Revocation {
+	return decodeRevocations(leaderData[KeyRevoked])
+}
+
+// decodeRevocations reads KeyRevoked.
+func decodeRevocations(s string) []Revocation { return decodeList[Revocation](s) }
+
+func encodeRevocations(list []Revocation) string { return encodeList(list) }
+
+// decodeList reads a list the leader keeps in leader data as JSON; a value that does not
+// parse is an empty list (the leader writes it again).
+func decodeList[T any](s string) []T {
+	var list []T
 	if s != "" && json.Unmarshal([]byte(s), &list) != nil {
 		return nil
 	}
 	return list
 }
 
-func encodeRevocations(list []Revocation) string {
+// encodeList writes a list for leader data: "" (the key deleted) when it is empty.
+func encodeList[T any](list []T) string {
 	if len(list) == 0 {
 		return ""
 	}
-	b, _ := json.Marshal(list) // strings and times: cannot fail
+	b, _ := json.Marshal(list) // strings, times and flags: cannot fail
 	return string(b)
 }
 
 // effective says whether a revocation is in force at now.
 func (r Revocation) effective(now time.Time, after time.Duration) bool {
-	return !now.Before(r.Departed.Add(after))
+	return r.Retired || !now.Before(r.Departed.Add(after))
 }
 
 // planRevocations (leader) keeps the list of revocations (planDepartures) and signs a

@@ -1,7 +1,6 @@
 package protocol
 
 import (
-	"encoding/json"
 	"slices"
 	"strings"
 	"time"
@@ -14,22 +13,10 @@ type Issued struct {
 	NotAfter time.Time `json:"not_after"`
 }
 
-// decodeIssued reads IssuedKey; a value that does not parse is an empty record.
-func decodeIssued(s string) []Issued {
-	var list []Issued
-	if s != "" && json.Unmarshal([]byte(s), &list) != nil {
-		return nil
-	}
-	return list
-}
+// decodeIssued reads IssuedKey.
+func decodeIssued(s string) []Issued { return decodeList[Issued](s) }
 
-func encodeIssued(list []Issued) string {
-	if len(list) == 0 {
-		return ""
-	}
-	b, _ := json.Marshal(list) // strings and times: cannot fail
-	return string(b)
-}
+func encodeIssued(list []Issued) string { return encodeList(list) }
 
 // issuedTo lists the unexpired certificates issued to unit: the record at IssuedKey and
 // the certificate at SignedCertificateKey, ordered by serial. What the unit reports is
@@ -52,22 +39,33 @@ func issuedTo(v View, unit string) []Issued {
 // unexpired certificate issued to it recorded, to take effect ca.revoke_departed_after
 // later; until then its leader data stays, so a unit back in time (a network blip, a
 // restart) keeps its certificate and is not signed another. Once they are in force the
-// unit's leader data is forgotten. Revocations leave the list when their certificate
-// expires.
+// unit's leader data is forgotten. The unit's note changes that: NoteGone revokes at
+// once; NoteBack revokes nothing, and the unit's leader data stays until its
+// certificates expire. Revocations leave the list when their certificate expires.
 func planDepartures(v View) (actions []Action, list []Revocation) {
 	after := v.CRL.RevokeAfter
 	list = decodeRevocations(v.LeaderData[KeyRevoked])
 	departed := departedUnits(v)
 	for _, unit := range departed {
+		note := v.Away[unit]
+		if note == NoteBack {
+			continue
+		}
 		for _, is := range issuedTo(v, unit) {
-			if !slices.ContainsFunc(list, func(r Revocation) bool { return r.Serial == is.Serial }) {
+			i := slices.IndexFunc(list, func(r Revocation) bool { return r.Serial == is.Serial })
+			if i < 0 {
 				list = append(list, Revocation{Unit: unit, Serial: is.Serial, NotAfter: is.NotAfter, Departed: v.Now})
+				i = len(list) - 1
+			}
+			if note == NoteGone && !list[i].Retired {
+				list[i].Retired, list[i].Departed = true, v.Now
 			}
 		}
 	}
 	list = slices.DeleteFunc(list, func(r Revocation) bool {
 		_, back := v.Units[r.Unit]
-		return !v.Now.Before(r.NotAfter) || back && !r.effective(v.Now, after)
+		planned := v.Away[r.Unit] == NoteBack
+		return !v.Now.Before(r.NotAfter) || (back || planned) && !r.effective(v.Now, after)
 	})
 	slices.SortFunc(list, func(a, b Revocation) int { return compareHex(a.Serial, b.Serial) })
 	if encoded := encodeRevocations(list); encoded != v.LeaderData[KeyRevoked] {
@@ -75,6 +73,9 @@ func planDepartures(v View) (actions []Action, list []Revocation) {
 	}
 	for _, unit := range departed {
 		pending := slices.ContainsFunc(list, func(r Revocation) bool { return r.Unit == unit && !r.effective(v.Now, after) })
+		if v.Away[unit] == NoteBack {
+			pending = len(issuedTo(v, unit)) > 0 // kept for its return while a certificate is current
+		}
 		if !pending {
 			actions = append(actions, ForgetUnit{Unit: unit})
 		}

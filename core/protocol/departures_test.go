@@ -178,3 +178,41 @@ func parseCSR(t testing.TB, csrPEM string) *x509.CertificateRequest {
 	}
 	return csr
 }
+
+// A unit's note decides what its departure means: NoteGone revokes at once, NoteBack
+// revokes nothing and keeps its leader data for its return until its certificates
+// expire, and no note is a departure revoked after the delay.
+func TestDepartureNotes(t *testing.T) {
+	for _, tt := range []struct {
+		note          string
+		at            time.Duration
+		inForce, kept bool
+		recordedAtAll bool
+	}{
+		{note: "", at: time.Minute, inForce: false, kept: true, recordedAtAll: true},
+		{note: "", at: time.Hour + time.Minute, inForce: true, kept: false, recordedAtAll: true},
+		{note: NoteGone, at: time.Second, inForce: true, kept: false, recordedAtAll: true},
+		{note: NoteBack, at: 2 * time.Hour, inForce: false, kept: true, recordedAtAll: false},
+		{note: NoteBack, at: 31 * 24 * time.Hour, inForce: false, kept: false, recordedAtAll: false}, // its certificate expired
+		{note: "some later version's note", at: time.Hour + time.Minute, inForce: true, kept: false, recordedAtAll: true},
+	} {
+		r := newLeaderRun(t, time.Hour)
+		r.ask("db/1")
+		r.decide(0)
+		serial := r.serial("db/1")
+		r.bag("db/1", nil)
+		r.v.Away = map[string]string{"db/1": tt.note}
+		r.decide(time.Second) // the leader notices at once
+		r.decide(tt.at)
+		inForce := slices.Equal(r.revoked(true), []string{serial})
+		kept := r.v.LeaderData[SignedCertificateKey("db/1")] != ""
+		recorded := len(decodeRevocations(r.v.LeaderData[KeyRevoked])) > 0 || inForce
+		if tt.at > 30*24*time.Hour {
+			recorded = false // expired: gone from the list either way
+		}
+		if inForce != tt.inForce || kept != tt.kept || recorded != tt.recordedAtAll {
+			t.Errorf("note %q, %s after leaving: in force %v, leader data kept %v, recorded %v; want %v, %v, %v",
+				tt.note, tt.at, inForce, kept, recorded, tt.inForce, tt.kept, tt.recordedAtAll)
+		}
+	}
+}

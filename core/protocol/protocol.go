@@ -46,8 +46,10 @@ type View struct {
 	Leader     bool                         // this unit holds the leadership
 	Units      map[string]map[string]string // the bags of every joined unit, this one included
 	LeaderData map[string]string
-	Local      Local
-	Want       Want
+	// Away holds the notes of departed units (NoteBack, NoteGone; the leader's view).
+	Away  map[string]string
+	Local Local
+	Want  Want
 	// Policy is what the leader signs; nil is policy.Defaults().
 	Policy *policy.Policy
 	Now    time.Time

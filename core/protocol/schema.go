@@ -62,6 +62,18 @@ func RejectionKey(unit string) string { return unit + rejectionSuffix }
 // the one at SignedCertificateKey ([]Issued): what a departure revokes beside it.
 func IssuedKey(unit string) string { return unit + issuedSuffix }
 
+// The notes a unit leaves when it departs (relation.Member.LeaveWithNote), which the
+// leader reads in View.Away. A unit that departs without one (a crash, a lost host, a
+// partition) is revoked ca.revoke_departed_after later.
+const (
+	// NoteBack: the unit stopped and will be back (an agent stopped by SIGTERM, `agent
+	// --once`): its certificates are not revoked; they expire.
+	NoteBack = "back"
+	// NoteGone: the unit is decommissioned (`tlsrelay agent --leave`, `tlsrelay revoke`):
+	// its certificates are revoked at once.
+	NoteGone = "gone"
+)
+
 // RequestRotateCA is the relation request `tlsrelay ca rotate` writes; its value is an
 // identifier the leader records under KeyCARequest once acted on.
 const RequestRotateCA = "ca_rotate"

@@ -150,7 +150,9 @@ func (u *Unit) runMember(ctx context.Context, cfg *config.Config) (*config.Confi
 	defer func() {
 		leaveCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		if err := member.Leave(leaveCtx); err != nil {
+		// A unit stopped (SIGTERM, --once) will be back: its certificate is not revoked
+		// (protocol.NoteBack). Decommissioning is `tlsrelay revoke` or `agent --leave`.
+		if err := member.LeaveWithNote(leaveCtx, protocol.NoteBack); err != nil {
 			log.Warn("leaving the relation", "error", err)
 		}
 	}()

@@ -1,0 +1,179 @@
+package main
+
+import (
+	"crypto/x509"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
+	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// Units cut off from etcd (their agent and plugins stopped with SIGSTOP, so their lease
+// expires), as a network blip or a partition would: a unit back within the revocation
+// delay keeps its certificate and is not signed another; one away past it has the serial
+// on its disk revoked (openssl verify -crl_check refuses it) and renews when it returns.
+// An agent stopped with SIGTERM, or run with --once, is not revoked; `tlsrelay revoke`
+// revokes a stopped unit at once.
+func TestDeparturesRevokeWhatUnitsHold(t *testing.T) {
+	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	const ttl, delay = 2 * time.Second, 8 * time.Second
+	ag := newAgentsWith(t, fmt.Sprintf(`relation:
+  name: departures
+  store: etcd
+  etcd: {endpoints: [%q], lease_ttl: %s}
+ca: {revoke_departed_after: %s}
+`, srv.Endpoint(), ttl, delay), true)
+	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "departures"})
+	for _, u := range []string{"web/0", "web/1", "web/2"} {
+		ag.start(u)
+	}
+	snap := awaitObs(t, obs, "three units with certificates, their CSRs withdrawn", time.Minute, func(s relation.Snapshot) bool {
+		for _, u := range []string{"web/0", "web/1", "web/2"} {
+			if !available(s, u) || s.Units[u][protocol.KeyCSR] != "" {
+				return false
+			}
+		}
+		return true
+	})
+	onDisk := func(unit string) string {
+		return mustReadCert(t, filepath.Join(ag.unitDir(unit), "tls.crt")).SerialNumber.Text(16)
+	}
+	held := onDisk("web/2")
+	if published := snap.Units["web/2"][protocol.KeySerial]; published != held {
+		t.Fatalf("web/2 reports serial %s, holds %s", published, held)
+	}
+
+	// (b) A blip shorter than the delay: the lease is lost, the unit comes back; nothing
+	// is revoked, nothing is signed again.
+	cut(t, ag, obs, "web/2", 2*ttl)
+	awaitObs(t, obs, "web/2 back with its certificate", 30*time.Second, func(s relation.Snapshot) bool {
+		return available(s, "web/2") && s.Units["web/2"][protocol.KeySerial] == held
+	})
+	time.Sleep(delay) // past the delay counted from the blip: nothing may take effect
+	snap = awaitObs(t, obs, "the group settled", 10*time.Second, func(s relation.Snapshot) bool { return available(s, "web/2") })
+	if revs := protocol.RevocationsOf(snap.LeaderData); len(revs) != 0 {
+		t.Fatalf("a blip left revocations %+v", revs)
+	}
+	if got := leafSerial(t, snap, "web/2"); got != held || onDisk("web/2") != held {
+		t.Fatalf("after a blip leader data holds serial %s and the disk %s, want %s kept", got, onDisk("web/2"), held)
+	}
+
+	// (a) Away past the delay: the serial on its disk is revoked; it renews on return.
+	cut(t, ag, obs, "web/2", ttl+delay+2*time.Second)
+	snap = awaitObs(t, obs, "web/2's serial in the group's CRL", 30*time.Second, func(s relation.Snapshot) bool {
+		return slices.Contains(crlSerials(t, s), held)
+	})
+	crlFile := filepath.Join(t.TempDir(), "ca.crl")
+	if err := os.WriteFile(crlFile, []byte(snap.LeaderData[protocol.KeyCRL]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(ag.unitDir("web/0"), "ca.crt")
+	out, err := exec.Command("openssl", "verify", "-crl_check", "-CAfile", caFile, "-CRLfile", crlFile,
+		filepath.Join(ag.unitDir("web/2"), "tls.crt")).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "certificate revoked") {
+		t.Fatalf("openssl verify -crl_check of the revoked certificate on disk: %v\n%s", err, out)
+	}
+	snap = awaitObs(t, obs, "web/2 renewed after its revocation", time.Minute, func(s relation.Snapshot) bool {
+		return available(s, "web/2") && s.Units["web/2"][protocol.KeySerial] != held
+	})
+	if renewed := onDisk("web/2"); renewed == held || renewed != snap.Units["web/2"][protocol.KeySerial] {
+		t.Fatalf("web/2 holds %s after returning (revoked: %s, reported: %s)", renewed, held, snap.Units["web/2"][protocol.KeySerial])
+	}
+
+	// An agent stopped with SIGTERM says it will be back: not revoked past the delay.
+	stopped := onDisk("web/1")
+	ag.signalAgent("web/1", syscall.SIGTERM)
+	awaitObs(t, obs, "web/1's note", 20*time.Second, func(s relation.Snapshot) bool { return s.Away["web/1"] == protocol.NoteBack })
+	time.Sleep(delay + time.Second)
+	snap = awaitObs(t, obs, "the group settled", 10*time.Second, func(s relation.Snapshot) bool { return s.Leader != "" })
+	if slices.Contains(serialsOf(protocol.RevocationsOf(snap.LeaderData), "web/1"), stopped) || leafSerial(t, snap, "web/1") != stopped {
+		t.Fatalf("a unit stopped by SIGTERM: revocations %+v, its certificate in leader data %q",
+			protocol.RevocationsOf(snap.LeaderData), snap.LeaderData[protocol.SignedCertificateKey("web/1")])
+	}
+
+	// tlsrelay revoke decommissions it at once.
+	r := runBinary(t, ag.bin, "revoke", "web/1", "--config", ag.config, "--timeout", "30s")
+	if r.code != 0 || !strings.Contains(r.stdout, stopped) {
+		t.Fatalf("tlsrelay revoke web/1: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	awaitObs(t, obs, "web/1's serial in the CRL at once", 20*time.Second, func(s relation.Snapshot) bool {
+		return slices.Contains(crlSerials(t, s), stopped)
+	})
+	if r := runBinary(t, ag.bin, "revoke", "web/0", "--config", ag.config); r.code == 0 || !strings.Contains(r.stderr, "web/0 is joined: stop its agent first") {
+		t.Fatalf("tlsrelay revoke of a running unit: exit %d\n%s", r.code, r.stderr)
+	}
+}
+
+// cut stops unit's agent and plugins (SIGSTOP) until its lease has expired and for d in
+// all, then lets them go on.
+func cut(t *testing.T, ag *agents, obs relation.Observer, unit string, d time.Duration) {
+	t.Helper()
+	start := time.Now()
+	ag.signal(unit, syscall.SIGSTOP)
+	defer ag.signal(unit, syscall.SIGCONT)
+	awaitObs(t, obs, unit+"'s lease to expire", 20*time.Second, func(s relation.Snapshot) bool {
+		_, joined := s.Units[unit]
+		return !joined
+	})
+	time.Sleep(time.Until(start.Add(d)))
+}
+
+func leafSerial(t *testing.T, s relation.Snapshot, unit string) string {
+	t.Helper()
+	chain := s.LeaderData[protocol.SignedCertificateKey(unit)]
+	if chain == "" {
+		return ""
+	}
+	return mustParseChain(t, chain).SerialNumber.Text(16)
+}
+
+func serialsOf(revs []protocol.Revocation, unit string) []string {
+	var out []string
+	for _, r := range revs {
+		if r.Unit == unit {
+			out = append(out, r.Serial)
+		}
+	}
+	return out
+}
+
+func mustParseChain(t *testing.T, chain string) *x509.Certificate {
+	t.Helper()
+	certs, err := certutil.ParseCertificates([]byte(chain))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return certs[0]
+}
+
+// crlSerials lists the serials the group's CRL in leader data revokes.
+func crlSerials(t *testing.T, s relation.Snapshot) []string {
+	t.Helper()
+	if s.LeaderData[protocol.KeyCRL] == "" {
+		return nil
+	}
+	crl, err := certutil.ParseCRL([]byte(s.LeaderData[protocol.KeyCRL]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, serial := range certutil.Revoked(crl) {
+		out = append(out, serial.Text(16))
+	}
+	return out
+}
