@@ -146,12 +146,13 @@ policy: {shared_sans: ["web.ops.internal"]}
 		t.Errorf(`on_change runs{result="ok"} = %v after the reload, want at least 1`, got)
 	}
 
-	// A unit that leaves is revoked: web/0 writes a ca.crl, signed by the group's CA
-	// through the cfssl plugin, that lists web/1's serial.
+	// A unit that vanishes (kill -9: its lease expires, no note left) is revoked: web/0
+	// writes a ca.crl, signed by the group's CA through the cfssl plugin, that lists
+	// web/1's serial.
 	ag.start("web/1")
 	joined := awaitObs(t, obs, "web/1 to hold a certificate", time.Minute, func(s relation.Snapshot) bool { return available(s, "web/1") })
 	gone := joined.Units["web/1"][protocol.KeySerial]
-	ag.signal("web/1", syscall.SIGTERM)
+	ag.signal("web/1", syscall.SIGKILL)
 	deadline = time.Now().Add(30 * time.Second)
 	for {
 		crl, err := certutil.ParseCRL(mustRead(t, ag.unitDir("web/0")+"/ca.crl"))
