@@ -67,6 +67,9 @@ func Start(opts Options) (*Server, error) {
 	// The embedded member serves one host's units: fsync stays on (a crash must not
 	// lose a published certificate), but the backend is sized for a relation, not a cluster.
 	cfg.QuotaBackendBytes = 2 << 30
+	// Pre-vote: a member cut off and back does not force an election with the term it
+	// raised meanwhile (leadership, and the units' leases with it, would flap).
+	cfg.PreVote = true
 
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {

@@ -49,11 +49,11 @@ func (m *member) campaign(ctx context.Context, session *concurrency.Session) {
 			continue
 		}
 		if resp.Succeeded {
-			m.lead(resp.Header.Revision)
+			m.lead(ctx, session, resp.Header.Revision)
 			return
 		}
 		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 && clientv3.LeaseID(kvs[0].Lease) == session.Lease() {
-			m.lead(kvs[0].CreateRevision) // an earlier try landed though its answer was lost
+			m.lead(ctx, session, kvs[0].CreateRevision) // an earlier try landed though its answer was lost
 			return
 		}
 		m.waitDeleted(ctx, key, resp.Header.Revision)
@@ -77,12 +77,15 @@ func (m *member) waitDeleted(ctx context.Context, key string, rev int64) {
 	}
 }
 
-// lead makes this member the leader, fenced by the create revision of `elected`.
-func (m *member) lead(electedRev int64) {
+// lead makes this member the leader, fenced by the create revision of `elected`, for as
+// long as the session lives; it acts as leader while it holds its tenure (tenure.go).
+func (m *member) lead(ctx context.Context, session *concurrency.Session, electedRev int64) {
 	m.log.Info("relation: elected leader")
 	m.mu.Lock()
 	m.electedRev, m.leading = electedRev, true
 	m.mu.Unlock()
+	m.wg.Add(1)
+	go m.holdTenure(ctx, session)
 	m.setFollower(m.s.layout.wideScope())
 }
 

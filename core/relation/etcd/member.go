@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -39,11 +40,15 @@ type member struct {
 	// every leader write.
 	electedRev int64
 	leading    bool
-	bag        map[string]string // this unit's bag as it wants it, put back after a lost lease
-	follower   *follower
-	group      *follower // the Store's follower of groupScope, while not leading
-	left       bool
-	stats      Stats
+	// tenure is until when this leader is sure its lease lives (tenure.go); tenureTimer
+	// wakes the member's waiters then.
+	tenure      time.Time
+	tenureTimer *time.Timer
+	bag         map[string]string // this unit's bag as it wants it, put back after a lost lease
+	follower    *follower
+	group       *follower // the Store's follower of groupScope, while not leading
+	left        bool
+	stats       Stats
 }
 
 // ReadCounts implements relation.ReadCounter.

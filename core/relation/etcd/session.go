@@ -166,7 +166,10 @@ func (m *member) loseSession() {
 	if m.session != nil {
 		m.previous = m.session.Lease()
 	}
-	m.session, m.electedRev, m.leading = nil, 0, false
+	m.session, m.electedRev, m.leading, m.tenure = nil, 0, false, time.Time{}
+	if m.tenureTimer != nil {
+		m.tenureTimer.Stop()
+	}
 	m.mu.Unlock()
 	if wasLeading {
 		m.log.Warn("relation: leadership lost with the lease")

@@ -41,7 +41,7 @@ func (m *member) Snapshot(ctx context.Context) (relation.Snapshot, error) {
 	for {
 		var left bool
 		m.mu.Lock()
-		f, group, leading, left = m.follower, m.group, m.leading, m.left
+		f, group, leading, left = m.follower, m.group, m.leadingLocked(), m.left
 		m.mu.Unlock()
 		if left {
 			return relation.Snapshot{}, fmt.Errorf("%s: %w", m.unit, relation.ErrNotJoined)

@@ -97,9 +97,12 @@ func Open(opts Options) (*Store, error) {
 		Endpoints:   opts.Endpoints,
 		TLS:         opts.TLS,
 		DialTimeout: opts.DialTimeout,
-		// Keepalives notice a dead connection within seconds, so watches resume promptly.
-		DialKeepAliveTime:    5 * time.Second,
-		DialKeepAliveTimeout: 5 * time.Second,
+		// gRPC pings an idle connection after DialKeepAliveTime (10s at the least), and
+		// makes the timeout the socket's TCP_USER_TIMEOUT: a lease keepalive sent to a
+		// member that went away closes the connection that long after, and the next one
+		// goes to a member that answers. The lease must outlive that (see deadLinkTimeout).
+		DialKeepAliveTime:    10 * time.Second,
+		DialKeepAliveTimeout: deadLinkTimeout(opts.LeaseTTL),
 		Logger:               zap.NewNop(),
 		// gRPC's reconnect backoff grows to two minutes; a unit should be back within
 		// seconds of etcd. The user and password go through passwordAuth.
@@ -110,6 +113,14 @@ func Open(opts Options) (*Store, error) {
 	}
 	ttl := max(1, int(opts.LeaseTTL.Round(time.Second)/time.Second))
 	return &Store{client: client, layout: newLayout(opts.Relation, opts.Schema), ttl: ttl, log: opts.Log, onLag: opts.OnWatchLag}, nil
+}
+
+// deadLinkTimeout is how long a unit's data may go unacknowledged by the etcd member it
+// talks to before the connection is closed and another member used. A keepalive goes out
+// a third of the TTL after the last was answered, so a lease lives through the loss of
+// that member while TTL/3 + this (+ a reconnect) < 2/3 TTL: from about a 5s TTL up.
+func deadLinkTimeout(ttl time.Duration) time.Duration {
+	return min(max(ttl/5, time.Second), 5*time.Second)
 }
 
 // Client is the store's etcd client (for bootstrap and tests).
