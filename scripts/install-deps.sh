@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the programs tlsrelay's tests run for real (Debian packages), when missing:
 # openssl, easy-rsa, an OpenStack Barbican and Keystone (run by scripts/*-server.sh), and
-# etcd-server (the external etcd cluster of the relation tests), and gcc (go test -race
-# needs cgo).
+# etcd-server (the external etcd cluster of the relation tests), iproute2 (the network
+# namespaces of the partition tests), and gcc (go test -race needs cgo).
 # Needs root (or sudo) to install; does nothing when everything is present.
 set -euo pipefail
 
@@ -14,6 +14,7 @@ needs=(
   "/usr/lib/python3/dist-packages/barbican python3-barbican"
   "keystone-wsgi-public keystone"
   "/usr/bin/etcd etcd-server"
+  "ip iproute2"
   "gcc gcc"
 )
 

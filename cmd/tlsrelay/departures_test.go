@@ -163,11 +163,16 @@ func mustParseChain(t *testing.T, chain string) *x509.Certificate {
 
 // crlSerials lists the serials the group's CRL in leader data revokes.
 func crlSerials(t *testing.T, s relation.Snapshot) []string {
+	return pemCRLSerials(t, s.LeaderData[protocol.KeyCRL])
+}
+
+// pemCRLSerials lists the serials a CRL revokes; none for no CRL.
+func pemCRLSerials(t *testing.T, crlPEM string) []string {
 	t.Helper()
-	if s.LeaderData[protocol.KeyCRL] == "" {
+	if crlPEM == "" {
 		return nil
 	}
-	crl, err := certutil.ParseCRL([]byte(s.LeaderData[protocol.KeyCRL]))
+	crl, err := certutil.ParseCRL([]byte(crlPEM))
 	if err != nil {
 		t.Fatal(err)
 	}

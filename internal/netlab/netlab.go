@@ -1,0 +1,128 @@
+// Package netlab builds a small network of hosts for tests: Linux network namespaces,
+// each with one interface on a private subnet, joined to one another by a bridge in a
+// namespace of its own, and to nothing else (no route out, no address in the test's own
+// namespace). A host is cut off by detaching its port from the bridge, as pulling its
+// cable would: its packets go nowhere, and TCP peers see no answer, not a reset.
+// Everything a lab makes is removed, and every process it starts is killed by its pid,
+// when the test ends.
+package netlab
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// Subnet is the hosts' subnet: host i (from 1) is Subnet.i.
+const Subnet = "10.231.77"
+
+// Lab is a set of hosts on one switch.
+type Lab struct {
+	t      testing.TB
+	prefix string // of every namespace and interface name, unique to the lab
+	Hosts  []Host
+	mu     sync.Mutex
+	procs  []*exec.Cmd
+}
+
+// Host is one network namespace.
+type Host struct {
+	NS   string // the namespace
+	IP   string // its address on the subnet
+	port string // its switch port, in the switch's namespace
+}
+
+// New makes n hosts on a switch. It fails the test, naming what is missing, when the
+// machine cannot make network namespaces (no root, no iproute2, no veth or bridge).
+func New(t testing.TB, n int) *Lab {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("netlab: network namespaces need root (CAP_SYS_ADMIN and CAP_NET_ADMIN)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Fatal("netlab: the ip command (iproute2) is missing: apt-get install iproute2")
+	}
+	b := make([]byte, 2)
+	rand.Read(b)
+	l := &Lab{t: t, prefix: "tl" + hex.EncodeToString(b)}
+	t.Cleanup(l.remove)
+	sw := l.prefix + "sw"
+	l.ip("netns", "add", sw)
+	l.ip("-n", sw, "link", "add", "br0", "type", "bridge")
+	l.ip("-n", sw, "link", "set", "br0", "up")
+	for i := 1; i <= n; i++ {
+		h := Host{NS: fmt.Sprintf("%sh%d", l.prefix, i), IP: fmt.Sprintf("%s.%d", Subnet, i), port: fmt.Sprintf("%sp%d", l.prefix, i)}
+		l.ip("netns", "add", h.NS)
+		l.ip("link", "add", "eth0", "netns", h.NS, "type", "veth", "peer", "name", h.port, "netns", sw)
+		l.ip("-n", h.NS, "addr", "add", h.IP+"/24", "dev", "eth0")
+		l.ip("-n", h.NS, "link", "set", "eth0", "up")
+		l.ip("-n", h.NS, "link", "set", "lo", "up")
+		l.ip("-n", sw, "link", "set", h.port, "master", "br0", "up")
+		l.Hosts = append(l.Hosts, h)
+	}
+	return l
+}
+
+// ip runs an iproute2 command, failing the test with its output.
+func (l *Lab) ip(args ...string) {
+	l.t.Helper()
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+		l.t.Fatalf("netlab: ip %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+}
+
+// Cut detaches host i (from 1) from the switch; Heal attaches it again.
+func (l *Lab) Cut(i int)  { l.ip("-n", l.prefix+"sw", "link", "set", l.Hosts[i-1].port, "down") }
+func (l *Lab) Heal(i int) { l.ip("-n", l.prefix+"sw", "link", "set", l.Hosts[i-1].port, "up") }
+
+// Command prepares name with args to run on host i; Start it with l.Start.
+func (l *Lab) Command(i int, name string, args ...string) *exec.Cmd {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", l.Hosts[i-1].NS, name}, args...)...)
+	// Its own process group, so that it and its children are killed together; killed too
+	// if the test process dies first.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// Start starts cmd (from Command); the lab kills it and its children when the test ends.
+func (l *Lab) Start(cmd *exec.Cmd) {
+	l.t.Helper()
+	if err := cmd.Start(); err != nil {
+		l.t.Fatalf("netlab: start %v: %v", cmd.Args, err)
+	}
+	l.mu.Lock()
+	l.procs = append(l.procs, cmd)
+	l.mu.Unlock()
+}
+
+// Kill kills cmd's process group with sig and, for SIGKILL, waits for it.
+func (l *Lab) Kill(cmd *exec.Cmd, sig syscall.Signal) {
+	syscall.Kill(-cmd.Process.Pid, sig)
+	if sig == syscall.SIGKILL {
+		cmd.Wait()
+	}
+}
+
+// remove kills every process the lab started, then deletes its namespaces (which takes
+// their interfaces with them).
+func (l *Lab) remove() {
+	l.mu.Lock()
+	procs := l.procs
+	l.procs = nil
+	l.mu.Unlock()
+	for _, cmd := range procs {
+		if cmd.ProcessState == nil {
+			l.Kill(cmd, syscall.SIGKILL)
+		}
+	}
+	for _, h := range l.Hosts {
+		exec.Command("ip", "netns", "del", h.NS).Run()
+	}
+	exec.Command("ip", "netns", "del", l.prefix+"sw").Run()
+}
