@@ -119,6 +119,10 @@ func (m *member) stayJoined(session *concurrency.Session) {
 		if m.ctx.Err() != nil {
 			return // Leave revokes the lease
 		}
+		if resumed := m.resume(session); resumed != nil {
+			session = resumed
+			continue
+		}
 		m.loseSession()
 		m.log.Warn("relation: lease lost (etcd unreachable for longer than the TTL?); joining again")
 		backoff := 200 * time.Millisecond
@@ -139,6 +143,29 @@ func (m *member) stayJoined(session *concurrency.Session) {
 			backoff = min(2*backoff, 5*time.Second)
 		}
 	}
+}
+
+// resume takes up the lease of a session that ended because its renewals went
+// unanswered for a TTL (the client gives up on them then), if etcd still holds it: the
+// answers were late (a member cut off, an etcd election), the lease is not lost, and
+// leaving and joining again would be a departure for nothing.
+func (m *member) resume(ended *concurrency.Session) *concurrency.Session {
+	ttl := time.Duration(m.s.ttl) * time.Second
+	ctx, cancel := context.WithTimeout(m.ctx, ttl/2)
+	defer cancel()
+	resp, err := m.s.client.TimeToLive(ctx, ended.Lease())
+	if err != nil || resp.TTL <= 0 {
+		return nil
+	}
+	session, err := concurrency.NewSession(m.s.client, concurrency.WithLease(ended.Lease()), concurrency.WithTTL(m.s.ttl))
+	if err != nil {
+		return nil
+	}
+	m.log.Info("relation: lease renewals went unanswered for a while, but etcd still holds the lease: carrying on", "ttl_left_s", resp.TTL)
+	m.mu.Lock()
+	m.session = session
+	m.mu.Unlock()
+	return session
 }
 
 // serve holds one session: it campaigns and leads until the session ends or the member
