@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs the programs tlsrelay's tests run for real (Debian packages), when missing:
 # openssl, easy-rsa, an OpenStack Barbican and Keystone (run by scripts/*-server.sh), and
-# etcd-server (the external etcd cluster of the relation tests), iproute2 (the network
-# namespaces of the partition tests), and gcc (go test -race needs cgo).
+# etcd-server (the external etcd cluster of the relation tests), iproute2 and iptables
+# (the network namespaces and packet loss of the partition tests), and gcc (go test
+# -race needs cgo).
 # Needs root (or sudo) to install; does nothing when everything is present.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ needs=(
   "keystone-wsgi-public keystone"
   "/usr/bin/etcd etcd-server"
   "ip iproute2"
+  "iptables iptables"
   "gcc gcc"
 )
 

@@ -23,8 +23,8 @@ import (
 // expires), as a network blip or a partition would: a unit back within the revocation
 // delay keeps its certificate and is not signed another; one away past it has the serial
 // on its disk revoked (openssl verify -crl_check refuses it) and renews when it returns.
-// An agent stopped with SIGTERM, or run with --once, is not revoked; `tlsrelay revoke`
-// revokes a stopped unit at once.
+// An agent stopped with SIGTERM, or run with --once, is not revoked past the delay;
+// `tlsrelay revoke` revokes a stopped unit at once.
 func TestDeparturesRevokeWhatUnitsHold(t *testing.T) {
 	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -104,6 +104,21 @@ ca: {revoke_departed_after: %s}
 	if slices.Contains(serialsOf(protocol.RevocationsOf(snap.LeaderData), "web/1"), stopped) || leafSerial(t, snap, "web/1") != stopped {
 		t.Fatalf("a unit stopped by SIGTERM: revocations %+v, its certificate in leader data %q",
 			protocol.RevocationsOf(snap.LeaderData), snap.LeaderData[protocol.SignedCertificateKey("web/1")])
+	}
+
+	// So does `agent --once`, which leaves as soon as it holds a certificate.
+	t.Setenv("TLSRELAY_UNIT", "job/0")
+	t.Setenv("TLSRELAY_STATE_DIR", filepath.Join(ag.dir, "state-job-0"))
+	t.Setenv("TLSRELAY_CERTIFICATE_OUTPUT_DIR", filepath.Join(ag.dir, "job-0"))
+	t.Setenv("TMPDIR", ag.tmp)
+	if r := runBinary(t, ag.bin, "agent", "--config", ag.config, "--once", "--timeout", "1m"); r.code != 0 {
+		t.Fatalf("agent --once: exit %d\n%s", r.code, r.stderr)
+	}
+	once := mustReadCert(t, filepath.Join(ag.dir, "job-0", "tls.crt")).SerialNumber.Text(16)
+	time.Sleep(delay + time.Second)
+	snap = awaitObs(t, obs, "the group settled", 10*time.Second, func(s relation.Snapshot) bool { return s.Away["job/0"] == protocol.NoteBack })
+	if slices.Contains(serialsOf(protocol.RevocationsOf(snap.LeaderData), "job/0"), once) || slices.Contains(crlSerials(t, snap), once) {
+		t.Fatalf("the certificate agent --once installed was revoked after it exited: %+v", protocol.RevocationsOf(snap.LeaderData))
 	}
 
 	// tlsrelay revoke decommissions it at once.

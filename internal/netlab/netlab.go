@@ -72,14 +72,33 @@ func New(t testing.TB, n int) *Lab {
 // ip runs an iproute2 command, failing the test with its output.
 func (l *Lab) ip(args ...string) {
 	l.t.Helper()
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-		l.t.Fatalf("netlab: ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
+	l.run("ip", args...)
 }
 
 // Cut detaches host i (from 1) from the switch; Heal attaches it again.
 func (l *Lab) Cut(i int)  { l.ip("-n", l.prefix+"sw", "link", "set", l.Hosts[i-1].port, "down") }
 func (l *Lab) Heal(i int) { l.ip("-n", l.prefix+"sw", "link", "set", l.Hosts[i-1].port, "up") }
+
+// Lose makes host i drop the given fraction of the packets that reach it, at random
+// (iptables' statistic match), until Mend.
+func (l *Lab) Lose(i int, fraction float64) {
+	l.t.Helper()
+	if _, err := exec.LookPath("iptables"); err != nil {
+		l.t.Fatal("netlab: the iptables command is missing: apt-get install iptables")
+	}
+	l.run("ip", "netns", "exec", l.Hosts[i-1].NS, "iptables", "-A", "INPUT", "-m", "statistic", "--mode", "random",
+		"--probability", fmt.Sprint(fraction), "-j", "DROP")
+}
+
+// Mend ends what Lose did on host i.
+func (l *Lab) Mend(i int) { l.run("ip", "netns", "exec", l.Hosts[i-1].NS, "iptables", "-F", "INPUT") }
+
+func (l *Lab) run(name string, args ...string) {
+	l.t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		l.t.Fatalf("netlab: %s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+}
 
 // Command prepares name with args to run on host i; Start it with l.Start.
 func (l *Lab) Command(i int, name string, args ...string) *exec.Cmd {
