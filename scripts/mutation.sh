@@ -38,7 +38,7 @@ etcd_mutations='
 writes.go~cmps := []clientv3.Cmp{m.fence(electedRev)}~cmps := []clientv3.Cmp{}~TestDeposedLeaderWriteIsRefused
 writes.go~cmps = append(cmps, clientv3.Compare(clientv3.Value(key), "=", g.Value))~_ = key~TestEmbedded$|TestLargeGuardedWriteLandsInChunks
 writes.go~if len(cur.kv)+len(keys) > maxOps~if len(cur.kv)+len(keys) > 10*maxOps~TestLargeGuardedWriteLandsInChunks
-writes.go~		return nil, fmt.Errorf("%s writes leader data: %w", m.unit, relation.ErrNotLeader)~		_ = rev~TestEmbedded$
+writes.go~	if !leading {~	if false {~TestEmbedded$
 cache.go~		wake = wake || f.wakes == nil || f.wakes(where)~		wake = true~TestOwnWritesWakeByTheWatchRule
 cache.go~		urgent = urgent || f.wakes == nil || f.wakes(where)~		urgent = true~TestLeaderWakesForCSRsNotForStatus
 cache.go~			continue // seen already~			_ = cur~TestAnEarlierEventDoesNotUndoAWrite

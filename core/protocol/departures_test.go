@@ -3,10 +3,13 @@ package protocol
 import (
 	"crypto/x509"
 	"maps"
+	"math/big"
+	"reflect"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -214,5 +217,30 @@ func TestDepartureNotes(t *testing.T) {
 			t.Errorf("note %q, %s after leaving: in force %v, leader data kept %v, recorded %v; want %v, %v, %v",
 				tt.note, tt.at, inForce, kept, recorded, tt.inForce, tt.kept, tt.recordedAtAll)
 		}
+	}
+}
+
+// Revocations are kept in the order of their serials' values, the order a CRL lists
+// them in, so a CRL that lists the same serials is not signed again ("1f" after "a").
+func TestRevocationsInSerialOrder(t *testing.T) {
+	ca := newCA(t, "group CA")
+	inForce := []Revocation{{Unit: "db/1", Serial: "a", NotAfter: now.Add(day), Departed: now.Add(-2 * time.Hour)},
+		{Unit: "db/2", Serial: "1f", NotAfter: now.Add(day), Departed: now.Add(-2 * time.Hour)}}
+	req := sdk.CRLRequest{ThisUpdate: now.Add(-time.Hour), NextUpdate: now.Add(CRLLifetime - time.Hour), Number: big.NewInt(3)}
+	for _, s := range []int64{10, 31} {
+		req.Revoked = append(req.Revoked, sdk.RevokedCertificate{Serial: big.NewInt(s), RevokedAt: now})
+	}
+	crl, err := certutil.NewCRL(ca.Cert, ca.Key, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, SignsCRL: true},
+		Units: map[string]map[string]string{"db/0": {}}, CRL: CRLTerms{RevokeAfter: time.Hour},
+		LeaderData: map[string]string{KeyCA: ca.PEM, KeyCRL: string(crl),
+			KeyRevoked: encodeRevocations([]Revocation{inForce[1], inForce[0]})}} // written out of order
+	actions, wake := planRevocations(v, ca.PEM)
+	want := []Action{SetLeaderData{KV: map[string]string{KeyRevoked: encodeRevocations(inForce)}}}
+	if !reflect.DeepEqual(actions, want) || !wake.Equal(now.Add(CRLLifetime/2)) {
+		t.Fatalf("actions %#v, wake %s; want the list put in order and no new CRL", actions, wake)
 	}
 }

@@ -3,6 +3,7 @@ package protocol
 import (
 	"fmt"
 	"maps"
+	"strings"
 	"testing"
 )
 
@@ -106,5 +107,23 @@ func TestParsedInstalledIsTheSignedOne(t *testing.T) {
 	}
 	if s := v.Parsed.slots[slotKey{place: inLeaderData, key: SignedCertificateKey("db/1")}]; s == nil || s.chainCA != v.LeaderData[KeyCA] {
 		t.Error("the verified chain was not kept with the signed certificate")
+	}
+}
+
+// What a unit keeps of a chain it verified holds for that CA bundle only: a group that
+// moved to another CA finds the same certificate not chaining.
+func TestParsedVerifiedChainIsForItsCA(t *testing.T) {
+	ca, other := newCA(t, "group CA"), newCA(t, "stranger CA")
+	key := newKey(t)
+	cert, _ := ca.sign(t, key.Public(), certOpts{cn: "db/1", dns: []string{"db-1"}})
+	v := View{Unit: "db/1", Now: now, Parsed: NewParsed(), Units: map[string]map[string]string{"db/1": {KeyProfile: "peer"}},
+		LeaderData: map[string]string{KeyCA: ca.PEM}, Local: Local{Installed: &Installed{Cert: cert, CAPEM: ca.PEM}},
+		Want: Want{CommonName: "db/1", SANs: []string{"db-1"}, Profile: "peer", RenewAt: 0.66}}
+	if d := Decide(v); d.State != StateCertificateAvailable {
+		t.Fatalf("under its own CA: %s (%s)", d.State, d.Detail)
+	}
+	v.LeaderData = map[string]string{KeyCA: other.PEM}
+	if d := Decide(v); d.State != StateCreateCSR || !strings.Contains(d.Detail, "does not chain") {
+		t.Fatalf("under another CA, with the first verification kept: %s (%s)", d.State, d.Detail)
 	}
 }

@@ -81,13 +81,14 @@ const maxOps = 100
 // failed guards are dropped and the rest written again.
 func (m *member) SetLeaderData(ctx context.Context, kv map[string]string, guards ...relation.Guard) ([]string, error) {
 	m.mu.Lock()
-	rev, leading, holds := m.electedRev, m.leading, m.leadingLocked()
+	rev, elected, leading := m.electedRev, m.leading, m.leadingLocked()
 	m.mu.Unlock()
 	if !leading {
-		return nil, fmt.Errorf("%s writes leader data: %w", m.unit, relation.ErrNotLeader)
-	}
-	if !holds {
-		return nil, fmt.Errorf("%s writes leader data: %w (etcd has not confirmed its lease within the TTL: it may have expired)", m.unit, relation.ErrNotLeader)
+		why := ""
+		if elected {
+			why = " (etcd has not confirmed its lease within the TTL: it may have expired)"
+		}
+		return nil, fmt.Errorf("%s writes leader data: %w%s", m.unit, relation.ErrNotLeader, why)
 	}
 	chunks := chunk(kv, guards)
 	dropped := make([][]string, len(chunks))
