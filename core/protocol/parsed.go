@@ -202,9 +202,18 @@ func (m csrMemo) Remember(parse func() (*x509.CertificateRequest, error)) (csr *
 	return csr, err
 }
 
-// TrustsOf is the package's TrustsOf for the unit's installed CA bundle, parsed once.
+// TrustsOf is the package's TrustsOf for the unit's installed CA bundle, parsed once:
+// usually it is the group's, parsed already under its leader-data key.
 func (p *Parsed) TrustsOf(bundlePEM string) string {
-	certs, err := p.certsAt(slotKey{place: own, key: ownTrusted}, bundlePEM)
+	k := slotKey{place: own, key: ownTrusted}
+	if p != nil {
+		p.mu.Lock()
+		if s := p.slots[slotKey{place: inLeaderData, key: KeyCA}]; s != nil && s.value == bundlePEM {
+			k = slotKey{place: inLeaderData, key: KeyCA}
+		}
+		p.mu.Unlock()
+	}
+	certs, err := p.certsAt(k, bundlePEM)
 	if err != nil {
 		return ""
 	}

@@ -108,6 +108,10 @@ func TestParsedInstalledIsTheSignedOne(t *testing.T) {
 	if s := v.Parsed.slots[slotKey{place: inLeaderData, key: SignedCertificateKey("db/1")}]; s == nil || s.chainCA != v.LeaderData[KeyCA] {
 		t.Error("the verified chain was not kept with the signed certificate")
 	}
+	// The installed CA bundle is the group's: its fingerprints come from that parse.
+	if got, want := v.Parsed.TrustsOf(v.LeaderData[KeyCA]), TrustsOf(v.LeaderData[KeyCA]); got != want || v.Parsed.slots[slotKey{place: own, key: ownTrusted}] != nil {
+		t.Errorf("TrustsOf = %q (want %q), parsed apart from the group's bundle: %v", got, want, v.Parsed.slots[slotKey{place: own, key: ownTrusted}] != nil)
+	}
 }
 
 // What a unit keeps of a chain it verified holds for that CA bundle only: a group that
