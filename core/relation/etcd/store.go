@@ -118,7 +118,8 @@ func Open(opts Options) (*Store, error) {
 // deadLinkTimeout is how long a unit's data may go unacknowledged by the etcd member it
 // talks to before the connection is closed and another member used. A keepalive goes out
 // a third of the TTL after the last was answered, so a lease lives through the loss of
-// that member while TTL/3 + this (+ a reconnect) < 2/3 TTL: from about a 5s TTL up.
+// that member while TTL/3 + this (+ a reconnect, + an etcd election if that member led)
+// < 2/3 TTL: docs/SECURITY.md advises 10s or more.
 func deadLinkTimeout(ttl time.Duration) time.Duration {
 	return min(max(ttl/5, time.Second), 5*time.Second)
 }
