@@ -35,6 +35,23 @@ type Group struct {
 	// CAState is the leader's word on the CA: "steady", or where a rotation stands.
 	CAState string `json:"ca_state"`
 	Units   []Unit `json:"units"`
+	// Departed lists units that left while the group still answers for certificates
+	// issued to them: revocations pending or in force, or a note that they will be back.
+	Departed []Departed `json:"departed"`
+}
+
+// Departed is a unit that is not joined, as the leader keeps it.
+type Departed struct {
+	Unit string `json:"unit"`
+	// Note is what the unit said as it left: "back" (its certificates are not revoked),
+	// "gone" (revoked at once), or none (revoked ca.revoke_departed_after after it left).
+	Note string `json:"note,omitempty"`
+	// Since is when the leader recorded the departure, if it did.
+	Since string `json:"since,omitempty"`
+	// Revoked and Pending are the serials issued to it that the CRL lists, and those it
+	// will list if the unit is not back in time.
+	Revoked []string `json:"revoked"`
+	Pending []string `json:"pending"`
 }
 
 // Unit is one unit's published status.
@@ -76,7 +93,50 @@ func FromSnapshot(relationName string, s relation.Snapshot) Group {
 		g.Units = append(g.Units, u)
 	}
 	slices.SortFunc(g.Units, func(a, b Unit) int { return compareUnits(a.Unit, b.Unit) })
+	g.Departed = departedOf(s)
 	return g
+}
+
+// departedOf lists the units, not joined, that the revocations or a note name.
+func departedOf(s relation.Snapshot) []Departed {
+	inCRL := map[string]bool{}
+	if crl, err := certutil.ParseCRL([]byte(s.LeaderData[protocol.KeyCRL])); err == nil {
+		for _, r := range crl.RevokedCertificateEntries {
+			inCRL[r.SerialNumber.Text(16)] = true
+		}
+	}
+	byUnit := map[string]*Departed{}
+	of := func(unit string) *Departed {
+		if byUnit[unit] == nil {
+			byUnit[unit] = &Departed{Unit: unit, Revoked: []string{}, Pending: []string{}}
+		}
+		return byUnit[unit]
+	}
+	for _, r := range protocol.RevocationsOf(s.LeaderData) {
+		if _, joined := s.Units[r.Unit]; joined {
+			continue // back in time: the revocation is about to be dropped
+		}
+		d := of(r.Unit)
+		if inCRL[r.Serial] {
+			d.Revoked = append(d.Revoked, r.Serial)
+		} else {
+			d.Pending = append(d.Pending, r.Serial)
+		}
+		if since := r.Departed.UTC().Format(time.RFC3339); d.Since == "" || since < d.Since {
+			d.Since = since
+		}
+	}
+	for unit, note := range s.Away {
+		if _, joined := s.Units[unit]; !joined {
+			of(unit).Note = note
+		}
+	}
+	list := []Departed{}
+	for _, d := range byUnit {
+		list = append(list, *d)
+	}
+	slices.SortFunc(list, func(a, b Departed) int { return compareUnits(a.Unit, b.Unit) })
+	return list
 }
 
 // compareUnits orders units by application, then number: db/2 before db/10.
@@ -115,13 +175,25 @@ func (g Group) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "CA: %s (signer %s, %d CAs trusted)\n\n", orNone(g.CAState), orNone(g.CASigner), len(g.CABundle))
 	if len(g.Units) == 0 {
 		// Presence and bags are bound to the units' leases: a stopped group shows none.
-		_, err := fmt.Fprintln(w, "no units joined: units appear while their agents run (after 'tlsrelay up' ends, its units have left)")
-		return err
+		fmt.Fprintln(w, "no units joined: units appear while their agents run (after 'tlsrelay up' ends, its units have left)")
+	} else {
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "UNIT\tSTATE\tSERIAL\tNOT AFTER\tERROR")
+		for _, u := range g.Units {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Unit, orNone(u.State), u.Serial, u.NotAfter, u.Error)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
 	}
+	if len(g.Departed) == 0 {
+		return nil
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "UNIT\tSTATE\tSERIAL\tNOT AFTER\tERROR")
-	for _, u := range g.Units {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Unit, orNone(u.State), u.Serial, u.NotAfter, u.Error)
+	fmt.Fprintln(tw, "DEPARTED\tNOTE\tSINCE\tREVOKED\tPENDING REVOCATION")
+	for _, d := range g.Departed {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Unit, orNone(d.Note), d.Since, strings.Join(d.Revoked, ","), strings.Join(d.Pending, ","))
 	}
 	return tw.Flush()
 }

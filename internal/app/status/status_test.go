@@ -2,6 +2,10 @@ package status
 
 import (
 	"bytes"
+	"encoding/json"
+	"math/big"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +13,8 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 func TestFromSnapshotAndTable(t *testing.T) {
@@ -47,7 +53,62 @@ func TestFromSnapshotAndTable(t *testing.T) {
 		})
 	}
 	g := FromSnapshot("db-peers", snap)
+	if len(g.Departed) != 0 {
+		t.Errorf("departed %+v, want none", g.Departed)
+	}
 	if len(g.CASHA256) != 64 || g.CASealed || g.Units[0].Unit != "db/2" || g.Units[0].Error == "" {
 		t.Fatalf("FromSnapshot = %+v", g)
 	}
+}
+
+// Departed units: one revoked (its serial in the CRL), one pending, one that said it
+// will be back, and one back in time (joined again: not departed).
+func TestDeparted(t *testing.T) {
+	now := time.Now()
+	ca := pkitest.NewCA(t, "group CA", now)
+	crl, err := certutil.NewCRL(ca.Cert, ca.Key, sdk.CRLRequest{
+		Revoked:    []sdk.RevokedCertificate{{Serial: big.NewInt(0xa1), RevokedAt: now}},
+		ThisUpdate: now, NextUpdate: now.Add(time.Hour), Number: big.NewInt(1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revocations, _ := json.Marshal([]protocol.Revocation{
+		{Unit: "db/1", Serial: "a1", NotAfter: now.Add(time.Hour), Departed: now.Add(-time.Hour)},
+		{Unit: "db/1", Serial: "a2", NotAfter: now.Add(time.Hour), Departed: now.Add(-time.Hour)},
+		{Unit: "db/3", Serial: "c1", NotAfter: now.Add(time.Hour), Departed: now},
+		{Unit: "db/4", Serial: "d1", NotAfter: now.Add(time.Hour), Departed: now},
+	})
+	snap := relation.Snapshot{Leader: "db/0",
+		LeaderData: map[string]string{protocol.KeyCA: ca.PEM, protocol.KeyCRL: string(crl), protocol.KeyRevoked: string(revocations)},
+		Units:      map[string]map[string]string{"db/0": {}, "db/4": {}},
+		Away:       map[string]string{"db/2": protocol.NoteBack},
+	}
+	g := FromSnapshot("db-peers", snap)
+	since := now.Add(-time.Hour).UTC().Format(time.RFC3339)
+	want := []Departed{
+		{Unit: "db/1", Since: since, Revoked: []string{"a1"}, Pending: []string{"a2"}},
+		{Unit: "db/2", Note: protocol.NoteBack, Revoked: []string{}, Pending: []string{}},
+		{Unit: "db/3", Since: now.UTC().Format(time.RFC3339), Revoked: []string{}, Pending: []string{"c1"}},
+	}
+	if !reflect.DeepEqual(g.Departed, want) {
+		t.Fatalf("departed:\n got %+v\nwant %+v", g.Departed, want)
+	}
+	var out bytes.Buffer
+	if err := g.WriteTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	for _, row := range [][]string{{"DEPARTED", "NOTE", "SINCE", "REVOKED", "PENDING", "REVOCATION"}, {"db/1", "(none)", since, "a1", "a2"}, {"db/2", "back"}} {
+		if !hasRow(out.String(), row) {
+			t.Errorf("table lacks a row %q:\n%s", row, out.String())
+		}
+	}
+}
+
+func hasRow(table string, fields []string) bool {
+	for _, line := range strings.Split(table, "\n") {
+		if slices.Equal(strings.Fields(line), fields) {
+			return true
+		}
+	}
+	return false
 }
