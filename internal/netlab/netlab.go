@@ -2,7 +2,8 @@
 // each with one interface on a private subnet, joined to one another by a bridge in a
 // namespace of its own, and to nothing else (no route out, no address in the test's own
 // namespace). A host is cut off by detaching its port from the bridge, as pulling its
-// cable would: its packets go nowhere, and TCP peers see no answer, not a reset.
+// cable would: its packets go nowhere, and TCP peers see no answer, not a reset. Hosts
+// can also lose a share of their packets, or be split into two sides (iptables).
 // Everything a lab makes is removed, and every process it starts is killed by its pid,
 // when the test ends.
 package netlab
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -83,15 +85,62 @@ func (l *Lab) Heal(i int) { l.ip("-n", l.prefix+"sw", "link", "set", l.Hosts[i-1
 // (iptables' statistic match), until Mend.
 func (l *Lab) Lose(i int, fraction float64) {
 	l.t.Helper()
-	if _, err := exec.LookPath("iptables"); err != nil {
-		l.t.Fatal("netlab: the iptables command is missing: apt-get install iptables")
-	}
-	l.run("ip", "netns", "exec", l.Hosts[i-1].NS, "iptables", "-A", "INPUT", "-m", "statistic", "--mode", "random",
-		"--probability", fmt.Sprint(fraction), "-j", "DROP")
+	l.chain(i, lossChain)
+	l.iptables(i, "-A", lossChain, "-m", "statistic", "--mode", "random", "--probability", fmt.Sprint(fraction), "-j", "DROP")
 }
 
 // Mend ends what Lose did on host i.
-func (l *Lab) Mend(i int) { l.run("ip", "netns", "exec", l.Hosts[i-1].NS, "iptables", "-F", "INPUT") }
+func (l *Lab) Mend(i int) {
+	l.t.Helper()
+	l.chain(i, lossChain)
+	l.iptables(i, "-F", lossChain)
+}
+
+// Split partitions the network in two: the hosts of side on one, the others on the
+// other. Each host drops what reaches it from the other side, so both sides see the
+// other fall silent, as a failed link between two racks would show it; hosts on one
+// side still reach each other. Unsplit ends it.
+func (l *Lab) Split(side ...int) {
+	l.t.Helper()
+	for i := range l.Hosts {
+		l.chain(i+1, splitChain)
+		for j, other := range l.Hosts {
+			if slices.Contains(side, i+1) != slices.Contains(side, j+1) {
+				l.iptables(i+1, "-A", splitChain, "-s", other.IP, "-j", "DROP")
+			}
+		}
+	}
+}
+
+// Unsplit ends what Split did.
+func (l *Lab) Unsplit() {
+	l.t.Helper()
+	for i := range l.Hosts {
+		l.chain(i+1, splitChain)
+		l.iptables(i+1, "-F", splitChain)
+	}
+}
+
+// The chains of host's INPUT that Lose and Split fill, each emptied on its own.
+const lossChain, splitChain = "netlab-loss", "netlab-split"
+
+// chain makes host i's INPUT pass through chain, once.
+func (l *Lab) chain(i int, chain string) {
+	l.t.Helper()
+	if _, err := exec.LookPath("iptables"); err != nil {
+		l.t.Fatal("netlab: the iptables command is missing: apt-get install iptables")
+	}
+	if exec.Command("ip", "netns", "exec", l.Hosts[i-1].NS, "iptables", "-C", "INPUT", "-j", chain).Run() == nil {
+		return
+	}
+	l.iptables(i, "-N", chain)
+	l.iptables(i, "-A", "INPUT", "-j", chain)
+}
+
+func (l *Lab) iptables(i int, args ...string) {
+	l.t.Helper()
+	l.run("ip", append([]string{"netns", "exec", l.Hosts[i-1].NS, "iptables"}, args...)...)
+}
 
 func (l *Lab) run(name string, args ...string) {
 	l.t.Helper()
