@@ -12,6 +12,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/internal/app/status"
+	"github.com/tlsrelay/tlsrelay/internal/termsafe"
 )
 
 func newCACommand() *cobra.Command {
@@ -70,7 +71,7 @@ func awaitRotation(ctx context.Context, cmd *cobra.Command, store relation.Store
 		g := status.FromSnapshot(relationName, snap)
 		if g.CAState != last {
 			last = g.CAState
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", orNoLeader(g.Leader), g.CAState)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", orNoLeader(termsafe.Escape(g.Leader)), termsafe.Escape(g.CAState)) // the leader writes its bag
 		}
 		if snap.LeaderData[protocol.KeyCARequest] == id && g.CARotation == nil && g.CAState == protocol.CASteady {
 			fmt.Fprintf(cmd.OutOrStdout(), "done: the group signs with CA %s\n", g.CASHA256)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/internal/app/up"
+	"github.com/tlsrelay/tlsrelay/internal/termsafe"
 	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 )
 
@@ -113,9 +114,10 @@ func newLogger(cmd *cobra.Command) hclog.Logger {
 	level, _ := cmd.Flags().GetString("log-level")
 	format, _ := cmd.Flags().GetString("log-format")
 	return hclog.New(&hclog.LoggerOptions{
-		Name:       "tlsrelay",
-		Level:      hclog.LevelFromString(level),
-		Output:     cmd.ErrOrStderr(),
+		Name:  "tlsrelay",
+		Level: hclog.LevelFromString(level),
+		// Log fields hold what units and plugins wrote: escaped before any terminal.
+		Output:     termsafe.Writer(cmd.ErrOrStderr()),
 		JSONFormat: format == "json",
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/internal/termsafe"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -171,8 +172,11 @@ func (g Group) WriteTable(w io.Writer) error {
 	if g.CASealed {
 		sealed = "CA key sealed in leader data"
 	}
-	fmt.Fprintf(w, "relation %s, leader %s, CA %s, %s\n", g.Relation, orNone(g.Leader), orNone(fp), sealed)
-	fmt.Fprintf(w, "CA: %s (signer %s, %d CAs trusted)\n\n", orNone(g.CAState), orNone(g.CASigner), len(g.CABundle))
+	// Every field is shown escaped: units write their bags, and no value may act on the
+	// terminal or forge a row.
+	e := termsafe.Escape
+	fmt.Fprintf(w, "relation %s, leader %s, CA %s, %s\n", e(g.Relation), orNone(e(g.Leader)), orNone(e(fp)), sealed)
+	fmt.Fprintf(w, "CA: %s (signer %s, %d CAs trusted)\n\n", orNone(e(g.CAState)), orNone(e(g.CASigner)), len(g.CABundle))
 	if len(g.Units) == 0 {
 		// Presence and bags are bound to the units' leases: a stopped group shows none.
 		fmt.Fprintln(w, "no units joined: units appear while their agents run (after 'tlsrelay up' ends, its units have left)")
@@ -180,7 +184,7 @@ func (g Group) WriteTable(w io.Writer) error {
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "UNIT\tSTATE\tSERIAL\tNOT AFTER\tERROR")
 		for _, u := range g.Units {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", u.Unit, orNone(u.State), u.Serial, u.NotAfter, u.Error)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e(u.Unit), orNone(e(u.State)), e(u.Serial), e(u.NotAfter), e(u.Error))
 		}
 		if err := tw.Flush(); err != nil {
 			return err
@@ -193,7 +197,7 @@ func (g Group) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "DEPARTED\tNOTE\tSINCE\tREVOKED\tPENDING REVOCATION")
 	for _, d := range g.Departed {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", d.Unit, orNone(d.Note), d.Since, strings.Join(d.Revoked, ","), strings.Join(d.Pending, ","))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e(d.Unit), orNone(e(d.Note)), d.Since, e(strings.Join(d.Revoked, ",")), e(strings.Join(d.Pending, ",")))
 	}
 	return tw.Flush()
 }

@@ -112,3 +112,29 @@ func hasRow(table string, fields []string) bool {
 	}
 	return false
 }
+
+// Units write their own bags: no field reaches the terminal raw or forges a row.
+func TestTableEscapes(t *testing.T) {
+	snap := relation.Snapshot{Leader: "db/0", Units: map[string]map[string]string{
+		"db/0": {protocol.KeyState: "\x1b]0;owned\x07\x1b[31m" + string(protocol.StateCertificateAvailable)},
+		"db/1": {protocol.KeyState: string(protocol.StateCertificateAvailable), protocol.KeyError: "disk full\ndb/9  certificate_available  deadbeef\x1b[2K\r"},
+	}, Away: map[string]string{"db/\u009b7": "back\n"}}
+	var out bytes.Buffer
+	if err := FromSnapshot("db-peers", snap).WriteTable(&out); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	if strings.ContainsAny(text, "\x1b\x07\r\u009b") {
+		t.Errorf("a control character reached the table:\n%q", text)
+	}
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "db/9") {
+			t.Errorf("a forged row: %q", line)
+		}
+	}
+	for _, want := range []string{`disk full\ndb/9`, `\x1b]0;owned\x07`, `db/\u009b7`, `back\n`} {
+		if !strings.Contains(text, want) {
+			t.Errorf("the table lacks %s:\n%s", want, text)
+		}
+	}
+}
