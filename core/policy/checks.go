@@ -52,10 +52,10 @@ const (
 	RuleMalformed  Rule = "malformed"   // not a CSR, or its signature does not verify
 	RuleSubject    Rule = "subject"     // not exactly the common name the template gives
 	RuleKey        Rule = "key"         // policy.keys
-	RuleSANCount   Rule = "san_count"   // policy.max_sans, or email SANs
+	RuleSANCount   Rule = "san_count"   // policy.max_sans
 	RuleReserved   Rule = "reserved"    // another unit's name
 	RuleHeld       Rule = "held"        // a name another unit's certificate holds
-	RuleNotAllowed Rule = "not_allowed" // no policy.sans, shared_sans or uris pattern allows it
+	RuleNotAllowed Rule = "not_allowed" // no policy.sans, shared_sans or uris pattern allows it; email SANs never
 )
 
 // finding is one check's refusal: the rule and the reason; a zero finding passes.
@@ -117,6 +117,8 @@ func (p *Policy) checkSubject(req Request, csr *x509.CertificateRequest) finding
 	switch {
 	case cns != 1:
 		return refusal(RuleSubject, "the subject has %d common names; exactly one is signed", cns)
+	case certutil.CheckCommonName(cn) != nil:
+		return refusal(RuleSubject, "%v", certutil.CheckCommonName(cn))
 	case req.Unit != "":
 		if want, err := p.cn.render(req.Unit); err != nil || cn != want {
 			return refusal(RuleSubject, "it asks for common name %q; it may ask only for %q", cn, want)
@@ -137,7 +139,7 @@ func (p *Policy) checkKey(_ Request, csr *x509.CertificateRequest) finding {
 
 func (p *Policy) checkCount(_ Request, csr *x509.CertificateRequest) finding {
 	if len(csr.EmailAddresses) > 0 {
-		return refusal(RuleSANCount, "it asks for email SANs %q; email SANs are never signed", csr.EmailAddresses)
+		return refusal(RuleNotAllowed, "it asks for email SANs %q; email SANs are never signed", csr.EmailAddresses)
 	}
 	n := len(csr.DNSNames) + len(csr.IPAddresses) + len(csr.URIs)
 	if n > p.rules.MaxSANs {

@@ -65,6 +65,9 @@ func TestPolicy(t *testing.T) {
 		{"outside a group: any allowed name", "", pkitest.Request{Subject: cn("backup tool"), DNS: []string{"b.web.internal"}}, "", ""},
 		{"outside a group: no unit's name", "", pkitest.Request{Subject: cn("backup tool"), DNS: []string{"node-3"}}, "the name of unit node/3", RuleReserved},
 		{"outside a group: no unit's common name", "", pkitest.Request{Subject: cn("node/3")}, "sign it with --unit", RuleReserved},
+		{"outside a group: a common name that reads as two attributes", "", pkitest.Request{Subject: cn("a\nb=c/CN=admin"), DNS: []string{"b.web.internal"}}, "has the character '\\n'", RuleSubject},
+		{"outside a group: a common name with a comma", "", pkitest.Request{Subject: cn("tool,O=corp"), DNS: []string{"b.web.internal"}}, "has the character ','", RuleSubject},
+		{"an email SAN is not allowed", "node/0", pkitest.Request{Subject: cn("node/0"), Emails: []string{"root@example.org"}}, "email SANs", RuleNotAllowed},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

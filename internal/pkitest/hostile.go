@@ -44,6 +44,9 @@ var backendReasons = map[string]string{
 	"10,000 SANs":                           "max_csr_bytes",
 	"PEM headers that make openssl ask for a pass phrase": "headers",
 	"two PEM blocks": "more than one block",
+	"a malformed PEM block before a valid one":        "a malformed block comes before",
+	"text after the PEM block":                        "only whitespace may follow",
+	"a common name with a newline and an equals sign": "common name",
 }
 
 // HostileCSRs returns the table every signing path is tested with: the findings of

@@ -4,6 +4,7 @@
 package certutil
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -70,9 +71,18 @@ func ParseCSR(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
 // for a P-256 CSR), for a signer whose signing library checks it
 // (CheckSignRequestExceptSignature).
 func parseCSRUnverified(csrPEM []byte, unit string) (*x509.CertificateRequest, error) {
+	// One block and only whitespace around it: pem.Decode skips text it cannot read, so
+	// a malformed block (a bad END line) before a valid one would go unseen here, while
+	// openssl stops at it.
+	if !bytes.HasPrefix(bytes.TrimLeft(csrPEM, " \t\r\n"), []byte("-----BEGIN ")) {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR is not PEM: it must start with a -----BEGIN line")
+	}
 	block, rest := pem.Decode(csrPEM)
 	if block == nil {
-		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR is not PEM")
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR is not PEM: its block does not parse (check the BEGIN and END lines)")
+	}
+	if bytes.Count(csrPEM[:len(csrPEM)-len(rest)], []byte("-----BEGIN ")) > 1 {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR PEM: a malformed block comes before the %q block", block.Type)
 	}
 	if block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
 		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR PEM block is %q, not CERTIFICATE REQUEST", block.Type)
@@ -84,6 +94,9 @@ func parseCSRUnverified(csrPEM []byte, unit string) (*x509.CertificateRequest, e
 	}
 	if next, _ := pem.Decode(rest); next != nil {
 		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR PEM holds more than one block (a %q follows)", next.Type)
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, unitRef(unit), "CSR PEM has text after its block; only whitespace may follow")
 	}
 	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {
@@ -325,11 +338,15 @@ const MaxSANs = 1000
 
 // CheckCSRContent makes the checks on a CSR's content that every signer makes whatever
 // the leader's policy: a key worth certifying (RSA 2048 to MaxRSABits bits, ECDSA P-256,
-// P-384 or P-521, Ed25519), exactly one common name, DNS SANs that are DNS names, no email SANs, at most MaxSANs.
+// P-384 or P-521, Ed25519), exactly one common name that CheckCommonName accepts, DNS
+// SANs that are DNS names, no email SANs, at most MaxSANs.
 func CheckCSRContent(csr *x509.CertificateRequest, unit string) error {
 	ref := unitRef(unit)
 	if n := countCommonNames(csr); n != 1 {
 		return sdk.Errorf(sdk.CodeInvalidArgument, ref, "the subject has %d common names; exactly one is signed", n)
+	}
+	if err := CheckCommonName(csr.Subject.CommonName); err != nil {
+		return sdk.Errorf(sdk.CodeInvalidArgument, ref, "%v", err)
 	}
 	switch k := csr.PublicKey.(type) {
 	case *rsa.PublicKey:
@@ -355,14 +372,39 @@ func CheckCSRContent(csr *x509.CertificateRequest, unit string) error {
 	return nil
 }
 
+// MaxCommonNameLength is X.520's upper bound on a common name (ub-common-name).
+const MaxCommonNameLength = 64
+
+// CheckCommonName accepts the common names a certificate may carry: 1 to
+// MaxCommonNameLength characters, each an ASCII letter or digit, a space (not first or
+// last), or one of - . _ : @ * /. No control character, and none of the separators
+// (= , + ; " \ < > #) that would let a name read as more than one attribute in a
+// printed subject (openssl's /CN=a/O=b or CN=a,O=b).
+func CheckCommonName(cn string) error {
+	switch {
+	case cn == "":
+		return fmt.Errorf("the common name is empty")
+	case len(cn) > MaxCommonNameLength:
+		return fmt.Errorf("the common name is %d characters, more than %d", len(cn), MaxCommonNameLength)
+	case cn[0] == ' ' || cn[len(cn)-1] == ' ':
+		return fmt.Errorf("common name %q starts or ends with a space", cn)
+	}
+	for _, r := range cn {
+		if !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune(" -._:@*/", r)) {
+			return fmt.Errorf("common name %q has the character %q; letters, digits, spaces and - . _ : @ * / are signed", cn, r)
+		}
+	}
+	return nil
+}
+
 // CheckCSRRequest makes the checks every CreateCSR makes: a valid key spec, a common
 // name, and SANs that are IP addresses or DNS names.
 func CheckCSRRequest(req sdk.CSRRequest) error {
 	if err := CheckKeySpec(req.Key); err != nil {
 		return err
 	}
-	if req.CommonName == "" {
-		return sdk.Errorf(sdk.CodeInvalidArgument, "common_name", "a CSR needs a common name")
+	if err := CheckCommonName(req.CommonName); err != nil {
+		return sdk.Errorf(sdk.CodeInvalidArgument, "common_name", "%v", err)
 	}
 	for _, san := range req.SANs {
 		if err := CheckSAN(san, req.CommonName); err != nil {

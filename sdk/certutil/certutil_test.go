@@ -133,3 +133,31 @@ func TestParsePrivateKeyPEMFindsTheKeyBlock(t *testing.T) {
 		t.Fatalf("garbage: %v", err)
 	}
 }
+
+func TestCheckCommonName(t *testing.T) {
+	tests := []struct {
+		cn   string
+		want string // "" accepted
+	}{
+		{"node/0", ""},
+		{"web-1.example.internal", ""},
+		{"Octavia controller", ""},
+		{"svc_a:8443@zone*", ""},
+		{strings.Repeat("a", MaxCommonNameLength), ""},
+		{"", "empty"},
+		{strings.Repeat("a", MaxCommonNameLength+1), "more than 64"},
+		{" lead", "starts or ends with a space"},
+		{"a\nb=c/CN=admin", `'\n'`},
+		{"a/CN=admin", "'='"},
+		{"tool,O=corp", "','"},
+		{"a+b", "'+'"},
+		{"esc\x1b[31m", `'\x1b'`},
+		{"é", "'é'"},
+	}
+	for _, tt := range tests {
+		err := CheckCommonName(tt.cn)
+		if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+			t.Errorf("CheckCommonName(%q) = %v, want %q", tt.cn, err, tt.want)
+		}
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"strings"
 	"sync"
 )
 
@@ -95,7 +96,16 @@ func HostileCSRs(cn string) []Hostile {
 		{"10,000 SANs", MakeCSR(CSRRequest{Subject: name, DNS: manySANs})},
 		{"PEM headers that make openssl ask for a pass phrase", withHeaders(valid)},
 		{"two PEM blocks", valid + valid},
+		{"a malformed PEM block before a valid one", badEndLine(valid) + valid},
+		{"text after the PEM block", valid + "trailing text\n"},
+		{"a common name with a newline and an equals sign", MakeCSR(CSRRequest{Subject: pkix.Name{CommonName: cn + "\nb=c/CN=admin"}})},
 	}
+}
+
+// badEndLine breaks the END line of a PEM block, which openssl refuses ("bad end line")
+// and a lenient reader skips on its way to the next block.
+func badEndLine(pemText string) string {
+	return strings.Replace(pemText, "-----END CERTIFICATE REQUEST-----", "-----END CERTIFICATE REQUEST----", 1)
 }
 
 // withHeaders adds the headers of an encrypted PEM to a PEM block.

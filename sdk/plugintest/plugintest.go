@@ -82,7 +82,7 @@ var checks = []check{
 	{"SignCSR honours validity", checkValidity, []string{checkCAName}},
 	{"serials are unique", checkSerials, []string{checkCAName}},
 	{"bad requests are InvalidArgument", checkBadRequests, nil},
-	{"hostile CSRs are InvalidArgument (two CNs, email SANs, RSA-1024, bad SANs, PEM headers)", checkHostileCSRs, nil},
+	{"hostile CSRs are InvalidArgument (two CNs, CN characters, email SANs, RSA-1024, bad SANs, PEM framing and headers)", checkHostileCSRs, nil},
 	{"the subject is the CN alone; URI SANs are copied", checkSubjectAndURIs, []string{checkCAName}},
 	{"a CSR asking to be a CA is signed as a plain leaf", checkExtensionsNotCopied, []string{checkCAName}},
 	{"concurrent SignCSR calls are safe", checkConcurrent, []string{checkCAName}},
