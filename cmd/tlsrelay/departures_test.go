@@ -14,8 +14,6 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
-	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
-	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -26,19 +24,8 @@ import (
 // An agent stopped with SIGTERM, or run with --once, is not revoked past the delay;
 // `tlsrelay revoke` revokes a stopped unit at once.
 func TestDeparturesRevokeWhatUnitsHold(t *testing.T) {
-	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
 	const ttl, delay = 2 * time.Second, 8 * time.Second
-	ag := newAgentsWith(t, fmt.Sprintf(`relation:
-  name: departures
-  store: etcd
-  etcd: {endpoints: [%q], lease_ttl: %s}
-ca: {revoke_departed_after: %s}
-`, srv.Endpoint(), ttl, delay), true)
-	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "departures"})
+	ag, obs := embeddedGroup(t, "departures", ttl, fmt.Sprintf("ca: {revoke_departed_after: %s}\n", delay), true)
 	for _, u := range []string{"web/0", "web/1", "web/2"} {
 		ag.start(u)
 	}

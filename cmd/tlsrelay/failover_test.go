@@ -180,6 +180,24 @@ func (a *agents) running() []string {
 	return units
 }
 
+// embeddedGroup starts an embedded etcd for relation name and agents on it whose lease
+// TTL is ttl, with more YAML after the relation block, and follows the relation.
+// Everything stops when the test ends, the agents before etcd.
+func embeddedGroup(t *testing.T, name string, ttl time.Duration, more string, seal bool) (*agents, relation.Observer) {
+	t.Helper()
+	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	ag := newAgentsWith(t, fmt.Sprintf(`relation:
+  name: %s
+  store: etcd
+  etcd: {endpoints: [%q], lease_ttl: %s}
+`, name, srv.Endpoint(), ttl)+more, seal)
+	return ag, observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: name})
+}
+
 // observe follows the whole relation, until the test ends.
 func observe(t *testing.T, opts etcd.Options) relation.Observer {
 	t.Helper()

@@ -18,8 +18,6 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
-	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
-	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/internal/app/status"
 )
 
@@ -28,18 +26,7 @@ import (
 // every pair of units handshakes with mutual TLS all along, each side using what its
 // files hold at that moment. Not one handshake may fail.
 func TestRenewalsAndCARotationWithoutAFailedHandshake(t *testing.T) {
-	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Close()
-	ag := newAgentsWith(t, fmt.Sprintf(`relation:
-  name: rotation
-  store: etcd
-  etcd: {endpoints: [%q], lease_ttl: 6s}
-certificate: {validity: 1m, renew_at: 0.25, renew_jitter: 0.05}
-`, srv.Endpoint()), true)
-	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "rotation"})
+	ag, obs := embeddedGroup(t, "rotation", 6*time.Second, "certificate: {validity: 1m, renew_at: 0.25, renew_jitter: 0.05}\n", true)
 	units := []string{"web/0", "web/1", "web/2"}
 	for _, u := range units {
 		ag.start(u)
