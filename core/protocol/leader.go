@@ -132,12 +132,12 @@ func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, 
 		return nil // refused already; the unit must send another CSR
 	}
 	if f := v.Memory.SignFailures[digest]; f.Refused {
-		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: Rejection{CSRDigest: digest, Reason: f.Reason, Rule: RuleSigner}}
+		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: Rejection{CSRDigest: digest, Reason: f.Reason, Rule: RuleSigner, Profile: bag[KeyProfile], At: v.Now}}
 	}
 	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed,
 		Verified: csrMemo{p: v.Parsed, k: slotKey{place: inBag, unit: unit, key: KeyCSR}, value: csrPEM}})
 	if err != nil {
-		r := Rejection{CSRDigest: digest, Reason: err.Error()}
+		r := Rejection{CSRDigest: digest, Reason: err.Error(), Profile: bag[KeyProfile], At: v.Now}
 		if refusal, ok := errors.AsType[*policy.Refusal](err); ok {
 			r.Rule = string(refusal.Rule)
 		}

@@ -51,6 +51,7 @@ const (
 	ownBundle       = "bundle being published"
 	ownInstalled    = "installed certificate"
 	ownTrusted      = "installed CA bundle"
+	ownPending      = "pending CSR"
 )
 
 // slot is one value and what is known of it. Its fields are read and written under
@@ -66,7 +67,8 @@ type slot struct {
 	crlErr  error
 	crlDone bool
 
-	csr *x509.CertificateRequest // parsed, and its signature verified
+	csr     *x509.CertificateRequest // parsed, and its signature verified
+	request *x509.CertificateRequest // parsed only: the unit's own CSR
 
 	// chainCA is the CA bundle the certificates verified against as a chain, valid
 	// throughout chainWindow: signatures verify the same way every time, only the

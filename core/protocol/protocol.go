@@ -120,7 +120,7 @@ type Decision struct {
 	// CAState is the leader's word on the group's CA: CASteady, or where a rotation stands.
 	CAState string
 	// WakeAt is when the decision changes with time alone: the installed certificate's
-	// renewal, and for the leader a revocation taking effect or the CRL due; zero when
+	// renewal, a refused CSR's retry (RejectionRetry), and for the leader a revocation taking effect or the CRL due; zero when
 	// nothing is timed.
 	WakeAt time.Time
 }
@@ -129,7 +129,7 @@ type Decision struct {
 func Decide(v View) Decision {
 	d := decideSelf(v)
 	if inst := v.Local.Installed; inst != nil {
-		d.WakeAt = RenewalTime(inst.Cert, v.Want)
+		d.WakeAt = earliestSet(d.WakeAt, RenewalTime(inst.Cert, v.Want))
 	}
 	if v.Leader {
 		leaderActions, signing, problem, caState, wake := decideLeader(v)

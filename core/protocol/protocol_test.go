@@ -41,6 +41,7 @@ func TestUnitSide(t *testing.T) {
 		wantDetail string
 		wantAction Action
 		want       *Want // instead of want
+		wantWake   time.Time
 	}{
 		{name: "a new unit makes a CSR",
 			wantState: StateCreateCSR, wantAction: CreateCSR{Reason: "no certificate yet"}},
@@ -79,6 +80,34 @@ func TestUnitSide(t *testing.T) {
 			leaderData: map[string]string{KeyCA: ca.PEM,
 				RejectionKey("db/1"): Rejection{CSRDigest: Digest(csr), Reason: "bad name"}.Encode()},
 			wantState: StateRejected, wantDetail: "bad name"},
+		{name: "a rejection waits RejectionRetry, then a new CSR is tried",
+			units: published, local: Local{Pending: pending},
+			leaderData: map[string]string{KeyCA: ca.PEM,
+				RejectionKey("db/1"): Rejection{CSRDigest: Digest(csr), Reason: "held", Profile: "peer", At: now.Add(-RejectionRetry + time.Second)}.Encode()},
+			wantState: StateRejected, wantDetail: "held", wantWake: now.Add(time.Second)},
+		{name: "a rejection RejectionRetry old gives a new CSR",
+			units: published, local: Local{Pending: pending},
+			leaderData: map[string]string{KeyCA: ca.PEM,
+				RejectionKey("db/1"): Rejection{CSRDigest: Digest(csr), Reason: "held", Profile: "peer", At: now.Add(-RejectionRetry)}.Encode()},
+			wantState: StateCreateCSR, wantAction: CreateCSR{}},
+		{name: "a CSR refused for another profile than the config's gives a new CSR at once",
+			units: published, local: Local{Pending: pending},
+			leaderData: map[string]string{KeyCA: ca.PEM,
+				RejectionKey("db/1"): Rejection{CSRDigest: Digest(csr), Reason: "profile", Profile: "admin", At: now}.Encode()},
+			wantState: StateCreateCSR, wantDetail: "the CSR was refused for profile admin; the config asks for peer", wantAction: CreateCSR{}},
+		{name: "a pending CSR for SANs the config no longer asks for gives a new CSR, rejected or not",
+			units: published, local: Local{Pending: &Pending{CSRPEM: csrFor(t, key, "db/1", "db-1", "bad.example"), PublicKey: key.Public()}},
+			leaderData: map[string]string{KeyCA: ca.PEM,
+				RejectionKey("db/1"): Rejection{CSRDigest: Digest(csrFor(t, key, "db/1", "db-1", "bad.example")), Reason: "not allowed", At: now}.Encode()},
+			wantState: StateCreateCSR, wantAction: CreateCSR{}},
+		{name: "a pending CSR for another common name gives a new CSR",
+			units: published, local: Local{Pending: &Pending{CSRPEM: csrFor(t, key, "db-one", "db-1"), PublicKey: key.Public()}},
+			leaderData: map[string]string{KeyCA: ca.PEM},
+			wantState:  StateCreateCSR, wantDetail: `the pending CSR no longer matches the config: common name "db-one", not "db/1"`, wantAction: CreateCSR{}},
+		{name: "a pending CSR for another kind of key gives a new CSR",
+			units: published, local: Local{Pending: pending}, leaderData: map[string]string{KeyCA: ca.PEM},
+			want:      &Want{CommonName: "db/1", SANs: []string{"db-1"}, Profile: "peer", RenewAt: 0.66, KeyAlgorithm: "rsa", KeySize: 2048},
+			wantState: StateCreateCSR, wantDetail: "the pending CSR no longer matches the config: key ecdsa 256, not rsa 2048", wantAction: CreateCSR{}},
 		{name: "a rejection of an earlier CSR does not stick to a new one",
 			units: published, local: Local{Pending: pending},
 			leaderData: map[string]string{KeyCA: ca.PEM,
@@ -146,6 +175,9 @@ func TestUnitSide(t *testing.T) {
 				t.Errorf("detail = %q, want %q", d.Detail, tt.wantDetail)
 			}
 			assertActions(t, d.Actions, tt.wantAction)
+			if !tt.wantWake.IsZero() && !d.WakeAt.Equal(tt.wantWake) {
+				t.Errorf("wake at %s, want %s", d.WakeAt, tt.wantWake)
+			}
 		})
 	}
 }

@@ -94,14 +94,25 @@ type Rejection struct {
 	Reason    string `json:"reason"`
 	// Rule is the policy rule that refused the CSR (policy.Rule), or RuleSigner.
 	Rule string `json:"rule,omitempty"`
+	// Profile is the profile the CSR was sent with, At when it was refused (the
+	// leader's clock): a unit sends a new CSR for another profile at once, and for the
+	// same one RejectionRetry later (a name another unit held may be free by then).
+	Profile string    `json:"profile,omitempty"`
+	At      time.Time `json:"at,omitzero"`
 }
+
+// RejectionRetry is how long a unit whose CSR was refused waits before it makes a new
+// one with the same config: what refused it may have changed (a name another unit held,
+// the leader's policy), and a CSR that keeps being refused costs one key and one
+// refusal each time.
+const RejectionRetry = 10 * time.Minute
 
 // RuleSigner is a Rejection's Rule when the signer backend refused the CSR.
 const RuleSigner = "signer"
 
 // Encode returns the rejection as stored in leader data.
 func (r Rejection) Encode() string {
-	b, _ := json.Marshal(r) // three strings: cannot fail
+	b, _ := json.Marshal(r) // strings and a time: cannot fail
 	return string(b)
 }
 

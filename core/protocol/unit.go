@@ -1,9 +1,12 @@
 package protocol
 
 import (
+	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/binary"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -62,8 +65,25 @@ func decidePending(v View, p *Pending, ca string) Decision {
 				Actions: []Action{InstallCertificate{ChainPEM: chain, CAPEM: ca}}}
 		}
 	}
+	if differs := v.pendingDiffers(p); differs != "" {
+		reason := "the pending CSR no longer matches the config: " + differs
+		return Decision{State: StateCreateCSR, Detail: reason, Actions: []Action{CreateCSR{Reason: reason}}}
+	}
 	if r, ok := DecodeRejection(v.LeaderData[RejectionKey(v.Unit)]); ok && r.CSRDigest == Digest(p.CSRPEM) {
-		return Decision{State: StateRejected, Detail: r.Reason}
+		retry := r.At.Add(RejectionRetry)
+		switch {
+		case r.Profile != "" && v.Want.Profile != "" && r.Profile != v.Want.Profile:
+			reason := fmt.Sprintf("the CSR was refused for profile %s; the config asks for %s", r.Profile, v.Want.Profile)
+			return Decision{State: StateCreateCSR, Detail: reason, Actions: []Action{CreateCSR{Reason: reason}}}
+		case !r.At.IsZero() && !v.Now.Before(retry):
+			reason := fmt.Sprintf("the CSR was refused %s ago (%s): trying a new one", RejectionRetry, r.Reason)
+			return Decision{State: StateCreateCSR, Detail: reason, Actions: []Action{CreateCSR{Reason: reason}}}
+		}
+		d := Decision{State: StateRejected, Detail: r.Reason}
+		if !r.At.IsZero() {
+			d.WakeAt = retry
+		}
+		return d
 	}
 	d := Decision{State: StateAwaitingCertificate, Detail: "CSR published"}
 	bag := v.Units[v.Unit]
@@ -79,6 +99,47 @@ func decidePending(v View, p *Pending, ca string) Decision {
 		d.Actions = append(d.Actions, InstallCA{CAPEM: ca})
 	}
 	return d
+}
+
+// pendingDiffers says how the pending CSR differs from what the unit wants (common
+// name, SANs, key), or "" when it does not or cannot be read (the leader says so then).
+func (v View) pendingDiffers(p *Pending) string {
+	var csr *x509.CertificateRequest
+	v.Parsed.use(slotKey{place: own, key: ownPending}, p.CSRPEM, func(s *slot) {
+		if s.request == nil {
+			s.request, _ = parseOwnCSR(p.CSRPEM)
+		}
+		csr = s.request
+	})
+	if csr == nil {
+		return ""
+	}
+	if want := v.Want.CommonName; want != "" && csr.Subject.CommonName != want {
+		return fmt.Sprintf("common name %q, not %q", csr.Subject.CommonName, want)
+	}
+	have := slices.Clone(csr.DNSNames)
+	for _, ip := range csr.IPAddresses {
+		have = append(have, ip.String())
+	}
+	slices.Sort(have)
+	if have, want := slices.Compact(have), normalSANs(v.Want.SANs); !slices.Equal(have, want) {
+		return fmt.Sprintf("SANs %v, not %v", have, want)
+	}
+	if !keySpecMatches(csr.PublicKey, v.Want) {
+		k := certutil.KeySpecOf(csr.PublicKey)
+		return fmt.Sprintf("key %s %d, not %s %d", k.Algorithm, k.Size, v.Want.KeyAlgorithm, v.Want.KeySize)
+	}
+	return ""
+}
+
+// parseOwnCSR parses the unit's own CSR without checking its signature (the unit made
+// it; the leader checks).
+func parseOwnCSR(csrPEM string) (*x509.CertificateRequest, error) {
+	block, _ := pem.Decode([]byte(csrPEM))
+	if block == nil {
+		return nil, errors.New("CSR is not PEM")
+	}
+	return x509.ParseCertificateRequest(block.Bytes)
 }
 
 // renewalDue says whether the installed certificate must be replaced, as a state and a
@@ -128,11 +189,13 @@ func renewalDue(v View, inst *Installed, ca string) (State, string) {
 
 // keyMatches: the certificate's key is of the algorithm and size asked for (or nothing
 // is asked).
-func keyMatches(cert *x509.Certificate, w Want) bool {
+func keyMatches(cert *x509.Certificate, w Want) bool { return keySpecMatches(cert.PublicKey, w) }
+
+func keySpecMatches(pub crypto.PublicKey, w Want) bool {
 	if w.KeyAlgorithm == "" {
 		return true
 	}
-	k := certutil.KeySpecOf(cert.PublicKey)
+	k := certutil.KeySpecOf(pub)
 	return k.Algorithm == w.KeyAlgorithm && (k.Size == w.KeySize || w.KeyAlgorithm == "ed25519")
 }
 
