@@ -5,19 +5,21 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/backoff"
+
 	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 )
 
-// Backoff bounds the wait after a failed step before the agent tries again.
-var (
+// The wait after a failed step before the agent tries again grows between these.
+const (
 	minBackoff = 200 * time.Millisecond
 	maxBackoff = 30 * time.Second
 )
 
 func (a *Agent) runProtocol(ctx context.Context) error {
-	backoff := minBackoff
+	retry := backoff.New(minBackoff, maxBackoff)
 	for {
 		if ctx.Err() != nil { // checked here too: a unit that acts every round never waits below
 			return nil
@@ -47,17 +49,19 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 		wait := a.nextWake()
 		switch {
 		case err != nil:
-			a.log.Warn("step failed; will retry", "error", err, "in", backoff)
-			wait = backoff
-			backoff = min(2*backoff, maxBackoff)
+			// Sooner if the relation changes: what failed may depend on it. The unit's
+			// own status write does not count: it changes only with the kind of error
+			// (publishStatus), so a failing unit does not wake itself.
+			wait = retry.Next()
+			a.log.Warn("step failed; will retry, sooner if the relation changes", "error", err, "in", wait.Round(time.Millisecond))
 		case acted:
-			backoff = minBackoff
+			retry.Reset()
 			continue // our own writes changed the view: decide again at once
 		case a.opts.Once && a.last.State == protocol.StateCertificateAvailable:
 			a.log.Info("converged: the certificate is current; exiting (once)")
 			return nil
 		default:
-			backoff = minBackoff
+			retry.Reset()
 		}
 		timer := time.NewTimer(wait)
 		select {

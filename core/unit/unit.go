@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/backoff"
+
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/agent"
@@ -215,7 +217,7 @@ func (u *Unit) runAgent(ctx context.Context, cfg *config.Config, member relation
 // join joins the relation, retrying while etcd cannot be reached; a name held by another
 // live agent stops the unit at once.
 func join(ctx context.Context, store relation.Store, cfg *config.Config, log hclog.Logger) (relation.Member, error) {
-	backoff := 200 * time.Millisecond
+	retry := backoff.New(200*time.Millisecond, 10*time.Second)
 	for {
 		m, err := store.Join(ctx, cfg.Unit, relation.JoinOptions{LeaderEligible: cfg.Relation.LeaderEligible})
 		if err == nil {
@@ -225,13 +227,13 @@ func join(ctx context.Context, store relation.Store, cfg *config.Config, log hcl
 		if errors.Is(err, etcd.ErrDuplicate) || ctx.Err() != nil || cfg.Relation.Store == config.StoreMemory {
 			return nil, err
 		}
-		log.Warn("cannot join the relation yet; retrying", "error", err, "in", backoff)
+		wait := retry.Next()
+		log.Warn("cannot join the relation yet; retrying", "error", err, "in", wait)
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(wait):
 		}
-		backoff = min(2*backoff, 10*time.Second)
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/backoff"
+
 	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
@@ -82,18 +84,18 @@ func (f *follower) waitReady(ctx context.Context) error {
 
 func (f *follower) run(ctx context.Context) {
 	defer close(f.done)
-	backoff := 100 * time.Millisecond
+	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	for ctx.Err() == nil {
 		rev, err := f.load(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				f.log.Warn("relation: reading from etcd failed; retrying", "error", err, "in", backoff)
-				sleep(ctx, backoff)
-				backoff = min(2*backoff, 5*time.Second)
+				wait := retry.Next()
+				f.log.Warn("relation: reading from etcd failed; retrying", "error", err, "in", wait)
+				sleep(ctx, wait)
 			}
 			continue
 		}
-		backoff = 100 * time.Millisecond
+		retry.Reset()
 		f.once.Do(func() { close(f.ready) })
 		if err := f.watch(ctx, rev); err != nil && ctx.Err() == nil {
 			f.log.Info("relation: watch ended; reading again", "reason", err)

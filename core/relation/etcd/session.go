@@ -8,6 +8,8 @@ import (
 	"maps"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/backoff"
+
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 )
@@ -125,7 +127,7 @@ func (m *member) stayJoined(session *concurrency.Session) {
 		}
 		m.loseSession()
 		m.log.Warn("relation: lease lost (etcd unreachable for longer than the TTL?); joining again")
-		backoff := 200 * time.Millisecond
+		retry := backoff.New(200*time.Millisecond, 5*time.Second)
 		for {
 			var err error
 			ctx, cancel := context.WithTimeout(m.ctx, 10*time.Second)
@@ -138,9 +140,9 @@ func (m *member) stayJoined(session *concurrency.Session) {
 			if m.ctx.Err() != nil {
 				return
 			}
-			m.log.Warn("relation: joining again failed; retrying", "error", err, "in", backoff)
-			sleep(m.ctx, backoff)
-			backoff = min(2*backoff, 5*time.Second)
+			wait := retry.Next()
+			m.log.Warn("relation: joining again failed; retrying", "error", err, "in", wait)
+			sleep(m.ctx, wait)
 		}
 	}
 }
