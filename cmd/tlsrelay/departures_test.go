@@ -25,7 +25,7 @@ import (
 // `tlsrelay revoke` revokes a stopped unit at once.
 func TestDeparturesRevokeWhatUnitsHold(t *testing.T) {
 	const ttl, delay = 2 * time.Second, 8 * time.Second
-	ag, obs := embeddedGroup(t, "departures", ttl, fmt.Sprintf("ca: {revoke_departed_after: %s}\n", delay), true)
+	ag, obs, _ := embeddedGroup(t, "departures", ttl, fmt.Sprintf("ca: {revoke_departed_after: %s}\n", delay), true)
 	for _, u := range []string{"web/0", "web/1", "web/2"} {
 		ag.start(u)
 	}

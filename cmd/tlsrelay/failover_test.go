@@ -181,9 +181,9 @@ func (a *agents) running() []string {
 }
 
 // embeddedGroup starts an embedded etcd for relation name and agents on it whose lease
-// TTL is ttl, with more YAML after the relation block, and follows the relation.
-// Everything stops when the test ends, the agents before etcd.
-func embeddedGroup(t *testing.T, name string, ttl time.Duration, more string, seal bool) (*agents, relation.Observer) {
+// TTL is ttl, with more YAML after the relation block, and follows the relation; it
+// returns etcd's endpoint too. Everything stops when the test ends, the agents first.
+func embeddedGroup(t *testing.T, name string, ttl time.Duration, more string, seal bool) (*agents, relation.Observer, string) {
 	t.Helper()
 	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -195,7 +195,7 @@ func embeddedGroup(t *testing.T, name string, ttl time.Duration, more string, se
   store: etcd
   etcd: {endpoints: [%q], lease_ttl: %s}
 `, name, srv.Endpoint(), ttl)+more, seal)
-	return ag, observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: name})
+	return ag, observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: name}), srv.Endpoint()
 }
 
 // observe follows the whole relation, until the test ends.

@@ -26,7 +26,7 @@ import (
 // every pair of units handshakes with mutual TLS all along, each side using what its
 // files hold at that moment. Not one handshake may fail.
 func TestRenewalsAndCARotationWithoutAFailedHandshake(t *testing.T) {
-	ag, obs := embeddedGroup(t, "rotation", 6*time.Second, "certificate: {validity: 1m, renew_at: 0.25, renew_jitter: 0.05}\n", true)
+	ag, obs, _ := embeddedGroup(t, "rotation", 6*time.Second, "certificate: {validity: 1m, renew_at: 0.25, renew_jitter: 0.05}\n", true)
 	units := []string{"web/0", "web/1", "web/2"}
 	for _, u := range units {
 		ag.start(u)

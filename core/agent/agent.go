@@ -100,6 +100,7 @@ type Agent struct {
 	wake      time.Time         // when the last decision changes with time alone (protocol.Decision.WakeAt)
 	last      Status            // the status last reported
 	published map[string]string // the status fields last written to the bag
+	errorAt   time.Time         // when the published error last changed
 	onChange  *onChange
 	poke      chan struct{}          // on_change finished: look at the status again
 	health    atomic.Pointer[Status] // the last status, for Health from other goroutines

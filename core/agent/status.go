@@ -68,6 +68,12 @@ func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
 	s := a.last
 	if stepErr != nil {
 		s.Error = stepErr.Error()
+		// One error shown replaces another at most every errorEvery: a failing step
+		// (a full disk) is tried again and again, and each write is a revision of etcd
+		// that every member reads. An error clears at once.
+		if prev := a.published[protocol.KeyError]; prev != "" && prev != s.Error && a.opts.Now().Sub(a.errorAt) < errorEvery {
+			s.Error = prev
+		}
 	}
 	fields := s.Fields()
 	changed := map[string]string{}
@@ -85,8 +91,14 @@ func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
 		a.log.Debug("could not publish status", "error", err)
 		return
 	}
+	if fields[protocol.KeyError] != a.published[protocol.KeyError] {
+		a.errorAt = a.opts.Now()
+	}
 	a.published = fields
 }
+
+// errorEvery is how often at most a unit's published error changes from one to another.
+const errorEvery = 15 * time.Second
 
 // StatusFromBag reads the status a unit published in its bag.
 func StatusFromBag(unit string, leader bool, bag map[string]string) Status {

@@ -4,6 +4,7 @@
 package atomicfile
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -47,7 +48,7 @@ func (w Writer) Write(path string, data []byte, mode os.FileMode) error {
 	}
 	tmp, err := temp(path)
 	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return failed(path, err)
 	}
 	return w.fill(tmp, path, data, mode)
 }
@@ -67,29 +68,48 @@ func (w Writer) fill(tmp *os.File, path string, data []byte, mode os.FileMode) (
 	}()
 	if o := w.Owner; o != nil && (o.UID != -1 || o.GID != -1) {
 		if err = tmp.Chown(o.UID, o.GID); err != nil {
-			return fmt.Errorf("write %s: give it to uid %d, gid %d: %w", path, o.UID, o.GID, err)
+			return failed(path, fmt.Errorf("give it to uid %d, gid %d: %w", o.UID, o.GID, errorOf(err)))
 		}
 	}
 	// The mode is set before data goes in: a new temporary file is 0600, one from Temp
 	// empty.
 	if err = tmp.Chmod(mode); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return failed(path, err)
 	}
 	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return failed(path, err)
 	}
 	sync := w.Sync
 	if sync == nil {
 		sync = (*os.File).Sync
 	}
 	if err = sync(tmp); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return failed(path, err)
 	}
 	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return failed(path, err)
 	}
 	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+		return failed(path, err)
 	}
 	return nil
+}
+
+// failed says that writing path failed, naming path and what went wrong, not the
+// temporary file's random name: the same failure reads the same every time (a unit
+// publishes its last error only when it changes).
+func failed(path string, err error) error {
+	return fmt.Errorf("write %s: %w", path, errorOf(err))
+}
+
+// errorOf is err without the path of a *os.PathError or *os.LinkError, which names the
+// temporary file: "write: no space left on device". errors.Is still finds the errno.
+func errorOf(err error) error {
+	if pe, ok := errors.AsType[*os.PathError](err); ok {
+		return fmt.Errorf("%s: %w", pe.Op, pe.Err)
+	}
+	if le, ok := errors.AsType[*os.LinkError](err); ok {
+		return fmt.Errorf("%s: %w", le.Op, le.Err)
+	}
+	return err
 }

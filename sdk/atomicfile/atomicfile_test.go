@@ -1,8 +1,10 @@
 package atomicfile
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 )
@@ -49,5 +51,23 @@ func TestWriteOwned(t *testing.T) {
 		if err := WriteOwned(path, []byte("y"), 0o640, 0, -1); err == nil {
 			t.Fatal("giving a file to root without privilege succeeded")
 		}
+	}
+}
+
+// A failure names the file written, never its temporary file's random name, and keeps
+// the errno: the same failure reads the same every time.
+func TestFailureNamesTheFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tls.crt")
+	eio := func(f *os.File) error { return &os.PathError{Op: "sync", Path: f.Name(), Err: syscall.EIO} }
+	var texts []string
+	for range 2 {
+		err := Writer{Sync: eio}.Write(path, []byte("x"), 0o644)
+		if !errors.Is(err, syscall.EIO) || strings.Contains(err.Error(), ".tmp-") || !strings.Contains(err.Error(), path) {
+			t.Fatalf("Write = %v, want an EIO naming %s and no temporary file", err, path)
+		}
+		texts = append(texts, err.Error())
+	}
+	if texts[0] != texts[1] {
+		t.Fatalf("the same failure read %q, then %q", texts[0], texts[1])
 	}
 }
