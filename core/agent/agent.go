@@ -61,6 +61,8 @@ type Options struct {
 	// CARotateBefore: a leader rotates the group's CA when less than this is left of it
 	// (ca.rotate_before); 0 never.
 	CARotateBefore time.Duration
+	// CARotationTrustTimeout bounds a rotation's trust phase (ca.rotation_trust_timeout).
+	CARotationTrustTimeout time.Duration
 	// RevokeDepartedAfter: a departed unit's certificate enters the CRL once it has been
 	// gone this long (ca.revoke_departed_after).
 	RevokeDepartedAfter time.Duration

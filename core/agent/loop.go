@@ -126,15 +126,31 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, Parsed: a.parsed, CASeal: len(a.opts.SealKey) > 0,
 		Policy: a.opts.Policy,
 		CA: protocol.CATerms{Signer: a.opts.SignerName, Request: snap.Requests[protocol.RequestRotateCA],
-			RotateBefore: a.opts.CARotateBefore, Ref: a.opts.CARef},
+			RotateBefore: a.opts.CARotateBefore, TrustTimeout: a.opts.CARotationTrustTimeout, Ref: a.opts.CARef},
 		CRL: protocol.CRLTerms{RevokeAfter: a.opts.RevokeDepartedAfter},
 	}
 	d := protocol.Decide(view)
 	a.parsed.Forget(view)
 	a.wake = d.WakeAt
 	a.report(leader, d, local)
+	rot, _ := protocol.DecodeRotation(rotationRecord(snap.LeaderData, d.Actions))
+	a.opts.Metrics.Rotation(a.unit, leader, len(rot.Waiting), len(rot.Untrusted))
 	if len(d.Actions) == 0 {
 		return false, nil
 	}
 	return true, a.apply(ctx, d.Actions)
+}
+
+// rotationRecord is the CA rotation record in leader data once the decision's actions
+// are carried out.
+func rotationRecord(leaderData map[string]string, actions []protocol.Action) string {
+	record := leaderData[protocol.KeyCARotation]
+	for _, act := range actions {
+		if set, ok := act.(protocol.SetLeaderData); ok {
+			if v, ok := set.KV[protocol.KeyCARotation]; ok {
+				record = v
+			}
+		}
+	}
+	return record
 }

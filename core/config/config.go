@@ -89,6 +89,9 @@ type CA struct {
 	// RotateBefore: the leader rotates the group's CA when less than this is left of
 	// its life (and less than a third of it); 0 never.
 	RotateBefore time.Duration `mapstructure:"rotate_before"`
+	// RotationTrustTimeout: a CA rotation's trust phase waits at most this long for
+	// the units holding a certificate to trust the new CA; 0 waits for ever.
+	RotationTrustTimeout time.Duration `mapstructure:"rotation_trust_timeout"`
 	// RevokeDepartedAfter: the certificate of a unit that left the relation is revoked
 	// (put in the group's CRL) once it has been gone this long; 0 at once.
 	RevokeDepartedAfter time.Duration `mapstructure:"revoke_departed_after"`

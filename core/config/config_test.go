@@ -94,6 +94,7 @@ func TestLoadErrorsNameFileAndKey(t *testing.T) {
 		{"an unknown group", "certificate: {output: {group: no-such-group-here}}\n", []string{"certificate.output.group", "no-such-group-here"}},
 		{"unknown key rotation", "certificate: {key_rotation: sometimes}\n", []string{"certificate.key_rotation", `"sometimes" is not always or never`}},
 		{"negative CA lead", "ca: {rotate_before: -1h}\n", []string{"ca.rotate_before", "must not be negative"}},
+		{"negative trust timeout", "ca: {rotation_trust_timeout: -1m}\n", []string{"ca.rotation_trust_timeout", "must not be negative"}},
 		{"negative revocation delay", "ca: {revoke_departed_after: -1m}\n", []string{"ca.revoke_departed_after", "must not be negative"}},
 		{"bad template", "certificate: {common_name: '{{.Nope}}'}\n", []string{"certificate.common_name"}},
 		{"bad unit", "unit: DB\n", []string{"unit", `"DB"`}},

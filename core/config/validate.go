@@ -77,6 +77,9 @@ func (c *Config) validateSecrets(p *problems) {
 	if c.CA.RevokeDepartedAfter < 0 {
 		p.add("ca.revoke_departed_after", "%s must not be negative (0 revokes at once)", c.CA.RevokeDepartedAfter)
 	}
+	if c.CA.RotationTrustTimeout < 0 {
+		p.add("ca.rotation_trust_timeout", "%s must not be negative (0 waits for ever)", c.CA.RotationTrustTimeout)
+	}
 	if c.CA.RotateBefore < 0 {
 		p.add("ca.rotate_before", "%s must not be negative (0 turns automatic rotation off)", c.CA.RotateBefore)
 	}

@@ -27,6 +27,7 @@ type Metrics struct {
 	watchLag       prometheus.Histogram
 	secretFetches  *prometheus.CounterVec
 	onChange       *prometheus.CounterVec
+	rotationUnits  *prometheus.GaugeVec
 }
 
 // New registers tlsrelay's collectors, and Go's and the process's, in a new registry.
@@ -52,11 +53,14 @@ func New() *Metrics {
 		secretFetches: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_secret_fetches_total",
 			Help: "Secret fetches through the secrets backend, by secret and result (ok, or the error's class)."},
 			[]string{"secret", "result"}),
+		rotationUnits: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_ca_rotation_units",
+			Help: "Units a CA rotation waits for (kind waiting) and units its trust phase went on without (kind untrusted), as the leader sees them."},
+			[]string{"unit", "kind"}),
 		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
 			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
-		m.watchLag, m.secretFetches, m.onChange,
+		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -121,6 +125,21 @@ func (m *Metrics) OnChangeRan(result string) {
 	if m != nil {
 		m.onChange.WithLabelValues(result).Inc()
 	}
+}
+
+// Rotation records, for the leading unit, how many units a CA rotation waits for and
+// how many its trust phase went on without; leading false removes the unit's series.
+func (m *Metrics) Rotation(unit string, leading bool, waiting, untrusted int) {
+	if m == nil {
+		return
+	}
+	if !leading {
+		m.rotationUnits.DeleteLabelValues(unit, "waiting")
+		m.rotationUnits.DeleteLabelValues(unit, "untrusted")
+		return
+	}
+	m.rotationUnits.WithLabelValues(unit, "waiting").Set(float64(waiting))
+	m.rotationUnits.WithLabelValues(unit, "untrusted").Set(float64(untrusted))
 }
 
 // expiryCollector reports seconds until expiry as of the scrape, not as of the last

@@ -20,6 +20,25 @@ func TestNilMetricsAreSafe(t *testing.T) {
 	m.WatchLag(time.Millisecond)
 	m.SecretFetched("lb", "ok")
 	m.OnChangeRan("ok")
+	m.Rotation("db/0", true, 1, 1)
+}
+
+// The leader reports the units a rotation waits for and those it went on without; a
+// unit that stops leading takes its series away.
+func TestRotationUnits(t *testing.T) {
+	m := New()
+	m.Rotation("db/0", true, 2, 1)
+	m.Rotation("db/1", false, 0, 0)
+	if got := testutil.ToFloat64(m.rotationUnits.WithLabelValues("db/0", "waiting")); got != 2 {
+		t.Errorf("waiting = %v, want 2", got)
+	}
+	if got := testutil.ToFloat64(m.rotationUnits.WithLabelValues("db/0", "untrusted")); got != 1 {
+		t.Errorf("untrusted = %v, want 1", got)
+	}
+	m.Rotation("db/0", false, 0, 0)
+	if n := testutil.CollectAndCount(m.rotationUnits); n != 0 {
+		t.Errorf("%d series after db/0 stopped leading, want 0", n)
+	}
 }
 
 func TestCountersAndExpiry(t *testing.T) {

@@ -23,8 +23,8 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 	}
 	plan := planCA(v)
 	actions = plan.actions
-	if !plan.sign {
-		return actions, nil, plan.problem, plan.state, time.Time{}
+	if !plan.sign && !plan.signNew {
+		return actions, nil, plan.problem, plan.state, plan.wake
 	}
 	problem = plan.problem
 	published := v.LeaderData[KeyCA]
@@ -40,6 +40,9 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 	validity, invalid := signingValidity(v, pol)
 	claimed := claimedNames(v, pol)
 	for _, unit := range sortedKeys(v.Units) {
+		if !plan.sign && v.Units[unit][KeySerial] != "" {
+			continue // the trust phase of a rotation signs only units that hold nothing
+		}
 		act := decideUnitCSR(v, pol, claimed, unit, published)
 		if s, ok := act.(SignCSR); ok {
 			if invalid != nil {
@@ -53,8 +56,11 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 			actions = append(actions, act)
 		}
 	}
+	if !plan.sign {
+		return actions, signing, problem, plan.state, plan.wake
+	}
 	revocations, wake := planRevocations(v, published)
-	return append(actions, revocations...), signing, problem, plan.state, wake
+	return append(actions, revocations...), signing, problem, plan.state, earliestSet(wake, plan.wake)
 }
 
 // sealedFor: the sealed CA key in leader data belongs to ca.

@@ -13,8 +13,10 @@ import (
 
 // CA rotation moves a group from one signing CA to another without a failed handshake:
 //
-//  1. trust: the new CA joins the bundle after the old one; the leader signs nothing
-//     until every unit that holds a certificate reports (KeyTrusts) that it trusts it.
+//  1. trust: the new CA joins the bundle after the old one; the leader signs only units
+//     that hold no certificate (with the new CA), until every unit that holds one the
+//     group issued reports (KeyTrusts) that it trusts the new CA, or CATerms.TrustTimeout
+//     has passed (the units still missing are named, and renew in the next phase).
 //  2. reissue: the new CA leads the bundle and signs; every unit whose certificate the
 //     old CA issued renews (unit side: a certificate not issued by the bundle's first CA
 //     is due), while the old CA stays in the bundle.
@@ -33,7 +35,7 @@ const CASteady = "steady"
 
 // The phases of a rotation.
 const (
-	PhaseTrust   = "trust"   // the new CA is trusted beside the old; nothing is signed
+	PhaseTrust   = "trust"   // the new CA is trusted beside the old; only new units are signed
 	PhaseReissue = "reissue" // the new CA signs; units renew
 )
 
@@ -45,11 +47,16 @@ type Rotation struct {
 	Reason string `json:"reason"`
 	// Waiting names the units the phase waits for.
 	Waiting []string `json:"waiting,omitempty"`
+	// Since is when the trust phase began (the leader's clock).
+	Since time.Time `json:"since,omitzero"`
+	// Untrusted names the units the trust phase went on without: they had not said
+	// they trust the new CA within CATerms.TrustTimeout.
+	Untrusted []string `json:"untrusted,omitempty"`
 }
 
 // Encode returns the rotation as stored in leader data.
 func (r Rotation) Encode() string {
-	b, _ := json.Marshal(r) // strings only: cannot fail
+	b, _ := json.Marshal(r) // strings and a time: cannot fail
 	return string(b)
 }
 
@@ -72,6 +79,8 @@ type CATerms struct {
 	// RotateBefore: the group's CA is rotated when less than this is left of it (and
 	// less than a third of its life), so no certificate outlives it. 0: never.
 	RotateBefore time.Duration
+	// TrustTimeout bounds the trust phase (ca.rotation_trust_timeout); 0: no bound.
+	TrustTimeout time.Duration
 	// Ref is ca.ref: the group's CA comes from the secrets backend, so the leader
 	// imports it into its signer and cannot make a new one. "": the signer's own CA.
 	Ref string
@@ -92,8 +101,10 @@ func fingerprints(certs []*x509.Certificate) string {
 type caPlan struct {
 	actions []Action
 	sign    bool
+	signNew bool // sign only units that hold no certificate (a rotation's trust phase)
 	problem string
-	state   string // Decision.CAState
+	state   string    // Decision.CAState
+	wake    time.Time // when the plan changes with time alone
 }
 
 // planCA decides the group's CA bundle and rotation. The signer's CA is loaded. The
@@ -145,7 +156,7 @@ func planTakeover(v View, signerCerts, pub []*x509.Certificate, target *x509.Cer
 	if reason == "" {
 		return caPlan{problem: continuityProblem(v, string(encodeCert(pub[0])))}
 	}
-	next := Rotation{Phase: PhaseTrust, From: caseal.Fingerprint(pub[0].Raw), To: caseal.Fingerprint(signerCerts[0].Raw), Reason: reason}
+	next := Rotation{Phase: PhaseTrust, From: caseal.Fingerprint(pub[0].Raw), To: caseal.Fingerprint(signerCerts[0].Raw), Reason: reason, Since: v.Now}
 	// The group's CAs first (the old one still signs for the units), then the new.
 	bundle := joinCerts(pub, missing(signerCerts, pub))
 	p := caPlan{actions: []Action{PublishCA{BundlePEM: bundle}, recordCA(v, &next)}, state: next.describe()}
@@ -208,22 +219,33 @@ func planSteady(v View, signerCerts, pub []*x509.Certificate) caPlan {
 	return p
 }
 
-// planTrust: the new CA is in the bundle; move on once every unit with a certificate
-// trusts it. Until then nothing is signed: a certificate of the new CA would fail at
-// peers that do not trust it yet.
+// planTrust: the new CA is in the bundle; move on once every unit holding a certificate
+// the group issued trusts it, or the trust timeout has passed. Until then only units
+// without a certificate are signed (a certificate of the new CA would fail at peers that
+// do not trust it yet, but they have none to fail). What a unit reports counts only
+// where the leader can check it: a serial the group never issued to it holds nothing up.
 func planTrust(v View, signerCerts, pub []*x509.Certificate, rot Rotation) caPlan {
 	want := caseal.Fingerprint(signerCerts[0].Raw)
 	var waiting []string
 	for _, unit := range sortedKeys(v.Units) {
 		bag := v.Units[unit]
-		if bag[KeySerial] != "" && !slices.Contains(strings.Split(bag[KeyTrusts], ","), want) {
+		if holdsIssued(v, unit) && !slices.Contains(strings.Split(bag[KeyTrusts], ","), want) {
 			waiting = append(waiting, unit)
 		}
 	}
-	if len(waiting) > 0 {
-		return caPlan{}.waitFor(v, joinCerts(pub, missing(signerCerts, pub)), rot, waiting)
+	if rot.Since.IsZero() { // recorded by a leader that kept no time: the phase starts now
+		rot.Since = v.Now
 	}
-	rot.Phase, rot.Waiting = PhaseReissue, nil
+	deadline := rot.Since.Add(v.CA.TrustTimeout)
+	timedOut := v.CA.TrustTimeout > 0 && !v.Now.Before(deadline)
+	if len(waiting) > 0 && !timedOut {
+		p := caPlan{signNew: true}.waitFor(v, joinCerts(pub, missing(signerCerts, pub)), rot, waiting)
+		if v.CA.TrustTimeout > 0 {
+			p.wake = deadline
+		}
+		return p
+	}
+	rot.Phase, rot.Waiting, rot.Untrusted = PhaseReissue, nil, waiting
 	p := caPlan{sign: true, actions: []Action{PublishCA{BundlePEM: joinCerts(signerCerts, missing(pub, signerCerts))}, recordCA(v, &rot)}}
 	return p.sealed(v)
 }
@@ -245,14 +267,14 @@ func planReissue(v View, signerCerts, pub []*x509.Certificate, rot Rotation) caP
 	return p.waitFor(v, joinCerts(signerCerts, missing(pub, signerCerts)), rot, waiting)
 }
 
-// waitFor: a phase that waits for units. It keeps bundle published and the record's
-// list of units waited for current.
+// waitFor: a phase that waits for units. It keeps bundle published and the record
+// (its list of units waited for) current.
 func (p caPlan) waitFor(v View, bundle string, rot Rotation, waiting []string) caPlan {
 	if bundle != v.LeaderData[KeyCA] {
 		p.actions = append(p.actions, PublishCA{BundlePEM: bundle})
 	}
-	if !slices.Equal(rot.Waiting, waiting) {
-		rot.Waiting = waiting
+	rot.Waiting = waiting
+	if encoded := rot.Encode(); encoded != v.LeaderData[KeyCARotation] {
 		p.actions = append(p.actions, recordCA(v, &rot))
 	}
 	p.state = rot.describe()
@@ -265,21 +287,31 @@ func (r Rotation) describe() string {
 	if len(r.Waiting) > 0 {
 		s += ": waiting for " + strings.Join(r.Waiting, ", ")
 	}
+	if len(r.Untrusted) > 0 {
+		s += "; went on without " + strings.Join(r.Untrusted, ", ") + " (no word of trusting the new CA within ca.rotation_trust_timeout)"
+	}
 	return s
 }
 
-// presentsCertOf: the unit holds no certificate, or the one it reports installed is its
-// certificate in leader data and ca issued it.
+// holdsIssued: the serial unit reports is one the group issued to it.
+func holdsIssued(v View, unit string) bool {
+	serial := v.Units[unit][KeySerial]
+	return serial != "" && slices.ContainsFunc(issuedTo(v, unit), func(i Issued) bool { return i.Serial == serial })
+}
+
+// presentsCertOf: the unit holds no certificate the group issued to it, or the one it
+// reports installed is its certificate in leader data and ca issued it.
 func presentsCertOf(v View, unit string, ca *x509.Certificate) bool {
 	serial := v.Units[unit][KeySerial]
-	if serial == "" {
+	if !holdsIssued(v, unit) {
 		return true
 	}
 	certs, err := v.leaderCerts(SignedCertificateKey(unit))
 	return err == nil && certs[0].SerialNumber.Text(16) == serial && v.unitCertSignedBy(unit, ca)
 }
 
-// inUse keeps the CAs that issued some joined unit's certificate and have not expired.
+// inUse keeps the CAs that issued some joined unit's certificate and have not expired. A
+// unit that reports a serial the group never issued to it needs none: its word is false.
 func inUse(v View, cas []*x509.Certificate) []*x509.Certificate {
 	var out []*x509.Certificate
 	for _, ca := range cas {
@@ -287,7 +319,7 @@ func inUse(v View, cas []*x509.Certificate) []*x509.Certificate {
 			continue
 		}
 		for unit := range v.Units {
-			if v.unitCertSignedBy(unit, ca) {
+			if (v.Units[unit][KeySerial] == "" || holdsIssued(v, unit)) && v.unitCertSignedBy(unit, ca) {
 				out = append(out, ca)
 				break
 			}

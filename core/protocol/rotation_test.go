@@ -33,6 +33,9 @@ type group struct {
 	reasons    []string // of every rotation record written
 	rand       *rand.Rand
 	lagging    string
+	frozen     map[string]bool // units that decide nothing (a silent or hostile unit)
+	later      time.Duration   // how far past now the group's clock is
+	trust      time.Duration   // CATerms.TrustTimeout
 }
 
 type simUnit struct {
@@ -68,7 +71,7 @@ func (g *group) view(unit string) View {
 		units[u] = maps.Clone(b)
 	}
 	return View{Unit: unit, Leader: unit == g.leader, Units: units, LeaderData: maps.Clone(g.leaderData),
-		Local: local, Now: now, Memory: s.memory, Parsed: s.parsed, CA: CATerms{Signer: g.signerName, Request: g.request},
+		Local: local, Now: now.Add(g.later), Memory: s.memory, Parsed: s.parsed, CA: CATerms{Signer: g.signerName, Request: g.request, TrustTimeout: g.trust},
 		Want: Want{CommonName: unit, SANs: []string{UnitDNSName(unit)}, Profile: "peer", RenewAt: 0.66, Validity: 30 * 24 * time.Hour}}
 }
 
@@ -143,6 +146,9 @@ func (g *group) settle() (steps int) {
 		acted, all := false, true
 		for _, i := range g.rand.Perm(len(g.units)) {
 			u := g.units[i]
+			if g.frozen[u] {
+				continue
+			}
 			if u == g.lagging && g.rand.Intn(4) != 0 {
 				all = false
 				continue
@@ -168,7 +174,7 @@ func (g *group) checkHandshakes() {
 	for _, a := range g.units {
 		for _, b := range g.units {
 			sa, sb := g.local[a], g.local[b]
-			if a == b || sa.cert == nil || sb.cert == nil {
+			if a == b || sa.cert == nil || sb.cert == nil || g.frozen[a] || g.frozen[b] {
 				continue
 			}
 			if err := verifyAgainst(sa.cert, sb.ca); err != nil {

@@ -98,7 +98,7 @@ func (p prepared) agentOptions(cfg *config.Config, member relation.Member, backe
 	return agent.Options{
 		Member: member, Backends: backends, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
 		Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: p.sealKey, CARef: cfg.CA.Ref,
-		Policy: p.policy, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore,
+		Policy: p.policy, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore, CARotationTrustTimeout: cfg.CA.RotationTrustTimeout,
 		RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter,
 	}
 }
