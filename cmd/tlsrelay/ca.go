@@ -68,15 +68,11 @@ credentials. A CA from ca.ref is not rotated here: store a new CA in the secrets
 // cancelRotation deletes a pending rotation request, and says so; a rotation the leader
 // began cannot be withdrawn (it says where it stands instead).
 func cancelRotation(ctx context.Context, cmd *cobra.Command, store relation.Store, relationName string) error {
-	obs, err := store.Observe(ctx)
+	obs, snap, err := observeRelation(ctx, store)
 	if err != nil {
 		return err
 	}
 	defer obs.Close()
-	snap, err := obs.Snapshot(ctx)
-	if err != nil {
-		return err
-	}
 	id := snap.Requests[protocol.RequestRotateCA]
 	if id != "" && id != snap.LeaderData[protocol.KeyCARequest] {
 		if err := store.Request(ctx, protocol.RequestRotateCA, ""); err != nil {

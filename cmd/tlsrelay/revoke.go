@@ -44,15 +44,11 @@ command does, with the unit's own config.`,
 // retire leaves the gone note for unit and waits until the leader has revoked what it
 // issued to it and forgotten it.
 func retire(ctx context.Context, cmd *cobra.Command, store relation.Store, unit string) error {
-	obs, err := store.Observe(ctx)
-	if err != nil {
-		return err
-	}
-	defer obs.Close()
-	snap, err := obs.Snapshot(ctx)
+	obs, snap, err := observeRelation(ctx, store)
 	if err != nil {
 		return fmt.Errorf("revoke %s: %w", unit, err)
 	}
+	defer obs.Close()
 	if _, joined := snap.Units[unit]; !joined && forgotten(snap, unit) {
 		return fmt.Errorf("revoke %s: the group holds no certificate issued to %s (is the name right? tlsrelay status lists the units)", unit, unit)
 	}

@@ -66,6 +66,21 @@ func (o *outsider) run(cmd *cobra.Command, f func(ctx context.Context, store rel
 	return f(ctx, store, cfg)
 }
 
+// observeRelation follows the relation and reads it once; the caller closes the
+// observer when done.
+func observeRelation(ctx context.Context, store relation.Store) (relation.Observer, relation.Snapshot, error) {
+	obs, err := store.Observe(ctx)
+	if err != nil {
+		return nil, relation.Snapshot{}, err
+	}
+	snap, err := obs.Snapshot(ctx)
+	if err != nil {
+		obs.Close()
+		return nil, relation.Snapshot{}, err
+	}
+	return obs, snap, nil
+}
+
 func newStatusCommand() *cobra.Command {
 	var from outsider
 	var asJSON bool
@@ -78,15 +93,11 @@ the member's data in state_dir/etcd) and prints what each unit last published. A
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return from.run(cmd, func(ctx context.Context, store relation.Store, cfg *config.Config) error {
-				obs, err := store.Observe(ctx)
+				obs, snap, err := observeRelation(ctx, store)
 				if err != nil {
 					return err
 				}
-				defer obs.Close()
-				snap, err := obs.Snapshot(ctx)
-				if err != nil {
-					return err
-				}
+				obs.Close()
 				g := status.FromSnapshot(cfg.Relation.Name, snap)
 				if asJSON {
 					return g.WriteJSON(cmd.OutOrStdout())
