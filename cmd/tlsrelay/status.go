@@ -88,8 +88,9 @@ func newStatusCommand() *cobra.Command {
 		Use:   "status [--config FILE | --dir DIR] [--json]",
 		Short: "Show the group: its leader, its CA, and each unit's state, serial, expiry and last error",
 		Long: `status reads the relation the config names (relation.store etcd: the cluster; embedded:
-the member's data in state_dir/etcd) and prints what each unit last published. After
-'tlsrelay up --dir DIR', --dir DIR reads that group's embedded etcd.`,
+the member's data in state_dir/etcd; while an agent or 'up' serves it, that process's
+etcd) and prints what each unit last published. 'tlsrelay up --dir DIR' and after it,
+--dir DIR reads that group's embedded etcd.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return from.run(cmd, func(ctx context.Context, store relation.Store, cfg *config.Config) error {

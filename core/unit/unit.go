@@ -251,6 +251,15 @@ func openStore(cfg *config.Config, log hclog.Logger, onLag func(time.Duration)) 
 		return m, func() { m.Close() }, nil
 	case config.StoreEmbedded:
 		srv, err := embedded.Start(embedded.Options{Dir: filepath.Join(cfg.StateDir, "etcd")})
+		if served, ok := errors.AsType[*embedded.ServedError](err); ok && served.Endpoint != "" {
+			// Another process (a running agent, `up`) serves it: reach it as a client.
+			s, err := etcd.Open(etcd.Options{Endpoints: []string{served.Endpoint}, Relation: cfg.Relation.Name, Schema: protocol.Schema(),
+				LeaseTTL: cfg.Relation.Etcd.LeaseTTL, Log: log, OnWatchLag: onLag})
+			if err != nil {
+				return nil, nil, fmt.Errorf("%w: %w", served, err)
+			}
+			return s, func() { s.Close() }, nil
+		}
 		if err != nil {
 			return nil, nil, err
 		}

@@ -2,12 +2,21 @@
 // (go.etcd.io/etcd/server/v3/embed), on loopback only, with its data in a directory of
 // the caller's. It is the relation store of one host: `tlsrelay up` starts it and hands
 // its endpoint to every unit's agent, the same topology as units on many hosts.
+//
+// One process serves a data directory at a time. While it does, it holds a lock in the
+// directory and writes its endpoint there, so that another process (`tlsrelay status`
+// beside a running agent) is told where to reach it (ErrServed) instead of waiting on
+// etcd's own locks.
 package embedded
 
 import (
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -19,6 +28,57 @@ type Server struct {
 	etcd     *embed.Etcd
 	endpoint string
 	dir      string
+	lock     *os.File
+}
+
+// ServedError is Start's error when another process serves the directory: Endpoint is
+// where it serves, "" while it is still starting.
+type ServedError struct {
+	Dir, Endpoint string
+}
+
+func (e *ServedError) Error() string {
+	if e.Endpoint == "" {
+		return fmt.Sprintf("embedded etcd in %s: another process is starting it", e.Dir)
+	}
+	return fmt.Sprintf("embedded etcd in %s: served by another process at %s", e.Dir, e.Endpoint)
+}
+
+// The files of a served directory, beside etcd's own.
+const (
+	lockFile     = "serving.lock"
+	endpointFile = "serving.endpoint"
+)
+
+// Served returns where another process serves dir, or ok false if none does.
+func Served(dir string) (endpoint string, ok bool) {
+	var served *ServedError
+	f, err := lock(dir)
+	if f != nil {
+		f.Close()
+	}
+	if errors.As(err, &served) {
+		return served.Endpoint, true
+	}
+	return "", false
+}
+
+// lock takes the directory's serving lock without waiting; a *ServedError if another
+// process holds it.
+func lock(dir string) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("embedded etcd: %w", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			b, _ := os.ReadFile(filepath.Join(dir, endpointFile))
+			return nil, &ServedError{Dir: dir, Endpoint: strings.TrimSpace(string(b))}
+		}
+		return nil, fmt.Errorf("embedded etcd: lock %s: %w", dir, err)
+	}
+	return f, nil
 }
 
 // Options configure Start.
@@ -43,6 +103,26 @@ func Start(opts Options) (*Server, error) {
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("embedded etcd: data directory: %w", err)
 	}
+	held, err := lock(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := start(opts)
+	if err != nil {
+		held.Close()
+		return nil, err
+	}
+	srv.lock = held
+	// Written once the member serves, removed as it stops: an outsider reads it only
+	// while the lock is held.
+	if err := os.WriteFile(filepath.Join(opts.Dir, endpointFile), []byte(srv.endpoint+"\n"), 0o600); err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("embedded etcd: %w", err)
+	}
+	return srv, nil
+}
+
+func start(opts Options) (*Server, error) {
 	client, err := url.Parse(opts.ClientURL)
 	if err != nil {
 		return nil, fmt.Errorf("embedded etcd: client URL %q: %w", opts.ClientURL, err)
@@ -95,4 +175,6 @@ func (s *Server) Endpoint() string { return s.endpoint }
 // Close stops the member; its data stays in Dir.
 func (s *Server) Close() {
 	s.etcd.Close()
+	os.Remove(filepath.Join(s.dir, endpointFile))
+	s.lock.Close() // and its lock with it
 }

@@ -1,6 +1,10 @@
 package embedded
 
-import "testing"
+import (
+	"errors"
+	"testing"
+	"time"
+)
 
 // The embedded member runs with pre-vote (docs/SECURITY.md: a member that heals after
 // a partition must not depose the leader).
@@ -13,4 +17,31 @@ func TestPreVote(t *testing.T) {
 	if !s.etcd.Server.Cfg.PreVote {
 		t.Fatal("the embedded etcd runs without pre-vote")
 	}
+}
+
+// A second Start on a served directory says at once where it is served, instead of
+// waiting on etcd's locks; once the first stops, the directory can be served again.
+func TestServedDirectory(t *testing.T) {
+	dir := t.TempDir()
+	first, err := Start(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Start(Options{Dir: dir, StartTimeout: 5 * time.Second})
+	var served *ServedError
+	if !errors.As(err, &served) || served.Endpoint != first.Endpoint() {
+		t.Fatalf("a second Start = %v, want a ServedError naming %s", err, first.Endpoint())
+	}
+	if endpoint, ok := Served(dir); !ok || endpoint != first.Endpoint() {
+		t.Fatalf("Served = %q, %v; want %s", endpoint, ok, first.Endpoint())
+	}
+	first.Close()
+	if _, ok := Served(dir); ok {
+		t.Fatal("Served after Close: still served")
+	}
+	again, err := Start(Options{Dir: dir})
+	if err != nil {
+		t.Fatalf("Start after the first stopped: %v", err)
+	}
+	again.Close()
 }
