@@ -62,7 +62,8 @@ func TestConfigureChecksTheBinary(t *testing.T) {
 
 func TestCommonNamesWithSeparators(t *testing.T) {
 	b := configured(t)
-	for _, cn := range []string{"db/0", "a+b", `back\slash`, "x=y", "ünïcode/7"} {
+	// The separators a common name may hold reach openssl's -subj as one attribute.
+	for _, cn := range []string{"db/0", "svc_a:8443@zone*", "a.b-c d"} {
 		csr, err := b.CreateCSR(context.Background(), sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, CommonName: cn})
 		if err != nil {
 			t.Fatalf("%q: %v", cn, err)
@@ -70,6 +71,13 @@ func TestCommonNamesWithSeparators(t *testing.T) {
 		req, err := certutil.ParseCSR(csr.CSRPEM, "")
 		if err != nil || req.Subject.CommonName != cn || len(req.Subject.Names) != 1 {
 			t.Errorf("CN %q came out as %q (%d attributes), err %v", cn, req.Subject.CommonName, len(req.Subject.Names), err)
+		}
+	}
+	// Those that would make it several (and characters outside the set) never get there.
+	for _, cn := range []string{"a+b", `back\slash`, "x=y", "a/CN=root", "ünïcode/7"} {
+		_, err := b.CreateCSR(context.Background(), sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, CommonName: cn})
+		if !sdk.IsCode(err, sdk.CodeInvalidArgument) {
+			t.Errorf("CreateCSR with CN %q: err = %v, want invalid argument", cn, err)
 		}
 	}
 }
