@@ -30,13 +30,7 @@ func (l *Lab) StartEtcd(dir string, hosts ...int) *Etcd {
 		t.Fatalf("%s: %v (scripts/install-deps.sh installs Debian's etcd-server)", testservers.EtcdBinary, err)
 	}
 	ca := pkitest.NewCA(t, "lab etcd CA", time.Now())
-	write := func(name, pem string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(pem), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := func(name, pem string) string { return testservers.WriteFile(t, dir, name, pem) }
 	e := &Etcd{CAFile: write("etcd-ca.pem", ca.PEM), Members: map[int]*exec.Cmd{}}
 	clientKey := pkitest.NewKey(t)
 	_, clientPEM := ca.Issue(t, clientKey.Public(), pkitest.Leaf{CN: "tlsrelay"})

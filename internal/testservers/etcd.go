@@ -36,13 +36,7 @@ func StartEtcd(t testing.TB) *Etcd {
 	e := &Etcd{dir: dir, clientPort: FreePort(t), peerPort: FreePort(t)}
 	e.Endpoint = fmt.Sprintf("https://127.0.0.1:%d", e.clientPort)
 	ca := pkitest.NewCA(t, "etcd test CA", time.Now())
-	write := func(name, pem string) string {
-		path := filepath.Join(dir, name)
-		if err := os.WriteFile(path, []byte(pem), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return path
-	}
+	write := func(name, pem string) string { return WriteFile(t, dir, name, pem) }
 	e.CAFile = write("ca.pem", ca.PEM)
 	serverKey, clientKey := pkitest.NewKey(t), pkitest.NewKey(t)
 	_, serverPEM := ca.Issue(t, serverKey.Public(), pkitest.Leaf{CN: "etcd", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, DNS: []string{"localhost"}})
@@ -101,4 +95,14 @@ func (e *Etcd) Kill() {
 	e.cmd.Process.Kill()
 	e.cmd.Wait()
 	e.cmd = nil
+}
+
+// WriteFile writes content to dir/name, mode 0600 (keys among them), and returns its path.
+func WriteFile(t testing.TB, dir, name, content string) string {
+	t.Helper()
+	path := filepath.Join(dir, name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
