@@ -37,6 +37,8 @@ type agents struct {
 	config string
 	mu     sync.Mutex
 	procs  map[string]*exec.Cmd
+	// appendLogs keeps a unit's log across restarts of its agent.
+	appendLogs bool
 }
 
 func newAgents(t *testing.T, endpoint string, ttl time.Duration) *agents {
@@ -108,7 +110,11 @@ func (a *agents) start(unit string, env ...string) {
 // startArgs runs unit's agent with args after --config.
 func (a *agents) startArgs(unit string, args []string, env ...string) {
 	a.t.Helper()
-	log, err := os.Create(filepath.Join(a.dir, protocol.UnitDNSName(unit)+".log"))
+	flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+	if a.appendLogs {
+		flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+	}
+	log, err := os.OpenFile(filepath.Join(a.dir, protocol.UnitDNSName(unit)+".log"), flags, 0o600)
 	if err != nil {
 		a.t.Fatal(err)
 	}

@@ -1,0 +1,403 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+var (
+	chaosFor  = flag.Duration("chaos", 90*time.Second, "how long TestChaos injects faults (a soak: -chaos 10m)")
+	chaosSeed = flag.Uint64("chaos.seed", 0, "TestChaos's random seed (0: from the clock; the test logs it)")
+)
+
+// TestChaos runs a group under random faults for -chaos and checks the group's
+// invariants all along and at the end: five agents on a 3-member etcd cluster over TLS,
+// short-lived certificates, and faults one after another: agents (the leader among them)
+// killed with -9 and restarted or stopped with SIGSTOP, etcd members killed or stopped,
+// quorum lost and back, a rogue member writing garbage into its bag with its own
+// credentials, a CA rotation started in the middle, and a unit that leaves for good.
+func TestChaos(t *testing.T) {
+	seed := *chaosSeed
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("chaos seed %d (-chaos.seed %d repeats this run's choices)", seed, seed)
+	c := newChaos(t, rand.New(rand.NewPCG(seed, 1)))
+	units := []string{"web/0", "web/1", "web/2", "web/3", "web/4"}
+	for _, u := range units {
+		c.ag.start(u)
+	}
+	c.awaitAvailable(units, 2*time.Minute)
+	c.joinRogue()
+
+	deadline := time.Now().Add(*chaosFor)
+	rotateAt, retireAt := time.Now().Add(*chaosFor/3), time.Now().Add(*chaosFor*2/5)
+	for time.Now().Before(deadline) {
+		switch {
+		case !c.rotated && time.Now().After(rotateAt):
+			c.rotate()
+		case c.retired == "" && time.Now().After(retireAt):
+			c.retire("web/3")
+		default:
+			c.fault()
+		}
+		c.check()
+	}
+
+	c.heal()
+	c.awaitAvailable(c.live(), 2*time.Minute)
+	c.check()
+	c.ag.start("web/5") // an honest new unit, once the faults have healed
+	c.awaitAvailable([]string{"web/5"}, 30*time.Second)
+	c.final()
+}
+
+// chaos is the group under test and what the faults have done to it.
+type chaos struct {
+	t       *testing.T
+	rng     *rand.Rand
+	cluster *testservers.EtcdCluster
+	ag      *agents
+	obs     relation.Observer
+	client  *clientv3.Client
+	cas     map[string]*x509.Certificate // every CA the group published, by fingerprint
+	held    map[string]bool              // units that held a valid pair
+	counts  map[string]int               // faults injected, by kind
+	rotated bool
+	retired string // the unit that left for good
+	gone    string // its serial
+}
+
+const chaosTTL, chaosDelay = 6 * time.Second, 20 * time.Second
+
+func newChaos(t *testing.T, rng *rand.Rand) *chaos {
+	cluster := testservers.StartEtcdCluster(t, 3)
+	ag := newAgentsWith(t, fmt.Sprintf(`relation:
+  name: chaos
+  store: etcd
+  etcd:
+    endpoints: [%s]
+    tls: {ca_file: %q, cert_file: %q, key_file: %q}
+    lease_ttl: %s
+certificate: {validity: 3m, renew_at: 0.5}
+ca: {revoke_departed_after: %s}
+`, strings.Join(cluster.Endpoints, ", "), cluster.CAFile, cluster.CertFile, cluster.KeyFile, chaosTTL, chaosDelay), true)
+	ag.appendLogs = true
+	tlsConfig, err := etcd.TLSConfig(cluster.CAFile, cluster.CertFile, cluster.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: cluster.Endpoints, Relation: "chaos", TLS: tlsConfig})
+	client, err := clientv3.New(clientv3.Config{Endpoints: cluster.Endpoints, TLS: tlsConfig, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return &chaos{t: t, rng: rng, cluster: cluster, ag: ag, obs: obs, client: client,
+		cas: map[string]*x509.Certificate{}, held: map[string]bool{}, counts: map[string]int{}}
+}
+
+// fault injects one fault, lets it last a while, and heals it.
+func (c *chaos) fault() {
+	t := c.t
+	pause := func(lo, hi time.Duration) { time.Sleep(lo + time.Duration(c.rng.Int64N(int64(hi-lo)))) }
+	live := c.live()
+	unit := live[c.rng.IntN(len(live))]
+	member := 1 + c.rng.IntN(3)
+	switch kind := c.rng.IntN(10); {
+	case kind < 3:
+		c.counts["agent killed (-9)"]++
+		c.ag.signal(unit, syscall.SIGKILL)
+		pause(500*time.Millisecond, 8*time.Second)
+		c.ag.start(unit)
+	case kind < 5:
+		c.counts["agent stopped (SIGSTOP)"]++
+		c.ag.signal(unit, syscall.SIGSTOP)
+		pause(500*time.Millisecond, 10*time.Second)
+		c.ag.signal(unit, syscall.SIGCONT)
+	case kind < 7:
+		c.counts["etcd member killed (-9)"]++
+		c.cluster.Kill(member)
+		pause(time.Second, 8*time.Second)
+		c.cluster.Start(t, member)
+	case kind < 9:
+		c.counts["etcd member stopped (SIGSTOP)"]++
+		c.cluster.Signal(member, syscall.SIGSTOP)
+		pause(time.Second, 8*time.Second)
+		c.cluster.Signal(member, syscall.SIGCONT)
+	default:
+		c.counts["etcd quorum lost"]++
+		other := 1 + member%3
+		c.cluster.Kill(member)
+		c.cluster.Kill(other)
+		pause(2*time.Second, 8*time.Second)
+		c.cluster.Start(t, member)
+		c.cluster.Start(t, other)
+	}
+	pause(500*time.Millisecond, 3*time.Second)
+}
+
+// joinRogue joins a member that writes garbage into its own bag, as a unit holding its
+// own etcd credentials could: a CSR that is no CSR, a serial the group never issued, no
+// trusted CA, an error that would forge rows and move a terminal's cursor.
+func (c *chaos) joinRogue() {
+	tlsConfig, err := etcd.TLSConfig(c.cluster.CAFile, c.cluster.CertFile, c.cluster.KeyFile)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	store, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: c.cluster.Endpoints, Relation: "chaos", TLS: tlsConfig, LeaseTTL: chaosTTL})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { store.Close() })
+	rogue, err := store.Join(context.Background(), "rogue/0", relation.JoinOptions{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	garbage := strings.Repeat("\x00garbage\xff", 6000)
+	if err := rogue.SetUnitData(context.Background(), map[string]string{protocol.KeyCSR: garbage, protocol.KeyProfile: "peer",
+		protocol.KeySerial: "deadbeef", protocol.KeyTrusts: "", protocol.KeyError: "x\nweb/9  available  01\x1b[2K\r"}); err != nil {
+		c.t.Fatal(err)
+	}
+	c.counts["rogue member"]++
+}
+
+func (c *chaos) rotate() {
+	c.rotated = true
+	if r := runBinary(c.t, c.ag.bin, "ca", "rotate", "--config", c.ag.config, "--wait=false", "--timeout", "30s"); r.code != 0 {
+		c.t.Fatalf("ca rotate: exit %d\n%s", r.code, r.stderr)
+	}
+	c.counts["CA rotation"]++
+}
+
+// retire stops unit's agent for good (kill -9: it says nothing), remembering the serial
+// on its disk, which must reach the CRL once it has been gone for the delay.
+func (c *chaos) retire(unit string) {
+	c.retired, c.gone = unit, mustReadCert(c.t, filepath.Join(c.ag.unitDir(unit), "tls.crt")).SerialNumber.Text(16)
+	c.ag.signal(unit, syscall.SIGKILL)
+	c.counts["unit gone for good"]++
+}
+
+// heal ends every fault still in force: every member runs and goes on, every agent but
+// the retired one runs.
+func (c *chaos) heal() {
+	for i := 1; i <= 3; i++ {
+		if !c.cluster.Running(i) {
+			c.cluster.Start(c.t, i)
+		}
+		c.cluster.Signal(i, syscall.SIGCONT)
+	}
+	for _, u := range c.live() {
+		if !slices.Contains(c.ag.running(), u) {
+			c.ag.start(u)
+		}
+		c.ag.signal(u, syscall.SIGCONT)
+	}
+}
+
+// live lists the units started and not retired, in order.
+func (c *chaos) live() []string {
+	var units []string
+	for _, u := range []string{"web/0", "web/1", "web/2", "web/3", "web/4", "web/5"} {
+		if u != c.retired && (c.held[u] || slices.Contains(c.ag.running(), u)) {
+			units = append(units, u)
+		}
+	}
+	return units
+}
+
+func (c *chaos) awaitAvailable(units []string, within time.Duration) {
+	c.t.Helper()
+	awaitObs(c.t, c.obs, fmt.Sprintf("%v with certificates", units), within, func(s relation.Snapshot) bool {
+		for _, u := range units {
+			if !available(s, u) {
+				return false
+			}
+		}
+		return true
+	})
+	for _, u := range units {
+		c.held[u] = true
+	}
+}
+
+// check reads the CAs the group publishes, then every unit's files: each unit that held a
+// valid pair still holds one, from a CA the group published, naming that unit alone.
+func (c *chaos) check() {
+	c.t.Helper()
+	if s, err := c.snapshot(); err == nil {
+		c.learnCAs(s)
+	}
+	now := time.Now()
+	for unit := range c.held {
+		if unit == c.retired {
+			continue
+		}
+		var cert *x509.Certificate
+		var err error
+		for try := 0; try < 5; try++ { // an install replaces two files: a reader may land between
+			if cert, err = c.pairOf(unit, now); err == nil {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		if err != nil {
+			c.t.Fatalf("%s held a valid pair and no longer does: %v", unit, err)
+		}
+		if cert.Subject.CommonName != unit || !slices.Equal(cert.DNSNames, []string{protocol.UnitDNSName(unit)}) {
+			c.t.Fatalf("%s holds a certificate for %q %v", unit, cert.Subject.CommonName, cert.DNSNames)
+		}
+		if !c.fromGroupCA(cert) {
+			c.t.Fatalf("%s holds a certificate from %q, a CA the group never published", unit, cert.Issuer)
+		}
+	}
+}
+
+// pairOf reads unit's certificate and key: both parse, belong together, and the
+// certificate is valid at now.
+func (c *chaos) pairOf(unit string, now time.Time) (*x509.Certificate, error) {
+	dir := c.ag.unitDir(unit)
+	certPEM, err := os.ReadFile(filepath.Join(dir, "tls.crt"))
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := os.ReadFile(filepath.Join(dir, "tls.key"))
+	if err != nil {
+		return nil, err
+	}
+	certs, err := certutil.ParseCertificates(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := certutil.PublicKeyOfPrivatePEM(keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if !certutil.SamePublicKey(certs[0].PublicKey, pub) {
+		return nil, fmt.Errorf("tls.key is not tls.crt's key")
+	}
+	if now.Before(certs[0].NotBefore) || now.After(certs[0].NotAfter) {
+		return nil, fmt.Errorf("tls.crt is valid from %s to %s, not at %s", certs[0].NotBefore, certs[0].NotAfter, now)
+	}
+	return certs[0], nil
+}
+
+func (c *chaos) fromGroupCA(cert *x509.Certificate) bool {
+	for _, ca := range c.cas {
+		if cert.CheckSignatureFrom(ca) == nil {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *chaos) learnCAs(s relation.Snapshot) {
+	if certs, err := certutil.ParseCertificates([]byte(s.LeaderData[protocol.KeyCA])); err == nil {
+		for _, ca := range certs {
+			c.cas[caseal.Fingerprint(ca.Raw)] = ca
+		}
+	}
+}
+
+func (c *chaos) snapshot() (relation.Snapshot, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return c.obs.Snapshot(ctx)
+}
+
+// final checks what only the whole run shows, then stops everything and checks that
+// nothing is left running.
+func (c *chaos) final() {
+	t := c.t
+	// The rotation begun in the middle has ended: every unit holds a certificate of the
+	// new CA, and the old one has left the bundle.
+	awaitObs(t, c.obs, "the CA rotation to end", 2*time.Minute, func(s relation.Snapshot) bool {
+		return s.LeaderData[protocol.KeyCARotation] == "" && s.LeaderData[protocol.KeyCARequest] != ""
+	})
+	// The unit gone for good: the serial on its disk is in the CRL every unit holds.
+	s := awaitObs(t, c.obs, "the retired unit's serial in the CRL", time.Minute, func(s relation.Snapshot) bool {
+		return slices.Contains(crlSerials(t, s), c.gone)
+	})
+	for _, u := range c.live() {
+		if crl, err := os.ReadFile(filepath.Join(c.ag.unitDir(u), "ca.crl")); err != nil || !slices.Contains(pemCRLSerials(t, string(crl)), c.gone) {
+			t.Errorf("%s's ca.crl lacks the serial %s of %s, gone for good", u, c.gone, c.retired)
+		}
+	}
+	if _, ok := protocol.DecodeRejection(s.LeaderData[protocol.RejectionKey("rogue/0")]); !ok {
+		t.Errorf("the rogue's CSR was not refused")
+	}
+
+	// Certificates signed stay within those installed plus one per agent killed (a
+	// renewal in flight) and the unit gone for good.
+	signed, installed := 0, 0
+	for _, u := range append(c.live(), c.retired) {
+		log := c.ag.logOf(u)
+		signed += strings.Count(log, "signed CSR:")
+		installed += strings.Count(log, "installed certificate:")
+	}
+	kills := c.counts["agent killed (-9)"] + 1
+	t.Logf("faults: %v; certificates signed %d, installed %d", c.counts, signed, installed)
+	if signed > installed+kills {
+		t.Errorf("%d certificates signed, %d installed: more than one per agent killed (%d) went unused", signed, installed, kills)
+	}
+
+	// No private key in etcd: not a unit's key, not a pending one.
+	resp, err := c.client.Get(context.Background(), "\x00", clientv3.WithFromKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var everything strings.Builder
+	for _, kv := range resp.Kvs {
+		everything.Write(kv.Key)
+		everything.Write(kv.Value)
+	}
+	for _, u := range append(c.live(), c.retired) {
+		for _, name := range []string{"tls.key", "pending.key"} {
+			b, err := os.ReadFile(filepath.Join(c.ag.unitDir(u), name))
+			if err != nil {
+				continue
+			}
+			block, _ := pem.Decode(b)
+			if block == nil {
+				t.Fatalf("%s's %s is not PEM", u, name)
+			}
+			if body := base64.StdEncoding.EncodeToString(block.Bytes)[:48]; strings.Contains(everything.String(), body) || strings.Contains(everything.String(), string(block.Bytes)) {
+				t.Errorf("%s's %s is in etcd", u, name)
+			}
+		}
+	}
+
+	// Nothing left running once the agents and etcd are stopped.
+	c.ag.killAll()
+	for i := 1; i <= 3; i++ {
+		c.cluster.Kill(i)
+	}
+	for _, dir := range []string{c.ag.dir, c.ag.tmp} {
+		if left := processesOf(dir); len(left) > 0 {
+			t.Errorf("processes left running: %v", left)
+		}
+	}
+	t.Logf("units checked: %s; CAs the group published: %d", strconv.Itoa(len(c.held)), len(c.cas))
+}
