@@ -98,12 +98,18 @@ func (a *Agent) gather(ctx context.Context) bool {
 	}
 }
 
+// skewRecheck is how often a unit waiting out a clock skew looks again.
+const skewRecheck = 10 * time.Second
+
 // nextWake is how long to sleep when nothing changes: until the last decision changes
 // with time alone (renewal due, the leader's revocations and CRL), at most an hour.
 func (a *Agent) nextWake() time.Duration {
 	wait := time.Hour
 	if !a.wake.IsZero() {
 		wait = min(wait, max(a.wake.Sub(a.opts.Now()), time.Second))
+	}
+	if a.skewed { // a clock put right (NTP) makes the certificate valid sooner
+		wait = min(wait, skewRecheck)
 	}
 	return wait
 }
@@ -131,7 +137,7 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	}
 	d := protocol.Decide(view)
 	a.parsed.Forget(view)
-	a.wake = d.WakeAt
+	a.wake, a.skewed = d.WakeAt, d.ClockSkew > 0
 	a.report(leader, d, local)
 	rot, _ := protocol.DecodeRotation(rotationRecord(snap.LeaderData, d.Actions))
 	a.opts.Metrics.Rotation(a.unit, leader, len(rot.Waiting), len(rot.Untrusted))

@@ -23,6 +23,14 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	if err := a.onChange.status(); s.Error == "" && err != "" {
 		s.Error = "on_change: " + err
 	}
+	if d.ClockSkew > 0 && s.Error == "" {
+		s.Error = fmt.Sprintf("the certificate signed for this unit starts %s after this host's clock says it is now: "+
+			"this host's clock or the leader's is wrong (check NTP on both); waiting until then", d.ClockSkew.Round(time.Second))
+		if s.Error != a.last.Error {
+			a.log.Warn("clock skew", "problem", s.Error)
+		}
+	}
+	a.opts.Metrics.ClockSkew(a.unit, d.ClockSkew)
 	if d.LeaderProblem != "" && d.LeaderProblem != a.last.Error {
 		a.log.Error("leader cannot sign", "problem", d.LeaderProblem)
 	}

@@ -28,6 +28,7 @@ type Metrics struct {
 	secretFetches  *prometheus.CounterVec
 	onChange       *prometheus.CounterVec
 	rotationUnits  *prometheus.GaugeVec
+	clockSkew      *prometheus.GaugeVec
 }
 
 // New registers tlsrelay's collectors, and Go's and the process's, in a new registry.
@@ -56,11 +57,14 @@ func New() *Metrics {
 		rotationUnits: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_ca_rotation_units",
 			Help: "Units a CA rotation waits for (kind waiting) and units its trust phase went on without (kind untrusted), as the leader sees them."},
 			[]string{"unit", "kind"}),
+		clockSkew: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_clock_skew_seconds",
+			Help: "How far the certificate signed for the unit starts after its clock's now: this host's clock or the leader's is wrong; 0 when none is seen."},
+			[]string{"unit"}),
 		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
 			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
-		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits,
+		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -140,6 +144,14 @@ func (m *Metrics) Rotation(unit string, leading bool, waiting, untrusted int) {
 	}
 	m.rotationUnits.WithLabelValues(unit, "waiting").Set(float64(waiting))
 	m.rotationUnits.WithLabelValues(unit, "untrusted").Set(float64(untrusted))
+}
+
+// ClockSkew records how far the certificate signed for unit starts after its clock's now
+// (protocol.Decision.ClockSkew).
+func (m *Metrics) ClockSkew(unit string, skew time.Duration) {
+	if m != nil {
+		m.clockSkew.WithLabelValues(unit).Set(skew.Seconds())
+	}
 }
 
 // expiryCollector reports seconds until expiry as of the scrape, not as of the last

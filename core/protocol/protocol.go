@@ -123,6 +123,10 @@ type Decision struct {
 	// renewal, a refused CSR's retry (RejectionRetry), and for the leader a revocation taking effect or the CRL due; zero when
 	// nothing is timed.
 	WakeAt time.Time
+	// ClockSkew is how far the certificate signed for this unit starts ahead of its
+	// clock: this host's clock or the leader's is wrong, and the unit waits until then
+	// to install it. Zero when there is none.
+	ClockSkew time.Duration
 }
 
 // Decide is the protocol. It is pure: the same view always gives the same decision.

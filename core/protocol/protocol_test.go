@@ -488,3 +488,20 @@ func TestRenewalJitter(t *testing.T) {
 		t.Fatalf("200 certificates renew within %v of each other; want them spread over most of 100h", spread)
 	}
 }
+
+// A certificate signed for the unit's key that starts after the unit's now: the unit
+// waits, says how far ahead it starts, and wakes then.
+func TestClockSkew(t *testing.T) {
+	ca := newCA(t, "group CA")
+	key := newKey(t)
+	csr := csrFor(t, key, "db/1", "db-1")
+	starts := now.Add(10 * time.Minute)
+	_, certPEM := ca.sign(t, key.Public(), certOpts{cn: "db/1", dns: []string{"db-1"}, notBefore: starts, notAfter: starts.Add(day)})
+	d := Decide(View{Unit: "db/1", Now: now, Units: map[string]map[string]string{"db/1": {KeyCSR: csr, KeyProfile: "peer"}},
+		LeaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/1"): certPEM},
+		Local:      Local{Pending: &Pending{CSRPEM: csr, PublicKey: key.Public()}},
+		Want:       Want{CommonName: "db/1", SANs: []string{"db-1"}, Profile: "peer", RenewAt: 0.66}})
+	if d.State != StateAwaitingCertificate || d.ClockSkew != 10*time.Minute || !d.WakeAt.Equal(starts) || len(d.Actions) != 0 {
+		t.Fatalf("decision %+v, want waiting, a skew of 10m and a wake at %s", d, starts)
+	}
+}

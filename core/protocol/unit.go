@@ -64,6 +64,12 @@ func decidePending(v View, p *Pending, ca string) Decision {
 			return Decision{State: StateCertificateAvailable, Detail: "installing serial " + cert.SerialNumber.Text(16),
 				Actions: []Action{InstallCertificate{ChainPEM: chain, CAPEM: ca}}}
 		}
+		if starts := v.startsLater(p); !starts.IsZero() {
+			d := decideAwaiting(v, p, ca)
+			d.ClockSkew, d.WakeAt = starts.Sub(v.Now), starts
+			d.Detail = fmt.Sprintf("the certificate signed for it is valid from %s", starts.UTC().Format(time.RFC3339))
+			return d
+		}
 	}
 	if differs := v.pendingDiffers(p); differs != "" {
 		reason := "the pending CSR no longer matches the config: " + differs
@@ -85,6 +91,11 @@ func decidePending(v View, p *Pending, ca string) Decision {
 		}
 		return d
 	}
+	return decideAwaiting(v, p, ca)
+}
+
+// decideAwaiting: the unit's CSR is sent, or must be sent again, and it waits.
+func decideAwaiting(v View, p *Pending, ca string) Decision {
 	d := Decision{State: StateAwaitingCertificate, Detail: "CSR published"}
 	bag := v.Units[v.Unit]
 	if bag[KeyCSR] != p.CSRPEM || bag[KeyProfile] != v.Want.Profile {
@@ -99,6 +110,16 @@ func decidePending(v View, p *Pending, ca string) Decision {
 		d.Actions = append(d.Actions, InstallCA{CAPEM: ca})
 	}
 	return d
+}
+
+// startsLater returns when the certificate signed for the unit's pending key in leader
+// data becomes valid, if that is after now; zero otherwise.
+func (v View) startsLater(p *Pending) time.Time {
+	certs, err := v.leaderCerts(SignedCertificateKey(v.Unit))
+	if err != nil || !certutil.SamePublicKey(certs[0].PublicKey, p.PublicKey) || !certs[0].NotBefore.After(v.Now) {
+		return time.Time{}
+	}
+	return certs[0].NotBefore
 }
 
 // pendingDiffers says how the pending CSR differs from what the unit wants (common
