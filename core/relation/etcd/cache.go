@@ -118,7 +118,7 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 	defer cancel()
 	resp, err := f.client.Txn(rctx).Then(ops...).Commit()
 	if err != nil {
-		return 0, err
+		return 0, explain(f.client, err)
 	}
 	revs := map[string]int64{}
 	v := newView(resp.Header.Revision)

@@ -20,7 +20,7 @@ func (m *member) join(ctx context.Context) (*concurrency.Session, error) {
 	// the membership's context is cancelled.
 	session, err := newSession(ctx, m.s.client, m.s.ttl)
 	if err != nil {
-		return nil, fmt.Errorf("join %s: lease from etcd: %w", m.unit, err)
+		return nil, fmt.Errorf("join %s: lease from etcd: %w", m.unit, explain(m.s.client, err))
 	}
 	if err := m.claim(ctx, session); err != nil {
 		session.Close()

@@ -47,7 +47,7 @@ func (m *member) putBag(ctx context.Context, session *concurrency.Session, kv ma
 		If(clientv3.Compare(clientv3.LeaseValue(m.s.layout.member(m.unit)), "=", session.Lease())).
 		Then(ops...).Commit()
 	if err != nil {
-		return fmt.Errorf("%s: write bag: %w", m.unit, err)
+		return fmt.Errorf("%s: write bag: %w", m.unit, explain(m.s.client, err))
 	}
 	if !resp.Succeeded {
 		return fmt.Errorf("%s: write bag: %w (the unit's lease no longer holds its name)", m.unit, relation.ErrNotJoined)
@@ -137,7 +137,7 @@ func (m *member) writeLeaderChunk(ctx context.Context, electedRev int64, kv map[
 		start := time.Now()
 		resp, err := m.s.client.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
 		if err != nil {
-			return dropped, fmt.Errorf("%s: write leader data: %w", m.unit, err)
+			return dropped, fmt.Errorf("%s: write leader data: %w", m.unit, explain(m.s.client, err))
 		}
 		if resp.Succeeded {
 			m.wrote(kv, m.s.layout.leaderData(), resp.Header.Revision, start)
