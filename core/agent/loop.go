@@ -141,6 +141,9 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	a.report(leader, d, local)
 	rot, _ := protocol.DecodeRotation(rotationRecord(snap.LeaderData, d.Actions))
 	a.opts.Metrics.Rotation(a.unit, leader, len(rot.Waiting), len(rot.Untrusted))
+	if leader {
+		a.opts.Metrics.Oversized(snap.Oversized)
+	}
 	if len(d.Actions) == 0 {
 		return false, nil
 	}

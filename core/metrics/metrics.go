@@ -29,6 +29,7 @@ type Metrics struct {
 	onChange       *prometheus.CounterVec
 	rotationUnits  *prometheus.GaugeVec
 	clockSkew      *prometheus.GaugeVec
+	oversized      *prometheus.GaugeVec
 }
 
 // New registers tlsrelay's collectors, and Go's and the process's, in a new registry.
@@ -60,11 +61,14 @@ func New() *Metrics {
 		clockSkew: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_clock_skew_seconds",
 			Help: "How far the certificate signed for the unit starts after its clock's now: this host's clock or the leader's is wrong; 0 when none is seen."},
 			[]string{"unit"}),
+		oversized: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_bag_oversized",
+			Help: "1 for each unit whose bag holds a value over its field's cap (not read), as the leader sees the relation."},
+			[]string{"unit"}),
 		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
 			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
-		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew,
+		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -144,6 +148,18 @@ func (m *Metrics) Rotation(unit string, leading bool, waiting, untrusted int) {
 	}
 	m.rotationUnits.WithLabelValues(unit, "waiting").Set(float64(waiting))
 	m.rotationUnits.WithLabelValues(unit, "untrusted").Set(float64(untrusted))
+}
+
+// Oversized records the units whose bag holds a value over its cap (relation.Snapshot.Oversized),
+// as the leader sees them; nil (not leading) clears them.
+func (m *Metrics) Oversized(units map[string]string) {
+	if m == nil {
+		return
+	}
+	m.oversized.Reset()
+	for unit := range units {
+		m.oversized.WithLabelValues(unit).Set(1)
+	}
 }
 
 // ClockSkew records how far the certificate signed for unit starts after its clock's now

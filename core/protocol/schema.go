@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 )
 
@@ -85,7 +86,18 @@ func Schema() relation.Schema {
 		GroupKeys:       []string{KeyCA, KeyCASealed, KeyCRL},
 		UnitKeySuffixes: []string{certificateSuffix, rejectionSuffix},
 		WakeFields:      []string{KeyCSR, KeyProfile},
+		BagFields:       bagFields,
 	}
+}
+
+// bagFields are the fields of a unit's bag and their caps: a CSR up to the largest
+// policy.max_csr_bytes may allow (the policy refuses more than the configured one),
+// status fields a few KiB. A relation store keeps nothing
+// else of a bag, so a member writing more (unknown keys, megabytes) costs no other unit
+// memory.
+var bagFields = map[string]int{
+	KeyCSR: policy.LimitCSRBytes, KeyProfile: 16,
+	KeyState: 128, KeyDetail: 4 << 10, KeySerial: 128, KeyNotAfter: 64, KeyError: 4 << 10, KeyTrusts: 4 << 10, KeyCAState: 4 << 10,
 }
 
 // Rejection is the value at RejectionKey: which CSR was refused and why.

@@ -94,6 +94,9 @@ type Snapshot struct {
 	// Away holds the notes units left when they departed (Member.LeaveWithNote), of
 	// units not joined now; only the leader and observers see them.
 	Away map[string]string
+	// Oversized names the units whose bag holds a value over its field's cap
+	// (Schema.BagFields), and which; those values count as absent.
+	Oversized map[string]string
 	// Changed is closed at the first change after this snapshot.
 	Changed <-chan struct{}
 }
@@ -111,6 +114,7 @@ func (s Snapshot) Clone() Snapshot {
 	}
 	out.Requests = maps.Clone(s.Requests)
 	out.Away = maps.Clone(s.Away)
+	out.Oversized = maps.Clone(s.Oversized)
 	return out
 }
 

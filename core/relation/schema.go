@@ -22,6 +22,10 @@ type Schema struct {
 	// LazyWake later, so that a group publishing its status after issuance does not make
 	// the leader decide, O(units) each time, once per unit.
 	WakeFields []string
+	// BagFields are the fields a unit's bag may hold and the most bytes each value may
+	// have. A store keeps no other field, and a value over its cap counts as absent
+	// (Snapshot.Oversized says so); nil keeps every field.
+	BagFields map[string]int
 }
 
 // UnitKeys lists a unit's own leader-data keys.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 
 	"go.etcd.io/etcd/api/v3/authpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
@@ -49,16 +51,23 @@ func prefixed(prefix string, kind clientv3.PermissionType) permission {
 }
 
 // permissions is the role of one unit:
-//   - every unit writes its own presence key and its own bag, nothing else of anyone's;
+//   - every unit writes its own presence key and its own bag, nothing else of anyone's:
+//     each field the schema knows (and its departure note) by its exact key, so a unit
+//     cannot add keys of its own (it reads its whole bag, to see what it wrote);
 //   - a unit that only asks reads exactly what its narrow view follows (who leads, the CA,
 //     its own certificate and rejection), so it learns nothing of its peers;
 //   - a leader-eligible unit reads the whole relation and writes `elected` (it campaigns)
 //     and leader data. etcd cannot tell which eligible unit leads now: that is the fence
 //     on every leader write (see SetLeaderData).
 func (l layout) permissions(a UnitAccess) []permission {
-	perms := []permission{
-		exact(l.member(a.Unit), readWrite),
-		prefixed(l.bag(a.Unit), readWrite),
+	perms := []permission{exact(l.member(a.Unit), readWrite)}
+	if l.schema.BagFields == nil {
+		perms = append(perms, prefixed(l.bag(a.Unit), readWrite))
+	} else {
+		perms = append(perms, prefixed(l.bag(a.Unit), readOnly), exact(l.away(a.Unit), readWrite))
+		for _, f := range slices.Sorted(maps.Keys(l.schema.BagFields)) {
+			perms = append(perms, exact(l.field(a.Unit, f), readWrite))
+		}
 	}
 	if !a.LeaderEligible {
 		perms = append(perms, exact(l.elected(), readOnly))

@@ -126,6 +126,9 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 		{"read another unit's bag", clientv3.OpGet(p+"units/ctl/0/", clientv3.WithPrefix())},
 		{"read another unit's certificate", clientv3.OpGet(p + "leader/" + protocol.Schema().UnitKeys("amp/1")[0])},
 		{"write its own name in another relation", clientv3.OpPut("/tlsrelay/other/units/amp/0/csr", "x")},
+		{"write a field the protocol does not know", clientv3.OpPut(p+"units/amp/0/filler", "x")},
+		{"write a sub-key of its bag", clientv3.OpPut(p+"units/amp/0/x/csr", "x")},
+		{"delete its whole bag at once", clientv3.OpDelete(p+"units/amp/0/", clientv3.WithPrefix())},
 	} {
 		if _, err := kv.Do(ctx, c.op); !errors.Is(err, rpctypes.ErrPermissionDenied) {
 			t.Errorf("amp/0 may not %s: etcd answered %v, want permission denied", c.name, err)

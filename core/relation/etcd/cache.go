@@ -127,7 +127,7 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 		for _, kv := range r.GetResponseRange().Kvs {
 			key := string(kv.Key)
 			revs[key] = kv.ModRevision
-			v.set(f.layout.placeOf(key), string(kv.Value), false, kv.ModRevision)
+			v.set(f.layout.placeOfKV(kv), string(kv.Value), false, kv.ModRevision)
 			bytes += int64(len(kv.Key) + len(kv.Value))
 		}
 	}
@@ -288,9 +288,10 @@ func (f *follower) apply(events []*clientv3.Event) {
 		if ev.Kv.ModRevision <= f.rev && ev.Type == clientv3.EventTypePut {
 			continue // older than the read this copy started from
 		}
-		where := f.layout.placeOf(key)
+		where := f.layout.placeOf(key) // a delete carries no lease
 		switch ev.Type {
 		case clientv3.EventTypePut:
+			where = f.layout.placeOfKV(ev.Kv)
 			f.revs[key] = ev.Kv.ModRevision
 			f.view.set(where, string(ev.Kv.Value), false, ev.Kv.ModRevision)
 		case clientv3.EventTypeDelete:

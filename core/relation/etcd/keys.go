@@ -4,6 +4,8 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
+
 	"github.com/tlsrelay/tlsrelay/core/relation"
 )
 
@@ -68,7 +70,11 @@ const awayField = ".away"
 type place struct {
 	kind        placeKind
 	unit, field string // a member's unit; a bag field's unit and field; a leader-data or request key's name in field
+	cap         int    // the most bytes a bag field's value may have; 0: no cap
 }
+
+// awayCap bounds a departed unit's note (protocol.NoteBack, NoteGone).
+const awayCap = 64
 
 type placeKind uint8
 
@@ -95,12 +101,32 @@ func (l layout) placeOf(key string) place {
 		return place{kind: placeRequest, field: strings.TrimPrefix(key, l.requests())}
 	}
 	if unit, field, ok := l.fieldOf(key); ok {
-		if field == awayField {
-			return place{kind: placeAway, unit: unit}
+		if strings.Count(unit, "/") != 1 {
+			return place{} // no unit's name (application/number): a sub-key, kept by no one
 		}
-		return place{kind: placeField, unit: unit, field: field}
+		if field == awayField {
+			return place{kind: placeAway, unit: unit, cap: awayCap}
+		}
+		if l.schema.BagFields == nil {
+			return place{kind: placeField, unit: unit, field: field}
+		}
+		cap, known := l.schema.BagFields[field]
+		if !known {
+			return place{} // a field the protocol does not know: not kept
+		}
+		return place{kind: placeField, unit: unit, field: field, cap: cap}
 	}
 	return place{}
+}
+
+// placeOfKV is placeOf for a key read with its value: a member key bound to no lease,
+// which would never expire, makes no one a member.
+func (l layout) placeOfKV(kv *mvccpb.KeyValue) place {
+	p := l.placeOf(string(kv.Key))
+	if p.kind == placeMember && kv.Lease == 0 {
+		return place{}
+	}
+	return p
 }
 
 // Stats counts what followers read from etcd, for benchmarks: a store's (all its

@@ -1,7 +1,10 @@
 package etcd
 
 import (
+	"fmt"
 	"maps"
+	"slices"
+	"strings"
 
 	"github.com/tlsrelay/tlsrelay/core/relation"
 )
@@ -19,8 +22,9 @@ type view struct {
 	bags       map[string]*bag
 	leaderData map[string]string
 	requests   map[string]string
-	away       map[string]string // notes of units, joined or not; snapshots show those of units not joined
-	rev        int64             // the newest revision seen
+	away       map[string]string            // notes of units, joined or not; snapshots show those of units not joined
+	oversized  map[string]map[string]string // by unit and field: a value over its cap, described
+	rev        int64                        // the newest revision seen
 	// leaderDataOut and requestsOut: the map was handed out in a snapshot.
 	leaderDataOut, requestsOut bool
 }
@@ -49,8 +53,10 @@ func (v *view) set(p place, value string, deleted bool, rev int64) {
 			v.members[p.unit] = true
 		}
 	case placeField:
+		deleted = v.capped(p, value, deleted)
 		v.setField(p.unit, p.field, value, deleted)
 	case placeAway:
+		deleted = v.capped(p, value, deleted)
 		setOrDelete(v.away, p.unit, value, deleted)
 	case placeLeaderData:
 		if v.leaderDataOut {
@@ -80,6 +86,34 @@ func (v *view) setField(unit, field, value string, deleted bool) {
 	if len(b.fields) == 0 {
 		delete(v.bags, unit)
 	}
+}
+
+// capped notes a value over its field's cap, which counts as a delete (the field is not
+// kept), and forgets the note once the field holds a value within it or none.
+func (v *view) capped(p place, value string, deleted bool) bool {
+	field := p.field
+	if p.kind == placeAway {
+		field = awayField
+	}
+	over := !deleted && p.cap > 0 && len(value) > p.cap
+	switch {
+	case over && v.oversized == nil:
+		v.oversized = map[string]map[string]string{}
+		fallthrough
+	case over && v.oversized[p.unit] == nil:
+		v.oversized[p.unit] = map[string]string{}
+	}
+	if over {
+		v.oversized[p.unit][field] = fmt.Sprintf("%s: %d bytes, more than %d", field, len(value), p.cap)
+		return true
+	}
+	if fields := v.oversized[p.unit]; fields != nil {
+		delete(fields, field)
+		if len(fields) == 0 {
+			delete(v.oversized, p.unit)
+		}
+	}
+	return deleted
 }
 
 func setOrDelete(m map[string]string, k, value string, deleted bool) {
@@ -112,5 +146,12 @@ func (v *view) snapshot() relation.Snapshot {
 			away[unit] = note
 		}
 	}
-	return relation.Snapshot{Revision: v.rev, Leader: v.leader, Units: units, LeaderData: v.leaderData, Requests: v.requests, Away: away}
+	var oversized map[string]string
+	for unit, fields := range v.oversized {
+		if oversized == nil {
+			oversized = map[string]string{}
+		}
+		oversized[unit] = strings.Join(slices.Sorted(maps.Values(fields)), "; ")
+	}
+	return relation.Snapshot{Revision: v.rev, Leader: v.leader, Units: units, LeaderData: v.leaderData, Requests: v.requests, Away: away, Oversized: oversized}
 }

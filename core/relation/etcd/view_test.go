@@ -132,3 +132,34 @@ func stopLazy(f *follower) {
 		f.lazy.Stop()
 	}
 }
+
+// A bag holds only the fields the schema knows, each within its cap; a value over it
+// counts as absent and is named in Oversized until a value within it replaces it. Keys
+// under no unit's name are kept by no one, and a member key without a lease makes no
+// one a member.
+func TestBagsAreBounded(t *testing.T) {
+	l := newLayout("r", protocol.Schema())
+	v := newView(1)
+	put := func(key, value string, lease int64, rev int64) {
+		v.set(l.placeOfKV(&mvccpb.KeyValue{Key: []byte(key), Value: []byte(value), Lease: lease}), value, false, rev)
+	}
+	huge := string(make([]byte, protocol.Schema().BagFields[protocol.KeyError]+1))
+	put(l.member("db/0"), "{}", 7, 2)
+	put(l.field("db/0", protocol.KeyState), "ok", 7, 3)
+	put(l.field("db/0", "filler"), "x", 7, 4)                    // unknown field
+	put(l.prefix+"units/db/0/x/csr", "sub-key", 7, 5)            // no unit's name
+	put(l.field("db/0", protocol.KeyError), huge, 7, 6)          // over its cap
+	put(l.member("ghost/0"), "{}", 0, 7)                         // no lease
+	put(l.field("ghost/0", protocol.KeyState), "haunting", 0, 8) // its bag
+	s := v.snapshot()
+	if want := (map[string]map[string]string{"db/0": {protocol.KeyState: "ok"}}); !equal(s.Units, want) {
+		t.Errorf("units = %v, want %v", s.Units, want)
+	}
+	if got := s.Oversized["db/0"]; got != "error: 4097 bytes, more than 4096" {
+		t.Errorf("oversized = %q", got)
+	}
+	put(l.field("db/0", protocol.KeyError), "disk full", 7, 9)
+	if s := v.snapshot(); s.Oversized != nil || s.Units["db/0"][protocol.KeyError] != "disk full" {
+		t.Errorf("after a value within the cap: units %v, oversized %v", s.Units, s.Oversized)
+	}
+}

@@ -91,6 +91,9 @@ func FromSnapshot(relationName string, s relation.Snapshot) Group {
 		if st.State == protocol.StateRejected && u.Error == "" {
 			u.Error = st.Detail
 		}
+		if over := s.Oversized[name]; over != "" {
+			u.Error = strings.TrimSuffix("bag values over their cap, not read ("+over+"); "+u.Error, "; ")
+		}
 		g.Units = append(g.Units, u)
 	}
 	slices.SortFunc(g.Units, func(a, b Unit) int { return compareUnits(a.Unit, b.Unit) })

@@ -138,3 +138,12 @@ func TestTableEscapes(t *testing.T) {
 		}
 	}
 }
+
+// A unit whose bag holds values over their cap is named with them.
+func TestOversizedBag(t *testing.T) {
+	g := FromSnapshot("db-peers", relation.Snapshot{Units: map[string]map[string]string{"db/1": {protocol.KeyError: "disk full"}},
+		Oversized: map[string]string{"db/1": "csr: 1048577 bytes, more than 1048576"}})
+	if want := "bag values over their cap, not read (csr: 1048577 bytes, more than 1048576); disk full"; g.Units[0].Error != want {
+		t.Fatalf("error %q, want %q", g.Units[0].Error, want)
+	}
+}
