@@ -10,12 +10,65 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/core/unit"
 	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
 )
 
 func newEtcdCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "etcd", Short: "Administer the etcd cluster a relation lives on"}
-	cmd.AddCommand(newEtcdBootstrapCommand())
+	cmd.AddCommand(newEtcdBootstrapCommand(), newEtcdEvictCommand())
+	return cmd
+}
+
+func newEtcdEvictCommand() *cobra.Command {
+	var configFile, rootUser, rootPasswordFile string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "evict UNIT --config FILE [--root-password-file FILE]",
+		Short: "Take a compromised unit out of the relation for good, and revoke its certificates",
+		Long: `evict removes a unit from the relation the config names, authenticated as etcd's root
+user: it deletes the unit's etcd user and role (its credentials no longer open etcd, so
+it cannot rejoin), revokes its lease, deletes its presence and bag, and marks it gone for
+good, so the leader revokes every certificate issued to it at once. Stop the unit's
+host or agent too; to let it back, bootstrap it again with a new password.
+
+The root password comes from --root-password-file or TLSRELAY_ETCD_ROOT_PASSWORD.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd, configFile)
+			if err != nil {
+				return err
+			}
+			if cfg.Relation.Store != config.StoreEtcd {
+				return fmt.Errorf("config %s: relation.store is %q: evict acts on an external etcd cluster (relation.store: etcd)", cfg.Source, cfg.Relation.Store)
+			}
+			password, err := rootPassword(rootPasswordFile)
+			if err != nil {
+				return err
+			}
+			root := *cfg
+			root.Relation.Etcd.Username, root.Relation.Etcd.Password, root.Relation.Etcd.PasswordFile = rootUser, password, ""
+			store, err := unit.OpenEtcd(&root, nil)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			did, err := etcd.Evict(ctx, store.Client(), cfg.Relation.Name, protocol.Schema(), args[0], protocol.NoteGone)
+			for _, d := range did {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", args[0], d)
+			}
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "deployment YAML naming the relation and its etcd cluster")
+	f.StringVar(&rootUser, "root-user", "root", "etcd user with the root role")
+	f.StringVar(&rootPasswordFile, "root-password-file", "", "file holding the root user's password (or TLSRELAY_ETCD_ROOT_PASSWORD)")
+	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
 	return cmd
 }
 

@@ -134,6 +134,13 @@ func (a *agents) startArgs(unit string, args []string, env ...string) {
 	a.mu.Unlock()
 }
 
+// pid is the process id of unit's agent.
+func (a *agents) pid(unit string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.procs[unit].Process.Pid
+}
+
 // logOf is what unit's agent has logged so far.
 func (a *agents) logOf(unit string) string {
 	b, _ := os.ReadFile(filepath.Join(a.dir, protocol.UnitDNSName(unit)+".log"))

@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
+	"github.com/tlsrelay/tlsrelay/internal/testservers"
+)
+
+// A member holding its own etcd credentials (after `etcd bootstrap`) writes 1 MiB values
+// into its bag as fast as it can for 20 s: it cannot add keys, the leader keeps none of
+// it beyond the current value, a new honest unit gets its certificate within 10 s of
+// asking meanwhile, and the leader's memory stays bounded. `tlsrelay etcd evict` then
+// takes the rogue out for good: its credentials open nothing, its certificates are
+// revoked, and the group goes on with no other root action.
+func TestRogueFloodUnderRBAC(t *testing.T) {
+	srv := testservers.StartEtcd(t)
+	const rel = "flood"
+	ag := newAgentsWith(t, fmt.Sprintf(`relation:
+  name: %s
+  store: etcd
+  etcd:
+    endpoints: [%q]
+    tls: {ca_file: %q, cert_file: %q, key_file: %q}
+    lease_ttl: 2s
+`, rel, srv.Endpoint, srv.CAFile, srv.CertFile, srv.KeyFile), true)
+	creds, rootFile := filepath.Join(ag.dir, "credentials"), filepath.Join(ag.dir, "root.password")
+	if err := os.WriteFile(rootFile, []byte("root-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := runBinary(t, ag.bin, "etcd", "bootstrap", "--config", ag.config, "--leader-eligible", "ctl/0",
+		"--members", "amp/0,amp/1,rogue/0", "--credentials-dir", creds, "--root-password-file", rootFile, "--enable-auth"); r.code != 0 {
+		t.Fatalf("etcd bootstrap: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	startUnit := func(unit string, eligible bool) {
+		ag.start(unit, "TLSRELAY_RELATION_ETCD_USERNAME="+etcd.UserName(rel, unit),
+			"TLSRELAY_RELATION_ETCD_PASSWORD_FILE="+etcdaccess.PasswordFile(creds, unit),
+			fmt.Sprintf("TLSRELAY_RELATION_LEADER_ELIGIBLE=%v", eligible))
+	}
+	startUnit("ctl/0", true)
+	startUnit("amp/0", false)
+	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint}, TLS: mustTLS(t, srv),
+		Username: "root", Password: "root-secret", Relation: rel})
+	awaitObs(t, obs, "two units with certificates", time.Minute, func(s relation.Snapshot) bool {
+		return available(s, "ctl/0") && available(s, "amp/0")
+	})
+
+	password, err := os.ReadFile(etcdaccess.PasswordFile(creds, "rogue/0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rogueStore, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint}, TLS: mustTLS(t, srv),
+		Username: etcd.UserName(rel, "rogue/0"), Password: strings.TrimSpace(string(password)), Relation: rel, LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rogueStore.Close()
+	rogue, err := rogueStore.Join(context.Background(), "rogue/0", relation.JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv, prefix := rogueStore.Client(), "/tlsrelay/"+rel+"/units/rogue/0/"
+	if _, err := kv.Put(context.Background(), prefix+"filler", "x"); !errors.Is(err, rpctypes.ErrPermissionDenied) {
+		t.Fatalf("the rogue wrote a key of its own: %v", err)
+	}
+	var writes, bytes atomic.Int64
+	flooded := make(chan struct{})
+	go func() {
+		defer close(flooded)
+		value := make([]byte, 1<<20)
+		for end := time.Now().Add(20 * time.Second); time.Now().Before(end); {
+			rand.Read(value)
+			if _, err := kv.Put(context.Background(), prefix+protocol.KeyCSR, string(value)); err == nil {
+				writes.Add(1)
+				bytes.Add(int64(len(value)))
+			}
+		}
+	}()
+	time.Sleep(5 * time.Second)
+	asked := time.Now()
+	startUnit("amp/1", false)
+	awaitObs(t, obs, "amp/1's certificate during the flood", 10*time.Second, func(s relation.Snapshot) bool { return available(s, "amp/1") })
+	t.Logf("amp/1 signed %s after it started, %d MiB written by the rogue so far", time.Since(asked).Round(time.Millisecond), bytes.Load()>>20)
+	<-flooded
+	rss := rssOf(t, ag.pid("ctl/0"))
+	t.Logf("the rogue wrote %d values of 1 MiB in 20 s; the leader's RSS after: %d MiB", writes.Load(), rss>>20)
+	if rss > 300<<20 {
+		t.Errorf("the leader's RSS is %d MiB after the flood, want under 300", rss>>20)
+	}
+	if writes.Load() == 0 {
+		t.Fatal("the rogue wrote nothing")
+	}
+
+	// Evicted: its user is gone, its keys too; it is marked gone for good (what was
+	// issued to it, nothing here, is revoked at once).
+	r := runBinary(t, ag.bin, "etcd", "evict", "rogue/0", "--config", ag.config, "--root-password-file", rootFile)
+	if r.code != 0 || !strings.Contains(r.stdout, "deleted etcd user") {
+		t.Fatalf("etcd evict: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if err := rogue.SetUnitData(context.Background(), map[string]string{protocol.KeyState: "back"}); err == nil {
+		t.Error("the evicted rogue still writes its bag")
+	}
+	awaitObs(t, obs, "the rogue gone for good", 30*time.Second, func(s relation.Snapshot) bool {
+		_, joined := s.Units["rogue/0"]
+		return !joined && s.Away["rogue/0"] == protocol.NoteGone
+	})
+	// The group goes on: every unit keeps its certificate; a new unit is signed.
+	if r := runBinary(t, ag.bin, "etcd", "bootstrap", "--config", ag.config, "--leader-eligible", "ctl/0",
+		"--members", "amp/0,amp/1,amp/2", "--credentials-dir", creds, "--root-password-file", rootFile); r.code != 0 {
+		t.Fatalf("etcd bootstrap of amp/2: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	startUnit("amp/2", false)
+	awaitObs(t, obs, "amp/2's certificate after the eviction", 30*time.Second, func(s relation.Snapshot) bool {
+		return available(s, "amp/2") && available(s, "amp/0") && available(s, "amp/1") && available(s, "ctl/0")
+	})
+}
+
+// rssOf reads a process's resident set size, in bytes, from /proc.
+func rssOf(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
