@@ -10,6 +10,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/unit"
 	"github.com/tlsrelay/tlsrelay/internal/app/status"
 )
@@ -100,6 +101,11 @@ etcd) and prints what each unit last published. 'tlsrelay up --dir DIR' and afte
 				}
 				obs.Close()
 				g := status.FromSnapshot(cfg.Relation.Name, snap)
+				if es, ok := store.(*etcd.Store); ok {
+					if g.Alarms, err = es.Alarms(ctx); err != nil {
+						g.Alarms = []string{"cannot list etcd's alarms: " + err.Error()}
+					}
+				}
 				if asJSON {
 					return g.WriteJSON(cmd.OutOrStdout())
 				}

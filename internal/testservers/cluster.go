@@ -26,9 +26,9 @@ type EtcdCluster struct {
 	cmds                      []*exec.Cmd
 }
 
-// StartEtcdCluster starts an n-member cluster for one test; every member is killed when
-// the test ends.
-func StartEtcdCluster(t testing.TB, n int) *EtcdCluster {
+// StartEtcdCluster starts an n-member cluster for one test, each member with the extra
+// flags given; every member is killed when the test ends.
+func StartEtcdCluster(t testing.TB, n int, extra ...string) *EtcdCluster {
 	t.Helper()
 	if _, err := os.Stat(EtcdBinary); err != nil {
 		t.Fatalf("%s: %v (scripts/install-deps.sh installs Debian's etcd-server)", EtcdBinary, err)
@@ -58,6 +58,7 @@ func StartEtcdCluster(t testing.TB, n int) *EtcdCluster {
 			"--cert-file", cert, "--key-file", keyFile, "--trusted-ca-file", c.CAFile, "--client-cert-auth",
 			"--peer-cert-file", cert, "--peer-key-file", keyFile, "--peer-trusted-ca-file", c.CAFile, "--peer-client-cert-auth",
 			"--pre-vote", "--logger=zap", "--log-outputs=stderr", "--log-level=warn"})
+		c.args[i-1] = append(c.args[i-1], extra...)
 	}
 	t.Cleanup(func() {
 		for i := range c.cmds {

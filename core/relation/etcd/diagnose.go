@@ -16,8 +16,12 @@ import (
 // that an operator reads "etcd cluster has no leader (quorum lost?): 1 of 3 members
 // answer" rather than "context deadline exceeded". Each member is asked for its status
 // (which needs no quorum) at once, for a second at most. Other errors, and a cluster
-// with a leader, leave err as it is.
+// with a leader, leave err as it is. A full backend (NOSPACE) gets the remedy.
 func explain(client *clientv3.Client, err error) error {
+	if err != nil && strings.Contains(err.Error(), "database space exceeded") {
+		return fmt.Errorf("%w: etcd's backend is full (its NOSPACE alarm is raised) and it refuses every write; "+
+			"find the unit that filled it (tlsrelay status), `tlsrelay etcd evict` it, then etcdctl compact, defrag and alarm disarm", err)
+	}
 	if err == nil || !timedOut(err) {
 		return err
 	}
@@ -65,4 +69,22 @@ func timedOut(err error) bool {
 	}
 	text := err.Error()
 	return strings.Contains(text, "request timed out") || strings.Contains(text, "no leader")
+}
+
+// Alarms lists the alarms etcd's members raise (NOSPACE: the backend is full and every
+// write is refused; CORRUPT), each with what to do.
+func (s *Store) Alarms(ctx context.Context) ([]string, error) {
+	resp, err := s.client.AlarmList(ctx)
+	if err != nil {
+		return nil, explain(s.client, err)
+	}
+	var alarms []string
+	for _, a := range resp.Alarms {
+		text := fmt.Sprintf("etcd member %x raises alarm %s", a.MemberID, a.Alarm)
+		if a.Alarm.String() == "NOSPACE" {
+			text += ": its backend is full and every write is refused; `tlsrelay etcd evict` the unit that filled it, then etcdctl compact, defrag and alarm disarm"
+		}
+		alarms = append(alarms, text)
+	}
+	return alarms, nil
 }

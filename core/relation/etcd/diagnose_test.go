@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -46,5 +47,38 @@ func TestQuorumLossIsNamed(t *testing.T) {
 	cluster.Kill(1)
 	if err := join(); err == nil || !strings.Contains(err.Error(), "no etcd member answers") {
 		t.Fatalf("join with no member: %v", err)
+	}
+}
+
+// A full backend (etcd's NOSPACE alarm) is named with its remedy in the error of the
+// write that meets it.
+func TestFullBackendIsNamed(t *testing.T) {
+	cluster := testservers.StartEtcdCluster(t, 1, "--quota-backend-bytes=8388608")
+	tlsConfig, err := TLSConfig(cluster.CAFile, cluster.CertFile, cluster.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(Options{Schema: protocol.Schema(), Endpoints: cluster.Endpoints, Relation: "full", TLS: tlsConfig})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m, err := s.Join(context.Background(), "db/0", relation.JoinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	value := strings.Repeat("x", 1<<20)
+	for i := range 64 {
+		err = m.SetUnitData(context.Background(), map[string]string{protocol.KeyCSR: value + strconv.Itoa(i)})
+		if err != nil {
+			break
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "etcd's backend is full") || !strings.Contains(err.Error(), "tlsrelay etcd evict") {
+		t.Fatalf("writing past an 8 MiB quota: %v", err)
+	}
+	alarms, err := s.Alarms(context.Background())
+	if err != nil || len(alarms) != 1 || !strings.Contains(alarms[0], "alarm NOSPACE: its backend is full") {
+		t.Fatalf("alarms = %q, %v; want the NOSPACE alarm with its remedy", alarms, err)
 	}
 }

@@ -36,6 +36,9 @@ type Group struct {
 	// CAState is the leader's word on the CA: "steady", or where a rotation stands.
 	CAState string `json:"ca_state"`
 	Units   []Unit `json:"units"`
+	// Alarms are the etcd cluster's alarms (a full backend refuses every write), with
+	// the remedy; set by the caller, which reaches etcd.
+	Alarms []string `json:"alarms,omitempty"`
 	// Departed lists units that left while the group still answers for certificates
 	// issued to them: revocations pending or in force, or a note that they will be back.
 	Departed []Departed `json:"departed"`
@@ -179,7 +182,11 @@ func (g Group) WriteTable(w io.Writer) error {
 	// terminal or forge a row.
 	e := termsafe.Escape
 	fmt.Fprintf(w, "relation %s, leader %s, CA %s, %s\n", e(g.Relation), orNone(e(g.Leader)), orNone(e(fp)), sealed)
-	fmt.Fprintf(w, "CA: %s (signer %s, %d CAs trusted)\n\n", orNone(e(g.CAState)), orNone(e(g.CASigner)), len(g.CABundle))
+	fmt.Fprintf(w, "CA: %s (signer %s, %d CAs trusted)\n", orNone(e(g.CAState)), orNone(e(g.CASigner)), len(g.CABundle))
+	for _, a := range g.Alarms {
+		fmt.Fprintf(w, "ALARM: %s\n", a)
+	}
+	fmt.Fprintln(w)
 	if len(g.Units) == 0 {
 		// Presence and bags are bound to the units' leases: a stopped group shows none.
 		fmt.Fprintln(w, "no units joined: units appear while their agents run (after 'tlsrelay up' ends, its units have left)")

@@ -147,3 +147,13 @@ func TestOversizedBag(t *testing.T) {
 		t.Fatalf("error %q, want %q", g.Units[0].Error, want)
 	}
 }
+
+// etcd's alarms head the table.
+func TestAlarmsShown(t *testing.T) {
+	g := FromSnapshot("db-peers", relation.Snapshot{})
+	g.Alarms = []string{"etcd member 1 raises alarm NOSPACE: ..."}
+	var out bytes.Buffer
+	if err := g.WriteTable(&out); err != nil || !strings.Contains(out.String(), "ALARM: etcd member 1 raises alarm NOSPACE") {
+		t.Fatalf("table (%v):\n%s", err, out.String())
+	}
+}
