@@ -105,6 +105,13 @@ func TestRogueFloodUnderRBAC(t *testing.T) {
 	if writes.Load() == 0 {
 		t.Fatal("the rogue wrote nothing")
 	}
+	// The leader names it as writing over its budget; status shows that.
+	awaitObs(t, obs, "the leader to name the rogue as noisy", 10*time.Second, func(s relation.Snapshot) bool {
+		return s.Units["ctl/0"][protocol.KeyNoisy] == "rogue/0"
+	})
+	if r := runBinary(t, ag.bin, "status", "--config", rootConfig(t, ag, rootFile)); r.code != 0 || !strings.Contains(r.stdout, "more than 120 times a minute: rogue/0") {
+		t.Errorf("status after the flood: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 
 	// Evicted: its user is gone, its keys too; it is marked gone for good (what was
 	// issued to it, nothing here, is revoked at once).
@@ -148,4 +155,63 @@ func rssOf(t *testing.T, pid int) int64 {
 	}
 	t.Fatalf("no VmRSS in /proc/%d/status", pid)
 	return 0
+}
+
+// BenchmarkRogueFillsQuota measures how long a member writing 1 MiB values into its own
+// CSR field as fast as it can takes to fill etcd's backend quota (its NOSPACE alarm),
+// with the settings docs/SECURITY.md recommends: the default 2 GiB quota, revision
+// auto-compaction keeping 10,000 revisions, requests of at most 1.5 MiB. Run it alone:
+//
+//	go test -run '^$' -bench RogueFillsQuota -benchtime 1x ./cmd/tlsrelay
+func BenchmarkRogueFillsQuota(b *testing.B) {
+	for range b.N {
+		cluster := testservers.StartEtcdCluster(b, 1, "--auto-compaction-mode=revision", "--auto-compaction-retention=10000",
+			"--max-request-bytes=1572864")
+		tlsConfig, err := etcd.TLSConfig(cluster.CAFile, cluster.CertFile, cluster.KeyFile)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: cluster.Endpoints, Relation: "quota", TLS: tlsConfig})
+		if err != nil {
+			b.Fatal(err)
+		}
+		m, err := s.Join(context.Background(), "rogue/0", relation.JoinOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		value := make([]byte, 1<<20)
+		start, writes := time.Now(), 0
+		for ; time.Since(start) < 15*time.Minute; writes++ {
+			rand.Read(value)
+			if err := m.SetUnitData(context.Background(), map[string]string{protocol.KeyCSR: string(value)}); err != nil {
+				if !strings.Contains(err.Error(), "backend is full") {
+					b.Fatal(err)
+				}
+				break
+			}
+		}
+		took := time.Since(start)
+		b.ReportMetric(took.Seconds(), "s-to-NOSPACE")
+		b.ReportMetric(float64(writes), "MiB-written")
+		s.Close()
+	}
+}
+
+// rootConfig writes the agents' config with etcd's root user (its password in
+// passwordFile) for the CLI's commands that need it, and returns its path.
+func rootConfig(t *testing.T, ag *agents, passwordFile string) string {
+	t.Helper()
+	config, err := os.ReadFile(ag.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := strings.Replace(string(config), "    lease_ttl:", fmt.Sprintf("    username: root\n    password_file: %q\n    lease_ttl:", passwordFile), 1)
+	if root == string(config) {
+		t.Fatal("rootConfig: the config has no relation.etcd.lease_ttl to put the user before")
+	}
+	path := filepath.Join(ag.dir, "root.yaml")
+	if err := os.WriteFile(path, []byte(root), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

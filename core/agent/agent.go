@@ -104,6 +104,7 @@ type Agent struct {
 	published map[string]string // the status fields last written to the bag
 	errorAt   time.Time         // when the published error last changed
 	skewed    bool              // the last decision waits out a clock skew
+	noisy     string            // while leading: units over their write budget (UnitStatus.Noisy)
 	onChange  *onChange
 	poke      chan struct{}          // on_change finished: look at the status again
 	health    atomic.Pointer[Status] // the last status, for Health from other goroutines

@@ -3,6 +3,9 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/backoff"
@@ -138,11 +141,16 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	d := protocol.Decide(view)
 	a.parsed.Forget(view)
 	a.wake, a.skewed = d.WakeAt, d.ClockSkew > 0
+	a.noisy = ""
+	if leader {
+		a.noisy = noisyWord(snap.Noisy)
+	}
 	a.report(leader, d, local)
 	rot, _ := protocol.DecodeRotation(rotationRecord(snap.LeaderData, d.Actions))
 	a.opts.Metrics.Rotation(a.unit, leader, len(rot.Waiting), len(rot.Untrusted))
 	if leader {
 		a.opts.Metrics.Oversized(snap.Oversized)
+		a.opts.Metrics.Noisy(snap.Noisy)
 	}
 	if len(d.Actions) == 0 {
 		return false, nil
@@ -162,4 +170,11 @@ func rotationRecord(leaderData map[string]string, actions []protocol.Action) str
 		}
 	}
 	return record
+}
+
+// noisyWord is relation.Snapshot.Noisy as the leader publishes it (UnitStatus.Noisy):
+// the units, comma-separated. Not their counts, which change with every write: the
+// metric has those.
+func noisyWord(noisy map[string]int) string {
+	return strings.Join(slices.Sorted(maps.Keys(noisy)), ",")
 }

@@ -30,6 +30,7 @@ type Metrics struct {
 	rotationUnits  *prometheus.GaugeVec
 	clockSkew      *prometheus.GaugeVec
 	oversized      *prometheus.GaugeVec
+	noisy          *prometheus.GaugeVec
 }
 
 // New registers tlsrelay's collectors, and Go's and the process's, in a new registry.
@@ -64,11 +65,14 @@ func New() *Metrics {
 		oversized: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_bag_oversized",
 			Help: "1 for each unit whose bag holds a value over its field's cap (not read), as the leader sees the relation."},
 			[]string{"unit"}),
+		noisy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_unit_writes_over_budget",
+			Help: "Writes of its bag in a minute of each unit over its budget, as the leader sees the relation."},
+			[]string{"unit"}),
 		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
 			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
-		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized,
+		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized, m.noisy,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -159,6 +163,18 @@ func (m *Metrics) Oversized(units map[string]string) {
 	m.oversized.Reset()
 	for unit := range units {
 		m.oversized.WithLabelValues(unit).Set(1)
+	}
+}
+
+// Noisy records the units over their write budget (relation.Snapshot.Noisy), with their
+// writes in a minute, as the leader sees them.
+func (m *Metrics) Noisy(units map[string]int) {
+	if m == nil {
+		return
+	}
+	m.noisy.Reset()
+	for unit, n := range units {
+		m.noisy.WithLabelValues(unit).Set(float64(n))
 	}
 }
 

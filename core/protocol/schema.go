@@ -28,6 +28,7 @@ const (
 	KeyError    = "error"     // the last failure, empty once a step succeeds
 	KeyTrusts   = "ca_trusts" // the SHA-256 fingerprints of the CAs in its ca.crt, comma-separated
 	KeyCAState  = "ca_state"  // the leader's Decision.CAState
+	KeyNoisy    = "noisy"     // the leader's word: units over their WriteBudget
 )
 
 // Leader data that every unit reads.
@@ -87,6 +88,7 @@ func Schema() relation.Schema {
 		UnitKeySuffixes: []string{certificateSuffix, rejectionSuffix},
 		WakeFields:      []string{KeyCSR, KeyProfile},
 		BagFields:       bagFields,
+		WriteBudget:     WriteBudget,
 	}
 }
 
@@ -97,8 +99,13 @@ func Schema() relation.Schema {
 // memory.
 var bagFields = map[string]int{
 	KeyCSR: policy.LimitCSRBytes, KeyProfile: 16,
-	KeyState: 128, KeyDetail: 4 << 10, KeySerial: 128, KeyNotAfter: 64, KeyError: 4 << 10, KeyTrusts: 4 << 10, KeyCAState: 4 << 10,
+	KeyState: 128, KeyDetail: 4 << 10, KeySerial: 128, KeyNotAfter: 64, KeyError: 4 << 10, KeyTrusts: 4 << 10, KeyCAState: 4 << 10, KeyNoisy: 4 << 10,
 }
+
+// WriteBudget is how many writes of its bag a minute a unit may make before the leader
+// names it (status, tlsrelay_unit_writes_over_budget): an honest unit writes a few as
+// it changes state, and a failing one its error at most every 15 s.
+const WriteBudget = 120
 
 // Rejection is the value at RejectionKey: which CSR was refused and why.
 type Rejection struct {
@@ -148,6 +155,7 @@ type UnitStatus struct {
 	Error    string // the last step's failure, or why the leader does not sign
 	Trusts   string // TrustsOf the installed ca.crt
 	CAState  string // the leader's word on the group's CA
+	Noisy    string // the leader's word on units over their WriteBudget, comma-separated
 }
 
 // Fields returns the status as bag fields; an empty value deletes the field.
@@ -157,14 +165,14 @@ func (s UnitStatus) Fields() map[string]string {
 		notAfter = s.NotAfter.UTC().Format(time.RFC3339)
 	}
 	return map[string]string{KeyState: string(s.State), KeyDetail: s.Detail, KeySerial: s.Serial,
-		KeyNotAfter: notAfter, KeyError: s.Error, KeyTrusts: s.Trusts, KeyCAState: s.CAState}
+		KeyNotAfter: notAfter, KeyError: s.Error, KeyTrusts: s.Trusts, KeyCAState: s.CAState, KeyNoisy: s.Noisy}
 }
 
 // DecodeUnitStatus reads the status a unit published in its bag; a field that does not
 // parse reads as unset.
 func DecodeUnitStatus(bag map[string]string) UnitStatus {
 	s := UnitStatus{State: State(bag[KeyState]), Detail: bag[KeyDetail], Serial: bag[KeySerial],
-		Error: bag[KeyError], Trusts: bag[KeyTrusts], CAState: bag[KeyCAState]}
+		Error: bag[KeyError], Trusts: bag[KeyTrusts], CAState: bag[KeyCAState], Noisy: bag[KeyNoisy]}
 	s.NotAfter, _ = time.Parse(time.RFC3339, bag[KeyNotAfter])
 	return s
 }

@@ -97,6 +97,9 @@ type Snapshot struct {
 	// Oversized names the units whose bag holds a value over its field's cap
 	// (Schema.BagFields), and which; those values count as absent.
 	Oversized map[string]string
+	// Noisy names the units that wrote their bag more than Schema.WriteBudget times in
+	// the last minute or this one, as this store's watch saw it, with how many.
+	Noisy map[string]int
 	// Changed is closed at the first change after this snapshot.
 	Changed <-chan struct{}
 }
@@ -115,6 +118,7 @@ func (s Snapshot) Clone() Snapshot {
 	out.Requests = maps.Clone(s.Requests)
 	out.Away = maps.Clone(s.Away)
 	out.Oversized = maps.Clone(s.Oversized)
+	out.Noisy = maps.Clone(s.Noisy)
 	return out
 }
 

@@ -26,6 +26,9 @@ type Schema struct {
 	// have. A store keeps no other field, and a value over its cap counts as absent
 	// (Snapshot.Oversized says so); nil keeps every field.
 	BagFields map[string]int
+	// WriteBudget is how many writes of its bag a minute a unit may make before a
+	// store names it in Snapshot.Noisy; 0: no budget.
+	WriteBudget int
 }
 
 // UnitKeys lists a unit's own leader-data keys.

@@ -122,6 +122,7 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 	}
 	revs := map[string]int64{}
 	v := newView(resp.Header.Revision)
+	v.budget = f.layout.schema.WriteBudget
 	var bytes int64
 	for _, r := range resp.Responses {
 		for _, kv := range r.GetResponseRange().Kvs {

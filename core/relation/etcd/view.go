@@ -5,6 +5,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/relation"
 )
@@ -24,6 +25,8 @@ type view struct {
 	requests   map[string]string
 	away       map[string]string            // notes of units, joined or not; snapshots show those of units not joined
 	oversized  map[string]map[string]string // by unit and field: a value over its cap, described
+	writes     map[string]*writeRate        // bag writes by unit, when the schema has a budget
+	budget     int                          // relation.Schema.WriteBudget
 	rev        int64                        // the newest revision seen
 	// leaderDataOut and requestsOut: the map was handed out in a snapshot.
 	leaderDataOut, requestsOut bool
@@ -53,6 +56,7 @@ func (v *view) set(p place, value string, deleted bool, rev int64) {
 			v.members[p.unit] = true
 		}
 	case placeField:
+		v.count(p.unit, deleted)
 		deleted = v.capped(p, value, deleted)
 		v.setField(p.unit, p.field, value, deleted)
 	case placeAway:
@@ -86,6 +90,52 @@ func (v *view) setField(unit, field, value string, deleted bool) {
 	if len(b.fields) == 0 {
 		delete(v.bags, unit)
 	}
+}
+
+// writeRate counts a unit's bag writes in the current minute and the one before.
+type writeRate struct {
+	start      time.Time
+	now, prior int
+}
+
+// count counts one write (not a delete) of unit's bag against the budget.
+func (v *view) count(unit string, deleted bool) {
+	if v.budget == 0 || deleted {
+		return
+	}
+	if v.writes == nil {
+		v.writes = map[string]*writeRate{}
+	}
+	r, now := v.writes[unit], time.Now()
+	switch {
+	case r == nil:
+		r = &writeRate{start: now}
+		v.writes[unit] = r
+	case now.Sub(r.start) >= 2*time.Minute:
+		*r = writeRate{start: now}
+	case now.Sub(r.start) >= time.Minute:
+		*r = writeRate{start: r.start.Add(time.Minute), prior: r.now}
+	}
+	r.now++
+}
+
+// noisy names the units over the budget, and forgets those quiet for two minutes.
+func (v *view) noisy() map[string]int {
+	var out map[string]int
+	now := time.Now()
+	for unit, r := range v.writes {
+		if now.Sub(r.start) >= 2*time.Minute {
+			delete(v.writes, unit)
+			continue
+		}
+		if n := max(r.now, r.prior); n > v.budget {
+			if out == nil {
+				out = map[string]int{}
+			}
+			out[unit] = n
+		}
+	}
+	return out
 }
 
 // capped notes a value over its field's cap, which counts as a delete (the field is not
@@ -153,5 +203,5 @@ func (v *view) snapshot() relation.Snapshot {
 		}
 		oversized[unit] = strings.Join(slices.Sorted(maps.Values(fields)), "; ")
 	}
-	return relation.Snapshot{Revision: v.rev, Leader: v.leader, Units: units, LeaderData: v.leaderData, Requests: v.requests, Away: away, Oversized: oversized}
+	return relation.Snapshot{Revision: v.rev, Leader: v.leader, Units: units, LeaderData: v.leaderData, Requests: v.requests, Away: away, Oversized: oversized, Noisy: v.noisy()}
 }

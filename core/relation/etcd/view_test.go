@@ -1,6 +1,7 @@
 package etcd
 
 import (
+	"fmt"
 	"maps"
 	"sync/atomic"
 	"testing"
@@ -161,5 +162,20 @@ func TestBagsAreBounded(t *testing.T) {
 	put(l.field("db/0", protocol.KeyError), "disk full", 7, 9)
 	if s := v.snapshot(); s.Oversized != nil || s.Units["db/0"][protocol.KeyError] != "disk full" {
 		t.Errorf("after a value within the cap: units %v, oversized %v", s.Units, s.Oversized)
+	}
+}
+
+// A unit that writes its bag more often than the budget is named, with its count; one
+// within it is not.
+func TestNoisyUnitsAreNamed(t *testing.T) {
+	l := newLayout("r", protocol.Schema())
+	v := newView(1)
+	v.budget = 3
+	for i := range 5 {
+		v.set(l.placeOf(l.field("db/0", protocol.KeyError)), fmt.Sprint(i), false, int64(i+2))
+	}
+	v.set(l.placeOf(l.field("db/1", protocol.KeyState)), "ok", false, 9)
+	if got := v.snapshot().Noisy; !maps.Equal(got, map[string]int{"db/0": 5}) {
+		t.Fatalf("noisy = %v, want db/0 with 5 writes", got)
 	}
 }

@@ -35,7 +35,10 @@ type Group struct {
 	CARotation *protocol.Rotation `json:"ca_rotation,omitempty"`
 	// CAState is the leader's word on the CA: "steady", or where a rotation stands.
 	CAState string `json:"ca_state"`
-	Units   []Unit `json:"units"`
+	// Noisy is the leader's word on units that write their bags more often than
+	// protocol.WriteBudget a minute.
+	Noisy []string `json:"noisy,omitempty"`
+	Units []Unit   `json:"units"`
 	// Alarms are the etcd cluster's alarms (a full backend refuses every write), with
 	// the remedy; set by the caller, which reaches etcd.
 	Alarms []string `json:"alarms,omitempty"`
@@ -84,7 +87,11 @@ func FromSnapshot(relationName string, s relation.Snapshot) Group {
 	if r, ok := protocol.DecodeRotation(s.LeaderData[protocol.KeyCARotation]); ok {
 		g.CARotation = &r
 	}
-	g.CAState = protocol.DecodeUnitStatus(s.Units[s.Leader]).CAState
+	leader := protocol.DecodeUnitStatus(s.Units[s.Leader])
+	g.CAState = leader.CAState
+	if leader.Noisy != "" {
+		g.Noisy = strings.Split(leader.Noisy, ",")
+	}
 	for name, bag := range s.Units {
 		st := protocol.DecodeUnitStatus(bag)
 		u := Unit{Unit: name, State: string(st.State), Serial: st.Serial, Error: st.Error}
@@ -185,6 +192,9 @@ func (g Group) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "CA: %s (signer %s, %d CAs trusted)\n", orNone(e(g.CAState)), orNone(e(g.CASigner)), len(g.CABundle))
 	for _, a := range g.Alarms {
 		fmt.Fprintf(w, "ALARM: %s\n", a)
+	}
+	if len(g.Noisy) > 0 {
+		fmt.Fprintf(w, "units writing their bags more than %d times a minute: %s\n", protocol.WriteBudget, e(strings.Join(g.Noisy, ", ")))
 	}
 	fmt.Fprintln(w)
 	if len(g.Units) == 0 {
