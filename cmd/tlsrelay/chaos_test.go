@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/pem"
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -23,6 +25,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
 	"github.com/tlsrelay/tlsrelay/internal/testservers"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -33,11 +36,13 @@ var (
 )
 
 // TestChaos runs a group under random faults for -chaos and checks the group's
-// invariants all along and at the end: five agents on a 3-member etcd cluster over TLS,
-// short-lived certificates, and faults one after another: agents (the leader among them)
-// killed with -9 and restarted or stopped with SIGSTOP, etcd members killed or stopped,
-// quorum lost and back, a rogue member writing garbage into its bag with its own
-// credentials, a CA rotation started in the middle, and a unit that leaves for good.
+// invariants all along and at the end: five agents on a 3-member etcd cluster over TLS
+// with RBAC (each unit its own etcd user), short-lived certificates, and faults one
+// after another: agents (the leader among them) killed with -9 and restarted or stopped
+// with SIGSTOP, etcd members killed or stopped, quorum lost and back, a unit's output
+// disk full for a while, a rogue member writing garbage and an oversize value into its
+// bag with its own credentials, a CA rotation started in the middle, and a unit that
+// leaves for good.
 func TestChaos(t *testing.T) {
 	seed := *chaosSeed
 	if seed == 0 {
@@ -46,8 +51,9 @@ func TestChaos(t *testing.T) {
 	t.Logf("chaos seed %d (-chaos.seed %d repeats this run's choices)", seed, seed)
 	c := newChaos(t, rand.New(rand.NewPCG(seed, 1)))
 	units := []string{"web/0", "web/1", "web/2", "web/3", "web/4"}
+	c.mountSmallDisk("web/4")
 	for _, u := range units {
-		c.ag.start(u)
+		c.start(u)
 	}
 	c.awaitAvailable(units, 2*time.Minute)
 	c.joinRogue()
@@ -60,6 +66,8 @@ func TestChaos(t *testing.T) {
 			c.rotate()
 		case c.retired == "" && time.Now().After(retireAt):
 			c.retire("web/3")
+		case c.retired != "" && !c.revokedSeen && time.Now().After(c.retiredAt.Add(chaosDelay+2*chaosTTL+10*time.Second)):
+			c.checkRevoked()
 		default:
 			c.fault()
 		}
@@ -69,25 +77,30 @@ func TestChaos(t *testing.T) {
 	c.heal()
 	c.awaitAvailable(c.live(), 2*time.Minute)
 	c.check()
-	c.ag.start("web/5") // an honest new unit, once the faults have healed
+	c.start("web/5") // an honest new unit, once the faults have healed
 	c.awaitAvailable([]string{"web/5"}, 30*time.Second)
 	c.final()
 }
 
 // chaos is the group under test and what the faults have done to it.
 type chaos struct {
-	t       *testing.T
-	rng     *rand.Rand
-	cluster *testservers.EtcdCluster
-	ag      *agents
-	obs     relation.Observer
-	client  *clientv3.Client
-	cas     map[string]*x509.Certificate // every CA the group published, by fingerprint
-	held    map[string]bool              // units that held a valid pair
-	counts  map[string]int               // faults injected, by kind
-	rotated bool
-	retired string // the unit that left for good
-	gone    string // its serial
+	t           *testing.T
+	rng         *rand.Rand
+	cluster     *testservers.EtcdCluster
+	ag          *agents
+	obs         relation.Observer
+	tls         *tls.Config
+	creds       string                       // the units' etcd password files
+	root        string                       // a config with etcd's root credentials, for the CLI
+	small       string                       // the output directory on a small tmpfs
+	cas         map[string]*x509.Certificate // every CA the group published, by fingerprint
+	held        map[string]bool              // units that held a valid pair
+	counts      map[string]int               // faults injected, by kind
+	rotated     bool
+	retired     string    // the unit that left for good
+	retiredAt   time.Time // when
+	gone        string    // its serial
+	revokedSeen bool      // in the CRL, checked once it was due
 }
 
 const chaosTTL, chaosDelay = 6 * time.Second, 20 * time.Second
@@ -105,18 +118,46 @@ certificate: {validity: 3m, renew_at: 0.5}
 ca: {revoke_departed_after: %s}
 `, strings.Join(cluster.Endpoints, ", "), cluster.CAFile, cluster.CertFile, cluster.KeyFile, chaosTTL, chaosDelay), true)
 	ag.appendLogs = true
+	// RBAC: each unit its own etcd user, as `etcd bootstrap` makes them; root for the CLI.
+	creds, rootPassword := filepath.Join(ag.dir, "credentials"), filepath.Join(ag.dir, "root.password")
+	if err := os.WriteFile(rootPassword, []byte("root-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	root := rootConfig(t, ag, rootPassword)
+	if r := runBinary(t, ag.bin, "etcd", "bootstrap", "--config", ag.config, "--leader-eligible", "web/0,web/1,web/2,web/3,web/4,web/5",
+		"--members", "rogue/0", "--credentials-dir", creds, "--root-password-file", rootPassword, "--enable-auth"); r.code != 0 {
+		t.Fatalf("etcd bootstrap: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	tlsConfig, err := etcd.TLSConfig(cluster.CAFile, cluster.CertFile, cluster.KeyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: cluster.Endpoints, Relation: "chaos", TLS: tlsConfig})
-	client, err := clientv3.New(clientv3.Config{Endpoints: cluster.Endpoints, TLS: tlsConfig, DialTimeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { client.Close() })
-	return &chaos{t: t, rng: rng, cluster: cluster, ag: ag, obs: obs, client: client,
+	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: cluster.Endpoints, Relation: "chaos", TLS: tlsConfig,
+		Username: "root", Password: "root-secret"})
+	return &chaos{t: t, rng: rng, cluster: cluster, ag: ag, obs: obs, tls: tlsConfig, creds: creds, root: root,
 		cas: map[string]*x509.Certificate{}, held: map[string]bool{}, counts: map[string]int{}}
+}
+
+// start starts unit's agent with its own etcd credentials.
+func (c *chaos) start(unit string) {
+	c.ag.start(unit, "TLSRELAY_RELATION_ETCD_USERNAME="+etcd.UserName("chaos", unit),
+		"TLSRELAY_RELATION_ETCD_PASSWORD_FILE="+etcdaccess.PasswordFile(c.creds, unit))
+}
+
+// mountSmallDisk puts unit's output directory on a 512 KiB tmpfs, which the disk fault
+// fills.
+func (c *chaos) mountSmallDisk(unit string) {
+	if os.Geteuid() != 0 {
+		c.t.Fatal("mounting a small tmpfs as a unit's output directory needs root (CAP_SYS_ADMIN)")
+	}
+	c.small = c.ag.unitDir(unit)
+	if err := os.MkdirAll(c.small, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	if b, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=512k,mode=0755", "tmpfs", c.small).CombinedOutput(); err != nil {
+		c.t.Fatalf("mount a tmpfs: %v\n%s", err, b)
+	}
+	c.t.Cleanup(func() { exec.Command("umount", "-l", c.small).Run() })
 }
 
 // fault injects one fault, lets it last a while, and heals it.
@@ -126,12 +167,18 @@ func (c *chaos) fault() {
 	live := c.live()
 	unit := live[c.rng.IntN(len(live))]
 	member := 1 + c.rng.IntN(3)
-	switch kind := c.rng.IntN(10); {
+	switch kind := c.rng.IntN(11); {
+	case kind == 10:
+		c.counts["output disk full"]++
+		filler := filepath.Join(c.small, "filler")
+		fill(t, filler)
+		pause(2*time.Second, 10*time.Second)
+		os.Remove(filler)
 	case kind < 3:
 		c.counts["agent killed (-9)"]++
 		c.ag.signal(unit, syscall.SIGKILL)
 		pause(500*time.Millisecond, 8*time.Second)
-		c.ag.start(unit)
+		c.start(unit)
 	case kind < 5:
 		c.counts["agent stopped (SIGSTOP)"]++
 		c.ag.signal(unit, syscall.SIGSTOP)
@@ -159,15 +206,20 @@ func (c *chaos) fault() {
 	pause(500*time.Millisecond, 3*time.Second)
 }
 
-// joinRogue joins a member that writes garbage into its own bag, as a unit holding its
-// own etcd credentials could: a CSR that is no CSR, a serial the group never issued, no
-// trusted CA, an error that would forge rows and move a terminal's cursor.
+// joinRogue joins a member that writes garbage into its own bag with its own etcd
+// credentials: a CSR over its field's cap, a serial the group never issued, no trusted
+// CA, a state and an error that would forge rows and move a terminal's cursor.
 func (c *chaos) joinRogue() {
 	tlsConfig, err := etcd.TLSConfig(c.cluster.CAFile, c.cluster.CertFile, c.cluster.KeyFile)
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	store, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: c.cluster.Endpoints, Relation: "chaos", TLS: tlsConfig, LeaseTTL: chaosTTL})
+	password, err := os.ReadFile(etcdaccess.PasswordFile(c.creds, "rogue/0"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	store, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: c.cluster.Endpoints, Relation: "chaos", TLS: tlsConfig, LeaseTTL: chaosTTL,
+		Username: etcd.UserName("chaos", "rogue/0"), Password: strings.TrimSpace(string(password))})
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -176,9 +228,10 @@ func (c *chaos) joinRogue() {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	garbage := strings.Repeat("\x00garbage\xff", 6000)
-	if err := rogue.SetUnitData(context.Background(), map[string]string{protocol.KeyCSR: garbage, protocol.KeyProfile: "peer",
-		protocol.KeySerial: "deadbeef", protocol.KeyTrusts: "", protocol.KeyError: "x\nweb/9  available  01\x1b[2K\r"}); err != nil {
+	oversize := "\x00garbage\xff" + strings.Repeat("g", protocol.Schema().BagFields[protocol.KeyCSR])
+	if err := rogue.SetUnitData(context.Background(), map[string]string{protocol.KeyCSR: oversize, protocol.KeyProfile: "peer",
+		protocol.KeySerial: "deadbeef", protocol.KeyTrusts: "", protocol.KeyState: "\x1b]0;owned\x07",
+		protocol.KeyError: "x\nweb/9  available  01\x1b[2K\r"}); err != nil {
 		c.t.Fatal(err)
 	}
 	c.counts["rogue member"]++
@@ -186,7 +239,7 @@ func (c *chaos) joinRogue() {
 
 func (c *chaos) rotate() {
 	c.rotated = true
-	if r := runBinary(c.t, c.ag.bin, "ca", "rotate", "--config", c.ag.config, "--wait=false", "--timeout", "30s"); r.code != 0 {
+	if r := runBinary(c.t, c.ag.bin, "ca", "rotate", "--config", c.root, "--wait=false", "--timeout", "30s"); r.code != 0 {
 		c.t.Fatalf("ca rotate: exit %d\n%s", r.code, r.stderr)
 	}
 	c.counts["CA rotation"]++
@@ -195,7 +248,7 @@ func (c *chaos) rotate() {
 // retire stops unit's agent for good (kill -9: it says nothing), remembering the serial
 // on its disk, which must reach the CRL once it has been gone for the delay.
 func (c *chaos) retire(unit string) {
-	c.retired, c.gone = unit, mustReadCert(c.t, filepath.Join(c.ag.unitDir(unit), "tls.crt")).SerialNumber.Text(16)
+	c.retired, c.retiredAt, c.gone = unit, time.Now(), mustReadCert(c.t, filepath.Join(c.ag.unitDir(unit), "tls.crt")).SerialNumber.Text(16)
 	c.ag.signal(unit, syscall.SIGKILL)
 	c.counts["unit gone for good"]++
 }
@@ -211,7 +264,7 @@ func (c *chaos) heal() {
 	}
 	for _, u := range c.live() {
 		if !slices.Contains(c.ag.running(), u) {
-			c.ag.start(u)
+			c.start(u)
 		}
 		c.ag.signal(u, syscall.SIGCONT)
 	}
@@ -327,6 +380,31 @@ func (c *chaos) snapshot() (relation.Snapshot, error) {
 	return c.obs.Snapshot(ctx)
 }
 
+// checkRevoked: the unit gone for good, away past the delay, has the serial on its disk
+// in the CRL in leader data and in every unit's ca.crl, while that certificate is valid
+// (an expired one leaves the CRL).
+func (c *chaos) checkRevoked() {
+	t := c.t
+	c.revokedSeen = true
+	awaitObs(t, c.obs, "the retired unit's serial in the CRL", time.Minute, func(s relation.Snapshot) bool {
+		return slices.Contains(crlSerials(t, s), c.gone)
+	})
+	for _, u := range c.live() {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			crl, err := os.ReadFile(filepath.Join(c.ag.unitDir(u), "ca.crl"))
+			if err == nil && slices.Contains(pemCRLSerials(t, string(crl)), c.gone) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s's ca.crl lacks the serial %s of %s, gone for good", u, c.gone, c.retired)
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	c.counts["revocation checked"]++
+}
+
 // final checks what only the whole run shows, then stops everything and checks that
 // nothing is left running.
 func (c *chaos) final() {
@@ -336,18 +414,14 @@ func (c *chaos) final() {
 	awaitObs(t, c.obs, "the CA rotation to end", 2*time.Minute, func(s relation.Snapshot) bool {
 		return s.LeaderData[protocol.KeyCARotation] == "" && s.LeaderData[protocol.KeyCARequest] != ""
 	})
-	// The unit gone for good: the serial on its disk is in the CRL every unit holds.
-	s := awaitObs(t, c.obs, "the retired unit's serial in the CRL", time.Minute, func(s relation.Snapshot) bool {
-		return slices.Contains(crlSerials(t, s), c.gone)
-	})
-	for _, u := range c.live() {
-		if crl, err := os.ReadFile(filepath.Join(c.ag.unitDir(u), "ca.crl")); err != nil || !slices.Contains(pemCRLSerials(t, string(crl)), c.gone) {
-			t.Errorf("%s's ca.crl lacks the serial %s of %s, gone for good", u, c.gone, c.retired)
-		}
+	if !c.revokedSeen {
+		c.checkRevoked()
 	}
-	if _, ok := protocol.DecodeRejection(s.LeaderData[protocol.RejectionKey("rogue/0")]); !ok {
-		t.Errorf("the rogue's CSR was not refused")
+	s := awaitObs(t, c.obs, "the group settled", time.Minute, func(s relation.Snapshot) bool { return s.Leader != "" })
+	if !strings.Contains(s.Oversized["rogue/0"], "csr:") || s.LeaderData[protocol.RejectionKey("rogue/0")] != "" {
+		t.Errorf("the rogue's oversize CSR: oversized %q, rejection %q; want it named and never read", s.Oversized["rogue/0"], s.LeaderData[protocol.RejectionKey("rogue/0")])
 	}
+	os.Remove(filepath.Join(c.small, "filler"))
 
 	// Certificates signed stay within those installed plus one per agent killed (a
 	// renewal in flight) and the unit gone for good.
@@ -363,8 +437,17 @@ func (c *chaos) final() {
 		t.Errorf("%d certificates signed, %d installed: more than one per agent killed (%d) went unused", signed, installed, kills)
 	}
 
-	// No private key in etcd: not a unit's key, not a pending one.
-	resp, err := c.client.Get(context.Background(), "\x00", clientv3.WithFromKey())
+	// No private key in etcd: not a unit's key, not a pending one. (A client of its own:
+	// one made before the faults may hold an auth token a restarted member forgot.)
+	client, err := clientv3.New(clientv3.Config{Endpoints: c.cluster.Endpoints, TLS: c.tls, DialTimeout: 5 * time.Second,
+		Username: "root", Password: "root-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := client.Get(ctx, "\x00", clientv3.WithFromKey())
 	if err != nil {
 		t.Fatal(err)
 	}
