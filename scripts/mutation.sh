@@ -45,7 +45,13 @@ cache.go~			continue // seen already~			_ = cur~TestAnEarlierEventDoesNotUndoAWr
 keys.go~	for _, k := range l.schema.UnitKeys(unit) {~	for _, k := range l.schema.UnitKeys("x") {~TestEmbedded$
 campaign.go~If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0))~If()~TestEmbedded$
 session.go~	if ours {~	if !ours {~TestEmbedded$
-access.go~		exact(l.member(a.Unit), readWrite),~		prefixed(l.members(), readWrite),~TestAccessEnforcedByEtcd
+access.go~	perms := []permission{exact(l.member(a.Unit), readWrite)}~	perms := []permission{prefixed(l.members(), readWrite)}~TestAccessEnforcedByEtcd
+access.go~			perms = append(perms, exact(l.field(a.Unit, f), readWrite))~			perms = append(perms, prefixed(l.bag(a.Unit), readWrite))~TestAccessEnforcedByEtcd
+view.go~	over := !deleted && p.cap > 0 && len(value) > p.cap~	over := false~TestBagsAreBounded
+keys.go~	if p.kind == placeMember && kv.Lease == 0 {~	if false {~TestBagsAreBounded
+keys.go~			return place{} // a field the protocol does not know: not kept~			return place{kind: placeField, unit: unit, field: field}~TestBagsAreBounded
+view.go~		if n := max(r.now, r.prior); n > v.budget {~		if n := max(r.now, r.prior); n > 1000*v.budget {~TestNoisyUnitsAreNamed
+diagnose.go~	case !leader:~	case false:~TestQuorumLossIsNamed
 access.go~	if !a.LeaderEligible {~	if false {~TestAccessEnforcedByEtcd
 snapshot.go~	if !sc.wide {~	if false {~TestMembersOfOneStoreFollowTheGroupKeysOnce|TestNarrowReadsDoNotGrowWithTheGroup
 '
