@@ -72,7 +72,7 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 	store := opts.Store
 	if store == nil {
 		var closeStore func()
-		if store, closeStore, err = openStore(cfg, log, nil); err != nil {
+		if store, closeStore, err = openStore(cfg, log, nil, true); err != nil {
 			return err
 		}
 		defer closeStore()

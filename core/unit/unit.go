@@ -137,7 +137,7 @@ func (u *Unit) runMember(ctx context.Context, cfg *config.Config) (*config.Confi
 	if u.opts.Metrics != nil {
 		onLag = u.opts.Metrics.WatchLag
 	}
-	store, closeStore, err := openStore(cfg, log, onLag)
+	store, closeStore, err := openStore(cfg, log, onLag, true)
 	if err != nil {
 		return nil, err
 	}
@@ -239,18 +239,26 @@ func join(ctx context.Context, store relation.Store, cfg *config.Config, log hcl
 
 // OpenStore opens the relation store cfg names; close releases it (and stops an embedded
 // etcd).
+// An embedded store another process serves is reached as a client of that process.
 func OpenStore(cfg *config.Config, log hclog.Logger) (store relation.Store, close func(), err error) {
-	return openStore(cfg, log, nil)
+	return openStore(cfg, log, nil, false)
 }
 
-// openStore is OpenStore with the etcd store's watch lag reported to onLag.
-func openStore(cfg *config.Config, log hclog.Logger, onLag func(time.Duration)) (store relation.Store, close func(), err error) {
+// openStore is OpenStore with the etcd store's watch lag reported to onLag. The owner of
+// an embedded store (the agent whose state directory holds it) waits for another process
+// that serves it meanwhile to stop, rather than depend on it.
+func openStore(cfg *config.Config, log hclog.Logger, onLag func(time.Duration), owner bool) (store relation.Store, close func(), err error) {
 	switch cfg.Relation.Store {
 	case config.StoreMemory:
 		m := relation.NewMemory(protocol.Schema())
 		return m, func() { m.Close() }, nil
 	case config.StoreEmbedded:
-		srv, err := embedded.Start(embedded.Options{Dir: filepath.Join(cfg.StateDir, "etcd")})
+		dir := filepath.Join(cfg.StateDir, "etcd")
+		srv, err := embedded.Start(embedded.Options{Dir: dir, Wait: owner})
+		for deadline := time.Now().Add(2 * time.Second); !owner && startingElsewhere(err) && time.Now().Before(deadline); {
+			time.Sleep(100 * time.Millisecond) // another process is starting it: its endpoint comes soon
+			srv, err = embedded.Start(embedded.Options{Dir: dir})
+		}
 		if served, ok := errors.AsType[*embedded.ServedError](err); ok && served.Endpoint != "" {
 			// Another process (a running agent, `up`) serves it: reach it as a client.
 			s, err := etcd.Open(etcd.Options{Endpoints: []string{served.Endpoint}, Relation: cfg.Relation.Name, Schema: protocol.Schema(),
@@ -278,6 +286,12 @@ func openStore(cfg *config.Config, log hclog.Logger, onLag func(time.Duration)) 
 		return s, func() { s.Close() }, nil
 	}
 	return nil, nil, fmt.Errorf("relation.store: %q is not one of %v", cfg.Relation.Store, config.Stores)
+}
+
+// startingElsewhere: err says another process is starting the embedded store.
+func startingElsewhere(err error) bool {
+	served, ok := errors.AsType[*embedded.ServedError](err)
+	return ok && served.Endpoint == ""
 }
 
 // OpenEtcd opens the etcd cluster cfg.Relation.Etcd names.

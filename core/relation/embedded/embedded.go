@@ -39,7 +39,7 @@ type ServedError struct {
 
 func (e *ServedError) Error() string {
 	if e.Endpoint == "" {
-		return fmt.Sprintf("embedded etcd in %s: another process is starting it", e.Dir)
+		return fmt.Sprintf("embedded etcd in %s: another process is starting it; try again in a moment", e.Dir)
 	}
 	return fmt.Sprintf("embedded etcd in %s: served by another process at %s", e.Dir, e.Endpoint)
 }
@@ -88,8 +88,13 @@ type Options struct {
 	Dir string
 	// ClientURL is where clients connect; default http://127.0.0.1:0 (a free port).
 	ClientURL string
-	// StartTimeout bounds the wait for the member to be ready (default 30s).
+	// StartTimeout bounds the wait for the member to be ready (default 30s), and for
+	// Dir to be free when Wait.
 	StartTimeout time.Duration
+	// Wait: when another process serves Dir or is starting to, wait until it stops
+	// (the owner of Dir, an agent, outwaits a `status` that read it meanwhile) rather
+	// than return a ServedError.
+	Wait bool
 }
 
 // Start starts the member and waits until it serves.
@@ -104,6 +109,13 @@ func Start(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("embedded etcd: data directory: %w", err)
 	}
 	held, err := lock(opts.Dir)
+	for deadline := time.Now().Add(opts.StartTimeout); opts.Wait && err != nil && time.Now().Before(deadline); {
+		if _, served := errors.AsType[*ServedError](err); !served {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+		held, err = lock(opts.Dir)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -45,3 +45,30 @@ func TestServedDirectory(t *testing.T) {
 	}
 	again.Close()
 }
+
+// The directory's owner (Wait) outwaits another process that serves it meanwhile, and
+// serves it once that one stops.
+func TestOwnerWaitsForTheDirectory(t *testing.T) {
+	dir := t.TempDir()
+	outsider, err := Start(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan error, 1)
+	go func() {
+		owner, err := Start(Options{Dir: dir, Wait: true})
+		if err == nil {
+			owner.Close()
+		}
+		started <- err
+	}()
+	select {
+	case err := <-started:
+		t.Fatalf("the owner started while another process served the directory: %v", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	outsider.Close()
+	if err := <-started; err != nil {
+		t.Fatalf("the owner, once the directory was free: %v", err)
+	}
+}
