@@ -65,5 +65,10 @@ func TestRotationNoUnitHoldsHostage(t *testing.T) {
 		if rot, _ := DecodeRotation(g.leaderData[KeyCARotation]); rot.Phase != PhaseTrust {
 			t.Fatalf("without a trust timeout the rotation is %+v, want still the trust phase", rot)
 		}
+		// Nor does the leader wake for a deadline there is none of (a wake in the past
+		// would have it decide again every second).
+		if d, _ := g.step(g.leader); !d.WakeAt.After(now.Add(g.later)) {
+			t.Fatalf("without a trust timeout the leader wakes at %s, before its now %s", d.WakeAt, now.Add(g.later))
+		}
 	})
 }
