@@ -140,8 +140,7 @@ ca: {revoke_departed_after: %s}
 
 // start starts unit's agent with its own etcd credentials.
 func (c *chaos) start(unit string) {
-	c.ag.start(unit, "TLSRELAY_RELATION_ETCD_USERNAME="+etcd.UserName("chaos", unit),
-		"TLSRELAY_RELATION_ETCD_PASSWORD_FILE="+etcdaccess.PasswordFile(c.creds, unit))
+	c.ag.startAs("chaos", c.creds, unit, true)
 }
 
 // mountSmallDisk puts unit's output directory on a 512 KiB tmpfs, which the disk fault

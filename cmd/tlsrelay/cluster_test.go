@@ -55,11 +55,7 @@ func TestGroupOnExternalEtcdWithRBACSurvivesEtcdKill(t *testing.T) {
 		t.Fatalf("bootstrap on a cluster without auth: exit %d, stderr %q; want a refusal naming --enable-auth", r.code, r.stderr)
 	}
 	bootstrap("amp/0,amp/1", "--enable-auth")
-	startUnit := func(unit string, eligible bool) {
-		ag.start(unit, "TLSRELAY_RELATION_ETCD_USERNAME="+etcd.UserName(rel, unit),
-			"TLSRELAY_RELATION_ETCD_PASSWORD_FILE="+etcdaccess.PasswordFile(creds, unit),
-			fmt.Sprintf("TLSRELAY_RELATION_LEADER_ELIGIBLE=%v", eligible))
-	}
+	startUnit := func(unit string, eligible bool) { ag.startAs(rel, creds, unit, eligible) }
 	for _, u := range []string{"ctl/0", "ctl/1"} {
 		startUnit(u, true)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
+	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
 	"github.com/tlsrelay/tlsrelay/internal/app/status"
 	"github.com/tlsrelay/tlsrelay/internal/app/verify"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -132,6 +133,15 @@ func (a *agents) startArgs(unit string, args []string, env ...string) {
 	a.mu.Lock()
 	a.procs[unit] = cmd
 	a.mu.Unlock()
+}
+
+// startAs runs unit's agent with its own etcd user in relationName, its password in
+// the credentials directory `etcd bootstrap` filled, leader-eligible or not.
+func (a *agents) startAs(relationName, creds, unit string, eligible bool) {
+	a.t.Helper()
+	a.start(unit, "TLSRELAY_RELATION_ETCD_USERNAME="+etcd.UserName(relationName, unit),
+		"TLSRELAY_RELATION_ETCD_PASSWORD_FILE="+etcdaccess.PasswordFile(creds, unit),
+		fmt.Sprintf("TLSRELAY_RELATION_LEADER_ELIGIBLE=%v", eligible))
 }
 
 // pid is the process id of unit's agent.

@@ -47,11 +47,7 @@ func TestRogueFloodUnderRBAC(t *testing.T) {
 		"--members", "amp/0,amp/1,rogue/0", "--credentials-dir", creds, "--root-password-file", rootFile, "--enable-auth"); r.code != 0 {
 		t.Fatalf("etcd bootstrap: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	startUnit := func(unit string, eligible bool) {
-		ag.start(unit, "TLSRELAY_RELATION_ETCD_USERNAME="+etcd.UserName(rel, unit),
-			"TLSRELAY_RELATION_ETCD_PASSWORD_FILE="+etcdaccess.PasswordFile(creds, unit),
-			fmt.Sprintf("TLSRELAY_RELATION_LEADER_ELIGIBLE=%v", eligible))
-	}
+	startUnit := func(unit string, eligible bool) { ag.startAs(rel, creds, unit, eligible) }
 	startUnit("ctl/0", true)
 	startUnit("amp/0", false)
 	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint}, TLS: mustTLS(t, srv),
