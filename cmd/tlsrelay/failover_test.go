@@ -126,7 +126,9 @@ func (a *agents) startArgs(unit string, args []string, env ...string) {
 		"TLSRELAY_CERTIFICATE_OUTPUT_DIR="+a.unitDir(unit), "TMPDIR="+a.tmp)
 	cmd.Env = append(cmd.Env, env...)
 	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // the agent and its plugins
+	// The agent and its plugins in a group of their own; killed if the test binary dies
+	// (a go test timeout) rather than left running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}
