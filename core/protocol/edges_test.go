@@ -225,3 +225,18 @@ func TestSteadyBundleKeepsOnlyCAsInUse(t *testing.T) {
 			strings.Contains(bundle, signer.PEM), strings.Contains(bundle, old.PEM), strings.Contains(bundle, unused.PEM))
 	}
 }
+
+// A CA near its expiry rotates once with a sealed key too: the leader rotates to the CA
+// it made, and does not import the group's sealed CA back over it (and make another,
+// for ever).
+func TestExpiringCARotatesOnceWithASealedKey(t *testing.T) {
+	g := newGroup(t, 1, testCA{caEnding(t, "group CA", now.Add(10*24*time.Hour))}, "db/0", "db/1", "db/2")
+	g.seal = true
+	g.settle()
+	g.rotateBefore = 30 * 24 * time.Hour
+	g.settle()
+	g.allFrom(g.signer)
+	if g.newCAs != 1 {
+		t.Errorf("%d new CAs made, want 1", g.newCAs)
+	}
+}

@@ -146,11 +146,14 @@ func planCA(v View) caPlan {
 }
 
 // planTakeover: the signer holds another CA than the one the group signs with (or moves
-// to). Continue with the group's CA if its sealed copy opens; else rotate to the
-// signer's CA if there is a reason; else refuse.
+// to). Continue with the group's CA if its sealed copy opens and there is no reason to
+// rotate to the signer's CA (a rotation under way goes on to its own target); else rotate
+// to the signer's CA if there is a reason; else refuse. A CA that itself nears its expiry
+// is no reason: the group's is imported, and a new one made.
 func planTakeover(v View, signerCerts, pub []*x509.Certificate, target *x509.Certificate, rot Rotation, rotating bool) caPlan {
 	reason := rotationReason(v, pub[0], rot, rotating)
-	if (rotating || !v.signerChanged() && !v.requested()) && v.CASeal && v.sealedFor(target) {
+	worthIt := reason != "" && !expiring(v, signerCerts[0])
+	if (rotating || !worthIt) && v.CASeal && v.sealedFor(target) {
 		return caPlan{actions: []Action{ImportSealedCA{CACertPEM: string(encodeCert(target)), Sealed: v.LeaderData[KeyCASealed]}}}
 	}
 	if reason == "" {

@@ -36,6 +36,12 @@ type group struct {
 	frozen     map[string]bool // units that decide nothing (a silent or hostile unit)
 	later      time.Duration   // how far past now the group's clock is
 	trust      time.Duration   // CATerms.TrustTimeout
+	// seal: the leader holds the ca_seal key (View.CASeal); the sealed keys it writes
+	// name the CA by its fingerprint, and cas holds every CA the signer has held, so
+	// that an import finds the CA a sealed key opens to.
+	seal         bool
+	cas          map[string]testCA
+	rotateBefore time.Duration // CATerms.RotateBefore
 }
 
 type simUnit struct {
@@ -49,7 +55,7 @@ type simUnit struct {
 
 func newGroup(t *testing.T, seed int64, signer testCA, units ...string) *group {
 	g := &group{t: t, rand: rand.New(rand.NewSource(seed)), lagging: units[len(units)-1], units: units, leader: units[0], bags: map[string]map[string]string{},
-		leaderData: map[string]string{}, local: map[string]*simUnit{}, signer: signer, signerName: "cfssl"}
+		leaderData: map[string]string{}, local: map[string]*simUnit{}, signer: signer, signerName: "cfssl", cas: map[string]testCA{}}
 	for _, u := range units {
 		g.bags[u] = map[string]string{}
 		g.local[u] = &simUnit{parsed: NewParsed()}
@@ -71,7 +77,8 @@ func (g *group) view(unit string) View {
 		units[u] = maps.Clone(b)
 	}
 	return View{Unit: unit, Leader: unit == g.leader, Units: units, LeaderData: maps.Clone(g.leaderData),
-		Local: local, Now: now.Add(g.later), Memory: s.memory, Parsed: s.parsed, CA: CATerms{Signer: g.signerName, Request: g.request, TrustTimeout: g.trust},
+		Local: local, Now: now.Add(g.later), Memory: s.memory, Parsed: s.parsed, CASeal: g.seal,
+		CA: CATerms{Signer: g.signerName, Request: g.request, TrustTimeout: g.trust, RotateBefore: g.rotateBefore},
 		Want: Want{CommonName: unit, SANs: []string{UnitDNSName(unit)}, Profile: "peer", RenewAt: 0.66, Validity: 30 * 24 * time.Hour}}
 }
 
@@ -81,6 +88,7 @@ func (g *group) step(unit string) (Decision, bool) {
 	if unit != g.leader {
 		s.memory = s.memory.Step(LeadershipLost{})
 	}
+	g.cas[caseal.Fingerprint(g.signer.Cert.Raw)] = g.signer
 	v := g.view(unit)
 	d := Decide(v)
 	// What the unit keeps parsed never decides: a decision without it is the same.
@@ -115,6 +123,14 @@ func (g *group) step(unit string) (Decision, bool) {
 		case NewSignerCA:
 			g.signer, s.memory = newCA(g.t, "group CA"), s.memory.Step(SignerCAChanged{})
 			g.newCAs++
+		case SealCA:
+			g.leaderData[KeyCASealed] = caseal.Sealed{Version: 1, CASHA256: caseal.Fingerprint(g.signer.Cert.Raw)}.Encode()
+		case ImportSealedCA:
+			sealed, ok := caseal.Decode(act.Sealed)
+			if !ok || !g.seal || sealed.CASHA256 != caseal.Fingerprint(mustLeaf(g.t, act.CACertPEM).Raw) {
+				g.t.Fatalf("%s imports CA %.60s with sealed key %q", unit, act.CACertPEM, act.Sealed)
+			}
+			g.signer, s.memory = g.cas[sealed.CASHA256], s.memory.Step(SignerCAChanged{})
 		case SignCSR:
 			csr, err := certutil.ParseCSR([]byte(act.CSRPEM), act.Unit)
 			if err != nil {
