@@ -35,8 +35,12 @@ units are asked to trust the new CA, only new units are signed; that phase waits
 most ca.rotation_trust_timeout (default 10m) for the units holding a certificate, then
 goes on without those still missing (status names them); they renew with the rest.
 
---cancel withdraws a rotation requested that the leader has not begun. One begun runs
-to its end: the old CA's key has left the signer.
+--cancel withdraws a rotation the leader has not begun, or takes the group back from one
+under way: the leader imports the old CA from its sealed copy (ca_seal), units holding a
+certificate of the new CA renew under the old one, and the new CA leaves the bundle. It
+follows that until the group is steady, as a rotation is followed. The leader refuses
+what it cannot undo (no sealed key of the old CA, an old CA near its expiry, a rotation
+that is itself a cancel) and the command says why.
 
 The request is written under the relation's requests/ key: with etcd RBAC, use root's
 credentials. A CA from ca.ref is not rotated here: store a new CA in the secrets backend.`,
@@ -44,7 +48,7 @@ credentials. A CA from ca.ref is not rotated here: store a new CA in the secrets
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return from.run(cmd, func(ctx context.Context, store relation.Store, cfg *config.Config) error {
 				if cancel {
-					return cancelRotation(ctx, cmd, store, cfg.Relation.Name)
+					return cancelRotation(ctx, cmd, store, cfg.Relation.Name, wait)
 				}
 				id := strconv.FormatInt(time.Now().UnixNano(), 36)
 				if err := store.Request(ctx, protocol.RequestRotateCA, id); err != nil {
@@ -54,20 +58,21 @@ credentials. A CA from ca.ref is not rotated here: store a new CA in the secrets
 				if !wait {
 					return nil
 				}
-				return awaitRotation(ctx, cmd, store, cfg.Relation.Name, id)
+				return awaitRotation(ctx, cmd, store, cfg.Relation.Name, "CA rotation "+id, func(snap relation.Snapshot) bool {
+					return snap.LeaderData[protocol.KeyCARequest] == id
+				})
 			})
 		},
 	}
 	from.flags(cmd, 10*time.Minute, "following the rotation")
-	cmd.Flags().BoolVar(&wait, "wait", true, "follow the rotation until it is done")
-	cmd.Flags().BoolVar(&cancel, "cancel", false, "withdraw a requested rotation the leader has not begun")
-	cmd.MarkFlagsMutuallyExclusive("wait", "cancel")
+	cmd.Flags().BoolVar(&wait, "wait", true, "follow the rotation (or its cancel) until the group is steady")
+	cmd.Flags().BoolVar(&cancel, "cancel", false, "withdraw a requested rotation, or take the group back from one under way")
 	return cmd
 }
 
-// cancelRotation deletes a pending rotation request, and says so; a rotation the leader
-// began cannot be withdrawn (it says where it stands instead).
-func cancelRotation(ctx context.Context, cmd *cobra.Command, store relation.Store, relationName string) error {
+// cancelRotation withdraws a rotation request the leader has not acted on; if a rotation
+// is under way it asks the leader to take the group back, and follows that if wait.
+func cancelRotation(ctx context.Context, cmd *cobra.Command, store relation.Store, relationName string, wait bool) error {
 	obs, snap, err := observeRelation(ctx, store)
 	if err != nil {
 		return err
@@ -79,31 +84,71 @@ func cancelRotation(ctx context.Context, cmd *cobra.Command, store relation.Stor
 			return err
 		}
 		// The leader may have begun it meanwhile: look again once the request is gone.
-		for snap.Requests[protocol.RequestRotateCA] != "" {
-			select {
-			case <-snap.Changed:
-			case <-ctx.Done():
-				return fmt.Errorf("withdrawing CA rotation %s: %w", id, ctx.Err())
-			}
-			if snap, err = obs.Snapshot(ctx); err != nil {
-				return err
-			}
+		if snap, err = awaitSnapshot(ctx, obs, snap, "withdrawing CA rotation "+id, func(s relation.Snapshot) bool {
+			return s.Requests[protocol.RequestRotateCA] == ""
+		}); err != nil {
+			return err
 		}
 		if snap.LeaderData[protocol.KeyCARequest] != id {
 			fmt.Fprintf(cmd.OutOrStdout(), "withdrew CA rotation %s of relation %s before the leader began it\n", id, relationName)
 			return nil
 		}
 	}
-	if g := status.FromSnapshot(relationName, snap); g.CARotation != nil {
-		return fmt.Errorf("a CA rotation is under way and cannot be withdrawn (the old CA's key has left the signer): %s", termsafe.Escape(g.CAState))
+	rot, ok := protocol.DecodeRotation(snap.LeaderData[protocol.KeyCARotation])
+	if !ok {
+		fmt.Fprintf(cmd.OutOrStdout(), "no CA rotation is requested or under way in relation %s\n", relationName)
+		return nil
 	}
-	fmt.Fprintf(cmd.OutOrStdout(), "no CA rotation is requested or under way in relation %s\n", relationName)
-	return nil
+	if rot.Cancelled {
+		return fmt.Errorf("the CA rotation under way is itself a cancel (%s): let it end, then request a new rotation", termsafe.Escape(rot.Reason))
+	}
+	cancelID := strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := store.Request(ctx, protocol.RequestCancelRotation, cancelID); err != nil {
+		return err
+	}
+	what := "cancel " + cancelID + " of the CA rotation"
+	if snap, err = awaitSnapshot(ctx, obs, snap, what+" (the request stays: the next leader acts on it)", func(s relation.Snapshot) bool {
+		return s.LeaderData[protocol.KeyCACancel] == cancelID
+	}); err != nil {
+		return err
+	}
+	// The way back may be over already (only units signed by the new CA renew).
+	now, under := protocol.DecodeRotation(snap.LeaderData[protocol.KeyCARotation])
+	if under && !now.Cancelled || !under && status.FromSnapshot(relationName, snap).CASHA256 != rot.From {
+		why := now.CancelRefused
+		if !under {
+			why = "the rotation ended first"
+		}
+		return fmt.Errorf("the leader did not cancel the CA rotation: %s", termsafe.Escape(why))
+	}
+	fmt.Fprintf(cmd.OutOrStdout(), "the leader cancels the CA rotation of relation %s: the group goes back to CA %s\n", relationName, rot.From)
+	if !wait {
+		return nil
+	}
+	return awaitRotation(ctx, cmd, store, relationName, what, func(s relation.Snapshot) bool {
+		return s.LeaderData[protocol.KeyCACancel] == cancelID
+	})
 }
 
-// awaitRotation prints each change of the leader's CA state until the leader has acted on
-// request id and the group is steady again.
-func awaitRotation(ctx context.Context, cmd *cobra.Command, store relation.Store, relationName, id string) error {
+// awaitSnapshot returns the first snapshot from snap on for which done holds.
+func awaitSnapshot(ctx context.Context, obs relation.Observer, snap relation.Snapshot, what string, done func(relation.Snapshot) bool) (relation.Snapshot, error) {
+	for !done(snap) {
+		select {
+		case <-snap.Changed:
+		case <-ctx.Done():
+			return snap, fmt.Errorf("%s: %w", what, ctx.Err())
+		}
+		var err error
+		if snap, err = obs.Snapshot(ctx); err != nil {
+			return snap, err
+		}
+	}
+	return snap, nil
+}
+
+// awaitRotation prints each change of the leader's CA state until the leader has acted
+// on the request (actedOn) and the group is steady again.
+func awaitRotation(ctx context.Context, cmd *cobra.Command, store relation.Store, relationName, what string, actedOn func(relation.Snapshot) bool) error {
 	obs, err := store.Observe(ctx)
 	if err != nil {
 		return err
@@ -113,23 +158,30 @@ func awaitRotation(ctx context.Context, cmd *cobra.Command, store relation.Store
 	for {
 		snap, err := obs.Snapshot(ctx)
 		if err != nil {
-			return fmt.Errorf("CA rotation %s: %w (the rotation goes on; see tlsrelay status)", id, err)
+			return fmt.Errorf("%s: %w (it goes on; see tlsrelay status)", what, err)
 		}
 		g := status.FromSnapshot(relationName, snap)
 		if g.CAState != last {
 			last = g.CAState
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", orNoLeader(termsafe.Escape(g.Leader)), termsafe.Escape(g.CAState)) // the leader writes its bag
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", orNoLeader(termsafe.Escape(g.Leader)), termsafe.Escape(orNoState(g.CAState))) // the leader writes its bag
 		}
-		if snap.LeaderData[protocol.KeyCARequest] == id && g.CARotation == nil && g.CAState == protocol.CASteady {
+		if actedOn(snap) && g.CARotation == nil && g.CAState == protocol.CASteady {
 			fmt.Fprintf(cmd.OutOrStdout(), "done: the group signs with CA %s\n", g.CASHA256)
 			return nil
 		}
 		select {
 		case <-snap.Changed:
 		case <-ctx.Done():
-			return fmt.Errorf("CA rotation %s: not done after --timeout (it goes on; see tlsrelay status): %s", id, g.CAState)
+			return fmt.Errorf("%s: not done after --timeout (it goes on; see tlsrelay status): %s", what, termsafe.Escape(orNoState(g.CAState)))
 		}
 	}
+}
+
+func orNoState(state string) string {
+	if state == "" {
+		return "the leader has published no CA state"
+	}
+	return state
 }
 
 func orNoLeader(leader string) string {

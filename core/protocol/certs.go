@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/policy"
 
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -152,4 +154,34 @@ func containsCert(certs []*x509.Certificate, raw []byte) bool {
 
 func encodeCert(c *x509.Certificate) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+}
+
+func byFingerprint(certs []*x509.Certificate, fp string) *x509.Certificate {
+	for _, c := range certs {
+		if caseal.Fingerprint(c.Raw) == fp {
+			return c
+		}
+	}
+	return nil
+}
+
+// missing returns the certificates of a that b lacks.
+func missing(a, b []*x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, c := range a {
+		if !containsCert(b, c.Raw) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+func joinCerts(lists ...[]*x509.Certificate) string {
+	var b strings.Builder
+	for _, list := range lists {
+		for _, c := range list {
+			b.Write(encodeCert(c))
+		}
+	}
+	return b.String()
 }

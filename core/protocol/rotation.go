@@ -52,6 +52,11 @@ type Rotation struct {
 	// Untrusted names the units the trust phase went on without: they had not said
 	// they trust the new CA within CATerms.TrustTimeout.
 	Untrusted []string `json:"untrusted,omitempty"`
+	// Cancelled: this rotation takes the group back to the CA an earlier one, cancelled,
+	// moved from (see planCancel).
+	Cancelled bool `json:"cancelled,omitempty"`
+	// CancelRefused says why the leader did not cancel this rotation when asked.
+	CancelRefused string `json:"cancel_refused,omitempty"`
 }
 
 // Encode returns the rotation as stored in leader data.
@@ -76,6 +81,9 @@ type CATerms struct {
 	Signer string
 	// Request is a pending `ca rotate` request ("" if none).
 	Request string
+	// Cancel is a pending `ca rotate --cancel` request ("" if none): the group goes
+	// back to the CA it rotates from.
+	Cancel string
 	// RotateBefore: the group's CA is rotated when less than this is left of it (and
 	// less than a third of its life), so no certificate outlives it. 0: never.
 	RotateBefore time.Duration
@@ -133,6 +141,9 @@ func planCA(v View) caPlan {
 			target = c
 		}
 	}
+	if rotating && v.cancelRequested() {
+		return planCancel(v, signer, pub, rot)
+	}
 	if !signer.Equal(target) {
 		return planTakeover(v, signerCerts, pub, target, rot, rotating)
 	}
@@ -162,7 +173,11 @@ func planTakeover(v View, signerCerts, pub []*x509.Certificate, target *x509.Cer
 	next := Rotation{Phase: PhaseTrust, From: caseal.Fingerprint(pub[0].Raw), To: caseal.Fingerprint(signerCerts[0].Raw), Reason: reason, Since: v.Now}
 	// The group's CAs first (the old one still signs for the units), then the new.
 	bundle := joinCerts(pub, missing(signerCerts, pub))
-	p := caPlan{actions: []Action{PublishCA{BundlePEM: bundle}, recordCA(v, &next)}, state: next.describe()}
+	record := recordCA(v, &next)
+	if v.sealedFor(pub[0]) { // kept until the rotation ends, for a cancel
+		record.KV[KeyCASealedFrom] = v.LeaderData[KeyCASealed]
+	}
+	p := caPlan{actions: []Action{PublishCA{BundlePEM: bundle}, record}, state: next.describe()}
 	return p.sealed(v)
 }
 
@@ -293,6 +308,9 @@ func (r Rotation) describe() string {
 	if len(r.Untrusted) > 0 {
 		s += "; went on without " + strings.Join(r.Untrusted, ", ") + " (no word of trusting the new CA within ca.rotation_trust_timeout)"
 	}
+	if r.CancelRefused != "" {
+		s += "; not cancelled: " + r.CancelRefused
+	}
 	return s
 }
 
@@ -331,12 +349,14 @@ func inUse(v View, cas []*x509.Certificate) []*x509.Certificate {
 	return out
 }
 
-// recordCA writes the signer's name, the rotation record (nil deletes it) and the
-// request acted on.
-func recordCA(v View, rot *Rotation) Action {
+// recordCA writes the signer's name, the rotation record (nil deletes it, and the
+// sealed key of the CA it moved from) and the request acted on.
+func recordCA(v View, rot *Rotation) SetLeaderData {
 	kv := map[string]string{KeyCASigner: v.CA.Signer, KeyCARotation: ""}
 	if rot != nil {
 		kv[KeyCARotation] = rot.Encode()
+	} else if v.LeaderData[KeyCASealedFrom] != "" {
+		kv[KeyCASealedFrom] = ""
 	}
 	if v.requested() && rot != nil {
 		kv[KeyCARequest] = v.CA.Request
@@ -350,34 +370,4 @@ func (p caPlan) sealed(v View) caPlan {
 		p.actions = append(p.actions, SealCA{})
 	}
 	return p
-}
-
-func byFingerprint(certs []*x509.Certificate, fp string) *x509.Certificate {
-	for _, c := range certs {
-		if caseal.Fingerprint(c.Raw) == fp {
-			return c
-		}
-	}
-	return nil
-}
-
-// missing returns the certificates of a that b lacks.
-func missing(a, b []*x509.Certificate) []*x509.Certificate {
-	var out []*x509.Certificate
-	for _, c := range a {
-		if !containsCert(b, c.Raw) {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-func joinCerts(lists ...[]*x509.Certificate) string {
-	var b strings.Builder
-	for _, list := range lists {
-		for _, c := range list {
-			b.Write(encodeCert(c))
-		}
-	}
-	return b.String()
 }

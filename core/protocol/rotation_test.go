@@ -31,6 +31,7 @@ type group struct {
 	request    string
 	newCAs     int      // NewSignerCA actions carried out
 	reasons    []string // of every rotation record written
+	records    []string // every rotation record written
 	rand       *rand.Rand
 	lagging    string
 	frozen     map[string]bool // units that decide nothing (a silent or hostile unit)
@@ -42,6 +43,7 @@ type group struct {
 	seal         bool
 	cas          map[string]testCA
 	rotateBefore time.Duration // CATerms.RotateBefore
+	cancel       string        // CATerms.Cancel
 }
 
 type simUnit struct {
@@ -78,7 +80,7 @@ func (g *group) view(unit string) View {
 	}
 	return View{Unit: unit, Leader: unit == g.leader, Units: units, LeaderData: maps.Clone(g.leaderData),
 		Local: local, Now: now.Add(g.later), Memory: s.memory, Parsed: s.parsed, CASeal: g.seal,
-		CA: CATerms{Signer: g.signerName, Request: g.request, TrustTimeout: g.trust, RotateBefore: g.rotateBefore},
+		CA:   CATerms{Signer: g.signerName, Request: g.request, TrustTimeout: g.trust, RotateBefore: g.rotateBefore, Cancel: g.cancel},
 		Want: Want{CommonName: unit, SANs: []string{UnitDNSName(unit)}, Profile: "peer", RenewAt: 0.66, Validity: 30 * 24 * time.Hour}}
 }
 
@@ -119,6 +121,7 @@ func (g *group) step(unit string) (Decision, bool) {
 			maps.DeleteFunc(g.leaderData, func(_, v string) bool { return v == "" })
 			if r, ok := DecodeRotation(act.KV[KeyCARotation]); ok {
 				g.reasons = append(g.reasons, r.Phase+": "+r.Reason)
+				g.records = append(g.records, act.KV[KeyCARotation])
 			}
 		case NewSignerCA:
 			g.signer, s.memory = newCA(g.t, "group CA"), s.memory.Step(SignerCAChanged{})

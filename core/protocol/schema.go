@@ -44,6 +44,10 @@ const (
 	KeyCASigner   = "ca_signer"         // the signer backend that holds the group's CA
 	KeyCARotation = "ca_rotation"       // a Rotation, while one is under way
 	KeyCARequest  = "ca_rotate_request" // the last `ca rotate` request the leader acted on
+	KeyCACancel   = "ca_cancel_request" // the last `ca rotate --cancel` request the leader acted on
+	// KeyCASealedFrom is the sealed key of the CA a rotation moves from, kept while the
+	// rotation is under way so that a cancel can take the group back to it.
+	KeyCASealedFrom = "ca_sealed_from"
 )
 
 // Per-unit leader data: a unit reads its own certificate and rejection; only leaders
@@ -79,6 +83,11 @@ const (
 // RequestRotateCA is the relation request `tlsrelay ca rotate` writes; its value is an
 // identifier the leader records under KeyCARequest once acted on.
 const RequestRotateCA = "ca_rotate"
+
+// RequestCancelRotation is the relation request `tlsrelay ca rotate --cancel` writes for
+// a rotation under way; its value is an identifier the leader records under KeyCACancel
+// once acted on (Rotation.Cancelled, or Rotation.CancelRefused says how).
+const RequestCancelRotation = "ca_rotate_cancel"
 
 // Schema tells a relation store which of these keys a unit that does not lead reads,
 // and which bag fields wake a leader at once: those it signs from.
