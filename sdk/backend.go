@@ -79,6 +79,11 @@ type ConfigureRequest struct {
 	ConfigJSON []byte
 	// StateDir is where the backend may persist state (a CA, an index). The host creates it.
 	StateDir string
+	// Validity is the certificate lifetime the group asks for (certificate.validity);
+	// zero when the host does not say. A signer that signs for a fixed lifetime (a
+	// remote CA's) refuses a mismatch here with FailedPrecondition, rather than sign
+	// certificates for another lifetime than asked.
+	Validity time.Duration
 }
 
 // KeySpec asks for a private key.

@@ -27,7 +27,8 @@ func (s *grpcServer) Info(ctx context.Context, _ *pb.InfoRequest) (*pb.InfoRespo
 }
 
 func (s *grpcServer) Configure(ctx context.Context, req *pb.ConfigureRequest) (*pb.ConfigureResponse, error) {
-	err := s.impl.Configure(ctx, ConfigureRequest{ConfigJSON: req.ConfigJson, StateDir: req.StateDir})
+	err := s.impl.Configure(ctx, ConfigureRequest{ConfigJSON: req.ConfigJson, StateDir: req.StateDir,
+		Validity: time.Duration(req.ValiditySeconds) * time.Second})
 	return &pb.ConfigureResponse{}, toStatus(err)
 }
 
@@ -105,6 +106,14 @@ func (s *grpcServer) SignCRL(ctx context.Context, req *pb.SignCRLRequest) (*pb.S
 	return &pb.SignCRLResponse{CrlPem: crl.PEM}, nil
 }
 
+func (s *grpcServer) GenerateCA(ctx context.Context, req *pb.GenerateCARequest) (*pb.CAResponse, error) {
+	ca, err := GenerateCA(ctx, s.impl, GenerateCARequest{CommonName: req.CommonName, Validity: time.Duration(req.ValiditySeconds) * time.Second})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &pb.CAResponse{CaPem: ca.BundlePEM}, nil
+}
+
 // grpcClient is the host's view of a plugin: a Backend whose calls cross the wire.
 type grpcClient struct {
 	client pb.BackendClient
@@ -125,7 +134,8 @@ func (c *grpcClient) Info(ctx context.Context) (Info, error) {
 }
 
 func (c *grpcClient) Configure(ctx context.Context, req ConfigureRequest) error {
-	_, err := c.client.Configure(ctx, &pb.ConfigureRequest{ConfigJson: req.ConfigJSON, StateDir: req.StateDir})
+	_, err := c.client.Configure(ctx, &pb.ConfigureRequest{ConfigJson: req.ConfigJSON, StateDir: req.StateDir,
+		ValiditySeconds: int64(req.Validity / time.Second)})
 	return fromStatus(err)
 }
 
@@ -205,6 +215,16 @@ func (c *grpcClient) SignCRL(ctx context.Context, req CRLRequest) (CRL, error) {
 		return CRL{}, fromStatus(err)
 	}
 	return CRL{PEM: resp.CrlPem}, nil
+}
+
+// GenerateCA implements CAGenerator: a plugin without the capability (or built before
+// it) answers Unimplemented.
+func (c *grpcClient) GenerateCA(ctx context.Context, req GenerateCARequest) (CA, error) {
+	resp, err := c.client.GenerateCA(ctx, &pb.GenerateCARequest{CommonName: req.CommonName, ValiditySeconds: int64(req.Validity / time.Second)})
+	if err != nil {
+		return CA{}, fromStatus(err)
+	}
+	return CA{BundlePEM: resp.CaPem}, nil
 }
 
 func secretToWire(s Secret) *pb.SecretBundle {

@@ -70,7 +70,9 @@ type InfoResponse struct {
 	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	// Capability names: "create_csr", "sign_csr", "ca", "fetch_secret",
-	// "store_secret", "delete_secret", "ca_export", "ca_import".
+	// "store_secret", "delete_secret", "ca_export", "ca_import", "crl", "sign_csrs",
+	// "ca_generate", and the CA's custody: "ca_shared", "ca_remote" (see the sdk's
+	// Custody).
 	Capabilities  []string `protobuf:"bytes,3,rep,name=capabilities,proto3" json:"capabilities,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -132,9 +134,13 @@ type ConfigureRequest struct {
 	// The backend's `config:` section of the YAML, as JSON.
 	ConfigJson []byte `protobuf:"bytes,1,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
 	// A directory the host gives the backend for persistent state (a CA, an index).
-	StateDir      string `protobuf:"bytes,2,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	StateDir string `protobuf:"bytes,2,opt,name=state_dir,json=stateDir,proto3" json:"state_dir,omitempty"`
+	// The certificate lifetime the group asks for (certificate.validity); 0 when the
+	// host does not say (a fetch, the conformance kit's own checks). A signer that
+	// signs for a fixed lifetime refuses a mismatch here.
+	ValiditySeconds int64 `protobuf:"varint,3,opt,name=validity_seconds,json=validitySeconds,proto3" json:"validity_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *ConfigureRequest) Reset() {
@@ -179,6 +185,13 @@ func (x *ConfigureRequest) GetStateDir() string {
 		return x.StateDir
 	}
 	return ""
+}
+
+func (x *ConfigureRequest) GetValiditySeconds() int64 {
+	if x != nil {
+		return x.ValiditySeconds
+	}
+	return 0
 }
 
 type ConfigureResponse struct {
@@ -1489,6 +1502,59 @@ func (x *ItemError) GetMessage() string {
 	return ""
 }
 
+type GenerateCARequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The new CA's subject common name and lifetime; empty and 0: like the current CA.
+	CommonName      string `protobuf:"bytes,1,opt,name=common_name,json=commonName,proto3" json:"common_name,omitempty"`
+	ValiditySeconds int64  `protobuf:"varint,2,opt,name=validity_seconds,json=validitySeconds,proto3" json:"validity_seconds,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *GenerateCARequest) Reset() {
+	*x = GenerateCARequest{}
+	mi := &file_backend_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GenerateCARequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GenerateCARequest) ProtoMessage() {}
+
+func (x *GenerateCARequest) ProtoReflect() protoreflect.Message {
+	mi := &file_backend_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GenerateCARequest.ProtoReflect.Descriptor instead.
+func (*GenerateCARequest) Descriptor() ([]byte, []int) {
+	return file_backend_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *GenerateCARequest) GetCommonName() string {
+	if x != nil {
+		return x.CommonName
+	}
+	return ""
+}
+
+func (x *GenerateCARequest) GetValiditySeconds() int64 {
+	if x != nil {
+		return x.ValiditySeconds
+	}
+	return 0
+}
+
 var File_backend_proto protoreflect.FileDescriptor
 
 const file_backend_proto_rawDesc = "" +
@@ -1498,11 +1564,12 @@ const file_backend_proto_rawDesc = "" +
 	"\fInfoResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\"\n" +
-	"\fcapabilities\x18\x03 \x03(\tR\fcapabilities\"P\n" +
+	"\fcapabilities\x18\x03 \x03(\tR\fcapabilities\"{\n" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\x12\x1b\n" +
-	"\tstate_dir\x18\x02 \x01(\tR\bstateDir\"\x13\n" +
+	"\tstate_dir\x18\x02 \x01(\tR\bstateDir\x12)\n" +
+	"\x10validity_seconds\x18\x03 \x01(\x03R\x0fvaliditySeconds\"\x13\n" +
 	"\x11ConfigureResponse\";\n" +
 	"\aKeySpec\x12\x1c\n" +
 	"\talgorithm\x18\x01 \x01(\tR\talgorithm\x12\x12\n" +
@@ -1574,7 +1641,11 @@ const file_backend_proto_rawDesc = "" +
 	"\tItemError\x12\x1b\n" +
 	"\tgrpc_code\x18\x01 \x01(\rR\bgrpcCode\x12\x10\n" +
 	"\x03ref\x18\x02 \x01(\tR\x03ref\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage2\xb5\b\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"_\n" +
+	"\x11GenerateCARequest\x12\x1f\n" +
+	"\vcommon_name\x18\x01 \x01(\tR\n" +
+	"commonName\x12)\n" +
+	"\x10validity_seconds\x18\x02 \x01(\x03R\x0fvaliditySeconds2\x8c\t\n" +
 	"\aBackend\x12K\n" +
 	"\x04Info\x12 .tlsrelay.backend.v1.InfoRequest\x1a!.tlsrelay.backend.v1.InfoResponse\x12Z\n" +
 	"\tConfigure\x12%.tlsrelay.backend.v1.ConfigureRequest\x1a&.tlsrelay.backend.v1.ConfigureResponse\x12Z\n" +
@@ -1587,7 +1658,9 @@ const file_backend_proto_rawDesc = "" +
 	"\bExportCA\x12$.tlsrelay.backend.v1.ExportCARequest\x1a%.tlsrelay.backend.v1.ExportCAResponse\x12W\n" +
 	"\bImportCA\x12$.tlsrelay.backend.v1.ImportCARequest\x1a%.tlsrelay.backend.v1.ImportCAResponse\x12T\n" +
 	"\aSignCRL\x12#.tlsrelay.backend.v1.SignCRLRequest\x1a$.tlsrelay.backend.v1.SignCRLResponse\x12W\n" +
-	"\bSignCSRs\x12$.tlsrelay.backend.v1.SignCSRsRequest\x1a%.tlsrelay.backend.v1.SignCSRsResponseB5Z3github.com/tlsrelay/tlsrelay/sdk/internal/backendv1b\x06proto3"
+	"\bSignCSRs\x12$.tlsrelay.backend.v1.SignCSRsRequest\x1a%.tlsrelay.backend.v1.SignCSRsResponse\x12U\n" +
+	"\n" +
+	"GenerateCA\x12&.tlsrelay.backend.v1.GenerateCARequest\x1a\x1f.tlsrelay.backend.v1.CAResponseB5Z3github.com/tlsrelay/tlsrelay/sdk/internal/backendv1b\x06proto3"
 
 var (
 	file_backend_proto_rawDescOnce sync.Once
@@ -1601,7 +1674,7 @@ func file_backend_proto_rawDescGZIP() []byte {
 	return file_backend_proto_rawDescData
 }
 
-var file_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_backend_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_backend_proto_goTypes = []any{
 	(*InfoRequest)(nil),          // 0: tlsrelay.backend.v1.InfoRequest
 	(*InfoResponse)(nil),         // 1: tlsrelay.backend.v1.InfoResponse
@@ -1633,6 +1706,7 @@ var file_backend_proto_goTypes = []any{
 	(*SignCSRsResponse)(nil),     // 27: tlsrelay.backend.v1.SignCSRsResponse
 	(*SignCSRResult)(nil),        // 28: tlsrelay.backend.v1.SignCSRResult
 	(*ItemError)(nil),            // 29: tlsrelay.backend.v1.ItemError
+	(*GenerateCARequest)(nil),    // 30: tlsrelay.backend.v1.GenerateCARequest
 }
 var file_backend_proto_depIdxs = []int32{
 	4,  // 0: tlsrelay.backend.v1.CreateCSRRequest.key:type_name -> tlsrelay.backend.v1.KeySpec
@@ -1656,20 +1730,22 @@ var file_backend_proto_depIdxs = []int32{
 	21, // 18: tlsrelay.backend.v1.Backend.ImportCA:input_type -> tlsrelay.backend.v1.ImportCARequest
 	24, // 19: tlsrelay.backend.v1.Backend.SignCRL:input_type -> tlsrelay.backend.v1.SignCRLRequest
 	26, // 20: tlsrelay.backend.v1.Backend.SignCSRs:input_type -> tlsrelay.backend.v1.SignCSRsRequest
-	1,  // 21: tlsrelay.backend.v1.Backend.Info:output_type -> tlsrelay.backend.v1.InfoResponse
-	3,  // 22: tlsrelay.backend.v1.Backend.Configure:output_type -> tlsrelay.backend.v1.ConfigureResponse
-	6,  // 23: tlsrelay.backend.v1.Backend.CreateCSR:output_type -> tlsrelay.backend.v1.CreateCSRResponse
-	8,  // 24: tlsrelay.backend.v1.Backend.SignCSR:output_type -> tlsrelay.backend.v1.SignCSRResponse
-	10, // 25: tlsrelay.backend.v1.Backend.CA:output_type -> tlsrelay.backend.v1.CAResponse
-	13, // 26: tlsrelay.backend.v1.Backend.FetchSecret:output_type -> tlsrelay.backend.v1.FetchSecretResponse
-	15, // 27: tlsrelay.backend.v1.Backend.StoreSecret:output_type -> tlsrelay.backend.v1.StoreSecretResponse
-	17, // 28: tlsrelay.backend.v1.Backend.DeleteSecret:output_type -> tlsrelay.backend.v1.DeleteSecretResponse
-	20, // 29: tlsrelay.backend.v1.Backend.ExportCA:output_type -> tlsrelay.backend.v1.ExportCAResponse
-	22, // 30: tlsrelay.backend.v1.Backend.ImportCA:output_type -> tlsrelay.backend.v1.ImportCAResponse
-	25, // 31: tlsrelay.backend.v1.Backend.SignCRL:output_type -> tlsrelay.backend.v1.SignCRLResponse
-	27, // 32: tlsrelay.backend.v1.Backend.SignCSRs:output_type -> tlsrelay.backend.v1.SignCSRsResponse
-	21, // [21:33] is the sub-list for method output_type
-	9,  // [9:21] is the sub-list for method input_type
+	30, // 21: tlsrelay.backend.v1.Backend.GenerateCA:input_type -> tlsrelay.backend.v1.GenerateCARequest
+	1,  // 22: tlsrelay.backend.v1.Backend.Info:output_type -> tlsrelay.backend.v1.InfoResponse
+	3,  // 23: tlsrelay.backend.v1.Backend.Configure:output_type -> tlsrelay.backend.v1.ConfigureResponse
+	6,  // 24: tlsrelay.backend.v1.Backend.CreateCSR:output_type -> tlsrelay.backend.v1.CreateCSRResponse
+	8,  // 25: tlsrelay.backend.v1.Backend.SignCSR:output_type -> tlsrelay.backend.v1.SignCSRResponse
+	10, // 26: tlsrelay.backend.v1.Backend.CA:output_type -> tlsrelay.backend.v1.CAResponse
+	13, // 27: tlsrelay.backend.v1.Backend.FetchSecret:output_type -> tlsrelay.backend.v1.FetchSecretResponse
+	15, // 28: tlsrelay.backend.v1.Backend.StoreSecret:output_type -> tlsrelay.backend.v1.StoreSecretResponse
+	17, // 29: tlsrelay.backend.v1.Backend.DeleteSecret:output_type -> tlsrelay.backend.v1.DeleteSecretResponse
+	20, // 30: tlsrelay.backend.v1.Backend.ExportCA:output_type -> tlsrelay.backend.v1.ExportCAResponse
+	22, // 31: tlsrelay.backend.v1.Backend.ImportCA:output_type -> tlsrelay.backend.v1.ImportCAResponse
+	25, // 32: tlsrelay.backend.v1.Backend.SignCRL:output_type -> tlsrelay.backend.v1.SignCRLResponse
+	27, // 33: tlsrelay.backend.v1.Backend.SignCSRs:output_type -> tlsrelay.backend.v1.SignCSRsResponse
+	10, // 34: tlsrelay.backend.v1.Backend.GenerateCA:output_type -> tlsrelay.backend.v1.CAResponse
+	22, // [22:35] is the sub-list for method output_type
+	9,  // [9:22] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1686,7 +1762,7 @@ func file_backend_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_backend_proto_rawDesc), len(file_backend_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

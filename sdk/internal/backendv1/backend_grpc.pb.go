@@ -39,6 +39,7 @@ const (
 	Backend_ImportCA_FullMethodName     = "/tlsrelay.backend.v1.Backend/ImportCA"
 	Backend_SignCRL_FullMethodName      = "/tlsrelay.backend.v1.Backend/SignCRL"
 	Backend_SignCSRs_FullMethodName     = "/tlsrelay.backend.v1.Backend/SignCSRs"
+	Backend_GenerateCA_FullMethodName   = "/tlsrelay.backend.v1.Backend/GenerateCA"
 )
 
 // BackendClient is the client API for Backend service.
@@ -76,6 +77,11 @@ type BackendClient interface {
 	// certificate or that request's own error. Capability "sign_csrs"; without it the
 	// host calls SignCSR once per CSR.
 	SignCSRs(ctx context.Context, in *SignCSRsRequest, opts ...grpc.CallOption) (*SignCSRsResponse, error)
+	// GenerateCA makes the signer's next CA itself, its key born where the signer keeps
+	// keys (a token) and never leaving it, and makes it the signing CA; the response is
+	// the signer's new CA bundle. The host calls it to rotate the group's CA when the
+	// signer cannot import one. Capability "ca_generate".
+	GenerateCA(ctx context.Context, in *GenerateCARequest, opts ...grpc.CallOption) (*CAResponse, error)
 }
 
 type backendClient struct {
@@ -206,6 +212,16 @@ func (c *backendClient) SignCSRs(ctx context.Context, in *SignCSRsRequest, opts 
 	return out, nil
 }
 
+func (c *backendClient) GenerateCA(ctx context.Context, in *GenerateCARequest, opts ...grpc.CallOption) (*CAResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CAResponse)
+	err := c.cc.Invoke(ctx, Backend_GenerateCA_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BackendServer is the server API for Backend service.
 // All implementations must embed UnimplementedBackendServer
 // for forward compatibility.
@@ -241,6 +257,11 @@ type BackendServer interface {
 	// certificate or that request's own error. Capability "sign_csrs"; without it the
 	// host calls SignCSR once per CSR.
 	SignCSRs(context.Context, *SignCSRsRequest) (*SignCSRsResponse, error)
+	// GenerateCA makes the signer's next CA itself, its key born where the signer keeps
+	// keys (a token) and never leaving it, and makes it the signing CA; the response is
+	// the signer's new CA bundle. The host calls it to rotate the group's CA when the
+	// signer cannot import one. Capability "ca_generate".
+	GenerateCA(context.Context, *GenerateCARequest) (*CAResponse, error)
 	mustEmbedUnimplementedBackendServer()
 }
 
@@ -286,6 +307,9 @@ func (UnimplementedBackendServer) SignCRL(context.Context, *SignCRLRequest) (*Si
 }
 func (UnimplementedBackendServer) SignCSRs(context.Context, *SignCSRsRequest) (*SignCSRsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SignCSRs not implemented")
+}
+func (UnimplementedBackendServer) GenerateCA(context.Context, *GenerateCARequest) (*CAResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GenerateCA not implemented")
 }
 func (UnimplementedBackendServer) mustEmbedUnimplementedBackendServer() {}
 func (UnimplementedBackendServer) testEmbeddedByValue()                 {}
@@ -524,6 +548,24 @@ func _Backend_SignCSRs_Handler(srv interface{}, ctx context.Context, dec func(in
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Backend_GenerateCA_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GenerateCARequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BackendServer).GenerateCA(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Backend_GenerateCA_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BackendServer).GenerateCA(ctx, req.(*GenerateCARequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Backend_ServiceDesc is the grpc.ServiceDesc for Backend service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -578,6 +620,10 @@ var Backend_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SignCSRs",
 			Handler:    _Backend_SignCSRs_Handler,
+		},
+		{
+			MethodName: "GenerateCA",
+			Handler:    _Backend_GenerateCA_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
