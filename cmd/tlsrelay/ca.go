@@ -13,6 +13,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/internal/app/status"
 	"github.com/tlsrelay/tlsrelay/internal/termsafe"
+	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
 func newCACommand() *cobra.Command {
@@ -50,6 +51,9 @@ credentials. A CA from ca.ref is not rotated here: store a new CA in the secrets
 				if cancel {
 					return cancelRotation(ctx, cmd, store, cfg.Relation.Name, wait)
 				}
+				if err := rotatable(ctx, store, cfg.Relation.Name); err != nil {
+					return err
+				}
 				id := strconv.FormatInt(time.Now().UnixNano(), 36)
 				if err := store.Request(ctx, protocol.RequestRotateCA, id); err != nil {
 					return err
@@ -58,8 +62,14 @@ credentials. A CA from ca.ref is not rotated here: store a new CA in the secrets
 				if !wait {
 					return nil
 				}
-				return awaitRotation(ctx, cmd, store, cfg.Relation.Name, "CA rotation "+id, func(snap relation.Snapshot) bool {
-					return snap.LeaderData[protocol.KeyCARequest] == id
+				return awaitRotation(ctx, cmd, store, cfg.Relation.Name, "CA rotation "+id, func(snap relation.Snapshot) (bool, error) {
+					if snap.LeaderData[protocol.KeyCARequest] != id {
+						return false, nil
+					}
+					if why := snap.LeaderData[protocol.KeyCARotateRefused]; why != "" && snap.LeaderData[protocol.KeyCARotation] == "" {
+						return false, fmt.Errorf("the leader refused CA rotation %s: %s", id, termsafe.Escape(why))
+					}
+					return true, nil
 				})
 			})
 		},
@@ -125,9 +135,24 @@ func cancelRotation(ctx context.Context, cmd *cobra.Command, store relation.Stor
 	if !wait {
 		return nil
 	}
-	return awaitRotation(ctx, cmd, store, relationName, what, func(s relation.Snapshot) bool {
-		return s.LeaderData[protocol.KeyCACancel] == cancelID
+	return awaitRotation(ctx, cmd, store, relationName, what, func(s relation.Snapshot) (bool, error) {
+		return s.LeaderData[protocol.KeyCACancel] == cancelID, nil
 	})
+}
+
+// rotatable refuses a rotation the leader's signer cannot make: a remote CA moves at its
+// service. (Other refusals are the leader's, once it sees the request.)
+func rotatable(ctx context.Context, store relation.Store, relationName string) error {
+	obs, snap, err := observeRelation(ctx, store)
+	if err != nil {
+		return err
+	}
+	obs.Close()
+	if g := status.FromSnapshot(relationName, snap); g.CACustody == string(sdk.CustodyRemote) {
+		return fmt.Errorf("the leader's signer (%s) keeps the group's CA remote: rotate it at its service, and the group follows it; "+
+			"tlsrelay ca rotate cannot make a new one", termsafe.Escape(g.CASigner))
+	}
+	return nil
 }
 
 // awaitSnapshot returns the first snapshot from snap on for which done holds.
@@ -148,7 +173,7 @@ func awaitSnapshot(ctx context.Context, obs relation.Observer, snap relation.Sna
 
 // awaitRotation prints each change of the leader's CA state until the leader has acted
 // on the request (actedOn) and the group is steady again.
-func awaitRotation(ctx context.Context, cmd *cobra.Command, store relation.Store, relationName, what string, actedOn func(relation.Snapshot) bool) error {
+func awaitRotation(ctx context.Context, cmd *cobra.Command, store relation.Store, relationName, what string, actedOn func(relation.Snapshot) (bool, error)) error {
 	obs, err := store.Observe(ctx)
 	if err != nil {
 		return err
@@ -165,7 +190,11 @@ func awaitRotation(ctx context.Context, cmd *cobra.Command, store relation.Store
 			last = g.CAState
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", orNoLeader(termsafe.Escape(g.Leader)), termsafe.Escape(orNoState(g.CAState))) // the leader writes its bag
 		}
-		if actedOn(snap) && g.CARotation == nil && g.CAState == protocol.CASteady {
+		acted, err := actedOn(snap)
+		if err != nil {
+			return err
+		}
+		if acted && g.CARotation == nil && g.CAState == protocol.CASteady {
 			fmt.Fprintf(cmd.OutOrStdout(), "done: the group signs with CA %s\n", g.CASHA256)
 			return nil
 		}

@@ -63,6 +63,8 @@ type Options struct {
 	CARotateBefore time.Duration
 	// CARotationTrustTimeout bounds a rotation's trust phase (ca.rotation_trust_timeout).
 	CARotationTrustTimeout time.Duration
+	// CARemoteRecheck is how often a remote CA is loaded again (ca.remote_recheck).
+	CARemoteRecheck time.Duration
 	// RevokeDepartedAfter: a departed unit's certificate enters the CRL once it has been
 	// gone this long (ca.revoke_departed_after).
 	RevokeDepartedAfter time.Duration
@@ -105,6 +107,7 @@ type Agent struct {
 	errorAt   time.Time         // when the published error last changed
 	skewed    bool              // the last decision waits out a clock skew
 	noisy     string            // while leading: units over their write budget (UnitStatus.Noisy)
+	blocked   string            // while leading: why a CA rotation due cannot proceed (logged once)
 	onChange  *onChange
 	poke      chan struct{}          // on_change finished: look at the status again
 	health    atomic.Pointer[Status] // the last status, for Health from other goroutines

@@ -121,7 +121,7 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 	case protocol.SetLeaderData:
 		maps.Copy(leaderData, act.KV)
 	case protocol.NewSignerCA:
-		return a.newSignerCA(ctx, act.Reason)
+		return a.newSignerCA(ctx, act)
 	case protocol.SealCA:
 		return a.sealCA(ctx, leaderData)
 	case protocol.ImportSealedCA:

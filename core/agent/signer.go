@@ -43,7 +43,21 @@ func (a *Agent) loadSignerCA(ctx context.Context) error {
 	if !signsCRL {
 		a.log.Info("the signer does not sign CRLs: departed units are recorded, no ca.crl is published", "signer", info.Name)
 	}
-	a.memory = a.memory.Step(protocol.SignerCALoaded{BundlePEM: string(ca.BundlePEM), SignsCRL: signsCRL})
+	a.memory = a.memory.Step(protocol.SignerCALoaded{BundlePEM: string(ca.BundlePEM), SignsCRL: signsCRL,
+		Signer: protocol.TermsOf(info), At: a.opts.Now()})
+	return nil
+}
+
+// lacks turns a signer's Unimplemented answer to a move of its CA it claimed into
+// memory (the leader plans that move no more, and signs on), and any other error into
+// the error to retry: a backend that lacks a capability must not stop the agent.
+func (a *Agent) lacks(capability sdk.Capability, err error) error {
+	if !sdk.IsCode(err, sdk.CodeUnimplemented) {
+		return err
+	}
+	a.memory = a.memory.Step(protocol.SignerLacks{Capability: capability})
+	a.log.Warn("the signer claims a capability it does not implement: not asked again while this unit leads",
+		"capability", capability, "error", err)
 	return nil
 }
 
@@ -185,7 +199,7 @@ func (a *Agent) sealCA(ctx context.Context, leaderData map[string]string) error 
 	}
 	ca, err := b.ExportCA(ctx)
 	if err != nil {
-		return fmt.Errorf("%s: seal the CA: the signer's ExportCA: %w", a.unit, err)
+		return a.lacks(sdk.CapCAExport, fmt.Errorf("%s: seal the CA: the signer's ExportCA: %w", a.unit, err))
 	}
 	certs, err := certutil.ParseCertificates(ca.CertPEM)
 	if err != nil {
@@ -201,9 +215,10 @@ func (a *Agent) sealCA(ctx context.Context, leaderData map[string]string) error 
 }
 
 // newSignerCA makes a CA like the signer's current one (its name and lifetime) and
-// imports it into the signer; the next decision rotates the group to it. The key exists
-// only in this process and the signer (and, sealed, in leader data).
-func (a *Agent) newSignerCA(ctx context.Context, reason string) error {
+// imports it into the signer, or has the signer generate it (act.Generate: the key is
+// born in the signer, a token); the next decision rotates the group to it. A made key
+// exists only in this process and the signer (and, sealed, in leader data).
+func (a *Agent) newSignerCA(ctx context.Context, act protocol.NewSignerCA) error {
 	b, err := a.signer(ctx)
 	if err != nil {
 		return err
@@ -213,15 +228,22 @@ func (a *Agent) newSignerCA(ctx context.Context, reason string) error {
 		return fmt.Errorf("%s: new CA: the signer's CA: %w", a.unit, err)
 	}
 	old := certs[0]
-	certPEM, key, err := certutil.NewCA(old.Subject.CommonName, old.NotAfter.Sub(old.NotBefore))
-	if err != nil {
-		return fmt.Errorf("%s: new CA: %w", a.unit, err)
-	}
-	if err := b.ImportCA(ctx, sdk.CAKeyPair{CertPEM: certPEM, Key: key}); err != nil {
-		return fmt.Errorf("%s: new CA: import into the signer: %w", a.unit, err)
+	name, life := old.Subject.CommonName, old.NotAfter.Sub(old.NotBefore)
+	if act.Generate {
+		if _, err := sdk.GenerateCA(ctx, b, sdk.GenerateCARequest{CommonName: name, Validity: life}); err != nil {
+			return a.lacks(sdk.CapCAGenerate, fmt.Errorf("%s: new CA: the signer's GenerateCA: %w", a.unit, err))
+		}
+	} else {
+		certPEM, key, err := certutil.NewCA(name, life)
+		if err != nil {
+			return fmt.Errorf("%s: new CA: %w", a.unit, err)
+		}
+		if err := b.ImportCA(ctx, sdk.CAKeyPair{CertPEM: certPEM, Key: key}); err != nil {
+			return a.lacks(sdk.CapCAImport, fmt.Errorf("%s: new CA: import into the signer: %w", a.unit, err))
+		}
 	}
 	a.memory = a.memory.Step(protocol.SignerCAChanged{}) // the next decision starts the rotation
-	a.log.Info("made a new CA for the group", "reason", reason, "cn", old.Subject.CommonName)
+	a.log.Info("made a new CA for the group", "reason", act.Reason, "cn", name, "generated_by_signer", act.Generate)
 	return nil
 }
 
@@ -241,7 +263,7 @@ func (a *Agent) importSealedCA(ctx context.Context, act protocol.ImportSealedCA)
 		return fmt.Errorf("%s: import the group's CA: %w", a.unit, err)
 	}
 	if err := b.ImportCA(ctx, sdk.CAKeyPair{CertPEM: []byte(act.CACertPEM), Key: keyPEM}); err != nil {
-		return fmt.Errorf("%s: import the group's CA into the signer: %w", a.unit, err)
+		return a.lacks(sdk.CapCAImport, fmt.Errorf("%s: import the group's CA into the signer: %w", a.unit, err))
 	}
 	a.memory = a.memory.Step(protocol.SignerCAChanged{}) // the next decision compares it with the group's
 	a.log.Info("imported the group's CA from its sealed copy", "ca_sha256", sealed.CASHA256)

@@ -20,6 +20,14 @@ type Status struct {
 func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	s := Status{Unit: a.unit, Leader: leader, Signing: d.Signing,
 		UnitStatus: protocol.UnitStatus{State: d.State, Detail: d.Detail, Error: d.LeaderProblem, CAState: d.CAState, Noisy: a.noisy}}
+	a.opts.Metrics.CARotationBlocked(a.unit, leader && d.CARotationBlocked != "")
+	if leader {
+		s.Custody = string(a.memory.Signer.Custody)
+		if d.CARotationBlocked != "" && d.CARotationBlocked != a.blocked {
+			a.log.Warn("a CA rotation is due but cannot proceed; signing goes on", "problem", d.CARotationBlocked)
+		}
+		a.blocked = d.CARotationBlocked
+	}
 	if a.noisy != "" && a.noisy != a.last.Noisy {
 		a.log.Warn("units write their bags more often than the budget", "budget_per_minute", protocol.WriteBudget, "units", a.noisy)
 	}
@@ -41,7 +49,7 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, a.parsed.TrustsOf(local.Installed.CAPEM)
 	}
 	a.opts.Metrics.Expires(a.unit, s.NotAfter)
-	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || s.Noisy != a.last.Noisy || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
+	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || s.Noisy != a.last.Noisy || s.Custody != a.last.Custody || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
 		a.log.Info("state", "state", s.State, "detail", s.Detail, "leader", s.Leader)
 		if a.opts.OnStatus != nil {
 			a.opts.OnStatus(s)

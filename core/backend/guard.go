@@ -78,3 +78,9 @@ func (g guarded) SignCSRs(ctx context.Context, reqs []sdk.SignRequest) ([]sdk.Si
 	out, err := sdk.SignCSRs(ctx, g.Backend, reqs)
 	return out, g.check(ctx, err)
 }
+
+// GenerateCA implements sdk.CAGenerator for the plugin behind g.
+func (g guarded) GenerateCA(ctx context.Context, req sdk.GenerateCARequest) (sdk.CA, error) {
+	out, err := sdk.GenerateCA(ctx, g.Backend, req)
+	return out, g.check(ctx, err)
+}

@@ -41,6 +41,9 @@ type Options struct {
 	// OnRestart, if set, is called when a plugin starts again after its process died
 	// or was killed (for the plugin restarts metric).
 	OnRestart func(plugin string)
+	// Validity is the certificate lifetime the group asks for, told to every backend
+	// in Configure (sdk.ConfigureRequest.Validity).
+	Validity time.Duration
 }
 
 // Host runs the backends of one unit.
@@ -284,9 +287,9 @@ func (h *Host) configure(ctx context.Context, name string, b sdk.Backend) error 
 			return fault.Permanent(fmt.Errorf("plugin %s: state directory: %w", name, err))
 		}
 	}
-	if err := b.Configure(ctx, sdk.ConfigureRequest{ConfigJSON: raw, StateDir: stateDir}); err != nil {
+	if err := b.Configure(ctx, sdk.ConfigureRequest{ConfigJSON: raw, StateDir: stateDir, Validity: h.opts.Validity}); err != nil {
 		err = fmt.Errorf("plugins.%s.config: %w", name, err)
-		if sdk.IsCode(err, sdk.CodeInvalidArgument) {
+		if sdk.IsCode(err, sdk.CodeInvalidArgument) || sdk.IsCode(err, sdk.CodeFailedPrecondition) {
 			return fault.Permanent(err) // the backend refuses its config: only an edit mends it
 		}
 		return err

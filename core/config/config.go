@@ -92,6 +92,9 @@ type CA struct {
 	// RotationTrustTimeout: a CA rotation's trust phase waits at most this long for
 	// the units holding a certificate to trust the new CA; 0 waits for ever.
 	RotationTrustTimeout time.Duration `mapstructure:"rotation_trust_timeout"`
+	// RemoteRecheck: a leader whose signer's CA is remote (custody remote) loads it
+	// again this often, and rotates the group when its service has moved to another CA.
+	RemoteRecheck time.Duration `mapstructure:"remote_recheck"`
 	// RevokeDepartedAfter: the certificate of a unit that left the relation is revoked
 	// (put in the group's CRL) once it has been gone this long; 0 at once.
 	RevokeDepartedAfter time.Duration `mapstructure:"revoke_departed_after"`

@@ -77,6 +77,9 @@ func (c *Config) validateSecrets(p *problems) {
 	if c.CA.RevokeDepartedAfter < 0 {
 		p.add("ca.revoke_departed_after", "%s must not be negative (0 revokes at once)", c.CA.RevokeDepartedAfter)
 	}
+	if c.CA.RemoteRecheck <= 0 {
+		p.add("ca.remote_recheck", "%s must be positive", c.CA.RemoteRecheck)
+	}
 	if c.CA.RotationTrustTimeout < 0 {
 		p.add("ca.rotation_trust_timeout", "%s must not be negative (0 waits for ever)", c.CA.RotationTrustTimeout)
 	}

@@ -31,6 +31,7 @@ type Metrics struct {
 	clockSkew      *prometheus.GaugeVec
 	oversized      *prometheus.GaugeVec
 	noisy          *prometheus.GaugeVec
+	blocked        *prometheus.GaugeVec
 }
 
 // New registers tlsrelay's collectors, and Go's and the process's, in a new registry.
@@ -68,11 +69,14 @@ func New() *Metrics {
 		noisy: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_unit_writes_over_budget",
 			Help: "Writes of its bag in a minute of each unit over its budget, as the leader sees the relation."},
 			[]string{"unit"}),
+		blocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_ca_rotation_blocked",
+			Help: "1 while the leading unit's CA rotation is due but cannot proceed (its signer cannot make a new CA); it signs on meanwhile."},
+			[]string{"unit"}),
 		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
 			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
-		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized, m.noisy,
+		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized, m.noisy, m.blocked,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -152,6 +156,19 @@ func (m *Metrics) Rotation(unit string, leading bool, waiting, untrusted int) {
 	}
 	m.rotationUnits.WithLabelValues(unit, "waiting").Set(float64(waiting))
 	m.rotationUnits.WithLabelValues(unit, "untrusted").Set(float64(untrusted))
+}
+
+// CARotationBlocked records, for the leading unit, whether a CA rotation that is due
+// cannot proceed.
+func (m *Metrics) CARotationBlocked(unit string, blocked bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if blocked {
+		v = 1
+	}
+	m.blocked.WithLabelValues(unit).Set(v)
 }
 
 // Oversized records the units whose bag holds a value over its cap (relation.Snapshot.Oversized),

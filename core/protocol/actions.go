@@ -40,9 +40,12 @@ type LoadSignerCA struct{}
 type PublishCA struct{ BundlePEM string }
 
 // NewSignerCA (leader): make a new CA like the group's (same name and lifetime) and import
-// it into the signer, then load the signer's CA again; the next decision starts the
-// rotation to it.
-type NewSignerCA struct{ Reason string }
+// it into the signer, or with Generate have the signer make it itself (sdk.GenerateCA),
+// then load the signer's CA again; the next decision starts the rotation to it.
+type NewSignerCA struct {
+	Reason   string
+	Generate bool
+}
 
 // SetLeaderData (leader): write these leader-data keys (an empty value deletes).
 type SetLeaderData struct{ KV map[string]string }

@@ -55,6 +55,8 @@ func cancelRefusal(v View, signer *x509.Certificate, pub []*x509.Certificate, ro
 			" (ca.rotate_before): the group would rotate away from it again at once"
 	case signer.Equal(from):
 		return "" // this leader's signer holds the old CA: nothing to import
+	case !v.Memory.Signer.Imports:
+		return "this leader's signer holds the new CA and cannot import the old one (it claims no ca_import)"
 	case !v.CASeal:
 		return "this leader's signer holds the new CA, and it has no ca_seal key to import the old one"
 	case sealed.CASHA256 != rot.From:

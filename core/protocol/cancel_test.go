@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
 // A cancelled rotation takes the group back to its old CA without a failed handshake
@@ -29,6 +30,10 @@ func TestCancelRotation(t *testing.T) {
 		{name: "in the reissue phase", until: PhaseReissue},
 		{name: "by a new leader whose signer holds the old CA, without ca_seal", until: PhaseReissue,
 			before: func(g *group, first testCA) { g.seal, g.leader, g.signer = false, "db/1", first }},
+		{name: "with a signer that cannot import", setup: func(g *group) {
+			g.seal, g.terms = false, SignerTerms{Custody: sdk.CustodyShared, Generate: true}
+			g.local[g.leader].memory = LeaderMemory{} // the signer is loaded again
+		}, until: PhaseTrust, wantRefusal: "cannot import the old one"},
 		{name: "without ca_seal", setup: func(g *group) { g.seal = false }, until: PhaseTrust,
 			wantRefusal: "no ca_seal key"},
 		{name: "of a CA that nears its expiry", setup: func(g *group) { g.rotateBefore = 30 * 24 * time.Hour }, until: PhaseReissue,

@@ -43,7 +43,7 @@ func TestNamesHeldByOneUnitAreRefusedToAnother(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := Decide(View{Unit: "db/0", Leader: true, Policy: pol, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM},
+			d := Decide(View{Unit: "db/0", Leader: true, Policy: pol, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable},
 				Units:      map[string]map[string]string{"db/0": {KeyCSR: csr0, KeyProfile: "peer"}, "db/1": {KeyCSR: tt.csr, KeyProfile: "peer"}},
 				LeaderData: map[string]string{KeyCA: ca.PEM, KeyCASigner: "cfssl", SignedCertificateKey("db/0"): cert0},
 				Local:      Local{Installed: &Installed{Cert: mustLeaf(t, cert0), CAPEM: ca.PEM}},
@@ -106,7 +106,7 @@ func TestRotationTrustPhaseWaits(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d := Decide(View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: next.PEM},
+			d := Decide(View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: next.PEM, Signer: exportable},
 				Units: tt.units, LeaderData: leaderData, CA: CATerms{Signer: "cfssl"},
 				Local: Local{Installed: &Installed{Cert: mustLeaf(t, cert0), CAPEM: both}},
 				Want:  Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", Validity: day}})

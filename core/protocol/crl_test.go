@@ -86,7 +86,7 @@ func TestRevocation(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := Decide(View{Unit: "db/0", Leader: true, Units: tt.units, LeaderData: tt.leaderData, Local: self,
-				Memory: LeaderMemory{SignerCA: ca.PEM, SignsCRL: tt.enabled}, Now: now, CA: CATerms{Signer: "cfssl"},
+				Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable, SignsCRL: tt.enabled}, Now: now, CA: CATerms{Signer: "cfssl"},
 				CRL: CRLTerms{RevokeAfter: tt.revokeAfter}, Want: want})
 			got := leaderOnly(d.Actions)
 			if !reflect.DeepEqual(got, tt.want) {

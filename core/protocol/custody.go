@@ -7,6 +7,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/policy"
+	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -55,4 +56,49 @@ func SigningValidity(pol *policy.Policy, asked time.Duration, ca *x509.Certifica
 		return 0, fmt.Errorf("a validity of %s signs nothing", asked)
 	}
 	return v, nil
+}
+
+// RemoteCARecheck is how often a leader whose signer's CA is remote loads it again, to
+// follow its service to another CA, unless CATerms.RemoteRecheck says.
+const RemoteCARecheck = time.Minute
+
+// cannotRotate says why this signer cannot give the group a new CA, or "".
+func (t SignerTerms) cannotRotate() string {
+	switch {
+	case t.Custody == sdk.CustodyRemote:
+		return "the signer's CA is remote: rotate it at its service, and the group follows"
+	case !t.Imports && !t.Generate:
+		return fmt.Sprintf("the signer (custody %s) can neither import a CA nor generate one (it claims neither ca_import nor ca_generate)", t.Custody)
+	}
+	return ""
+}
+
+// recordBlocked keeps KeyCARotationBlocked at blocked, and answers a `ca rotate` request
+// the signer cannot carry out (KeyCARotateRefused).
+func recordBlocked(v View, blocked string) []Action {
+	kv := map[string]string{}
+	if v.LeaderData[KeyCARotationBlocked] != blocked && !v.requested() {
+		kv[KeyCARotationBlocked] = blocked
+	}
+	if v.requested() && blocked != "" {
+		kv[KeyCARequest], kv[KeyCARotateRefused] = v.CA.Request, blocked
+	}
+	if len(kv) == 0 {
+		return nil
+	}
+	return []Action{SetLeaderData{KV: kv}}
+}
+
+// remoteRecheck: a remote CA is due to be loaded again.
+func remoteRecheck(v View) (due bool, at time.Time) {
+	m := v.Memory
+	if m.Signer.Custody != sdk.CustodyRemote || m.LoadedAt.IsZero() {
+		return false, time.Time{}
+	}
+	every := v.CA.RemoteRecheck
+	if every <= 0 {
+		every = RemoteCARecheck
+	}
+	at = m.LoadedAt.Add(every)
+	return !v.Now.Before(at), at
 }

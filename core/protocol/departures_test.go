@@ -25,7 +25,7 @@ type leaderRun struct {
 func newLeaderRun(t *testing.T, revokeAfter time.Duration) *leaderRun {
 	ca := newCA(t, "group CA")
 	r := &leaderRun{t: t, ca: ca, v: View{Unit: "db/0", Leader: true, Now: now, Parsed: NewParsed(),
-		Memory: LeaderMemory{SignerCA: ca.PEM}, CA: CATerms{Signer: "cfssl"}, CRL: CRLTerms{RevokeAfter: revokeAfter},
+		Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable}, CA: CATerms{Signer: "cfssl"}, CRL: CRLTerms{RevokeAfter: revokeAfter},
 		Units: map[string]map[string]string{"db/0": {}}, LeaderData: map[string]string{KeyCA: ca.PEM, KeyCASigner: "cfssl"},
 		Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", Validity: day}}}
 	return r
@@ -234,7 +234,7 @@ func TestRevocationsInSerialOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, SignsCRL: true},
+	v := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable, SignsCRL: true},
 		Units: map[string]map[string]string{"db/0": {}}, CRL: CRLTerms{RevokeAfter: time.Hour},
 		LeaderData: map[string]string{KeyCA: ca.PEM, KeyCRL: string(crl),
 			KeyRevoked: encodeRevocations([]Revocation{inForce[1], inForce[0]})}} // written out of order

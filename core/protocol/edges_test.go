@@ -116,7 +116,7 @@ func TestCRLRefreshedPastHalfItsLife(t *testing.T) {
 // A leader that may not sign names the signer's CA and the group's by fingerprint.
 func TestContinuityProblemNamesBothCAs(t *testing.T) {
 	group, mine := newCA(t, "group CA"), newCA(t, "new leader's CA")
-	d := Decide(View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: mine.PEM},
+	d := Decide(View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: mine.PEM, Signer: exportable},
 		Units: map[string]map[string]string{"db/0": {}}, LeaderData: map[string]string{KeyCA: group.PEM, KeyCASigner: "cfssl"},
 		CA: CATerms{Signer: "cfssl"}, Want: Want{CommonName: "db/0", Validity: day}})
 	for _, fp := range []string{caseal.Fingerprint(mine.Cert.Raw)[:16], caseal.Fingerprint(group.Cert.Raw)[:16]} {
@@ -145,7 +145,7 @@ func TestExpiringCARotatesAtItsEdges(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ca := caEnding(t, "group CA", now.Add(tt.left))
-			d := Decide(View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM},
+			d := Decide(View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable},
 				Units: map[string]map[string]string{"db/0": {}}, LeaderData: map[string]string{KeyCA: ca.PEM, KeyCASigner: "cfssl"},
 				CA: CATerms{Signer: "cfssl", RotateBefore: tt.rotateBefore}, Want: Want{CommonName: "db/0", Validity: day}})
 			rotates := false
@@ -166,14 +166,14 @@ func TestExpiringCARotatesAtItsEdges(t *testing.T) {
 func TestCAStateAndRotationRecord(t *testing.T) {
 	group, next := newCA(t, "group CA"), newCA(t, "next CA")
 	expiringGroup := caEnding(t, "group CA", now.Add(10*24*time.Hour))
-	steady := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: group.PEM},
+	steady := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: group.PEM, Signer: exportable},
 		Units: map[string]map[string]string{"db/0": {}}, LeaderData: map[string]string{KeyCA: group.PEM, KeyCASigner: "cfssl"},
 		CA: CATerms{Signer: "cfssl"}, Want: Want{CommonName: "db/0", Validity: day}}
 	if d := Decide(steady); d.CAState != CASteady || len(leaderOnly(d.Actions)) != 0 {
 		t.Errorf("a steady group: CA state %q, actions %#v; want %q and none", d.CAState, d.Actions, CASteady)
 	}
 	requested := steady
-	requested.Memory = LeaderMemory{SignerCA: next.PEM}
+	requested.Memory = LeaderMemory{SignerCA: next.PEM, Signer: exportable}
 	requested.CA.Request = "r1"
 	d := Decide(requested)
 	record := rotationRecord(t, d)
@@ -181,7 +181,7 @@ func TestCAStateAndRotationRecord(t *testing.T) {
 		t.Errorf("a requested rotation: CA state %q, record %v; want the trust phase and the request recorded", d.CAState, record)
 	}
 	expiring := steady
-	expiring.Memory = LeaderMemory{SignerCA: next.PEM}
+	expiring.Memory = LeaderMemory{SignerCA: next.PEM, Signer: exportable}
 	expiring.LeaderData = map[string]string{KeyCA: expiringGroup.PEM, KeyCASigner: "cfssl"}
 	expiring.CA.RotateBefore = 30 * 24 * time.Hour
 	record = rotationRecord(t, Decide(expiring))
@@ -209,7 +209,7 @@ func TestSteadyBundleKeepsOnlyCAsInUse(t *testing.T) {
 	signer, old, unused := newCA(t, "group CA"), newCA(t, "old CA"), newCA(t, "unused CA")
 	key := newKey(t)
 	_, cert1 := old.sign(t, key.Public(), certOpts{cn: "db/1", dns: []string{"db-1"}})
-	d := Decide(View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: signer.PEM},
+	d := Decide(View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: signer.PEM, Signer: exportable},
 		Units: map[string]map[string]string{"db/0": {}, "db/1": {}},
 		LeaderData: map[string]string{KeyCA: signer.PEM + old.PEM + unused.PEM, KeyCASigner: "cfssl",
 			SignedCertificateKey("db/1"): cert1},

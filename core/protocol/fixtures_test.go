@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
 // now is the fixed clock of every table test.
@@ -53,3 +54,6 @@ func merged(base map[string]string, kv ...string) map[string]string {
 
 // day is the validity the table tests' units ask for.
 const day = 24 * time.Hour
+
+// exportable is what the built-in signers claim of their CA.
+var exportable = SignerTerms{Custody: sdk.CustodyExportable, Exports: true, Imports: true}

@@ -27,7 +27,7 @@ func FuzzDecide(f *testing.F) {
 	pol := policy.MustNew(policy.Defaults())
 	f.Fuzz(func(t *testing.T, csr, profile, cert, rejection, published, sealed string) {
 		v := View{
-			Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM}, CASeal: true, Policy: pol,
+			Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable}, CASeal: true, Policy: pol,
 			Units: map[string]map[string]string{
 				"db/0": {},
 				"db/1": {KeyCSR: csr, KeyProfile: profile},

@@ -5,28 +5,33 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/policy"
+	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
 // decideLeader is the leader side: the CA, then each unit's CSR, then departed units.
-func decideLeader(v View) (actions []Action, signing []string, problem, caState string, wake time.Time) {
+func decideLeader(v View) (actions []Action, signing []string, plan caPlan) {
 	if v.Memory.SignerCA == "" {
-		return []Action{LoadSignerCA{}}, nil, "", "loading the signer's CA", time.Time{}
+		return []Action{LoadSignerCA{}}, nil, caPlan{state: "loading the signer's CA"}
+	}
+	if due, _ := remoteRecheck(v); due {
+		return []Action{LoadSignerCA{}}, nil, caPlan{state: "loading the signer's remote CA again"}
 	}
 	if v.CA.Ref != "" {
 		if act, problem := planReferencedCA(v); act != nil || problem != "" {
-			return actionList(act), nil, problem, "loading the group's CA from ca.ref", time.Time{}
+			return actionList(act), nil, caPlan{problem: problem, state: "loading the group's CA from ca.ref"}
 		}
 	}
-	plan := planCA(v)
+	plan = planCA(v)
+	if _, at := remoteRecheck(v); !at.IsZero() {
+		plan.wake = earliestSet(plan.wake, at)
+	}
 	actions = plan.actions
 	if !plan.sign && !plan.signNew {
-		return actions, nil, plan.problem, plan.state, plan.wake
+		return actions, nil, plan
 	}
-	problem = plan.problem
 	published := v.LeaderData[KeyCA]
 	for _, a := range actions {
 		if p, ok := a.(PublishCA); ok {
@@ -46,7 +51,7 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 		act := decideUnitCSR(v, pol, claimed, unit, published)
 		if s, ok := act.(SignCSR); ok {
 			if invalid != nil {
-				problem = "not signing: " + invalid.Error()
+				plan.problem = "not signing: " + invalid.Error()
 				continue
 			}
 			s.Validity = validity
@@ -57,10 +62,11 @@ func decideLeader(v View) (actions []Action, signing []string, problem, caState 
 		}
 	}
 	if !plan.sign {
-		return actions, signing, problem, plan.state, plan.wake
+		return actions, signing, plan
 	}
 	revocations, wake := planRevocations(v, published)
-	return append(actions, revocations...), signing, problem, plan.state, earliestSet(wake, plan.wake)
+	plan.wake = earliestSet(wake, plan.wake)
+	return append(actions, revocations...), signing, plan
 }
 
 // sealedFor: the sealed CA key in leader data belongs to ca.
@@ -87,6 +93,9 @@ func continuityProblem(v View, published string) string {
 	}
 	why := "leader data holds no sealed CA key"
 	switch {
+	case v.Memory.Signer.Custody == sdk.CustodyShared:
+		return fmt.Sprintf("not signing: this leader's signer claims the group's CA is shared (ca_shared), but it holds CA %s and the group's is %s: "+
+			"does every leader-eligible unit's signer reach the same key?", signer, group)
 	case v.LeaderData[KeyCASealed] != "" && !v.CASeal:
 		why = "leader data holds a sealed CA key, but this unit has no ca_seal key to open it"
 	case v.LeaderData[KeyCASealed] != "":

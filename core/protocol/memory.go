@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"maps"
+	"time"
 
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
@@ -18,6 +19,12 @@ type LeaderMemory struct {
 	// SignsCRL: the signer claims the crl capability and has not answered a SignCRL
 	// with Unimplemented.
 	SignsCRL bool
+	// Signer is what the signer claims of its CA (SignerCALoaded), less what it has
+	// answered Unimplemented since (SignerLacks).
+	Signer SignerTerms
+	// LoadedAt is when the signer's CA was loaded: a remote CA is loaded again
+	// RemoteCARecheck later, to follow it when its service moves to another CA.
+	LoadedAt time.Time
 	// ReferencedCA is the certificate ca.ref names (PEM, no key); "" until fetched
 	// (LoadReferencedCA).
 	ReferencedCA string
@@ -46,11 +53,32 @@ const SignAttempts = 3
 // Result is the outcome of an action, fed back to the leader's memory by Step.
 type Result interface{ result() }
 
-// SignerCALoaded: LoadSignerCA read the signer's CA bundle and capabilities.
+// SignerTerms is what a signer claims of its CA: its custody, and which of the moves
+// of a CA it makes.
+type SignerTerms struct {
+	Custody  sdk.Custody
+	Exports  bool // ca_export: SealCA
+	Imports  bool // ca_import: NewSignerCA made by the host, ImportSealedCA, a cancel
+	Generate bool // ca_generate: NewSignerCA made by the signer itself
+}
+
+// TermsOf reads a signer's terms from its Info.
+func TermsOf(info sdk.Info) SignerTerms {
+	return SignerTerms{Custody: info.Custody(), Exports: info.Has(sdk.CapCAExport), Imports: info.Has(sdk.CapCAImport),
+		Generate: info.Has(sdk.CapCAGenerate)}
+}
+
+// SignerCALoaded: LoadSignerCA read the signer's CA bundle and capabilities, at At.
 type SignerCALoaded struct {
 	BundlePEM string
 	SignsCRL  bool
+	Signer    SignerTerms
+	At        time.Time
 }
+
+// SignerLacks: the signer answered Unimplemented to a move of its CA it claimed
+// (sdk.CapCAExport, CapCAImport or CapCAGenerate): the leader plans it no more.
+type SignerLacks struct{ Capability sdk.Capability }
 
 // ReferencedCALoaded: LoadReferencedCA fetched the certificate of the CA ca.ref names.
 type ReferencedCALoaded struct{ CertPEM string }
@@ -87,13 +115,23 @@ func (CSRAnswered) result()        {}
 func (CSRSignFailed) result()      {}
 func (CRLUnsupported) result()     {}
 func (LeadershipLost) result()     {}
+func (SignerLacks) result()        {}
 
 // Step returns the memory after a result. It never changes m: the maps it holds are
 // copied before a change, so a View that carries m stays as it was.
 func (m LeaderMemory) Step(r Result) LeaderMemory {
 	switch r := r.(type) {
 	case SignerCALoaded:
-		m.SignerCA, m.SignsCRL = r.BundlePEM, r.SignsCRL
+		m.SignerCA, m.SignsCRL, m.Signer, m.LoadedAt = r.BundlePEM, r.SignsCRL, r.Signer, r.At
+	case SignerLacks:
+		switch r.Capability {
+		case sdk.CapCAExport:
+			m.Signer.Exports = false
+		case sdk.CapCAImport:
+			m.Signer.Imports = false
+		case sdk.CapCAGenerate:
+			m.Signer.Generate = false
+		}
 	case ReferencedCALoaded:
 		m.ReferencedCA = r.CertPEM
 	case SignerCAChanged:

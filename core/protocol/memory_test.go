@@ -14,16 +14,22 @@ import (
 
 func TestLeaderMemoryStep(t *testing.T) {
 	fail := func(code sdk.Code) Result { return CSRSignFailed{Digest: "d", Code: code, Reason: "the signer choked"} }
-	loaded := LeaderMemory{SignerCA: "ca", SignsCRL: true, ReferencedCA: "ref"}
+	loaded := LeaderMemory{SignerCA: "ca", Signer: exportable, SignsCRL: true, ReferencedCA: "ref"}
 	tests := []struct {
 		name    string
 		from    LeaderMemory
 		results []Result
 		want    LeaderMemory
 	}{
-		{"loading the signer's CA remembers it and its CRL capability",
-			LeaderMemory{}, []Result{SignerCALoaded{BundlePEM: "ca", SignsCRL: true}},
-			LeaderMemory{SignerCA: "ca", SignsCRL: true}},
+		{"loading the signer's CA remembers it, its CRL capability, its terms and when",
+			LeaderMemory{}, []Result{SignerCALoaded{BundlePEM: "ca", SignsCRL: true, Signer: exportable, At: now}},
+			LeaderMemory{SignerCA: "ca", Signer: exportable, SignsCRL: true, LoadedAt: now}},
+		{"a move of its CA the signer does not make is planned no more",
+			loaded, []Result{SignerLacks{Capability: sdk.CapCAExport}, SignerLacks{Capability: sdk.CapCAImport}},
+			LeaderMemory{SignerCA: "ca", Signer: SignerTerms{Custody: sdk.CustodyExportable}, SignsCRL: true, ReferencedCA: "ref"}},
+		{"nor one it cannot generate",
+			LeaderMemory{Signer: SignerTerms{Custody: sdk.CustodyShared, Generate: true}}, []Result{SignerLacks{Capability: sdk.CapCAGenerate}},
+			LeaderMemory{Signer: SignerTerms{Custody: sdk.CustodyShared}}},
 		{"an invalid CSR is refused at once",
 			loaded, []Result{fail(sdk.CodeInvalidArgument)},
 			withFailures(loaded, map[string]SignFailure{"d": {Refused: true, Reason: "the signer choked"}})},
@@ -41,13 +47,13 @@ func TestLeaderMemoryStep(t *testing.T) {
 			withFailures(loaded, map[string]SignFailure{})},
 		{"a CRL the signer cannot sign turns CRLs off",
 			loaded, []Result{CRLUnsupported{}},
-			LeaderMemory{SignerCA: "ca", ReferencedCA: "ref"}},
+			LeaderMemory{SignerCA: "ca", Signer: exportable, ReferencedCA: "ref"}},
 		{"a changed CA is loaded again, with the referenced one",
 			loaded, []Result{SignerCAChanged{}},
-			LeaderMemory{SignsCRL: true}},
+			LeaderMemory{SignsCRL: true, Signer: exportable}},
 		{"an imported ca.ref CA is remembered",
 			loaded, []Result{SignerCAChanged{Imported: "fp"}},
-			LeaderMemory{SignsCRL: true, ReferencedCA: "ref", ImportedRef: "fp"}},
+			LeaderMemory{SignsCRL: true, Signer: exportable, ReferencedCA: "ref", ImportedRef: "fp"}},
 		{"losing the leadership forgets everything",
 			withFailures(loaded, map[string]SignFailure{"d": {Internal: 1}}), []Result{LeadershipLost{}},
 			LeaderMemory{}},
@@ -88,7 +94,7 @@ func TestLeaderRulesFromMemory(t *testing.T) {
 	self := Local{Installed: &Installed{Cert: mustLeaf(t, cert0), CAPEM: ca.PEM}}
 	units := map[string]map[string]string{"db/0": {KeyCSR: csr0, KeyProfile: "peer"}, "db/1": {KeyCSR: csr1, KeyProfile: "peer"}}
 	published := map[string]string{KeyCA: ca.PEM, KeyCASigner: "cfssl", SignedCertificateKey("db/0"): cert0}
-	refused := LeaderMemory{SignerCA: ca.PEM, SignFailures: map[string]SignFailure{Digest(csr1): {Refused: true, Reason: "invalid argument: bad CSR"}}}
+	refused := LeaderMemory{SignerCA: ca.PEM, Signer: exportable, SignFailures: map[string]SignFailure{Digest(csr1): {Refused: true, Reason: "invalid argument: bad CSR"}}}
 	short := policy.Defaults()
 	short.MaxValidity = 6 * time.Hour
 	shortPolicy := policy.MustNew(short)
@@ -113,29 +119,29 @@ func TestLeaderRulesFromMemory(t *testing.T) {
 			memory: refused, units: units, leaderData: published,
 			want: []Action{RejectCSR{Unit: "db/1", CSRPEM: csr1, Rejection: Rejection{CSRDigest: Digest(csr1), Reason: "invalid argument: bad CSR", Rule: RuleSigner, Profile: "peer", At: now}}}},
 		{name: "a CSR the signer failed on but not for good is signed again",
-			memory: LeaderMemory{SignerCA: ca.PEM, SignFailures: map[string]SignFailure{Digest(csr1): {Internal: 2}}},
+			memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable, SignFailures: map[string]SignFailure{Digest(csr1): {Internal: 2}}},
 			units:  units, leaderData: published,
 			want: []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: day}}},
 		{name: "the validity is capped by the policy",
-			memory: LeaderMemory{SignerCA: ca.PEM}, units: units, leaderData: published, policy: shortPolicy,
+			memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable}, units: units, leaderData: published, policy: shortPolicy,
 			want: []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: 6 * time.Hour}}},
 		{name: "the validity is capped by the signing CA's expiry",
-			memory: LeaderMemory{SignerCA: endsSoon.PEM}, units: onlyDB1, leaderData: pubSoon,
+			memory: LeaderMemory{SignerCA: endsSoon.PEM, Signer: exportable}, units: onlyDB1, leaderData: pubSoon,
 			want: []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: 2 * time.Hour}}},
 		{name: "a CA that expires within the backdate signs nothing, and says why",
-			memory: LeaderMemory{SignerCA: endsNow.PEM}, units: onlyDB1, leaderData: pubNow,
+			memory: LeaderMemory{SignerCA: endsNow.PEM, Signer: exportable}, units: onlyDB1, leaderData: pubNow,
 			wantProblem: `the signer's CA "ends now" expires at`},
 		{name: "with ca.ref the leader first loads the referenced CA",
-			memory: LeaderMemory{SignerCA: ca.PEM}, units: units, leaderData: published, ref: "ref-1",
+			memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable}, units: units, leaderData: published, ref: "ref-1",
 			want: []Action{LoadReferencedCA{Ref: "ref-1"}}},
 		{name: "a signer without the referenced CA is given it",
-			memory: LeaderMemory{SignerCA: ca.PEM, ReferencedCA: refCA.PEM}, units: units, leaderData: published, ref: "ref-1",
+			memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable, ReferencedCA: refCA.PEM}, units: units, leaderData: published, ref: "ref-1",
 			want: []Action{ImportReferencedCA{Ref: "ref-1", CASHA256: caseal.Fingerprint(refCA.Cert.Raw)}}},
 		{name: "a signer holding the referenced CA goes on",
-			memory: LeaderMemory{SignerCA: ca.PEM, ReferencedCA: ca.PEM}, units: units, leaderData: published, ref: "ref-1",
+			memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable, ReferencedCA: ca.PEM}, units: units, leaderData: published, ref: "ref-1",
 			want: []Action{SignCSR{Unit: "db/1", CSRPEM: csr1, Profile: "peer", Validity: day}}},
 		{name: "a signer that keeps another CA after the import is named, not fed the CA again",
-			memory: LeaderMemory{SignerCA: ca.PEM, ReferencedCA: refCA.PEM, ImportedRef: caseal.Fingerprint(refCA.Cert.Raw)},
+			memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable, ReferencedCA: refCA.PEM, ImportedRef: caseal.Fingerprint(refCA.Cert.Raw)},
 			units:  units, leaderData: published, ref: "ref-1",
 			wantProblem: "still reports another CA"},
 	}

@@ -11,7 +11,7 @@ import (
 // it, and a pending CRL key.
 func leaderView(t testing.TB, n int) View {
 	ca := newCA(t, "group CA")
-	v := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM},
+	v := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable},
 		Units: map[string]map[string]string{}, LeaderData: map[string]string{KeyCA: ca.PEM},
 		Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", Validity: day}}
 	for i := range n {

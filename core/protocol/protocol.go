@@ -119,6 +119,9 @@ type Decision struct {
 	LeaderProblem string
 	// CAState is the leader's word on the group's CA: CASteady, or where a rotation stands.
 	CAState string
+	// CARotationBlocked says why a rotation that is due cannot proceed (the signer
+	// cannot make a new CA); the leader signs on. "" when none is blocked.
+	CARotationBlocked string
 	// WakeAt is when the decision changes with time alone: the installed certificate's
 	// renewal, a refused CSR's retry (RejectionRetry), and for the leader a revocation taking effect or the CRL due; zero when
 	// nothing is timed.
@@ -136,10 +139,10 @@ func Decide(v View) Decision {
 		d.WakeAt = earliestSet(d.WakeAt, RenewalTime(inst.Cert, v.Want))
 	}
 	if v.Leader {
-		leaderActions, signing, problem, caState, wake := decideLeader(v)
+		leaderActions, signing, plan := decideLeader(v)
 		d.Actions = append(d.Actions, leaderActions...)
-		d.Signing, d.LeaderProblem, d.CAState = signing, problem, caState
-		d.WakeAt = earliestSet(d.WakeAt, wake)
+		d.Signing, d.LeaderProblem, d.CAState, d.CARotationBlocked = signing, plan.problem, plan.state, plan.blocked
+		d.WakeAt = earliestSet(d.WakeAt, plan.wake)
 	}
 	return d
 }

@@ -334,7 +334,7 @@ func TestLeaderSide(t *testing.T) {
 				ld = with(ld, KeyCASigner, "cfssl")
 			}
 			d := Decide(View{Unit: "db/0", Leader: true, Units: tt.units, LeaderData: ld,
-				Local: tt.local, Memory: LeaderMemory{SignerCA: tt.signerCA}, Now: now, CASeal: tt.caSeal, CA: CATerms{Signer: "cfssl"},
+				Local: tt.local, Memory: LeaderMemory{SignerCA: tt.signerCA, Signer: exportable}, Now: now, CASeal: tt.caSeal, CA: CATerms{Signer: "cfssl"},
 				Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66, Validity: day}})
 			got := d.Actions
 			if !strings.Contains(d.LeaderProblem, tt.wantProblem) || (tt.wantProblem == "") != (d.LeaderProblem == "") {
@@ -400,7 +400,7 @@ func TestDecideIsPure(t *testing.T) {
 	csr, csr1 := csrFor(t, key, "db/0", "db-0"), csrFor(t, key1, "db/1", "db-1")
 	_, cert1 := ca.sign(t, key1.Public(), certOpts{cn: "db/1", dns: []string{"db-1"}})
 	v := View{Unit: "db/0", Leader: true, Now: now,
-		Memory: LeaderMemory{SignerCA: ca.PEM, SignsCRL: true, SignFailures: map[string]SignFailure{"x": {Internal: 1}}},
+		Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable, SignsCRL: true, SignFailures: map[string]SignFailure{"x": {Internal: 1}}},
 		Units: map[string]map[string]string{"db/0": {KeyCSR: csr, KeyProfile: "peer"},
 			"db/1": {KeyCSR: csr1, KeyProfile: "peer", KeySerial: mustLeaf(t, cert1).SerialNumber.Text(16)}},
 		LeaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/1"): cert1, SignedCertificateKey("db/9"): cert1},

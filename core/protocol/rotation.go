@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
 // CA rotation moves a group from one signing CA to another without a failed handshake:
@@ -89,6 +90,9 @@ type CATerms struct {
 	RotateBefore time.Duration
 	// TrustTimeout bounds the trust phase (ca.rotation_trust_timeout); 0: no bound.
 	TrustTimeout time.Duration
+	// RemoteRecheck is how often a remote CA is loaded again (ca.remote_recheck); 0 is
+	// RemoteCARecheck.
+	RemoteRecheck time.Duration
 	// Ref is ca.ref: the group's CA comes from the secrets backend, so the leader
 	// imports it into its signer and cannot make a new one. "": the signer's own CA.
 	Ref string
@@ -113,6 +117,7 @@ type caPlan struct {
 	problem string
 	state   string    // Decision.CAState
 	wake    time.Time // when the plan changes with time alone
+	blocked string    // Decision.CARotationBlocked
 }
 
 // planCA decides the group's CA bundle and rotation. The signer's CA is loaded. The
@@ -163,8 +168,11 @@ func planCA(v View) caPlan {
 // is no reason: the group's is imported, and a new one made.
 func planTakeover(v View, signerCerts, pub []*x509.Certificate, target *x509.Certificate, rot Rotation, rotating bool) caPlan {
 	reason := rotationReason(v, pub[0], rot, rotating)
+	if reason == "" && v.Memory.Signer.Custody == sdk.CustodyRemote {
+		reason = "the signer's remote CA moved to " + short(caseal.Fingerprint(signerCerts[0].Raw))
+	}
 	worthIt := reason != "" && !expiring(v, signerCerts[0])
-	if (rotating || !worthIt) && v.CASeal && v.sealedFor(target) {
+	if (rotating || !worthIt) && v.CASeal && v.Memory.Signer.Imports && v.sealedFor(target) {
 		return caPlan{actions: []Action{ImportSealedCA{CACertPEM: string(encodeCert(target)), Sealed: v.LeaderData[KeyCASealed]}}}
 	}
 	if reason == "" {
@@ -224,12 +232,16 @@ func planSteady(v View, signerCerts, pub []*x509.Certificate) caPlan {
 	}
 	// (A changed signer is recorded above: the signer holds the group's CA, nothing to make.)
 	if reason := rotationReason(v, signerCerts[0], Rotation{}, false); reason != "" && !v.signerChanged() {
-		if v.CA.Ref != "" {
+		switch cannot := v.Memory.Signer.cannotRotate(); {
+		case v.CA.Ref != "":
 			p.problem = "the group's CA should rotate (" + reason + "), but it comes from ca.ref: store a new CA there"
-		} else {
-			p.actions = append(p.actions, NewSignerCA{Reason: reason})
+		case cannot != "":
+			p.blocked = "the group's CA should rotate (" + reason + "), but " + cannot
+		default:
+			p.actions = append(p.actions, NewSignerCA{Reason: reason, Generate: !v.Memory.Signer.Imports})
 		}
 	}
+	p.actions = append(p.actions, recordBlocked(v, p.blocked)...)
 	p = p.sealed(v)
 	if len(p.actions) > 0 {
 		p.state = "updating"
@@ -360,13 +372,16 @@ func recordCA(v View, rot *Rotation) SetLeaderData {
 	}
 	if v.requested() && rot != nil {
 		kv[KeyCARequest] = v.CA.Request
+		if v.LeaderData[KeyCARotateRefused] != "" {
+			kv[KeyCARotateRefused] = ""
+		}
 	}
 	return SetLeaderData{KV: kv}
 }
 
 // sealed adds SealCA when the signer's CA key is not the sealed one.
 func (p caPlan) sealed(v View) caPlan {
-	if signer, err := v.signerCerts(); v.CASeal && (err != nil || !v.sealedFor(signer[0])) {
+	if signer, err := v.signerCerts(); v.CASeal && v.Memory.Signer.Exports && (err != nil || !v.sealedFor(signer[0])) {
 		p.actions = append(p.actions, SealCA{})
 	}
 	return p

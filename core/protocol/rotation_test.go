@@ -44,6 +44,7 @@ type group struct {
 	cas          map[string]testCA
 	rotateBefore time.Duration // CATerms.RotateBefore
 	cancel       string        // CATerms.Cancel
+	terms        SignerTerms   // what the signer claims (LoadSignerCA)
 }
 
 type simUnit struct {
@@ -57,7 +58,7 @@ type simUnit struct {
 
 func newGroup(t *testing.T, seed int64, signer testCA, units ...string) *group {
 	g := &group{t: t, rand: rand.New(rand.NewSource(seed)), lagging: units[len(units)-1], units: units, leader: units[0], bags: map[string]map[string]string{},
-		leaderData: map[string]string{}, local: map[string]*simUnit{}, signer: signer, signerName: "cfssl", cas: map[string]testCA{}}
+		leaderData: map[string]string{}, local: map[string]*simUnit{}, signer: signer, signerName: "cfssl", cas: map[string]testCA{}, terms: exportable}
 	for _, u := range units {
 		g.bags[u] = map[string]string{}
 		g.local[u] = &simUnit{parsed: NewParsed()}
@@ -113,7 +114,7 @@ func (g *group) step(unit string) (Decision, bool) {
 		case InstallCA:
 			s.ca = act.CAPEM
 		case LoadSignerCA:
-			s.memory = s.memory.Step(SignerCALoaded{BundlePEM: g.signer.PEM})
+			s.memory = s.memory.Step(SignerCALoaded{BundlePEM: g.signer.PEM, Signer: g.terms, At: now.Add(g.later)})
 		case PublishCA:
 			g.leaderData[KeyCA] = act.BundlePEM
 		case SetLeaderData:
@@ -124,13 +125,19 @@ func (g *group) step(unit string) (Decision, bool) {
 				g.records = append(g.records, act.KV[KeyCARotation])
 			}
 		case NewSignerCA:
+			if act.Generate && !g.terms.Generate || !act.Generate && !g.terms.Imports {
+				g.t.Fatalf("%s makes a new CA (generate %t) with a signer that claims %+v", unit, act.Generate, g.terms)
+			}
 			g.signer, s.memory = newCA(g.t, "group CA"), s.memory.Step(SignerCAChanged{})
 			g.newCAs++
 		case SealCA:
+			if !g.terms.Exports {
+				g.t.Fatalf("%s seals the CA of a signer that claims %+v", unit, g.terms)
+			}
 			g.leaderData[KeyCASealed] = caseal.Sealed{Version: 1, CASHA256: caseal.Fingerprint(g.signer.Cert.Raw)}.Encode()
 		case ImportSealedCA:
 			sealed, ok := caseal.Decode(act.Sealed)
-			if !ok || !g.seal || sealed.CASHA256 != caseal.Fingerprint(mustLeaf(g.t, act.CACertPEM).Raw) {
+			if !ok || !g.seal || !g.terms.Imports || sealed.CASHA256 != caseal.Fingerprint(mustLeaf(g.t, act.CACertPEM).Raw) {
 				g.t.Fatalf("%s imports CA %.60s with sealed key %q", unit, act.CACertPEM, act.Sealed)
 			}
 			g.signer, s.memory = g.cas[sealed.CASHA256], s.memory.Step(SignerCAChanged{})

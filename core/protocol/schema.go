@@ -23,12 +23,13 @@ const (
 const (
 	KeyState    = "state"
 	KeyDetail   = "detail"
-	KeySerial   = "serial"    // of the installed certificate, hex
-	KeyNotAfter = "not_after" // RFC 3339
-	KeyError    = "error"     // the last failure, empty once a step succeeds
-	KeyTrusts   = "ca_trusts" // the SHA-256 fingerprints of the CAs in its ca.crt, comma-separated
-	KeyCAState  = "ca_state"  // the leader's Decision.CAState
-	KeyNoisy    = "noisy"     // the leader's word: units over their WriteBudget
+	KeySerial   = "serial"     // of the installed certificate, hex
+	KeyNotAfter = "not_after"  // RFC 3339
+	KeyError    = "error"      // the last failure, empty once a step succeeds
+	KeyTrusts   = "ca_trusts"  // the SHA-256 fingerprints of the CAs in its ca.crt, comma-separated
+	KeyCAState  = "ca_state"   // the leader's Decision.CAState
+	KeyNoisy    = "noisy"      // the leader's word: units over their WriteBudget
+	KeyCustody  = "ca_custody" // the leader's word: how its signer keeps the CA (sdk.Custody)
 )
 
 // Leader data that every unit reads.
@@ -45,6 +46,12 @@ const (
 	KeyCARotation = "ca_rotation"       // a Rotation, while one is under way
 	KeyCARequest  = "ca_rotate_request" // the last `ca rotate` request the leader acted on
 	KeyCACancel   = "ca_cancel_request" // the last `ca rotate --cancel` request the leader acted on
+	// KeyCARotateRefused says why the leader did not act on the last `ca rotate`
+	// request (KeyCARequest names it): its signer cannot make a new CA.
+	KeyCARotateRefused = "ca_rotate_refused"
+	// KeyCARotationBlocked says why a rotation that is due (the CA nears its expiry)
+	// cannot proceed; the leader signs on meanwhile.
+	KeyCARotationBlocked = "ca_rotation_blocked"
 	// KeyCASealedFrom is the sealed key of the CA a rotation moves from, kept while the
 	// rotation is under way so that a cancel can take the group back to it.
 	KeyCASealedFrom = "ca_sealed_from"
@@ -108,7 +115,7 @@ func Schema() relation.Schema {
 // memory.
 var bagFields = map[string]int{
 	KeyCSR: policy.LimitCSRBytes, KeyProfile: 16,
-	KeyState: 128, KeyDetail: 4 << 10, KeySerial: 128, KeyNotAfter: 64, KeyError: 4 << 10, KeyTrusts: 4 << 10, KeyCAState: 4 << 10, KeyNoisy: 4 << 10,
+	KeyState: 128, KeyDetail: 4 << 10, KeySerial: 128, KeyNotAfter: 64, KeyError: 4 << 10, KeyTrusts: 4 << 10, KeyCAState: 4 << 10, KeyNoisy: 4 << 10, KeyCustody: 32,
 }
 
 // WriteBudget is how many writes of its bag a minute a unit may make before the leader
@@ -165,6 +172,7 @@ type UnitStatus struct {
 	Trusts   string // TrustsOf the installed ca.crt
 	CAState  string // the leader's word on the group's CA
 	Noisy    string // the leader's word on units over their WriteBudget, comma-separated
+	Custody  string // the leader's word on how its signer keeps the CA (sdk.Custody)
 }
 
 // Fields returns the status as bag fields; an empty value deletes the field.
@@ -174,14 +182,14 @@ func (s UnitStatus) Fields() map[string]string {
 		notAfter = s.NotAfter.UTC().Format(time.RFC3339)
 	}
 	return map[string]string{KeyState: string(s.State), KeyDetail: s.Detail, KeySerial: s.Serial,
-		KeyNotAfter: notAfter, KeyError: s.Error, KeyTrusts: s.Trusts, KeyCAState: s.CAState, KeyNoisy: s.Noisy}
+		KeyNotAfter: notAfter, KeyError: s.Error, KeyTrusts: s.Trusts, KeyCAState: s.CAState, KeyNoisy: s.Noisy, KeyCustody: s.Custody}
 }
 
 // DecodeUnitStatus reads the status a unit published in its bag; a field that does not
 // parse reads as unset.
 func DecodeUnitStatus(bag map[string]string) UnitStatus {
 	s := UnitStatus{State: State(bag[KeyState]), Detail: bag[KeyDetail], Serial: bag[KeySerial],
-		Error: bag[KeyError], Trusts: bag[KeyTrusts], CAState: bag[KeyCAState], Noisy: bag[KeyNoisy]}
+		Error: bag[KeyError], Trusts: bag[KeyTrusts], CAState: bag[KeyCAState], Noisy: bag[KeyNoisy], Custody: bag[KeyCustody]}
 	s.NotAfter, _ = time.Parse(time.RFC3339, bag[KeyNotAfter])
 	return s
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/backoff"
+	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/sdk"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -99,6 +101,7 @@ func (p prepared) agentOptions(cfg *config.Config, member relation.Member, backe
 		Member: member, Backends: backends, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
 		Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: p.sealKey, CARef: cfg.CA.Ref,
 		Policy: p.policy, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore, CARotationTrustTimeout: cfg.CA.RotationTrustTimeout,
+		CARemoteRecheck:     cfg.CA.RemoteRecheck,
 		RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter,
 	}
 }
@@ -185,11 +188,15 @@ func (u *Unit) runAgent(ctx context.Context, cfg *config.Config, member relation
 		return nil, err
 	}
 	host, err := backend.New(backend.Options{Self: u.opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
-		StateDir: cfg.StateDir, Logger: log.Named(cfg.Unit), OnRestart: u.opts.Metrics.PluginRestarted})
+		StateDir: cfg.StateDir, Logger: log.Named(cfg.Unit), OnRestart: u.opts.Metrics.PluginRestarted,
+		Validity: cfg.Certificate.Validity})
 	if err != nil {
 		return nil, err
 	}
 	defer host.Close()
+	if err := checkCustody(ctx, cfg, deps, host); err != nil {
+		return nil, err
+	}
 	opts := deps.agentOptions(cfg, member, host, log)
 	opts.OnStatus, opts.Once, opts.Metrics = u.opts.OnStatus, u.opts.Once, u.opts.Metrics
 	opts.Secrets, opts.SecretsRefresh = cfg.Secrets, cfg.SecretsRefresh
@@ -318,4 +325,23 @@ func openEtcd(cfg *config.Config, log hclog.Logger, onLag func(time.Duration)) (
 		opts.TLS = tls
 	}
 	return etcd.Open(opts)
+}
+
+// checkCustody refuses a ca_seal the signer gives nothing to seal with: sealing needs a
+// signer that exports its CA key and imports one (custody exportable). A signer that
+// cannot start here is left to the agent, which retries it.
+func checkCustody(ctx context.Context, cfg *config.Config, deps prepared, host *backend.Host) error {
+	if len(deps.sealKey) == 0 || !cfg.Relation.LeaderEligible || cfg.Roles.Signer == "" {
+		return nil
+	}
+	info, err := host.Info(ctx, cfg.Roles.Signer)
+	if err != nil {
+		return nil
+	}
+	if custody := info.Custody(); custody != sdk.CustodyExportable {
+		return fault.Permanent(fmt.Errorf("ca_seal (key_file %s): the signer %s (roles.signer) keeps its CA with custody %s: "+
+			"it does not both export its CA key (ca_export) and import one (ca_import), so there is nothing to seal; "+
+			"remove ca_seal (a shared or remote CA needs none)", cfg.CASeal.KeyFile, cfg.Roles.Signer, custody))
+	}
+	return nil
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/internal/termsafe"
+	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -31,6 +32,13 @@ type Group struct {
 	CABundle []string `json:"ca_bundle"`
 	// CASigner is the signer backend holding the group's CA.
 	CASigner string `json:"ca_signer"`
+	// CACustody is the leader's word on how its signer keeps the CA (sdk.Custody:
+	// local, exportable, shared, remote); "" before a leader said.
+	CACustody string `json:"ca_custody,omitempty"`
+	// CARotationBlocked says why a CA rotation that is due cannot proceed.
+	CARotationBlocked string `json:"ca_rotation_blocked,omitempty"`
+	// CARotateRefused says why the leader refused the last `ca rotate` request.
+	CARotateRefused string `json:"ca_rotate_refused,omitempty"`
 	// CARotation is the rotation under way, if any.
 	CARotation *protocol.Rotation `json:"ca_rotation,omitempty"`
 	// CAState is the leader's word on the CA: "steady", or where a rotation stands.
@@ -88,7 +96,8 @@ func FromSnapshot(relationName string, s relation.Snapshot) Group {
 		g.CARotation = &r
 	}
 	leader := protocol.DecodeUnitStatus(s.Units[s.Leader])
-	g.CAState = leader.CAState
+	g.CAState, g.CACustody = leader.CAState, leader.Custody
+	g.CARotationBlocked, g.CARotateRefused = s.LeaderData[protocol.KeyCARotationBlocked], s.LeaderData[protocol.KeyCARotateRefused]
 	if leader.Noisy != "" {
 		g.Noisy = strings.Split(leader.Noisy, ",")
 	}
@@ -181,15 +190,17 @@ func (g Group) WriteTable(w io.Writer) error {
 	if len(fp) > 16 {
 		fp = fp[:16]
 	}
-	sealed := "no sealed CA key (a leader on another host cannot take over the CA)"
-	if g.CASealed {
-		sealed = "CA key sealed in leader data"
-	}
 	// Every field is shown escaped: units write their bags, and no value may act on the
 	// terminal or forge a row.
 	e := termsafe.Escape
-	fmt.Fprintf(w, "relation %s, leader %s, CA %s, %s\n", e(g.Relation), orNone(e(g.Leader)), orNone(e(fp)), sealed)
+	fmt.Fprintf(w, "relation %s, leader %s, CA %s, %s\n", e(g.Relation), orNone(e(g.Leader)), orNone(e(fp)), g.failover())
 	fmt.Fprintf(w, "CA: %s (signer %s, %d CAs trusted)\n", orNone(e(g.CAState)), orNone(e(g.CASigner)), len(g.CABundle))
+	if g.CARotationBlocked != "" {
+		fmt.Fprintf(w, "CA rotation blocked: %s (signing goes on)\n", e(g.CARotationBlocked))
+	}
+	if g.CARotateRefused != "" {
+		fmt.Fprintf(w, "last ca rotate refused: %s\n", e(g.CARotateRefused))
+	}
 	for _, a := range g.Alarms {
 		fmt.Fprintf(w, "ALARM: %s\n", a)
 	}
@@ -227,4 +238,21 @@ func orNone(s string) string {
 		return "(none)"
 	}
 	return s
+}
+
+// failover says how a leader on another host would sign with the group's CA, as the
+// leader's signer keeps it.
+func (g Group) failover() string {
+	switch sdk.Custody(g.CACustody) {
+	case sdk.CustodyShared:
+		return "CA key shared by every leader's signer (a new leader signs with it as it is)"
+	case sdk.CustodyRemote:
+		return "CA remote (every leader signs through its service)"
+	case sdk.CustodyLocal:
+		return "CA key local to the leader's signer (a leader on another host cannot take over the CA)"
+	}
+	if g.CASealed {
+		return "CA key sealed in leader data"
+	}
+	return "no sealed CA key (a leader on another host cannot take over the CA)"
 }
