@@ -8,10 +8,10 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"slices"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/sdk/pluginhost"
 )
 
 // command builds the child's command line: the tlsrelay binary itself for a built-in
@@ -47,22 +47,8 @@ func (h *Host) command(name string, spec config.Plugin) (*exec.Cmd, *os.File, er
 func externalCommand(spec config.Plugin, binary *os.File) *exec.Cmd {
 	cmd := exec.Command(fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), binary.Fd()))
 	cmd.Args[0] = spec.Command
-	cmd.Env = pluginEnv(spec.Env)
+	cmd.Env = pluginhost.Environ(spec.Env)
 	return cmd
-}
-
-// baseEnv is what every external plugin gets from the host's environment; anything
-// more (credentials, say) only when its config names it under env.
-var baseEnv = []string{"PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR"}
-
-func pluginEnv(extra []string) []string {
-	var env []string
-	for _, name := range append(slices.Clone(baseEnv), extra...) {
-		if v, ok := os.LookupEnv(name); ok {
-			env = append(env, name+"="+v)
-		}
-	}
-	return env
 }
 
 // openVerified opens the plugin's binary and checks its SHA-256 through the open file.

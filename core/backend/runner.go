@@ -1,15 +1,12 @@
 package backend
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -17,6 +14,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin/runner"
+
+	"github.com/tlsrelay/tlsrelay/sdk/pluginhost"
 )
 
 // pipeGrace is how long after a plugin process exits its stdout and stderr are read
@@ -38,7 +37,7 @@ type processRunner struct {
 	cmd    *exec.Cmd
 	binary *os.File // closed when the process ends; nil for the tlsrelay binary
 	log    hclog.Logger
-	tail   *lineTail // the last lines of stderr, for the log when the plugin dies
+	tail   *pluginhost.Tail // the last lines of stderr (and a panic), for the log when the plugin dies
 	killed atomic.Bool
 
 	stdout, stderr *os.File // read ends
@@ -50,7 +49,7 @@ type processRunner struct {
 var _ runner.Runner = (*processRunner)(nil)
 
 func newProcessRunner(cmd *exec.Cmd, binary *os.File, log hclog.Logger) *processRunner {
-	return &processRunner{cmd: cmd, binary: binary, log: log, tail: &lineTail{max: tailLines}, exited: make(chan struct{})}
+	return &processRunner{cmd: cmd, binary: binary, log: log, tail: &pluginhost.Tail{Max: tailLines}, exited: make(chan struct{})}
 }
 
 // Start implements runner.Runner.
@@ -157,38 +156,6 @@ func (r *processRunner) Stderr() io.ReadCloser {
 
 // tailLines is how many of a plugin's last stderr lines are kept.
 const tailLines = 20
-
-// lineTail keeps the last max lines written to it.
-type lineTail struct {
-	mu      sync.Mutex
-	max     int
-	lines   []string
-	partial []byte
-}
-
-func (t *lineTail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.partial = append(t.partial, p...)
-	for {
-		i := bytes.IndexByte(t.partial, '\n')
-		if i < 0 {
-			break
-		}
-		t.lines = append(t.lines, string(t.partial[:i]))
-		t.partial = t.partial[i+1:]
-		if len(t.lines) > t.max {
-			t.lines = t.lines[len(t.lines)-t.max:]
-		}
-	}
-	return len(p), nil
-}
-
-func (t *lineTail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return strings.Join(append(slices.Clone(t.lines), string(t.partial)), "\n")
-}
 
 // Name implements runner.Runner: the command as configured (not /proc/.../fd/N).
 func (r *processRunner) Name() string { return r.cmd.Args[0] }
