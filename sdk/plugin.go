@@ -62,7 +62,8 @@ func WithServeTest(cfg *plugin.ServeTestConfig) ServeOption {
 }
 
 // Serve runs a backend plugin. Call it from the plugin's main; it returns when the
-// host disconnects. Logs go to stderr through hclog (stdout carries the handshake).
+// host disconnects, after closing b if it is a Closer. Logs go to stderr through hclog
+// (stdout carries the handshake).
 func Serve(b Backend, opts ...ServeOption) {
 	cfg := &plugin.ServeConfig{
 		HandshakeConfig:  Handshake,
@@ -75,6 +76,18 @@ func Serve(b Backend, opts ...ServeOption) {
 		opt(cfg)
 	}
 	plugin.Serve(cfg)
+	if c, ok := b.(Closer); ok {
+		if err := c.Close(); err != nil {
+			Logger("plugin").Error("closing the backend", "error", err)
+		}
+	}
+}
+
+// Closer is an optional part of a backend: Serve calls Close once the host has
+// stopped the plugin (and the conformance kit, once it stops an in-process backend),
+// so that a backend can release what outlives a call: a PKCS#11 session, a connection.
+type Closer interface {
+	Close() error
 }
 
 // stderr is the process's stderr as the plugin started. go-plugin's Serve replaces

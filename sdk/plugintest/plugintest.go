@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,6 +35,11 @@ type Options struct {
 	Concurrent int
 	// Timeout bounds the whole run. Default 5 minutes.
 	Timeout time.Duration
+	// FixedValidity declares a signer that signs for this lifetime only, whatever is
+	// asked (a remote CA's sign API may take none): the validity check expects it, and
+	// Configure must refuse another group validity with FailedPrecondition. Zero: the
+	// signer honours the validity asked.
+	FixedValidity time.Duration
 }
 
 func (o Options) withDefaults() Options {
@@ -54,63 +60,155 @@ func (o Options) withDefaults() Options {
 
 // Result is the outcome of one check: Err is nil when the backend passed it. Skipped
 // says why a check did not run: a check it depends on failed, and that failure is the
-// one to fix (one root cause is reported once).
+// one to fix (one root cause is reported once). NotClaimed says why a check was not
+// run because the backend does not claim what it checks, and what goes unproved.
 type Result struct {
-	Check   string
-	Err     error
-	Skipped string
+	Check      string
+	Err        error
+	Skipped    string
+	NotClaimed string
+	Took       time.Duration
 }
 
+// Proved: the check ran and passed.
+func (r Result) Proved() bool { return r.Err == nil && r.Skipped == "" && r.NotClaimed == "" }
+
 // check is one part of the contract. It returns every problem it finds, joined. needs
-// names the checks whose failure makes this one meaningless.
+// names the checks whose failure makes this one meaningless; claims says what the
+// backend must claim for it to run (nil: always runs).
 type check struct {
-	name  string
-	run   func(e *env) error
-	needs []string
+	name   string
+	run    func(e *env) error
+	needs  []string
+	claims *claim
 }
+
+// claim is what a check exercises: all of caps (or, with any, one of them), and what
+// stays unproved without them.
+type claim struct {
+	caps     []sdk.Capability
+	any      bool
+	unproved string
+}
+
+// missing says what the backend does not claim of c, "" when it may run.
+func (c *claim) missing(info sdk.Info) string {
+	if c == nil {
+		return ""
+	}
+	var lacks []string
+	for _, cap := range c.caps {
+		if !info.Has(cap) {
+			lacks = append(lacks, string(cap))
+		} else if c.any {
+			return ""
+		}
+	}
+	if len(lacks) == 0 {
+		return ""
+	}
+	join := " and "
+	if c.any {
+		join = " or "
+	}
+	return fmt.Sprintf("does not claim %s: %s untested", strings.Join(lacks, join), c.unproved)
+}
+
+func needs(unproved string, caps ...sdk.Capability) *claim {
+	return &claim{caps: caps, unproved: unproved}
+}
+
+var (
+	signing   = needs("signing", sdk.CapSignCSR)
+	theCA     = needs("its CA", sdk.CapCA)
+	csrMaking = needs("key and CSR making", sdk.CapCreateCSR)
+	caMoves   = &claim{caps: []sdk.Capability{sdk.CapCAExport, sdk.CapCAImport}, any: true,
+		unproved: "moving its CA (failover by ca_seal, rotation by import)"}
+)
 
 // checkCAName is the check every signing check depends on: without a CA, nothing
 // signed can chain to it.
 const checkCAName = "CA returns a stable CA certificate"
 
 var checks = []check{
-	{"Info names the backend and its capabilities", checkInfo, nil},
-	{"unclaimed capabilities answer Unimplemented", checkUnclaimed, nil},
-	{"CreateCSR honours key, common name and SANs", checkCreateCSR, nil},
-	{checkCAName, checkCA, nil},
-	{"SignCSR gives each profile its usages and chains to CA", checkProfiles, []string{checkCAName}},
-	{"SignCSR honours validity", checkValidity, []string{checkCAName}},
-	{"serials are unique", checkSerials, []string{checkCAName}},
-	{"bad requests are InvalidArgument", checkBadRequests, nil},
-	{"hostile CSRs are InvalidArgument (two CNs, CN characters, email SANs, RSA-1024, bad SANs, PEM framing and headers)", checkHostileCSRs, nil},
-	{"the subject is the CN alone; URI SANs are copied", checkSubjectAndURIs, []string{checkCAName}},
-	{"a CSR asking to be a CA is signed as a plain leaf", checkExtensionsNotCopied, []string{checkCAName}},
-	{"concurrent SignCSR calls are safe", checkConcurrent, []string{checkCAName}},
-	{"the CA survives a restart of the plugin", checkRestart, []string{checkCAName}},
-	{"processes sharing one state directory agree on one CA (as a group on one host does)", checkSharedState, []string{checkCAName}},
-	{"ExportCA gives the CA and its key; ImportCA makes a CA the signer's, across restarts", checkCAMove, []string{checkCAName}},
-	{"SignCRL lists the serials asked for, signed by the CA", checkCRL, []string{checkCAName}},
-	{"SignCSRs answers each request in order; a bad one fails alone", checkSignCSRs, []string{checkCAName}},
+	{"Info names the backend and its capabilities", checkInfo, nil, nil},
+	{"unclaimed capabilities answer Unimplemented", checkUnclaimed, nil, nil},
+	{"Configure with the group's validity", checkConfigureValidity, nil, nil},
+	{"CreateCSR honours key, common name and SANs", checkCreateCSR, nil, csrMaking},
+	{checkCAName, checkCA, nil, theCA},
+	{"SignCSR gives each profile its usages and chains to CA", checkProfiles, []string{checkCAName}, signing},
+	{"SignCSR honours validity", checkValidity, []string{checkCAName}, signing},
+	{"serials are unique", checkSerials, []string{checkCAName}, signing},
+	{"bad requests are InvalidArgument", checkBadRequests, nil, signing},
+	{"hostile CSRs are InvalidArgument (two CNs, CN characters, email SANs, RSA-1024, bad SANs, PEM framing and headers)", checkHostileCSRs, nil, signing},
+	{"the subject is the CN alone; URI SANs are copied", checkSubjectAndURIs, []string{checkCAName}, signing},
+	{"a CSR asking to be a CA is signed as a plain leaf", checkExtensionsNotCopied, []string{checkCAName}, signing},
+	{"concurrent SignCSR calls are safe", checkConcurrent, []string{checkCAName}, signing},
+	{"the CA survives a restart of the plugin", checkRestart, []string{checkCAName}, needs("a CA that survives a restart", sdk.CapCA, sdk.CapSignCSR)},
+	{"processes sharing one state directory agree on one CA (as a group on one host does)", checkSharedState, []string{checkCAName}, theCA},
+	{"ExportCA gives the CA and its key; ImportCA makes a CA the signer's, across restarts", checkCAMove, []string{checkCAName}, caMoves},
+	{"GenerateCA makes the next CA, which signs from then on, across restarts", checkGenerateCA, []string{checkCAName},
+		needs("rotation by a CA the signer makes itself", sdk.CapCAGenerate, sdk.CapSignCSR)},
+	{"SignCRL lists the serials asked for, signed by the CA", checkCRL, []string{checkCAName}, needs("revocation lists", sdk.CapCRL)},
+	{"SignCSRs answers each request in order; a bad one fails alone", checkSignCSRs, []string{checkCAName},
+		needs("batched signing (the host signs one CSR a call)", sdk.CapSignCSRs)},
 }
 
-// runChecks runs every check in order, skipping those whose prerequisites failed, and
-// reports each result.
-func runChecks(e *env, report func(Result)) {
-	failed := map[string]bool{}
+// runChecks runs every check in order through each (which may run it inside a subtest,
+// so that its time is its own): it skips those whose prerequisites failed or were not
+// run, and those the backend does not claim. After a check in which the plugin process
+// died, the failure says how (its panic, its last stderr lines) and the next check runs
+// on the plugin started again.
+func runChecks(e *env, each func(name string, run func() Result)) {
+	failed, unclaimed := map[string]bool{}, map[string]bool{}
 	for _, c := range checks {
-		r := Result{Check: c.name}
-		for _, need := range c.needs {
-			if failed[need] {
-				r.Skipped = fmt.Sprintf("skipped: it needs %q, which failed (fix that first)", need)
-				break
+		each(c.name, func() Result {
+			r := Result{Check: c.name, NotClaimed: c.claims.missing(e.info)}
+			for _, need := range c.needs {
+				if r.NotClaimed == "" && unclaimed[need] {
+					r.NotClaimed = fmt.Sprintf("it needs %q, which the backend does not claim", need)
+				}
+				if r.NotClaimed == "" && failed[need] {
+					r.Skipped = fmt.Sprintf("skipped: it needs %q, which failed (fix that first)", need)
+				}
 			}
-		}
-		if r.Skipped == "" {
-			r.Err = c.run(e)
-		}
-		failed[c.name] = r.Err != nil || r.Skipped != ""
-		report(r)
+			if r.Skipped == "" && r.NotClaimed == "" {
+				start := time.Now()
+				r.Err = c.run(e)
+				r.Took = time.Since(start)
+				r.Err = e.afterCrash(r.Err)
+				if reason, ok := r.Err.(notRun); ok {
+					r.Err, r.NotClaimed = nil, string(reason)
+				}
+			}
+			failed[c.name], unclaimed[c.name] = r.Err != nil || r.Skipped != "", r.NotClaimed != ""
+			return r
+		})
 	}
+}
+
+// Summary says what a run proved and what it did not: every check that failed, was
+// skipped, or was not run because the backend does not claim what it checks.
+func Summary(results []Result) string {
+	var proved int
+	var not []string
+	for _, r := range results {
+		switch {
+		case r.Proved():
+			proved++
+		case r.Err != nil:
+			not = append(not, "FAIL "+r.Check)
+		case r.Skipped != "":
+			not = append(not, "SKIP "+r.Check+": "+r.Skipped)
+		default:
+			not = append(not, "SKIP "+r.Check+": "+r.NotClaimed)
+		}
+	}
+	s := fmt.Sprintf("plugintest: %d of %d checks proved", proved, len(results))
+	if len(not) > 0 {
+		s += "; not proved:\n  " + strings.Join(not, "\n  ")
+	}
+	return s
 }
 
 // env is what every check sees: the running backend and how to restart it.
@@ -122,6 +220,24 @@ type env struct {
 	backend  sdk.Backend
 	stop     func()
 	info     sdk.Info
+	launched launched // what the Starter said of the backend it started
+}
+
+// afterCrash: if the plugin process died during the check that returned err, err says
+// how (its panic, its last stderr lines), and the plugin is started again for the next.
+func (e *env) afterCrash(err error) error {
+	if e.launched.died == nil {
+		return err
+	}
+	report := e.launched.died(err != nil)
+	if report == "" {
+		return err
+	}
+	err = errors.Join(err, fmt.Errorf("the plugin process died: %s", report))
+	if rerr := e.restart(); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("starting it again: %w", rerr))
+	}
+	return err
 }
 
 func (e *env) claims(c sdk.Capability) bool { return e.info.Has(c) }
@@ -135,11 +251,12 @@ func Verify(start Starter, opts Options) ([]Result, error) {
 	}
 	defer cleanup()
 	results := make([]Result, 0, len(checks))
-	runChecks(e, func(r Result) { results = append(results, r) })
+	runChecks(e, func(_ string, run func() Result) { results = append(results, run()) })
 	return results, nil
 }
 
-// Run runs every check as a subtest of t.
+// Run runs every check as a subtest of t, and logs at the end what the run proved and
+// what it did not (Summary).
 func Run(t *testing.T, start Starter, opts Options) {
 	t.Helper()
 	e, cleanup, err := prepare(start, opts)
@@ -148,16 +265,22 @@ func Run(t *testing.T, start Starter, opts Options) {
 	}
 	defer cleanup()
 	t.Logf("plugintest: backend %q %s, capabilities %v", e.info.Name, e.info.Version, e.info.Capabilities)
-	runChecks(e, func(r Result) {
-		t.Run(r.Check, func(t *testing.T) {
+	var results []Result
+	runChecks(e, func(name string, run func() Result) {
+		t.Run(name, func(t *testing.T) {
+			r := run()
+			results = append(results, r)
 			switch {
 			case r.Skipped != "":
 				t.Skip(r.Skipped)
+			case r.NotClaimed != "":
+				t.Skip(r.NotClaimed)
 			case r.Err != nil:
 				t.Error(r.Err)
 			}
 		})
 	})
+	t.Log(Summary(results))
 }
 
 func prepare(start Starter, opts Options) (*env, func(), error) {
@@ -192,7 +315,7 @@ func (e *env) restart() error {
 	if err != nil {
 		return fmt.Errorf("start backend: %w", err)
 	}
-	e.backend, e.stop = b, stop
+	e.backend, e.stop, e.launched = b, stop, launchedAs(b)
 	info, err := b.Info(e.ctx)
 	if err != nil {
 		return fmt.Errorf("Info: %w", err)
@@ -200,6 +323,12 @@ func (e *env) restart() error {
 	e.info = info
 	return nil
 }
+
+// notRun is what a check returns when it cannot run here, and why; it is reported as
+// not proved, never as passed.
+type notRun string
+
+func (n notRun) Error() string { return string(n) }
 
 // problems collects a check's failures.
 type problems []error
