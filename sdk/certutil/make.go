@@ -93,9 +93,23 @@ func NewCA(commonName string, validity time.Duration) (certPEM []byte, keyPEM sd
 	if err != nil {
 		return nil, nil, err
 	}
+	if certPEM, err = NewCAForKey(commonName, validity, key); err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err = KeyPEM(key)
+	return certPEM, keyPEM, err
+}
+
+// NewCAForKey makes a self-signed CA certificate for a key that already exists and may
+// never leave where it is (a key in an HSM, through crypto11), valid for validity
+// (backdated by Backdate); PEM.
+func NewCAForKey(commonName string, validity time.Duration, key crypto.Signer) ([]byte, error) {
+	if validity <= 0 {
+		return nil, sdk.Errorf(sdk.CodeInvalidArgument, commonName, "a CA validity of %s", validity)
+	}
 	serial, err := RandomSerial()
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	now := time.Now()
 	tmpl := &x509.Certificate{
@@ -105,10 +119,9 @@ func NewCA(commonName string, validity time.Duration) (certPEM []byte, keyPEM sd
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, nil, err
+		return nil, fmt.Errorf("self-sign the CA %q: %w", commonName, err)
 	}
-	keyPEM, err = KeyPEM(key)
-	return CertPEM(der), keyPEM, err
+	return CertPEM(der), nil
 }
 
 // Sign issues the certificate a checked plan asks for, with ca and its key: the

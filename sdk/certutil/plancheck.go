@@ -1,0 +1,87 @@
+package certutil
+
+import (
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+// planSlack absorbs the time between asking and signing, and a CA that backdates or
+// rounds a lifetime to the minute.
+const planSlack = 10 * time.Minute
+
+// Check checks a certificate a signer outside this process returned for the plan (a
+// remote CA's answer) before it is handed on: the subject is the CSR's common name
+// alone, the SANs are the CSR's, the key is the CSR's, the usages are the profile's,
+// it is no CA, it lives for the plan's validity, and it chains to ca. A remote CA whose
+// profile copies the CSR's organisation into the subject, or silently drops a SAN,
+// fails here, not in a peer's handshake. Every problem is named; the error is
+// Internal, with unit as its reference.
+func (p SignPlan) Check(chainPEM []byte, ca *x509.Certificate, unit string) (*x509.Certificate, error) {
+	certs, err := ParseCertificates(chainPEM)
+	if err != nil {
+		return nil, sdk.Errorf(sdk.CodeInternal, unit, "the signer's answer: %v", err)
+	}
+	leaf := certs[0]
+	var problems []string
+	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
+	if s := leaf.Subject; s.CommonName != p.CSR.Subject.CommonName || len(s.Names) != 1 {
+		add("subject %q, want CN=%s alone", s.String(), p.CSR.Subject.CommonName)
+	}
+	if !slices.Equal(sortedStrings(leaf.DNSNames), sortedStrings(p.CSR.DNSNames)) {
+		add("DNS names %v, want %v", leaf.DNSNames, p.CSR.DNSNames)
+	}
+	if !slices.Equal(ipStrings(leaf.IPAddresses), ipStrings(p.CSR.IPAddresses)) {
+		add("IP addresses %v, want %v", leaf.IPAddresses, p.CSR.IPAddresses)
+	}
+	if !slices.Equal(uriStrings(leaf.URIs), uriStrings(p.CSR.URIs)) {
+		add("URIs %v, want %v", leaf.URIs, p.CSR.URIs)
+	}
+	if !SamePublicKey(leaf.PublicKey, p.CSR.PublicKey) {
+		add("its key is not the CSR's")
+	}
+	if leaf.IsCA {
+		add("it is a CA certificate")
+	}
+	if !slices.Equal(sortedUsages(leaf.ExtKeyUsage), sortedUsages(p.Usages.Extended)) {
+		add("extended key usages %v, want %v", leaf.ExtKeyUsage, p.Usages.Extended)
+	}
+	if want := time.Now().Add(p.Validity); leaf.NotAfter.Before(want.Add(-planSlack)) || leaf.NotAfter.After(want.Add(planSlack)) {
+		add("it expires %s, want about %s (validity %s)", leaf.NotAfter.UTC().Format(time.RFC3339), want.UTC().Format(time.RFC3339), p.Validity)
+	}
+	if ca != nil {
+		if err := leaf.CheckSignatureFrom(ca); err != nil {
+			add("it is not signed by the CA %q: %v", ca.Subject.CommonName, err)
+		}
+	}
+	if len(problems) > 0 {
+		return nil, sdk.Errorf(sdk.CodeInternal, unit, "the signer's certificate does not match the request: %s", strings.Join(problems, "; "))
+	}
+	return leaf, nil
+}
+
+func sortedStrings(s []string) []string { return slices.Sorted(slices.Values(s)) }
+
+func ipStrings(ips []net.IP) []string {
+	out := make([]string, len(ips))
+	for i, ip := range ips {
+		out[i] = ip.String()
+	}
+	return sortedStrings(out)
+}
+
+func uriStrings(uris []*url.URL) []string {
+	out := make([]string, len(uris))
+	for i, u := range uris {
+		out[i] = u.String()
+	}
+	return sortedStrings(out)
+}
+
+func sortedUsages(u []x509.ExtKeyUsage) []x509.ExtKeyUsage { return slices.Sorted(slices.Values(u)) }
