@@ -262,12 +262,14 @@ func (h *Host) connect(ctx context.Context, name string, client *plugin.Client) 
 	if !ok {
 		return nil, fmt.Errorf("plugin %s: served %T, not a tlsrelay backend", name, raw)
 	}
+	// Configure first: what a backend claims may follow its config (a token shared
+	// between hosts claims ca_shared).
+	if err := h.configure(ctx, name, b); err != nil {
+		return nil, err
+	}
 	info, err := b.Info(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("plugin %s: Info: %w", name, err)
-	}
-	if err := h.configure(ctx, name, b); err != nil {
-		return nil, err
 	}
 	return &running{client: client, backend: b, info: info}, nil
 }
