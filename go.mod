@@ -6,6 +6,7 @@ go 1.26.0
 replace github.com/tlsrelay/tlsrelay/sdk => ./sdk
 
 require (
+	github.com/ThalesGroup/crypto11 v1.6.2
 	github.com/cloudflare/cfssl v1.6.5
 	github.com/go-viper/mapstructure/v2 v2.5.0
 	github.com/gophercloud/gophercloud/v2 v2.15.0
@@ -25,6 +26,9 @@ require (
 
 require (
 	github.com/kylelemons/godebug v1.1.0 // indirect
+	github.com/miekg/pkcs11 v1.1.2 // indirect
+	github.com/pkg/errors v0.9.1 // indirect
+	github.com/thales-e-security/pool v0.0.2 // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )

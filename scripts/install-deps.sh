@@ -3,7 +3,7 @@
 # openssl, easy-rsa, an OpenStack Barbican and Keystone (run by scripts/*-server.sh), and
 # etcd-server (the external etcd cluster of the relation tests), iproute2 and iptables
 # (the network namespaces and packet loss of the partition tests), and gcc (go test
-# -race needs cgo).
+# -race needs cgo), and SoftHSM2 (the token of the pkcs11 signer's tests).
 # Needs root (or sudo) to install; does nothing when everything is present.
 set -euo pipefail
 
@@ -18,6 +18,7 @@ needs=(
   "ip iproute2"
   "iptables iptables"
   "gcc gcc"
+  "/usr/bin/softhsm2-util softhsm2"
 )
 
 missing=()
