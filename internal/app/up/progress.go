@@ -162,8 +162,17 @@ func (p *progress) pending() string {
 	defer p.mu.Unlock()
 	var lines []string
 	for unit, s := range p.status {
-		if s.State != protocol.StateCertificateAvailable || s.Serial == "" {
-			lines = append(lines, fmt.Sprintf("  %s: %s (%s)", unit, s.State, s.Detail))
+		switch {
+		case s.Leader && s.Error != "":
+			// The leader's last error says why nobody is signed: a signer that does not
+			// start, a CA it cannot load.
+			lines = append(lines, fmt.Sprintf("  %s (leader): %s (%s); last error: %s", unit, s.State, s.Detail, s.Error))
+		case s.State != protocol.StateCertificateAvailable || s.Serial == "":
+			line := fmt.Sprintf("  %s: %s (%s)", unit, s.State, s.Detail)
+			if s.Error != "" {
+				line += "; last error: " + s.Error
+			}
+			lines = append(lines, line)
 		}
 	}
 	for unit, err := range p.failed {

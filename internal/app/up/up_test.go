@@ -1,6 +1,13 @@
 package up
 
-import "testing"
+import (
+	"io"
+	"strings"
+	"testing"
+
+	"github.com/tlsrelay/tlsrelay/core/agent"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+)
 
 func TestDefaultUnitsPerProcess(t *testing.T) {
 	tests := []struct{ units, perProcess, processes int }{
@@ -19,6 +26,21 @@ func TestDefaultUnitsPerProcess(t *testing.T) {
 		processes := (tt.units + got - 1) / got
 		if got != tt.perProcess || processes != tt.processes {
 			t.Errorf("%d units: %d a process in %d processes, want %d in %d", tt.units, got, processes, tt.perProcess, tt.processes)
+		}
+	}
+}
+
+// A group that does not converge says why: the leader's last error (it signs nobody),
+// and each waiting unit's state and last error.
+func TestPendingNamesTheLeadersLastError(t *testing.T) {
+	p := newProgress(io.Discard, 3)
+	p.update(agent.Status{Unit: "node/0", Leader: true, UnitStatus: protocol.UnitStatus{State: protocol.StateCertificateAvailable, Serial: "ab",
+		Detail: "expires", Error: "not signing: the signer's CA: plugins.hsm.config: failed precondition: no token labelled \"x\""}})
+	p.update(agent.Status{Unit: "node/1", UnitStatus: protocol.UnitStatus{State: protocol.StateAwaitingCertificate, Detail: "CSR published"}})
+	got := p.pending()
+	for _, want := range []string{"node/0 (leader)", "last error: not signing: the signer's CA", "node/1: " + string(protocol.StateAwaitingCertificate), "1 units never reported"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("pending lacks %q:\n%s", want, got)
 		}
 	}
 }
