@@ -11,6 +11,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/internal/pkitest"
 	"github.com/tlsrelay/tlsrelay/internal/testbin"
 	"github.com/tlsrelay/tlsrelay/sdk/castore"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -19,12 +20,13 @@ import (
 // custodyGroup runs units on a signer whose CA never moves between leaders (the
 // custodian test plugin: one CA directory for every unit, as a shared token or a CA
 // service is), claiming custody (and ca_generate if generate).
-func custodyGroup(t *testing.T, name, custody string, generate bool, seal bool) (*agents, relation.Observer, string, []string) {
+func custodyGroup(t *testing.T, name, custody string, generate bool, seal bool, caKeys ...string) (*agents, relation.Observer, string, []string) {
 	t.Helper()
 	bin := testbin.Build(t, testbin.Custodian)
 	caDir := filepath.Join(t.TempDir(), "ca")
+	ca := strings.Join(append([]string{"remote_recheck: 2s"}, caKeys...), ", ")
 	ag, obs, _ := embeddedGroup(t, name, 6*time.Second, fmt.Sprintf(`certificate: {validity: 1h}
-ca: {remote_recheck: 2s}
+ca: {%s}
 roles: {csr: cfssl, signer: keeper}
 plugins:
   keeper:
@@ -32,7 +34,7 @@ plugins:
     sha256: %s
     env: [CUSTODIAN_CUSTODY, CUSTODIAN_GENERATE]
     config: {ca_dir: %q, custody: %s, generate: %t}
-`, bin, testbin.SHA256(t, bin), caDir, custody, generate), seal)
+`, ca, bin, testbin.SHA256(t, bin), caDir, custody, generate), seal)
 	env := []string{"CUSTODIAN_CUSTODY=" + custody, fmt.Sprintf("CUSTODIAN_GENERATE=%t", generate)}
 	return ag, obs, caDir, env
 }
@@ -198,5 +200,38 @@ func (a *agents) exitCode(unit string, timeout time.Duration) int {
 		return cmd.ProcessState.ExitCode()
 	case <-time.After(timeout):
 		return -1
+	}
+}
+
+// A rotation due because the CA nears its expiry, with a signer that can make no new CA
+// (a remote CA, a local one that neither imports nor generates): no agent exits; the
+// leader signs on (a new unit is signed), and status and the leader's log say the
+// rotation is blocked, and why.
+func TestAutomaticRotationThatCannotProceed(t *testing.T) {
+	for _, custody := range []string{"remote", "local"} {
+		t.Run(custody, func(t *testing.T) {
+			ag, obs, caDir, env := custodyGroup(t, "expiring"+custody, custody, false, false, "rotate_before: 720h")
+			// The CA the signer holds: 355 days of its year gone, 10 days left.
+			ca := pkitest.NewCA(t, "custodian CA", time.Now().Add(-355*24*time.Hour))
+			if err := castore.Replace(caDir, castore.CA{CertPEM: []byte(ca.PEM), KeyPEM: pkitest.KeyPEM(t, ca.Key)}); err != nil {
+				t.Fatal(err)
+			}
+			for _, u := range []string{"web/0", "web/1"} {
+				ag.start(u, env...)
+			}
+			awaitObs(t, obs, "2 units signed, the rotation blocked", time.Minute, func(s relation.Snapshot) bool {
+				return allAvailable("web/0", "web/1")(s) && s.LeaderData[protocol.KeyCARotationBlocked] != ""
+			})
+			ag.start("web/2", env...)
+			snap := awaitObs(t, obs, "web/2 signed while blocked", time.Minute, allAvailable("web/2"))
+			st := runBinary(t, ag.bin, "status", "--config", ag.config)
+			if !strings.Contains(st.stdout, "CA rotation blocked") || !strings.Contains(st.stdout, "expires at") {
+				t.Errorf("status does not show the blocked rotation:\n%s", st.stdout)
+			}
+			if !strings.Contains(ag.logOf(snap.Leader), "a CA rotation is due but cannot proceed") {
+				t.Errorf("the leader did not log the blocked rotation:\n%s", ag.logOf(snap.Leader))
+			}
+			assertAlive(t, ag, "web/0", "web/1", "web/2")
+		})
 	}
 }
