@@ -24,29 +24,48 @@ import (
 const (
 	CertFile = "ca.pem"
 	KeyFile  = "ca-key.pem" // mode 0600
-	lockFile = ".lock"
+	// KeyRefFile names a key held elsewhere (an HSM's: a PKCS#11 URI, a label), for a
+	// CA whose key is no PEM to keep here; mode 0600.
+	KeyRefFile = "ca-key.ref"
+	lockFile   = ".lock"
 )
 
-// Parse returns the CA's certificate (the first of CertPEM) and its private key.
+// Parse returns the CA's certificate (the first of CertPEM) and its private key. A CA
+// whose key is held elsewhere (KeyRef) has none here: use Certificate, and find the key
+// by its reference.
 func (ca CA) Parse() (*x509.Certificate, crypto.Signer, error) {
-	certs, err := certutil.ParseCertificates(ca.CertPEM)
+	cert, err := ca.Certificate()
 	if err != nil {
-		return nil, nil, fmt.Errorf("CA certificate: %w", err)
+		return nil, nil, err
+	}
+	if len(ca.KeyPEM) == 0 && ca.KeyRef != "" {
+		return nil, nil, fmt.Errorf("the key of CA %q is held elsewhere (%s), not here", cert.Subject.CommonName, ca.KeyRef)
 	}
 	key, err := certutil.ParsePrivateKeyPEM(ca.KeyPEM)
 	if err != nil {
 		return nil, nil, fmt.Errorf("CA key: %w", err)
 	}
-	if !certutil.SamePublicKey(certs[0].PublicKey, key.Public()) {
-		return nil, nil, fmt.Errorf("the CA key does not belong to CA %q", certs[0].Subject.CommonName)
+	if !certutil.SamePublicKey(cert.PublicKey, key.Public()) {
+		return nil, nil, fmt.Errorf("the CA key does not belong to CA %q", cert.Subject.CommonName)
 	}
-	return certs[0], key, nil
+	return cert, key, nil
 }
 
-// CA is the PEM of a stored CA.
+// Certificate returns the CA's certificate (the first of CertPEM).
+func (ca CA) Certificate() (*x509.Certificate, error) {
+	certs, err := certutil.ParseCertificates(ca.CertPEM)
+	if err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	return certs[0], nil
+}
+
+// CA is the PEM of a stored CA, and its key: as PEM, or for a key that is no PEM to
+// keep (in an HSM), a reference to it (KeyRef). One of KeyPEM and KeyRef.
 type CA struct {
 	CertPEM []byte
 	KeyPEM  []byte
+	KeyRef  string
 }
 
 // Paths returns the certificate and key file paths of the CA in dir.
@@ -122,6 +141,11 @@ func load(dir string) (CA, error) {
 		return CA{}, fmt.Errorf("refusing the CA in %s: %w", dir, err)
 	}
 	keyPEM, err := os.ReadFile(keyPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		if ref, rerr := os.ReadFile(filepath.Join(dir, KeyRefFile)); rerr == nil {
+			return CA{CertPEM: certPEM, KeyRef: string(ref)}, nil
+		}
+	}
 	if err != nil {
 		// Not ErrNotExist for the caller: a certificate without its key must not be
 		// silently replaced by a new CA.
@@ -130,10 +154,22 @@ func load(dir string) (CA, error) {
 	return CA{CertPEM: certPEM, KeyPEM: keyPEM}, nil
 }
 
-// store writes the key first, so that a crash never leaves a certificate without its key.
+// store writes the key (or its reference) first, so that a crash never leaves a
+// certificate without its key; the other of the two goes.
 func store(dir string, ca CA) error {
 	certPath, keyPath := Paths(dir)
-	if err := atomicfile.Write(keyPath, ca.KeyPEM, 0o600); err != nil {
+	refPath := filepath.Join(dir, KeyRefFile)
+	if (len(ca.KeyPEM) == 0) == (ca.KeyRef == "") {
+		return errors.New("store CA: give its key as PEM or a reference to it, one of the two")
+	}
+	write, stale, body := keyPath, refPath, ca.KeyPEM
+	if ca.KeyRef != "" {
+		write, stale, body = refPath, keyPath, []byte(ca.KeyRef)
+	}
+	if err := atomicfile.Write(write, body, 0o600); err != nil {
+		return fmt.Errorf("store CA key: %w", err)
+	}
+	if err := os.Remove(stale); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("store CA key: %w", err)
 	}
 	if err := atomicfile.Write(certPath, ca.CertPEM, 0o644); err != nil {
@@ -147,6 +183,9 @@ func ExportCA(dir string) (sdk.CAKeyPair, error) {
 	ca, err := Load(dir)
 	if err != nil {
 		return sdk.CAKeyPair{}, sdk.Errorf(sdk.CodeFailedPrecondition, dir, "no CA to export: %v", err)
+	}
+	if len(ca.KeyPEM) == 0 {
+		return sdk.CAKeyPair{}, sdk.Errorf(sdk.CodeFailedPrecondition, dir, "the CA's key is held elsewhere (%s): it cannot be exported", ca.KeyRef)
 	}
 	return sdk.CAKeyPair{CertPEM: ca.CertPEM, Key: ca.KeyPEM}, nil
 }
