@@ -20,13 +20,17 @@ type Status struct {
 func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	s := Status{Unit: a.unit, Leader: leader, Signing: d.Signing,
 		UnitStatus: protocol.UnitStatus{State: d.State, Detail: d.Detail, Error: d.LeaderProblem, CAState: d.CAState, Noisy: a.noisy}}
-	a.opts.Metrics.CARotationBlocked(a.unit, leader && d.CARotationBlocked != "")
 	if leader {
 		s.Custody = string(a.memory.Signer.Custody)
+	}
+	// Whether a rotation is blocked is decided only in the steady state; a decision
+	// that loads the signer's CA (again, for a remote CA) leaves it as it was.
+	if !leader || d.CAState == protocol.CASteady {
 		if d.CARotationBlocked != "" && d.CARotationBlocked != a.blocked {
 			a.log.Warn("a CA rotation is due but cannot proceed; signing goes on", "problem", d.CARotationBlocked)
 		}
 		a.blocked = d.CARotationBlocked
+		a.opts.Metrics.CARotationBlocked(a.unit, leader && a.blocked != "")
 	}
 	if a.noisy != "" && a.noisy != a.last.Noisy {
 		a.log.Warn("units write their bags more often than the budget", "budget_per_minute", protocol.WriteBudget, "units", a.noisy)
