@@ -165,7 +165,7 @@ func New(opts Options) (*Agent, error) {
 	if c := opts.Certificate; c.OnChange != "" {
 		a.onChange = &onChange{command: c.OnChange, timeout: max(c.OnChangeTimeout, time.Second), log: a.log,
 			env:  []string{"TLSRELAY_UNIT=" + unit, "TLSRELAY_OUTPUT_DIR=" + opts.Dir},
-			poke: func() { a.pokeStatus() }, metrics: opts.Metrics}
+			poke: func() { a.pokeStatus() }, metrics: opts.Metrics, complete: a.files.complete(c.Output)}
 	}
 	return a, nil
 }
@@ -193,6 +193,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer unlock()
 	defer a.onChange.close()
+	if a.files.derivedStale(a.opts.Certificate.Output) { // a format added, or a crash between writes
+		if err := a.derive(); err != nil {
+			a.log.Warn("writing the output formats", "error", err)
+		}
+	}
 	if len(a.opts.Secrets) > 0 {
 		ctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})

@@ -102,12 +102,17 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		if a.last.Serial != "" {
 			a.opts.Metrics.Renewed()
 		}
-		a.onChange.changed()
-		return nil
+		return a.derive(CertFile, KeyFile, CAFile)
 	case protocol.InstallCA:
-		return a.installFile(CAFile, act.CAPEM)
+		if err := a.files.write(CAFile, []byte(act.CAPEM), a.files.mode); err != nil {
+			return err
+		}
+		return a.derive(CAFile)
 	case protocol.InstallCRL:
-		return a.installFile(CRLFile, act.PEM)
+		if err := a.files.write(CRLFile, []byte(act.PEM), a.files.mode); err != nil {
+			return err
+		}
+		a.onChange.changed(CRLFile)
 	case protocol.SignCRL:
 		return a.signCRL(ctx, act, leaderData)
 	case protocol.LoadSignerCA:
@@ -141,11 +146,13 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 	return nil
 }
 
-// installFile writes one of the group's files (ca.crt, ca.crl) and runs on_change.
-func (a *Agent) installFile(name, pemText string) error {
-	if err := a.files.write(name, []byte(pemText), a.files.mode); err != nil {
-		return err
+// derive writes the files the unit's formats derive from its key, certificate and CA
+// after those changed (changed names them), and asks for on_change with them all.
+func (a *Agent) derive(changed ...string) error {
+	written, err := a.files.writeDerived(a.opts.Certificate.Output)
+	a.onChange.changed(append(changed, written...)...)
+	if err != nil {
+		return fmt.Errorf("%s: output formats: %w", a.unit, err)
 	}
-	a.onChange.changed()
 	return nil
 }

@@ -3,8 +3,10 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,27 +16,37 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/metrics"
 )
 
-// onChange runs certificate.on_change after the unit's files change. Runs never
-// overlap and never hold up the protocol: a change while a run is under way asks for
-// one more run after it. The outcome of the last run is kept for status.
+// onChange runs certificate.on_change after the unit's files change, once the whole
+// set a service needs is in place (complete): a CRL or CA that arrives before the unit's
+// first certificate waits for it, and is named with it. Runs never overlap and never hold
+// up the protocol: a change while a run is under way asks for one more run after it.
+// Each run's environment names the files changed since the last run (ChangedEnv). The
+// outcome of the last run is kept for status.
 type onChange struct {
-	command string
-	timeout time.Duration
-	env     []string
-	log     hclog.Logger
-	poke    func() // the agent looks at its status again
-	metrics *metrics.Metrics
+	command  string
+	timeout  time.Duration
+	env      []string
+	log      hclog.Logger
+	poke     func()      // the agent looks at its status again
+	complete func() bool // the unit's files are all in place
+	metrics  *metrics.Metrics
 
 	mu      sync.Mutex
 	running bool
 	again   bool
 	closed  bool
 	lastErr string
+	pending map[string]bool // files changed since the last run
 	done    sync.WaitGroup
 }
 
-// changed asks for a run.
-func (o *onChange) changed() {
+// ChangedEnv is the variable that names, space-separated, the files in the output
+// directory that changed since on_change last ran (tls.crt, tls.key, ca.crt, ca.crl and
+// the formats' files).
+const ChangedEnv = "TLSRELAY_CHANGED"
+
+// changed records that files changed and asks for a run.
+func (o *onChange) changed(names ...string) {
 	if o == nil || o.command == "" {
 		return
 	}
@@ -42,6 +54,12 @@ func (o *onChange) changed() {
 	defer o.mu.Unlock()
 	if o.closed {
 		return
+	}
+	if o.pending == nil {
+		o.pending = map[string]bool{}
+	}
+	for _, n := range names {
+		o.pending[n] = true
 	}
 	if o.running {
 		o.again = true
@@ -67,7 +85,16 @@ func (o *onChange) close() {
 func (o *onChange) loop() {
 	defer o.done.Done()
 	for {
-		err := o.run()
+		o.mu.Lock()
+		if o.complete != nil && !o.complete() {
+			o.running, o.again = false, false // the next change, when the set is whole, runs it
+			o.mu.Unlock()
+			return
+		}
+		changed := slices.Sorted(maps.Keys(o.pending))
+		o.pending = nil
+		o.mu.Unlock()
+		err := o.run(changed)
 		o.mu.Lock()
 		o.lastErr = ""
 		if err != nil {
@@ -83,11 +110,11 @@ func (o *onChange) loop() {
 	}
 }
 
-func (o *onChange) run() error {
+func (o *onChange) run(changed []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), o.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", o.command)
-	cmd.Env = append(os.Environ(), o.env...)
+	cmd.Env = append(append(os.Environ(), o.env...), ChangedEnv+"="+strings.Join(changed, " "))
 	cmd.WaitDelay = time.Second // a child holding the output cannot keep us waiting
 	start := time.Now()
 	out, err := cmd.CombinedOutput()
@@ -103,7 +130,7 @@ func (o *onChange) run() error {
 		o.log.Error("on_change failed; the new files are in place, the service may not have picked them up", "error", err)
 		return err
 	}
-	o.log.Info("on_change ran", "command", o.command, "took", time.Since(start).Round(time.Millisecond))
+	o.log.Info("on_change ran", "command", o.command, "changed", strings.Join(changed, " "), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/policy"
@@ -163,7 +165,52 @@ type Output struct {
 	Mode  string `mapstructure:"mode"`
 	Owner string `mapstructure:"owner"`
 	Group string `mapstructure:"group"`
+	// Formats asks for files besides tls.key, tls.crt and ca.crt, in the forms consumers
+	// read: FormatBundle, FormatPKCS12.
+	Formats []string `mapstructure:"formats"`
+	// PKCS12PasswordFile holds the password of keystore.p12 and truststore.p12; without
+	// it, the environment's TLSRELAY_PKCS12_PASSWORD.
+	PKCS12PasswordFile string `mapstructure:"pkcs12_password_file"`
+	// PKCS12Legacy encodes them for JVMs older than 8u301 and 11.0.12, which read no
+	// AES or PBKDF2 in PKCS#12 (3DES and SHA-1; weak: only where needed).
+	PKCS12Legacy bool `mapstructure:"pkcs12_legacy"`
 }
+
+// The output formats.
+const (
+	// FormatBundle: bundle.pem, the certificate, its chain and its key in one file (mode
+	// 0600), as haproxy's crt and Octavia's combined certificates read them.
+	FormatBundle = "bundle"
+	// FormatPKCS12: keystore.p12 (the key and its chain, 0600) and truststore.p12 (the
+	// CA bundle), as Java services read them.
+	FormatPKCS12 = "pkcs12"
+)
+
+// PKCS12PasswordEnv is the environment variable that gives the PKCS#12 password when
+// certificate.output.pkcs12_password_file is not set.
+const PKCS12PasswordEnv = "TLSRELAY_PKCS12_PASSWORD"
+
+// PKCS12Password reads the password of the PKCS#12 outputs.
+func (o Output) PKCS12Password() (string, error) {
+	if o.PKCS12PasswordFile == "" {
+		if pw, ok := os.LookupEnv(PKCS12PasswordEnv); ok && pw != "" {
+			return pw, nil
+		}
+		return "", fmt.Errorf("certificate.output.pkcs12_password_file: set it (or %s) for the pkcs12 format", PKCS12PasswordEnv)
+	}
+	b, err := os.ReadFile(o.PKCS12PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("certificate.output.pkcs12_password_file: %w", err)
+	}
+	pw := strings.TrimRight(string(b), "\r\n")
+	if pw == "" {
+		return "", fmt.Errorf("certificate.output.pkcs12_password_file: %s is empty", o.PKCS12PasswordFile)
+	}
+	return pw, nil
+}
+
+// Wants says whether format is among the formats asked for.
+func (o Output) Wants(format string) bool { return slices.Contains(o.Formats, format) }
 
 // IDs resolves Owner and Group to a uid and a gid; -1 for one not set.
 func (o Output) IDs() (uid, gid int, err error) {

@@ -152,6 +152,16 @@ func (c Certificate) validate(p *problems) {
 	if _, err := groupID(c.Output.Group); err != nil {
 		p.add("certificate.output.group", "%v", err)
 	}
+	for _, f := range c.Output.Formats {
+		if f != FormatBundle && f != FormatPKCS12 {
+			p.add("certificate.output.formats", "%q is not a format: bundle or pkcs12", f)
+		}
+	}
+	if c.Output.Wants(FormatPKCS12) {
+		if _, err := c.Output.PKCS12Password(); err != nil {
+			p.add("certificate.output.pkcs12_password_file", "%v", strings.TrimPrefix(err.Error(), "certificate.output.pkcs12_password_file: "))
+		}
+	}
 	if c.OnChangeTimeout <= 0 || c.OnChangeTimeout > time.Hour {
 		p.add("certificate.on_change_timeout", "%s must be above 0 and at most 1h", c.OnChangeTimeout)
 	}

@@ -1,0 +1,143 @@
+package agent
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	pkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// The formats a unit asks for are written beside tls.crt: bundle.pem (certificate and
+// key, 0600), keystore.p12 (key and chain, 0600) and truststore.p12 (the CA bundle),
+// which OpenSSL 3 (the real command) and go-pkcs12 read with the password, modern and
+// legacy alike; they follow every renewal and CA change.
+func TestOutputFormats(t *testing.T) {
+	for _, legacy := range []bool{false, true} {
+		t.Run(map[bool]string{false: "modern", true: "legacy"}[legacy], func(t *testing.T) {
+			pwFile := filepath.Join(t.TempDir(), "p12.pw")
+			os.WriteFile(pwFile, []byte("s3cret\n"), 0o600)
+			c := newCluster(t)
+			c.cert.Output.Formats = []string{config.FormatBundle, config.FormatPKCS12}
+			c.cert.Output.PKCS12PasswordFile, c.cert.Output.PKCS12Legacy = pwFile, legacy
+			c.start("db/0")
+			cert := c.waitCerts("db/0")["db/0"]
+			dir := c.dir("db/0")
+			awaitFile(t, filepath.Join(dir, TruststoreFile))
+
+			for name, mode := range map[string]os.FileMode{BundleFile: KeyMode, KeystoreFile: KeyMode, TruststoreFile: 0o644} {
+				if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Mode().Perm() != mode {
+					t.Errorf("%s: %v, want mode %04o", name, err, mode)
+				}
+			}
+			crt, _ := os.ReadFile(filepath.Join(dir, CertFile))
+			key, _ := os.ReadFile(filepath.Join(dir, KeyFile))
+			if bundle, _ := os.ReadFile(filepath.Join(dir, BundleFile)); !bytes.Equal(bundle, append(crt, key...)) {
+				t.Errorf("bundle.pem is not tls.crt then tls.key")
+			}
+			ks, _ := os.ReadFile(filepath.Join(dir, KeystoreFile))
+			priv, leaf, _, err := pkcs12.DecodeChain(ks, "s3cret")
+			if err != nil || !leaf.Equal(cert) || !certutil.SamePublicKey(leaf.PublicKey, priv.(crypto.Signer).Public()) {
+				t.Fatalf("keystore.p12: %v; leaf is tls.crt's: %v", err, leaf != nil && leaf.Equal(cert))
+			}
+			ts, _ := os.ReadFile(filepath.Join(dir, TruststoreFile))
+			cas, err := pkcs12.DecodeTrustStore(ts, "s3cret")
+			caPEM, _ := os.ReadFile(filepath.Join(dir, CAFile))
+			want, _ := certutil.ParseCertificates(caPEM)
+			if err != nil || len(cas) != len(want) || !cas[0].Equal(want[0]) {
+				t.Fatalf("truststore.p12: %v, %d CAs; want ca.crt's %d", err, len(cas), len(want))
+			}
+			for _, file := range []string{KeystoreFile, TruststoreFile} {
+				args := []string{"pkcs12", "-in", filepath.Join(dir, file), "-passin", "pass:s3cret", "-nokeys"}
+				if legacy {
+					args = append(args, "-legacy")
+				}
+				if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil || !strings.Contains(string(out), "BEGIN CERTIFICATE") {
+					t.Errorf("openssl pkcs12 cannot read %s: %v\n%s", file, err, out)
+				}
+			}
+
+			// A renewal rewrites them all.
+			before, _ := os.Stat(filepath.Join(dir, KeystoreFile))
+			os.Remove(filepath.Join(dir, CertFile)) // the unit asks again, at its next wake-up
+			if err := c.members["db/0"].SetUnitData(context.Background(), map[string]string{"poke": "1"}); err != nil {
+				t.Fatal(err)
+			}
+			c.waitCerts("db/0")
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				after, err := os.Stat(filepath.Join(dir, KeystoreFile))
+				b, _ := os.ReadFile(filepath.Join(dir, BundleFile))
+				crt, _ := os.ReadFile(filepath.Join(dir, CertFile))
+				if err == nil && !after.ModTime().Equal(before.ModTime()) && bytes.HasPrefix(b, crt) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the formats did not follow the new certificate")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// on_change runs once the unit's whole set of files is in place, never before, and
+// names what changed; a CRL or CA that arrives alone later runs it again, naming it.
+func TestOnChangeWaitsForTheWholeSet(t *testing.T) {
+	log := filepath.Join(t.TempDir(), "runs")
+	t.Setenv("RUNS", log)
+	c := newCluster(t)
+	c.cert.Output.Formats = []string{config.FormatBundle}
+	c.cert.OnChange = `cd "$TLSRELAY_OUTPUT_DIR" && echo "$TLSRELAY_UNIT changed=[$TLSRELAY_CHANGED] present=[$(ls | grep -v pending | tr '\n' ' ')]" >> "$RUNS"`
+	c.cert.OnChangeTimeout = 5 * time.Second
+	c.start("db/0")
+	c.start("db/1")
+	c.waitCerts("db/0", "db/1")
+	c.stop("db/1") // revoked at once: db/0 gets a CRL, and runs on_change for it alone
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		b, _ := os.ReadFile(log)
+		runs := strings.Split(strings.TrimSpace(string(b)), "\n")
+		for _, run := range runs {
+			for _, want := range []string{"tls.key", "tls.crt", "ca.crt", "bundle.pem"} {
+				if run != "" && !strings.Contains(run[strings.Index(run, "present="):], want) {
+					t.Fatalf("on_change ran before %s was in place: %s", want, run)
+				}
+			}
+		}
+		if strings.Contains(string(b), "db/0 changed=[ca.crl]") && strings.Contains(string(b), "db/1 ") {
+			first := runs[0]
+			for _, want := range []string{"bundle.pem", "ca.crt", "tls.crt", "tls.key"} {
+				if !strings.Contains(first[:strings.Index(first, "present=")], want) {
+					t.Errorf("the first run does not name %s as changed: %s", want, first)
+				}
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no on_change run named ca.crl; runs:\n%s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func awaitFile(t *testing.T, path string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never appeared", path)
+		}
+	}
+}
