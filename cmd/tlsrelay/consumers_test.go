@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tlsrelay/tlsrelay/internal/testservers"
 )
 
 // Under up, every unit's on_change runs once its whole set of files is in place, never
@@ -40,5 +44,46 @@ func TestOnChangeSeesTheWholeSetUnderUp(t *testing.T) {
 	}
 	if len(seen) != 4 {
 		t.Errorf("on_change ran for %d units, want 4:\n%s", len(seen), b)
+	}
+}
+
+// `agent --once` with secrets ends when the unit holds its certificate and every secret
+// is written (it ended before any was, "context canceled"), and exits 1 naming a secret
+// it could not write.
+func TestAgentOnceWaitsForItsSecrets(t *testing.T) {
+	server := testservers.StartBarbican(t)
+	m := testservers.NewMaterial(t)
+	good := server.As(t, "demo").CertificateContainer("once", m.Cert, m.Key, m.Inter)
+	missing := server.URL + "/v1/containers/0b0e6cd8-0000-4000-8000-000000000000"
+	dir := t.TempDir()
+	config := func(refs ...string) string {
+		var secrets strings.Builder
+		for i, ref := range refs {
+			fmt.Fprintf(&secrets, "  - {name: l%d, ref: %q, output: {dir: %q}}\n", i, ref, filepath.Join(dir, fmt.Sprint("l", i)))
+		}
+		return fileWriter(t, dir)(fmt.Sprintf("once-%d.yaml", len(refs)), fmt.Sprintf(`unit: lb/0
+state_dir: %s/state-%d
+relation: {store: memory}
+certificate: {output: {dir: %s/out-%d}}
+roles: {secrets: barbican}
+plugins:
+  barbican:
+    config:
+      auth: {type: noauth, endpoint: %q, project_id: demo}
+      retry_deadline: 2s
+      timeout: 2s
+secrets:
+%s`, dir, len(refs), dir, len(refs), server.URL, secrets.String()))
+	}
+	r := run(t, "agent", "--once", "--config", config(good))
+	if r.code != 0 {
+		t.Fatalf("agent --once with a secret: exit %d\n%s", r.code, r.stderr)
+	}
+	if key, err := os.ReadFile(filepath.Join(dir, "l0", "tls.key")); err != nil || !bytes.Equal(key, m.Key) {
+		t.Fatalf("agent --once exited 0 without the secret's key written: %v", err)
+	}
+	r = run(t, "agent", "--once", "--config", config(good, missing))
+	if r.code != 1 || !strings.Contains(r.stderr, "secret l1") || !strings.Contains(r.stderr, missing) {
+		t.Fatalf("agent --once with a missing secret: exit %d, want 1 naming secret l1 and its ref\n%s", r.code, r.stderr)
 	}
 }

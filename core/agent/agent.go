@@ -198,6 +198,16 @@ func (a *Agent) Run(ctx context.Context) error {
 			a.log.Warn("writing the output formats", "error", err)
 		}
 	}
+	if a.opts.Once && len(a.opts.Secrets) > 0 {
+		// --once ends when the unit holds its certificate and every secret is written.
+		if err := a.runProtocol(ctx); err != nil {
+			return err
+		}
+		if err := a.refresher().Once(ctx); err != nil {
+			return fmt.Errorf("%s: %w", a.unit, err)
+		}
+		return nil
+	}
 	if len(a.opts.Secrets) > 0 {
 		ctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})

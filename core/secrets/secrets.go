@@ -168,7 +168,18 @@ func (f *Refresher) Run(ctx context.Context) {
 	}
 }
 
-func (f *Refresher) round(ctx context.Context, log hclog.Logger) {
+// Once fetches every secret once, as `agent --once` does, and returns an error naming
+// each secret that was not written.
+func (f *Refresher) Once(ctx context.Context) error {
+	log := f.Log
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return f.round(ctx, log)
+}
+
+func (f *Refresher) round(ctx context.Context, log hclog.Logger) error {
+	var errs []error
 	backend, backendErr := f.Backend(ctx)
 	for _, s := range f.Secrets {
 		var r Result
@@ -180,6 +191,7 @@ func (f *Refresher) round(ctx context.Context, log hclog.Logger) {
 		if err != nil {
 			log.Error("fetch failed; keeping the files of the last good fetch", "secret", s.Name, "ref", s.Ref,
 				"code", sdk.CodeOf(err).String(), "error", err)
+			errs = append(errs, fmt.Errorf("secret %s (%s): %w", s.Name, s.Ref, err))
 		} else if len(r.Written) > 0 {
 			log.Info("secret written", "secret", s.Name, "files", r.Written, "not_after", r.NotAfter)
 		}
@@ -187,7 +199,8 @@ func (f *Refresher) round(ctx context.Context, log hclog.Logger) {
 			f.OnResult(r, err)
 		}
 		if ctx.Err() != nil {
-			return
+			return errors.Join(append(errs, ctx.Err())...)
 		}
 	}
+	return errors.Join(errs...)
 }
