@@ -3,7 +3,9 @@
 # openssl, easy-rsa, an OpenStack Barbican and Keystone (run by scripts/*-server.sh), and
 # etcd-server (the external etcd cluster of the relation tests), iproute2 and iptables
 # (the network namespaces and packet loss of the partition tests), and gcc (go test
-# -race needs cgo), and SoftHSM2 (the token of the pkcs11 signer's tests).
+# -race needs cgo), SoftHSM2 (the token of the pkcs11 signer's tests), and the consumers
+# that read a unit's files: haproxy, nginx and a JDK (keytool, and a Java service's
+# handshake run from source).
 # Needs root (or sudo) to install; does nothing when everything is present.
 set -euo pipefail
 
@@ -19,6 +21,9 @@ needs=(
   "iptables iptables"
   "gcc gcc"
   "/usr/bin/softhsm2-util softhsm2"
+  "/usr/sbin/haproxy haproxy"
+  "/usr/sbin/nginx nginx-light"
+  "javac default-jdk-headless"
 )
 
 missing=()
