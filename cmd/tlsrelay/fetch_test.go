@@ -2,8 +2,11 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -95,6 +98,67 @@ plugins:
 		r := run(t, "fetch", good)
 		if r.code != 1 || !strings.Contains(r.stderr, "set roles.secrets") {
 			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+}
+
+// Intermediates as Octavia takes them: a PKCS#7 bundle (`openssl crl2pkcs7`), as PEM and
+// as DER, becomes chain.crt in PEM (it was refused: "no CERTIFICATE block in PEM", exit
+// 6); and a fetch of a secret with no intermediates removes the chain.crt an earlier
+// fetch into the same directory wrote (it was left in place while bundle.pem changed).
+func TestFetchIntermediatesAsOctaviaStoresThem(t *testing.T) {
+	server := testservers.StartBarbican(t)
+	m := testservers.NewMaterial(t)
+	demo := server.As(t, "demo")
+	dir := t.TempDir()
+	interFile := filepath.Join(dir, "inter.pem")
+	os.WriteFile(interFile, m.Inter, 0o644)
+	p7pem, err := exec.Command("openssl", "crl2pkcs7", "-nocrl", "-certfile", interFile).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p7der, err := exec.Command("openssl", "crl2pkcs7", "-nocrl", "-certfile", interFile, "-outform", "DER").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(dir, "tlsrelay.yaml")
+	os.WriteFile(config, []byte(fmt.Sprintf(`roles: {secrets: barbican}
+plugins:
+  barbican:
+    config: {auth: {type: noauth, endpoint: %q, project_id: demo}, retry_deadline: 2s, timeout: 2s}
+`, server.URL)), 0o644)
+	cert, key := demo.Secret("c", m.Cert, "certificate"), demo.Secret("k", m.Key, "private")
+	for name, inter := range map[string]string{
+		"PKCS#7 PEM": demo.Secret("p7pem", p7pem, "certificate"),
+		"PKCS#7 DER": demo.Binary("p7der", p7der),
+	} {
+		t.Run(name, func(t *testing.T) {
+			ref := demo.Container(name, map[string]string{"certificate": cert, "private_key": key, "intermediates": inter})
+			out := t.TempDir()
+			if r := run(t, "fetch", ref, "--config", config, "--out", out); r.code != 0 {
+				t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
+			}
+			if chain := mustRead(t, filepath.Join(out, "chain.crt")); !bytes.Equal(bytes.TrimSpace(chain), bytes.TrimSpace(m.Inter)) {
+				t.Fatalf("chain.crt is not the intermediate as PEM:\n%s", chain)
+			}
+		})
+	}
+	t.Run("no intermediates any more", func(t *testing.T) {
+		out := t.TempDir()
+		with := demo.CertificateContainer("with", m.Cert, m.Key, m.Inter)
+		without := demo.CertificateContainer("without", m.Cert, m.Key, nil)
+		if r := run(t, "fetch", with, "--config", config, "--out", out); r.code != 0 {
+			t.Fatalf("fetch: exit %d\n%s", r.code, r.stderr)
+		}
+		r := run(t, "fetch", without, "--config", config, "--out", out)
+		if r.code != 0 || !strings.Contains(r.stdout, "removed") {
+			t.Fatalf("fetch without intermediates: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+		}
+		if _, err := os.Stat(filepath.Join(out, "chain.crt")); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("the stale chain.crt is still there: %v", err)
+		}
+		if bytes.Contains(mustRead(t, filepath.Join(out, "bundle.pem")), bytes.TrimSpace(m.Inter)) {
+			t.Fatal("bundle.pem still holds the old intermediate")
 		}
 	})
 }

@@ -39,6 +39,7 @@ type Result struct {
 	NotAfter time.Time
 	Written  []string // files whose content changed
 	Kept     []string // files already up to date
+	Removed  []string // files of an earlier fetch this secret no longer has (chain.crt)
 }
 
 // Summary is the one line `tlsrelay fetch` prints.
@@ -47,6 +48,9 @@ func (r Result) Summary() string {
 	wrote := "wrote nothing"
 	if len(files) > 0 {
 		wrote = fmt.Sprintf("files %v (%d changed)", files, len(r.Written))
+	}
+	if len(r.Removed) > 0 {
+		wrote += fmt.Sprintf("; removed %v (the secret no longer has them)", r.Removed)
 	}
 	return fmt.Sprintf("%s: subject %q, not after %s, %s", r.Ref, r.Subject, r.NotAfter.UTC().Format(time.RFC3339), wrote)
 }
@@ -93,8 +97,8 @@ func parts(secret sdk.Secret, out config.SecretOutput) []part {
 	}
 	var chosen []part
 	for _, p := range all {
-		if p.path != "" && len(p.data) > 0 {
-			chosen = append(chosen, p)
+		if p.path != "" {
+			chosen = append(chosen, p) // no data: a file an earlier fetch wrote goes
 		}
 	}
 	return chosen
@@ -118,6 +122,14 @@ func joinPEM(blocks ...[]byte) []byte {
 // correcting their mode).
 func write(r *Result, secret sdk.Secret, out config.SecretOutput) error {
 	for _, p := range parts(secret, out) {
+		if len(p.data) == 0 { // the secret has none (no intermediates): nor may a stale file
+			if err := os.Remove(p.path); err == nil {
+				r.Removed = append(r.Removed, p.path)
+			} else if !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+			continue
+		}
 		if err := os.MkdirAll(filepath.Dir(p.path), 0o755); err != nil {
 			return err
 		}
@@ -192,8 +204,8 @@ func (f *Refresher) round(ctx context.Context, log hclog.Logger) error {
 			log.Error("fetch failed; keeping the files of the last good fetch", "secret", s.Name, "ref", s.Ref,
 				"code", sdk.CodeOf(err).String(), "error", err)
 			errs = append(errs, fmt.Errorf("secret %s (%s): %w", s.Name, s.Ref, err))
-		} else if len(r.Written) > 0 {
-			log.Info("secret written", "secret", s.Name, "files", r.Written, "not_after", r.NotAfter)
+		} else if len(r.Written) > 0 || len(r.Removed) > 0 {
+			log.Info("secret written", "secret", s.Name, "files", r.Written, "removed", r.Removed, "not_after", r.NotAfter)
 		}
 		if f.OnResult != nil {
 			f.OnResult(r, err)

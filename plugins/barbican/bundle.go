@@ -7,6 +7,7 @@ import (
 	"encoding/pem"
 	"errors"
 
+	"github.com/smallstep/pkcs7"
 	"github.com/youmark/pkcs8"
 	"software.sslmate.com/src/go-pkcs12"
 
@@ -31,7 +32,7 @@ func assemble(ref string, certPEM, keyPEM, interPEM, passphrase []byte) (sdk.Sec
 			"private_key secret does not match the certificate (subject %q)", certs[0].Subject.String())
 	}
 	if len(bytes.TrimSpace(interPEM)) > 0 {
-		if _, err := certutil.ParseCertificates(interPEM); err != nil {
+		if interPEM, err = intermediates(interPEM); err != nil {
 			return sdk.Secret{}, sdk.Errorf(sdk.CodeInvalidArgument, ref, "intermediates secret is unreadable: %v", err)
 		}
 	}
@@ -151,4 +152,34 @@ func withNewline(b []byte) []byte {
 		return nil
 	}
 	return append(b, '\n')
+}
+
+// intermediates reads an intermediates secret in each form Octavia's cert parser takes
+// (PEM certificates, a PKCS#7 bundle as PEM or DER, as `openssl crl2pkcs7` makes, or DER
+// certificates) and returns the certificates as PEM.
+func intermediates(raw []byte) ([]byte, error) {
+	der := raw
+	if block, _ := pem.Decode(raw); block != nil {
+		if block.Type != "PKCS7" {
+			if _, err := certutil.ParseCertificates(raw); err != nil {
+				return nil, err
+			}
+			return raw, nil
+		}
+		der = block.Bytes
+	}
+	var certs []*x509.Certificate
+	if p7, err := pkcs7.Parse(der); err == nil {
+		certs = p7.Certificates
+	} else if certs, err = x509.ParseCertificates(der); err != nil {
+		return nil, errors.New("neither PEM certificates, nor PKCS#7, nor DER certificates")
+	}
+	if len(certs) == 0 {
+		return nil, errors.New("a PKCS#7 bundle with no certificate")
+	}
+	var out []byte
+	for _, c := range certs {
+		out = append(out, certutil.CertPEM(c.Raw)...)
+	}
+	return out, nil
 }

@@ -80,7 +80,13 @@ func (f fetcher) container(ctx context.Context, id string) (sdk.Secret, error) {
 		if refs[name] == "" {
 			continue
 		}
-		payload, err := f.payload(ctx, name, refs[name], "text/plain")
+		accept := "text/plain"
+		if name == refIntermediates { // Octavia takes a DER PKCS#7 bundle here, stored as binary
+			if accept, err = f.contentType(ctx, name, refs[name]); err != nil {
+				return sdk.Secret{}, err
+			}
+		}
+		payload, err := f.payload(ctx, name, refs[name], accept)
 		if err != nil {
 			return sdk.Secret{}, err
 		}
@@ -106,6 +112,28 @@ func (f fetcher) payload(ctx context.Context, name, secretRef, accept string) ([
 		err = sdk.Errorf(sdk.CodeInvalidArgument, f.ref, "%s has an empty payload", what)
 	}
 	return payload, err
+}
+
+// contentType is the content type to ask a secret's payload in: binary for a secret
+// Barbican holds as application/octet-stream, else text.
+func (f fetcher) contentType(ctx context.Context, name, secretRef string) (string, error) {
+	_, id, err := parseRef(secretRef)
+	if err != nil {
+		return "", sdk.Errorf(sdk.CodeInvalidArgument, f.ref, "%s secret %s: %v", name, secretRef, err)
+	}
+	var meta *secrets.Secret
+	err = f.do(ctx, func(ctx context.Context) error {
+		var err error
+		meta, err = secrets.Get(ctx, f.client, id).Extract()
+		return classify(err, fmt.Sprintf("get %s secret %s", name, secretRef), f.ref)
+	})
+	if err != nil {
+		return "", err
+	}
+	if strings.HasPrefix(meta.ContentTypes["default"], "application/octet-stream") {
+		return "application/octet-stream", nil
+	}
+	return "text/plain", nil
 }
 
 // single fetches one secret: PKCS#12 when Barbican holds it as binary, else a PEM
