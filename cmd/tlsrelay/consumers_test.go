@@ -7,7 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/internal/testservers"
 )
 
@@ -85,5 +88,28 @@ secrets:
 	r = run(t, "agent", "--once", "--config", config(good, missing))
 	if r.code != 1 || !strings.Contains(r.stderr, "secret l1") || !strings.Contains(r.stderr, missing) {
 		t.Fatalf("agent --once with a missing secret: exit %d, want 1 naming secret l1 and its ref\n%s", r.code, r.stderr)
+	}
+}
+
+// A signer that signs no CRL (easy-rsa's plugin) leaves departed units unrevoked; that
+// was an INFO line hidden at the default level. The leader now warns, status says
+// REVOCATION OFF, and tlsrelay_revocation_unsupported is 1.
+func TestSignerWithoutCRLSaysSo(t *testing.T) {
+	ag, obs, _ := embeddedGroup(t, "nocrl", 6*time.Second, "roles: {csr: cfssl, signer: easyrsa}\n", false)
+	for _, u := range []string{"web/0", "web/1"} {
+		ag.startArgs(u, []string{"--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "info"})
+	}
+	snap := awaitObs(t, obs, "2 units signed", 2*time.Minute, func(s relation.Snapshot) bool {
+		return allAvailable("web/0", "web/1")(s) && s.Units[s.Leader][protocol.KeyNoCRL] == "true"
+	})
+	if st := runBinary(t, ag.bin, "status", "--config", ag.config); !strings.Contains(st.stdout, "REVOCATION OFF: the signer easyrsa signs no CRL") {
+		t.Errorf("status does not say revocation is off:\n%s", st.stdout)
+	}
+	if !strings.Contains(ag.logOf(snap.Leader), `"@level":"warn","@message":"the signer signs no CRL`) {
+		t.Errorf("the leader did not warn:\n%s", ag.logOf(snap.Leader))
+	}
+	gauge := find(scrape(t, metricsURL(t, ag, snap.Leader)), "tlsrelay_revocation_unsupported", map[string]string{"unit": snap.Leader})
+	if gauge == nil || gauge.GetGauge().GetValue() != 1 {
+		t.Errorf("tlsrelay_revocation_unsupported = %v, want 1", gauge)
 	}
 }

@@ -41,7 +41,8 @@ func (a *Agent) loadSignerCA(ctx context.Context) error {
 	}
 	signsCRL := info.Has(sdk.CapCRL)
 	if !signsCRL {
-		a.log.Info("the signer does not sign CRLs: departed units are recorded, no ca.crl is published", "signer", info.Name)
+		a.log.Warn("the signer signs no CRL: departed units are recorded but NOT revoked, and no ca.crl is published; "+
+			"use a signer that claims crl (cfssl, openssl, pkcs11) where revocation matters", "signer", info.Name)
 	}
 	a.memory = a.memory.Step(protocol.SignerCALoaded{BundlePEM: string(ca.BundlePEM), SignsCRL: signsCRL,
 		Signer: protocol.TermsOf(info), At: a.opts.Now()})

@@ -22,7 +22,9 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 		UnitStatus: protocol.UnitStatus{State: d.State, Detail: d.Detail, Error: d.LeaderProblem, CAState: d.CAState, Noisy: a.noisy}}
 	if leader {
 		s.Custody = string(a.memory.Signer.Custody)
+		s.NoCRL = a.memory.SignerCA != "" && !a.memory.SignsCRL
 	}
+	a.opts.Metrics.RevocationUnsupported(a.unit, s.NoCRL)
 	// Whether a rotation is blocked is decided only in the steady state; a decision
 	// that loads the signer's CA (again, for a remote CA) leaves it as it was.
 	if !leader || d.CAState == protocol.CASteady {
@@ -53,7 +55,7 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, a.parsed.TrustsOf(local.Installed.CAPEM)
 	}
 	a.opts.Metrics.Expires(a.unit, s.NotAfter)
-	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || s.Noisy != a.last.Noisy || s.Custody != a.last.Custody || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
+	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || s.Noisy != a.last.Noisy || s.Custody != a.last.Custody || s.NoCRL != a.last.NoCRL || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
 		a.log.Info("state", "state", s.State, "detail", s.Detail, "leader", s.Leader)
 		if a.opts.OnStatus != nil {
 			a.opts.OnStatus(s)

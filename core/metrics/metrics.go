@@ -32,6 +32,7 @@ type Metrics struct {
 	oversized      *prometheus.GaugeVec
 	noisy          *prometheus.GaugeVec
 	blocked        *prometheus.GaugeVec
+	noCRL          *prometheus.GaugeVec
 }
 
 // New registers tlsrelay's collectors, and Go's and the process's, in a new registry.
@@ -72,11 +73,14 @@ func New() *Metrics {
 		blocked: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_ca_rotation_blocked",
 			Help: "1 while the leading unit's CA rotation is due but cannot proceed (its signer cannot make a new CA); it signs on meanwhile."},
 			[]string{"unit"}),
+		noCRL: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_revocation_unsupported",
+			Help: "1 while the leading unit's signer signs no CRL: departed units are recorded but not revoked."},
+			[]string{"unit"}),
 		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
 			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
 	}
 	m.reg.MustRegister(m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
-		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized, m.noisy, m.blocked,
+		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized, m.noisy, m.blocked, m.noCRL,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -169,6 +173,18 @@ func (m *Metrics) CARotationBlocked(unit string, blocked bool) {
 		v = 1
 	}
 	m.blocked.WithLabelValues(unit).Set(v)
+}
+
+// RevocationUnsupported records whether the leading unit's signer signs no CRL.
+func (m *Metrics) RevocationUnsupported(unit string, unsupported bool) {
+	if m == nil {
+		return
+	}
+	v := 0.0
+	if unsupported {
+		v = 1
+	}
+	m.noCRL.WithLabelValues(unit).Set(v)
 }
 
 // Oversized records the units whose bag holds a value over its cap (relation.Snapshot.Oversized),

@@ -30,6 +30,7 @@ const (
 	KeyCAState  = "ca_state"   // the leader's Decision.CAState
 	KeyNoisy    = "noisy"      // the leader's word: units over their WriteBudget
 	KeyCustody  = "ca_custody" // the leader's word: how its signer keeps the CA (sdk.Custody)
+	KeyNoCRL    = "no_crl"     // the leader's word: "true" when its signer signs no CRL
 )
 
 // Leader data that every unit reads.
@@ -115,7 +116,7 @@ func Schema() relation.Schema {
 // memory.
 var bagFields = map[string]int{
 	KeyCSR: policy.LimitCSRBytes, KeyProfile: 16,
-	KeyState: 128, KeyDetail: 4 << 10, KeySerial: 128, KeyNotAfter: 64, KeyError: 4 << 10, KeyTrusts: 4 << 10, KeyCAState: 4 << 10, KeyNoisy: 4 << 10, KeyCustody: 32,
+	KeyState: 128, KeyDetail: 4 << 10, KeySerial: 128, KeyNotAfter: 64, KeyError: 4 << 10, KeyTrusts: 4 << 10, KeyCAState: 4 << 10, KeyNoisy: 4 << 10, KeyCustody: 32, KeyNoCRL: 8,
 }
 
 // WriteBudget is how many writes of its bag a minute a unit may make before the leader
@@ -173,6 +174,9 @@ type UnitStatus struct {
 	CAState  string // the leader's word on the group's CA
 	Noisy    string // the leader's word on units over their WriteBudget, comma-separated
 	Custody  string // the leader's word on how its signer keeps the CA (sdk.Custody)
+	// NoCRL: the leader's signer signs no CRL, so departed units are recorded but not
+	// revoked.
+	NoCRL bool
 }
 
 // Fields returns the status as bag fields; an empty value deletes the field.
@@ -182,14 +186,21 @@ func (s UnitStatus) Fields() map[string]string {
 		notAfter = s.NotAfter.UTC().Format(time.RFC3339)
 	}
 	return map[string]string{KeyState: string(s.State), KeyDetail: s.Detail, KeySerial: s.Serial,
-		KeyNotAfter: notAfter, KeyError: s.Error, KeyTrusts: s.Trusts, KeyCAState: s.CAState, KeyNoisy: s.Noisy, KeyCustody: s.Custody}
+		KeyNotAfter: notAfter, KeyError: s.Error, KeyTrusts: s.Trusts, KeyCAState: s.CAState, KeyNoisy: s.Noisy, KeyCustody: s.Custody, KeyNoCRL: boolField(s.NoCRL)}
+}
+
+func boolField(b bool) string {
+	if b {
+		return "true"
+	}
+	return ""
 }
 
 // DecodeUnitStatus reads the status a unit published in its bag; a field that does not
 // parse reads as unset.
 func DecodeUnitStatus(bag map[string]string) UnitStatus {
 	s := UnitStatus{State: State(bag[KeyState]), Detail: bag[KeyDetail], Serial: bag[KeySerial],
-		Error: bag[KeyError], Trusts: bag[KeyTrusts], CAState: bag[KeyCAState], Noisy: bag[KeyNoisy], Custody: bag[KeyCustody]}
+		Error: bag[KeyError], Trusts: bag[KeyTrusts], CAState: bag[KeyCAState], Noisy: bag[KeyNoisy], Custody: bag[KeyCustody], NoCRL: bag[KeyNoCRL] == "true"}
 	s.NotAfter, _ = time.Parse(time.RFC3339, bag[KeyNotAfter])
 	return s
 }

@@ -39,6 +39,8 @@ type Group struct {
 	CARotationBlocked string `json:"ca_rotation_blocked,omitempty"`
 	// CARotateRefused says why the leader refused the last `ca rotate` request.
 	CARotateRefused string `json:"ca_rotate_refused,omitempty"`
+	// NoCRL: the leader's signer signs no CRL, so departed units are not revoked.
+	NoCRL bool `json:"no_crl,omitempty"`
 	// CARotation is the rotation under way, if any.
 	CARotation *protocol.Rotation `json:"ca_rotation,omitempty"`
 	// CAState is the leader's word on the CA: "steady", or where a rotation stands.
@@ -96,7 +98,7 @@ func FromSnapshot(relationName string, s relation.Snapshot) Group {
 		g.CARotation = &r
 	}
 	leader := protocol.DecodeUnitStatus(s.Units[s.Leader])
-	g.CAState, g.CACustody = leader.CAState, leader.Custody
+	g.CAState, g.CACustody, g.NoCRL = leader.CAState, leader.Custody, leader.NoCRL
 	g.CARotationBlocked, g.CARotateRefused = s.LeaderData[protocol.KeyCARotationBlocked], s.LeaderData[protocol.KeyCARotateRefused]
 	if leader.Noisy != "" {
 		g.Noisy = strings.Split(leader.Noisy, ",")
@@ -197,6 +199,9 @@ func (g Group) WriteTable(w io.Writer) error {
 	fmt.Fprintf(w, "CA: %s (signer %s, %d CAs trusted)\n", orNone(e(g.CAState)), orNone(e(g.CASigner)), len(g.CABundle))
 	if g.CARotationBlocked != "" {
 		fmt.Fprintf(w, "CA rotation blocked: %s (signing goes on)\n", e(g.CARotationBlocked))
+	}
+	if g.NoCRL {
+		fmt.Fprintf(w, "REVOCATION OFF: the signer %s signs no CRL: departed units are recorded but not revoked\n", orNone(e(g.CASigner)))
 	}
 	if g.CARotateRefused != "" {
 		fmt.Fprintf(w, "last ca rotate refused: %s\n", e(g.CARotateRefused))
