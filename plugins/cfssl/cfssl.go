@@ -5,6 +5,9 @@ package cfssl
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -163,7 +166,7 @@ func (b *Backend) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certifica
 	now := time.Now()
 	certPEM, err := ca.signer.Sign(signer.SignRequest{
 		Request: string(req.CSRPEM),
-		Profile: string(req.Profile),
+		Profile: profileName(req.Profile, plan.CSR.PublicKey),
 		// The subject is rebuilt from the checked common name alone.
 		Subject:   &signer.Subject{CN: plan.CSR.Subject.CommonName},
 		NotBefore: now.Add(-certutil.Backdate),
@@ -189,23 +192,41 @@ func signingPolicy(defaultValidity time.Duration) (*cfconfig.Signing, error) {
 		Default:  &cfconfig.SigningProfile{Expiry: defaultValidity, Usage: []string{"digital signature"}},
 	}
 	for _, p := range sdk.Profiles {
-		usages, err := certutil.ProfileUsages(p)
-		if err != nil {
-			return nil, err
-		}
-		policy.Profiles[string(p)] = &cfconfig.SigningProfile{
-			Usage:  cfsslUsages(usages),
-			Expiry: defaultValidity,
-			CSRWhitelist: &cfconfig.CSRWhitelist{
-				PublicKeyAlgorithm: true, PublicKey: true, SignatureAlgorithm: true,
-				DNSNames: true, IPAddresses: true, URIs: true,
-			},
+		for _, pub := range []crypto.PublicKey{&rsa.PublicKey{}, &ecdsa.PublicKey{}} {
+			if err := addProfile(policy, p, pub, defaultValidity); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if !policy.Valid() {
 		return nil, fmt.Errorf("cfssl signing policy is invalid")
 	}
 	return policy, nil
+}
+
+// profileName names the cfssl profile for an sdk.Profile and a key: an RSA key's
+// usages differ from an EC key's (certutil.UsagesFor).
+func profileName(p sdk.Profile, pub crypto.PublicKey) string {
+	if _, isRSA := pub.(*rsa.PublicKey); isRSA {
+		return string(p) + "-rsa"
+	}
+	return string(p)
+}
+
+func addProfile(policy *cfconfig.Signing, p sdk.Profile, pub crypto.PublicKey, defaultValidity time.Duration) error {
+	usages, err := certutil.UsagesFor(p, pub)
+	if err != nil {
+		return err
+	}
+	policy.Profiles[profileName(p, pub)] = &cfconfig.SigningProfile{
+		Usage:  cfsslUsages(usages),
+		Expiry: defaultValidity,
+		CSRWhitelist: &cfconfig.CSRWhitelist{
+			PublicKeyAlgorithm: true, PublicKey: true, SignatureAlgorithm: true,
+			DNSNames: true, IPAddresses: true, URIs: true,
+		},
+	}
+	return nil
 }
 
 // cfsslUsages names usages the way cfssl's config does.

@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/castore"
@@ -83,6 +82,9 @@ func (b *Backend) buildCA(ctx context.Context, t tool) ([]byte, error) {
 			return nil, err
 		}
 	}
+	if err := writeTypes(b.pki); err != nil {
+		return nil, err
+	}
 	vars := keyVars(sdk.KeySpec{Algorithm: "ecdsa", Size: 256})
 	vars["EASYRSA_REQ_CN"] = b.settings.CACommonName
 	vars["EASYRSA_CA_EXPIRE"] = strconv.Itoa(certutil.Days(b.settings.CAValidity))
@@ -115,7 +117,7 @@ func (b *Backend) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.Certifi
 		if err := subjectFromCNOnly(b.pki); err != nil {
 			return err
 		}
-		cert, err = b.sign(ctx, t, req, args, plan.Validity)
+		cert, err = b.sign(ctx, t, req, args, plan)
 		return err
 	})
 	return sdk.Certificate{ChainPEM: cert}, err
@@ -152,7 +154,8 @@ func subjectFromCNOnly(pki string) error {
 }
 
 // sign imports and signs one request. Called under withPKI.
-func (b *Backend) sign(ctx context.Context, t tool, req sdk.SignRequest, sanArgs []string, validity time.Duration) ([]byte, error) {
+func (b *Backend) sign(ctx context.Context, t tool, req sdk.SignRequest, sanArgs []string, plan certutil.SignPlan) ([]byte, error) {
+	validity := plan.Validity
 	name, err := requestName(req.Unit)
 	if err != nil {
 		return nil, err
@@ -167,7 +170,10 @@ func (b *Backend) sign(ctx context.Context, t tool, req sdk.SignRequest, sanArgs
 	}
 	defer os.Remove(filepath.Join(b.pki, "reqs", name+".req"))
 	vars := map[string]string{"EASYRSA_CERT_EXPIRE": strconv.Itoa(certutil.Days(validity))}
-	if _, err := t.run(ctx, b.pki, vars, append(sanArgs, "sign-req", certTypes[req.Profile], name)...); err != nil {
+	if err := writeTypes(b.pki); err != nil { // a PKI an earlier version made has none
+		return nil, err
+	}
+	if _, err := t.run(ctx, b.pki, vars, append(sanArgs, "sign-req", certType(req.Profile, plan.CSR.PublicKey), name)...); err != nil {
 		return nil, err
 	}
 	issued := filepath.Join(b.pki, "issued", name+".crt")

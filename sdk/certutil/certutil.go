@@ -127,7 +127,21 @@ type Usages struct {
 	Extended []x509.ExtKeyUsage
 }
 
-// ProfileUsages maps a profile to its usages. An unknown profile is InvalidArgument.
+// UsagesFor is the profile's usages for a certificate of key pub: keyEncipherment only
+// for an RSA key that serves (RSA key exchange), since an EC key cannot encipher (RFC
+// 5480; zlint's e_ecdsa_allowed_ku) and a client only signs (zlint's
+// e_key_usage_and_extended_key_usage_inconsistent). An unknown profile is
+// InvalidArgument.
+func UsagesFor(p sdk.Profile, pub crypto.PublicKey) (Usages, error) {
+	u, err := ProfileUsages(p)
+	if _, isRSA := pub.(*rsa.PublicKey); !isRSA || p == sdk.ProfileClient {
+		u.Key &^= x509.KeyUsageKeyEncipherment
+	}
+	return u, err
+}
+
+// ProfileUsages maps a profile to its usages for an RSA key (UsagesFor gives them for
+// any key). An unknown profile is InvalidArgument.
 func ProfileUsages(p sdk.Profile) (Usages, error) {
 	base := x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment
 	switch p {
@@ -436,14 +450,14 @@ func CheckSignRequestExceptSignature(req sdk.SignRequest, defaultValidity time.D
 }
 
 func checkSignRequest(req sdk.SignRequest, defaultValidity time.Duration, parse func([]byte, string) (*x509.CertificateRequest, error)) (SignPlan, error) {
-	usages, err := ProfileUsages(req.Profile)
-	if err != nil {
+	if _, err := ProfileUsages(req.Profile); err != nil {
 		return SignPlan{}, err
 	}
 	csr, err := parse(req.CSRPEM, req.Unit)
 	if err != nil {
 		return SignPlan{}, err
 	}
+	usages, _ := UsagesFor(req.Profile, csr.PublicKey)
 	if err := CheckCSRContent(csr, req.Unit); err != nil {
 		return SignPlan{}, err
 	}
