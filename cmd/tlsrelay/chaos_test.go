@@ -318,7 +318,7 @@ func (c *chaos) check() {
 		if err != nil {
 			c.t.Fatalf("%s held a valid pair and no longer does: %v", unit, err)
 		}
-		if cert.Subject.CommonName != unit || !slices.Equal(cert.DNSNames, []string{protocol.UnitDNSName(unit)}) {
+		if cert.Subject.CommonName != protocol.UnitDNSName(unit) || !slices.Equal(cert.DNSNames, []string{protocol.UnitDNSName(unit)}) {
 			c.t.Fatalf("%s holds a certificate for %q %v", unit, cert.Subject.CommonName, cert.DNSNames)
 		}
 		if !c.fromGroupCA(cert) {

@@ -358,7 +358,7 @@ func proveGroup(t *testing.T, ag *agents, groupCA string, round int) {
 	t.Helper()
 	var units []verify.Unit
 	for _, u := range ag.running() {
-		units = append(units, verify.Unit{Name: u, Dir: ag.unitDir(u)})
+		units = append(units, verify.Unit{Name: u, Dir: ag.unitDir(u), CommonName: protocol.UnitDNSName(u)})
 		caPEM, err := os.ReadFile(filepath.Join(ag.unitDir(u), "ca.crt"))
 		if err != nil {
 			t.Fatalf("round %d: %s: %v", round, u, err)

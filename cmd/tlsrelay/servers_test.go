@@ -270,8 +270,8 @@ func TestJavaWithAUnitsPKCS12(t *testing.T) {
 	}
 	greeting, _ := readLine(conn, 10*time.Second)
 	conn.Close()
-	if greeting != "hello CN=node/1" {
-		t.Fatalf("the Java server said %q, want it to name the Go client node/1", greeting)
+	if greeting != "hello CN=node-1" {
+		t.Fatalf("the Java server said %q, want it to name the Go client node-1", greeting)
 	}
 
 	// A Go server with the other unit's PEM files requires a client certificate; Java
@@ -296,7 +296,7 @@ func TestJavaWithAUnitsPKCS12(t *testing.T) {
 		fmt.Fprintf(c, "hello %s\n", tc.ConnectionState().PeerCertificates[0].Subject.CommonName)
 	}()
 	out, err := exec.Command("java", src, "client", javaUnit, password, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port), "node-1").CombinedOutput()
-	if err != nil || strings.TrimSpace(string(out)) != "hello node/0" {
+	if err != nil || strings.TrimSpace(string(out)) != "hello node-0" {
 		t.Fatalf("the Java client: %v\n%s", err, out)
 	}
 }

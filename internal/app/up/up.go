@@ -195,7 +195,8 @@ func unitsOf(cfg *config.Config, dir string, n int) []verify.Unit {
 	units := make([]verify.Unit, n)
 	for i := range units {
 		name := fmt.Sprintf("%s/%d", app, i)
-		units[i] = verify.Unit{Name: name, Dir: filepath.Join(dir, protocol.UnitDNSName(name))}
+		cn, _ := cfg.Certificate.CommonNameFor(name) // the config was checked: it renders
+		units[i] = verify.Unit{Name: name, Dir: filepath.Join(dir, protocol.UnitDNSName(name)), CommonName: cn}
 	}
 	return units
 }

@@ -158,11 +158,11 @@ func handshake(ctx context.Context, client *Identity, s *server) error {
 	if err != nil {
 		return fmt.Errorf("%s -> %s: %w", client.Name, s.id.Name, err)
 	}
-	if got := string(seen); got != client.Name+"\n" {
+	if got := string(seen); got != client.Unit.commonName()+"\n" {
 		return fmt.Errorf("%s -> %s: server saw client %q", client.Name, s.id.Name, got)
 	}
 	tc := conn.(*tls.Conn)
-	if peer := tc.ConnectionState().PeerCertificates[0]; peer.Subject.CommonName != s.id.Name {
+	if peer := tc.ConnectionState().PeerCertificates[0]; peer.Subject.CommonName != s.id.Unit.commonName() {
 		return fmt.Errorf("%s -> %s: server presented %q", client.Name, s.id.Name, peer.Subject.CommonName)
 	}
 	return nil

@@ -21,6 +21,17 @@ import (
 type Unit struct {
 	Name string
 	Dir  string
+	// CommonName is the common name its certificate must have (certificate.common_name
+	// rendered for it); "" is the unit's name.
+	CommonName string
+}
+
+// commonName is the common name its certificate has: CommonName, or its name.
+func (u Unit) commonName() string {
+	if u.CommonName != "" {
+		return u.CommonName
+	}
+	return u.Name
 }
 
 // Identity is a unit's verified certificate material.
@@ -66,8 +77,8 @@ func Load(u Unit) (*Identity, error) {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("%s: %s does not verify against %s for %s: %w", u.Name, certPath, caPath, dnsName, err)
 	}
-	if cert.Subject.CommonName != u.Name {
-		return nil, fmt.Errorf("%s: %s has common name %q", u.Name, certPath, cert.Subject.CommonName)
+	if cert.Subject.CommonName != u.commonName() {
+		return nil, fmt.Errorf("%s: %s has common name %q, want %q", u.Name, certPath, cert.Subject.CommonName, u.commonName())
 	}
 	if !slices.Contains(cert.DNSNames, dnsName) {
 		return nil, fmt.Errorf("%s: %s lacks the SAN %s", u.Name, certPath, dnsName)
