@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -161,4 +162,50 @@ plugins:
 			t.Fatal("bundle.pem still holds the old intermediate")
 		}
 	})
+}
+
+// tlsrelay store writes what Octavia reads by default, one PKCS#12 secret (or, by the
+// barbican backend's store_format, a certificate container), and fetch reads it back:
+// the same certificate, key and chain. A key that does not match is refused (exit 6)
+// and nothing is stored.
+func TestStoreThenFetch(t *testing.T) {
+	server := testservers.StartBarbican(t)
+	m := testservers.NewMaterial(t)
+	dir := t.TempDir()
+	write := fileWriter(t, dir)
+	cert, key, inter, other := write("cert.pem", string(m.Cert)), write("key.pem", string(m.Key)), write("inter.pem", string(m.Inter)), write("other.pem", string(m.OtherKey))
+	for _, format := range []string{"pkcs12", "container"} {
+		t.Run(format, func(t *testing.T) {
+			config := write(format+".yaml", fmt.Sprintf(`roles: {secrets: barbican}
+plugins:
+  barbican:
+    config: {auth: {type: noauth, endpoint: %q, project_id: demo}, retry_deadline: 2s, timeout: 2s, store_format: %s}
+`, server.URL, format))
+			r := run(t, "store", "listener-1", "--cert", cert, "--key", key, "--chain", inter, "--config", config)
+			ref := strings.TrimSpace(r.stdout)
+			wantKind := map[string]string{"pkcs12": "/v1/secrets/", "container": "/v1/containers/"}[format]
+			if r.code != 0 || !strings.Contains(ref, wantKind) || strings.Contains(r.stdout+r.stderr, "PRIVATE KEY") {
+				t.Fatalf("store: exit %d, ref %q (want a %s ref)\n%s", r.code, ref, wantKind, r.stderr)
+			}
+			out := t.TempDir()
+			if r := run(t, "fetch", ref, "--config", config, "--out", out); r.code != 0 {
+				t.Fatalf("fetch of the stored %s: exit %d\n%s", format, r.code, r.stderr)
+			}
+			if !bytes.Equal(mustRead(t, filepath.Join(out, "tls.crt")), m.Cert) || !bytes.Equal(mustRead(t, filepath.Join(out, "chain.crt")), m.Inter) {
+				t.Fatal("fetch gave another certificate or chain than was stored")
+			}
+			fetchedKey, err := tls.X509KeyPair(m.Cert, mustRead(t, filepath.Join(out, "tls.key")))
+			if err != nil || fetchedKey.PrivateKey == nil {
+				t.Fatalf("the fetched key is not the stored certificate's: %v", err)
+			}
+			before := server.As(t, "demo").Count("secrets")
+			r = run(t, "store", "mismatch", "--cert", cert, "--key", other, "--config", config)
+			if r.code != 6 || !strings.Contains(r.stderr, "does not match the certificate") {
+				t.Fatalf("store of a key that does not match: exit %d\n%s", r.code, r.stderr)
+			}
+			if after := server.As(t, "demo").Count("secrets"); after != before {
+				t.Fatalf("a refused store left %d secrets", after-before)
+			}
+		})
+	}
 }

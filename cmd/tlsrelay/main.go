@@ -55,7 +55,7 @@ func newRootCommand() *cobra.Command {
 		}
 		return nil
 	}
-	root.AddCommand(newUpCommand(), newAgentCommand(), newStatusCommand(), newRevokeCommand(), newCACommand(), newEtcdCommand(), newSignCommand(), newFetchCommand(), newPluginCommand(), newPluginsCommand(), newVersionCommand())
+	root.AddCommand(newUpCommand(), newAgentCommand(), newStatusCommand(), newRevokeCommand(), newCACommand(), newEtcdCommand(), newSignCommand(), newFetchCommand(), newStoreCommand(), newPluginCommand(), newPluginsCommand(), newVersionCommand())
 	return root
 }
 

@@ -83,36 +83,42 @@ func TestAgainstRealBarbican(t *testing.T) {
 		}
 	})
 
-	t.Run("store, fetch, delete, delete again", func(t *testing.T) {
-		secretsBefore := demo.Count("secrets")
-		ref, err := b.StoreSecret(ctx, "stored", sdk.Secret{CertificatePEM: m.Cert, Key: m.Key, IntermediatesPEM: m.Inter})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := b.FetchSecret(ctx, ref)
-		if err != nil || !bytes.Equal(s.CertificatePEM, m.Cert) || !bytes.Equal(s.Key, m.Key) {
-			t.Fatalf("fetch after store: %v", err)
-		}
-		if err := b.DeleteSecret(ctx, ref); err != nil {
-			t.Fatal(err)
-		}
-		if err := b.DeleteSecret(ctx, ref); err != nil {
-			t.Fatalf("second delete: %v, want nil (already gone is not an error)", err)
-		}
-		if _, err := b.FetchSecret(ctx, ref); !sdk.IsCode(err, sdk.CodeNotFound) {
-			t.Fatalf("fetch after delete: %v, want not found", err)
-		}
-		if after := demo.Count("secrets"); after != secretsBefore {
-			t.Fatalf("secrets in project: %d before, %d after store+delete", secretsBefore, after)
-		}
-	})
+	containerStore := noauth(t, server.URL, "demo", map[string]any{"store_format": StoreContainer})
+	for format, b := range map[string]*Backend{"pkcs12 (the default)": b, "container": containerStore} {
+		t.Run("store, fetch, delete, delete again, as "+format, func(t *testing.T) {
+			secretsBefore := demo.Count("secrets")
+			ref, err := b.StoreSecret(ctx, "stored", sdk.Secret{CertificatePEM: m.Cert, Key: m.Key, IntermediatesPEM: m.Inter})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if isPKCS12 := strings.Contains(ref, "/v1/secrets/"); isPKCS12 != (b != containerStore) {
+				t.Fatalf("stored as %s, want %s", ref, format)
+			}
+			s, err := b.FetchSecret(ctx, ref)
+			if err != nil || !bytes.Equal(s.CertificatePEM, m.Cert) || !sameKeyDER(t, s.Key, m.Key) || !bytes.Equal(s.IntermediatesPEM, m.Inter) {
+				t.Fatalf("fetch after store: %v", err)
+			}
+			if err := b.DeleteSecret(ctx, ref); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.DeleteSecret(ctx, ref); err != nil {
+				t.Fatalf("second delete: %v, want nil (already gone is not an error)", err)
+			}
+			if _, err := b.FetchSecret(ctx, ref); !sdk.IsCode(err, sdk.CodeNotFound) {
+				t.Fatalf("fetch after delete: %v, want not found", err)
+			}
+			if after := demo.Count("secrets"); after != secretsBefore {
+				t.Fatalf("secrets in project: %d before, %d after store+delete", secretsBefore, after)
+			}
+		})
+	}
 
 	t.Run("a failed store leaves nothing behind", func(t *testing.T) {
 		before := demo.Count("secrets")
 		// The certificate and key are stored; the intermediates, valid but over
 		// Barbican's 20,000-byte secret limit, are refused; the two must be rolled back.
 		huge := bytes.Repeat(m.Inter, 60)
-		_, err := b.StoreSecret(ctx, "too-big", sdk.Secret{CertificatePEM: m.Cert, Key: m.Key, IntermediatesPEM: huge})
+		_, err := containerStore.StoreSecret(ctx, "too-big", sdk.Secret{CertificatePEM: m.Cert, Key: m.Key, IntermediatesPEM: huge})
 		if !sdk.IsCode(err, sdk.CodeInvalidArgument) || !strings.Contains(err.Error(), "intermediates") {
 			t.Fatalf("store of oversized intermediates: %v, want invalid argument naming them", err)
 		}

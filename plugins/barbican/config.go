@@ -18,7 +18,18 @@ type Config struct {
 	// Consumer, when set, is registered on every container fetched, so Barbican knows
 	// who uses it (as Octavia registers its load balancers).
 	Consumer *Consumer `json:"consumer"`
+	// StoreFormat is how StoreSecret stores: pkcs12 (one binary secret holding the
+	// certificate, its key and chain, without a password: what Octavia stores and reads
+	// by default) or container (a certificate container over one secret a part, which
+	// Octavia reads through its legacy path). Default pkcs12.
+	StoreFormat string `json:"store_format"`
 }
+
+// The store formats.
+const (
+	StorePKCS12    = "pkcs12"
+	StoreContainer = "container"
+)
 
 // Auth says how to reach and authenticate to Barbican.
 type Auth struct {
@@ -65,14 +76,18 @@ type settings struct {
 	timeout       time.Duration
 	retryDeadline time.Duration
 	consumer      *Consumer
+	storeFormat   string
 }
 
 func parseConfig(raw []byte) (settings, error) {
-	cfg := Config{Timeout: "10s", RetryDeadline: "30s"}
+	cfg := Config{Timeout: "10s", RetryDeadline: "30s", StoreFormat: StorePKCS12}
 	if err := sdk.DecodeConfig(raw, &cfg); err != nil {
 		return settings{}, err
 	}
-	s := settings{auth: cfg.Auth, consumer: cfg.Consumer}
+	if cfg.StoreFormat != StorePKCS12 && cfg.StoreFormat != StoreContainer {
+		return settings{}, sdk.Errorf(sdk.CodeInvalidArgument, "config.store_format", "%q is not pkcs12 or container", cfg.StoreFormat)
+	}
+	s := settings{auth: cfg.Auth, consumer: cfg.Consumer, storeFormat: cfg.StoreFormat}
 	var err error
 	if s.timeout, err = positive("config.timeout", cfg.Timeout); err != nil {
 		return settings{}, err

@@ -2,24 +2,31 @@ package barbican
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 
 	"github.com/gophercloud/gophercloud/v2/openstack/keymanager/v1/containers"
 	"github.com/gophercloud/gophercloud/v2/openstack/keymanager/v1/secrets"
+	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
-// StoreSecret implements sdk.Backend: one Barbican secret per part, then a certificate
+// StoreSecret implements sdk.Backend, in the configured store_format: one PKCS#12
+// secret (Octavia's default), or one Barbican secret per part and a certificate
 // container over them. When the container cannot be made, the secrets already stored
 // are deleted again, so a failed store leaves nothing behind.
 func (b *Backend) StoreSecret(ctx context.Context, name string, s sdk.Secret) (string, error) {
 	if len(s.CertificatePEM) == 0 {
-		return "", sdk.Errorf(sdk.CodeInvalidArgument, name, "a certificate container needs a certificate")
+		return "", sdk.Errorf(sdk.CodeInvalidArgument, name, "a certificate secret needs a certificate")
 	}
+	var checked sdk.Secret
 	if len(s.Key) > 0 {
-		if _, err := assemble(name, s.CertificatePEM, s.Key, s.IntermediatesPEM, s.Passphrase); err != nil {
+		var err error
+		if checked, err = assemble(name, s.CertificatePEM, s.Key, s.IntermediatesPEM, s.Passphrase); err != nil {
 			return "", err
 		}
 	}
@@ -28,6 +35,9 @@ func (b *Backend) StoreSecret(ctx context.Context, name string, s sdk.Secret) (s
 		return "", err
 	}
 	f := fetcher{client: client, settings: settings, ref: name}
+	if settings.storeFormat == StorePKCS12 {
+		return f.storePKCS12(ctx, name, checked)
+	}
 	parts := []struct {
 		name, secretType string
 		payload          []byte
@@ -141,4 +151,44 @@ func (f fetcher) deleteSecret(ctx context.Context, secretRef string) error {
 		return nil
 	}
 	return err
+}
+
+// storePKCS12 stores the certificate, its (decrypted) key and its chain as one binary
+// PKCS#12 secret without a password, as Octavia's certificate manager stores a
+// listener's certificate and reads it back.
+func (f fetcher) storePKCS12(ctx context.Context, name string, s sdk.Secret) (string, error) {
+	if len(s.Key) == 0 {
+		return "", sdk.Errorf(sdk.CodeInvalidArgument, name, "a PKCS#12 secret needs the private key")
+	}
+	certs, err := certutil.ParseCertificates(s.CertificatePEM)
+	if err != nil {
+		return "", sdk.Errorf(sdk.CodeInvalidArgument, name, "certificate: %v", err)
+	}
+	key, err := certutil.ParsePrivateKeyPEM(s.Key)
+	if err != nil {
+		return "", sdk.Errorf(sdk.CodeInvalidArgument, name, "private key: %v", err)
+	}
+	var chain []*x509.Certificate
+	if len(s.IntermediatesPEM) > 0 {
+		if chain, err = certutil.ParseCertificates(s.IntermediatesPEM); err != nil {
+			return "", sdk.Errorf(sdk.CodeInvalidArgument, name, "intermediates: %v", err)
+		}
+	}
+	der, err := pkcs12.Passwordless.Encode(key, certs[0], chain, "")
+	if err != nil {
+		return "", sdk.Errorf(sdk.CodeInvalidArgument, name, "encode PKCS#12: %v", err)
+	}
+	var ref string
+	err = f.do(ctx, func(ctx context.Context) error {
+		created, err := secrets.Create(ctx, f.client, secrets.CreateOpts{
+			Name: name, SecretType: secrets.OpaqueSecret,
+			Payload: base64.StdEncoding.EncodeToString(der), PayloadContentType: "application/octet-stream",
+			PayloadContentEncoding: "base64",
+		}).Extract()
+		if err == nil {
+			ref = created.SecretRef
+		}
+		return classify(err, "store PKCS#12 secret "+name, name)
+	})
+	return ref, err
 }
