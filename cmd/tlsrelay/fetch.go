@@ -50,40 +50,55 @@ key, a key that does not match, a wrong passphrase, an unreadable payload),
 }
 
 func runFetch(cmd *cobra.Command, f fetchFlags, ref string) error {
-	cfg, err := loadConfig(cmd, f.config)
+	b, closeHost, err := secretsBackend(cmd, f.config, f.backend)
 	if err != nil {
 		return err
 	}
-	if f.backend != "" {
-		cfg.Roles.Secrets = f.backend
-		if err := cfg.Validate(builtin.Names()); err != nil {
-			return fmt.Errorf("--backend %s: %w", f.backend, err)
-		}
-	}
-	if cfg.Roles.Secrets == "" {
-		return fmt.Errorf("no secrets backend: set roles.secrets in %s, or pass --backend", cfg.Source)
-	}
-	host, err := backend.New(backend.Options{Plugins: cfg.Plugins, Roles: cfg.Roles, StateDir: cfg.StateDir, Logger: newLogger(cmd)})
-	if err != nil {
-		return err
-	}
-	defer host.Close()
-	b, err := host.For(cmd.Context(), config.RoleSecrets)
-	if err != nil {
-		return err
-	}
+	defer closeHost()
 	out := config.SecretOutput{Dir: f.out}
 	r, err := secrets.Fetch(cmd.Context(), b, config.Secret{Name: "fetch", Ref: ref, Output: out})
 	if err != nil {
 		// The error names the reference, and which secret in it failed.
-		fmt.Fprintf(cmd.ErrOrStderr(), "tlsrelay: fetch failed: %v\n", unwrapName(err))
-		if code, ok := fetchExit[sdk.CodeOf(err)]; ok {
-			return exitError{code: code}
-		}
-		return exitError{code: 1}
+		return secretFailure(cmd, "fetch", err)
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), r.Summary())
 	return nil
+}
+
+// secretsBackend starts the deployment's secrets backend (roles.secrets, or backendName)
+// for one command; closeHost stops it.
+func secretsBackend(cmd *cobra.Command, configFile, backendName string) (b sdk.Backend, closeHost func(), err error) {
+	cfg, err := loadConfig(cmd, configFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	if backendName != "" {
+		cfg.Roles.Secrets = backendName
+		if err := cfg.Validate(builtin.Names()); err != nil {
+			return nil, nil, fmt.Errorf("--backend %s: %w", backendName, err)
+		}
+	}
+	if cfg.Roles.Secrets == "" {
+		return nil, nil, fmt.Errorf("no secrets backend: set roles.secrets in %s, or pass --backend", cfg.Source)
+	}
+	host, err := backend.New(backend.Options{Plugins: cfg.Plugins, Roles: cfg.Roles, StateDir: cfg.StateDir, Logger: newLogger(cmd)})
+	if err != nil {
+		return nil, nil, err
+	}
+	if b, err = host.For(cmd.Context(), config.RoleSecrets); err != nil {
+		host.Close()
+		return nil, nil, err
+	}
+	return b, host.Close, nil
+}
+
+// secretFailure prints what failed and exits with the status for its kind (fetchExit).
+func secretFailure(cmd *cobra.Command, what string, err error) error {
+	fmt.Fprintf(cmd.ErrOrStderr(), "tlsrelay: %s failed: %v\n", what, unwrapName(err))
+	if code, ok := fetchExit[sdk.CodeOf(err)]; ok {
+		return exitError{code: code}
+	}
+	return exitError{code: 1}
 }
 
 // unwrapName drops the "secret fetch: " prefix core/secrets puts on errors: here the

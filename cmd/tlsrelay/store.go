@@ -6,9 +6,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tlsrelay/tlsrelay/core/backend"
-	"github.com/tlsrelay/tlsrelay/core/config"
-	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
@@ -41,19 +38,6 @@ store leaves nothing behind. Exit statuses as fetch's.`,
 }
 
 func runStore(cmd *cobra.Command, f storeFlags, name string) error {
-	cfg, err := loadConfig(cmd, f.config)
-	if err != nil {
-		return err
-	}
-	if f.backend != "" {
-		cfg.Roles.Secrets = f.backend
-		if err := cfg.Validate(builtin.Names()); err != nil {
-			return fmt.Errorf("--backend %s: %w", f.backend, err)
-		}
-	}
-	if cfg.Roles.Secrets == "" {
-		return fmt.Errorf("no secrets backend: set roles.secrets in %s, or pass --backend", cfg.Source)
-	}
 	var secret sdk.Secret
 	for _, in := range []struct {
 		flag, file string
@@ -68,22 +52,14 @@ func runStore(cmd *cobra.Command, f storeFlags, name string) error {
 		}
 		*in.into = b
 	}
-	host, err := backend.New(backend.Options{Plugins: cfg.Plugins, Roles: cfg.Roles, StateDir: cfg.StateDir, Logger: newLogger(cmd)})
+	b, closeHost, err := secretsBackend(cmd, f.config, f.backend)
 	if err != nil {
 		return err
 	}
-	defer host.Close()
-	b, err := host.For(cmd.Context(), config.RoleSecrets)
-	if err != nil {
-		return err
-	}
+	defer closeHost()
 	ref, err := b.StoreSecret(cmd.Context(), name, secret)
 	if err != nil {
-		fmt.Fprintf(cmd.ErrOrStderr(), "tlsrelay: store failed: %v\n", unwrapName(err))
-		if code, ok := fetchExit[sdk.CodeOf(err)]; ok {
-			return exitError{code: code}
-		}
-		return exitError{code: 1}
+		return secretFailure(cmd, "store", err)
 	}
 	fmt.Fprintln(cmd.OutOrStdout(), ref)
 	return nil
