@@ -243,13 +243,13 @@ func TestSignOneCSR(t *testing.T) {
 		}
 		return csr
 	}
-	csr := opensslCSR("ops", "/CN=ops\\/1", "DNS:ops-1")
+	csr := opensslCSR("ops", "/CN=ops-1", "DNS:ops-1") // the default common name: the unit's DNS name
 	state := filepath.Join(dir, "state")
 	for _, backend := range []string{"cfssl", "openssl", "easyrsa"} {
 		t.Run(backend, func(t *testing.T) {
 			out := filepath.Join(dir, backend+".crt")
 			r := run(t, "sign", "--csr", csr, "--unit", "ops/1", "--profile", "client", "--backend", backend, "--state-dir", state, "--out", out)
-			if r.code != 0 || !strings.Contains(r.stderr, `signed "ops/1"`) {
+			if r.code != 0 || !strings.Contains(r.stderr, `signed "ops-1"`) {
 				t.Fatalf("sign exited %d: %s", r.code, r.stderr)
 			}
 			caFile := filepath.Join(state, backend, "ca.pem")
@@ -273,10 +273,10 @@ func TestSignOneCSR(t *testing.T) {
 		{[]string{"--csr", csr, "--profile", "root"}, `"root" is not one of`},
 		// The policy, as the leader applies it: a unit's name only with --unit, and
 		// only that unit's.
-		{[]string{"--csr", csr}, `common name "ops/1" names a unit; sign it with --unit`},
-		{[]string{"--csr", csr, "--unit", "ops/2"}, `it may ask only for "ops/2"`},
-		{[]string{"--csr", opensslCSR("upper", "/CN=ops\\/1", "DNS:OPS-2"), "--unit", "ops/1"}, `"OPS-2", the name of unit ops/2`},
-		{[]string{"--csr", opensslCSR("local", "/CN=ops\\/1", "DNS:localhost"), "--unit", "ops/1"}, `"localhost" is not allowed`},
+		{[]string{"--csr", csr}, `common name "ops-1" names a unit; sign it with --unit`},
+		{[]string{"--csr", csr, "--unit", "ops/2"}, `it may ask only for "ops-2"`},
+		{[]string{"--csr", opensslCSR("upper", "/CN=ops-1", "DNS:OPS-2"), "--unit", "ops/1"}, `"OPS-2", the name of unit ops/2`},
+		{[]string{"--csr", opensslCSR("local", "/CN=ops-1", "DNS:localhost"), "--unit", "ops/1"}, `"localhost" is not allowed`},
 		{[]string{"--csr", csr, "--unit", "ops/1", "--validity", "100000h"}, "policy.max_validity"},
 	} {
 		r := run(t, append([]string{"sign", "--state-dir", state}, tt.args...)...)

@@ -100,7 +100,7 @@ certificate:
 
 	// A peer that asks for web/0's name is refused, and the refusal counted by rule.
 	rogue := relationtest.Join(t, openEtcd(t, srv.Endpoint(), "ops"), "web/9", false)
-	csr := pkitest.MakeCSR(t, pkitest.Request{Subject: pkix.Name{CommonName: "web/9"}, DNS: []string{"web-0"}})
+	csr := pkitest.MakeCSR(t, pkitest.Request{Subject: pkix.Name{CommonName: "web-9"}, DNS: []string{"web-0"}})
 	if err := rogue.SetUnitData(context.Background(), map[string]string{protocol.KeyCSR: csr, protocol.KeyProfile: "peer"}); err != nil {
 		t.Fatal(err)
 	}
