@@ -165,26 +165,25 @@ func (m *Metrics) Rotation(unit string, leading bool, waiting, untrusted int) {
 // CARotationBlocked records, for the leading unit, whether a CA rotation that is due
 // cannot proceed.
 func (m *Metrics) CARotationBlocked(unit string, blocked bool) {
-	if m == nil {
-		return
+	if m != nil {
+		setFlag(m.blocked, unit, blocked)
 	}
-	v := 0.0
-	if blocked {
-		v = 1
-	}
-	m.blocked.WithLabelValues(unit).Set(v)
 }
 
 // RevocationUnsupported records whether the leading unit's signer signs no CRL.
 func (m *Metrics) RevocationUnsupported(unit string, unsupported bool) {
-	if m == nil {
-		return
+	if m != nil {
+		setFlag(m.noCRL, unit, unsupported)
 	}
+}
+
+// setFlag sets unit's series of a yes-or-no gauge to 1 or 0.
+func setFlag(g *prometheus.GaugeVec, unit string, on bool) {
 	v := 0.0
-	if unsupported {
+	if on {
 		v = 1
 	}
-	m.noCRL.WithLabelValues(unit).Set(v)
+	g.WithLabelValues(unit).Set(v)
 }
 
 // Oversized records the units whose bag holds a value over its cap (relation.Snapshot.Oversized),

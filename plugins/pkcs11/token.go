@@ -3,14 +3,12 @@ package pkcs11
 import (
 	"crypto/elliptic"
 	"fmt"
-	"os"
-	"path/filepath"
-	"syscall"
 	"time"
 
 	"github.com/ThalesGroup/crypto11"
 
 	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/castore"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -26,33 +24,35 @@ type tokenStore struct {
 
 // current returns the newest CA in the token, making the first if there is none.
 func (s tokenStore) current(name string, life time.Duration) (*authority, error) {
-	unlock, err := s.lock()
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	n, err := s.newest()
-	if err != nil {
-		return nil, err
-	}
-	if n == 0 {
-		return s.make(1, name, life)
-	}
-	return s.load(n)
+	return s.atNewest(func(n int) (*authority, error) {
+		if n == 0 {
+			return s.make(1, name, life)
+		}
+		return s.load(n)
+	})
 }
 
 // next makes the CA after the newest, which becomes the current one.
 func (s tokenStore) next(name string, life time.Duration) (*authority, error) {
-	unlock, err := s.lock()
-	if err != nil {
-		return nil, err
+	return s.atNewest(func(n int) (*authority, error) { return s.make(n+1, name, life) })
+}
+
+// atNewest runs fn with the newest CA's n (0: none), holding the host's lock on the
+// token (castore.Lock on the state directory) so that no other process makes one
+// meanwhile.
+func (s tokenStore) atNewest(fn func(n int) (*authority, error)) (*authority, error) {
+	if s.lockDir != "" {
+		unlock, err := castore.Lock(s.lockDir)
+		if err != nil {
+			return nil, sdk.Errorf(sdk.CodeUnavailable, s.lockDir, "%v", err)
+		}
+		defer unlock()
 	}
-	defer unlock()
 	n, err := s.newest()
 	if err != nil {
 		return nil, err
 	}
-	return s.make(n+1, name, life)
+	return fn(n)
 }
 
 func caID(n int) []byte { return fmt.Appendf(nil, "ca-%d", n) }
@@ -111,20 +111,4 @@ func (s tokenStore) make(n int, name string, life time.Duration) (*authority, er
 		return nil, sdk.Errorf(sdk.CodeUnavailable, s.label, "store CA certificate %s in the token: %v", id, err)
 	}
 	return &authority{cert: certs[0], key: key, id: string(id)}, nil
-}
-
-// lock serialises the processes of one host that share the token.
-func (s tokenStore) lock() (func(), error) {
-	if s.lockDir == "" {
-		return func() {}, nil
-	}
-	f, err := os.OpenFile(filepath.Join(s.lockDir, "pkcs11.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, sdk.Errorf(sdk.CodeFailedPrecondition, s.lockDir, "lock file: %v", err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, sdk.Errorf(sdk.CodeUnavailable, s.lockDir, "lock: %v", err)
-	}
-	return func() { f.Close() }, nil
 }
