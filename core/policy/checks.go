@@ -98,6 +98,9 @@ func (p *Policy) Check(req Request) (*x509.CertificateRequest, error) {
 	default:
 		return refuse(refusal(RuleProfile, "profile %q is not one of server, client, peer", req.Profile))
 	}
+	if reason := p.profileFor(req.Unit, req.Profile); reason != "" {
+		return refuse(refusal(RuleProfile, "%s", reason))
+	}
 	csr, err := parseCSR(req)
 	if err != nil {
 		return refuse(refusal(RuleMalformed, "%v", strings.TrimPrefix(err.Error(), "InvalidArgument: ")))
@@ -159,7 +162,7 @@ func (p *Policy) checkDNSNames(req Request, csr *x509.CertificateRequest) findin
 		case held:
 			return refusal(RuleHeld, "it asks for %q, which unit %s holds", raw, other)
 		case notAllowed:
-			return refusal(RuleNotAllowed, "SAN %q is not allowed by policy.sans or policy.shared_sans", raw)
+			return refusal(RuleNotAllowed, "SAN %q is not allowed by policy.sans, policy.shared_sans or policy.units", raw)
 		}
 	}
 	return finding{}
@@ -172,7 +175,7 @@ func (p *Policy) checkIPs(req Request, csr *x509.CertificateRequest) finding {
 		case held:
 			return refusal(RuleHeld, "it asks for IP %s, which unit %s holds", text, other)
 		case notAllowed:
-			return refusal(RuleNotAllowed, "IP SAN %s is not allowed by policy.sans or policy.shared_sans", text)
+			return refusal(RuleNotAllowed, "IP SAN %s is not allowed by policy.sans, policy.shared_sans or policy.units", text)
 		}
 	}
 	return finding{}
@@ -191,12 +194,15 @@ const (
 // judge rules on one name (Normalize'd DNS name, or an IP as text) for unit, in the
 // order every caller needs: its own name, names reserved for other units, shared
 // names, names another unit holds, the unit's patterns. other names the unit concerned.
+// A policy.units pattern is the operator's word for that kind of unit: a name it
+// matches is not reserved (an amphora ID whose last group is all digits reads as a
+// unit's DNS name), though still refused while another unit's certificate holds it.
 func (p *Policy) judge(unit, name string, claimed map[string]string) (verdict, string) {
 	if net.ParseIP(name) == nil {
 		switch {
 		case unit != "" && name == UnitDNSName(unit):
 			return allowed, ""
-		case ReservedUnitName(name):
+		case ReservedUnitName(name) && !p.unitRuleMatch(unit, name):
 			return reserved, unitOfDNSName(name)
 		}
 	}
@@ -205,7 +211,7 @@ func (p *Policy) judge(unit, name string, claimed map[string]string) (verdict, s
 		return allowed, ""
 	case claimed[name] != "" && claimed[name] != unit:
 		return held, claimed[name]
-	case !matchAny(p.sans, unit, name):
+	case !p.sansMatch(unit, name):
 		return notAllowed, ""
 	}
 	return allowed, ""
@@ -219,8 +225,6 @@ func (p *Policy) checkURIs(req Request, csr *x509.CertificateRequest) finding {
 	}
 	return finding{}
 }
-
-func (p *Policy) sharedMatch(unit, name string) bool { return matchAny(p.shared, unit, name) }
 
 // Exclusive reports whether a name (Normalize'd, or an IP as text) in a unit's
 // certificate belongs to that unit alone: every name but a shared one.

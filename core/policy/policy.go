@@ -36,6 +36,8 @@ type Rules struct {
 	MaxCSRBytes int
 	MaxSANs     int
 	MaxValidity time.Duration
+	// Units are rules for the units whose names match a pattern (policy.units).
+	Units []UnitRule
 }
 
 // Defaults are the rules of the embedded default config.
@@ -64,6 +66,7 @@ type Policy struct {
 	sans   []*pattern
 	shared []*pattern
 	uris   []*pattern
+	units  []unitRule
 }
 
 // New compiles rules. Errors name the key at fault, as `policy.sans[1]`.
@@ -90,6 +93,7 @@ func New(r Rules) (*Policy, error) {
 	p.sans = compileAll("policy.sans", r.SANs, kindSAN)
 	p.shared = compileAll("policy.shared_sans", r.SharedSANs, kindSAN)
 	p.uris = compileAll("policy.uris", r.URIs, kindURI)
+	p.units = compileUnitRules(r.Units, bad)
 	if len(r.Keys) == 0 {
 		bad("policy.keys", "allows no key: list sizes per algorithm, like {ecdsa: [256, 384]}")
 	}
