@@ -99,6 +99,9 @@ func runSign(cmd *cobra.Command, f signFlags) error {
 // signRequest checks the CSR against the policy locally, so that a bad file is named
 // before any plugin starts.
 func signRequest(cfg *config.Config, f signFlags, csrPEM []byte) (sdk.SignRequest, error) {
+	if f.unit != "" {
+		cfg = cfg.ForUnit(f.unit) // the profile of the unit's kind, if the group has kinds
+	}
 	profile := sdk.Profile(cfg.Certificate.Profile)
 	if f.profile != "" {
 		profile = sdk.Profile(f.profile)

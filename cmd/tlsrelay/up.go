@@ -47,7 +47,10 @@ other unit). Files land in DIR/<unit, with / as ->/{tls.key,tls.crt,ca.crt}; age
 in DIR/logs. Beyond 4 units, units share agent processes (and their plugins): about 125
 a process, in 4 to 16 processes (--units-per-process sets how many units each runs). --in-process runs
 every unit in this process, sharing one set of plugin processes, still through etcd;
---store memory does so without etcd.`,
+--store memory does so without etcd. A config with kinds (kinds.<application>.count)
+runs that many units of each kind, each with its kind's profile, SANs and leader
+eligibility (configs/octavia-up.yaml: Octavia's controllers and amphorae); a
+client-only unit then dials and a server-only one serves in the proof.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
@@ -67,6 +70,9 @@ every unit in this process, sharing one set of plugin processes, still through e
 					return fmt.Errorf("--store %s: %w", f.store, err)
 				}
 			}
+			if n := up.KindCount(cfg); n > 0 && cmd.Flags().Changed("units") {
+				return fmt.Errorf("--units %d: the config's kinds count the group's units (%d); leave --units out or the counts", f.units, n)
+			}
 			dir, err := filepath.Abs(f.dir)
 			if err != nil {
 				return err
@@ -85,7 +91,7 @@ every unit in this process, sharing one set of plugin processes, still through e
 				Log: newLogger(cmd), LogLevel: level, InProcess: f.inProc, AllPairs: f.allPairs, UnitsPerProcess: f.perProc})
 		},
 	}
-	cmd.Flags().IntVar(&f.units, "units", 3, "number of units in the group")
+	cmd.Flags().IntVar(&f.units, "units", 3, "number of units in the group (a config with kinds counts them itself)")
 	cmd.Flags().StringVar(&f.dir, "dir", "tlsrelay-up", "directory for the units' files, the backends' state, etcd's data and the agents' logs")
 	cmd.Flags().StringVar(&f.config, "config", "", "deployment YAML (default: the embedded configs/tlsrelay.yaml)")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up if the group has not converged by then")

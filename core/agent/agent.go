@@ -143,6 +143,10 @@ func New(opts Options) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	sans, err := opts.Certificate.SANsFor(unit, opts.Host)
+	if err != nil {
+		return nil, fault.Permanent(fmt.Errorf("%s: %w", unit, err))
+	}
 	writer := atomicfile.Writer{Owner: &atomicfile.Owner{UID: uid, GID: gid}, Sync: opts.Sync}
 	a := &Agent{
 		opts:   opts,
@@ -152,7 +156,7 @@ func New(opts Options) (*Agent, error) {
 		log:    opts.Log.With("unit", unit),
 		want: protocol.Want{
 			CommonName:   cn,
-			SANs:         opts.Certificate.SANsFor(unit, opts.Host),
+			SANs:         sans,
 			Profile:      opts.Certificate.Profile,
 			RenewAt:      opts.Certificate.RenewAt,
 			RenewJitter:  opts.Certificate.RenewJitter,

@@ -18,15 +18,18 @@ import (
 
 // Config is one unit's deployment.
 type Config struct {
-	Unit        string            `mapstructure:"unit"`
-	StateDir    string            `mapstructure:"state_dir"`
-	Relation    Relation          `mapstructure:"relation"`
-	Certificate Certificate       `mapstructure:"certificate"`
-	Policy      Policy            `mapstructure:"policy"`
-	CASeal      CASeal            `mapstructure:"ca_seal"`
-	CA          CA                `mapstructure:"ca"`
-	Roles       Roles             `mapstructure:"roles"`
-	Plugins     map[string]Plugin `mapstructure:"plugins"`
+	Unit        string      `mapstructure:"unit"`
+	StateDir    string      `mapstructure:"state_dir"`
+	Relation    Relation    `mapstructure:"relation"`
+	Certificate Certificate `mapstructure:"certificate"`
+	Policy      Policy      `mapstructure:"policy"`
+	// Kinds are the kinds of unit of a group whose units differ (Octavia's controllers
+	// and amphorae), by application name: see ForUnit.
+	Kinds   map[string]Kind   `mapstructure:"kinds"`
+	CASeal  CASeal            `mapstructure:"ca_seal"`
+	CA      CA                `mapstructure:"ca"`
+	Roles   Roles             `mapstructure:"roles"`
+	Plugins map[string]Plugin `mapstructure:"plugins"`
 	// Secrets are fetched through the secrets backend and written out, then fetched
 	// again every SecretsRefresh.
 	Secrets        []Secret      `mapstructure:"secrets"`
@@ -133,13 +136,27 @@ type Policy struct {
 	MaxCSRBytes int              `mapstructure:"max_csr_bytes"`
 	MaxSANs     int              `mapstructure:"max_sans"`
 	MaxValidity time.Duration    `mapstructure:"max_validity"`
+	// Units widen or narrow the policy for the units whose name matches a pattern.
+	Units []PolicyUnit `mapstructure:"units"`
+}
+
+// PolicyUnit is a rule of policy.units (policy.UnitRule).
+type PolicyUnit struct {
+	Match      string   `mapstructure:"match"`
+	SANs       []string `mapstructure:"sans"`
+	SharedSANs []string `mapstructure:"shared_sans"`
+	Profiles   []string `mapstructure:"profiles"`
 }
 
 // Rules is the policy with the certificate's common name template.
 func (c *Config) Rules() policy.Rules {
 	p := c.Policy
+	units := make([]policy.UnitRule, len(p.Units))
+	for i, u := range p.Units {
+		units[i] = policy.UnitRule(u)
+	}
 	return policy.Rules{CommonName: c.Certificate.CommonName, SANs: p.SANs, SharedSANs: p.SharedSANs, URIs: p.URIs,
-		Keys: p.Keys, MaxCSRBytes: p.MaxCSRBytes, MaxSANs: p.MaxSANs, MaxValidity: p.MaxValidity}
+		Keys: p.Keys, MaxCSRBytes: p.MaxCSRBytes, MaxSANs: p.MaxSANs, MaxValidity: p.MaxValidity, Units: units}
 }
 
 // SigningPolicy compiles the policy (validated by Load).

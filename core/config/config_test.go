@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,10 +133,103 @@ func TestAllProblemsReportedAtOnce(t *testing.T) {
 func TestSANsFor(t *testing.T) {
 	c := Certificate{SANs: []string{"hostname", "ip", "localhost", "127.0.0.1", "localhost"}}
 	host := Host{Hostname: "box1", IPs: []net.IP{net.ParseIP("10.1.2.3")}}
-	got := c.SANsFor("db/2", host)
+	got, err := c.SANsFor("db/2", host)
 	want := []string{"10.1.2.3", "127.0.0.1", "box1", "db-2", "localhost"}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("SANsFor = %v, want %v", got, want)
+	if err != nil || !reflect.DeepEqual(got, want) {
+		t.Fatalf("SANsFor = %v, %v, want %v", got, err, want)
+	}
+}
+
+// A SAN template takes a value from the unit's host: an environment variable, a file,
+// the hostname; one that cannot render stops the unit with the SAN named.
+func TestSANTemplatesTakeHostValues(t *testing.T) {
+	dir := t.TempDir()
+	idFile := filepath.Join(dir, "amphora-id")
+	os.WriteFile(idFile, []byte("  9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "empty"), nil, 0o644)
+	env := map[string]string{"AMPHORA_ID": "0b1c2d3e-4f50-4c5e-8f6a-0b1c2d3e4f51", "ADDR": "10.0.0.7", "TWO": "a b"}
+	host := Host{Hostname: "amp1", Getenv: func(k string) string { return env[k] }}
+	tests := []struct {
+		san, want, err string
+	}{
+		{`{{env "AMPHORA_ID"}}`, "0b1c2d3e-4f50-4c5e-8f6a-0b1c2d3e4f51", ""},
+		{`{{file "` + idFile + `"}}`, "9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50", ""},
+		{`{{.Hostname}}.amphorae.internal`, "amp1.amphorae.internal", ""},
+		{`{{.DNSName}}.{{env "ADDR" | printf "%.0s"}}svc`, "amphora-0.svc", ""},
+		{`{{env "ADDR"}}`, "10.0.0.7", ""},
+		{`{{or (env "UNSET") .DNSName}}`, "amphora-0", ""},
+		{`{{env "UNSET"}}`, "", `certificate.sans[0] "{{env \"UNSET\"}}": renders empty`},
+		{`{{file "` + filepath.Join(dir, "empty") + `"}}`, "", "renders empty"},
+		{`{{file "` + filepath.Join(dir, "missing") + `"}}`, "", "no such file or directory"},
+		{`{{env "TWO"}}`, "", `renders "a b", which is not one DNS name`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.san, func(t *testing.T) {
+			got, err := Certificate{SANs: []string{tt.san}}.SANsFor("amphora/0", host)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("SANsFor = %v, %v, want an error containing %q", got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || !slices.Contains(got, tt.want) {
+				t.Fatalf("SANsFor = %v, %v, want %q among them", got, err, tt.want)
+			}
+		})
+	}
+}
+
+// kinds give the units of each application their own profile, SANs, formats and
+// leader eligibility from one config; units of no kind keep the config's.
+func TestKindsApplyPerUnit(t *testing.T) {
+	cfg, err := Load(writeConfig(t, `kinds:
+  controller: {count: 2, leader_eligible: true, profile: client, formats: [bundle]}
+  amphora:
+    count: 3
+    leader_eligible: false
+    profile: server
+    sans: ['{{env "AMPHORA_ID"}}']
+relation: {leader_eligible: true}
+certificate: {sans: [localhost], profile: peer}
+policy:
+  shared_sans: [localhost]
+  units:
+    - {match: "amphora/*", sans: ["*-*-*-*-*"], profiles: [server]}
+    - {match: "controller/*", profiles: [client]}
+`), builtins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	amp, ctl, other := cfg.ForUnit("amphora/2"), cfg.ForUnit("controller/0"), cfg.ForUnit("web/0")
+	switch {
+	case amp.Unit != "amphora/2" || amp.Relation.LeaderEligible || amp.Certificate.Profile != "server" || !reflect.DeepEqual(amp.Certificate.SANs, []string{`{{env "AMPHORA_ID"}}`}):
+		t.Fatalf("amphora/2 runs %+v %+v", amp.Relation, amp.Certificate)
+	case !ctl.Relation.LeaderEligible || ctl.Certificate.Profile != "client" || !reflect.DeepEqual(ctl.Certificate.Output.Formats, []string{"bundle"}) || !reflect.DeepEqual(ctl.Certificate.SANs, []string{"localhost"}):
+		t.Fatalf("controller/0 runs %+v %+v", ctl.Relation, ctl.Certificate)
+	case !other.Relation.LeaderEligible || other.Certificate.Profile != "peer":
+		t.Fatalf("web/0 runs %+v %+v", other.Relation, other.Certificate)
+	case cfg.Certificate.Profile != "peer" || cfg.Unit == "amphora/2":
+		t.Fatal("ForUnit changed the config it was called on")
+	}
+	if got := cfg.KindNames(); !reflect.DeepEqual(got, []string{"amphora", "controller"}) {
+		t.Fatalf("KindNames = %v", got)
+	}
+
+	bad := []struct{ yaml, want string }{
+		{"kinds: {amp_hora: {count: 1}}", "kinds.amp_hora"},
+		{"kinds: {amphora: {count: -1}}", "kinds.amphora.count"},
+		{"kinds: {amphora: {profile: admin}}", "kinds.amphora.profile"},
+		{"kinds: {amphora: {formats: [jks]}}", "kinds.amphora.formats[0]"},
+		{"kinds: {amphora: {sans: ['{{env}']}}", "kinds.amphora.sans[0]"},
+		{"kinds: {amphora: {sans: [other.example]}}", `kinds.amphora.sans[0]: "other.example" is not allowed`},
+		{"kinds: {amphora: {profile: peer}}\npolicy: {units: [{match: 'amphora/*', profiles: [server]}]}", "kinds.amphora.profile: peer is not allowed"},
+		{"kinds: {amphora: {colour: red}}", "kinds[amphora]: unknown keys: colour"},
+		{"certificate: {sans: ['{{file \"a\"']}", "certificate.sans[0]"},
+	}
+	for _, tt := range bad {
+		if _, err := Load(writeConfig(t, tt.yaml+"\n"), builtins); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: Load = %v, want an error containing %q", tt.yaml, err, tt.want)
+		}
 	}
 }
 

@@ -1,21 +1,28 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"net"
 	"os"
 	"slices"
 	"strings"
+	"text/template"
 )
 
-// Host is what SAN keywords resolve to on this machine.
+// Host is what SAN keywords and templates resolve to on this machine.
 type Host struct {
 	Hostname string
 	IPs      []net.IP
+	// Getenv and ReadFile are the template functions env and file (default: this
+	// process's environment and the file system).
+	Getenv   func(string) string
+	ReadFile func(string) ([]byte, error)
 }
 
 // LocalHost reads this machine's hostname and non-loopback unicast addresses.
 func LocalHost() Host {
-	var h Host
+	h := Host{Getenv: os.Getenv, ReadFile: os.ReadFile}
 	h.Hostname, _ = os.Hostname()
 	addrs, _ := net.InterfaceAddrs()
 	for _, a := range addrs {
@@ -27,11 +34,12 @@ func LocalHost() Host {
 }
 
 // SANsFor returns the SANs a unit asks for: its DNS name ("db/0" as "db-0"), then the
-// configured SANs with the keywords hostname and ip resolved through host. The result is
-// sorted and free of duplicates, so it compares equal to a certificate's.
-func (c Certificate) SANsFor(unit string, host Host) []string {
+// configured SANs with the keywords hostname and ip resolved through host, and
+// templates rendered on it (see sanTemplate). The result is sorted and free of
+// duplicates, so it compares equal to a certificate's. An error names the SAN at fault.
+func (c Certificate) SANsFor(unit string, host Host) ([]string, error) {
 	sans := []string{strings.ReplaceAll(unit, "/", "-")}
-	for _, s := range c.SANs {
+	for i, s := range c.SANs {
 		switch s {
 		case "hostname":
 			if host.Hostname != "" {
@@ -42,12 +50,68 @@ func (c Certificate) SANsFor(unit string, host Host) []string {
 				sans = append(sans, ip.String())
 			}
 		default:
-			if ip := net.ParseIP(s); ip != nil {
-				s = ip.String()
+			rendered, err := renderSAN(s, unit, host)
+			if err != nil {
+				return nil, fmt.Errorf("certificate.sans[%d] %q: %w", i, s, err)
 			}
-			sans = append(sans, s)
+			if ip := net.ParseIP(rendered); ip != nil {
+				rendered = ip.String()
+			}
+			sans = append(sans, rendered)
 		}
 	}
 	slices.Sort(sans)
-	return slices.Compact(sans)
+	return slices.Compact(sans), nil
+}
+
+// A SAN with "{{" is a Go template, so that one config serves hosts that differ (an
+// Octavia amphora names its amphora ID): {{.Unit}}, {{.DNSName}}, {{.Hostname}},
+// {{env "NAME"}} (a variable of the agent's environment, "" when unset) and
+// {{file "PATH"}} (a file's content, surrounding space trimmed). It must render to one
+// DNS name or IP address.
+func sanTemplate(source string, host Host) (*template.Template, error) {
+	getenv, readFile := host.Getenv, host.ReadFile
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	if readFile == nil {
+		readFile = os.ReadFile
+	}
+	return template.New("san").Option("missingkey=error").Funcs(template.FuncMap{
+		"env": getenv,
+		"file": func(path string) (string, error) {
+			b, err := readFile(path)
+			if err != nil {
+				return "", err
+			}
+			return strings.TrimSpace(string(b)), nil
+		},
+	}).Parse(source)
+}
+
+func renderSAN(source, unit string, host Host) (string, error) {
+	if !strings.Contains(source, "{{") {
+		return source, nil
+	}
+	t, err := sanTemplate(source, host)
+	if err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	data := struct{ Unit, DNSName, Hostname string }{unit, strings.ReplaceAll(unit, "/", "-"), host.Hostname}
+	if err := t.Execute(&b, data); err != nil {
+		var execErr template.ExecError
+		if errors.As(err, &execErr) {
+			return "", execErr.Err
+		}
+		return "", err
+	}
+	out := strings.TrimSpace(b.String())
+	switch {
+	case out == "":
+		return "", fmt.Errorf("renders empty on this host (an environment variable unset, or an empty file?)")
+	case strings.ContainsAny(out, " \t\n,/"):
+		return "", fmt.Errorf("renders %q, which is not one DNS name or IP address", out)
+	}
+	return out, nil
 }

@@ -4,10 +4,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
-	"sort"
 	"strconv"
 	"strings"
 	"text/template"
@@ -37,6 +37,7 @@ func (c *Config) Validate(builtins []string) error {
 	}
 	c.Relation.validate(p)
 	c.Certificate.validate(p)
+	c.validateKinds(p)
 	c.validatePolicy(p)
 	c.validatePlugins(p, builtins)
 	c.validateSecrets(p)
@@ -162,6 +163,7 @@ func (c Certificate) validate(p *problems) {
 			p.add("certificate.output.pkcs12_password_file", "%v", strings.TrimPrefix(err.Error(), "certificate.output.pkcs12_password_file: "))
 		}
 	}
+	validateSANs(p, "certificate.sans", c.SANs)
 	if c.OnChangeTimeout <= 0 || c.OnChangeTimeout > time.Hour {
 		p.add("certificate.on_change_timeout", "%s must be above 0 and at most 1h", c.OnChangeTimeout)
 	}
@@ -186,11 +188,26 @@ func (c *Config) validatePolicy(p *problems) {
 		p.add("certificate.validity", "%s is longer than policy.max_validity %s", c.Certificate.Validity, max)
 	}
 	for i, san := range c.Certificate.SANs {
-		if san == "hostname" || san == "ip" || !policy.IsUnitName(c.Unit) {
+		if san == "hostname" || san == "ip" || strings.Contains(san, "{{") || !policy.IsUnitName(c.Unit) {
 			continue // known only on the unit's host
 		}
 		if !pol.AllowsSAN(c.Unit, san) {
-			p.add(fmt.Sprintf("certificate.sans[%d]", i), "%q is not allowed by policy.sans or policy.shared_sans: the leader would refuse it", san)
+			p.add(fmt.Sprintf("certificate.sans[%d]", i), "%q is not allowed by policy.sans, policy.shared_sans or policy.units: the leader would refuse it", san)
+		}
+	}
+	// Each kind's units too, as the leader would see the first of them.
+	for _, name := range c.KindNames() {
+		k, unit := c.Kinds[name], name+"/0"
+		if !policy.IsUnitName(unit) {
+			continue // reported by validateKinds
+		}
+		for i, san := range k.SANs {
+			if san != "hostname" && san != "ip" && !strings.Contains(san, "{{") && !pol.AllowsSAN(unit, san) {
+				p.add(fmt.Sprintf("kinds.%s.sans[%d]", name, i), "%q is not allowed by policy.sans, policy.shared_sans or policy.units: the leader would refuse it", san)
+			}
+		}
+		if profile := c.ForUnit(unit).Certificate.Profile; !pol.AllowsProfile(unit, profile) {
+			p.add("kinds."+name+".profile", "%s is not allowed to %s units by policy.units: the leader would refuse them", profile, name)
 		}
 	}
 }
@@ -242,12 +259,7 @@ func validateCommand(p *problems, key string, pl Plugin) {
 }
 
 func (c *Config) pluginNames() []string {
-	names := make([]string, 0, len(c.Plugins))
-	for name := range c.Plugins {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(c.Plugins))
 }
 
 func (c Certificate) commonNameTemplate() (*template.Template, error) {

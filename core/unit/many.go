@@ -126,8 +126,7 @@ type sharedByUnits struct {
 // runOne joins one unit (holding a slot of joining meanwhile) and runs its agent until
 // ctx ends, then leaves.
 func runOne(ctx context.Context, opts ManyOptions, spec Spec, shared *sharedByUnits, log hclog.Logger, deps prepared) error {
-	unitCfg := *opts.Config
-	unitCfg.Unit = spec.Name
+	unitCfg := *opts.Config.ForUnit(spec.Name)
 	unitCfg.Certificate.Output.Dir = spec.Dir
 	select {
 	case shared.joining <- struct{}{}:

@@ -133,6 +133,7 @@ func (u *Unit) Run(ctx context.Context) error {
 // or a reloaded config needs another membership (returned).
 func (u *Unit) runMember(ctx context.Context, cfg *config.Config) (*config.Config, error) {
 	log := u.opts.Log
+	cfg = cfg.ForUnit(cfg.Unit) // the unit's kind, if the group has several
 	if err := Check(cfg); err != nil {
 		return nil, err
 	}
@@ -166,6 +167,7 @@ func (u *Unit) runMember(ctx context.Context, cfg *config.Config) (*config.Confi
 		if err != nil || next == nil {
 			return nil, err
 		}
+		next = next.ForUnit(next.Unit)
 		if !sameMembership(cfg, next) {
 			return next, nil
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"text/tabwriter"
 	"time"
 
@@ -23,9 +24,14 @@ func prove(ctx context.Context, out io.Writer, p *progress, units []verify.Unit,
 		fmt.Fprintf(out, "FAILED: %v\n", err)
 		return ErrNotProven
 	}
-	pairs, shape := verify.Ring(len(ids)), "ring"
-	if allPairs {
-		pairs, shape = verify.AllPairs(len(ids)), "all pairs"
+	pairs, shape := verify.Sides(units, allPairs), "ring"
+	switch {
+	case allPairs && len(pairs) == len(ids)*(len(ids)-1):
+		shape = "all pairs"
+	case allPairs:
+		shape = "every client to every server"
+	case !slices.Equal(pairs, verify.Ring(len(ids))):
+		shape = "clients to servers, each unit at least once"
 	}
 	start := time.Now()
 	handshakes, mtlsErr := verify.MutualTLS(ctx, ids, pairs, parallel)

@@ -115,6 +115,9 @@ const groupGOGC = 400
 
 // Run runs the group until every unit holds a certificate, stops it, and proves it.
 func Run(ctx context.Context, opts Options) error {
+	if n := KindCount(opts.Config); n > 0 {
+		opts.Units = n
+	}
 	if opts.Units < 1 {
 		return fmt.Errorf("--units must be at least 1, not %d", opts.Units)
 	}
@@ -139,9 +142,9 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	defer unlock()
 	p := newProgress(opts.Progress, opts.Units)
-	fmt.Fprintf(p.w, "tlsrelay up: %d units, store=%s, csr=%s signer=%s, files in %s\n",
-		opts.Units, cfg.Relation.Store, cfg.Roles.CSR, cfg.Roles.Signer, opts.Dir)
 	units := unitsOf(cfg, opts.Dir, opts.Units)
+	fmt.Fprintf(p.w, "tlsrelay up: %d units%s, store=%s, csr=%s signer=%s, files in %s\n",
+		opts.Units, kindsLine(cfg), cfg.Relation.Store, cfg.Roles.CSR, cfg.Roles.Signer, opts.Dir)
 	var run func(context.Context, Options, []verify.Unit, *progress, *timings) error
 	switch {
 	case opts.InProcess || cfg.Relation.Store == config.StoreMemory:
@@ -189,16 +192,59 @@ func (t *timings) mark(what string) {
 
 func (t *timings) String() string { return strings.Join(t.parts, ", ") }
 
-// unitsOf names the group's units <application>/0..n-1 with their output directories.
+// unitsOf names the group's units with their output directories: kinds.<kind>.count
+// units of each kind where the config counts any (KindCount), else <application>/0..n-1.
 func unitsOf(cfg *config.Config, dir string, n int) []verify.Unit {
-	app, _, _ := strings.Cut(cfg.Unit, "/")
-	units := make([]verify.Unit, n)
-	for i := range units {
-		name := fmt.Sprintf("%s/%d", app, i)
-		cn, _ := cfg.Certificate.CommonNameFor(name) // the config was checked: it renders
-		units[i] = verify.Unit{Name: name, Dir: filepath.Join(dir, protocol.UnitDNSName(name)), CommonName: cn}
+	var names []string
+	if KindCount(cfg) > 0 {
+		for _, kind := range cfg.KindNames() {
+			for i := range cfg.Kinds[kind].Count {
+				names = append(names, fmt.Sprintf("%s/%d", kind, i))
+			}
+		}
+	} else {
+		app, _, _ := strings.Cut(cfg.Unit, "/")
+		for i := range n {
+			names = append(names, fmt.Sprintf("%s/%d", app, i))
+		}
+	}
+	units := make([]verify.Unit, len(names))
+	for i, name := range names {
+		c := cfg.ForUnit(name).Certificate
+		cn, _ := c.CommonNameFor(name) // the config was checked: it renders
+		units[i] = verify.Unit{Name: name, Dir: filepath.Join(dir, protocol.UnitDNSName(name)), CommonName: cn, Profile: c.Profile}
 	}
 	return units
+}
+
+// kindsLine says what kinds the group has, as " (2 amphora: server, 3 controller:
+// client, leader-eligible)"; "" for a group of one kind.
+func kindsLine(cfg *config.Config) string {
+	if KindCount(cfg) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, kind := range cfg.KindNames() {
+		if n := cfg.Kinds[kind].Count; n > 0 {
+			c := cfg.ForUnit(kind + "/0")
+			part := fmt.Sprintf("%d %s: %s", n, kind, cmp.Or(c.Certificate.Profile, "peer"))
+			if c.Relation.LeaderEligible {
+				part += ", leader-eligible"
+			}
+			parts = append(parts, part)
+		}
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
+}
+
+// KindCount is how many units the config's kinds count (kinds.*.count): the group `up`
+// runs when it is above 0.
+func KindCount(cfg *config.Config) int {
+	n := 0
+	for _, k := range cfg.Kinds {
+		n += k.Count
+	}
+	return n
 }
 
 // How many agent processes up starts by default. Each process has a fixed cost (its

@@ -92,6 +92,52 @@ func Ring(n int) []Pair {
 	return pairs
 }
 
+// Sides is the pairs for a group whose units differ in profile (a client-only unit
+// never serves, a server-only one never dials): with all, every client-capable unit
+// dials every server-capable one; else in turn, so that each unit takes its sides at
+// least once. A group of peers gets Ring or AllPairs.
+func Sides(units []Unit, all bool) []Pair {
+	var dialers, servers []int
+	for i, u := range units {
+		if u.CanDial() {
+			dialers = append(dialers, i)
+		}
+		if u.CanServe() {
+			servers = append(servers, i)
+		}
+	}
+	if len(dialers) == len(units) && len(servers) == len(units) {
+		if all {
+			return AllPairs(len(units))
+		}
+		return Ring(len(units))
+	}
+	var pairs []Pair
+	if all {
+		for _, c := range dialers {
+			for _, s := range servers {
+				if c != s {
+					pairs = append(pairs, Pair{c, s})
+				}
+			}
+		}
+		return pairs
+	}
+	if len(dialers) == 0 || len(servers) == 0 {
+		return nil
+	}
+	for k := range max(len(dialers), len(servers)) {
+		c, s := dialers[k%len(dialers)], servers[k%len(servers)]
+		if c == s {
+			s = servers[(k+1)%len(servers)]
+		}
+		if c != s {
+			pairs = append(pairs, Pair{c, s})
+		}
+	}
+	return pairs
+}
+
 // MutualTLS has the units of each pair handshake over TLS 1.3, each with its own
 // certificate, each side verifying the other against its CA bundle and the server's
 // unit DNS name. It returns the number of handshakes completed, len(pairs) when err is

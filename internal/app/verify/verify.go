@@ -24,7 +24,14 @@ type Unit struct {
 	// CommonName is the common name its certificate must have (certificate.common_name
 	// rendered for it); "" is the unit's name.
 	CommonName string
+	// Profile is what its certificate is for: server, client or peer ("" is peer). It
+	// says which side of a handshake the unit can take.
+	Profile string
 }
+
+// CanServe and CanDial say which side of a handshake the unit's profile allows.
+func (u Unit) CanServe() bool { return u.Profile != "client" }
+func (u Unit) CanDial() bool  { return u.Profile != "server" }
 
 // commonName is the common name its certificate has: CommonName, or its name.
 func (u Unit) commonName() string {

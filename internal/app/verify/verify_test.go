@@ -2,8 +2,10 @@ package verify
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -130,5 +132,44 @@ func TestMutualTLSFailsAcrossCAs(t *testing.T) {
 	}
 	if err := SameCA(ids); err == nil || !strings.Contains(err.Error(), "db/1: its ca.crt differs from db/0's") {
 		t.Fatalf("SameCA across two CAs = %v", err)
+	}
+}
+
+// Sides pairs client-only units with server-only ones and never asks a unit to take a
+// side its profile refuses; every unit takes its sides at least once.
+func TestSides(t *testing.T) {
+	u := func(profiles ...string) []Unit {
+		out := make([]Unit, len(profiles))
+		for i, p := range profiles {
+			out[i] = Unit{Name: fmt.Sprintf("u/%d", i), Profile: p}
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		units []Unit
+		all   bool
+		want  []Pair
+	}{
+		{"peers make a ring", u("peer", "", "peer"), false, Ring(3)},
+		{"peers, all pairs", u("peer", "peer"), true, AllPairs(2)},
+		{"three clients, two servers", u("client", "client", "client", "server", "server"), false,
+			[]Pair{{0, 3}, {1, 4}, {2, 3}}},
+		{"every client to every server", u("client", "server", "server"), true, []Pair{{0, 1}, {0, 2}}},
+		{"a unit never dials itself", u("peer", "client"), false, []Pair{{1, 0}}},
+		{"clients alone: nothing to dial", u("client", "client"), false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Sides(tt.units, tt.all)
+			if !reflect.DeepEqual(got, tt.want) {
+				t.Fatalf("Sides = %v, want %v", got, tt.want)
+			}
+			for _, p := range got {
+				if !tt.units[p.Client].CanDial() || !tt.units[p.Server].CanServe() || p.Client == p.Server {
+					t.Fatalf("pair %v asks a unit for a side its profile refuses", p)
+				}
+			}
+		})
 	}
 }

@@ -1,0 +1,91 @@
+package config
+
+import (
+	"fmt"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+)
+
+// Kind is one kind of unit in a group of several (`kinds.<application>`): the units of
+// that application take these values over the config's. One config then serves every
+// host of the group, and `tlsrelay up` runs Count units of each kind.
+type Kind struct {
+	// Count is how many units of this kind `tlsrelay up` runs (agents ignore it).
+	Count int `mapstructure:"count"`
+	// LeaderEligible, when set, replaces relation.leader_eligible.
+	LeaderEligible *bool `mapstructure:"leader_eligible"`
+	// Profile, when set, replaces certificate.profile.
+	Profile string `mapstructure:"profile"`
+	// SANs, when set, replace certificate.sans (templates allowed, see SANsFor).
+	SANs []string `mapstructure:"sans"`
+	// Formats, when set, replace certificate.output.formats.
+	Formats []string `mapstructure:"formats"`
+}
+
+var applicationName = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*$`) // as in a unit name (policy.IsUnitName)
+
+// ForUnit returns the config as unit runs it: unit set, and the kind of its application,
+// if one is configured, applied. The result shares no slice with c that it changes.
+func (c *Config) ForUnit(unit string) *Config {
+	out := *c
+	out.Unit = unit
+	app, _, _ := strings.Cut(unit, "/")
+	k, ok := c.Kinds[app]
+	if !ok {
+		return &out
+	}
+	if k.LeaderEligible != nil {
+		out.Relation.LeaderEligible = *k.LeaderEligible
+	}
+	if k.Profile != "" {
+		out.Certificate.Profile = k.Profile
+	}
+	if k.SANs != nil {
+		out.Certificate.SANs = slices.Clone(k.SANs)
+	}
+	if k.Formats != nil {
+		out.Certificate.Output.Formats = slices.Clone(k.Formats)
+	}
+	return &out
+}
+
+// KindNames lists the configured kinds in order.
+func (c *Config) KindNames() []string {
+	return slices.Sorted(maps.Keys(c.Kinds))
+}
+
+func (c *Config) validateKinds(p *problems) {
+	for _, name := range c.KindNames() {
+		k, key := c.Kinds[name], "kinds."+name
+		if !applicationName.MatchString(name) {
+			p.add(key, "%q is not an application name like amphora (the part of a unit name before '/')", name)
+		}
+		if k.Count < 0 {
+			p.add(key+".count", "%d must not be negative", k.Count)
+		}
+		if k.Profile != "" && !sdk.Profile(k.Profile).Valid() {
+			p.add(key+".profile", "%q is not one of server, client, peer", k.Profile)
+		}
+		for i, f := range k.Formats {
+			if f != FormatBundle && f != FormatPKCS12 {
+				p.add(fmt.Sprintf("%s.formats[%d]", key, i), "%q is not a format: bundle or pkcs12", f)
+			}
+		}
+		validateSANs(p, key+".sans", k.SANs)
+	}
+}
+
+// validateSANs checks that every SAN template parses (it renders only on the unit's host).
+func validateSANs(p *problems, key string, sans []string) {
+	for i, s := range sans {
+		if strings.Contains(s, "{{") {
+			if _, err := sanTemplate(s, Host{}); err != nil {
+				p.add(fmt.Sprintf("%s[%d]", key, i), "%v", err)
+			}
+		}
+	}
+}
