@@ -4,8 +4,9 @@
 # etcd-server (the external etcd cluster of the relation tests), iproute2 and iptables
 # (the network namespaces and packet loss of the partition tests), and gcc (go test
 # -race needs cgo), SoftHSM2 (the token of the pkcs11 signer's tests), and the consumers
-# that read a unit's files: haproxy, nginx and a JDK (keytool, and a Java service's
-# handshake run from source).
+# that read a unit's files: haproxy, nginx, a JDK (keytool, and a Java service's
+# handshake run from source) and OpenStack Octavia (its amphora agent, controller
+# client and Barbican cert manager, run by cmd/tlsrelay/testdata/octavia_harness.py).
 # Needs root (or sudo) to install; does nothing when everything is present.
 set -euo pipefail
 
@@ -24,6 +25,7 @@ needs=(
   "/usr/sbin/haproxy haproxy"
   "/usr/sbin/nginx nginx-light"
   "javac default-jdk-headless"
+  "/usr/lib/python3/dist-packages/octavia python3-octavia"
 )
 
 missing=()
