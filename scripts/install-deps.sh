@@ -6,7 +6,8 @@
 # -race needs cgo), SoftHSM2 (the token of the pkcs11 signer's tests), and the consumers
 # that read a unit's files: haproxy, nginx, a JDK (keytool, and a Java service's
 # handshake run from source) and OpenStack Octavia (its amphora agent, controller
-# client and Barbican cert manager, run by cmd/tlsrelay/testdata/octavia_harness.py).
+# client and Barbican cert manager, run by cmd/tlsrelay/testdata/octavia_harness.py),
+# and promtool (Debian's prometheus) for the alert rules and dashboard in configs/.
 # Needs root (or sudo) to install; does nothing when everything is present.
 set -euo pipefail
 
@@ -26,6 +27,7 @@ needs=(
   "/usr/sbin/nginx nginx-light"
   "javac default-jdk-headless"
   "/usr/lib/python3/dist-packages/octavia python3-octavia"
+  "promtool prometheus"
 )
 
 missing=()

@@ -10,6 +10,7 @@ import (
 	"math/big"
 	"net/http"
 	"os"
+	"os/exec"
 	"regexp"
 	"slices"
 	"strings"
@@ -97,6 +98,19 @@ certificate:
 	if gauge(m, "process_resident_memory_bytes", nil) <= 0 {
 		t.Error("process_resident_memory_bytes missing")
 	}
+	// What the alert rules and the dashboard read (configs/prometheus, configs/grafana):
+	// the one unit leads, reports on_change's failure as an error, and renews before expiry.
+	if got := gauge(m, "tlsrelay_leader", map[string]string{"unit": "web/0"}); got != 1 {
+		t.Errorf("tlsrelay_leader{unit=web/0} = %v, want 1", got)
+	}
+	if got := gauge(m, "tlsrelay_unit_error", map[string]string{"unit": "web/0"}); got != 1 {
+		t.Errorf("tlsrelay_unit_error{unit=web/0} = %v, want 1 while on_change fails", got)
+	}
+	left := gauge(m, "tlsrelay_certificate_expiry_seconds", map[string]string{"unit": "web/0"})
+	if renew := gauge(m, "tlsrelay_certificate_renewal_seconds", map[string]string{"unit": "web/0"}); renew >= left || renew < -60 {
+		t.Errorf("seconds until renewal = %v, want below the %v until expiry", renew, left)
+	}
+	lintMetrics(t, base)
 
 	// A peer that asks for web/0's name is refused, and the refusal counted by rule.
 	rogue := relationtest.Join(t, openEtcd(t, srv.Endpoint(), "ops"), "web/9", false)
@@ -256,6 +270,22 @@ func find(m map[string]*dto.MetricFamily, name string, labels map[string]string)
 
 func counter(m map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {
 	return find(m, name, labels).GetCounter().GetValue()
+}
+
+// lintMetrics has Prometheus' own linter (promtool check metrics) read the agent's
+// /metrics as a Prometheus server would scrape it.
+func lintMetrics(t *testing.T, base string) {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	cmd := exec.Command("promtool", "check", "metrics")
+	cmd.Stdin = resp.Body
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
 }
 
 func gauge(m map[string]*dto.MetricFamily, name string, labels map[string]string) float64 {

@@ -51,10 +51,13 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	if d.LeaderProblem != "" && d.LeaderProblem != a.last.Error {
 		a.log.Error("leader cannot sign", "problem", d.LeaderProblem)
 	}
+	var renewAt time.Time
 	if cert := leaf(local); cert != nil {
 		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, a.parsed.TrustsOf(local.Installed.CAPEM)
+		renewAt = protocol.RenewalTime(cert, a.want)
 	}
-	a.opts.Metrics.Expires(a.unit, s.NotAfter)
+	a.opts.Metrics.Expires(a.unit, s.NotAfter, renewAt)
+	a.opts.Metrics.Leading(a.unit, leader)
 	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || s.Noisy != a.last.Noisy || s.Custody != a.last.Custody || s.NoCRL != a.last.NoCRL || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
 		a.log.Info("state", "state", s.State, "detail", s.Detail, "leader", s.Leader)
 		if a.opts.OnStatus != nil {
@@ -100,6 +103,7 @@ func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
 			s.Error = prev
 		}
 	}
+	a.opts.Metrics.UnitError(a.unit, s.Error != "")
 	fields := s.Fields()
 	changed := map[string]string{}
 	for k, v := range fields {

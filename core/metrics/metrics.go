@@ -7,6 +7,8 @@
 package metrics
 
 import (
+	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,6 +35,9 @@ type Metrics struct {
 	noisy          *prometheus.GaugeVec
 	blocked        *prometheus.GaugeVec
 	noCRL          *prometheus.GaugeVec
+	leading        *prometheus.GaugeVec
+	unitError      *prometheus.GaugeVec
+	own            []prometheus.Collector // the collectors above, for Names
 }
 
 // New registers tlsrelay's collectors, and Go's and the process's, in a new registry.
@@ -76,14 +81,44 @@ func New() *Metrics {
 		noCRL: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_revocation_unsupported",
 			Help: "1 while the leading unit's signer signs no CRL: departed units are recorded but not revoked."},
 			[]string{"unit"}),
+		leading: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_leader",
+			Help: "1 while the unit leads its group (signs), else 0."}, []string{"unit"}),
+		unitError: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_unit_error",
+			Help: "1 while the unit reports an error in its status (a refused CSR, a leader that cannot sign, on_change failing, clock skew, a failing step), else 0."}, []string{"unit"}),
 		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
 			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
 	}
-	m.reg.MustRegister(m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
+	m.own = []prometheus.Collector{m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
 		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized, m.noisy, m.blocked, m.noCRL,
-		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+		m.leading, m.unitError}
+	m.reg.MustRegister(m.own...)
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
+
+// Names lists the names of tlsrelay's own metrics, whether or not they hold a series yet
+// (a counter by label has none until counted): what alert rules and dashboards may use.
+func Names() []string {
+	m := New()
+	ch := make(chan *prometheus.Desc, 64)
+	go func() {
+		for _, c := range m.own {
+			c.Describe(ch)
+		}
+		close(ch)
+	}()
+	var names []string
+	for d := range ch {
+		if match := fqName.FindStringSubmatch(d.String()); match != nil {
+			names = append(names, match[1])
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+// fqName finds a metric's name in its description (prometheus.Desc has no getter).
+var fqName = regexp.MustCompile(`fqName: "([a-zA-Z_:][a-zA-Z0-9_:]*)"`)
 
 // Registry is where the collectors are registered (to serve or gather them).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
@@ -118,11 +153,25 @@ func (m *Metrics) PluginRestarted(plugin string) {
 	}
 }
 
-// Expires records when the unit's installed certificate expires; a zero notAfter (no
-// certificate) removes the unit's series.
-func (m *Metrics) Expires(unit string, notAfter time.Time) {
+// Expires records when the unit's installed certificate expires and when the unit means
+// to renew it; a zero notAfter (no certificate) removes the unit's series.
+func (m *Metrics) Expires(unit string, notAfter, renewAt time.Time) {
 	if m != nil {
-		m.expiry.set(unit, notAfter)
+		m.expiry.set(unit, notAfter, renewAt)
+	}
+}
+
+// Leading records whether unit leads its group.
+func (m *Metrics) Leading(unit string, leading bool) {
+	if m != nil {
+		setFlag(m.leading, unit, leading)
+	}
+}
+
+// UnitError records whether unit reports an error in its status.
+func (m *Metrics) UnitError(unit string, failing bool) {
+	if m != nil {
+		setFlag(m.unitError, unit, failing)
 	}
 }
 
@@ -218,42 +267,48 @@ func (m *Metrics) ClockSkew(unit string, skew time.Duration) {
 	}
 }
 
-// expiryCollector reports seconds until expiry as of the scrape, not as of the last
-// time the agent looked: an idle agent sleeps for up to an hour.
+// expiryCollector reports seconds until expiry, and until the planned renewal, as of
+// the scrape, not as of the last time the agent looked: an idle agent sleeps for up to
+// an hour. A renewal in the past that has not happened is what an alert looks for.
 type expiryCollector struct {
-	desc *prometheus.Desc
-	now  func() time.Time
+	expiry, renewal *prometheus.Desc
+	now             func() time.Time
 
-	mu       sync.Mutex
-	notAfter map[string]time.Time
+	mu    sync.Mutex
+	times map[string][2]time.Time // unit: notAfter, renewAt
 }
 
 func newExpiryCollector() *expiryCollector {
 	return &expiryCollector{
-		desc: prometheus.NewDesc("tlsrelay_certificate_expiry_seconds",
+		expiry: prometheus.NewDesc("tlsrelay_certificate_expiry_seconds",
 			"Seconds until the unit's installed certificate expires (negative: expired).", []string{"unit"}, nil),
-		now:      time.Now,
-		notAfter: map[string]time.Time{},
+		renewal: prometheus.NewDesc("tlsrelay_certificate_renewal_seconds",
+			"Seconds until the unit renews its installed certificate (certificate.renew_at, less its jitter); negative: the renewal is overdue.", []string{"unit"}, nil),
+		now:   time.Now,
+		times: map[string][2]time.Time{},
 	}
 }
 
-func (c *expiryCollector) set(unit string, notAfter time.Time) {
+func (c *expiryCollector) set(unit string, notAfter, renewAt time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if notAfter.IsZero() {
-		delete(c.notAfter, unit)
+		delete(c.times, unit)
 		return
 	}
-	c.notAfter[unit] = notAfter
+	c.times[unit] = [2]time.Time{notAfter, renewAt}
 }
 
-func (c *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.expiry; ch <- c.renewal }
 
 func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	now := c.now()
-	for unit, notAfter := range c.notAfter {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, notAfter.Sub(now).Seconds(), unit)
+	for unit, t := range c.times {
+		ch <- prometheus.MustNewConstMetric(c.expiry, prometheus.GaugeValue, t[0].Sub(now).Seconds(), unit)
+		if !t[1].IsZero() {
+			ch <- prometheus.MustNewConstMetric(c.renewal, prometheus.GaugeValue, t[1].Sub(now).Seconds(), unit)
+		}
 	}
 }

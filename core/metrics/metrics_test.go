@@ -16,7 +16,9 @@ func TestNilMetricsAreSafe(t *testing.T) {
 	m.Renewed()
 	m.Rejected("key")
 	m.PluginRestarted("cfssl")
-	m.Expires("db/0", time.Now())
+	m.Expires("db/0", time.Now(), time.Now())
+	m.Leading("db/0", true)
+	m.UnitError("db/0", true)
 	m.WatchLag(time.Millisecond)
 	m.SecretFetched("lb", "ok")
 	m.OnChangeRan("ok")
@@ -51,9 +53,9 @@ func TestCountersAndExpiry(t *testing.T) {
 	m.SecretFetched("lb", "ok")
 	m.SecretFetched("lb", "permission denied")
 	m.SecretFetched("lb", "permission denied")
-	m.Expires("db/0", now.Add(90*time.Second))
-	m.Expires("db/1", now.Add(time.Hour))
-	m.Expires("db/1", time.Time{}) // db/1 lost its certificate: its series goes
+	m.Expires("db/0", now.Add(90*time.Second), now.Add(-30*time.Second)) // its renewal is overdue
+	m.Expires("db/1", now.Add(time.Hour), now.Add(time.Minute))
+	m.Expires("db/1", time.Time{}, time.Time{}) // db/1 lost its certificate: its series goes
 
 	tests := []struct {
 		name string
@@ -64,7 +66,7 @@ func TestCountersAndExpiry(t *testing.T) {
 		{"held rejections", testutil.ToFloat64(m.rejections.WithLabelValues("held")), 1},
 		{"secret fetches denied", testutil.ToFloat64(m.secretFetches.WithLabelValues("lb", "permission denied")), 2},
 		{"sign latency samples", float64(testutil.CollectAndCount(m.signSeconds)), 1}, // one histogram series
-		{"expiry series", float64(testutil.CollectAndCount(m.expiry)), 1},
+		{"expiry and renewal series", float64(testutil.CollectAndCount(m.expiry)), 2},
 	}
 	for _, tt := range tests {
 		if tt.got != tt.want {
@@ -75,12 +77,15 @@ func TestCountersAndExpiry(t *testing.T) {
 # HELP tlsrelay_certificate_expiry_seconds Seconds until the unit's installed certificate expires (negative: expired).
 # TYPE tlsrelay_certificate_expiry_seconds gauge
 tlsrelay_certificate_expiry_seconds{unit="db/0"} 90
+# HELP tlsrelay_certificate_renewal_seconds Seconds until the unit renews its installed certificate (certificate.renew_at, less its jitter); negative: the renewal is overdue.
+# TYPE tlsrelay_certificate_renewal_seconds gauge
+tlsrelay_certificate_renewal_seconds{unit="db/0"} -30
 `
 	if err := testutil.CollectAndCompare(m.expiry, strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
 	now = now.Add(2 * time.Minute) // the scrape's time counts, not the last report's
-	want = strings.Replace(want, "} 90", "} -30", 1)
+	want = strings.Replace(strings.Replace(want, "} -30", "} -150", 1), "} 90", "} -30", 1)
 	if err := testutil.CollectAndCompare(m.expiry, strings.NewReader(want)); err != nil {
 		t.Error(err)
 	}
