@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -345,9 +346,34 @@ func TestPluginServeByHandIsRefused(t *testing.T) {
 	}
 }
 
+// version names the build: a release's version and build time (ldflags, as
+// scripts/release.sh sets them), the VCS revision the checkout is at, the toolchain;
+// the built-in plugins report the same version.
 func TestVersion(t *testing.T) {
 	if r := run(t, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "tlsrelay ") || !strings.Contains(r.stdout, "backend protocol 1") {
 		t.Fatalf("version: %+v", r)
+	}
+	head, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		t.Fatalf("git rev-parse HEAD (the tests run in a checkout): %v", err)
+	}
+	bin := filepath.Join(t.TempDir(), "tlsrelay")
+	const pkg = "github.com/tlsrelay/tlsrelay/internal/buildinfo"
+	build := exec.Command("go", "build", "-buildvcs=true", "-ldflags", "-X "+pkg+".version=v9.8.7 -X "+pkg+".buildTime=2026-12-02T10:00:00Z", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	r := runBinary(t, bin, "version")
+	want := "tlsrelay v9.8.7 (revision " + string(head[:12])
+	if r.code != 0 || !strings.HasPrefix(r.stdout, want) || !strings.Contains(r.stdout, "built 2026-12-02T10:00:00Z") || !strings.Contains(r.stdout, runtime.Version()) {
+		t.Fatalf("version = %q, want it to start %q and name the build time and %s", r.stdout, want, runtime.Version())
+	}
+	config := fileWriter(t, t.TempDir())("p.yaml", "roles: {csr: cfssl, signer: openssl}\n")
+	r = runBinary(t, bin, "plugins", "--config", config)
+	for _, name := range []string{"cfssl", "openssl"} {
+		if !strings.Contains(lineWith(r.stdout, name+" "), " v9.8.7 ") {
+			t.Errorf("plugins lists %s without the build's version:\n%s", name, r.stdout)
+		}
 	}
 }
 
@@ -370,8 +396,8 @@ func TestPluginsCommand(t *testing.T) {
 		}
 	}
 	for name, want := range map[string][]string{
-		"ext":      {bin, "1.0.0", "create_csr,sign_csr,ca", "csr", sum},
-		"cfssl":    {"built-in", "1.0.0", "signer"},
+		"ext":      {bin, "create_csr,sign_csr,ca", "csr", sum},
+		"cfssl":    {"built-in", "signer"},
 		"barbican": {"cannot start", "config.auth"},
 	} {
 		for _, w := range want {

@@ -11,10 +11,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tlsrelay/tlsrelay/core/fault"
+	"github.com/tlsrelay/tlsrelay/internal/buildinfo"
 )
-
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
 
 // exitError carries a specific exit status out of a command.
 type exitError struct{ code int }
@@ -62,10 +60,10 @@ func newRootCommand() *cobra.Command {
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print the tlsrelay version",
+		Short: "Print the tlsrelay version, the revision it was built from, and when",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			fmt.Fprintf(cmd.OutOrStdout(), "tlsrelay %s (backend protocol %d)\n", version, sdkProtocolVersion)
+			fmt.Fprintf(cmd.OutOrStdout(), "tlsrelay %s, backend protocol %d\n", buildinfo.Read(), sdkProtocolVersion)
 		},
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tlsrelay/tlsrelay/internal/buildinfo"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
@@ -20,7 +21,7 @@ import (
 const Name = "barbican"
 
 // Version is reported by Info.
-const Version = "1.0.0"
+var Version = buildinfo.Version() // the build of tlsrelay it ships in
 
 // Backend implements the secrets part of sdk.Backend with Barbican.
 type Backend struct {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tlsrelay/tlsrelay/internal/buildinfo"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/casettings"
 )
@@ -22,7 +23,7 @@ import (
 const Name = "easyrsa"
 
 // Version is reported by Info.
-const Version = "1.0.0"
+var Version = buildinfo.Version() // the build of tlsrelay it ships in
 
 // DefaultEasyRSA is where Debian installs the script.
 const DefaultEasyRSA = "/usr/share/easy-rsa/easyrsa"

@@ -11,6 +11,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tlsrelay/tlsrelay/internal/buildinfo"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/casettings"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -20,7 +21,7 @@ import (
 const Name = "openssl"
 
 // Version is reported by Info.
-const Version = "1.0.0"
+var Version = buildinfo.Version() // the build of tlsrelay it ships in
 
 // Config is the backend's `config:` section.
 type Config struct {

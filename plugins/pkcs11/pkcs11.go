@@ -22,16 +22,17 @@ import (
 
 	"github.com/ThalesGroup/crypto11"
 
+	"github.com/tlsrelay/tlsrelay/internal/buildinfo"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/casettings"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // Name and Version are what Info reports.
-const (
-	Name    = "pkcs11"
-	Version = "1.0.0"
-)
+const Name = "pkcs11"
+
+// Version is the build of tlsrelay the plugin was built from.
+var Version = buildinfo.Version()
 
 // Config is the backend's `config:` section.
 type Config struct {
