@@ -366,3 +366,29 @@ func TestRelativeCommandIsResolvedOnce(t *testing.T) {
 		t.Fatalf("command = %q, want %q", got, exe)
 	}
 }
+
+// etcd endpoints may be host:port, as etcdctl and the etcd client take them: the scheme
+// comes from whether relation.etcd.tls names a file.
+func TestEtcdEndpointsAsHostPort(t *testing.T) {
+	tests := []struct {
+		yaml string
+		want []string
+		err  string
+	}{
+		{`{endpoints: ["127.0.0.1:2379", "[::1]:2379", "http://10.0.0.1:2379"]}`, []string{"http://127.0.0.1:2379", "http://[::1]:2379", "http://10.0.0.1:2379"}, ""},
+		{`{endpoints: ["etcd-1:2379"], tls: {ca_file: /etc/ca.pem}}`, []string{"https://etcd-1:2379"}, ""},
+		{`{endpoints: ["etcd-1"]}`, nil, `relation.etcd.endpoints[0]: "etcd-1" must be host:port or a URL`},
+		{`{endpoints: ["etcd-1:http"]}`, nil, `relation.etcd.endpoints[0]`},
+	}
+	for _, tt := range tests {
+		cfg, err := Load(writeConfig(t, "relation: {store: etcd, etcd: "+tt.yaml+"}\n"), builtins)
+		switch {
+		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
+			t.Errorf("%s: Load = %v, want an error containing %q", tt.yaml, err, tt.err)
+		case tt.err == "" && err != nil:
+			t.Errorf("%s: %v", tt.yaml, err)
+		case tt.err == "" && !reflect.DeepEqual(cfg.Relation.Etcd.Endpoints, tt.want):
+			t.Errorf("%s: endpoints %v, want %v", tt.yaml, cfg.Relation.Etcd.Endpoints, tt.want)
+		}
+	}
+}

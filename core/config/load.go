@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -47,6 +48,7 @@ func Load(path string, builtins []string) (*Config, error) {
 	cfg.Source = source
 	cfg.Warnings = unknownEnv(v, os.Environ())
 	cfg.absoluteCommands()
+	cfg.Relation.Etcd.schemeEndpoints()
 	if err := cfg.Validate(builtins); err != nil {
 		return nil, err
 	}
@@ -62,6 +64,24 @@ func (c *Config) absoluteCommands() {
 				pl.Command = abs
 				c.Plugins[name] = pl
 			}
+		}
+	}
+}
+
+// schemeEndpoints gives host:port endpoints, as etcdctl and the etcd client take them,
+// the scheme the TLS settings say: https when relation.etcd.tls names a file, else http.
+// Anything else is left for Validate to name.
+func (e *Etcd) schemeEndpoints() {
+	scheme := "http://"
+	if e.TLS.CAFile != "" || e.TLS.CertFile != "" {
+		scheme = "https://"
+	}
+	for i, ep := range e.Endpoints {
+		if strings.Contains(ep, "://") {
+			continue
+		}
+		if host, port, err := net.SplitHostPort(ep); err == nil && host != "" && port != "" && strings.Trim(port, "0123456789") == "" {
+			e.Endpoints[i] = scheme + ep
 		}
 	}
 }

@@ -57,7 +57,7 @@ func (r Relation) validate(p *problems) {
 	}
 	for i, ep := range e.Endpoints {
 		if !strings.HasPrefix(ep, "http://") && !strings.HasPrefix(ep, "https://") {
-			p.add(fmt.Sprintf("relation.etcd.endpoints[%d]", i), "%q must be a URL like https://10.0.0.1:2379", ep)
+			p.add(fmt.Sprintf("relation.etcd.endpoints[%d]", i), "%q must be host:port or a URL like https://10.0.0.1:2379", ep)
 		}
 	}
 	if e.LeaseTTL < time.Second {
