@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/audit"
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
@@ -268,7 +269,13 @@ func TestLeaderFailoverKeepsTheCA(t *testing.T) {
 	}
 	defer srv.Close()
 	const ttl = 2 * time.Second
-	ag := newAgents(t, srv.Endpoint(), ttl)
+	// Every leader keeps the audit trail of this host, one file for them all.
+	ag := newAgentsWith(t, fmt.Sprintf(`relation:
+  name: failover
+  store: etcd
+  etcd: {endpoints: [%q], lease_ttl: %s}
+audit: {path: %s}
+`, srv.Endpoint(), ttl, filepath.Join(t.TempDir(), "audit.jsonl")), true)
 	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "failover"})
 
 	next := 0
@@ -320,6 +327,22 @@ func TestLeaderFailoverKeepsTheCA(t *testing.T) {
 		proveGroup(t, ag, groupCA, round)
 		if round == 5 {
 			checkStatus(t, ag, snap.Leader, groupCA)
+			// Five leaders killed with -9, some mid-signing: still no certificate without
+			// its record.
+			units := map[string]string{}
+			for _, u := range ag.running() {
+				units[u] = ag.unitDir(u)
+			}
+			events := checkAuditTrail(t, ag.config, units)
+			gained := 0
+			for _, e := range events {
+				if e.Event == audit.EventLeaderGained {
+					gained++
+				}
+			}
+			if gained < 6 {
+				t.Errorf("%d leader_gained records for 6 leaders", gained)
+			}
 		}
 		if b, _ := os.ReadFile(filepath.Join(ag.dir, protocol.UnitDNSName(snap.Leader)+".log")); !strings.Contains(string(b), "imported the group's CA from its sealed copy") {
 			t.Errorf("round %d: the new leader %s signed without importing the sealed CA:\n%s", round, snap.Leader, b)

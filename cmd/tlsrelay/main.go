@@ -53,7 +53,7 @@ func newRootCommand() *cobra.Command {
 		}
 		return nil
 	}
-	root.AddCommand(newUpCommand(), newAgentCommand(), newStatusCommand(), newRevokeCommand(), newCACommand(), newEtcdCommand(), newSignCommand(), newFetchCommand(), newStoreCommand(), newPluginCommand(), newPluginsCommand(), newVersionCommand())
+	root.AddCommand(newUpCommand(), newAgentCommand(), newStatusCommand(), newRevokeCommand(), newCACommand(), newEtcdCommand(), newSignCommand(), newFetchCommand(), newStoreCommand(), newPluginCommand(), newPluginsCommand(), newAuditCommand(), newVersionCommand())
 	return root
 }
 

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/tlsrelay/tlsrelay/core/audit"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
@@ -42,18 +44,20 @@ func TestAgentMetricsHealthReloadAndFailingOnChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
+	trail := filepath.Join(t.TempDir(), "audit.jsonl")
 	config := func(extra string) string {
 		return fmt.Sprintf(`relation:
   name: ops
   store: etcd
   etcd: {endpoints: [%q], lease_ttl: 4s}
 ca: {revoke_departed_after: 0s}
+audit: {path: %s}
 certificate:
   validity: 1m
   renew_at: 0.2
   renew_jitter: 0.01
   on_change: "echo the service would not reload >&2; exit 3"
-%s`, srv.Endpoint(), extra)
+%s`, srv.Endpoint(), trail, extra)
 	}
 	ag := newAgentsWith(t, config(""), false)
 	ag.startArgs("web/0", []string{"--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "info"})
@@ -124,6 +128,12 @@ certificate:
 	})
 	if got := counter(scrape(t, base), "tlsrelay_csr_rejections_total", map[string]string{"rule": "reserved"}); got != 1 {
 		t.Errorf(`rejections{rule="reserved"} = %v, want 1`, got)
+	}
+	// On the audit trail too, before it was published: the rule, the reason, the CSR.
+	rejected, _, err := audit.Read(trail, audit.Filter{Unit: "web/9"})
+	if err != nil || len(rejected) != 1 || rejected[0].Event != audit.EventRejected || rejected[0].Rule != "reserved" ||
+		rejected[0].CSRSHA256 != protocol.Digest(csr) || !strings.Contains(rejected[0].Reason, `"web-0"`) {
+		t.Errorf("the audit trail of web/9: %+v, %v; want one rejected record, rule reserved, its CSR's digest", rejected, err)
 	}
 
 	// A config that does not parse is refused on SIGHUP, naming the file; the agent runs on.

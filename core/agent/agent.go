@@ -12,6 +12,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/tlsrelay/tlsrelay/core/audit"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/core/metrics"
@@ -76,6 +77,9 @@ type Options struct {
 	Once bool
 	// Metrics, if set, counts what the unit does (core/metrics).
 	Metrics *metrics.Metrics
+	// Audit, if set, records what the unit does while it leads (core/audit), before it
+	// publishes it.
+	Audit *audit.Log
 	// Sync makes each file the unit writes durable before it takes its name; nil is an
 	// fsync each. The units of one process share a durable.SyncGroup's.
 	Sync func(*os.File) error
@@ -109,6 +113,9 @@ type Agent struct {
 	noisy     string            // while leading: units over their write budget (UnitStatus.Noisy)
 	blocked   string            // while leading: why a CA rotation due cannot proceed (logged once)
 	onChange  *onChange
+	leading   bool              // this unit led at the last step (the audit trail's leadership events)
+	before    map[string]string // the leader data the current step's writes change
+	auditCA   struct{ pem, sha256 string }
 	poke      chan struct{}          // on_change finished: look at the status again
 	health    atomic.Pointer[Status] // the last status, for Health from other goroutines
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 
+	"github.com/tlsrelay/tlsrelay/core/audit"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 )
@@ -19,6 +20,8 @@ type leaderWrites struct {
 	// answered are the digests of the CSRs rejected in kv: once published, the leader's
 	// memory of the signer's failures with them is done.
 	answered []string
+	// events are the audit records of the certificates and rejections in kv.
+	events []audit.Event
 }
 
 func (w *leaderWrites) answer(unit, csrPEM string, kv map[string]string) {
@@ -65,7 +68,16 @@ func (a *Agent) publish(ctx context.Context, w *leaderWrites) error {
 	if len(w.kv) == 0 {
 		return nil
 	}
+	// On record before it is published: a certificate a unit can install has its record.
+	events := append(w.events, changeEvents(a.before, w.kv)...)
+	if err := a.opts.Audit.Record(events...); err != nil {
+		*w = leaderWrites{kv: map[string]string{}}
+		return fmt.Errorf("%s: nothing published: %w", a.unit, err)
+	}
 	dropped, err := a.opts.Member.SetLeaderData(ctx, w.kv, w.guards...)
+	if err == nil {
+		a.before = auditedKeys(a.before, w.kv)
+	}
 	answered := w.answered
 	*w = leaderWrites{kv: map[string]string{}}
 	if len(dropped) > 0 {
@@ -136,6 +148,8 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		a.opts.Metrics.Rejected(act.Rejection.Rule)
 		w.answer(act.Unit, act.CSRPEM, map[string]string{protocol.RejectionKey(act.Unit): act.Rejection.Encode()})
 		w.answered = append(w.answered, act.Rejection.CSRDigest)
+		w.events = append(w.events, audit.Event{Event: audit.EventRejected, Unit: act.Unit, Rule: act.Rejection.Rule,
+			Reason: act.Rejection.Reason, CSRSHA256: protocol.Digest(act.CSRPEM)})
 	case protocol.ForgetUnit:
 		leaderData[protocol.SignedCertificateKey(act.Unit)] = ""
 		leaderData[protocol.RejectionKey(act.Unit)] = ""

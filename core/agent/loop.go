@@ -130,6 +130,13 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	if !leader {
 		a.memory = a.memory.Step(protocol.LeadershipLost{})
 	}
+	if err := a.recordLeadership(leader); err != nil {
+		if leader {
+			return false, err // a leader acts only once its lead is on record
+		}
+		a.log.Warn("the audit trail did not take the loss of the lead", "error", err)
+	}
+	a.before = auditedKeys(snap.LeaderData, nil)
 	view := protocol.View{
 		Unit: a.unit, Leader: leader, Units: snap.Units, LeaderData: snap.LeaderData, Away: snap.Away,
 		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, Parsed: a.parsed, CASeal: len(a.opts.SealKey) > 0,

@@ -35,11 +35,21 @@ type Config struct {
 	Secrets        []Secret      `mapstructure:"secrets"`
 	SecretsRefresh time.Duration `mapstructure:"secrets_refresh"`
 
+	// Audit is the leader's audit trail (core/audit): off when Path is empty.
+	Audit Audit `mapstructure:"audit"`
+
 	// Source names where the config came from, for error messages.
 	Source string `mapstructure:"-"`
 	// Warnings are problems that do not stop the unit: TLSRELAY_* variables that
 	// name no key (a typo would otherwise be ignored in silence).
 	Warnings []string `mapstructure:"-"`
+}
+
+// Audit says where a leading unit records what it signs, rejects, imports and revokes.
+type Audit struct {
+	Path     string `mapstructure:"path"`
+	MaxBytes int64  `mapstructure:"max_bytes"` // the file is rotated at this size
+	Keep     int    `mapstructure:"keep"`      // rotated files kept
 }
 
 // Relation selects the peer-messaging store.

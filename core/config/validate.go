@@ -93,6 +93,12 @@ func (c *Config) validateSecrets(p *problems) {
 	if len(c.Secrets) > 0 && c.Roles.Secrets == "" {
 		p.add("roles.secrets", "must name a backend: %d secrets are configured", len(c.Secrets))
 	}
+	if c.Audit.MaxBytes < 4096 {
+		p.add("audit.max_bytes", "%d must be at least 4096", c.Audit.MaxBytes)
+	}
+	if c.Audit.Keep < 1 || c.Audit.Keep > 1000 {
+		p.add("audit.keep", "%d must be between 1 and 1000", c.Audit.Keep)
+	}
 	if c.SecretsRefresh <= 0 {
 		p.add("secrets_refresh", "%s must be a positive duration like 1h", c.SecretsRefresh)
 	}

@@ -151,7 +151,10 @@ func runOne(ctx context.Context, opts ManyOptions, spec Spec, shared *sharedByUn
 	if opts.OnJoin != nil {
 		opts.OnJoin(member)
 	}
-	agentOpts := deps.agentOptions(&unitCfg, member, shared.host, log) // no secrets: they would all write the same files
+	agentOpts, err := deps.agentOptions(&unitCfg, member, shared.host, log) // no secrets: they would all write the same files
+	if err != nil {
+		return err
+	}
 	agentOpts.OnStatus = opts.OnStatus
 	agentOpts.Sync = shared.files.Sync
 	a, err := agent.New(agentOpts)

@@ -22,6 +22,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/agent"
+	"github.com/tlsrelay/tlsrelay/core/audit"
 	"github.com/tlsrelay/tlsrelay/core/backend"
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/config"
@@ -96,14 +97,20 @@ func prepare(cfg *config.Config) (prepared, error) {
 
 // agentOptions are the agent options cfg gives its unit (cfg.Unit's member, files in
 // cfg.Certificate.Output.Dir); callers add what only they have (status, secrets, metrics).
-func (p prepared) agentOptions(cfg *config.Config, member relation.Member, backends agent.Backends, log hclog.Logger) agent.Options {
+func (p prepared) agentOptions(cfg *config.Config, member relation.Member, backends agent.Backends, log hclog.Logger) (agent.Options, error) {
+	trail, err := audit.Open(audit.Options{Path: cfg.Audit.Path, MaxBytes: cfg.Audit.MaxBytes, Keep: cfg.Audit.Keep,
+		Relation: cfg.Relation.Name, Unit: cfg.Unit})
+	if err != nil {
+		return agent.Options{}, fault.Permanent(err)
+	}
 	return agent.Options{
+		Audit:  trail,
 		Member: member, Backends: backends, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
 		Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: p.sealKey, CARef: cfg.CA.Ref,
 		Policy: p.policy, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore, CARotationTrustTimeout: cfg.CA.RotationTrustTimeout,
 		CARemoteRecheck:     cfg.CA.RemoteRecheck,
 		RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter,
-	}
+	}, nil
 }
 
 // Health is the running agent's (agent.Agent.Health); safe from any goroutine.
@@ -199,7 +206,10 @@ func (u *Unit) runAgent(ctx context.Context, cfg *config.Config, member relation
 	if err := checkCustody(ctx, cfg, deps, host); err != nil {
 		return nil, err
 	}
-	opts := deps.agentOptions(cfg, member, host, log)
+	opts, err := deps.agentOptions(cfg, member, host, log)
+	if err != nil {
+		return nil, err
+	}
 	opts.OnStatus, opts.Once, opts.Metrics = u.opts.OnStatus, u.opts.Once, u.opts.Metrics
 	opts.Secrets, opts.SecretsRefresh = cfg.Secrets, cfg.SecretsRefresh
 	a, err := agent.New(opts)

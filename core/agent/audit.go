@@ -1,0 +1,108 @@
+package agent
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/tlsrelay/tlsrelay/core/audit"
+	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// What the leader records in its audit trail (Options.Audit): signatures and rejections
+// as they are answered, the rest from the leader data a write changes; all of it
+// flushed to disk before the write that publishes it (publish).
+
+// signedEvent describes a certificate signed for act.
+func (a *Agent) signedEvent(act protocol.SignCSR, chainPEM []byte) audit.Event {
+	e := audit.Event{Event: audit.EventSigned, Unit: act.Unit, CSRSHA256: protocol.Digest(act.CSRPEM), Profile: act.Profile,
+		Signer: a.opts.SignerName, CASHA256: a.signingCA()}
+	if certs, err := certutil.ParseCertificates(chainPEM); err == nil {
+		leaf := certs[0]
+		e.Serial, e.NotAfter = leaf.SerialNumber.Text(16), leaf.NotAfter.UTC()
+		e.Validity = leaf.NotAfter.Sub(leaf.NotBefore).String()
+		e.Names = append(e.Names, leaf.DNSNames...)
+		for _, ip := range leaf.IPAddresses {
+			e.Names = append(e.Names, ip.String())
+		}
+		for _, u := range leaf.URIs {
+			e.Names = append(e.Names, u.String())
+		}
+	}
+	return e
+}
+
+// signingCA is the fingerprint of the signer's CA, parsed once per CA.
+func (a *Agent) signingCA() string {
+	if a.auditCA.pem != a.memory.SignerCA {
+		a.auditCA.pem, a.auditCA.sha256 = a.memory.SignerCA, ""
+		if certs, err := certutil.ParseCertificates([]byte(a.memory.SignerCA)); err == nil {
+			a.auditCA.sha256 = caseal.Fingerprint(certs[0].Raw)
+		}
+	}
+	return a.auditCA.sha256
+}
+
+// changeEvents describes what a leader-data write kv changes in before: the CA bundle,
+// a rotation's phase, revocations added.
+func changeEvents(before, kv map[string]string) []audit.Event {
+	var events []audit.Event
+	if ca, ok := kv[protocol.KeyCA]; ok && ca != before[protocol.KeyCA] && ca != "" {
+		e := audit.Event{Event: audit.EventCAPublished}
+		if certs, err := certutil.ParseCertificates([]byte(ca)); err == nil {
+			e.CASHA256 = caseal.Fingerprint(certs[0].Raw)
+			e.Reason = fmt.Sprintf("a bundle of %d", len(certs))
+		}
+		events = append(events, e)
+	}
+	if rec, ok := kv[protocol.KeyCARotation]; ok && rec != before[protocol.KeyCARotation] {
+		now, on := protocol.DecodeRotation(rec)
+		was, _ := protocol.DecodeRotation(before[protocol.KeyCARotation])
+		switch {
+		case !on && was.Phase != "":
+			events = append(events, audit.Event{Event: audit.EventRotation, Phase: "done", From: was.From, To: was.To})
+		case on && (now.Phase != was.Phase || now.To != was.To):
+			events = append(events, audit.Event{Event: audit.EventRotation, Phase: now.Phase, From: now.From, To: now.To, Reason: now.Reason})
+		}
+	}
+	if list, ok := kv[protocol.KeyRevoked]; ok && list != before[protocol.KeyRevoked] {
+		old := protocol.RevocationsOf(before)
+		for _, r := range protocol.RevocationsOf(map[string]string{protocol.KeyRevoked: list}) {
+			if !slices.ContainsFunc(old, func(o protocol.Revocation) bool { return o.Serial == r.Serial }) {
+				events = append(events, audit.Event{Event: audit.EventRevoked, Unit: r.Unit, Serial: r.Serial, NotAfter: r.NotAfter.UTC(),
+					Reason: "departed " + r.Departed.UTC().Format("2006-01-02T15:04:05Z")})
+			}
+		}
+	}
+	return events
+}
+
+// auditedKeys is the leader data changeEvents compares, from base with kv written over
+// it: three keys, not the whole of leader data (a certificate per unit).
+func auditedKeys(base, kv map[string]string) map[string]string {
+	out := make(map[string]string, 3)
+	for _, k := range []string{protocol.KeyCA, protocol.KeyCARotation, protocol.KeyRevoked} {
+		out[k] = base[k]
+		if v, ok := kv[k]; ok {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// recordLeadership records this unit gaining or losing the lead.
+func (a *Agent) recordLeadership(leader bool) error {
+	if leader == a.leading {
+		return nil
+	}
+	a.leading = leader
+	event := audit.EventLeaderLost
+	if leader {
+		event = audit.EventLeaderGained
+	}
+	if err := a.opts.Audit.Record(audit.Event{Event: event, Signer: a.opts.SignerName}); err != nil {
+		return fmt.Errorf("%s: %w", a.unit, err)
+	}
+	return nil
+}
