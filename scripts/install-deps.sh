@@ -7,7 +7,8 @@
 # that read a unit's files: haproxy, nginx, a JDK (keytool, and a Java service's
 # handshake run from source) and OpenStack Octavia (its amphora agent, controller
 # client and Barbican cert manager, run by cmd/tlsrelay/testdata/octavia_harness.py),
-# and promtool (Debian's prometheus) for the alert rules and dashboard in configs/.
+# promtool (Debian's prometheus) for the alert rules and dashboard in configs/, and
+# adduser (the Debian package the release builds, installed by packaging/'s test).
 # Needs root (or sudo) to install; does nothing when everything is present.
 set -euo pipefail
 
@@ -28,6 +29,7 @@ needs=(
   "javac default-jdk-headless"
   "/usr/lib/python3/dist-packages/octavia python3-octavia"
   "promtool prometheus"
+  "adduser adduser"
 )
 
 missing=()

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/core/metrics"
 	"github.com/tlsrelay/tlsrelay/core/unit"
 )
@@ -43,7 +44,9 @@ changed). --metrics-addr serves Prometheus metrics on /metrics and the unit's he
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, configFile)
 			if err != nil {
-				return err
+				// Exit 2: restarting into the same file cannot mend it (a service manager
+				// that restarts on failure would, every few seconds, for ever).
+				return fault.Permanent(err)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
