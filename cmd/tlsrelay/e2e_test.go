@@ -249,9 +249,18 @@ func TestSignOneCSR(t *testing.T) {
 	for _, backend := range []string{"cfssl", "openssl", "easyrsa"} {
 		t.Run(backend, func(t *testing.T) {
 			out := filepath.Join(dir, backend+".crt")
-			r := run(t, "sign", "--csr", csr, "--unit", "ops/1", "--profile", "client", "--backend", backend, "--state-dir", state, "--out", out)
-			if r.code != 0 || !strings.Contains(r.stderr, `signed "ops-1"`) {
-				t.Fatalf("sign exited %d: %s", r.code, r.stderr)
+			args := []string{"sign", "--csr", csr, "--unit", "ops/1", "--profile", "client", "--backend", backend, "--state-dir", state, "--out", out}
+			// A state directory without this signer's CA is refused, and left as it was.
+			r := run(t, args...)
+			if _, err := os.Stat(filepath.Join(state, backend)); r.code == 0 || !strings.Contains(r.stderr, "holds no CA of "+backend) || !strings.Contains(r.stderr, "--init-ca") || err == nil {
+				t.Fatalf("sign without a CA: exit %d (%v): %s", r.code, err, r.stderr)
+			}
+			if r = run(t, append(args, "--init-ca")...); r.code != 0 || !strings.Contains(r.stderr, `signed "ops-1"`) {
+				t.Fatalf("sign --init-ca exited %d: %s", r.code, r.stderr)
+			}
+			// The CA it started is the one the next sign uses, without --init-ca.
+			if r = run(t, args...); r.code != 0 {
+				t.Fatalf("sign with the CA in place exited %d: %s", r.code, r.stderr)
 			}
 			caFile := filepath.Join(state, backend, "ca.pem")
 			if backend == "easyrsa" {
@@ -316,6 +325,7 @@ func TestUpRefusesBadInput(t *testing.T) {
 			[]string{"missing.yaml", "plugins.ext.command", "/nonexistent/plugin"}},
 		{"config file that does not exist", []string{"--config", filepath.Join(dir, "nope.yaml")}, []string{"nope.yaml", "no such file"}},
 		{"zero units", []string{"--units", "0"}, []string{"--units must be at least 1"}},
+		{"a backend that cannot sign", []string{"--backend", "barbican"}, []string{"--backend barbican", "signs nothing", "cfssl, easyrsa, openssl"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,6 +23,7 @@ import (
 type signFlags struct {
 	csr, profile, config, stateDir, out, backend, unit string
 	validity                                           time.Duration
+	initCA                                             bool
 }
 
 func newSignCommand() *cobra.Command {
@@ -32,7 +36,9 @@ writes the certificate chain to stdout (or --out). The CSR is checked against th
 deployment's policy first, as the leader checks a unit's: with --unit NAME it must ask
 for NAME's common name and only the SANs the policy allows NAME; without --unit it may
 not ask for any unit's name. The signer uses its CA in the deployment's state
-directory; for the group of a 'tlsrelay up --dir DIR', pass --state-dir DIR/state.`,
+directory; for the group of a 'tlsrelay up --dir DIR', pass --state-dir DIR/state. A
+state directory where the signer has no CA yet (a new or mistyped path) is refused,
+and the CA the signer made there removed, unless --init-ca says to start one.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runSign(cmd, f) },
 	}
@@ -44,6 +50,7 @@ directory; for the group of a 'tlsrelay up --dir DIR', pass --state-dir DIR/stat
 	cmd.Flags().StringVar(&f.out, "out", "", "write the chain here instead of stdout")
 	cmd.Flags().StringVar(&f.backend, "backend", "", "sign with this backend instead of roles.signer")
 	cmd.Flags().StringVar(&f.unit, "unit", "", "apply the policy's rules for this unit (its common name and SANs)")
+	cmd.Flags().BoolVar(&f.initCA, "init-ca", false, "let the signer make a new CA where its state directory has none (default: refuse)")
 	cmd.MarkFlagRequired("csr")
 	return cmd
 }
@@ -69,6 +76,12 @@ func runSign(cmd *cobra.Command, f signFlags) error {
 	if err != nil {
 		return err
 	}
+	// A signer state directory that does not exist yet gets a new CA: refused unless
+	// asked for, since a mistyped --state-dir would otherwise sign with a stranger CA.
+	signerDir := filepath.Join(cfg.StateDir, cfg.Roles.Signer)
+	_, statErr := os.Stat(signerDir)
+	fresh := errors.Is(statErr, fs.ErrNotExist)
+	_, parentErr := os.Stat(cfg.StateDir)
 	host, err := backend.New(backend.Options{Plugins: cfg.Plugins, Roles: cfg.Roles, StateDir: cfg.StateDir, Logger: newLogger(cmd)})
 	if err != nil {
 		return err
@@ -82,6 +95,16 @@ func runSign(cmd *cobra.Command, f signFlags) error {
 	ca, err := signer.CA(ctx)
 	if err != nil {
 		return fmt.Errorf("the signer %s's CA: %w", cfg.Roles.Signer, err)
+	}
+	if entries, _ := os.ReadDir(signerDir); fresh && len(entries) > 0 && !f.initCA {
+		host.Close()
+		os.RemoveAll(signerDir)
+		if errors.Is(parentErr, fs.ErrNotExist) {
+			os.Remove(cfg.StateDir) // made for this run, and empty again
+		}
+		return fmt.Errorf("state directory %s holds no CA of %s: the one it would have signed with is new (removed). "+
+			"Give the state directory of the CA to sign with (for `up --dir DIR`: --state-dir DIR/state), or --init-ca to start a new CA there",
+			cfg.StateDir, cfg.Roles.Signer)
 	}
 	if req.Validity, err = cappedValidity(cfg, req.Validity, ca.BundlePEM); err != nil {
 		return err

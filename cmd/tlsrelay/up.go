@@ -60,6 +60,10 @@ client-only unit then dials and a server-only one serves in the proof.`,
 				return err
 			}
 			if f.backend != "" {
+				if _, builtIn := builtin.Backends[f.backend]; builtIn && !builtin.IsSigner(f.backend) {
+					return fmt.Errorf("--backend %s: it keeps secrets and signs nothing; a group's backend makes keys and signs: %s, or a configured plugin",
+						f.backend, strings.Join(builtin.Signers(), ", "))
+				}
 				if err := cfg.UseBackend(f.backend, builtin.Names()); err != nil {
 					return fmt.Errorf("--backend %s: %w", f.backend, err)
 				}
@@ -96,7 +100,7 @@ client-only unit then dials and a server-only one serves in the proof.`,
 	cmd.Flags().StringVar(&f.config, "config", "", "deployment YAML (default: the embedded configs/tlsrelay.yaml)")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 5*time.Minute, "give up if the group has not converged by then")
 	cmd.Flags().IntVar(&f.parallel, "parallel", 8, "concurrent handshakes while proving mutual TLS")
-	cmd.Flags().StringVar(&f.backend, "backend", "", "one backend for both the csr and signer roles: "+strings.Join(builtin.Names(), ", ")+", or any configured plugin")
+	cmd.Flags().StringVar(&f.backend, "backend", "", "one backend for both the csr and signer roles: "+strings.Join(builtin.Signers(), ", ")+", or any configured plugin")
 	cmd.Flags().StringVar(&f.store, "store", "", "relation store: embedded (default; one agent process per unit), memory (one process), or etcd (relation.etcd of the config)")
 	cmd.Flags().BoolVar(&f.inProc, "in-process", false, "run every unit in this process, sharing one set of plugin processes (the relation is still etcd)")
 	cmd.Flags().IntVar(&f.perProc, "units-per-process", 0, "units each agent process runs, sharing its plugins (0: one each up to 4 units, then about 125 a process in 4 to 16 processes)")

@@ -245,12 +245,49 @@ func TestExampleConfigsLoad(t *testing.T) {
 	if err != nil || len(paths) < 4 {
 		t.Fatalf("example configs: %v %v", paths, err)
 	}
+	// On a host with a short name and an address in 10.0.0.0/8, every unit of every
+	// example (each kind's too) asks only for what its own policy signs.
+	host := Host{Hostname: "vm", IPs: []net.IP{net.ParseIP("10.1.2.3")},
+		Getenv: func(k string) string {
+			return map[string]string{"AMPHORA_ID": "9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50"}[k]
+		}}
 	for _, path := range paths {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			if _, err := Load(path, []string{"cfssl", "easyrsa", "openssl", "barbican"}); err != nil {
+			cfg, err := Load(path, []string{"cfssl", "easyrsa", "openssl", "barbican"})
+			if err != nil {
 				t.Fatal(err)
 			}
+			pol, err := cfg.SigningPolicy()
+			if err != nil {
+				t.Fatal(err)
+			}
+			units := []string{cfg.Unit}
+			for _, kind := range cfg.KindNames() {
+				units = append(units, kind+"/0")
+			}
+			for _, unit := range units {
+				sans, err := cfg.ForUnit(unit).Certificate.SANsFor(unit, host)
+				if err != nil {
+					t.Fatalf("%s: %v", unit, err)
+				}
+				for _, san := range sans {
+					if !pol.AllowsSAN(unit, san) {
+						t.Errorf("%s asks for %q on a host named vm, which its policy refuses", unit, san)
+					}
+				}
+			}
 		})
+	}
+}
+
+// A value that came from the environment is not blamed on the file.
+func TestErrorsNameTheEnvironment(t *testing.T) {
+	t.Setenv("TLSRELAY_CERTIFICATE_KEY_ALGORITHM", "rsa")
+	t.Setenv("TLSRELAY_CERTIFICATE_KEY_SIZE", "8192")
+	_, err := Load("", builtins)
+	if err == nil || !strings.Contains(err.Error(), "embedded default config (with TLSRELAY_CERTIFICATE_KEY_ALGORITHM, TLSRELAY_CERTIFICATE_KEY_SIZE from the environment)") ||
+		!strings.Contains(err.Error(), "policy.keys") {
+		t.Fatalf("Load = %v", err)
 	}
 }
 

@@ -46,6 +46,10 @@ func Load(path string, builtins []string) (*Config, error) {
 		return nil, fmt.Errorf("config %s: %s", source, decodeReason(err))
 	}
 	cfg.Source = source
+	if set := overridingEnv(v, os.Environ()); len(set) > 0 {
+		// A value from the environment is not the file's: say where it may come from.
+		cfg.Source += " (with " + strings.Join(set, ", ") + " from the environment)"
+	}
 	cfg.Warnings = unknownEnv(v, os.Environ())
 	cfg.absoluteCommands()
 	cfg.Relation.Etcd.schemeEndpoints()
@@ -131,6 +135,22 @@ func decodeReason(err error) string {
 
 // OtherEnv lists the TLSRELAY_* variables tlsrelay reads that are not config keys.
 var OtherEnv = []string{"TLSRELAY_CA_SEAL_KEY", "TLSRELAY_ETCD_ROOT_PASSWORD", "TLSRELAY_LOG_LEVEL", "TLSRELAY_PLUGIN"}
+
+// overridingEnv names the TLSRELAY_* variables of environ that set a key of v.
+func overridingEnv(v *viper.Viper, environ []string) []string {
+	keys := map[string]bool{}
+	for _, key := range v.AllKeys() {
+		keys[EnvPrefix+"_"+strings.ToUpper(strings.ReplaceAll(key, ".", "_"))] = true
+	}
+	var set []string
+	for _, kv := range environ {
+		if name, _, _ := strings.Cut(kv, "="); keys[name] {
+			set = append(set, name)
+		}
+	}
+	slices.Sort(set)
+	return set
+}
 
 // unknownEnv names the TLSRELAY_* variables of environ that override no key of v.
 func unknownEnv(v *viper.Viper, environ []string) []string {

@@ -66,6 +66,8 @@ func (c Certificate) SANsFor(unit string, host Host) ([]string, error) {
 
 // A SAN with "{{" is a Go template, so that one config serves hosts that differ (an
 // Octavia amphora names its amphora ID): {{.Unit}}, {{.DNSName}}, {{.Hostname}},
+// {{.ShortHostname}} (the hostname's first label: "{{.ShortHostname}}.example.internal"
+// is the same name on a host named vm and on one named vm.example.internal),
 // {{env "NAME"}} (a variable of the agent's environment, "" when unset) and
 // {{file "PATH"}} (a file's content, surrounding space trimmed). It must render to one
 // DNS name or IP address.
@@ -98,7 +100,8 @@ func renderSAN(source, unit string, host Host) (string, error) {
 		return "", err
 	}
 	var b strings.Builder
-	data := struct{ Unit, DNSName, Hostname string }{unit, strings.ReplaceAll(unit, "/", "-"), host.Hostname}
+	short, _, _ := strings.Cut(host.Hostname, ".")
+	data := struct{ Unit, DNSName, Hostname, ShortHostname string }{unit, strings.ReplaceAll(unit, "/", "-"), host.Hostname, short}
 	if err := t.Execute(&b, data); err != nil {
 		var execErr template.ExecError
 		if errors.As(err, &execErr) {

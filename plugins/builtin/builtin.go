@@ -3,6 +3,8 @@
 package builtin
 
 import (
+	"context"
+	"slices"
 	"sort"
 
 	"github.com/hashicorp/go-hclog"
@@ -31,3 +33,19 @@ func Names() []string {
 	sort.Strings(names)
 	return names
 }
+
+// Signers lists the built-in backends that sign CSRs (the others only keep secrets),
+// sorted: what `up --backend` may name.
+func Signers() []string {
+	var names []string
+	for _, name := range Names() {
+		info, err := Backends[name](hclog.NewNullLogger()).Info(context.Background())
+		if err == nil && info.Has(sdk.CapSignCSR) && info.Has(sdk.CapCreateCSR) {
+			names = append(names, name)
+		}
+	}
+	return names
+}
+
+// IsSigner reports whether name is a built-in backend that signs.
+func IsSigner(name string) bool { return slices.Contains(Signers(), name) }
