@@ -19,9 +19,12 @@ var fetchExit = map[sdk.Code]int{
 	sdk.CodePermissionDenied:   4,
 	sdk.CodeUnavailable:        5,
 	sdk.CodeInvalidArgument:    6,
-	sdk.CodeFailedPrecondition: 7,
+	sdk.CodeFailedPrecondition: exitBackendNotReady,
 	sdk.CodeUnimplemented:      8,
 }
+
+// exitBackendNotReady: the secrets backend cannot start or is misconfigured.
+const exitBackendNotReady = 7
 
 type fetchFlags struct {
 	out, config, backend string
@@ -39,7 +42,8 @@ DIR/tls.crt, DIR/tls.key (0600), DIR/chain.crt and DIR/bundle.pem (0600). It pri
 line: subject, not-after, files. On failure it prints the reason and exits with
 3 not found, 4 permission denied, 5 unavailable, 6 invalid (a container without a
 key, a key that does not match, a wrong passphrase, an unreadable payload),
-7 not ready (configuration), 1 anything else.`,
+7 the secrets backend cannot start or is misconfigured (the config, the plugin, its
+auth section), 8 the backend cannot do this (it lacks the capability), 1 anything else.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error { return runFetch(cmd, f, args[0]) },
 	}
@@ -52,7 +56,7 @@ key, a key that does not match, a wrong passphrase, an unreadable payload),
 func runFetch(cmd *cobra.Command, f fetchFlags, ref string) error {
 	b, closeHost, err := secretsBackend(cmd, f.config, f.backend)
 	if err != nil {
-		return err
+		return backendFailure(cmd, err)
 	}
 	defer closeHost()
 	out := config.SecretOutput{Dir: f.out}
@@ -90,6 +94,17 @@ func secretsBackend(cmd *cobra.Command, configFile, backendName string) (b sdk.B
 		return nil, nil, err
 	}
 	return b, host.Close, nil
+}
+
+// backendFailure prints why the secrets backend could not start and exits 7, or 8
+// when the backend lacks what the command needs.
+func backendFailure(cmd *cobra.Command, err error) error {
+	if sdk.IsCode(err, sdk.CodeUnimplemented) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "tlsrelay: the secrets backend cannot do this: %v\n", err)
+		return exitError{code: fetchExit[sdk.CodeUnimplemented]}
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "tlsrelay: the secrets backend cannot start or is misconfigured: %v\n", err)
+	return exitError{code: exitBackendNotReady}
 }
 
 // secretFailure prints what failed and exits with the status for its kind (fetchExit).

@@ -97,7 +97,7 @@ plugins:
 
 	t.Run("no secrets backend configured", func(t *testing.T) {
 		r := run(t, "fetch", good)
-		if r.code != 1 || !strings.Contains(r.stderr, "set roles.secrets") {
+		if r.code != 7 || !strings.Contains(r.stderr, "set roles.secrets") {
 			t.Fatalf("exit %d, stderr %q", r.code, r.stderr)
 		}
 	})
@@ -207,5 +207,27 @@ plugins:
 				t.Fatalf("a refused store left %d secrets", after-before)
 			}
 		})
+	}
+}
+
+// A secrets backend that cannot start (its auth missing) exits 7, one that cannot fetch
+// at all exits 8, a config that does not load 7; each says why.
+func TestFetchAndStoreExitWhenTheBackendCannot(t *testing.T) {
+	dir := t.TempDir()
+	bad := fileWriter(t, dir)("bad.yaml", "roles: {secrets: [oops\n")
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"fetch", "ref", "--backend", "barbican"}, 7, "config.auth.type"},
+		{[]string{"fetch", "ref", "--backend", "cfssl"}, 8, "it lacks fetch_secret"},
+		{[]string{"fetch", "ref", "--config", bad}, 7, "bad.yaml"},
+		{[]string{"store", "x", "--cert", bad, "--key", bad, "--backend", "openssl"}, 8, "cannot serve this role"},
+	} {
+		r := run(t, tt.args...)
+		if r.code != tt.code || !strings.Contains(r.stderr, tt.want) {
+			t.Errorf("%v: exit %d, want %d and %q:\n%s", tt.args, r.code, tt.code, tt.want, r.stderr)
+		}
 	}
 }

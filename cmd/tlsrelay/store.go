@@ -54,7 +54,7 @@ func runStore(cmd *cobra.Command, f storeFlags, name string) error {
 	}
 	b, closeHost, err := secretsBackend(cmd, f.config, f.backend)
 	if err != nil {
-		return err
+		return backendFailure(cmd, err)
 	}
 	defer closeHost()
 	ref, err := b.StoreSecret(cmd.Context(), name, secret)

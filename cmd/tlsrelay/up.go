@@ -44,7 +44,7 @@ certificate, then proves the result: every certificate chains to the CA and name
 unit, every key file is mode 0600, every unit holds the same CA bundle, and each unit
 completes a mutual-TLS handshake with its neighbour in a ring (--all-pairs: with every
 other unit). Files land in DIR/<unit, with / as ->/{tls.key,tls.crt,ca.crt}; agent logs
-in DIR/logs. Beyond 4 units, units share agent processes (and their plugins): about 125
+in DIR/logs (at info, or --log-level when lower). Beyond 4 units, units share agent processes (and their plugins): about 125
 a process, in 4 to 16 processes (--units-per-process sets how many units each runs). --in-process runs
 every unit in this process, sharing one set of plugin processes, still through etcd;
 --store memory does so without etcd. A config with kinds (kinds.<application>.count)
@@ -87,7 +87,12 @@ client-only unit then dials and a server-only one serves in the proof.`,
 					return err
 				}
 			}
+			// The agents' logs (DIR/logs) say what each did, at info at least: at the
+			// default warn they would be empty on a run that went well.
 			level, _ := cmd.Flags().GetString("log-level")
+			if hclog.LevelFromString(level) > hclog.Info {
+				level = "info"
+			}
 			ctx, cancel := context.WithTimeout(ctx, f.timeout)
 			defer cancel()
 			return up.Run(ctx, up.Options{Config: cfg, ConfigFile: configFile, Units: f.units, Dir: dir,

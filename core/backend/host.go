@@ -102,8 +102,8 @@ func (h *Host) For(ctx context.Context, role config.Role) (sdk.Backend, error) {
 	}
 	for _, c := range roleNeeds[role] {
 		if !r.info.Has(c) {
-			return nil, fault.Permanent(fmt.Errorf("roles.%s: backend %q (%s %s) cannot serve this role: it lacks %s",
-				role, name, r.info.Name, r.info.Version, c))
+			return nil, fault.Permanent(sdk.Errorf(sdk.CodeUnimplemented, "roles."+string(role), "backend %q (%s %s) cannot serve this role: it lacks %s",
+				name, r.info.Name, r.info.Version, c))
 		}
 	}
 	return guarded{Backend: r.backend, host: h, name: name, r: r}, nil
