@@ -44,14 +44,17 @@ what it cannot undo (no sealed key of the old CA, an old CA near its expiry, a r
 that is itself a cancel) and the command says why.
 
 The request is written under the relation's requests/ key: with etcd RBAC, use root's
-credentials. A CA from ca.ref is not rotated here: store a new CA in the secrets backend.`,
+credentials, from the environment over the config's unit user:
+  TLSRELAY_RELATION_ETCD_USERNAME=root TLSRELAY_RELATION_ETCD_PASSWORD_FILE=/root/etcd-root.password \
+    tlsrelay ca rotate --config FILE
+A CA from ca.ref is not rotated here: store a new CA in the secrets backend.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return from.run(cmd, func(ctx context.Context, store relation.Store, cfg *config.Config) error {
 				if cancel {
 					return cancelRotation(ctx, cmd, store, cfg.Relation.Name, wait)
 				}
-				if err := rotatable(ctx, store, cfg.Relation.Name); err != nil {
+				if err := rotatable(ctx, store, cfg.Relation.Name, wait); err != nil {
 					return err
 				}
 				id := strconv.FormatInt(time.Now().UnixNano(), 36)
@@ -140,14 +143,19 @@ func cancelRotation(ctx context.Context, cmd *cobra.Command, store relation.Stor
 	})
 }
 
-// rotatable refuses a rotation the leader's signer cannot make: a remote CA moves at its
-// service. (Other refusals are the leader's, once it sees the request.)
-func rotatable(ctx context.Context, store relation.Store, relationName string) error {
+// rotatable refuses a rotation the leader's signer cannot make (a remote CA moves at its
+// service), and one nothing would act on while the command waits: no unit leads (the
+// group is not running). Other refusals are the leader's, once it sees the request.
+func rotatable(ctx context.Context, store relation.Store, relationName string, wait bool) error {
 	obs, snap, err := observeRelation(ctx, store)
 	if err != nil {
 		return err
 	}
 	obs.Close()
+	if snap.Leader == "" && wait {
+		return fmt.Errorf("no unit of relation %s leads, so none would act on a rotation (is the group running? a group `up` ran stops with it); "+
+			"--wait=false leaves the request for the next leader", relationName)
+	}
 	if g := status.FromSnapshot(relationName, snap); g.CACustody == string(sdk.CustodyRemote) {
 		return fmt.Errorf("the leader's signer (%s) keeps the group's CA remote: rotate it at its service, and the group follows it; "+
 			"tlsrelay ca rotate cannot make a new one", termsafe.Escape(g.CASigner))

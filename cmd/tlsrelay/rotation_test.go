@@ -219,3 +219,18 @@ func handshake(a, b *side) error {
 	}
 	return serr
 }
+
+// `ca rotate --dir DIR` after `up` has finished: no unit leads (the group stopped with
+// up), so nothing would act on the request; it says so at once instead of waiting out
+// --timeout.
+func TestRotateWithNoLeaderFailsAtOnce(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "up")
+	if r := run(t, "up", "--dir", dir, "--units", "1"); r.code != 0 {
+		t.Fatalf("up: exit %d\n%s", r.code, r.stderr)
+	}
+	// Its own message, not the one --timeout ends a wait with.
+	r := run(t, "ca", "rotate", "--dir", dir, "--timeout", "2m")
+	if r.code == 0 || !strings.Contains(r.stderr, "no unit of relation") || !strings.Contains(r.stderr, "--wait=false") {
+		t.Fatalf("ca rotate with no leader: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}

@@ -429,3 +429,29 @@ func TestEtcdEndpointsAsHostPort(t *testing.T) {
 		}
 	}
 }
+
+// Root's credentials from the environment over a unit's config (ca rotate with RBAC):
+// an env password replaces the file's password_file, and the other way round.
+func TestEtcdPasswordFromTheEnvironment(t *testing.T) {
+	path := writeConfig(t, "relation: {etcd: {username: tlsrelay/db/db/0, password_file: /etc/tlsrelay/etcd.password}}\n")
+	t.Setenv("TLSRELAY_RELATION_ETCD_USERNAME", "root")
+	t.Setenv("TLSRELAY_RELATION_ETCD_PASSWORD", "rootpw")
+	cfg, err := Load(path, builtins)
+	if err != nil {
+		t.Fatalf("an env password over a password_file: %v", err)
+	}
+	if e := cfg.Relation.Etcd; e.Username != "root" || e.Password != "rootpw" || e.PasswordFile != "" {
+		t.Fatalf("etcd credentials %q %q %q", e.Username, e.Password, e.PasswordFile)
+	}
+	os.Unsetenv("TLSRELAY_RELATION_ETCD_PASSWORD")
+	path = writeConfig(t, "relation: {etcd: {username: u, password: inline}}\n")
+	t.Setenv("TLSRELAY_RELATION_ETCD_PASSWORD_FILE", "/root/etcd-root.password")
+	if cfg, err = Load(path, builtins); err != nil || cfg.Relation.Etcd.Password != "" || cfg.Relation.Etcd.PasswordFile != "/root/etcd-root.password" {
+		t.Fatalf("an env password_file over a password: %v", err)
+	}
+	path = writeConfig(t, "relation: {etcd: {username: u, password: inline, password_file: /x}}\n")
+	os.Unsetenv("TLSRELAY_RELATION_ETCD_PASSWORD_FILE")
+	if _, err := Load(path, builtins); err == nil || !strings.Contains(err.Error(), "not both") {
+		t.Fatalf("both in the file: %v", err)
+	}
+}

@@ -52,6 +52,7 @@ func Load(path string, builtins []string) (*Config, error) {
 	}
 	cfg.Warnings = unknownEnv(v, os.Environ())
 	cfg.absoluteCommands()
+	cfg.Relation.Etcd.passwordFromEnv(os.LookupEnv)
 	cfg.Relation.Etcd.schemeEndpoints()
 	if err := cfg.Validate(builtins); err != nil {
 		return nil, err
@@ -69,6 +70,20 @@ func (c *Config) absoluteCommands() {
 				c.Plugins[name] = pl
 			}
 		}
+	}
+}
+
+// passwordFromEnv lets a password (or its file) from the environment stand in for the
+// other one from the file: an operator acting as root over a unit's config sets
+// TLSRELAY_RELATION_ETCD_USERNAME and one of them, and is not told "not both".
+func (e *Etcd) passwordFromEnv(lookup func(string) (string, bool)) {
+	_, pw := lookup(EnvPrefix + "_RELATION_ETCD_PASSWORD")
+	_, file := lookup(EnvPrefix + "_RELATION_ETCD_PASSWORD_FILE")
+	switch {
+	case pw && !file:
+		e.PasswordFile = ""
+	case file && !pw:
+		e.Password = ""
 	}
 }
 
