@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
@@ -481,5 +482,57 @@ func TestDeposedLeaderWriteIsRefused(t *testing.T) {
 	}
 	if len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "first" {
 		t.Fatalf("leader/ca = %v, want the value written while db/0 led", resp.Kvs)
+	}
+}
+
+// A write of a value etcd already holds is skipped: a renewal rewrites the CSR, not the
+// profile that did not change, and a status written again unchanged makes no revision.
+func TestUnchangedBagValuesAreNotWritten(t *testing.T) {
+	srv := startEmbedded(t)
+	m := relationtest.Join(t, open(t, srv.Endpoint(), "unchanged", 5*time.Second), "db/0", false)
+	raw, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	ctx := context.Background()
+	modRevisions := func() (rev int64, fields map[string]int64) {
+		resp, err := raw.Get(ctx, "", clientv3.WithPrefix())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fields = map[string]int64{}
+		for _, kv := range resp.Kvs {
+			if k := string(kv.Key); strings.Contains(k, "db/0") {
+				fields[k[strings.LastIndex(k, "/")+1:]] = kv.ModRevision
+			}
+		}
+		return resp.Header.Revision, fields
+	}
+	if err := m.SetUnitData(ctx, map[string]string{"csr": "first", "profile": "peer"}); err != nil {
+		t.Fatal(err)
+	}
+	_, before := modRevisions()
+	if err := m.SetUnitData(ctx, map[string]string{"csr": "second", "profile": "peer"}); err != nil {
+		t.Fatal(err)
+	}
+	rev, after := modRevisions()
+	if after["profile"] != before["profile"] || after["csr"] == before["csr"] || before["profile"] == 0 {
+		t.Fatalf("profile written again (%d -> %d) or csr not (%d -> %d)", before["profile"], after["profile"], before["csr"], after["csr"])
+	}
+	if err := m.SetUnitData(ctx, map[string]string{"csr": "second", "profile": "peer"}); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := modRevisions(); again != rev {
+		t.Fatalf("an unchanged write made revisions %d -> %d", rev, again)
+	}
+	// A value cleared and set again is written each time.
+	for _, v := range []string{"", "peer"} {
+		if err := m.SetUnitData(ctx, map[string]string{"profile": v}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, last := modRevisions(); last["profile"] <= after["profile"] {
+		t.Fatalf("profile set again after a delete was skipped: %d", last["profile"])
 	}
 }

@@ -45,6 +45,11 @@ type member struct {
 	tenure      time.Time
 	tenureTimer *time.Timer
 	bag         map[string]string // this unit's bag as it wants it, put back after a lost lease
+	// stored is what etcd holds of the bag under storedLease, as far as this member's
+	// writes succeeded: a write of a value etcd already holds is skipped (every write
+	// is a revision each member reads, and history etcd keeps until compaction).
+	stored      map[string]string
+	storedLease clientv3.LeaseID
 	follower    *follower
 	group       *follower // the Store's follower of groupScope, while not leading
 	left        bool

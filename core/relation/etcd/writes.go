@@ -26,9 +26,20 @@ func (m *member) SetUnitData(ctx context.Context, kv map[string]string) error {
 		}
 	}
 	session := m.session
+	if session != nil && m.storedLease == session.Lease() {
+		kv = maps.Clone(kv)
+		for k, v := range kv {
+			if held, ok := m.stored[k]; ok && held == v {
+				delete(kv, k)
+			}
+		}
+	}
 	m.mu.Unlock()
 	if session == nil {
 		return fmt.Errorf("%s: %w (rejoining after a lost lease)", m.unit, relation.ErrNotJoined)
+	}
+	if len(kv) == 0 {
+		return nil // etcd holds all of it already
 	}
 	return m.putBag(ctx, session, kv)
 }
@@ -53,6 +64,12 @@ func (m *member) putBag(ctx context.Context, session *concurrency.Session, kv ma
 		return fmt.Errorf("%s: write bag: %w (the unit's lease no longer holds its name)", m.unit, relation.ErrNotJoined)
 	}
 	m.wrote(kv, m.s.layout.bag(m.unit), resp.Header.Revision, start)
+	m.mu.Lock()
+	if m.storedLease != session.Lease() {
+		m.stored, m.storedLease = map[string]string{}, session.Lease()
+	}
+	maps.Copy(m.stored, kv)
+	m.mu.Unlock()
 	return nil
 }
 
