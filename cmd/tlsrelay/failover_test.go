@@ -365,6 +365,9 @@ func checkStatus(t *testing.T, ag *agents, leader, groupCA string) {
 	if g.Relation != "failover" || g.Leader != leader || g.CASHA256 != groupCA || !g.CASealed {
 		t.Errorf("status: relation %q leader %q CA %.16s sealed %v; want failover, %s, %.16s, true", g.Relation, g.Leader, g.CASHA256, g.CASealed, leader, groupCA)
 	}
+	if g.Etcd == nil || g.Etcd.DBSize <= 0 || g.Etcd.QuotaBytes != 2<<30 || g.Etcd.Revision <= 0 {
+		t.Errorf("status: etcd's database %+v, want its size, quota and revision", g.Etcd)
+	}
 	if len(g.Units) != len(ag.running()) {
 		t.Errorf("status lists %d units, %d are running:\n%s", len(g.Units), len(ag.running()), r.stdout)
 	}

@@ -114,6 +114,9 @@ certificate:
 	if renew := gauge(m, "tlsrelay_certificate_renewal_seconds", map[string]string{"unit": "web/0"}); renew >= left || renew < -60 {
 		t.Errorf("seconds until renewal = %v, want below the %v until expiry", renew, left)
 	}
+	if q, size := gauge(m, "tlsrelay_etcd_quota_bytes", map[string]string{"unit": "web/0"}), gauge(m, "tlsrelay_etcd_db_size_bytes", map[string]string{"unit": "web/0"}); q != 2<<30 || size <= 0 {
+		t.Errorf("the leader's etcd gauges: quota %v, database %v bytes", q, size)
+	}
 	lintMetrics(t, base)
 
 	// A peer that asks for web/0's name is refused, and the refusal counted by rule.

@@ -105,6 +105,10 @@ etcd) and prints what each unit last published. 'tlsrelay up --dir DIR' and afte
 					if g.Alarms, err = es.Alarms(ctx); err != nil {
 						g.Alarms = []string{"cannot list etcd's alarms: " + err.Error()}
 					}
+					if h, err := es.DBHealth(ctx, cfg.Relation.Etcd.QuotaBytes); err == nil {
+						h.Embedded = cfg.Relation.Store == config.StoreEmbedded
+						g.Etcd = &h
+					}
 				}
 				if asJSON {
 					return g.WriteJSON(cmd.OutOrStdout())

@@ -68,6 +68,12 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	a.health.Store(&s)
 }
 
+// Leading says whether the unit led at its last step; safe from any goroutine.
+func (a *Agent) Leading() bool {
+	s := a.health.Load()
+	return s != nil && s.Leader
+}
+
 // Health says whether the unit holds a certificate that has not expired, with its state
 // and last error; safe from any goroutine (the /healthz handler).
 func (a *Agent) Health() (ok bool, detail string) {

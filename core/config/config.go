@@ -80,6 +80,9 @@ type Etcd struct {
 	// the YAML and the environment.
 	PasswordFile string        `mapstructure:"password_file"`
 	LeaseTTL     time.Duration `mapstructure:"lease_ttl"`
+	// QuotaBytes is the cluster's --quota-backend-bytes, what status and the metrics
+	// measure its database against.
+	QuotaBytes int64 `mapstructure:"quota_bytes"`
 }
 
 // EtcdTLS names PEM files: the CA of etcd's server certificate, and a client certificate.

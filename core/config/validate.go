@@ -60,6 +60,9 @@ func (r Relation) validate(p *problems) {
 			p.add(fmt.Sprintf("relation.etcd.endpoints[%d]", i), "%q must be host:port or a URL like https://10.0.0.1:2379", ep)
 		}
 	}
+	if e.QuotaBytes < 1<<20 {
+		p.add("relation.etcd.quota_bytes", "%d must be at least 1 MiB (the cluster's --quota-backend-bytes)", e.QuotaBytes)
+	}
 	if e.LeaseTTL < time.Second {
 		p.add("relation.etcd.lease_ttl", "%s must be at least 1s (a unit departs that long after it dies)", e.LeaseTTL)
 	}

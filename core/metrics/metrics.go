@@ -37,7 +37,8 @@ type Metrics struct {
 	noCRL          *prometheus.GaugeVec
 	leading        *prometheus.GaugeVec
 	unitError      *prometheus.GaugeVec
-	own            []prometheus.Collector // the collectors above, for Names
+	etcdDB         map[string]*prometheus.GaugeVec // by metric name, the leader's view of etcd
+	own            []prometheus.Collector          // the collectors above, for Names
 }
 
 // New registers tlsrelay's collectors, and Go's and the process's, in a new registry.
@@ -88,9 +89,16 @@ func New() *Metrics {
 		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
 			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
 	}
+	m.etcdDB = map[string]*prometheus.GaugeVec{}
+	for name, help := range etcdDBHelp {
+		m.etcdDB[name] = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"unit"})
+	}
 	m.own = []prometheus.Collector{m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
 		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized, m.noisy, m.blocked, m.noCRL,
 		m.leading, m.unitError}
+	for _, g := range m.etcdDB {
+		m.own = append(m.own, g)
+	}
 	m.reg.MustRegister(m.own...)
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
@@ -158,6 +166,32 @@ func (m *Metrics) PluginRestarted(plugin string) {
 func (m *Metrics) Expires(unit string, notAfter, renewAt time.Time) {
 	if m != nil {
 		m.expiry.set(unit, notAfter, renewAt)
+	}
+}
+
+// etcdDBHelp describes the etcd gauges the leading unit reports (EtcdDB).
+var etcdDBHelp = map[string]string{
+	"tlsrelay_etcd_db_size_bytes":        "Size of etcd's database file, as the leading unit last read it from etcd's maintenance API.",
+	"tlsrelay_etcd_db_size_in_use_bytes": "Bytes of etcd's database holding live data (defrag frees the rest), as the leading unit last read them.",
+	"tlsrelay_etcd_quota_bytes":          "The etcd cluster's --quota-backend-bytes, as configured in relation.etcd.quota_bytes.",
+	"tlsrelay_etcd_revision":             "etcd's current revision, as the leading unit last read it.",
+	"tlsrelay_etcd_compact_revision":     "The revision etcd's history is compacted up to (0: never compacted), as the leading unit last read it.",
+}
+
+// EtcdDB records, for the leading unit, etcd's database size, quota, revision and
+// compaction; leading false removes the series.
+func (m *Metrics) EtcdDB(unit string, leading bool, size, inUse, quota, revision, compacted int64) {
+	if m == nil {
+		return
+	}
+	values := map[string]int64{"tlsrelay_etcd_db_size_bytes": size, "tlsrelay_etcd_db_size_in_use_bytes": inUse,
+		"tlsrelay_etcd_quota_bytes": quota, "tlsrelay_etcd_revision": revision, "tlsrelay_etcd_compact_revision": compacted}
+	for name, g := range m.etcdDB {
+		if !leading {
+			g.DeleteLabelValues(unit)
+			continue
+		}
+		g.WithLabelValues(unit).Set(float64(values[name]))
 	}
 }
 

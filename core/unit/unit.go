@@ -160,6 +160,11 @@ func (u *Unit) runMember(ctx context.Context, cfg *config.Config) (*config.Confi
 		}
 		return nil, err
 	}
+	if es, ok := store.(*etcd.Store); ok && u.opts.Metrics != nil {
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		defer stopWatch()
+		go u.reportEtcdDB(watchCtx, es, cfg)
+	}
 	defer func() {
 		leaveCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -356,4 +361,42 @@ func checkCustody(ctx context.Context, cfg *config.Config, deps prepared, host *
 			"remove ca_seal (a shared or remote CA needs none)", cfg.CASeal.KeyFile, cfg.Roles.Signer, custody))
 	}
 	return nil
+}
+
+// etcdDBEvery is how often the leading unit reads etcd's database size and compaction
+// for the metrics: they change slowly, and one unit reads them for the group. Whether
+// this unit leads is looked at every leadCheck, so a new leader reports at once.
+const (
+	etcdDBEvery = time.Minute
+	leadCheck   = 5 * time.Second
+)
+
+// reportEtcdDB keeps the tlsrelay_etcd_* gauges while this unit leads, until ctx ends.
+func (u *Unit) reportEtcdDB(ctx context.Context, store *etcd.Store, cfg *config.Config) {
+	t := time.NewTicker(leadCheck)
+	defer t.Stop()
+	var last time.Time // of the last read; zero while not leading
+	for {
+		a := u.agent.Load()
+		switch leading := a != nil && a.Leading(); {
+		case leading && time.Since(last) >= etcdDBEvery:
+			rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			h, err := store.DBHealth(rctx, cfg.Relation.Etcd.QuotaBytes)
+			cancel()
+			last = time.Now()
+			if err != nil {
+				u.opts.Log.Debug("etcd's database health", "error", err)
+				break
+			}
+			u.opts.Metrics.EtcdDB(cfg.Unit, true, h.DBSize, h.DBSizeInUse, h.QuotaBytes, h.Revision, h.CompactRevision)
+		case !leading && !last.IsZero():
+			last = time.Time{}
+			u.opts.Metrics.EtcdDB(cfg.Unit, false, 0, 0, 0, 0, 0)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -536,3 +536,33 @@ func TestUnchangedBagValuesAreNotWritten(t *testing.T) {
 		t.Fatalf("profile set again after a delete was skipped: %d", last["profile"])
 	}
 }
+
+// DBHealth reports the database's size and how far history is compacted: 0 until
+// something compacts it, then the revision compacted to.
+func TestDBHealthSeesCompaction(t *testing.T) {
+	srv := startEmbedded(t)
+	s := open(t, srv.Endpoint(), "health", 5*time.Second)
+	m := relationtest.Join(t, s, "db/0", false)
+	ctx := context.Background()
+	for i := range 20 {
+		if err := m.SetUnitData(ctx, map[string]string{"csr": fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := s.DBHealth(ctx, 2<<30)
+	if err != nil || h.DBSize <= 0 || h.DBSizeInUse <= 0 || h.Revision < 20 || h.CompactRevision != 0 || h.QuotaBytes != 2<<30 {
+		t.Fatalf("DBHealth = %+v, %v; want a size, 20 revisions or more, none compacted", h, err)
+	}
+	raw, err := clientv3.New(clientv3.Config{Endpoints: []string{srv.Endpoint()}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	compactTo := h.Revision - 5
+	if _, err := raw.Compact(ctx, compactTo); err != nil {
+		t.Fatal(err)
+	}
+	if h, err = s.DBHealth(ctx, 2<<30); err != nil || h.CompactRevision != compactTo {
+		t.Fatalf("after compacting to %d: %+v, %v", compactTo, h, err)
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/internal/termsafe"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -52,6 +53,8 @@ type Group struct {
 	// Alarms are the etcd cluster's alarms (a full backend refuses every write), with
 	// the remedy; set by the caller, which reaches etcd.
 	Alarms []string `json:"alarms,omitempty"`
+	// Etcd is etcd's database as its members report it; set by the caller.
+	Etcd *etcd.DBHealth `json:"etcd,omitempty"`
 	// Departed lists units that left while the group still answers for certificates
 	// issued to them: revocations pending or in force, or a note that they will be back.
 	Departed []Departed `json:"departed"`
@@ -209,6 +212,9 @@ func (g Group) WriteTable(w io.Writer) error {
 	for _, a := range g.Alarms {
 		fmt.Fprintf(w, "ALARM: %s\n", a)
 	}
+	if h := g.Etcd; h != nil {
+		fmt.Fprintf(w, "etcd: %s\n", DescribeDB(*h))
+	}
 	if len(g.Noisy) > 0 {
 		fmt.Fprintf(w, "units writing their bags more than %d times a minute: %s\n", protocol.WriteBudget, e(strings.Join(g.Noisy, ", ")))
 	}
@@ -236,6 +242,32 @@ func (g Group) WriteTable(w io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", e(d.Unit), orNone(e(d.Note)), d.Since, e(strings.Join(d.Revoked, ",")), e(strings.Join(d.Pending, ",")))
 	}
 	return tw.Flush()
+}
+
+// DescribeDB is etcd's database in a line: its size against the quota, and whether
+// history is compacted (an external etcd keeps every revision unless told to compact).
+func DescribeDB(h etcd.DBHealth) string {
+	mib := func(b int64) string {
+		switch {
+		case b >= 1<<30:
+			return fmt.Sprintf("%.1f GiB", float64(b)/(1<<30))
+		case b >= 1<<20:
+			return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20))
+		}
+		return fmt.Sprintf("%d KiB", b>>10)
+	}
+	line := fmt.Sprintf("database %s (%s in use)", mib(h.DBSize), mib(h.DBSizeInUse))
+	if h.QuotaBytes > 0 {
+		line += fmt.Sprintf(" of a %s quota (%.0f%%)", mib(h.QuotaBytes), 100*float64(h.DBSize)/float64(h.QuotaBytes))
+	}
+	line += fmt.Sprintf(", revision %d, ", h.Revision)
+	switch {
+	case h.CompactRevision == 0 && h.Embedded:
+		return line + "not compacted yet (the embedded etcd compacts history older than an hour)"
+	case h.CompactRevision == 0:
+		return line + "never compacted: its history grows until something compacts it (run etcd with --auto-compaction-retention, e.g. 1h)"
+	}
+	return line + fmt.Sprintf("compacted up to %d", h.CompactRevision)
 }
 
 func orNone(s string) string {
