@@ -21,7 +21,7 @@ import (
 // returned to be kept open while the process runs.
 func (h *Host) command(name string, spec config.Plugin) (*exec.Cmd, *os.File, error) {
 	if h.sockets == "" {
-		dir, err := os.MkdirTemp("", "tlsrelay-plugins-")
+		dir, err := socketDir()
 		if err != nil {
 			return nil, nil, fmt.Errorf("plugin %s: a directory for its socket: %w", name, err)
 		}
