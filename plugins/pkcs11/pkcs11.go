@@ -112,7 +112,7 @@ func (b *Backend) Configure(_ context.Context, req sdk.ConfigureRequest) error {
 	if _, err := os.Stat(cfg.Module); err != nil {
 		return sdk.Errorf(sdk.CodeFailedPrecondition, "config.module", "%v", err)
 	}
-	token, err := crypto11.Configure(&crypto11.Config{Path: cfg.Module, TokenLabel: cfg.TokenLabel, Pin: pin})
+	token, err := openToken(&crypto11.Config{Path: cfg.Module, TokenLabel: cfg.TokenLabel, Pin: pin})
 	if err != nil {
 		return loginError(cfg, err)
 	}
@@ -154,11 +154,34 @@ func (c Config) pin() (string, error) {
 	return "", sdk.Errorf(sdk.CodeInvalidArgument, "config.pin_file", "the token's user PIN is required: set pin_file or pin_env")
 }
 
+// openTries bounds the attempts to open a token.
+const openTries = 5
+
+// openToken opens the token, again after a failure that is not the PIN's: SoftHSM2
+// answers CKR_GENERAL_ERROR or CKR_USER_PIN_NOT_INITIALIZED now and then to a process
+// that opens a token while another writes it (its file store), as the agents of one
+// host and a plugin restarted beside its predecessor do. A refused PIN is never tried
+// again: each try would count toward locking it.
+func openToken(c *crypto11.Config) (*crypto11.Context, error) {
+	for try := 1; ; try++ {
+		token, err := crypto11.Configure(c)
+		if err == nil || try == openTries || pinRefused(err) {
+			return token, err
+		}
+		time.Sleep(time.Duration(try) * 50 * time.Millisecond)
+	}
+}
+
+func pinRefused(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "CKR_PIN_INCORRECT") || strings.Contains(msg, "CKR_PIN_LEN_RANGE") || strings.Contains(msg, "CKR_PIN_LOCKED")
+}
+
 // loginError classifies crypto11's failure to open the token.
 func loginError(cfg Config, err error) error {
 	msg := err.Error()
 	switch {
-	case strings.Contains(msg, "CKR_PIN_INCORRECT"), strings.Contains(msg, "CKR_PIN_LEN_RANGE"):
+	case pinRefused(err):
 		return sdk.Errorf(sdk.CodePermissionDenied, "config.pin_file", "token %q refused the PIN: %v", cfg.TokenLabel, err)
 	case strings.Contains(msg, "could not find PKCS#11 token"), strings.Contains(msg, "no slot"):
 		return sdk.Errorf(sdk.CodeFailedPrecondition, "config.token_label", "no token labelled %q in %s: %v", cfg.TokenLabel, cfg.Module, err)
