@@ -566,3 +566,16 @@ func TestDBHealthSeesCompaction(t *testing.T) {
 		t.Fatalf("after compacting to %d: %+v, %v", compactTo, h, err)
 	}
 }
+
+// A second agent with a unit name a live agent holds is refused once it has seen the
+// holder renew its lease, not after waiting out twice the TTL. (A name whose holder died
+// is taken once its lease expires: the agents' restart tests in cmd/tlsrelay.)
+func TestATakenUnitNameIsRefused(t *testing.T) {
+	srv := startEmbedded(t)
+	const ttl = 3 * time.Second
+	relationtest.Join(t, open(t, srv.Endpoint(), "taken", ttl), "db/0", false)
+	_, err := open(t, srv.Endpoint(), "taken", ttl).Join(context.Background(), "db/0", relation.JoinOptions{})
+	if !errors.Is(err, etcd.ErrDuplicate) || !strings.Contains(err.Error(), "another agent runs this unit") {
+		t.Fatalf("a second agent of db/0: %v, want ErrDuplicate after seeing the holder renew", err)
+	}
+}

@@ -63,6 +63,8 @@ func (m *member) claim(ctx context.Context, session *concurrency.Session) error 
 	key := m.s.layout.member(m.unit)
 	val, _ := json.Marshal(memberValue{LeaderEligible: m.opts.LeaderEligible, Joined: time.Now().UTC()})
 	var since time.Time
+	var latest time.Time // the latest expiry of the holder's lease seen
+	renewals := 0
 	for {
 		resp, err := m.s.client.Txn(ctx).
 			If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).
@@ -96,10 +98,29 @@ func (m *member) claim(ctx context.Context, session *concurrency.Session) error 
 		if err != nil {
 			return fmt.Errorf("join %s: %w", m.unit, err)
 		}
+		if ttl.TTL <= 0 { // expiring or expired: its keys go with it, then the claim succeeds
+			sleep(ctx, 250*time.Millisecond)
+			if ctx.Err() != nil {
+				return fmt.Errorf("join %s: %w", m.unit, ctx.Err())
+			}
+			continue
+		}
 		if since.IsZero() {
 			since = time.Now()
-			m.log.Info("the unit's name is held by an earlier lease; waiting for it to expire",
-				"lease", fmt.Sprintf("%x", holder), "ttl", ttl.TTL)
+			m.log.Warn("the unit's name is held by another lease: waiting for it to expire (an agent of this unit stopped a moment ago), "+
+				"or to see it renewed (another agent runs this unit)", "lease", fmt.Sprintf("%x", holder), "ttl_s", ttl.TTL)
+		}
+		// A holder renewing its lease is alive: the lease's expiry moves later. TTLs come
+		// in whole seconds, so a move counts past a second. One can be etcd's own (it
+		// extends every lease when its leader changes); two are the holder's keepalives.
+		if expiry := time.Now().Add(time.Duration(ttl.TTL) * time.Second); latest.IsZero() {
+			latest = expiry
+		} else if expiry.Sub(latest) > time.Second {
+			renewals, latest = renewals+1, expiry
+		}
+		if renewals >= 2 {
+			return fmt.Errorf("join %s: %w (lease %x was renewed %d times in %s: another agent runs this unit; two agents may not share a unit name)",
+				m.unit, ErrDuplicate, holder, renewals, time.Since(since).Round(time.Second))
 		}
 		// etcd extends leases when it restarts, so a dead holder's may outlive one TTL.
 		if time.Since(since) > time.Duration(2*ttl.GrantedTTL+1)*time.Second {
