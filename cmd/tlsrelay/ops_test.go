@@ -118,6 +118,7 @@ certificate:
 		t.Errorf("the leader's etcd gauges: quota %v, database %v bytes", q, size)
 	}
 	lintMetrics(t, base)
+	proveMonitoring(t, base)
 
 	// A peer that asks for web/0's name is refused, and the refusal counted by rule.
 	rogue := relationtest.Join(t, openEtcd(t, srv.Endpoint(), "ops"), "web/9", false)
