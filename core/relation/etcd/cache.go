@@ -12,6 +12,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/backoff"
 
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
 
@@ -103,41 +104,77 @@ func (f *follower) run(ctx context.Context) {
 	}
 }
 
-// load reads the whole scope in one transaction, so every key is at the same revision,
-// and replaces the local copy with it.
+// loadPage is how many keys one read of a prefix returns at most: a leader's first read
+// of a large group is many reads of a bounded size, not one response of every unit's
+// bag (some 2 KB a unit; etcd and its client hold a whole response in memory).
+var loadPage int64 = 2000
+
+// onPage, when set (tests), runs between the pages of a load.
+var onPage func()
+
+// load reads the whole scope at one revision, so that every key is as of the same
+// moment, and replaces the local copy with it: the keys and the first page of each
+// prefix in one transaction (whose revision the rest is read at), then the further
+// pages of each prefix at that revision. A revision compacted meanwhile fails the load,
+// which is tried again.
 func (f *follower) load(ctx context.Context) (int64, error) {
 	var ops []clientv3.Op
 	for _, k := range f.scope.keys {
 		ops = append(ops, clientv3.OpGet(k))
 	}
 	for _, p := range f.scope.prefixes {
-		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix()))
+		ops = append(ops, clientv3.OpGet(p, clientv3.WithPrefix(), clientv3.WithLimit(loadPage), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend)))
 	}
 	// Bounded per attempt: a request stuck on a broken connection is retried, not waited on.
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
 	resp, err := f.client.Txn(rctx).Then(ops...).Commit()
+	cancel()
 	if err != nil {
 		return 0, explain(f.client, err)
 	}
+	rev := resp.Header.Revision
 	revs := map[string]int64{}
-	v := newView(resp.Header.Revision)
+	v := newView(rev)
 	v.budget = f.layout.schema.WriteBudget
 	var bytes int64
-	for _, r := range resp.Responses {
-		for _, kv := range r.GetResponseRange().Kvs {
-			key := string(kv.Key)
-			revs[key] = kv.ModRevision
+	take := func(kvs []*mvccpb.KeyValue) {
+		for _, kv := range kvs {
+			revs[string(kv.Key)] = kv.ModRevision
 			v.set(f.layout.placeOfKV(kv), string(kv.Value), false, kv.ModRevision)
 			bytes += int64(len(kv.Key) + len(kv.Value))
 		}
 	}
-	f.stats.add(bytes, 1, 0)
+	for i, r := range resp.Responses {
+		rr := r.GetResponseRange()
+		take(rr.Kvs)
+		if i < len(f.scope.keys) || !rr.More {
+			continue
+		}
+		prefix := f.scope.prefixes[i-len(f.scope.keys)]
+		from := rr.Kvs[len(rr.Kvs)-1].Key
+		for more := true; more; {
+			if onPage != nil {
+				onPage()
+			}
+			rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			page, err := f.client.Get(rctx, string(from)+"\x00", clientv3.WithRange(clientv3.GetPrefixRangeEnd(prefix)),
+				clientv3.WithRev(rev), clientv3.WithLimit(loadPage), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+			cancel()
+			if err != nil {
+				return 0, explain(f.client, fmt.Errorf("read %s at revision %d: %w", prefix, rev, err))
+			}
+			take(page.Kvs)
+			if more = page.More && len(page.Kvs) > 0; more {
+				from = page.Kvs[len(page.Kvs)-1].Key
+			}
+		}
+	}
+	f.stats.add(bytes, 1, 0) // one full read of the scope, however many pages
 	f.mu.Lock()
-	f.revs, f.rev, f.view = revs, resp.Header.Revision, v
+	f.revs, f.rev, f.view = revs, rev, v
 	f.mu.Unlock()
 	f.notify()
-	return resp.Header.Revision, nil
+	return rev, nil
 }
 
 // watchStreams is how many gRPC streams the watches of one process are spread over.
