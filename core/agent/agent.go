@@ -204,6 +204,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer unlock()
 	defer a.onChange.close()
+	defer func() { // a unit that stops leading by stopping lets its signer idle too
+		if a.leading {
+			a.keepSignerWarm(false)
+		}
+	}()
 	if a.files.derivedStale(a.opts.Certificate.Output) { // a format added, or a crash between writes
 		if err := a.derive(); err != nil {
 			a.log.Warn("writing the output formats", "error", err)

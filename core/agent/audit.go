@@ -6,6 +6,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/audit"
 	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -97,6 +98,7 @@ func (a *Agent) recordLeadership(leader bool) error {
 		return nil
 	}
 	a.leading = leader
+	a.keepSignerWarm(leader)
 	event := audit.EventLeaderLost
 	if leader {
 		event = audit.EventLeaderGained
@@ -105,4 +107,16 @@ func (a *Agent) recordLeadership(leader bool) error {
 		return fmt.Errorf("%s: %w", a.unit, err)
 	}
 	return nil
+}
+
+// warmKeeper is the part of a plugin host that keeps a backend running while asked
+// (backend.Host.KeepWarm): a leading unit's signer is not stopped for idleness.
+type warmKeeper interface {
+	KeepWarm(role config.Role, keep bool)
+}
+
+func (a *Agent) keepSignerWarm(keep bool) {
+	if k, ok := a.opts.Backends.(warmKeeper); ok {
+		k.KeepWarm(config.RoleSigner, keep)
+	}
 }

@@ -20,6 +20,7 @@ type guarded struct {
 }
 
 func (g guarded) check(ctx context.Context, err error) error {
+	g.r.used() // a call just ended: the plugin is not idle
 	// gRPC may end the call on its own timer a moment before ctx's: the clock decides.
 	deadline, ok := ctx.Deadline()
 	if err != nil && (errors.Is(ctx.Err(), context.DeadlineExceeded) || ok && !time.Now().Before(deadline)) {

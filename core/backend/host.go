@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -44,6 +45,8 @@ type Options struct {
 	// Validity is the certificate lifetime the group asks for, told to every backend
 	// in Configure (sdk.ConfigureRequest.Validity).
 	Validity time.Duration
+	// IdleStop stops a plugin no call has used for this long (plugin_idle); 0 never.
+	IdleStop time.Duration
 }
 
 // Host runs the backends of one unit.
@@ -55,6 +58,10 @@ type Host struct {
 	closed  bool
 	running map[string]*running
 	started map[string]bool // plugins started at least once: a later start is a restart
+	warm    map[string]int  // plugins kept running whatever IdleStop says, by how many asked
+	// stopReaping ends reapIdle; stoppedIdle counts its stops.
+	stopReaping chan struct{}
+	stoppedIdle atomic.Int64
 	// sockets holds the plugins' unix sockets, made on the first start and removed by
 	// Close, with the sockets of any plugin that was killed and could not remove its own.
 	sockets string
@@ -65,6 +72,7 @@ type running struct {
 	client  *plugin.Client
 	backend sdk.Backend
 	info    sdk.Info
+	lastUse atomic.Int64 // unix nanoseconds of the last call (IdleStop)
 }
 
 // New returns a Host; it launches nothing until a backend is first needed.
@@ -79,7 +87,12 @@ func New(opts Options) (*Host, error) {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	return &Host{opts: opts, log: opts.Logger, running: map[string]*running{}, started: map[string]bool{}}, nil
+	h := &Host{opts: opts, log: opts.Logger, running: map[string]*running{}, started: map[string]bool{}, warm: map[string]int{}}
+	if opts.IdleStop > 0 {
+		h.stopReaping = make(chan struct{})
+		go h.reapIdle(h.stopReaping)
+	}
+	return h, nil
 }
 
 // roleNeeds lists the capabilities each role uses.
@@ -106,6 +119,7 @@ func (h *Host) For(ctx context.Context, role config.Role) (sdk.Backend, error) {
 				name, r.info.Name, r.info.Version, c))
 		}
 	}
+	r.used()
 	return guarded{Backend: r.backend, host: h, name: name, r: r}, nil
 }
 
@@ -156,6 +170,7 @@ func (h *Host) launch(ctx context.Context, name string) (*running, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.used()
 	h.running[name] = r
 	return r, nil
 }
@@ -317,6 +332,10 @@ func (h *Host) Close() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.closed = true
+	if h.stopReaping != nil {
+		close(h.stopReaping)
+		h.stopReaping = nil
+	}
 	for name, r := range h.running {
 		r.client.Kill() // graceful first, then forced after a grace period; waits
 		delete(h.running, name)

@@ -231,3 +231,54 @@ func TestErrorCodesCrossTheProcessBoundary(t *testing.T) {
 		t.Fatalf("FetchSecret on cfssl: err = %v, want Unimplemented naming the ref", err)
 	}
 }
+
+// A plugin no call has used for IdleStop is stopped and started again on the next For,
+// which is not counted as a restart; one kept warm stays however idle.
+func TestIdlePluginsStopAndStartOnDemand(t *testing.T) {
+	restarts := 0
+	h, err := New(Options{Plugins: map[string]config.Plugin{"cfssl": {Builtin: true}}, Roles: config.Roles{CSR: "cfssl", Signer: "cfssl"},
+		StateDir: t.TempDir(), Self: testbin.Build(t, testbin.Tlsrelay), IdleStop: 300 * time.Millisecond,
+		OnRestart: func(string) { restarts++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	ctx := context.Background()
+	csr := func() {
+		t.Helper()
+		b, err := h.For(ctx, config.RoleCSR)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := b.CreateCSR(ctx, sdk.CSRRequest{CommonName: "a-0", SANs: []string{"a-0"}, Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	csr()
+	first := h.Pids()["cfssl"]
+	awaitCond(t, "the idle plugin stopped", func() bool { return len(h.Pids()) == 0 })
+	csr() // on demand
+	if second := h.Pids()["cfssl"]; second == 0 || second == first {
+		t.Fatalf("plugin pids %d then %d: not started again on demand", first, second)
+	}
+	if restarts != 0 || h.IdleStops() < 1 {
+		t.Fatalf("%d restarts counted, %d idle stops; want 0 and at least 1", restarts, h.IdleStops())
+	}
+	h.KeepWarm(config.RoleSigner, true)
+	kept := h.Pids()["cfssl"]
+	time.Sleep(time.Second) // three idle periods: kept warm, it stays
+	if h.Pids()["cfssl"] != kept {
+		t.Fatal("a plugin kept warm was stopped for idleness")
+	}
+	h.KeepWarm(config.RoleSigner, false)
+	awaitCond(t, "the plugin no longer kept warm stopped", func() bool { return len(h.Pids()) == 0 })
+}
+
+func awaitCond(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+	}
+}

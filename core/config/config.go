@@ -35,6 +35,11 @@ type Config struct {
 	Secrets        []Secret      `mapstructure:"secrets"`
 	SecretsRefresh time.Duration `mapstructure:"secrets_refresh"`
 
+	// PluginIdle stops a plugin process no call has used for this long (a unit needs its
+	// plugins once per renewal); it starts again when needed. The leader's signer stays.
+	// 0 keeps plugins running.
+	PluginIdle time.Duration `mapstructure:"plugin_idle"`
+
 	// Audit is the leader's audit trail (core/audit): off when Path is empty.
 	Audit Audit `mapstructure:"audit"`
 

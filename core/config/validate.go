@@ -96,6 +96,9 @@ func (c *Config) validateSecrets(p *problems) {
 	if len(c.Secrets) > 0 && c.Roles.Secrets == "" {
 		p.add("roles.secrets", "must name a backend: %d secrets are configured", len(c.Secrets))
 	}
+	if c.PluginIdle < 0 || c.PluginIdle > 0 && c.PluginIdle < time.Second {
+		p.add("plugin_idle", "%s must be 0 (keep plugins running) or at least 1s", c.PluginIdle)
+	}
 	if c.Audit.MaxBytes < 4096 {
 		p.add("audit.max_bytes", "%d must be at least 4096", c.Audit.MaxBytes)
 	}

@@ -79,7 +79,7 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 	}
 	stateDir := cmp.Or(opts.StateDir, cfg.StateDir)
 	host, err := backend.New(backend.Options{Self: opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
-		StateDir: stateDir, Logger: log})
+		StateDir: stateDir, Logger: log, IdleStop: cfg.PluginIdle})
 	if err != nil {
 		return err
 	}

@@ -203,7 +203,7 @@ func (u *Unit) runAgent(ctx context.Context, cfg *config.Config, member relation
 	}
 	host, err := backend.New(backend.Options{Self: u.opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
 		StateDir: cfg.StateDir, Logger: log.Named(cfg.Unit), OnRestart: u.opts.Metrics.PluginRestarted,
-		Validity: cfg.Certificate.Validity})
+		Validity: cfg.Certificate.Validity, IdleStop: cfg.PluginIdle})
 	if err != nil {
 		return nil, err
 	}
