@@ -249,6 +249,9 @@ func (m *member) Leave(ctx context.Context) error {
 		return nil
 	}
 	m.left = true
+	if m.tenureTimer != nil {
+		m.tenureTimer.Stop()
+	}
 	m.mu.Unlock()
 	m.cancel()
 	// The campaign and the rejoin loop end with the membership's context; a join under

@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -60,6 +61,7 @@ type Store struct {
 	stats  Stats
 	onLag  func(time.Duration)
 	group  group
+	closed atomic.Bool // Close was called: its members' timers end quietly
 }
 
 var _ relation.Store = (*Store)(nil)
@@ -135,6 +137,7 @@ func (s *Store) ReadCounts() relation.ReadCounts { return s.stats.counts() }
 
 // Close closes the connection.
 func (s *Store) Close() error {
+	s.closed.Store(true)
 	s.group.mu.Lock()
 	f := s.group.follower
 	s.group.follower, s.group.members = nil, nil

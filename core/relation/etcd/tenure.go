@@ -65,6 +65,9 @@ func (m *member) extendTenure(until time.Time) {
 
 // tenureLapsed: the tenure's end came with no keepalive answered since.
 func (m *member) tenureLapsed() {
+	if m.ctx.Err() != nil || m.s.closed.Load() {
+		return // the member left, or its store closed: nothing acts on it any more
+	}
 	m.mu.Lock()
 	lapsed := m.leading && !time.Now().Before(m.tenure)
 	m.mu.Unlock()
