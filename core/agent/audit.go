@@ -2,7 +2,6 @@ package agent
 
 import (
 	"fmt"
-	"slices"
 
 	"github.com/tlsrelay/tlsrelay/core/audit"
 	"github.com/tlsrelay/tlsrelay/core/caseal"
@@ -67,10 +66,19 @@ func changeEvents(before, kv map[string]string) []audit.Event {
 			events = append(events, audit.Event{Event: audit.EventRotation, Phase: now.Phase, From: now.From, To: now.To, Reason: now.Reason})
 		}
 	}
-	if list, ok := kv[protocol.KeyRevoked]; ok && list != before[protocol.KeyRevoked] {
-		old := protocol.RevocationsOf(before)
-		for _, r := range protocol.RevocationsOf(map[string]string{protocol.KeyRevoked: list}) {
-			if !slices.ContainsFunc(old, func(o protocol.Revocation) bool { return o.Serial == r.Serial }) {
+	written := map[string]string{}
+	for k, v := range kv {
+		if protocol.IsRevocationKey(k) && v != before[k] {
+			written[k] = v
+		}
+	}
+	if len(written) > 0 {
+		old := map[string]bool{}
+		for _, r := range protocol.RevocationsOf(before) {
+			old[r.Serial] = true
+		}
+		for _, r := range protocol.RevocationsOf(written) {
+			if !old[r.Serial] {
 				events = append(events, audit.Event{Event: audit.EventRevoked, Unit: r.Unit, Serial: r.Serial, NotAfter: r.NotAfter.UTC(),
 					Reason: "departed " + r.Departed.UTC().Format("2006-01-02T15:04:05Z")})
 			}
@@ -80,13 +88,22 @@ func changeEvents(before, kv map[string]string) []audit.Event {
 }
 
 // auditedKeys is the leader data changeEvents compares, from base with kv written over
-// it: three keys, not the whole of leader data (a certificate per unit).
+// it: the CA, the rotation and the revocations, not the whole of leader data (a
+// certificate per unit).
 func auditedKeys(base, kv map[string]string) map[string]string {
-	out := make(map[string]string, 3)
-	for _, k := range []string{protocol.KeyCA, protocol.KeyCARotation, protocol.KeyRevoked} {
-		out[k] = base[k]
-		if v, ok := kv[k]; ok {
+	out := map[string]string{}
+	for k, v := range base {
+		if k == protocol.KeyCA || k == protocol.KeyCARotation || protocol.IsRevocationKey(k) {
 			out[k] = v
+		}
+	}
+	for k, v := range kv {
+		if k == protocol.KeyCA || k == protocol.KeyCARotation || protocol.IsRevocationKey(k) {
+			if v == "" {
+				delete(out, k)
+			} else {
+				out[k] = v
+			}
 		}
 	}
 	return out

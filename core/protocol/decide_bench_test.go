@@ -2,7 +2,12 @@ package protocol
 
 import (
 	"fmt"
+	"math/big"
 	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // A leader's decision over a settled group: every unit's CSR and certificate checked
@@ -24,5 +29,40 @@ func BenchmarkDecideLeader(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// A leader's decision over a settled group of 100 units with revoked certificates of
+// departed units in force, and the CRL listing them: what every decision pays for the
+// revocations the group holds (reading the records, checking the CRL against them).
+//
+//	go test -run '^$' -bench DecideLeaderWithRevocations ./core/protocol
+func BenchmarkDecideLeaderWithRevocations(b *testing.B) {
+	for _, revoked := range []int{0, 1000, 10000} {
+		v, ca := leaderViewAndCA(b, 100)
+		v.Memory.SignsCRL = true
+		req := sdk.CRLRequest{ThisUpdate: now.Add(-time.Hour), NextUpdate: now.Add(CRLLifetime - time.Hour), Number: big.NewInt(2)}
+		for i := range revoked {
+			unit := fmt.Sprintf("gone/%d", i)
+			serial := big.NewInt(int64(1<<20 + i))
+			v.LeaderData[RevocationKey(unit)] = encodeRevocations([]Revocation{{Unit: unit, Serial: serial.Text(16),
+				NotAfter: now.Add(day), Departed: now.Add(-2 * time.Hour), Retired: true}})
+			req.Revoked = append(req.Revoked, sdk.RevokedCertificate{Serial: serial, RevokedAt: now})
+		}
+		crl, err := certutil.NewCRL(ca.Cert, ca.Key, req)
+		if err != nil {
+			b.Fatal(err)
+		}
+		v.LeaderData[KeyCRL] = string(crl)
+		v.Parsed = NewParsed()
+		if d := Decide(v); len(leaderOnly(d.Actions)) != 0 {
+			b.Fatalf("a settled group with %d revoked: %#v", revoked, leaderOnly(d.Actions))
+		}
+		b.Run(fmt.Sprintf("revoked=%d", revoked), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				Decide(v)
+			}
+		})
 	}
 }

@@ -44,7 +44,11 @@ func issuedTo(v View, unit string) []Issued {
 // certificates expire. Revocations leave the list when their certificate expires.
 func planDepartures(v View) (actions []Action, list []Revocation) {
 	after := v.CRL.RevokeAfter
-	list = decodeRevocations(v.LeaderData[KeyRevoked])
+	list, recorded := v.revocations()
+	index := make(map[string]int, len(list)) // by serial: the cost of a departure does not grow with the list
+	for i, r := range list {
+		index[r.Serial] = i
+	}
 	departed := departedUnits(v)
 	for _, unit := range departed {
 		note := v.Away[unit]
@@ -52,10 +56,11 @@ func planDepartures(v View) (actions []Action, list []Revocation) {
 			continue
 		}
 		for _, is := range issuedTo(v, unit) {
-			i := slices.IndexFunc(list, func(r Revocation) bool { return r.Serial == is.Serial })
-			if i < 0 {
+			i, ok := index[is.Serial]
+			if !ok {
 				list = append(list, Revocation{Unit: unit, Serial: is.Serial, NotAfter: is.NotAfter, Departed: v.Now})
 				i = len(list) - 1
+				index[is.Serial] = i
 			}
 			if note == NoteGone && !list[i].Retired {
 				list[i].Retired, list[i].Departed = true, v.Now
@@ -68,8 +73,8 @@ func planDepartures(v View) (actions []Action, list []Revocation) {
 		return !v.Now.Before(r.NotAfter) || (back || planned) && !r.effective(v.Now, after)
 	})
 	slices.SortFunc(list, func(a, b Revocation) int { return compareHex(a.Serial, b.Serial) })
-	if encoded := encodeRevocations(list); encoded != v.LeaderData[KeyRevoked] {
-		actions = append(actions, SetLeaderData{KV: map[string]string{KeyRevoked: encoded}})
+	if kv := revocationWrites(v.LeaderData, recorded, list); len(kv) > 0 {
+		actions = append(actions, SetLeaderData{KV: kv})
 	}
 	for _, unit := range departed {
 		pending := slices.ContainsFunc(list, func(r Revocation) bool { return r.Unit == unit && !r.effective(v.Now, after) })
@@ -104,4 +109,34 @@ func perUnitKey(key string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// revocationWrites is what to write for list, ordered by serial, to be what leader
+// data records (recorded, by unit): each unit's list at its RevocationKey where it
+// changed, "" for a unit with none left, and KeyRevoked ("") once its entries are each
+// under their unit's key.
+func revocationWrites(leaderData map[string]string, recorded map[string][]Revocation, list []Revocation) map[string]string {
+	byUnit := map[string][]Revocation{}
+	for _, r := range list {
+		byUnit[r.Unit] = append(byUnit[r.Unit], r)
+	}
+	kv := map[string]string{}
+	for unit, revs := range byUnit {
+		if !slices.EqualFunc(revs, recorded[unit], sameRevocation) {
+			kv[RevocationKey(unit)] = encodeRevocations(revs)
+		}
+	}
+	for unit := range recorded {
+		if len(byUnit[unit]) == 0 {
+			kv[RevocationKey(unit)] = ""
+		}
+	}
+	if leaderData[KeyRevoked] != "" {
+		kv[KeyRevoked] = ""
+	}
+	return kv
+}
+
+func sameRevocation(a, b Revocation) bool {
+	return a.Unit == b.Unit && a.Serial == b.Serial && a.NotAfter.Equal(b.NotAfter) && a.Departed.Equal(b.Departed) && a.Retired == b.Retired
 }

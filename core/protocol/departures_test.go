@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"crypto/x509"
+	"fmt"
 	"maps"
 	"math/big"
 	"reflect"
@@ -79,7 +80,7 @@ func (r *leaderRun) serial(unit string) string {
 // revoked lists the serials recorded for revocation; inForce only those in force.
 func (r *leaderRun) revoked(inForce bool) []string {
 	var out []string
-	for _, rev := range decodeRevocations(r.v.LeaderData[KeyRevoked]) {
+	for _, rev := range RevocationsOf(r.v.LeaderData) {
 		if !inForce || rev.effective(r.v.Now, r.v.CRL.RevokeAfter) {
 			out = append(out, rev.Serial)
 		}
@@ -209,7 +210,7 @@ func TestDepartureNotes(t *testing.T) {
 		r.decide(tt.at)
 		inForce := slices.Equal(r.revoked(true), []string{serial})
 		kept := r.v.LeaderData[SignedCertificateKey("db/1")] != ""
-		recorded := len(decodeRevocations(r.v.LeaderData[KeyRevoked])) > 0 || inForce
+		recorded := len(RevocationsOf(r.v.LeaderData)) > 0 || inForce
 		if tt.at > 30*24*time.Hour {
 			recorded = false // expired: gone from the list either way
 		}
@@ -220,7 +221,7 @@ func TestDepartureNotes(t *testing.T) {
 	}
 }
 
-// Revocations are kept in the order of their serials' values, the order a CRL lists
+// Revocations are read in the order of their serials' values, the order a CRL lists
 // them in, so a CRL that lists the same serials is not signed again ("1f" after "a").
 func TestRevocationsInSerialOrder(t *testing.T) {
 	ca := newCA(t, "group CA")
@@ -237,10 +238,37 @@ func TestRevocationsInSerialOrder(t *testing.T) {
 	v := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable, SignsCRL: true},
 		Units: map[string]map[string]string{"db/0": {}}, CRL: CRLTerms{RevokeAfter: time.Hour},
 		LeaderData: map[string]string{KeyCA: ca.PEM, KeyCRL: string(crl),
-			KeyRevoked: encodeRevocations([]Revocation{inForce[1], inForce[0]})}} // written out of order
+			RevocationKey("db/2"): encodeRevocations(inForce[1:]), RevocationKey("db/1"): encodeRevocations(inForce[:1])}}
 	actions, wake := planRevocations(v, ca.PEM)
-	want := []Action{SetLeaderData{KV: map[string]string{KeyRevoked: encodeRevocations(inForce)}}}
-	if !reflect.DeepEqual(actions, want) || !wake.Equal(now.Add(CRLLifetime/2)) {
-		t.Fatalf("actions %#v, wake %s; want the list put in order and no new CRL", actions, wake)
+	if len(actions) != 0 || !wake.Equal(now.Add(CRLLifetime/2)) {
+		t.Fatalf("actions %#v, wake %s; want no new CRL", actions, wake)
+	}
+	if got := RevocationsOf(v.LeaderData); !reflect.DeepEqual(got, inForce) {
+		t.Fatalf("RevocationsOf = %+v, want them in serial order %+v", got, inForce)
+	}
+}
+
+// A departure writes its own unit's revocations and nothing of the others': what the
+// leader writes for one more revoked unit does not grow with how many are revoked
+// already (the group's list in one value outgrew an etcd request at ~10,000).
+func TestADepartureWritesOnlyItsOwnRevocations(t *testing.T) {
+	ca := newCA(t, "group CA")
+	key := newKey(t)
+	_, cert := ca.sign(t, key.Public(), certOpts{cn: "db/1", dns: []string{"db-1"}})
+	leaderData := map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/1"): cert}
+	for i := range 1000 {
+		unit := fmt.Sprintf("old/%d", i)
+		leaderData[RevocationKey(unit)] = encodeRevocations([]Revocation{{Unit: unit, Serial: fmt.Sprintf("%x", 1<<20+i),
+			NotAfter: now.Add(day), Departed: now.Add(-2 * time.Hour)}})
+	}
+	v := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable},
+		Units: map[string]map[string]string{"db/0": {}}, LeaderData: leaderData, CRL: CRLTerms{RevokeAfter: time.Hour}}
+	actions, list := planDepartures(v)
+	if len(list) != 1001 {
+		t.Fatalf("%d revocations listed, want the 1,000 recorded and db/1's", len(list))
+	}
+	set, ok := actions[0].(SetLeaderData)
+	if !ok || len(set.KV) != 1 || set.KV[RevocationKey("db/1")] == "" {
+		t.Fatalf("first action %#v: want one write, db/1's revocations", actions[0])
 	}
 }

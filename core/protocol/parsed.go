@@ -67,6 +67,9 @@ type slot struct {
 	crlErr  error
 	crlDone bool
 
+	revocations     []Revocation // a RevocationKey's records, decoded
+	revocationsDone bool
+
 	csr     *x509.CertificateRequest // parsed, and its signature verified
 	request *x509.CertificateRequest // parsed only: the unit's own CSR
 
@@ -135,6 +138,15 @@ func (s *slot) parseCRL() (*x509.RevocationList, error) {
 		s.crlDone = true
 	}
 	return s.crl, s.crlErr
+}
+
+// decodeRevocations decodes the slot's revocation records once; the list is shared:
+// read it only.
+func (s *slot) decodeRevocations() []Revocation {
+	if !s.revocationsDone {
+		s.revocations, s.revocationsDone = decodeRevocations(s.value), true
+	}
+	return s.revocations
 }
 
 // checkedBy remembers check, the verification of the slot's value by issuer's key.

@@ -10,6 +10,12 @@ import (
 // leaderView is a leader's view of n units, each with a CSR and a certificate signed for
 // it, and a pending CRL key.
 func leaderView(t testing.TB, n int) View {
+	v, _ := leaderViewAndCA(t, n)
+	return v
+}
+
+// leaderViewAndCA is leaderView and the group's CA.
+func leaderViewAndCA(t testing.TB, n int) (View, testCA) {
 	ca := newCA(t, "group CA")
 	v := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable},
 		Units: map[string]map[string]string{}, LeaderData: map[string]string{KeyCA: ca.PEM},
@@ -22,7 +28,7 @@ func leaderView(t testing.TB, n int) View {
 			KeySerial: mustLeaf(t, chain).SerialNumber.Text(16)}
 		v.LeaderData[SignedCertificateKey(unit)] = chain
 	}
-	return v
+	return v, ca
 }
 
 // firstCert is the parsed certificate kept under a leader-data key, or nil.

@@ -283,7 +283,7 @@ func TestLeaderSide(t *testing.T) {
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self},
 		{name: "a departed unit's certificate is forgotten, and recorded for revocation",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0)}, leaderData: signed, local: self,
-			want: []Action{SetLeaderData{KV: map[string]string{KeyRevoked: encodeRevocations(
+			want: []Action{SetLeaderData{KV: map[string]string{RevocationKey("db/1"): encodeRevocations(
 				[]Revocation{{Unit: "db/1", Serial: mustLeaf(t, cert1).SerialNumber.Text(16), NotAfter: mustLeaf(t, cert1).NotAfter, Departed: now}})}},
 				ForgetUnit{Unit: "db/1"}}},
 		{name: "a garbage CSR is rejected",

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"encoding/json"
+	"strings"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/policy"
@@ -42,7 +43,7 @@ const (
 
 // Leader data that only leaders read.
 const (
-	KeyRevoked    = "crl_revoked"       // []Revocation of departed units' certificates, until they expire
+	KeyRevoked    = "crl_revoked"       // earlier versions' []Revocation of the whole group; read, and moved to RevocationKey
 	KeyCASigner   = "ca_signer"         // the signer backend that holds the group's CA
 	KeyCARotation = "ca_rotation"       // a Rotation, while one is under way
 	KeyCARequest  = "ca_rotate_request" // the last `ca rotate` request the leader acted on
@@ -64,6 +65,7 @@ const (
 	certificateSuffix = "_signed_certificate"
 	rejectionSuffix   = "_rejected"
 	issuedSuffix      = "_issued"
+	revokedSuffix     = "_revoked"
 )
 
 // SignedCertificateKey is the leader-data key of a unit's certificate chain (PEM).
@@ -75,6 +77,19 @@ func RejectionKey(unit string) string { return unit + rejectionSuffix }
 // IssuedKey is the leader-data key of the unexpired certificates issued to a unit before
 // the one at SignedCertificateKey ([]Issued): what a departure revokes beside it.
 func IssuedKey(unit string) string { return unit + issuedSuffix }
+
+// RevocationKey is the leader-data key of a departed unit's revocations
+// ([]Revocation), in force or pending, kept until its certificates expire. One key a
+// unit, so that a departure writes what it changes: one list of the whole group grew
+// with every revocation in force, and past ~10,000 a write of it with the CRL no longer
+// fitted in one etcd request (docs/SCALING.md).
+func RevocationKey(unit string) string { return unit + revokedSuffix }
+
+// IsRevocationKey says whether key is a RevocationKey, or the group's list of earlier
+// versions (KeyRevoked).
+func IsRevocationKey(key string) bool {
+	return key == KeyRevoked || strings.HasSuffix(key, revokedSuffix) && len(key) > len(revokedSuffix)
+}
 
 // The notes a unit leaves when it departs (relation.Member.LeaveWithNote), which the
 // leader reads in View.Away. A unit that departs without one (a crash, a lost host, a
