@@ -106,8 +106,11 @@ func (f *follower) run(ctx context.Context) {
 
 // loadPage is how many keys one read of a prefix returns at most: a leader's first read
 // of a large group is many reads of a bounded size, not one response of every unit's
-// bag (some 2 KB a unit; etcd and its client hold a whole response in memory).
-var loadPage int64 = 2000
+// bag (some 2 KB a unit; etcd and its client hold a whole response in memory). Not
+// smaller: etcd counts the rest of the range on every page (its response's Count), so
+// a read of K keys costs some K²/(2·loadPage) steps in etcd; at 2,000 keys a page a new
+// leader of 100,000 units spent half a minute reading (docs/BENCHMARKS.md).
+var loadPage int64 = 20000
 
 // onPage, when set (tests), runs between the pages of a load.
 var onPage func()
