@@ -91,6 +91,8 @@ type Options struct {
 	// StartTimeout bounds the wait for the member to be ready (default 30s), and for
 	// Dir to be free when Wait.
 	StartTimeout time.Duration
+	// QuotaBytes is the backend's quota (default 2 GiB).
+	QuotaBytes int64
 	// Wait: when another process serves Dir or is starting to, wait until it stops
 	// (the owner of Dir, an agent, outwaits a `status` that read it meanwhile) rather
 	// than return a ServedError.
@@ -159,6 +161,9 @@ func start(opts Options) (*Server, error) {
 	// The embedded member serves one host's units: fsync stays on (a crash must not
 	// lose a published certificate), but the backend is sized for a relation, not a cluster.
 	cfg.QuotaBackendBytes = 2 << 30
+	if opts.QuotaBytes > 0 {
+		cfg.QuotaBackendBytes = opts.QuotaBytes
+	}
 	// Pre-vote: a member cut off and back does not force an election with the term it
 	// raised meanwhile (leadership, and the units' leases with it, would flap).
 	cfg.PreVote = true
