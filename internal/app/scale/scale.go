@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -61,6 +62,9 @@ type run struct {
 func Run(ctx context.Context, opts Options) error {
 	if opts.Leaders < 1 {
 		opts.Leaders = 1
+	}
+	if slices.Contains(opts.Scenarios, "failover") && opts.Leaders < 2 {
+		return fmt.Errorf("--scenarios failover needs --leaders 2 or more: a standby to take over")
 	}
 	if err := os.MkdirAll(filepath.Join(opts.Dir, "logs"), 0o700); err != nil {
 		return err
