@@ -9,13 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
+	"github.com/tlsrelay/tlsrelay/internal/proctree"
 	"go.uber.org/zap"
 )
 
@@ -60,7 +60,6 @@ type usage struct {
 	CPU          time.Duration
 	RSS, PeakRSS int64 // bytes
 	Processes    int
-	OwnCPU       time.Duration
 	OwnPeak      int64
 }
 
@@ -73,61 +72,17 @@ func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 // usageOf reads /proc for pid and every process below it.
 func usageOf(pid int) usage {
 	var u usage
-	for i, p := range append([]int{pid}, descendants(pid)...) {
-		cpu, rss, peak := procStat(p)
-		u.CPU += cpu
+	for _, p := range proctree.Descendants(pid) {
+		rss, peak := proctree.Memory(p.PID)
+		u.CPU += p.CPU
 		u.RSS += rss
 		u.PeakRSS += peak
 		u.Processes++
-		if i == 0 {
-			u.OwnCPU, u.OwnPeak = cpu, peak
+		if p.Depth == 0 {
+			u.OwnPeak = peak
 		}
 	}
 	return u
-}
-
-func descendants(pid int) []int {
-	var out []int
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	for _, t := range tasks {
-		b, _ := os.ReadFile(t)
-		for _, f := range strings.Fields(string(b)) {
-			if c, err := strconv.Atoi(f); err == nil {
-				out = append(out, c)
-				out = append(out, descendants(c)...)
-			}
-		}
-	}
-	return out
-}
-
-// procStat is a process's CPU time (user and system) and its resident set, now and at
-// its peak (VmHWM).
-func procStat(pid int) (cpu time.Duration, rss, peak int64) {
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil {
-		// Fields after the command name, which is in parentheses and may hold spaces.
-		if i := bytes.LastIndexByte(b, ')'); i > 0 {
-			f := strings.Fields(string(b[i+1:]))
-			if len(f) > 13 {
-				ut, _ := strconv.ParseInt(f[11], 10, 64)
-				st, _ := strconv.ParseInt(f[12], 10, 64)
-				cpu = time.Duration(ut+st) * time.Second / 100 // USER_HZ
-			}
-		}
-	}
-	if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			k, v, _ := strings.Cut(line, ":")
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-			switch k {
-			case "VmRSS":
-				rss = kb << 10
-			case "VmHWM":
-				peak = kb << 10
-			}
-		}
-	}
-	return cpu, rss, peak
 }
 
 // freePort asks the kernel for a free port on loopback.

@@ -14,6 +14,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/unit"
 	"github.com/tlsrelay/tlsrelay/internal/app/swarm"
+	"github.com/tlsrelay/tlsrelay/internal/proctree"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -40,7 +41,7 @@ func (r *run) converge(ctx context.Context) error {
 	leaderAfter, etcdAfter := usageOf(lp.pid()), usageOf(r.etcd.pid())
 	size, inUse, rev := r.etcdFigures(ctx)
 	writes := rev - rev0
-	_, selfRSS, selfPeak := procStat(os.Getpid())
+	selfRSS, selfPeak := proctree.Memory(os.Getpid())
 	r.printf("converge: %d units hold certificates after %s (all joined after %s)", r.opts.Units, took.Round(time.Millisecond), joined.Round(time.Millisecond))
 	r.printf("  leader %s: cpu %.1f s over the run; %s", leader, (leaderAfter.CPU - leaderBefore.CPU).Seconds(), leaderAfter)
 	r.printf("  etcd: %d revisions (%.0f writes/s), db %s (%s in use), cpu %.1f s, rss %s, peak %s",
