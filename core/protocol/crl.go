@@ -38,25 +38,12 @@ type CRLTerms struct {
 // ordered by serial: every unit's (RevocationKey), and what an earlier version's
 // leader recorded under KeyRevoked.
 func RevocationsOf(leaderData map[string]string) []Revocation {
-	var list []Revocation
-	seen := map[string]bool{}
-	for key, value := range leaderData {
-		if !IsRevocationKey(key) {
-			continue
-		}
-		for _, r := range decodeRevocations(value) {
-			if !seen[r.Serial] {
-				seen[r.Serial] = true
-				list = append(list, r)
-			}
-		}
-	}
-	slices.SortFunc(list, func(a, b Revocation) int { return compareHex(a.Serial, b.Serial) })
+	list, _ := View{LeaderData: leaderData}.revocations()
 	return list
 }
 
-// revocations is RevocationsOf for a leader, each unit's records decoded once a value
-// (View.Parsed), and by unit as leader data holds them.
+// revocations is RevocationsOf, each unit's records decoded once a value (View.Parsed;
+// nil decodes every time), and the records by unit as leader data holds them.
 func (v View) revocations() (list []Revocation, byUnit map[string][]Revocation) {
 	byUnit = map[string][]Revocation{}
 	seen := map[string]bool{}
