@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
@@ -44,8 +43,7 @@ func BenchmarkLoadPages(b *testing.B) {
 		b.Run(fmt.Sprintf("units=%d/page=%d", units, page), func(b *testing.B) {
 			loadPage = page
 			for b.Loop() {
-				f := &follower{client: s.client, layout: s.layout, scope: s.layout.wideScope(), notify: func() {}, log: hclog.NewNullLogger(),
-					stats: &Stats{}, revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{})}
+				f := wideFollower(s)
 				if _, err := f.load(ctx); err != nil {
 					b.Fatal(err)
 				}

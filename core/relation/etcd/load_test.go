@@ -43,8 +43,7 @@ func TestPagedReadIsOneRevision(t *testing.T) {
 			s.client.Put(ctx, s.layout.field("zz/1", "csr"), "new")
 		}
 	}
-	f := &follower{client: s.client, layout: s.layout, scope: s.layout.wideScope(), notify: func() {}, log: hclog.NewNullLogger(),
-		stats: &Stats{}, revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{})}
+	f := wideFollower(s)
 	rev, err := f.load(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -70,4 +69,10 @@ func TestPagedReadIsOneRevision(t *testing.T) {
 	if got := f.stats.Reads.Load(); got != 1 {
 		t.Errorf("%d full reads counted for one paged read", got)
 	}
+}
+
+// wideFollower is a follower of the whole relation that is not started: load reads it.
+func wideFollower(s *Store) *follower {
+	return &follower{client: s.client, layout: s.layout, scope: s.layout.wideScope(), notify: func() {}, log: hclog.NewNullLogger(),
+		stats: &Stats{}, revs: map[string]int64{}, written: map[int64]time.Time{}, echoed: map[int64]time.Time{}, ready: make(chan struct{})}
 }
