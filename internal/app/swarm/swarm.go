@@ -331,26 +331,27 @@ func (s *Swarm) Join(ctx context.Context, app string, n, parallel int, progress 
 
 // Units returns every unit that has not left.
 func (s *Swarm) Units() []*Unit {
+	out := s.joined()
+	slices.SortFunc(out, func(a, b *Unit) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// joined copies the units that have not left, in no order.
+func (s *Swarm) joined() []*Unit {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := make([]*Unit, 0, len(s.units))
 	for _, u := range s.units {
 		out = append(out, u)
 	}
-	slices.SortFunc(out, func(a, b *Unit) int { return strings.Compare(a.name, b.name) })
 	return out
 }
 
 // Count is how many joined units ok holds for, and how many are joined.
 func (s *Swarm) Count(ok func(*Unit) bool) (n, of int) {
-	// Not under s.mu: ok takes a unit's lock, which a unit holds while it reads the
-	// swarm's view.
-	s.mu.RLock()
-	units := make([]*Unit, 0, len(s.units))
-	for _, u := range s.units {
-		units = append(units, u)
-	}
-	s.mu.RUnlock()
+	// On a copy, not under s.mu: ok takes a unit's lock, which a unit holds while it
+	// reads the swarm's view.
+	units := s.joined()
 	for _, u := range units {
 		if ok(u) {
 			n++
