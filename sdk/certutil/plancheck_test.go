@@ -14,14 +14,16 @@ import (
 // A remote CA's answer is checked against the plan: what the plan would sign passes,
 // and each way a misconfigured CA departs from it is named.
 func TestSignPlanCheck(t *testing.T) {
-	caPEM, caKeyPEM, err := NewCA("plan CA", 24*time.Hour)
+	caPEM, caKeyPEM, err := NewCA("plan CA", 72*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cas, _ := ParseCertificates(caPEM)
-	caKey, _ := ParsePrivateKeyPEM(caKeyPEM)
 	other, _, _ := NewCA("other CA", 24*time.Hour)
 	otherCA, _ := ParseCertificates(other)
+	caKey, _ := ParsePrivateKeyPEM(caKeyPEM)
+	short, _ := NewCAForKey("plan CA", 24*time.Hour, caKey) // the same key, a shorter life
+	shortCA, _ := ParseCertificates(short)
 	csr, err := NewCSR(sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: "ecdsa", Size: 256}, CommonName: "web/0", SANs: []string{"web-0", "10.0.0.1"}})
 	if err != nil {
 		t.Fatal(err)
@@ -68,10 +70,17 @@ func TestSignPlanCheck(t *testing.T) {
 		{"a SAN dropped", sign(func(c *x509.Certificate) { c.DNSNames = nil }), cas[0], "DNS names"},
 		{"an IP added", sign(func(c *x509.Certificate) { c.IPAddresses = append(c.IPAddresses, c.IPAddresses[0].To16()[:16]) }), cas[0], "IP addresses"},
 		{"a fixed lifetime of a year", sign(func(c *x509.Certificate) { c.NotAfter = time.Now().Add(365 * 24 * time.Hour) }), cas[0], "validity 48h"},
+		{"half the validity", sign(func(c *x509.Certificate) { c.NotAfter = time.Now().Add(24 * time.Hour) }), cas[0], "validity 48h"},
+		{"the validity in whole days, from now", sign(func(c *x509.Certificate) { c.NotBefore = time.Now() }), cas[0], ""},
 		{"server usage only", sign(func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth} }), cas[0], "extended key usages"},
 		{"a CA certificate", sign(func(c *x509.Certificate) { c.IsCA = true }), cas[0], "CA certificate"},
+		{"a leaf that may sign certificates", sign(func(c *x509.Certificate) { c.KeyUsage |= x509.KeyUsageCertSign }), cas[0], "may sign certificates"},
+		{"no digitalSignature", sign(func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageKeyEncipherment }), cas[0], "lacks digitalSignature"},
+		{"an email address added", sign(func(c *x509.Certificate) { c.EmailAddresses = []string{"root@example.com"} }), cas[0], "email addresses"},
+		{"valid only from tomorrow", sign(func(c *x509.Certificate) { c.NotBefore = time.Now().Add(24 * time.Hour) }), cas[0], "valid only from"},
 		{"another key", sign(func(c *x509.Certificate) { c.SubjectKeyId = []byte{1} }), cas[0], "not the CSR's"},
 		{"another CA", signed, otherCA[0], "not signed by the CA"},
+		{"outliving its CA", signed, shortCA[0], "outlives its CA"},
 		{"not a certificate", []byte("<html>502</html>"), cas[0], "the signer's answer"},
 	}
 	for _, tt := range tests {
