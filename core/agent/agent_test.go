@@ -717,7 +717,7 @@ func TestLeaderPublishesEachBatchBeforeSigningTheNext(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		actions = append(actions, protocol.SignCSR{Unit: unit, CSRPEM: string(csr.CSRPEM), Profile: "peer"})
+		actions = append(actions, protocol.SignCSR{Unit: unit, CSRPEM: string(csr.CSRPEM), Profile: "peer", Validity: time.Hour, CA: a.memory.SignerCA})
 	}
 	if err := a.apply(ctx, actions); err != nil {
 		t.Fatal(err)
@@ -771,7 +771,7 @@ func TestEveryAnswerIsGuardedByItsCSR(t *testing.T) {
 		csrs[unit] = string(csr.CSRPEM)
 	}
 	err = a.apply(ctx, []protocol.Action{
-		protocol.SignCSR{Unit: "u/1", CSRPEM: csrs["u/1"], Profile: "peer", Validity: time.Hour},
+		protocol.SignCSR{Unit: "u/1", CSRPEM: csrs["u/1"], Profile: "peer", Validity: time.Hour, CA: a.memory.SignerCA},
 		protocol.RejectCSR{Unit: "u/2", CSRPEM: csrs["u/2"], Rejection: protocol.Rejection{CSRDigest: protocol.Digest(csrs["u/2"]), Reason: "no"}},
 	})
 	if err != nil {

@@ -22,6 +22,8 @@ type leaderWrites struct {
 	answered []string
 	// events are the audit records of the certificates and rejections in kv.
 	events []audit.Event
+	// check judges what the signer returns before it is published.
+	check protocol.IssueCheck
 }
 
 func (w *leaderWrites) answer(unit, csrPEM string, kv map[string]string) {
@@ -65,21 +67,26 @@ func (a *Agent) apply(ctx context.Context, actions []protocol.Action) error {
 
 // publish writes the leader data gathered in w, and empties it.
 func (a *Agent) publish(ctx context.Context, w *leaderWrites) error {
-	if len(w.kv) == 0 {
+	if len(w.kv) == 0 && len(w.events) == 0 {
 		return nil
 	}
 	// On record before it is published: a certificate a unit can install has its record.
+	// A signer's answer refused is on record though nothing is published.
 	events := append(w.events, changeEvents(a.before, w.kv)...)
 	if err := a.opts.Audit.Record(events...); err != nil {
-		*w = leaderWrites{kv: map[string]string{}}
+		*w = leaderWrites{kv: map[string]string{}, check: w.check}
 		return fmt.Errorf("%s: nothing published: %w", a.unit, err)
+	}
+	if len(w.kv) == 0 {
+		*w = leaderWrites{kv: map[string]string{}, check: w.check}
+		return nil
 	}
 	dropped, err := a.opts.Member.SetLeaderData(ctx, w.kv, w.guards...)
 	if err == nil {
 		a.before = auditedKeys(a.before, w.kv)
 	}
 	answered := w.answered
-	*w = leaderWrites{kv: map[string]string{}}
+	*w = leaderWrites{kv: map[string]string{}, check: w.check}
 	if len(dropped) > 0 {
 		a.log.Info("not published: the unit sent another CSR meanwhile", "keys", dropped)
 	}

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"math/big"
 	"time"
@@ -85,6 +86,14 @@ func (a *Agent) signCRL(ctx context.Context, act protocol.SignCRL, leaderData ma
 	}
 	if err != nil {
 		return fmt.Errorf("%s: sign the CRL: %w", a.unit, err)
+	}
+	var check protocol.IssueCheck
+	if err := check.CheckCRL(act, string(crl.PEM)); err != nil {
+		a.opts.Metrics.SignerRefused(a.opts.SignerName, "crl")
+		if errors.Is(err, protocol.ErrOtherCA) {
+			a.memory = a.memory.Step(protocol.SignerCAChanged{})
+		}
+		return fmt.Errorf("%s: the signer %s returned a CRL that is not published: %w", a.unit, a.opts.SignerName, err)
 	}
 	leaderData[protocol.KeyCRL] = string(crl.PEM)
 	a.log.Info("signed the group's CRL", "number", act.Number, "revoked", len(req.Revoked))
@@ -187,6 +196,9 @@ func (a *Agent) answer(act protocol.SignCSR, r sdk.SignResult, took time.Duratio
 		}
 		return fmt.Errorf("%s: sign CSR of %s: %w", a.unit, act.Unit, r.Err)
 	}
+	if _, err := w.check.Check(act, string(r.Certificate.ChainPEM), a.opts.Now()); err != nil {
+		return a.refuseAnswer(act, r.Certificate.ChainPEM, err, w)
+	}
 	a.memory = a.memory.Step(protocol.CSRAnswered{Digest: digest})
 	a.opts.Metrics.Signed(took)
 	w.answer(act.Unit, act.CSRPEM, map[string]string{
@@ -195,6 +207,25 @@ func (a *Agent) answer(act protocol.SignCSR, r sdk.SignResult, took time.Duratio
 	w.events = append(w.events, a.signedEvent(act, r.Certificate.ChainPEM))
 	a.log.Info("signed CSR", "of", act.Unit)
 	return nil
+}
+
+// refuseAnswer keeps a certificate the signer returned for act from being published:
+// it does not match what the policy approved (protocol.IssueCheck). It is put on record
+// (the audit trail, a metric naming the signer, the log) and counts as the signer's
+// failure with the CSR, which is tried again and, after protocol.SignAttempts, refused.
+// Another CA's signature means the signer's CA moved: it is loaded again.
+func (a *Agent) refuseAnswer(act protocol.SignCSR, chainPEM []byte, why error, w *leaderWrites) error {
+	digest := protocol.Digest(act.CSRPEM)
+	a.memory = a.memory.Step(protocol.CSRSignFailed{Digest: digest, Code: sdk.CodeInternal, Reason: why.Error()})
+	if errors.Is(why, protocol.ErrOtherCA) {
+		a.memory = a.memory.Step(protocol.SignerCAChanged{})
+	}
+	a.opts.Metrics.SignerRefused(a.opts.SignerName, "certificate")
+	e := a.signedEvent(act, chainPEM)
+	e.Event, e.Reason = audit.EventSignerRefused, why.Error()
+	w.events = append(w.events, e)
+	a.log.Error("not publishing the signer's certificate: it is not what was approved", "of", act.Unit, "signer", a.opts.SignerName, "problem", why)
+	return fmt.Errorf("%s: the signer %s returned a certificate for %s that is not published: %w", a.unit, a.opts.SignerName, act.Unit, why)
 }
 
 // sealCA exports the signer's CA and publishes its key sealed with the ca_seal key.

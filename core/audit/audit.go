@@ -28,6 +28,9 @@ const (
 	EventCAPublished  = "ca_published"  // the group's CA bundle changed
 	EventRotation     = "rotation"      // a CA rotation entered a phase, or ended ("done")
 	EventRevoked      = "revoked"       // a departed unit's certificate entered the revocations
+	// EventSignerRefused: a certificate the signer returned that the leader did not
+	// publish, as it was not what the policy approved (Reason says how).
+	EventSignerRefused = "signer_refused"
 	EventLeaderGained = "leader_gained" // this unit began to lead
 	EventLeaderLost   = "leader_lost"   // this unit stopped leading
 )

@@ -37,6 +37,7 @@ type Metrics struct {
 	noCRL          *prometheus.GaugeVec
 	leading        *prometheus.GaugeVec
 	unitError      *prometheus.GaugeVec
+	signerRefused  *prometheus.CounterVec
 	etcdDB         map[string]*prometheus.GaugeVec // by metric name, the leader's view of etcd
 	own            []prometheus.Collector          // the collectors above, for Names
 }
@@ -86,6 +87,9 @@ func New() *Metrics {
 			Help: "1 while the unit leads its group (signs), else 0."}, []string{"unit"}),
 		unitError: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsrelay_unit_error",
 			Help: "1 while the unit reports an error in its status (a refused CSR, a leader that cannot sign, on_change failing, clock skew, a failing step), else 0."}, []string{"unit"}),
+		signerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_signer_answers_refused_total",
+			Help: "Certificates and CRLs a signer returned that this unit, leading, did not publish: not what the policy approved, or signed by another CA."},
+			[]string{"signer", "what"}),
 		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
 			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
 	}
@@ -95,7 +99,7 @@ func New() *Metrics {
 	}
 	m.own = []prometheus.Collector{m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
 		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized, m.noisy, m.blocked, m.noCRL,
-		m.leading, m.unitError}
+		m.leading, m.unitError, m.signerRefused}
 	for _, g := range m.etcdDB {
 		m.own = append(m.own, g)
 	}
@@ -151,6 +155,13 @@ func (m *Metrics) Renewed() {
 func (m *Metrics) Rejected(rule string) {
 	if m != nil {
 		m.rejections.WithLabelValues(rule).Inc()
+	}
+}
+
+// SignerRefused counts one answer of the signer (what: certificate or crl) not published.
+func (m *Metrics) SignerRefused(signer, what string) {
+	if m != nil {
+		m.signerRefused.WithLabelValues(signer, what).Inc()
 	}
 }
 

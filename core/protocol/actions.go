@@ -70,15 +70,20 @@ type LoadReferencedCA struct{ Ref string }
 // it into the signer; CASHA256 is the fingerprint of the certificate loaded before.
 type ImportReferencedCA struct{ Ref, CASHA256 string }
 
-// SignCSR (leader): have the signer sign a unit's CSR for Validity and publish the chain,
-// guarded by the CSR, with Earlier at IssuedKey: the certificates issued to the unit
-// before, the one the new chain replaces included, so that none is forgotten.
+// SignCSR (leader): have the signer sign a unit's CSR for Validity, check its answer
+// (IssueCheck) and publish the chain, guarded by the CSR, with Earlier at IssuedKey: the
+// certificates issued to the unit before, the one the new chain replaces included, so
+// that none is forgotten. An answer that fails the check is not published: it is the
+// signer's failure with the CSR (CSRSignFailed, Internal).
 type SignCSR struct {
 	Unit     string
 	CSRPEM   string
 	Profile  string
 	Validity time.Duration
 	Earlier  string
+	// CA is the CA bundle the certificate must chain to, its signing CA first: the one
+	// this decision publishes, which units verify it with (IssueCheck).
+	CA string
 }
 
 // RejectCSR (leader): publish the refusal of a unit's CSR, with the reason, guarded by
@@ -104,6 +109,9 @@ type SignCRL struct {
 	Revoked []Revocation
 	Number  *big.Int
 	Now     time.Time
+	// CA is the group's CA bundle, its signing CA first: the CRL must be its
+	// (IssueCheck.CheckCRL).
+	CA string
 }
 
 // InstallCRL (unit): write the group's CRL as ca.crl.

@@ -115,7 +115,7 @@ func planRevocations(v View, signingCA string) (actions []Action, wake time.Time
 	}
 	number, due := v.crlDue(signingCA, inForce)
 	if due {
-		return append(actions, SignCRL{Revoked: inForce, Number: number, Now: v.Now}), wake
+		return append(actions, SignCRL{Revoked: inForce, Number: number, Now: v.Now, CA: signingCA}), wake
 	}
 	if refresh := v.Now.Add(CRLLifetime / 2); wake.IsZero() || refresh.Before(wake) {
 		wake = refresh

@@ -66,3 +66,30 @@ func BenchmarkDecideLeaderWithRevocations(b *testing.B) {
 		})
 	}
 }
+
+// The leader's check of one certificate its signer returned (IssueCheck), as a batch
+// runs it: the CA bundle parsed once, the CSR and the chain each time.
+//
+//	go test -run '^$' -bench IssueCheck ./core/protocol
+func BenchmarkIssueCheck(b *testing.B) {
+	ca := newCA(b, "group CA")
+	key := newKey(b)
+	csr := csrFor(b, key, "db/1", "db-1")
+	act := SignCSR{Unit: "db/1", CSRPEM: csr, Profile: "peer", Validity: day, CA: ca.PEM}
+	parsed, err := certutil.ParseCSR([]byte(csr), "db/1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	usages, _ := certutil.UsagesFor(sdk.ProfilePeer, parsed.PublicKey)
+	chain, err := certutil.SignPlan{CSR: parsed, Usages: usages, Validity: day}.Sign(ca.Cert, ca.Key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var check IssueCheck
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := check.Check(act, string(chain), time.Now()); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -163,7 +163,7 @@ func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, 
 			return nil // signed already, for this key, by a CA the group trusts
 		}
 	}
-	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile], Earlier: encodeIssued(issuedTo(v, unit))}
+	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile], Earlier: encodeIssued(issuedTo(v, unit)), CA: ca}
 }
 
 func sortedKeys[V any](m map[string]V) []string {

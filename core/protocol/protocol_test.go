@@ -364,8 +364,14 @@ func TestLeaderSide(t *testing.T) {
 func leaderOnly(actions []Action) []Action {
 	var out []Action
 	for _, a := range actions {
-		switch a.(type) {
-		case LoadSignerCA, LoadReferencedCA, ImportReferencedCA, PublishCA, SealCA, ImportSealedCA, SignCSR, RejectCSR, ForgetUnit, NewSignerCA, SetLeaderData, SignCRL:
+		switch a := a.(type) {
+		case SignCSR: // the bundle each carries is TestSigningCarriesTheBundle's
+			a.CA = ""
+			out = append(out, a)
+		case SignCRL:
+			a.CA = ""
+			out = append(out, a)
+		case LoadSignerCA, LoadReferencedCA, ImportReferencedCA, PublishCA, SealCA, ImportSealedCA, RejectCSR, ForgetUnit, NewSignerCA, SetLeaderData:
 			out = append(out, a)
 		}
 	}
