@@ -191,6 +191,16 @@ func lowerHex(s string) bool {
 	return true
 }
 
+// crlRevoked lists the serials a CRL revokes, as hex.
+func crlRevoked(crl *x509.RevocationList) []string {
+	serials := certutil.Revoked(crl)
+	out := make([]string, len(serials))
+	for i, s := range serials {
+		out[i] = s.Text(16)
+	}
+	return out
+}
+
 // crlRevokes says whether the group's CRL lists serial.
 func (v View) crlRevokes(serial *big.Int) bool {
 	var crl *x509.RevocationList

@@ -51,8 +51,12 @@ func TestRevocation(t *testing.T) {
 	}{
 		{name: "a departure with revoke_after 0 is revoked at once",
 			units: alone, leaderData: with(SignedCertificateKey("db/1"), cert1, KeyCRL, emptyCRL), enabled: true,
-			want: []Action{SetLeaderData{KV: map[string]string{RevocationKey("db/1"): list(gone(now))}}, ForgetUnit{Unit: "db/1"},
+			want: []Action{SetLeaderData{KV: map[string]string{RevocationKey("db/1"): list(gone(now))}},
 				SignCRL{Revoked: []Revocation{gone(now)}, Number: big.NewInt(5), Now: now}}},
+		{name: "a departed unit is forgotten once the published CRL lists its certificate, not before",
+			units: alone, leaderData: with(SignedCertificateKey("db/1"), cert1, RevocationKey("db/1"), list(gone(now.Add(-time.Minute))),
+				KeyCRL, crl(ca, 5, now.Add(-time.Second), leaf1.SerialNumber)), enabled: true,
+			want: []Action{ForgetUnit{Unit: "db/1"}}, wake: now.Add(CRLLifetime / 2)},
 		{name: "a departure within revoke_after is recorded, not yet revoked; the leader wakes when it takes effect",
 			units: alone, leaderData: with(RevocationKey("db/1"), list(gone(now.Add(-10*time.Minute))), KeyCRL, emptyCRL), enabled: true,
 			revokeAfter: time.Hour, wake: now.Add(50 * time.Minute)},
@@ -82,9 +86,9 @@ func TestRevocation(t *testing.T) {
 		{name: "the first CRL, with nothing revoked, so ca.crl always exists",
 			units: alone, leaderData: base, enabled: true,
 			want: []Action{SignCRL{Number: big.NewInt(1), Now: now}}},
-		{name: "a signer without CRLs still records departures, and signs nothing",
+		{name: "a signer without CRLs still records departures, signs nothing, and keeps the unit's names until they expire",
 			units: alone, leaderData: with(SignedCertificateKey("db/1"), cert1),
-			want: []Action{SetLeaderData{KV: map[string]string{RevocationKey("db/1"): list(gone(now))}}, ForgetUnit{Unit: "db/1"}}},
+			want: []Action{SetLeaderData{KV: map[string]string{RevocationKey("db/1"): list(gone(now))}}}},
 	}
 	want := Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66}
 	for _, tt := range tests {

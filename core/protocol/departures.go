@@ -11,10 +11,28 @@ import (
 type Issued struct {
 	Serial   string    `json:"serial"` // hex
 	NotAfter time.Time `json:"not_after"`
+	// Names are its DNS names (normalised) and IPs: a certificate holds its names until
+	// it expires or is revoked, the ones it replaced included (see claims.go). A record
+	// an earlier version wrote has none.
+	Names []string `json:"names,omitempty"`
 }
 
 // decodeIssued reads IssuedKey.
 func decodeIssued(s string) []Issued { return decodeList[Issued](s) }
+
+// issuedRecords decodes unit's IssuedKey once a value (View.Parsed); the list is shared:
+// read it only.
+func (v View) issuedRecords(unit string) []Issued {
+	var list []Issued
+	key := IssuedKey(unit)
+	v.Parsed.use(slotKey{place: inLeaderData, key: key}, v.LeaderData[key], func(s *slot) {
+		if !s.issuedDone {
+			s.issued, s.issuedDone = decodeIssued(s.value), true
+		}
+		list = s.issued
+	})
+	return list
+}
 
 func encodeIssued(list []Issued) string { return encodeList(list) }
 
@@ -22,12 +40,12 @@ func encodeIssued(list []Issued) string { return encodeList(list) }
 // the certificate at SignedCertificateKey, ordered by serial. What the unit reports is
 // never part of it: a departure revokes what was issued, whatever the unit holds.
 func issuedTo(v View, unit string) []Issued {
-	list := slices.DeleteFunc(decodeIssued(v.LeaderData[IssuedKey(unit)]), func(i Issued) bool { return !v.Now.Before(i.NotAfter) })
+	list := slices.DeleteFunc(slices.Clone(v.issuedRecords(unit)), func(i Issued) bool { return !v.Now.Before(i.NotAfter) })
 	if v.LeaderData[SignedCertificateKey(unit)] != "" {
 		if certs, err := v.leaderCerts(SignedCertificateKey(unit)); err == nil && v.Now.Before(certs[0].NotAfter) {
 			serial := certs[0].SerialNumber.Text(16)
 			if !slices.ContainsFunc(list, func(i Issued) bool { return i.Serial == serial }) {
-				list = append(list, Issued{Serial: serial, NotAfter: certs[0].NotAfter})
+				list = append(list, Issued{Serial: serial, NotAfter: certs[0].NotAfter, Names: namesOf(certs[0].DNSNames, certs[0].IPAddresses)})
 			}
 		}
 	}
@@ -38,10 +56,11 @@ func issuedTo(v View, unit string) []Issued {
 // planDepartures (leader) keeps the list of revocations. A unit that departs has every
 // unexpired certificate issued to it recorded, to take effect ca.revoke_departed_after
 // later; until then its leader data stays, so a unit back in time (a network blip, a
-// restart) keeps its certificate and is not signed another. Once they are in force the
-// unit's leader data is forgotten. The unit's note changes that: NoteGone revokes at
-// once; NoteBack revokes nothing, and the unit's leader data stays until its
-// certificates expire. Revocations leave the list when their certificate expires.
+// restart) keeps its certificate and is not signed another. Once the published CRL
+// lists them the unit's leader data is forgotten. The unit's note changes that:
+// NoteGone revokes at once; NoteBack revokes nothing, and the unit's leader data stays
+// until its certificates expire. Revocations leave the list when their certificate
+// expires.
 func planDepartures(v View) (actions []Action, list []Revocation) {
 	after := v.CRL.RevokeAfter
 	list, recorded := v.revocations()
@@ -76,12 +95,14 @@ func planDepartures(v View) (actions []Action, list []Revocation) {
 	if kv := revocationWrites(v.LeaderData, recorded, list); len(kv) > 0 {
 		actions = append(actions, SetLeaderData{KV: kv})
 	}
+	// A departed unit's leader data is what holds its names (claims.go): it is forgotten
+	// once the published CRL lists every certificate it was issued that has not expired.
+	// Until then (a revocation pending, or not yet signed into the CRL; a unit that said
+	// it will be back; a signer that signs no CRL) its certificates are valid, and so
+	// are its names.
+	revoked := v.crlSerials()
 	for _, unit := range departed {
-		pending := slices.ContainsFunc(list, func(r Revocation) bool { return r.Unit == unit && !r.effective(v.Now, after) })
-		if v.Away[unit] == NoteBack {
-			pending = len(issuedTo(v, unit)) > 0 // kept for its return while a certificate is current
-		}
-		if !pending {
+		if !slices.ContainsFunc(issuedTo(v, unit), func(i Issued) bool { return !revoked[i.Serial] }) {
 			actions = append(actions, ForgetUnit{Unit: unit})
 		}
 	}

@@ -26,7 +26,7 @@ type leaderRun struct {
 func newLeaderRun(t *testing.T, revokeAfter time.Duration) *leaderRun {
 	ca := newCA(t, "group CA")
 	r := &leaderRun{t: t, ca: ca, v: View{Unit: "db/0", Leader: true, Now: now, Parsed: NewParsed(),
-		Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable}, CA: CATerms{Signer: "cfssl"}, CRL: CRLTerms{RevokeAfter: revokeAfter},
+		Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable, SignsCRL: true}, CA: CATerms{Signer: "cfssl"}, CRL: CRLTerms{RevokeAfter: revokeAfter},
 		Units: map[string]map[string]string{"db/0": {}}, LeaderData: map[string]string{KeyCA: ca.PEM, KeyCASigner: "cfssl"},
 		Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", Validity: day}}}
 	return r
@@ -64,6 +64,17 @@ func (r *leaderRun) decide(at time.Duration) {
 			r.signed++
 			_, chain := r.ca.sign(r.t, parseCSR(r.t, act.CSRPEM).PublicKey, certOpts{cn: act.Unit, dns: []string{UnitDNSName(act.Unit)}})
 			ld[SignedCertificateKey(act.Unit)], ld[IssuedKey(act.Unit)] = chain, act.Earlier
+		case SignCRL:
+			req := sdk.CRLRequest{ThisUpdate: act.Now, NextUpdate: act.Now.Add(CRLLifetime), Number: act.Number}
+			for _, rev := range act.Revoked {
+				serial, _ := new(big.Int).SetString(rev.Serial, 16)
+				req.Revoked = append(req.Revoked, sdk.RevokedCertificate{Serial: serial, RevokedAt: rev.Departed})
+			}
+			crl, err := certutil.NewCRL(r.ca.Cert, r.ca.Key, req)
+			if err != nil {
+				r.t.Fatal(err)
+			}
+			ld[KeyCRL] = string(crl)
 		default:
 			r.t.Fatalf("unexpected leader action %T", act)
 		}
@@ -119,9 +130,14 @@ func TestDepartureRevokesEverythingIssued(t *testing.T) {
 	if got := r.revoked(true); !slices.Equal(got, sorted(first, second)) {
 		t.Fatalf("in force %v, want %v", got, sorted(first, second))
 	}
+	// Its leader data holds its names until the published CRL lists both (claims.go).
+	if r.v.LeaderData[SignedCertificateKey("db/1")] == "" {
+		t.Fatal("the certificate of a revoked unit left leader data before a CRL listed it")
+	}
+	r.decide(35 * time.Second)
 	for _, key := range []string{SignedCertificateKey("db/1"), IssuedKey("db/1")} {
 		if r.v.LeaderData[key] != "" {
-			t.Errorf("%s kept after the revocation took effect", key)
+			t.Errorf("%s kept after the CRL listed its certificates", key)
 		}
 	}
 }
@@ -208,6 +224,7 @@ func TestDepartureNotes(t *testing.T) {
 		r.v.Away = map[string]string{"db/1": tt.note}
 		r.decide(time.Second) // the leader notices at once
 		r.decide(tt.at)
+		r.decide(tt.at + time.Second) // a CRL signed at tt.at lets it forget the unit
 		inForce := slices.Equal(r.revoked(true), []string{serial})
 		kept := r.v.LeaderData[SignedCertificateKey("db/1")] != ""
 		recorded := len(RevocationsOf(r.v.LeaderData)) > 0 || inForce

@@ -43,12 +43,12 @@ func decideLeader(v View) (actions []Action, signing []string, plan caPlan) {
 		pol = defaultPolicy
 	}
 	validity, invalid := signingValidity(v, pol)
-	claimed := claimedNames(v, pol)
+	held := holders(v, pol)
 	for _, unit := range sortedKeys(v.Units) {
 		if !plan.sign && v.Units[unit][KeySerial] != "" {
 			continue // the trust phase of a rotation signs only units that hold nothing
 		}
-		act := decideUnitCSR(v, pol, claimed, unit, published)
+		act, csr := decideUnitCSR(v, pol, held, unit, published)
 		if s, ok := act.(SignCSR); ok {
 			if invalid != nil {
 				plan.problem = "not signing: " + invalid.Error()
@@ -56,6 +56,7 @@ func decideLeader(v View) (actions []Action, signing []string, plan caPlan) {
 			}
 			s.Validity = validity
 			act, signing = s, append(signing, s.Unit)
+			held.claim(pol, unit, csr) // before the next unit's CSR is judged
 		}
 		if act != nil {
 			actions = append(actions, act)
@@ -107,63 +108,43 @@ func continuityProblem(v View, published string) string {
 
 var defaultPolicy = policy.MustNew(policy.Defaults())
 
-// claimedNames maps each name a joined unit's certificate holds exclusively (every SAN
-// but the shared ones) to that unit, so that no other unit is signed for it.
-func claimedNames(v View, pol *policy.Policy) map[string]string {
-	claimed := map[string]string{}
-	for unit := range v.Units {
-		if v.LeaderData[SignedCertificateKey(unit)] == "" {
-			continue
-		}
-		certs, err := v.leaderCerts(SignedCertificateKey(unit))
-		if err != nil {
-			continue
-		}
-		names := []string{}
-		for _, d := range certs[0].DNSNames {
-			names = append(names, policy.Normalize(d))
-		}
-		for _, ip := range certs[0].IPAddresses {
-			names = append(names, ip.String())
-		}
-		for _, name := range names {
-			if pol.Exclusive(unit, name) {
-				claimed[name] = unit
-			}
-		}
-	}
-	return claimed
-}
-
-// decideUnitCSR returns what the leader must do about one unit's CSR, or nil.
-func decideUnitCSR(v View, pol *policy.Policy, claimed map[string]string, unit, ca string) Action {
+// decideUnitCSR returns what the leader must do about one unit's CSR, or nil, and the
+// CSR when it is to be signed.
+func decideUnitCSR(v View, pol *policy.Policy, held claims, unit, ca string) (Action, *x509.CertificateRequest) {
 	bag := v.Units[unit]
 	csrPEM := bag[KeyCSR]
 	if csrPEM == "" {
-		return nil
+		return nil, nil
 	}
 	digest := Digest(csrPEM)
+	refusedAsHeld := false
 	if r, ok := DecodeRejection(v.LeaderData[RejectionKey(unit)]); ok && r.CSRDigest == digest {
-		return nil // refused already; the unit must send another CSR
+		if r.Rule != string(policy.RuleHeld) {
+			return nil, nil // refused already; the unit must send another CSR
+		}
+		refusedAsHeld = true // judged again: signed once the name is released
 	}
 	if f := v.Memory.SignFailures[digest]; f.Refused {
-		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: Rejection{CSRDigest: digest, Reason: f.Reason, Rule: RuleSigner, Profile: bag[KeyProfile], At: v.Now}}
+		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: Rejection{CSRDigest: digest, Reason: f.Reason, Rule: RuleSigner, Profile: bag[KeyProfile], At: v.Now}}, nil
 	}
-	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: claimed,
+	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: held,
 		Verified: csrMemo{p: v.Parsed, k: slotKey{place: inBag, unit: unit, key: KeyCSR}, value: csrPEM}})
 	if err != nil {
 		r := Rejection{CSRDigest: digest, Reason: err.Error(), Profile: bag[KeyProfile], At: v.Now}
 		if refusal, ok := errors.AsType[*policy.Refusal](err); ok {
 			r.Rule = string(refusal.Rule)
 		}
-		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: r}
+		if refusedAsHeld && r.Rule == string(policy.RuleHeld) {
+			return nil, nil // still held: the refusal on record stands
+		}
+		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: r}, nil
 	}
 	if v.LeaderData[SignedCertificateKey(unit)] != "" {
 		if _, err := v.signedLeaf(unit, csr.PublicKey, ca); err == nil {
-			return nil // signed already, for this key, by a CA the group trusts
+			return nil, nil // signed already, for this key, by a CA the group trusts
 		}
 	}
-	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile], Earlier: encodeIssued(issuedTo(v, unit)), CA: ca}
+	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile], Earlier: encodeIssued(issuedTo(v, unit)), CA: ca}, csr
 }
 
 func sortedKeys[V any](m map[string]V) []string {

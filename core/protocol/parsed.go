@@ -70,6 +70,11 @@ type slot struct {
 	revocations     []Revocation // a RevocationKey's records, decoded
 	revocationsDone bool
 
+	issued     []Issued // an IssuedKey's records, decoded
+	issuedDone bool
+
+	serials map[string]bool // the serials a CRL lists (hex)
+
 	csr     *x509.CertificateRequest // parsed, and its signature verified
 	request *x509.CertificateRequest // parsed only: the unit's own CSR
 

@@ -281,11 +281,10 @@ func TestLeaderSide(t *testing.T) {
 		{name: "a unit that departs before signing is not signed",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0)},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self},
-		{name: "a departed unit's certificate is forgotten, and recorded for revocation",
+		{name: "a departed unit's certificate is recorded for revocation, and kept (its names held) until a CRL lists it",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0)}, leaderData: signed, local: self,
 			want: []Action{SetLeaderData{KV: map[string]string{RevocationKey("db/1"): encodeRevocations(
-				[]Revocation{{Unit: "db/1", Serial: mustLeaf(t, cert1).SerialNumber.Text(16), NotAfter: mustLeaf(t, cert1).NotAfter, Departed: now}})}},
-				ForgetUnit{Unit: "db/1"}}},
+				[]Revocation{{Unit: "db/1", Serial: mustLeaf(t, cert1).SerialNumber.Text(16), NotAfter: mustLeaf(t, cert1).NotAfter, Departed: now}})}}}},
 		{name: "a garbage CSR is rejected",
 			signerCA: ca.PEM, units: map[string]map[string]string{"db/0": bag(csr0), "db/1": bag("not a csr")},
 			leaderData: map[string]string{KeyCA: ca.PEM, SignedCertificateKey("db/0"): cert0}, local: self,
@@ -383,7 +382,7 @@ func issuedRecord(t testing.TB, chains ...string) string {
 	var list []Issued
 	for _, c := range chains {
 		leaf := mustLeaf(t, c)
-		list = append(list, Issued{Serial: leaf.SerialNumber.Text(16), NotAfter: leaf.NotAfter})
+		list = append(list, Issued{Serial: leaf.SerialNumber.Text(16), NotAfter: leaf.NotAfter, Names: namesOf(leaf.DNSNames, leaf.IPAddresses)})
 	}
 	return encodeIssued(list)
 }
