@@ -32,9 +32,12 @@ func newCARotateCommand() *cobra.Command {
 (its name and lifetime), imports it into its signer, and rotates the group in phases:
 every unit first trusts the new CA beside the old, then every unit is re-issued by the
 new CA, then the old CA leaves the bundle. 'tlsrelay status' shows the phase. While
-units are asked to trust the new CA, only new units are signed; that phase waits at
-most ca.rotation_trust_timeout (default 10m) for the units holding a certificate, then
-goes on without those still missing (status names them); they renew with the rest.
+units are asked to trust the new CA, nothing is signed; that phase waits at most
+ca.rotation_trust_timeout (default 10m) for the units holding a certificate, then goes
+on without those still missing (status names them); they renew with the rest. The
+re-issue waits at most ca.rotation_reissue_timeout (default 1h): then the rotation
+ends, and the units not re-issued (named in the audit trail) have their certificates of
+the old CA revoked. Every rotation ends, whatever a unit does.
 
 --cancel withdraws a rotation the leader has not begun, or takes the group back from one
 under way: the leader imports the old CA from its sealed copy (ca_seal), units holding a

@@ -62,8 +62,9 @@ type Options struct {
 	// CARotateBefore: a leader rotates the group's CA when less than this is left of it
 	// (ca.rotate_before); 0 never.
 	CARotateBefore time.Duration
-	// CARotationTrustTimeout bounds a rotation's trust phase (ca.rotation_trust_timeout).
-	CARotationTrustTimeout time.Duration
+	// CARotationTrustTimeout bounds a rotation's trust phase (ca.rotation_trust_timeout),
+	// CARotationReissueTimeout its reissue phase (ca.rotation_reissue_timeout).
+	CARotationTrustTimeout, CARotationReissueTimeout time.Duration
 	// CARemoteRecheck is how often a remote CA is loaded again (ca.remote_recheck).
 	CARemoteRecheck time.Duration
 	// RevokeDepartedAfter: a departed unit's certificate enters the CRL once it has been

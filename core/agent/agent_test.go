@@ -73,6 +73,8 @@ type cluster struct {
 	wg      sync.WaitGroup
 	policy  *policy.Policy
 	cert    config.Certificate
+	// opts, if set, changes each agent's options before it starts.
+	opts func(*Options)
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -104,7 +106,11 @@ func (c *cluster) startWith(unit string, eligible bool) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	a, err := New(Options{Member: m, Backends: inProcess{c.backend}, Certificate: c.cert, Policy: c.policy, Dir: c.dir(unit)})
+	o := Options{Member: m, Backends: inProcess{c.backend}, Certificate: c.cert, Policy: c.policy, Dir: c.dir(unit)}
+	if c.opts != nil {
+		c.opts(&o)
+	}
+	a, err := New(o)
 	if err != nil {
 		c.t.Fatal(err)
 	}

@@ -96,7 +96,20 @@ func (a *Agent) publish(ctx context.Context, w *leaderWrites) error {
 	for _, digest := range answered {
 		a.memory = a.memory.Step(protocol.CSRAnswered{Digest: digest})
 	}
+	a.opts.Metrics.NotReissued(notReissued(events))
 	return nil
+}
+
+// notReissued counts the certificates events revoke because a rotation ended without
+// their unit.
+func notReissued(events []audit.Event) int {
+	n := 0
+	for _, e := range events {
+		if e.Event == audit.EventRevoked && e.Reason == protocol.ReasonNotReissued {
+			n++
+		}
+	}
+	return n
 }
 
 func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) error {

@@ -79,8 +79,11 @@ func changeEvents(before, kv map[string]string) []audit.Event {
 		}
 		for _, r := range protocol.RevocationsOf(written) {
 			if !old[r.Serial] {
-				events = append(events, audit.Event{Event: audit.EventRevoked, Unit: r.Unit, Serial: r.Serial, NotAfter: r.NotAfter.UTC(),
-					Reason: "departed " + r.Departed.UTC().Format("2006-01-02T15:04:05Z")})
+				reason := "departed " + r.Departed.UTC().Format("2006-01-02T15:04:05Z")
+				if r.Reason != "" {
+					reason = r.Reason
+				}
+				events = append(events, audit.Event{Event: audit.EventRevoked, Unit: r.Unit, Serial: r.Serial, NotAfter: r.NotAfter.UTC(), Reason: reason})
 			}
 		}
 	}

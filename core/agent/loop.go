@@ -142,7 +142,7 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, Parsed: a.parsed, CASeal: len(a.opts.SealKey) > 0,
 		Policy: a.opts.Policy,
 		CA: protocol.CATerms{Signer: a.opts.SignerName, Request: snap.Requests[protocol.RequestRotateCA], Cancel: snap.Requests[protocol.RequestCancelRotation],
-			RotateBefore: a.opts.CARotateBefore, TrustTimeout: a.opts.CARotationTrustTimeout, Ref: a.opts.CARef,
+			RotateBefore: a.opts.CARotateBefore, TrustTimeout: a.opts.CARotationTrustTimeout, ReissueTimeout: a.opts.CARotationReissueTimeout, Ref: a.opts.CARef,
 			RemoteRecheck: a.opts.CARemoteRecheck},
 		CRL: protocol.CRLTerms{RevokeAfter: a.opts.RevokeDepartedAfter},
 	}

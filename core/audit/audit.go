@@ -21,18 +21,18 @@ import (
 
 // The events.
 const (
-	EventSigned       = "signed"        // a certificate published for a unit
-	EventRejected     = "rejected"      // a CSR refused (policy or signer)
-	EventCAImported   = "ca_imported"   // the signer took the group's CA (ca.ref or its sealed copy)
-	EventCACreated    = "ca_created"    // a new CA made for a rotation
-	EventCAPublished  = "ca_published"  // the group's CA bundle changed
-	EventRotation     = "rotation"      // a CA rotation entered a phase, or ended ("done")
-	EventRevoked      = "revoked"       // a departed unit's certificate entered the revocations
+	EventSigned      = "signed"       // a certificate published for a unit
+	EventRejected    = "rejected"     // a CSR refused (policy or signer)
+	EventCAImported  = "ca_imported"  // the signer took the group's CA (ca.ref or its sealed copy)
+	EventCACreated   = "ca_created"   // a new CA made for a rotation
+	EventCAPublished = "ca_published" // the group's CA bundle changed
+	EventRotation    = "rotation"     // a CA rotation entered a phase, or ended ("done")
+	EventRevoked     = "revoked"      // a certificate entered the revocations: its unit departed, or a rotation ended without it
 	// EventSignerRefused: a certificate the signer returned that the leader did not
 	// publish, as it was not what the policy approved (Reason says how).
 	EventSignerRefused = "signer_refused"
-	EventLeaderGained = "leader_gained" // this unit began to lead
-	EventLeaderLost   = "leader_lost"   // this unit stopped leading
+	EventLeaderGained  = "leader_gained" // this unit began to lead
+	EventLeaderLost    = "leader_lost"   // this unit stopped leading
 )
 
 // Event is one record. Fields that do not apply to an event are left out.

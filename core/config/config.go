@@ -113,8 +113,13 @@ type CA struct {
 	// its life (and less than a third of it); 0 never.
 	RotateBefore time.Duration `mapstructure:"rotate_before"`
 	// RotationTrustTimeout: a CA rotation's trust phase waits at most this long for
-	// the units holding a certificate to trust the new CA; 0 waits for ever.
+	// the units holding a certificate to trust the new CA.
 	RotationTrustTimeout time.Duration `mapstructure:"rotation_trust_timeout"`
+	// RotationReissueTimeout: a CA rotation's reissue phase waits at most this long
+	// for every unit to present a certificate of the new CA; the units still missing
+	// are named, their certificates of the old CA revoked, and the old CA leaves the
+	// bundle. Every rotation ends.
+	RotationReissueTimeout time.Duration `mapstructure:"rotation_reissue_timeout"`
 	// RemoteRecheck: a leader whose signer's CA is remote (custody remote) loads it
 	// again this often, and rotates the group when its service has moved to another CA.
 	RemoteRecheck time.Duration `mapstructure:"remote_recheck"`

@@ -84,8 +84,11 @@ func (c *Config) validateSecrets(p *problems) {
 	if c.CA.RemoteRecheck <= 0 {
 		p.add("ca.remote_recheck", "%s must be positive", c.CA.RemoteRecheck)
 	}
-	if c.CA.RotationTrustTimeout < 0 {
-		p.add("ca.rotation_trust_timeout", "%s must not be negative (0 waits for ever)", c.CA.RotationTrustTimeout)
+	if c.CA.RotationTrustTimeout <= 0 {
+		p.add("ca.rotation_trust_timeout", "%s must be positive: every rotation ends, whatever a unit does (default 10m)", c.CA.RotationTrustTimeout)
+	}
+	if c.CA.RotationReissueTimeout <= 0 {
+		p.add("ca.rotation_reissue_timeout", "%s must be positive: every rotation ends, whatever a unit does (default 1h)", c.CA.RotationReissueTimeout)
 	}
 	if c.CA.RotateBefore < 0 {
 		p.add("ca.rotate_before", "%s must not be negative (0 turns automatic rotation off)", c.CA.RotateBefore)

@@ -38,6 +38,7 @@ type Metrics struct {
 	leading        *prometheus.GaugeVec
 	unitError      *prometheus.GaugeVec
 	signerRefused  *prometheus.CounterVec
+	notReissued    prometheus.Counter
 	etcdDB         map[string]*prometheus.GaugeVec // by metric name, the leader's view of etcd
 	own            []prometheus.Collector          // the collectors above, for Names
 }
@@ -90,6 +91,8 @@ func New() *Metrics {
 		signerRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_signer_answers_refused_total",
 			Help: "Certificates and CRLs a signer returned that this unit, leading, did not publish: not what the policy approved, or signed by another CA."},
 			[]string{"signer", "what"}),
+		notReissued: prometheus.NewCounter(prometheus.CounterOpts{Name: "tlsrelay_ca_rotation_not_reissued_total",
+			Help: "Certificates this unit, leading, revoked because a CA rotation's reissue phase ended (ca.rotation_reissue_timeout) without their unit."}),
 		onChange: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_on_change_runs_total",
 			Help: "Runs of certificate.on_change, by result: ok, failed or timeout."}, []string{"result"}),
 	}
@@ -99,7 +102,7 @@ func New() *Metrics {
 	}
 	m.own = []prometheus.Collector{m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
 		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized, m.noisy, m.blocked, m.noCRL,
-		m.leading, m.unitError, m.signerRefused}
+		m.leading, m.unitError, m.signerRefused, m.notReissued}
 	for _, g := range m.etcdDB {
 		m.own = append(m.own, g)
 	}
@@ -162,6 +165,13 @@ func (m *Metrics) Rejected(rule string) {
 func (m *Metrics) SignerRefused(signer, what string) {
 	if m != nil {
 		m.signerRefused.WithLabelValues(signer, what).Inc()
+	}
+}
+
+// NotReissued counts certificates revoked because a rotation ended without their unit.
+func (m *Metrics) NotReissued(n int) {
+	if m != nil && n > 0 {
+		m.notReissued.Add(float64(n))
 	}
 }
 

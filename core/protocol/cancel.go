@@ -34,7 +34,7 @@ func planCancel(v View, signer *x509.Certificate, pub []*x509.Certificate, rot R
 		kv[KeyCARotation] = rot.Encode()
 		return caPlan{actions: []Action{SetLeaderData{KV: kv}}, state: rot.describe()}
 	}
-	back := Rotation{Phase: PhaseReissue, From: rot.To, To: rot.From, Since: v.Now, Cancelled: true,
+	back := Rotation{Phase: PhaseReissue, From: rot.To, To: rot.From, Since: v.Now, ReissueSince: v.Now, Cancelled: true,
 		Reason: "cancelled (tlsrelay ca rotate --cancel): back to the CA " + short(rot.From) + " from " + short(rot.To)}
 	kv[KeyCARotation] = back.Encode()
 	kv[KeyCASealed], kv[KeyCASealedFrom] = v.LeaderData[KeyCASealedFrom], v.LeaderData[KeyCASealed]

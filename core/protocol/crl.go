@@ -22,8 +22,11 @@ type Revocation struct {
 	Serial   string    `json:"serial"` // hex
 	NotAfter time.Time `json:"not_after"`
 	Departed time.Time `json:"departed"`
-	// Retired: the unit left for good (NoteGone), so the revocation is in force at once.
+	// Retired: the unit left for good (NoteGone), or a rotation ended without it, so the
+	// revocation is in force at once.
 	Retired bool `json:"retired,omitempty"`
+	// Reason says why, when it is not the unit's departure (ReasonNotReissued).
+	Reason string `json:"reason,omitempty"`
 }
 
 // CRLTerms are the leader's terms for revocation.
@@ -96,12 +99,13 @@ func (r Revocation) effective(now time.Time, after time.Duration) bool {
 	return r.Retired || !now.Before(r.Departed.Add(after))
 }
 
-// planRevocations (leader) keeps the list of revocations (planDepartures) and signs a
+// planRevocations (leader) keeps the list of revocations (planDepartures, with revoke
+// added: certificates revoked at once for another reason than a departure) and signs a
 // new CRL when the list in effect changed, the CRL is not the signing CA's, or half its
 // life is gone. wake is when a pending revocation takes effect or the CRL is due.
-func planRevocations(v View, signingCA string) (actions []Action, wake time.Time) {
+func planRevocations(v View, signingCA string, revoke []Revocation) (actions []Action, wake time.Time) {
 	after := v.CRL.RevokeAfter
-	actions, list := planDepartures(v)
+	actions, list := planDepartures(v, revoke)
 	if !v.Memory.SignsCRL { // departures are still recorded; no CRL is published
 		return actions, time.Time{}
 	}

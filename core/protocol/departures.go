@@ -61,12 +61,22 @@ func issuedTo(v View, unit string) []Issued {
 // NoteGone revokes at once; NoteBack revokes nothing, and the unit's leader data stays
 // until its certificates expire. Revocations leave the list when their certificate
 // expires.
-func planDepartures(v View) (actions []Action, list []Revocation) {
+func planDepartures(v View, revoke []Revocation) (actions []Action, list []Revocation) {
 	after := v.CRL.RevokeAfter
 	list, recorded := v.revocations()
 	index := make(map[string]int, len(list)) // by serial: the cost of a departure does not grow with the list
 	for i, r := range list {
 		index[r.Serial] = i
+	}
+	for _, r := range revoke {
+		if i, ok := index[r.Serial]; ok {
+			if !list[i].Retired {
+				list[i].Retired, list[i].Departed, list[i].Reason = true, r.Departed, r.Reason
+			}
+			continue
+		}
+		list = append(list, r)
+		index[r.Serial] = len(list) - 1
 	}
 	departed := departedUnits(v)
 	for _, unit := range departed {
@@ -159,5 +169,5 @@ func revocationWrites(leaderData map[string]string, recorded map[string][]Revoca
 }
 
 func sameRevocation(a, b Revocation) bool {
-	return a.Unit == b.Unit && a.Serial == b.Serial && a.NotAfter.Equal(b.NotAfter) && a.Departed.Equal(b.Departed) && a.Retired == b.Retired
+	return a.Unit == b.Unit && a.Serial == b.Serial && a.NotAfter.Equal(b.NotAfter) && a.Departed.Equal(b.Departed) && a.Retired == b.Retired && a.Reason == b.Reason
 }

@@ -256,7 +256,7 @@ func TestRevocationsInSerialOrder(t *testing.T) {
 		Units: map[string]map[string]string{"db/0": {}}, CRL: CRLTerms{RevokeAfter: time.Hour},
 		LeaderData: map[string]string{KeyCA: ca.PEM, KeyCRL: string(crl),
 			RevocationKey("db/2"): encodeRevocations(inForce[1:]), RevocationKey("db/1"): encodeRevocations(inForce[:1])}}
-	actions, wake := planRevocations(v, ca.PEM)
+	actions, wake := planRevocations(v, ca.PEM, nil)
 	if len(actions) != 0 || !wake.Equal(now.Add(CRLLifetime/2)) {
 		t.Fatalf("actions %#v, wake %s; want no new CRL", actions, wake)
 	}
@@ -280,7 +280,7 @@ func TestADepartureWritesOnlyItsOwnRevocations(t *testing.T) {
 	}
 	v := View{Unit: "db/0", Leader: true, Now: now, Memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable},
 		Units: map[string]map[string]string{"db/0": {}}, LeaderData: leaderData, CRL: CRLTerms{RevokeAfter: time.Hour}}
-	actions, list := planDepartures(v)
+	actions, list := planDepartures(v, nil)
 	if len(list) != 1001 {
 		t.Fatalf("%d revocations listed, want the 1,000 recorded and db/1's", len(list))
 	}

@@ -2,14 +2,18 @@ package protocol
 
 import (
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // No unit holds a CA rotation hostage. A unit that reports a serial the group never
 // issued to it, and trusts nothing, is not waited for at all; an honest unit that falls
 // silent is waited for ca.rotation_trust_timeout, then named and left to renew in the
-// reissue phase; a unit that joins meanwhile is signed in the trust phase.
+// reissue phase; a unit that joins meanwhile is signed once the reissue phase begins; a
+// unit that never renews is revoked at the reissue deadline, and the rotation ends.
 func TestRotationNoUnitHoldsHostage(t *testing.T) {
 	t.Run("a serial the group never issued", func(t *testing.T) {
 		g := newGroup(t, 1, newCA(t, "group CA"), "db/0", "db/1", "db/2")
@@ -36,16 +40,21 @@ func TestRotationNoUnitHoldsHostage(t *testing.T) {
 			t.Fatalf("the leader wakes at %s, want at the trust timeout %s", d.WakeAt, now.Add(g.trust))
 		}
 
-		// A unit that joins in the trust phase is signed, by the new CA.
+		// A unit that joins in the trust phase waits for the reissue phase: a certificate
+		// of the new CA while the old one leads the bundle would be renewed again and
+		// again (the simulator's finding).
 		g.units = append(g.units, "db/3")
 		g.bags["db/3"], g.local["db/3"] = map[string]string{}, &simUnit{parsed: NewParsed()}
 		g.settle()
-		if c := g.local["db/3"].cert; c == nil || c.CheckSignatureFrom(g.signer.Cert) != nil {
-			t.Fatal("db/3, joining in the trust phase, holds no certificate of the new CA")
+		if c := g.local["db/3"].cert; c != nil {
+			t.Fatalf("db/3, joining in the trust phase, was signed by %q before the reissue phase", c.Issuer.CommonName)
 		}
 
 		g.later = g.trust
 		g.settle()
+		if c := g.local["db/3"].cert; c == nil || c.CheckSignatureFrom(g.signer.Cert) != nil {
+			t.Fatal("db/3 holds no certificate of the new CA once the reissue phase began")
+		}
 		rot, _ = DecodeRotation(g.leaderData[KeyCARotation])
 		if rot.Phase != PhaseReissue || !slices.Equal(rot.Untrusted, []string{"db/2"}) {
 			t.Fatalf("after the trust timeout the rotation is %+v, want the reissue phase naming db/2 as untrusted", rot)
@@ -55,20 +64,55 @@ func TestRotationNoUnitHoldsHostage(t *testing.T) {
 		g.settle()
 		g.allFrom(g.signer)
 	})
-	t.Run("no timeout waits for ever", func(t *testing.T) {
+	t.Run("a unit that never renews holds neither phase past its deadline", func(t *testing.T) {
+		// Finding 5 of the one-holder issue: a unit that reports the genuine serial it was
+		// issued and never renews kept the reissue phase (which had no deadline) and the
+		// old CA for ever. With no timeout configured the defaults bound both phases.
 		g := newGroup(t, 3, newCA(t, "group CA"), "db/0", "db/1", "db/2")
 		g.settle()
+		old := g.signer
+		held := g.bags["db/2"][KeySerial]
 		g.frozen = map[string]bool{"db/2": true}
 		g.request = "r1"
-		g.later = 100 * time.Hour
 		g.settle()
 		if rot, _ := DecodeRotation(g.leaderData[KeyCARotation]); rot.Phase != PhaseTrust {
-			t.Fatalf("without a trust timeout the rotation is %+v, want still the trust phase", rot)
+			t.Fatalf("rotation %+v, want the trust phase", rot)
 		}
-		// Nor does the leader wake for a deadline there is none of (a wake in the past
-		// would have it decide again every second).
-		if d, _ := g.step(g.leader); !d.WakeAt.After(now.Add(g.later)) {
-			t.Fatalf("without a trust timeout the leader wakes at %s, before its now %s", d.WakeAt, now.Add(g.later))
+		if d, _ := g.step(g.leader); !d.WakeAt.Equal(now.Add(DefaultTrustTimeout)) {
+			t.Fatalf("the leader wakes at %s, want at the default trust timeout", d.WakeAt)
+		}
+		g.later = DefaultTrustTimeout
+		g.settle()
+		rot, _ := DecodeRotation(g.leaderData[KeyCARotation])
+		if rot.Phase != PhaseReissue || !slices.Equal(rot.Waiting, []string{"db/2"}) || !rot.ReissueSince.Equal(now.Add(DefaultTrustTimeout)) {
+			t.Fatalf("rotation %+v, want the reissue phase since the trust deadline, waiting for db/2", rot)
+		}
+		deadline := rot.ReissueSince.Add(DefaultReissueTimeout)
+		if d, _ := g.step(g.leader); !d.WakeAt.Equal(deadline) || !strings.Contains(d.CAState, "are revoked then") {
+			t.Fatalf("the leader wakes at %s (%s), want at the reissue deadline %s, saying what happens then", d.WakeAt, d.CAState, deadline)
+		}
+		g.later = DefaultTrustTimeout + DefaultReissueTimeout
+		g.settle()
+		if rec := g.leaderData[KeyCARotation]; rec != "" {
+			t.Fatalf("the rotation is still under way past its deadline: %s", rec)
+		}
+		bundle, _ := certutil.ParseCertificates([]byte(g.leaderData[KeyCA]))
+		if len(bundle) != 1 || !bundle[0].Equal(g.signer.Cert) {
+			t.Fatalf("the group's bundle holds %d CAs, want the new CA alone", len(bundle))
+		}
+		var revoked Revocation
+		for _, r := range RevocationsOf(g.leaderData) {
+			if r.Serial == held {
+				revoked = r
+			}
+		}
+		if revoked.Unit != "db/2" || !revoked.Retired || revoked.Reason != ReasonNotReissued {
+			t.Fatalf("db/2's certificate %s of the old CA: revocation %+v, want it revoked at once as not reissued", held, revoked)
+		}
+		for _, u := range []string{"db/0", "db/1"} {
+			if cas, _ := certutil.ParseCertificates([]byte(g.local[u].ca)); containsCert(cas, old.Cert.Raw) {
+				t.Errorf("%s still trusts the old CA once the rotation ended", u)
+			}
 		}
 	})
 }

@@ -29,7 +29,7 @@ func decideLeader(v View) (actions []Action, signing []string, plan caPlan) {
 		plan.wake = earliestSet(plan.wake, at)
 	}
 	actions = plan.actions
-	if !plan.sign && !plan.signNew {
+	if !plan.sign {
 		return actions, nil, plan
 	}
 	published := v.LeaderData[KeyCA]
@@ -45,9 +45,6 @@ func decideLeader(v View) (actions []Action, signing []string, plan caPlan) {
 	validity, invalid := signingValidity(v, pol)
 	held := holders(v, pol)
 	for _, unit := range sortedKeys(v.Units) {
-		if !plan.sign && v.Units[unit][KeySerial] != "" {
-			continue // the trust phase of a rotation signs only units that hold nothing
-		}
 		act, csr := decideUnitCSR(v, pol, held, unit, published)
 		if s, ok := act.(SignCSR); ok {
 			if invalid != nil {
@@ -62,10 +59,7 @@ func decideLeader(v View) (actions []Action, signing []string, plan caPlan) {
 			actions = append(actions, act)
 		}
 	}
-	if !plan.sign {
-		return actions, signing, plan
-	}
-	revocations, wake := planRevocations(v, published)
+	revocations, wake := planRevocations(v, published, plan.revoke)
 	plan.wake = earliestSet(wake, plan.wake)
 	return append(actions, revocations...), signing, plan
 }

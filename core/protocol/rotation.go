@@ -14,15 +14,21 @@ import (
 
 // CA rotation moves a group from one signing CA to another without a failed handshake:
 //
-//  1. trust: the new CA joins the bundle after the old one; the leader signs only units
-//     that hold no certificate (with the new CA), until every unit that holds one the
-//     group issued reports (KeyTrusts) that it trusts the new CA, or CATerms.TrustTimeout
-//     has passed (the units still missing are named, and renew in the next phase).
+//  1. trust: the new CA joins the bundle after the old one; the leader signs nothing,
+//     until every unit that holds a certificate the group issued reports (KeyTrusts)
+//     that it trusts the new CA, or CATerms.TrustTimeout has passed (the units still
+//     missing are named, and renew in the next phase). It signs nothing because the
+//     bundle's first CA is the one the group signs with, and a unit holding a
+//     certificate of another renews (a unit signed by the new CA now would renew again
+//     and again until the phase ends).
 //  2. reissue: the new CA leads the bundle and signs; every unit whose certificate the
 //     old CA issued renews (unit side: a certificate not issued by the bundle's first CA
 //     is due), while the old CA stays in the bundle.
-//  3. done: once every unit presents a certificate of the new CA, the old CA leaves the
-//     bundle and the rotation record is deleted.
+//  3. done: once every unit presents a certificate of the new CA, or
+//     CATerms.ReissueTimeout after the reissue phase began, the old CA leaves the bundle
+//     and the rotation record is deleted. The units not reissued by the deadline are
+//     named and their certificates of other CAs revoked: a rotation made because the
+//     old key is suspect ends, whatever any unit does.
 //
 // A rotation starts when the leader's signer holds another CA than the group's and
 // there is a reason: `tlsrelay ca rotate` asked for it, the signer backend changed, the
@@ -53,6 +59,9 @@ type Rotation struct {
 	// Untrusted names the units the trust phase went on without: they had not said
 	// they trust the new CA within CATerms.TrustTimeout.
 	Untrusted []string `json:"untrusted,omitempty"`
+	// ReissueSince is when the reissue phase began (the leader's clock): it ends
+	// CATerms.ReissueTimeout later at the latest.
+	ReissueSince time.Time `json:"reissue_since,omitzero"`
 	// Cancelled: this rotation takes the group back to the CA an earlier one, cancelled,
 	// moved from (see planCancel).
 	Cancelled bool `json:"cancelled,omitempty"`
@@ -88,14 +97,36 @@ type CATerms struct {
 	// RotateBefore: the group's CA is rotated when less than this is left of it (and
 	// less than a third of its life), so no certificate outlives it. 0: never.
 	RotateBefore time.Duration
-	// TrustTimeout bounds the trust phase (ca.rotation_trust_timeout); 0: no bound.
-	TrustTimeout time.Duration
+	// TrustTimeout bounds the trust phase (ca.rotation_trust_timeout), ReissueTimeout
+	// the reissue phase (ca.rotation_reissue_timeout); 0 is the default of each. No
+	// rotation waits for ever: a unit that never answers would hold it.
+	TrustTimeout, ReissueTimeout time.Duration
 	// RemoteRecheck is how often a remote CA is loaded again (ca.remote_recheck); 0 is
 	// RemoteCARecheck.
 	RemoteRecheck time.Duration
 	// Ref is ca.ref: the group's CA comes from the secrets backend, so the leader
 	// imports it into its signer and cannot make a new one. "": the signer's own CA.
 	Ref string
+}
+
+// The default bounds of a rotation's phases (CATerms).
+const (
+	DefaultTrustTimeout   = 10 * time.Minute
+	DefaultReissueTimeout = time.Hour
+)
+
+func (t CATerms) trustTimeout() time.Duration {
+	if t.TrustTimeout > 0 {
+		return t.TrustTimeout
+	}
+	return DefaultTrustTimeout
+}
+
+func (t CATerms) reissueTimeout() time.Duration {
+	if t.ReissueTimeout > 0 {
+		return t.ReissueTimeout
+	}
+	return DefaultReissueTimeout
 }
 
 // TrustsOf lists the fingerprints of the CAs in a bundle, as units report them.
@@ -113,7 +144,9 @@ func fingerprints(certs []*x509.Certificate) string {
 type caPlan struct {
 	actions []Action
 	sign    bool
-	signNew bool // sign only units that hold no certificate (a rotation's trust phase)
+	// revoke are certificates the plan revokes at once: those of units a rotation's
+	// reissue phase ended without.
+	revoke  []Revocation
 	problem string
 	state   string    // Decision.CAState
 	wake    time.Time // when the plan changes with time alone
@@ -224,7 +257,7 @@ func expiring(v View, ca *x509.Certificate) bool {
 // certificate still needs; ask for a new CA when a rotation is due.
 func planSteady(v View, signerCerts, pub []*x509.Certificate) caPlan {
 	p := caPlan{sign: true, state: CASteady}
-	if bundle := joinCerts(signerCerts, inUse(v, missing(pub, signerCerts))); bundle != v.LeaderData[KeyCA] {
+	if bundle := joinCerts(signerCerts, inUse(v, missing(pub, signerCerts), nil)); bundle != v.LeaderData[KeyCA] {
 		p.actions = append(p.actions, PublishCA{BundlePEM: bundle})
 	}
 	if v.LeaderData[KeyCASigner] != v.CA.Signer || v.LeaderData[KeyCARotation] != "" {
@@ -238,7 +271,9 @@ func planSteady(v View, signerCerts, pub []*x509.Certificate) caPlan {
 		case cannot != "":
 			p.blocked = "the group's CA should rotate (" + reason + "), but " + cannot
 		default:
-			p.actions = append(p.actions, NewSignerCA{Reason: reason, Generate: !v.Memory.Signer.Imports})
+			// Nothing is signed until the next decision has loaded the new CA: the signer
+			// would sign with a CA the group has not yet been given.
+			p.actions, p.sign = append(p.actions, NewSignerCA{Reason: reason, Generate: !v.Memory.Signer.Imports}), false
 		}
 	}
 	p.actions = append(p.actions, recordBlocked(v, p.blocked)...)
@@ -250,10 +285,9 @@ func planSteady(v View, signerCerts, pub []*x509.Certificate) caPlan {
 }
 
 // planTrust: the new CA is in the bundle; move on once every unit holding a certificate
-// the group issued trusts it, or the trust timeout has passed. Until then only units
-// without a certificate are signed (a certificate of the new CA would fail at peers that
-// do not trust it yet, but they have none to fail). What a unit reports counts only
-// where the leader can check it: a serial the group never issued to it holds nothing up.
+// the group issued trusts it, or the trust timeout has passed. Until then nothing is
+// signed (see the top of this file). What a unit reports counts only where the leader
+// can check it: a serial the group never issued to it holds nothing up.
 func planTrust(v View, signerCerts, pub []*x509.Certificate, rot Rotation) caPlan {
 	want := caseal.Fingerprint(signerCerts[0].Raw)
 	var waiting []string
@@ -266,35 +300,15 @@ func planTrust(v View, signerCerts, pub []*x509.Certificate, rot Rotation) caPla
 	if rot.Since.IsZero() { // recorded by a leader that kept no time: the phase starts now
 		rot.Since = v.Now
 	}
-	deadline := rot.Since.Add(v.CA.TrustTimeout)
-	timedOut := v.CA.TrustTimeout > 0 && !v.Now.Before(deadline)
-	if len(waiting) > 0 && !timedOut {
-		p := caPlan{signNew: true}.waitFor(v, joinCerts(pub, missing(signerCerts, pub)), rot, waiting)
-		if v.CA.TrustTimeout > 0 {
-			p.wake = deadline
-		}
+	deadline := rot.Since.Add(v.CA.trustTimeout())
+	if len(waiting) > 0 && v.Now.Before(deadline) {
+		p := caPlan{}.waitFor(v, joinCerts(pub, missing(signerCerts, pub)), rot, waiting)
+		p.wake = deadline
 		return p
 	}
-	rot.Phase, rot.Waiting, rot.Untrusted = PhaseReissue, nil, waiting
+	rot.Phase, rot.Waiting, rot.Untrusted, rot.ReissueSince = PhaseReissue, nil, waiting, v.Now
 	p := caPlan{sign: true, actions: []Action{PublishCA{BundlePEM: joinCerts(signerCerts, missing(pub, signerCerts))}, recordCA(v, &rot)}}
 	return p.sealed(v)
-}
-
-// planReissue: the new CA signs; the rotation ends once every unit presents one of its
-// certificates, and the old CA leaves the bundle then.
-func planReissue(v View, signerCerts, pub []*x509.Certificate, rot Rotation) caPlan {
-	var waiting []string
-	for _, unit := range sortedKeys(v.Units) {
-		if !presentsCertOf(v, unit, signerCerts[0]) {
-			waiting = append(waiting, unit)
-		}
-	}
-	p := caPlan{sign: true}
-	if len(waiting) == 0 {
-		p.actions = append(p.actions, PublishCA{BundlePEM: joinCerts(signerCerts, inUse(v, missing(pub, signerCerts)))}, recordCA(v, nil))
-		return p.sealed(v)
-	}
-	return p.waitFor(v, joinCerts(signerCerts, missing(pub, signerCerts)), rot, waiting)
 }
 
 // waitFor: a phase that waits for units. It keeps bundle published and the record
@@ -320,45 +334,13 @@ func (r Rotation) describe() string {
 	if len(r.Untrusted) > 0 {
 		s += "; went on without " + strings.Join(r.Untrusted, ", ") + " (no word of trusting the new CA within ca.rotation_trust_timeout)"
 	}
+	if r.Phase == PhaseReissue && !r.ReissueSince.IsZero() && len(r.Waiting) > 0 {
+		s += "; units not reissued by " + r.ReissueSince.UTC().Format(time.RFC3339) + " + ca.rotation_reissue_timeout are revoked then"
+	}
 	if r.CancelRefused != "" {
 		s += "; not cancelled: " + r.CancelRefused
 	}
 	return s
-}
-
-// holdsIssued: the serial unit reports is one the group issued to it.
-func holdsIssued(v View, unit string) bool {
-	serial := v.Units[unit][KeySerial]
-	return serial != "" && slices.ContainsFunc(issuedTo(v, unit), func(i Issued) bool { return i.Serial == serial })
-}
-
-// presentsCertOf: the unit holds no certificate the group issued to it, or the one it
-// reports installed is its certificate in leader data and ca issued it.
-func presentsCertOf(v View, unit string, ca *x509.Certificate) bool {
-	serial := v.Units[unit][KeySerial]
-	if !holdsIssued(v, unit) {
-		return true
-	}
-	certs, err := v.leaderCerts(SignedCertificateKey(unit))
-	return err == nil && certs[0].SerialNumber.Text(16) == serial && v.unitCertSignedBy(unit, ca)
-}
-
-// inUse keeps the CAs that issued some joined unit's certificate and have not expired. A
-// unit that reports a serial the group never issued to it needs none: its word is false.
-func inUse(v View, cas []*x509.Certificate) []*x509.Certificate {
-	var out []*x509.Certificate
-	for _, ca := range cas {
-		if !ca.NotAfter.After(v.Now) {
-			continue
-		}
-		for unit := range v.Units {
-			if (v.Units[unit][KeySerial] == "" || holdsIssued(v, unit)) && v.unitCertSignedBy(unit, ca) {
-				out = append(out, ca)
-				break
-			}
-		}
-	}
-	return out
 }
 
 // recordCA writes the signer's name, the rotation record (nil deletes it, and the

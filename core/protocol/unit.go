@@ -89,6 +89,10 @@ func decidePending(v View, p *Pending, ca string) Decision {
 		if !r.At.IsZero() {
 			d.WakeAt = retry
 		}
+		if inst := v.Local.Installed; inst != nil && ca != "" && ca != inst.CAPEM {
+			// Refused or not, a unit trusts the group's bundle: a CA rotation waits for it.
+			d.Actions = append(d.Actions, InstallCA{CAPEM: ca})
+		}
 		return d
 	}
 	return decideAwaiting(v, p, ca)

@@ -108,8 +108,9 @@ func (p prepared) agentOptions(cfg *config.Config, member relation.Member, backe
 		Member: member, Backends: backends, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
 		Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: p.sealKey, CARef: cfg.CA.Ref,
 		Policy: p.policy, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore, CARotationTrustTimeout: cfg.CA.RotationTrustTimeout,
-		CARemoteRecheck:     cfg.CA.RemoteRecheck,
-		RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter,
+		CARotationReissueTimeout: cfg.CA.RotationReissueTimeout,
+		CARemoteRecheck:          cfg.CA.RemoteRecheck,
+		RevokeDepartedAfter:      cfg.CA.RevokeDepartedAfter,
 	}, nil
 }
 
