@@ -20,6 +20,10 @@ type pattern struct {
 	source string
 	tmpl   *template.Template
 	kind   patternKind
+	// static is the pattern when it holds no template: rendered once, not at every
+	// match (the leader matches every SAN of every CSR).
+	static    string
+	hasStatic bool
 }
 
 type patternKind int
@@ -43,6 +47,9 @@ func compile(source string, kind patternKind) (*pattern, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !strings.Contains(source, "{{") {
+		p.static, p.hasStatic = rendered, true
+	}
 	if kind == kindSAN {
 		if _, _, err := net.ParseCIDR(rendered); err != nil && net.ParseIP(rendered) == nil {
 			if strings.ContainsAny(rendered, "/,= \n") {
@@ -60,6 +67,9 @@ func compile(source string, kind patternKind) (*pattern, error) {
 }
 
 func (p *pattern) render(unit string) (string, error) {
+	if p.hasStatic {
+		return p.static, nil
+	}
 	var b strings.Builder
 	data := struct{ Unit, DNSName string }{unit, UnitDNSName(unit)}
 	if err := p.tmpl.Execute(&b, data); err != nil {
