@@ -35,8 +35,9 @@ func octavia(t *testing.T, conf string, args ...string) (stdout, stderr string, 
 }
 
 // The Octavia group that configs/octavia-up.yaml describes runs under one `tlsrelay up`
-// (controllers lead and are clients; the amphora only asks, serves, and names its
-// amphora ID taken from its host). Then Octavia's own code uses the units' files as
+// (controllers lead and are clients; the amphora, named by its amphora ID, only asks,
+// serves, and holds that ID: AMPHORA_ID in the environment, another ID, changes
+// nothing). Then Octavia's own code uses the units' files as
 // they are: its amphora agent (Octavia's Flask app under gunicorn, with Octavia's TLS
 // options) serves the REST API with the amphora's bundle.pem and requires client
 // certificates from ca.crt, and Octavia's controller client (AmphoraAPIClient, which
@@ -51,17 +52,21 @@ func TestOctaviaAmphoraAgentWithTheGroupsFiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One amphora: AMPHORA_ID is one variable for every agent `up` starts.
-	config := write("octavia-up.yaml", strings.Replace(string(example), "count: 2", "count: 1", 1))
-	t.Setenv("AMPHORA_ID", ampID)
+	// One amphora, named by its ID.
+	ids := "ids: [9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50, 0b1c2d3e-4f50-4c5e-8f6a-0b1c2d3e4f51]"
+	if !strings.Contains(string(example), ids) {
+		t.Fatalf("configs/octavia-up.yaml no longer names its amphorae %s", ids)
+	}
+	config := write("octavia-up.yaml", strings.Replace(string(example), ids, "ids: ["+ampID+"]", 1))
+	t.Setenv("AMPHORA_ID", "0b1c2d3e-4f50-4c5e-8f6a-0b1c2d3e4f51")
 	group := filepath.Join(dir, "group")
 	r := run(t, "up", "--config", config, "--dir", group)
 	if r.code != 0 || !strings.Contains(r.stderr, "1 amphora: server; 3 controller: client, leader-eligible") {
 		t.Fatalf("up of the Octavia group: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	amphora, controller := filepath.Join(group, "amphora-0"), filepath.Join(group, "controller-1")
-	if cert := mustReadCert(t, filepath.Join(amphora, "tls.crt")); !slices.Contains(cert.DNSNames, ampID) {
-		t.Fatalf("the amphora's certificate names %v, not its amphora ID", cert.DNSNames)
+	amphora, controller := filepath.Join(group, "amphora-"+ampID), filepath.Join(group, "controller-1")
+	if cert := mustReadCert(t, filepath.Join(amphora, "tls.crt")); !slices.Equal(cert.DNSNames, []string{ampID, "amphora-" + ampID}) {
+		t.Fatalf("the amphora's certificate names %v, want its amphora ID and its unit's name alone", cert.DNSNames)
 	}
 	// Another group, another CA: its controller is a stranger to this amphora.
 	other := filepath.Join(dir, "other")

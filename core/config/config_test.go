@@ -164,6 +164,8 @@ func TestSANTemplatesTakeHostValues(t *testing.T) {
 		{`{{file "` + filepath.Join(dir, "empty") + `"}}`, "", "renders empty"},
 		{`{{file "` + filepath.Join(dir, "missing") + `"}}`, "", "no such file or directory"},
 		{`{{env "TWO"}}`, "", `renders "a b", which is not one DNS name`},
+		{`{{.ID}}`, "0", ""},
+		{`{{uuid .ID}}`, "", `"0" is not a UUID: name the unit <application>/<UUID>`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.san, func(t *testing.T) {
@@ -178,6 +180,37 @@ func TestSANTemplatesTakeHostValues(t *testing.T) {
 				t.Fatalf("SANsFor = %v, %v, want %q among them", got, err, tt.want)
 			}
 		})
+	}
+}
+
+// A unit named by its ID (amphora/<UUID>) renders that ID with {{.ID}} and {{uuid .ID}}.
+func TestSANTemplateOfAUnitNamedByItsID(t *testing.T) {
+	const id = "9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50"
+	got, err := Certificate{SANs: []string{`{{uuid .ID}}`}}.SANsFor("amphora/"+id, Host{})
+	if err != nil || !slices.Contains(got, id) {
+		t.Fatalf("SANsFor = %v, %v, want the unit's ID", got, err)
+	}
+}
+
+// kinds.<kind>.ids name the units `up` runs: each must make a unit name, once.
+func TestKindIDs(t *testing.T) {
+	const id = "9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50"
+	cfg, err := Load(writeConfig(t, "kinds:\n  amphora: {ids: ["+id+", 7]}\n"), builtins)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Kinds["amphora"].UnitNames("amphora"); !slices.Equal(got, []string{"amphora/" + id, "amphora/7"}) {
+		t.Fatalf("UnitNames = %v", got)
+	}
+	for _, tt := range []struct{ yaml, want string }{
+		{"kinds:\n  amphora: {ids: [" + strings.ToUpper(id) + "]}\n", "kinds.amphora.ids[0]"},
+		{"kinds:\n  amphora: {ids: [a1-b-c-d-e]}\n", "not a unit's ID"},
+		{"kinds:\n  amphora: {ids: [" + id + ", " + id + "]}\n", "named twice"},
+		{"kinds:\n  amphora: {count: 3, ids: [" + id + "]}\n", "kinds.amphora.count"},
+	} {
+		if _, err := Load(writeConfig(t, tt.yaml), builtins); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%q: %v, want an error naming %q", tt.yaml, err, tt.want)
+		}
 	}
 }
 
@@ -265,7 +298,15 @@ func TestExampleConfigsLoad(t *testing.T) {
 			}
 			units := []string{cfg.Unit}
 			for _, kind := range cfg.KindNames() {
-				units = append(units, kind+"/0")
+				k := cfg.Kinds[kind]
+				switch names := k.UnitNames(kind); {
+				case len(names) > 0:
+					units = append(units, names...)
+				case strings.Contains(strings.Join(k.SANs, " "), "uuid"): // a kind named by its ID (an amphora)
+					units = append(units, kind+"/9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50")
+				default:
+					units = append(units, kind+"/0")
+				}
 			}
 			for _, unit := range units {
 				sans, err := cfg.ForUnit(unit).Certificate.SANsFor(unit, host)

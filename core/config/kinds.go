@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
@@ -14,8 +15,13 @@ import (
 // that application take these values over the config's. One config then serves every
 // host of the group, and `tlsrelay up` runs Count units of each kind.
 type Kind struct {
-	// Count is how many units of this kind `tlsrelay up` runs (agents ignore it).
+	// Count is how many units of this kind `tlsrelay up` runs (agents ignore it),
+	// named <application>/0 on.
 	Count int `mapstructure:"count"`
+	// IDs, when set, name the units of this kind `tlsrelay up` runs instead:
+	// <application>/<ID> each, as a deployment names a unit by an ID it made (an Octavia
+	// amphora's UUID, which {{.ID}} then gives the unit's SANs and the policy).
+	IDs []string `mapstructure:"ids"`
 	// LeaderEligible, when set, replaces relation.leader_eligible.
 	LeaderEligible *bool `mapstructure:"leader_eligible"`
 	// Profile, when set, replaces certificate.profile.
@@ -53,6 +59,22 @@ func (c *Config) ForUnit(unit string) *Config {
 	return &out
 }
 
+// UnitNames are the names of the units of kind app that `tlsrelay up` runs.
+func (k Kind) UnitNames(app string) []string {
+	if len(k.IDs) > 0 {
+		names := make([]string, len(k.IDs))
+		for i, id := range k.IDs {
+			names[i] = app + "/" + id
+		}
+		return names
+	}
+	names := make([]string, k.Count)
+	for i := range names {
+		names[i] = fmt.Sprintf("%s/%d", app, i)
+	}
+	return names
+}
+
 // KindNames lists the configured kinds in order.
 func (c *Config) KindNames() []string {
 	return slices.Sorted(maps.Keys(c.Kinds))
@@ -66,6 +88,19 @@ func (c *Config) validateKinds(p *problems) {
 		}
 		if k.Count < 0 {
 			p.add(key+".count", "%d must not be negative", k.Count)
+		}
+		if len(k.IDs) > 0 && k.Count != 0 && k.Count != len(k.IDs) {
+			p.add(key+".count", "%d, but %s.ids names %d units: give one or the other", k.Count, key, len(k.IDs))
+		}
+		seen := map[string]bool{}
+		for i, id := range k.IDs {
+			switch unit := name + "/" + id; {
+			case !policy.IsUnitName(unit):
+				p.add(fmt.Sprintf("%s.ids[%d]", key, i), "%q is not a unit's ID: a number or a UUID in lower case (%s is not a unit name)", id, unit)
+			case seen[id]:
+				p.add(fmt.Sprintf("%s.ids[%d]", key, i), "%q is named twice", id)
+			}
+			seen[id] = true
 		}
 		if k.Profile != "" && !sdk.Profile(k.Profile).Valid() {
 			p.add(key+".profile", "%q is not one of server, client, peer", k.Profile)

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"text/template"
+
+	"github.com/tlsrelay/tlsrelay/core/policy"
 )
 
 // Host is what SAN keywords and templates resolve to on this machine.
@@ -65,7 +67,9 @@ func (c Certificate) SANsFor(unit string, host Host) ([]string, error) {
 }
 
 // A SAN with "{{" is a Go template, so that one config serves hosts that differ (an
-// Octavia amphora names its amphora ID): {{.Unit}}, {{.DNSName}}, {{.Hostname}},
+// Octavia amphora names its amphora ID): {{.Unit}}, {{.DNSName}}, {{.ID}} (what follows
+// the application in the unit's name: "0", or an amphora/<UUID>'s UUID; {{uuid .ID}}
+// refuses any other), {{.Hostname}},
 // {{.ShortHostname}} (the hostname's first label: "{{.ShortHostname}}.example.internal"
 // is the same name on a host named vm and on one named vm.example.internal),
 // {{env "NAME"}} (a variable of the agent's environment, "" when unset) and
@@ -80,7 +84,8 @@ func sanTemplate(source string, host Host) (*template.Template, error) {
 		readFile = os.ReadFile
 	}
 	return template.New("san").Option("missingkey=error").Funcs(template.FuncMap{
-		"env": getenv,
+		"env":  getenv,
+		"uuid": uuidOf,
 		"file": func(path string) (string, error) {
 			b, err := readFile(path)
 			if err != nil {
@@ -89,6 +94,14 @@ func sanTemplate(source string, host Host) (*template.Template, error) {
 			return strings.TrimSpace(string(b)), nil
 		},
 	}).Parse(source)
+}
+
+// uuidOf is s if it is a UUID ({{uuid .ID}}): a unit named otherwise cannot render it.
+func uuidOf(s string) (string, error) {
+	if !policy.IsUUID(s) {
+		return "", fmt.Errorf("%q is not a UUID: name the unit <application>/<UUID>", s)
+	}
+	return s, nil
 }
 
 func renderSAN(source, unit string, host Host) (string, error) {
@@ -101,7 +114,7 @@ func renderSAN(source, unit string, host Host) (string, error) {
 	}
 	var b strings.Builder
 	short, _, _ := strings.Cut(host.Hostname, ".")
-	data := struct{ Unit, DNSName, Hostname, ShortHostname string }{unit, strings.ReplaceAll(unit, "/", "-"), host.Hostname, short}
+	data := struct{ Unit, DNSName, ID, Hostname, ShortHostname string }{unit, policy.UnitDNSName(unit), policy.UnitID(unit), host.Hostname, short}
 	if err := t.Execute(&b, data); err != nil {
 		var execErr template.ExecError
 		if errors.As(err, &execErr) {

@@ -288,7 +288,7 @@ func (c Certificate) CommonNameFor(unit string) (string, error) {
 		return "", fmt.Errorf("certificate.common_name: %w", err)
 	}
 	var b strings.Builder
-	data := struct{ Unit, DNSName string }{unit, strings.ReplaceAll(unit, "/", "-")}
+	data := struct{ Unit, DNSName, ID string }{unit, policy.UnitDNSName(unit), policy.UnitID(unit)}
 	if err := t.Execute(&b, data); err != nil {
 		return "", fmt.Errorf("certificate.common_name: %w", err)
 	}

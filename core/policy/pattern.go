@@ -9,7 +9,8 @@ import (
 )
 
 // A pattern is a Go template rendered for the unit asking ({{.Unit}} "db/0",
-// {{.DNSName}} "db-0"), then matched:
+// {{.DNSName}} "db-0", {{.ID}} "0"; {{uuid .ID}} is the ID if it is a UUID, and renders
+// nothing any name matches otherwise), then matched:
 //   - SANs: an IP address matches itself, a CIDR range the addresses in it; a DNS
 //     pattern matches names with as many labels, '*' matching within one label
 //     ("*.db.internal" matches "a.db.internal", not "a.b.db.internal"); names compare
@@ -38,12 +39,12 @@ func compile(source string, kind patternKind) (*pattern, error) {
 	if strings.TrimSpace(source) == "" {
 		return nil, fmt.Errorf("empty pattern")
 	}
-	t, err := template.New("pattern").Option("missingkey=error").Parse(source)
+	t, err := template.New("pattern").Option("missingkey=error").Funcs(patternFuncs).Parse(source)
 	if err != nil {
 		return nil, err
 	}
 	p := &pattern{source: source, tmpl: t, kind: kind}
-	rendered, err := p.render("app/0")
+	rendered, err := p.render(sampleUnit)
 	if err != nil {
 		return nil, err
 	}
@@ -66,12 +67,29 @@ func compile(source string, kind patternKind) (*pattern, error) {
 	return p, nil
 }
 
+// sampleUnit is the unit a pattern is rendered for when it is compiled: one named by a
+// UUID, so that every template function renders.
+const sampleUnit = "app/00000000-0000-4000-8000-000000000000"
+
+// patternFuncs are the functions a pattern may call.
+var patternFuncs = template.FuncMap{
+	// uuid is s if it is a UUID, else an error: the pattern then matches no name. A
+	// rule "{{uuid .ID}}" binds exactly one name, the unit's own ID, to units that the
+	// deployment names by their ID, and nothing to any other.
+	"uuid": func(s string) (string, error) {
+		if !IsUUID(s) {
+			return "", fmt.Errorf("%q is not a UUID", s)
+		}
+		return s, nil
+	},
+}
+
 func (p *pattern) render(unit string) (string, error) {
 	if p.hasStatic {
 		return p.static, nil
 	}
 	var b strings.Builder
-	data := struct{ Unit, DNSName string }{unit, UnitDNSName(unit)}
+	data := struct{ Unit, DNSName, ID string }{unit, UnitDNSName(unit), UnitID(unit)}
 	if err := p.tmpl.Execute(&b, data); err != nil {
 		return "", err
 	}

@@ -205,16 +205,33 @@ func Normalize(name string) string {
 // UnitDNSName is a unit's name as a DNS label: "db/0" is "db-0".
 func UnitDNSName(unit string) string { return strings.ReplaceAll(unit, "/", "-") }
 
+// UnitID is what follows the application in a unit's name: "0" of "db/0", the UUID of
+// "amphora/9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50". Where the deployment names a unit by
+// an ID it made (Octavia's amphora ID), the unit's name, and so its etcd user, is the
+// identity a name can be bound to ({{.ID}} in a pattern).
+func UnitID(unit string) string {
+	_, id, _ := strings.Cut(unit, "/")
+	return id
+}
+
+// uuidForm is a UUID as tlsrelay writes and accepts it: lower case, canonical form.
+const uuidForm = `[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`
+
 var (
-	unitName    = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*/[0-9]+$`)
-	unitDNSName = regexp.MustCompile(`^([a-z0-9][a-z0-9.-]*)-([0-9]+)$`)
+	unitName    = regexp.MustCompile(`^[a-z0-9][a-z0-9.-]*/([0-9]+|` + uuidForm + `)$`)
+	unitDNSName = regexp.MustCompile(`^([a-z0-9][a-z0-9.-]*?)-([0-9]+|` + uuidForm + `)$`)
+	uuidName    = regexp.MustCompile(`^` + uuidForm + `$`)
 )
 
-// IsUnitName reports whether s is a unit name: <application>/<number>.
+// IsUnitName reports whether s is a unit name: <application>/<number>, or
+// <application>/<UUID> for a unit the deployment names by an ID (an amphora's).
 func IsUnitName(s string) bool { return unitName.MatchString(s) }
 
+// IsUUID reports whether s is a UUID in canonical lower-case form.
+func IsUUID(s string) bool { return uuidName.MatchString(s) }
+
 // ReservedUnitName reports whether a name (after Normalize) is the DNS name of some
-// unit, joined or not: <application>-<number>.
+// unit, joined or not: <application>-<number> or <application>-<UUID>.
 func ReservedUnitName(name string) bool { return unitDNSName.MatchString(Normalize(name)) }
 
 func unitOfDNSName(name string) string {

@@ -83,3 +83,46 @@ func TestUnitRulesAreValidated(t *testing.T) {
 		}
 	}
 }
+
+// A unit the deployment names by its ID (amphora/<UUID>) is bound to that ID by a rule
+// "{{uuid .ID}}": it may hold its own ID and no other name of that rule; a unit named by
+// a number holds none; every other unit is refused it, and the DNS name of a unit named
+// by a UUID is reserved for that unit like any unit's.
+func TestPolicyBindsANameToTheUnitsID(t *testing.T) {
+	rules := Defaults()
+	rules.Units = []UnitRule{{Match: "amphora/*", SANs: []string{"{{uuid .ID}}"}}}
+	pol := MustNew(rules)
+	const a, b = "9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50", "0b1c2d3e-4f50-4c5e-8f6a-123456789012"
+	tests := []struct {
+		name, unit string
+		dns        []string
+		refuse     string
+	}{
+		{"its own ID", "amphora/" + a, []string{a}, ""},
+		{"its own DNS name", "amphora/" + a, []string{"amphora-" + a}, ""},
+		{"another's ID", "amphora/" + a, []string{"0b1c2d3e-4f50-4c5e-8f6a-0b1c2d3e4f51"}, "not allowed"},
+		{"another's ID whose last group reads as a unit number", "amphora/" + a, []string{b}, "the name of unit"},
+		{"an ID-shaped name", "amphora/" + a, []string{"a1-b-c-d-e"}, "not allowed"},
+		{"the DNS name of a unit named by a UUID", "amphora/" + a, []string{"amphora-" + b}, "the name of unit amphora/" + b},
+		{"an ID to a unit named by a number", "amphora/3", []string{a}, "not allowed"},
+		{"an ID to another kind", "web/0", []string{a}, "not allowed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			csr := pkitest.MakeCSR(t, pkitest.Request{Subject: pkix.Name{CommonName: tt.unit}, DNS: tt.dns})
+			_, err := pol.Check(Request{Unit: tt.unit, CSRPEM: []byte(csr), Profile: "peer"})
+			switch {
+			case tt.refuse == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tt.refuse != "" && (err == nil || !strings.Contains(err.Error(), tt.refuse)):
+				t.Fatalf("Check = %v, want a refusal containing %q", err, tt.refuse)
+			}
+		})
+	}
+	for name, want := range map[string]bool{"amphora/" + a: true, "db/0": true, "amphora/" + strings.ToUpper(a): false,
+		"amphora/a1-b-c-d-e": false, "amphora/": false, a: false} {
+		if IsUnitName(name) != want {
+			t.Errorf("IsUnitName(%q) = %t, want %t", name, !want, want)
+		}
+	}
+}

@@ -192,15 +192,14 @@ func (t *timings) mark(what string) {
 
 func (t *timings) String() string { return strings.Join(t.parts, ", ") }
 
-// unitsOf names the group's units with their output directories: kinds.<kind>.count
-// units of each kind where the config counts any (KindCount), else <application>/0..n-1.
+// unitsOf names the group's units with their output directories: each kind's units
+// (kinds.<kind>.count, or .ids) where the config counts any (KindCount), else
+// <application>/0..n-1.
 func unitsOf(cfg *config.Config, dir string, n int) []verify.Unit {
 	var names []string
 	if KindCount(cfg) > 0 {
 		for _, kind := range cfg.KindNames() {
-			for i := range cfg.Kinds[kind].Count {
-				names = append(names, fmt.Sprintf("%s/%d", kind, i))
-			}
+			names = append(names, cfg.Kinds[kind].UnitNames(kind)...)
 		}
 	} else {
 		app, _, _ := strings.Cut(cfg.Unit, "/")
@@ -225,8 +224,8 @@ func kindsLine(cfg *config.Config) string {
 	}
 	var parts []string
 	for _, kind := range cfg.KindNames() {
-		if n := cfg.Kinds[kind].Count; n > 0 {
-			c := cfg.ForUnit(kind + "/0")
+		if names := cfg.Kinds[kind].UnitNames(kind); len(names) > 0 {
+			n, c := len(names), cfg.ForUnit(names[0])
 			part := fmt.Sprintf("%d %s: %s", n, kind, cmp.Or(c.Certificate.Profile, "peer"))
 			if c.Relation.LeaderEligible {
 				part += ", leader-eligible"
@@ -237,12 +236,12 @@ func kindsLine(cfg *config.Config) string {
 	return " (" + strings.Join(parts, "; ") + ")"
 }
 
-// KindCount is how many units the config's kinds count (kinds.*.count): the group `up`
-// runs when it is above 0.
+// KindCount is how many units the config's kinds count (kinds.*.count, or the units
+// kinds.*.ids name): the group `up` runs when it is above 0.
 func KindCount(cfg *config.Config) int {
 	n := 0
-	for _, k := range cfg.Kinds {
-		n += k.Count
+	for name, k := range cfg.Kinds {
+		n += len(k.UnitNames(name))
 	}
 	return n
 }
