@@ -2,6 +2,7 @@ package up
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -54,6 +55,15 @@ func (p *progress) update(s agent.Status) {
 	defer p.mu.Unlock()
 	old, seen := p.status[s.Unit]
 	p.status[s.Unit] = s
+	if s.State == protocol.StateRejected {
+		// A group that up started cannot converge past a refused CSR: what refused it
+		// (the policy, a name another unit holds, the signer) is the config's, and the
+		// unit tries again only ten minutes on. Say so now, not at the timeout.
+		select {
+		case p.fatal <- refused(s):
+		default:
+		}
+	}
 	if seen && old.State == s.State && old.Leader == s.Leader && old.Error == s.Error && len(old.Signing) == len(s.Signing) && old.CAState == s.CAState {
 		// a serial arriving for the same state: nothing new to print
 	} else if p.n <= verboseUnits {
@@ -129,6 +139,14 @@ func (p *progress) allDoneLocked() bool {
 		}
 	}
 	return true
+}
+
+// refused is the error of a unit whose CSR was refused: the leader's reason names it.
+func refused(s agent.Status) error {
+	if strings.Contains(s.Detail, s.Unit) {
+		return errors.New(s.Detail)
+	}
+	return fmt.Errorf("%s: its CSR was refused: %s", s.Unit, s.Detail)
 }
 
 // fail records an agent that stopped with an error.

@@ -9,16 +9,20 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/internal/app/verify"
 )
 
-// prove checks the group's files, that every unit holds the same CA bundle, and mutual
-// TLS: between neighbours in a ring, or between every pair with allPairs. Then it prints
-// the table.
-func prove(ctx context.Context, out io.Writer, p *progress, units []verify.Unit, parallel int, allPairs bool) error {
+// prove checks the group's files, that every unit holds the same CA bundle, that no name
+// only one unit may hold (pol) is in two certificates, and mutual TLS: between
+// neighbours in a ring, or between every pair with allPairs. Then it prints the table.
+func prove(ctx context.Context, out io.Writer, p *progress, units []verify.Unit, pol *policy.Policy, parallel int, allPairs bool) error {
 	ids, err := verify.LoadAll(units)
 	if err == nil {
 		err = verify.SameCA(ids)
+	}
+	if err == nil {
+		err = verify.OneHolder(ids, pol.Exclusive)
 	}
 	if err != nil {
 		fmt.Fprintf(out, "FAILED: %v\n", err)

@@ -164,7 +164,11 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	t.mark("issuance")
 	p.printf("all %d units hold certificates after %s; proving them\n", opts.Units, p.elapsed())
-	err = prove(ctx, opts.Out, p, units, opts.Parallel, opts.AllPairs)
+	pol, err := cfg.SigningPolicy()
+	if err != nil {
+		return err
+	}
+	err = prove(ctx, opts.Out, p, units, pol, opts.Parallel, opts.AllPairs)
 	t.mark("proof")
 	fmt.Fprintf(opts.Out, "time: %s\n", t)
 	if t.usage != "" {

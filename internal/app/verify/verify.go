@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
 	"github.com/tlsrelay/tlsrelay/core/agent"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
@@ -111,6 +112,29 @@ func SameCA(ids []*Identity) error {
 	for _, id := range ids[1:] {
 		if !bytes.Equal(id.CAPEM, ids[0].CAPEM) {
 			return fmt.Errorf("%s: its %s differs from %s's: the group does not share one CA bundle", id.Name, agent.CAFile, ids[0].Name)
+		}
+	}
+	return nil
+}
+
+// OneHolder checks that no name only one unit may hold (every name exclusive says so of
+// its unit) is in two units' certificates.
+func OneHolder(ids []*Identity, exclusive func(unit, name string) bool) error {
+	holder := map[string]string{}
+	for _, id := range ids {
+		names := slices.Clone(id.Cert.DNSNames)
+		for _, ip := range id.Cert.IPAddresses {
+			names = append(names, ip.String())
+		}
+		for _, name := range names {
+			name = strings.TrimSuffix(strings.ToLower(name), ".")
+			if !exclusive(id.Name, name) {
+				continue
+			}
+			if other, ok := holder[name]; ok && other != id.Name {
+				return fmt.Errorf("%s and %s both hold %s: one name, one holder", other, id.Name, name)
+			}
+			holder[name] = id.Name
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package verify
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -171,5 +172,36 @@ func TestSides(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// up's proof fails when two units' certificates hold a name only one unit may hold, and
+// passes for names the policy shares (exclusive says which are held alone).
+func TestOneHolder(t *testing.T) {
+	c := newCA(t)
+	id := func(unit string, dns ...string) *Identity {
+		cert, _ := c.Issue(t, pkitest.NewKey(t).Public(), pkitest.Leaf{CN: unit, DNS: dns, IPs: []net.IP{net.ParseIP("10.0.0.1")}})
+		return &Identity{Unit: Unit{Name: unit}, Cert: cert}
+	}
+	shared := func(_, name string) bool { return name != "localhost" && name != "10.0.0.1" }
+	for _, tt := range []struct {
+		name string
+		ids  []*Identity
+		want string // "" passes
+	}{
+		{"names of their own", []*Identity{id("a/0", "a-0", "localhost"), id("a/1", "a-1", "localhost")}, ""},
+		{"one amphora ID in two certificates", []*Identity{id("a/0", "a-0", "9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50"), id("a/1", "a-1", "9F0C2A7E-3B1D-4C5E-8F6A-0B1C2D3E4F50.")},
+			"a/0 and a/1 both hold 9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := OneHolder(tt.ids, shared)
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("OneHolder = %v, want %q", err, tt.want)
+			}
+		})
+	}
+	if err := OneHolder([]*Identity{id("a/0", "a-0"), id("a/1", "a-1")}, func(string, string) bool { return true }); err == nil ||
+		!strings.Contains(err.Error(), "10.0.0.1") {
+		t.Fatalf("an IP both hold alone: %v", err)
 	}
 }

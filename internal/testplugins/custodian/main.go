@@ -9,11 +9,18 @@
 //	                  rewriting ca_dir
 //	custody: local    claims nothing about its CA (a signer that cannot rotate)
 //
+//	spoil: local-cert-generator  signs as Octavia's LocalCertGenerator does: the
+//	                  CSR's subject copied, its SANs dropped, server and client usages
+//	                  whatever the profile (the leader must publish none of it)
+//
 // Every call reads the CA from ca_dir again, so all copies see a move at once.
 package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
 	"os"
 	"time"
 
@@ -26,6 +33,7 @@ type config struct {
 	CADir    string `json:"ca_dir"`
 	Custody  string `json:"custody"`
 	Generate bool   `json:"generate"`
+	Spoil    string `json:"spoil"`
 }
 
 type custodian struct {
@@ -96,11 +104,36 @@ func (c *custodian) SignCSR(_ context.Context, req sdk.SignRequest) (sdk.Certifi
 	if err != nil {
 		return sdk.Certificate{}, sdk.Errorf(sdk.CodeInternal, c.cfg.CADir, "%v", err)
 	}
-	chain, err := plan.Sign(cert, key)
+	sign := plan.Sign
+	if c.cfg.Spoil == "local-cert-generator" {
+		sign = func(ca *x509.Certificate, key crypto.Signer) ([]byte, error) {
+			return localCertGenerator(plan, ca, key)
+		}
+	}
+	chain, err := sign(cert, key)
 	if err != nil {
 		return sdk.Certificate{}, sdk.Errorf(sdk.CodeInternal, req.Unit, "%v", err)
 	}
 	return sdk.Certificate{ChainPEM: chain}, nil
+}
+
+// localCertGenerator signs as Octavia's LocalCertGenerator.sign_cert does: the CSR's
+// subject as it is, no SANs, both usages.
+func localCertGenerator(plan certutil.SignPlan, ca *x509.Certificate, key crypto.Signer) ([]byte, error) {
+	serial, err := certutil.RandomSerial()
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: serial, RawSubject: plan.CSR.RawSubject,
+		NotBefore: now.Add(-certutil.Backdate), NotAfter: now.Add(plan.Validity), BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, plan.CSR.PublicKey, key)
+	if err != nil {
+		return nil, err
+	}
+	return certutil.CertPEM(der), nil
 }
 
 // custodianGenerator adds GenerateCA when the config asks for it.

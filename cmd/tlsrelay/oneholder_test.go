@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/tlsrelay/tlsrelay/internal/testbin"
+)
+
+// One name, one holder, under `up` with real agents and plugins: two amphorae that ask
+// for the same name at once (AMPHORA_ID is one variable for every agent up starts, as
+// the shipped Octavia example once read it) are decided before anything is signed. One
+// is signed; the other is refused with a reason naming the holder, and up stops at once
+// saying so. Before, the leader signed both in one batch, then "rejected" them.
+func TestUpGivesOneNameToOneUnit(t *testing.T) {
+	dir := t.TempDir()
+	const id = "9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50"
+	config := fileWriter(t, dir)("race.yaml", `relation: {name: race}
+kinds:
+  controller: {count: 1, leader_eligible: true, profile: client}
+  amphora:
+    count: 2
+    leader_eligible: false
+    profile: server
+    sans: ['{{env "AMPHORA_ID"}}']
+policy:
+  units:
+    - match: "amphora/*"
+      sans: ["[0-9a-f]*-[0-9a-f]*-[0-9a-f]*-[0-9a-f]*-[0-9a-f]*"]
+`)
+	t.Setenv("AMPHORA_ID", id)
+	group := filepath.Join(dir, "group")
+	r := run(t, "up", "--config", config, "--dir", group)
+	if r.code != 1 || !strings.Contains(r.stderr, fmt.Sprintf("it asks for %q, which unit amphora/0 holds", id)) {
+		t.Fatalf("up: exit %d, want 1 and the refusal naming the holder\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	var holders []string
+	for _, unit := range []string{"amphora-0", "amphora-1"} {
+		if _, err := os.Stat(filepath.Join(group, unit, "tls.crt")); err != nil {
+			continue
+		}
+		if slices.Contains(mustReadCert(t, filepath.Join(group, unit, "tls.crt")).DNSNames, id) {
+			holders = append(holders, unit)
+		}
+	}
+	if !slices.Equal(holders, []string{"amphora-0"}) {
+		t.Fatalf("units holding %s: %v, want amphora-0 alone", id, holders)
+	}
+}
+
+// A signer that signs as Octavia's LocalCertGenerator does (the CSR's SANs dropped,
+// server and client usages whatever the profile) is a real plugin process here: the
+// leader publishes none of its certificates, refuses each CSR with the signer's
+// mismatch as its reason, and up fails saying so, where it used to print OK.
+func TestUpFailsOnASignerThatSignsOtherThanAsked(t *testing.T) {
+	dir := t.TempDir()
+	bin := testbin.Build(t, testbin.Custodian)
+	config := fileWriter(t, dir)("sloppy.yaml", fmt.Sprintf(`certificate: {profile: server}
+roles: {csr: cfssl, signer: keeper}
+plugins:
+  keeper:
+    command: %s
+    sha256: %s
+    env: [CUSTODIAN_CUSTODY]
+    config: {ca_dir: %q, custody: local, spoil: local-cert-generator}
+`, bin, testbin.SHA256(t, bin), filepath.Join(dir, "ca")))
+	t.Setenv("CUSTODIAN_CUSTODY", "local")
+	group := filepath.Join(dir, "group")
+	r := run(t, "up", "--config", config, "--units", "2", "--dir", group)
+	if r.code != 1 || !strings.Contains(r.stderr, "the signer's certificate does not match the request") ||
+		!strings.Contains(r.stderr, "DNS names") || !strings.Contains(r.stderr, "extended key usages") {
+		t.Fatalf("up: exit %d, want 1 naming the signer's mismatch\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	for _, unit := range []string{"node-0", "node-1"} {
+		if _, err := os.Stat(filepath.Join(group, unit, "tls.crt")); err == nil {
+			t.Errorf("%s installed a certificate the signer spoiled", unit)
+		}
+	}
+}
