@@ -20,6 +20,11 @@ fi
 go test -race -count=1 -timeout 20m "$@" ./...
 (cd sdk && go test -race -count=1 -timeout 10m "$@" ./...)
 
+# The group's invariants under 10,000 seeded random schedules (docs/SECURITY.md: about a
+# minute on 2 cores), outside the race detector, which ran 300 of them above. A failing
+# seed prints its shortened schedule and the command that replays it.
+go test -count=1 -timeout 10m -run '^TestSimulate$' ./internal/sim -sim.schedules 10000
+
 # Each fuzz target briefly, from its seeds (docs/SECURITY.md records longer runs).
 # FUZZTIME=0 skips this step.
 fuzztime="${FUZZTIME:-10s}"
