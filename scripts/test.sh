@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # The whole test suite: installs what the tests need, then module hygiene
 # (scripts/check-modules.sh), vet, format check, every test of both modules
-# under the race detector (end-to-end ones run real plugin child processes), and each
-# fuzz target briefly. Usage: scripts/test.sh [go test flags]
+# under the race detector (end-to-end ones run real plugin child processes), 10,000
+# simulated schedules of the group's invariants, and each fuzz target briefly; each
+# step's end is timed on stderr. Usage: scripts/test.sh [go test flags]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# phase says how long the suite has run when a step ends, for finding where time goes.
+phase() { printf 'test.sh: %s done at %dm%02ds\n' "$1" $((SECONDS / 60)) $((SECONDS % 60)) >&2; }
+
 scripts/install-deps.sh
+phase install-deps
 scripts/check-modules.sh
+phase check-modules
 go vet ./...
 (cd sdk && go vet ./...) # the sdk is its own module
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
@@ -15,15 +21,19 @@ if [ -n "$unformatted" ]; then
   echo "gofmt needed on: $unformatted" >&2
   exit 1
 fi
+phase "vet and gofmt"
 # Every test under the race detector: the end-to-end tests' binaries are built without it,
 # the tests themselves (and every in-process backend and relation) run with it.
 go test -race -count=1 -timeout 20m "$@" ./...
+phase "go test -race ./..."
 (cd sdk && go test -race -count=1 -timeout 10m "$@" ./...)
+phase "sdk: go test -race ./..."
 
 # The group's invariants under 10,000 seeded random schedules (docs/SECURITY.md: about a
 # minute on 2 cores), outside the race detector, which ran 300 of them above. A failing
 # seed prints its shortened schedule and the command that replays it.
 go test -count=1 -timeout 10m -run '^TestSimulate$' ./internal/sim -sim.schedules 10000
+phase "10,000 simulated schedules"
 
 # Each fuzz target briefly, from its seeds (docs/SECURITY.md records longer runs).
 # FUZZTIME=0 skips this step.
@@ -37,4 +47,5 @@ if [ "$fuzztime" != "0" ]; then
 ./core/config FuzzLoad
 ./plugins/barbican FuzzSecretParsing
 TARGETS
+  phase "fuzz targets"
 fi
