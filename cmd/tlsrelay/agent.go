@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/core/metrics"
@@ -105,7 +106,7 @@ changed). --metrics-addr serves Prometheus metrics on /metrics and the unit's he
 
 // leaveForGood is agent --leave: tlsrelay revoke, for the config's own unit.
 func leaveForGood(ctx context.Context, cmd *cobra.Command, cfg *config.Config, timeout time.Duration) error {
-	store, closeStore, err := unit.OpenStore(cfg, nil)
+	store, closeStore, err := assemble.Store(cfg, nil, assemble.StoreOptions{})
 	if err != nil {
 		return err
 	}

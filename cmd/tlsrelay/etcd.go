@@ -9,10 +9,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
-	"github.com/tlsrelay/tlsrelay/core/unit"
 	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
 )
 
@@ -50,7 +50,7 @@ The root password comes from --root-password-file or TLSRELAY_ETCD_ROOT_PASSWORD
 			}
 			root := *cfg
 			root.Relation.Etcd.Username, root.Relation.Etcd.Password, root.Relation.Etcd.PasswordFile = rootUser, password, ""
-			store, err := unit.OpenEtcd(&root, nil)
+			store, err := assemble.Etcd(&root, nil)
 			if err != nil {
 				return err
 			}

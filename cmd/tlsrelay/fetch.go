@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tlsrelay/tlsrelay/core/backend"
+	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/secrets"
 	"github.com/tlsrelay/tlsrelay/plugins/builtin"
@@ -85,7 +85,7 @@ func secretsBackend(cmd *cobra.Command, configFile, backendName string) (b sdk.B
 	if cfg.Roles.Secrets == "" {
 		return nil, nil, fmt.Errorf("no secrets backend: set roles.secrets in %s, or pass --backend", cfg.Source)
 	}
-	host, err := backend.New(backend.Options{Plugins: cfg.Plugins, Roles: cfg.Roles, StateDir: cfg.StateDir, Logger: newLogger(cmd)})
+	host, err := assemble.Plugins(cfg, assemble.PluginOptions{Log: newLogger(cmd)})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/backend"
 )
 
@@ -32,7 +33,7 @@ roles that use it. A plugin that cannot start is listed with the reason.`,
 				return err
 			}
 			defer os.RemoveAll(state)
-			host, err := backend.New(backend.Options{Plugins: cfg.Plugins, Roles: cfg.Roles, StateDir: state, Logger: newLogger(cmd)})
+			host, err := assemble.Plugins(cfg, assemble.PluginOptions{Log: newLogger(cmd), StateDir: state})
 			if err != nil {
 				return err
 			}

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tlsrelay/tlsrelay/core/backend"
+	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
@@ -82,7 +82,7 @@ func runSign(cmd *cobra.Command, f signFlags) error {
 	_, statErr := os.Stat(signerDir)
 	fresh := errors.Is(statErr, fs.ErrNotExist)
 	_, parentErr := os.Stat(cfg.StateDir)
-	host, err := backend.New(backend.Options{Plugins: cfg.Plugins, Roles: cfg.Roles, StateDir: cfg.StateDir, Logger: newLogger(cmd)})
+	host, err := assemble.Plugins(cfg, assemble.PluginOptions{Log: newLogger(cmd)})
 	if err != nil {
 		return err
 	}

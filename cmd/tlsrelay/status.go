@@ -8,10 +8,10 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
-	"github.com/tlsrelay/tlsrelay/core/unit"
 	"github.com/tlsrelay/tlsrelay/internal/app/status"
 )
 
@@ -34,7 +34,7 @@ func openRelation(cmd *cobra.Command, configFile, dir string) (relation.Store, f
 	if dir != "" {
 		cfg.StateDir = filepath.Clean(dir) // up keeps etcd's data in DIR/etcd
 	}
-	store, closeStore, err := unit.OpenStore(cfg, nil)
+	store, closeStore, err := assemble.Store(cfg, nil, assemble.StoreOptions{})
 	if err != nil {
 		return nil, nil, nil, err
 	}

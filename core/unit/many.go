@@ -1,7 +1,6 @@
 package unit
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/agent"
+	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/backend"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
@@ -65,25 +65,26 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	deps, err := prepare(cfg)
+	checked, err := assemble.Check(cfg)
 	if err != nil {
 		return err
 	}
 	store := opts.Store
 	if store == nil {
 		var closeStore func()
-		if store, closeStore, err = openStore(cfg, log, nil, true); err != nil {
+		if store, closeStore, err = assemble.Store(cfg, log, assemble.StoreOptions{Owner: true}); err != nil {
 			return err
 		}
 		defer closeStore()
 	}
-	stateDir := cmp.Or(opts.StateDir, cfg.StateDir)
-	host, err := backend.New(backend.Options{Self: opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
-		StateDir: stateDir, Logger: log, IdleStop: cfg.PluginIdle})
+	host, err := assemble.Plugins(cfg, assemble.PluginOptions{Self: opts.Self, Log: log, StateDir: opts.StateDir})
 	if err != nil {
 		return err
 	}
 	defer host.Close()
+	if err := checked.Custody(ctx, cfg, host); err != nil {
+		return err
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -93,7 +94,7 @@ func RunMany(ctx context.Context, opts ManyOptions) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if errs[i] = runOne(ctx, opts, spec, shared, log, deps); errs[i] != nil {
+			if errs[i] = runOne(ctx, opts, spec, shared, log, checked); errs[i] != nil {
 				cancel() // one unit stopped by a failure stops the process: up reports it
 			}
 		}()
@@ -125,7 +126,7 @@ type sharedByUnits struct {
 
 // runOne joins one unit (holding a slot of joining meanwhile) and runs its agent until
 // ctx ends, then leaves.
-func runOne(ctx context.Context, opts ManyOptions, spec Spec, shared *sharedByUnits, log hclog.Logger, deps prepared) error {
+func runOne(ctx context.Context, opts ManyOptions, spec Spec, shared *sharedByUnits, log hclog.Logger, checked assemble.Checked) error {
 	unitCfg := *opts.Config.ForUnit(spec.Name)
 	unitCfg.Certificate.Output.Dir = spec.Dir
 	select {
@@ -151,7 +152,7 @@ func runOne(ctx context.Context, opts ManyOptions, spec Spec, shared *sharedByUn
 	if opts.OnJoin != nil {
 		opts.OnJoin(member)
 	}
-	agentOpts, err := deps.agentOptions(&unitCfg, member, shared.host, log) // no secrets: they would all write the same files
+	agentOpts, err := checked.Agent(&unitCfg, member, shared.host, log) // no secrets: they would all write the same files
 	if err != nil {
 		return err
 	}

@@ -7,30 +7,19 @@ package unit
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"reflect"
-	"strings"
 	"sync/atomic"
 	"time"
-
-	"github.com/tlsrelay/tlsrelay/core/backoff"
-	"github.com/tlsrelay/tlsrelay/core/fault"
-	"github.com/tlsrelay/tlsrelay/sdk"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/agent"
-	"github.com/tlsrelay/tlsrelay/core/audit"
-	"github.com/tlsrelay/tlsrelay/core/backend"
-	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/core/assemble"
+	"github.com/tlsrelay/tlsrelay/core/backoff"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/metrics"
-	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
-	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 )
 
@@ -69,49 +58,11 @@ func New(opts Options) *Unit {
 // Run runs a unit until ctx ends (see Unit.Run).
 func Run(ctx context.Context, opts Options) error { return New(opts).Run(ctx) }
 
-// Check is what a config must pass, beyond config.Load, before a unit runs it: its
-// ca_seal key readable and its signing policy valid. A reload is refused when it fails.
+// Check is what a config must pass, beyond config.Load, before a unit runs it
+// (assemble.Check). A reload is refused when it fails.
 func Check(cfg *config.Config) error {
-	_, err := prepare(cfg)
+	_, err := assemble.Check(cfg)
 	return err
-}
-
-// prepared is what a config gives every agent it runs, read once: the ca_seal key and
-// the signing policy.
-type prepared struct {
-	sealKey []byte
-	policy  *policy.Policy
-}
-
-func prepare(cfg *config.Config) (prepared, error) {
-	sealKey, err := caseal.LoadKey(cfg.CASeal.KeyFile)
-	if err != nil {
-		return prepared{}, err
-	}
-	pol, err := cfg.SigningPolicy()
-	if err != nil {
-		return prepared{}, err
-	}
-	return prepared{sealKey: sealKey, policy: pol}, nil
-}
-
-// agentOptions are the agent options cfg gives its unit (cfg.Unit's member, files in
-// cfg.Certificate.Output.Dir); callers add what only they have (status, secrets, metrics).
-func (p prepared) agentOptions(cfg *config.Config, member relation.Member, backends agent.Backends, log hclog.Logger) (agent.Options, error) {
-	trail, err := audit.Open(audit.Options{Path: cfg.Audit.Path, MaxBytes: cfg.Audit.MaxBytes, Keep: cfg.Audit.Keep,
-		Relation: cfg.Relation.Name, Unit: cfg.Unit})
-	if err != nil {
-		return agent.Options{}, fault.Permanent(err)
-	}
-	return agent.Options{
-		Audit:  trail,
-		Member: member, Backends: backends, Certificate: cfg.Certificate, Dir: cfg.Certificate.Output.Dir,
-		Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: p.sealKey, CARef: cfg.CA.Ref,
-		Policy: p.policy, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore, CARotationTrustTimeout: cfg.CA.RotationTrustTimeout,
-		CARotationReissueTimeout: cfg.CA.RotationReissueTimeout,
-		CARemoteRecheck:          cfg.CA.RemoteRecheck,
-		RevokeDepartedAfter:      cfg.CA.RevokeDepartedAfter,
-	}, nil
 }
 
 // Health is the running agent's (agent.Agent.Health); safe from any goroutine.
@@ -149,7 +100,7 @@ func (u *Unit) runMember(ctx context.Context, cfg *config.Config) (*config.Confi
 	if u.opts.Metrics != nil {
 		onLag = u.opts.Metrics.WatchLag
 	}
-	store, closeStore, err := openStore(cfg, log, onLag, true)
+	store, closeStore, err := assemble.Store(cfg, log, assemble.StoreOptions{OnWatchLag: onLag, Owner: true})
 	if err != nil {
 		return nil, err
 	}
@@ -198,21 +149,19 @@ func sameMembership(a, b *config.Config) bool {
 // stopped it) or a config arrives on Reload (returned, the agent stopped).
 func (u *Unit) runAgent(ctx context.Context, cfg *config.Config, member relation.Member) (*config.Config, error) {
 	log := u.opts.Log
-	deps, err := prepare(cfg)
+	checked, err := assemble.Check(cfg)
 	if err != nil {
 		return nil, err
 	}
-	host, err := backend.New(backend.Options{Self: u.opts.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
-		StateDir: cfg.StateDir, Logger: log.Named(cfg.Unit), OnRestart: u.opts.Metrics.PluginRestarted,
-		Validity: cfg.Certificate.Validity, IdleStop: cfg.PluginIdle})
+	host, err := assemble.Plugins(cfg, assemble.PluginOptions{Self: u.opts.Self, Log: log.Named(cfg.Unit), Metrics: u.opts.Metrics})
 	if err != nil {
 		return nil, err
 	}
 	defer host.Close()
-	if err := checkCustody(ctx, cfg, deps, host); err != nil {
+	if err := checked.Custody(ctx, cfg, host); err != nil {
 		return nil, err
 	}
-	opts, err := deps.agentOptions(cfg, member, host, log)
+	opts, err := checked.Agent(cfg, member, host, log)
 	if err != nil {
 		return nil, err
 	}
@@ -260,106 +209,4 @@ func join(ctx context.Context, store relation.Store, cfg *config.Config, log hcl
 		case <-time.After(wait):
 		}
 	}
-}
-
-// OpenStore opens the relation store cfg names; close releases it (and stops an embedded
-// etcd).
-// An embedded store another process serves is reached as a client of that process.
-func OpenStore(cfg *config.Config, log hclog.Logger) (store relation.Store, close func(), err error) {
-	return openStore(cfg, log, nil, false)
-}
-
-// openStore is OpenStore with the etcd store's watch lag reported to onLag. The owner of
-// an embedded store (the agent whose state directory holds it) waits for another process
-// that serves it meanwhile to stop, rather than depend on it.
-func openStore(cfg *config.Config, log hclog.Logger, onLag func(time.Duration), owner bool) (store relation.Store, close func(), err error) {
-	switch cfg.Relation.Store {
-	case config.StoreMemory:
-		m := relation.NewMemory(protocol.Schema())
-		return m, func() { m.Close() }, nil
-	case config.StoreEmbedded:
-		dir := filepath.Join(cfg.StateDir, "etcd")
-		srv, err := embedded.Start(embedded.Options{Dir: dir, Wait: owner})
-		for deadline := time.Now().Add(2 * time.Second); !owner && startingElsewhere(err) && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Millisecond) // another process is starting it: its endpoint comes soon
-			srv, err = embedded.Start(embedded.Options{Dir: dir})
-		}
-		if served, ok := errors.AsType[*embedded.ServedError](err); ok && served.Endpoint != "" {
-			// Another process (a running agent, `up`) serves it: reach it as a client.
-			s, err := etcd.Open(etcd.Options{Endpoints: []string{served.Endpoint}, Relation: cfg.Relation.Name, Schema: protocol.Schema(),
-				LeaseTTL: cfg.Relation.Etcd.LeaseTTL, Log: log, OnWatchLag: onLag})
-			if err != nil {
-				return nil, nil, fmt.Errorf("%w: %w", served, err)
-			}
-			return s, func() { s.Close() }, nil
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		s, err := etcd.Open(etcd.Options{Endpoints: []string{srv.Endpoint()}, Relation: cfg.Relation.Name, Schema: protocol.Schema(),
-			LeaseTTL: cfg.Relation.Etcd.LeaseTTL, Log: log, OnWatchLag: onLag})
-		if err != nil {
-			srv.Close()
-			return nil, nil, err
-		}
-		return s, func() { s.Close(); srv.Close() }, nil
-	case config.StoreEtcd:
-		s, err := openEtcd(cfg, log, onLag)
-		if err != nil {
-			return nil, nil, err
-		}
-		return s, func() { s.Close() }, nil
-	}
-	return nil, nil, fmt.Errorf("relation.store: %q is not one of %v", cfg.Relation.Store, config.Stores)
-}
-
-// startingElsewhere: err says another process is starting the embedded store.
-func startingElsewhere(err error) bool {
-	served, ok := errors.AsType[*embedded.ServedError](err)
-	return ok && served.Endpoint == ""
-}
-
-// OpenEtcd opens the etcd cluster cfg.Relation.Etcd names.
-func OpenEtcd(cfg *config.Config, log hclog.Logger) (*etcd.Store, error) {
-	return openEtcd(cfg, log, nil)
-}
-
-func openEtcd(cfg *config.Config, log hclog.Logger, onLag func(time.Duration)) (*etcd.Store, error) {
-	e := cfg.Relation.Etcd
-	opts := etcd.Options{Endpoints: e.Endpoints, Username: e.Username, Password: e.Password,
-		Relation: cfg.Relation.Name, Schema: protocol.Schema(), LeaseTTL: e.LeaseTTL, Log: log, OnWatchLag: onLag}
-	if e.PasswordFile != "" {
-		data, err := os.ReadFile(e.PasswordFile)
-		if err != nil {
-			return nil, fmt.Errorf("relation.etcd.password_file: %w", err)
-		}
-		opts.Password = strings.TrimRight(string(data), "\r\n")
-	}
-	if e.TLS.CAFile != "" || e.TLS.CertFile != "" {
-		tls, err := etcd.TLSConfig(e.TLS.CAFile, e.TLS.CertFile, e.TLS.KeyFile)
-		if err != nil {
-			return nil, err
-		}
-		opts.TLS = tls
-	}
-	return etcd.Open(opts)
-}
-
-// checkCustody refuses a ca_seal the signer gives nothing to seal with: sealing needs a
-// signer that exports its CA key and imports one (custody exportable). A signer that
-// cannot start here is left to the agent, which retries it.
-func checkCustody(ctx context.Context, cfg *config.Config, deps prepared, host *backend.Host) error {
-	if len(deps.sealKey) == 0 || !cfg.Relation.LeaderEligible || cfg.Roles.Signer == "" {
-		return nil
-	}
-	info, err := host.Info(ctx, cfg.Roles.Signer)
-	if err != nil {
-		return nil
-	}
-	if custody := info.Custody(); custody != sdk.CustodyExportable {
-		return fault.Permanent(fmt.Errorf("ca_seal (key_file %s): the signer %s (roles.signer) keeps its CA with custody %s: "+
-			"it does not both export its CA key (ca_export) and import one (ca_import), so there is nothing to seal; "+
-			"remove ca_seal (a shared or remote CA needs none)", cfg.CASeal.KeyFile, cfg.Roles.Signer, custody))
-	}
-	return nil
 }

@@ -19,10 +19,10 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
-	"github.com/tlsrelay/tlsrelay/core/unit"
 	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 )
 
@@ -59,7 +59,7 @@ func Bootstrap(ctx context.Context, opts Options) error {
 	}
 	cfg := *opts.Config
 	cfg.Relation.Etcd.Username, cfg.Relation.Etcd.Password, cfg.Relation.Etcd.PasswordFile = opts.RootUser, opts.RootPassword, ""
-	store, err := unit.OpenEtcd(&cfg, nil)
+	store, err := assemble.Etcd(&cfg, nil)
 	if err != nil {
 		return err
 	}

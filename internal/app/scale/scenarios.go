@@ -10,9 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
-	"github.com/tlsrelay/tlsrelay/core/unit"
 	"github.com/tlsrelay/tlsrelay/internal/app/swarm"
 	"github.com/tlsrelay/tlsrelay/internal/proctree"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -111,7 +111,7 @@ func (r *run) failover(ctx context.Context) error {
 func (r *run) rotate(ctx context.Context) error {
 	cfg := *r.opts.Config
 	cfg.Relation.Store, cfg.Relation.Etcd.Endpoints = config.StoreEtcd, []string{r.endpoint}
-	store, err := unit.OpenEtcd(&cfg, r.opts.Log)
+	store, err := assemble.Etcd(&cfg, r.opts.Log)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 
@@ -286,7 +287,7 @@ func runProcesses(ctx context.Context, opts Options, units []verify.Unit, p *pro
 		t.mark("etcd start")
 		p.printf("embedded etcd ready at %s (data in %s)\n", srv.Endpoint(), filepath.Join(opts.Dir, "etcd"))
 	}
-	store, err := unit.OpenEtcd(&cfg, opts.Log)
+	store, err := assemble.Etcd(&cfg, opts.Log)
 	if err != nil {
 		return err
 	}
@@ -390,7 +391,7 @@ const followEvery = 50 * time.Millisecond
 func runInProcess(ctx context.Context, opts Options, units []verify.Unit, p *progress, t *timings) error {
 	cfg := *opts.Config
 	cfg.StateDir = opts.Dir // an embedded etcd keeps its data in DIR/etcd
-	store, closeStore, err := unit.OpenStore(&cfg, opts.Log)
+	store, closeStore, err := assemble.Store(&cfg, opts.Log, assemble.StoreOptions{})
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,9 @@
 //	                  rewriting ca_dir
 //	custody: local    claims nothing about its CA (a signer that cannot rotate)
 //
+//	want_validity: 2h  refuses Configure unless the host tells it exactly this validity
+//	                  (certificate.validity), as a signer with a fixed lifetime does
+//
 //	spoil: local-cert-generator  signs as Octavia's LocalCertGenerator does: the
 //	                  CSR's subject copied, its SANs dropped, server and client usages
 //	                  whatever the profile (the leader must publish none of it)
@@ -34,6 +37,8 @@ type config struct {
 	Custody  string `json:"custody"`
 	Generate bool   `json:"generate"`
 	Spoil    string `json:"spoil"`
+	// WantValidity, if set, is the only validity Configure accepts.
+	WantValidity string `json:"want_validity"`
 }
 
 type custodian struct {
@@ -66,6 +71,15 @@ func (c *custodian) Configure(_ context.Context, req sdk.ConfigureRequest) error
 	}
 	if cfg.CADir == "" {
 		return sdk.Errorf(sdk.CodeInvalidArgument, "ca_dir", "ca_dir is required")
+	}
+	if cfg.WantValidity != "" {
+		want, err := time.ParseDuration(cfg.WantValidity)
+		if err != nil {
+			return sdk.Errorf(sdk.CodeInvalidArgument, "want_validity", "%v", err)
+		}
+		if req.Validity != want {
+			return sdk.Errorf(sdk.CodeInvalidArgument, "want_validity", "the host told a validity of %s, this signer signs for %s", req.Validity, want)
+		}
 	}
 	if cfg.Custody != c.cfg.Custody || cfg.Generate != c.cfg.Generate {
 		return sdk.Errorf(sdk.CodeInvalidArgument, "custody", "config says custody %q generate %t, the environment %q %t",
