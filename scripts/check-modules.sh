@@ -34,6 +34,19 @@ if found=$(cd sdk && go list -m all | grep -E "$heavy"); then
 fi
 echo "check-modules: both modules tidy; the sdk graph holds $(cd sdk && go list -m all | wc -l) modules, none of cfssl, gophercloud, viper, cobra, etcd"
 
+# Layering (cmd -> application -> core -> sdk): core/ and the built-in plugins import
+# nothing of internal/ (the application, test infrastructure and their utilities), and
+# the plugins nothing of core/, as a third party's plugin could not. Test files may use
+# the test infrastructure.
+mod=github.com/tlsrelay/tlsrelay
+if bad=$(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./core/... ./plugins/... |
+  awk -v mod="$mod" '{ for (i = 2; i <= NF; i++) if (index($i, mod "/internal/") == 1 || (index($1, mod "/plugins/") == 1 && index($i, mod "/core/") == 1)) print $1 " imports " $i }'); [ -n "$bad" ]; then
+  echo "check-modules: an import runs back up the layers:" >&2
+  echo "$bad" >&2
+  exit 1
+fi
+echo "check-modules: core and the built-in plugins import nothing of internal/; the plugins nothing of core/"
+
 # Internal packages (the generated gRPC code) are not the sdk's API, and apidiff says it
 # skips them; go run says what it downloads on a fresh machine. Anything else it prints
 # is an incompatible change (or a package that did not load).

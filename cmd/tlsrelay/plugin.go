@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsrelay/tlsrelay/internal/buildinfo"
 	"github.com/tlsrelay/tlsrelay/plugins/builtin"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
@@ -30,6 +31,7 @@ func newPluginCommand() *cobra.Command {
 			if os.Getenv(sdk.Handshake.MagicCookieKey) != sdk.Handshake.MagicCookieValue {
 				return fmt.Errorf("plugin serve %s: this is run by the tlsrelay host as a plugin, not by hand", args[0])
 			}
+			builtin.SetVersion(buildinfo.Version())
 			sdk.Serve(newBackend(sdk.Logger(args[0])))
 			return nil
 		},

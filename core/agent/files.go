@@ -15,8 +15,8 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 
+	"github.com/tlsrelay/tlsrelay/core/durable"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
-	"github.com/tlsrelay/tlsrelay/internal/durable"
 	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )

@@ -14,9 +14,9 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/backend"
 	"github.com/tlsrelay/tlsrelay/core/config"
+	"github.com/tlsrelay/tlsrelay/core/durable"
 	"github.com/tlsrelay/tlsrelay/core/fault"
 	"github.com/tlsrelay/tlsrelay/core/relation"
-	"github.com/tlsrelay/tlsrelay/internal/durable"
 )
 
 // Spec is one of several units a process runs: its name and output directory.

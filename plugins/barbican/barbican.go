@@ -13,15 +13,15 @@ import (
 	"github.com/gophercloud/gophercloud/v2"
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/tlsrelay/tlsrelay/internal/buildinfo"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
 // Name is the backend's name in configuration.
 const Name = "barbican"
 
-// Version is reported by Info.
-var Version = buildinfo.Version() // the build of tlsrelay it ships in
+// Version is reported by Info: the build of tlsrelay that serves it (builtin.SetVersion),
+// "dev" in a binary that does not say.
+var Version = "dev"
 
 // Backend implements the secrets part of sdk.Backend with Barbican.
 type Backend struct {

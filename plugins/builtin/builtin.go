@@ -24,6 +24,13 @@ var Backends = map[string]func(hclog.Logger) sdk.Backend{
 	easyrsa.Name:  func(log hclog.Logger) sdk.Backend { return easyrsa.New(log) },
 }
 
+// SetVersion makes v the version every built-in backend reports (sdk.Info.Version): the
+// build of the tlsrelay binary that serves them, which the plugins themselves cannot
+// read (they depend on the sdk alone, as a third party's do).
+func SetVersion(v string) {
+	barbican.Version, cfssl.Version, openssl.Version, easyrsa.Version = v, v, v, v
+}
+
 // Names lists the built-in backends, sorted.
 func Names() []string {
 	names := make([]string, 0, len(Backends))

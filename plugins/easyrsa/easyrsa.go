@@ -14,7 +14,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/tlsrelay/tlsrelay/internal/buildinfo"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/casettings"
 )
@@ -22,8 +21,9 @@ import (
 // Name is the backend's name in configuration.
 const Name = "easyrsa"
 
-// Version is reported by Info.
-var Version = buildinfo.Version() // the build of tlsrelay it ships in
+// Version is reported by Info: the build of tlsrelay that serves it (builtin.SetVersion),
+// "dev" in a binary that does not say.
+var Version = "dev"
 
 // DefaultEasyRSA is where Debian installs the script.
 const DefaultEasyRSA = "/usr/share/easy-rsa/easyrsa"

@@ -11,7 +11,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
-	"github.com/tlsrelay/tlsrelay/internal/buildinfo"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/casettings"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -20,8 +19,9 @@ import (
 // Name is the backend's name in configuration.
 const Name = "openssl"
 
-// Version is reported by Info.
-var Version = buildinfo.Version() // the build of tlsrelay it ships in
+// Version is reported by Info: the build of tlsrelay that serves it (builtin.SetVersion),
+// "dev" in a binary that does not say.
+var Version = "dev"
 
 // Config is the backend's `config:` section.
 type Config struct {

@@ -22,7 +22,6 @@ import (
 
 	"github.com/ThalesGroup/crypto11"
 
-	"github.com/tlsrelay/tlsrelay/internal/buildinfo"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/casettings"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
@@ -31,8 +30,9 @@ import (
 // Name and Version are what Info reports.
 const Name = "pkcs11"
 
-// Version is the build of tlsrelay the plugin was built from.
-var Version = buildinfo.Version()
+// Version is reported by Info: "dev" unless the binary that serves it sets it (its main
+// may, with -ldflags -X).
+var Version = "dev"
 
 // Config is the backend's `config:` section.
 type Config struct {
