@@ -20,6 +20,7 @@ import (
 // names, validity, the issuing CA); the trail holds no key, is mode 0600, and `tlsrelay
 // audit` filters it by unit and time and prints a table.
 func TestAuditTrailOfAGroup(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	trail := filepath.Join(dir, "audit", "trail.jsonl")
 	config := fileWriter(t, dir)("tlsrelay.yaml", fmt.Sprintf("audit: {path: %s}\n", trail))

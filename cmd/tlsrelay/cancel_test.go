@@ -20,6 +20,7 @@ import (
 // copy. The joined unit is signed under the old CA, the new CA leaves every bundle, and no
 // handshake between the running units fails throughout.
 func TestCancelARotationUnderWay(t *testing.T) {
+	t.Parallel()
 	// A lease that outlives the test: the frozen unit stays in the group, and holds the
 	// trust phase.
 	ag, obs, _ := embeddedGroup(t, "cancel", 60*time.Second, "certificate: {validity: 1h}\n", true)
@@ -100,6 +101,7 @@ func TestCancelARotationUnderWay(t *testing.T) {
 // Without ca_seal a leader whose signer holds the new CA cannot go back: the cancel is
 // refused with the reason, the command exits 1, and the rotation goes on.
 func TestCancelWithoutASealedKeyIsRefused(t *testing.T) {
+	t.Parallel()
 	ag, obs, _ := embeddedGroup(t, "nocancel", 60*time.Second, "certificate: {validity: 1h}\n", false)
 	for _, u := range []string{"web/0", "web/1"} {
 		ag.start(u)

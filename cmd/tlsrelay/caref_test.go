@@ -24,6 +24,7 @@ import (
 // (the next leader signs with the same CA), once with Barbican stopped (the next
 // leader does not sign, and says why in status, until Barbican is back).
 func TestLeaderFailoverWithTheCAInBarbican(t *testing.T) {
+	t.Parallel()
 	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

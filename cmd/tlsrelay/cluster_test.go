@@ -22,6 +22,7 @@ import (
 // restarted: the agents reconnect and converge, nothing is lost (same CA, every unit
 // keeps its certificate), and a unit added afterwards is signed.
 func TestGroupOnExternalEtcdWithRBACSurvivesEtcdKill(t *testing.T) {
+	t.Parallel()
 	srv := testservers.StartEtcd(t)
 	const rel, ttl = "lb", 2 * time.Second
 	ag := newAgentsWith(t, fmt.Sprintf(`relation:

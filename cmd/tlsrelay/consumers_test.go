@@ -18,6 +18,7 @@ import (
 // on a CRL alone before its certificate (it did on the units that do not lead: a run saw
 // only ca.crl and the pending key), and says what changed.
 func TestOnChangeSeesTheWholeSetUnderUp(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	runs := filepath.Join(dir, "runs")
 	config := fileWriter(t, dir)("tlsrelay.yaml", `certificate:
@@ -54,6 +55,7 @@ func TestOnChangeSeesTheWholeSetUnderUp(t *testing.T) {
 // is written (it ended before any was, "context canceled"), and exits 1 naming a secret
 // it could not write.
 func TestAgentOnceWaitsForItsSecrets(t *testing.T) {
+	t.Parallel()
 	server := testservers.StartBarbican(t)
 	m := testservers.NewMaterial(t)
 	good := server.As(t, "demo").CertificateContainer("once", m.Cert, m.Key, m.Inter)
@@ -95,6 +97,7 @@ secrets:
 // was an INFO line hidden at the default level. The leader now warns, status says
 // REVOCATION OFF, and tlsrelay_revocation_unsupported is 1.
 func TestSignerWithoutCRLSaysSo(t *testing.T) {
+	t.Parallel()
 	ag, obs, _ := embeddedGroup(t, "nocrl", 6*time.Second, "roles: {csr: cfssl, signer: easyrsa}\n", false)
 	for _, u := range []string{"web/0", "web/1"} {
 		ag.startArgs(u, []string{"--metrics-addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "info"})

@@ -55,6 +55,7 @@ func allAvailable(units ...string) func(relation.Snapshot) bool {
 // nothing; `ca rotate` has the signer generate the next CA (ca_generate) and the group
 // rotates to it; no agent exits; status tells the failover story that is true.
 func TestSharedCustody(t *testing.T) {
+	t.Parallel()
 	ag, obs, _, env := custodyGroup(t, "shared", "shared", true, false)
 	units := []string{"web/0", "web/1", "web/2"}
 	for _, u := range units {
@@ -103,6 +104,7 @@ func TestSharedCustody(t *testing.T) {
 // service moves to another CA, the leader sees it within ca.remote_recheck and the
 // group follows it through a rotation. No agent exits.
 func TestRemoteCustody(t *testing.T) {
+	t.Parallel()
 	ag, obs, caDir, env := custodyGroup(t, "remote", "remote", false, false)
 	units := []string{"web/0", "web/1"}
 	for _, u := range units {
@@ -143,6 +145,7 @@ func TestRemoteCustody(t *testing.T) {
 // when the agent starts (exit 2, naming ca_seal and the signer); without it, `ca rotate`
 // is refused with the reason and the group signs on.
 func TestLocalCustodyCannotRotate(t *testing.T) {
+	t.Parallel()
 	sealed, _, _, sealedEnv := custodyGroup(t, "sealedlocal", "local", false, true)
 	sealed.start("web/0", sealedEnv...)
 	if code := sealed.exitCode("web/0", 30*time.Second); code != 2 || !strings.Contains(sealed.logOf("web/0"), "ca_seal") ||
@@ -208,6 +211,7 @@ func (a *agents) exitCode(unit string, timeout time.Duration) int {
 // leader signs on (a new unit is signed), and status and the leader's log say the
 // rotation is blocked, and why.
 func TestAutomaticRotationThatCannotProceed(t *testing.T) {
+	t.Parallel()
 	for _, custody := range []string{"remote", "local"} {
 		t.Run(custody, func(t *testing.T) {
 			ag, obs, caDir, env := custodyGroup(t, "expiring"+custody, custody, false, false, "rotate_before: 720h")

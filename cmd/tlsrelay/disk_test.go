@@ -21,6 +21,7 @@ import (
 // tries again at a backed-off pace: a few log lines and at most a few writes of its
 // error field, not hundreds a second. Freed, it renews.
 func TestFullOutputDisk(t *testing.T) {
+	t.Parallel()
 	if os.Geteuid() != 0 {
 		t.Fatal("mounting a small tmpfs as a unit's output directory needs root (CAP_SYS_ADMIN)")
 	}

@@ -11,6 +11,7 @@ import (
 // The README's commands table and each command's --help name the same flags: a flag
 // the table shows exists, and a flag the command takes is in the table.
 func TestReadmeCommandsTableMatchesHelp(t *testing.T) {
+	t.Parallel()
 	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)

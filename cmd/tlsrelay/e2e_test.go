@@ -26,6 +26,7 @@ func TestMain(m *testing.M) { testbin.Main(m) }
 // changed signer rotates the group to the openssl CA (it used to print OK while every
 // unit kept its cfssl certificate), and the cfssl CA is gone from every bundle.
 func TestChangedSignerRotatesTheGroup(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if r := run(t, "up", "--units", "3", "--dir", dir); r.code != 0 {
 		t.Fatalf("up exited %d\n%s\n%s", r.code, r.stdout, r.stderr)
@@ -105,6 +106,7 @@ func runBinary(tb testing.TB, bin string, args ...string) result {
 }
 
 func TestUpIssuesAndProvesAGroup(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r := run(t, "up", "--units", "4", "--dir", dir, "--log-level", "trace")
 	if r.code != 0 {
@@ -158,6 +160,7 @@ func TestUpIssuesAndProvesAGroup(t *testing.T) {
 }
 
 func TestUpInOneProcess(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r := run(t, "up", "--store", "memory", "--units", "3", "--dir", dir, "--all-pairs")
 	if r.code != 0 || !strings.Contains(r.stdout, "6/6 mutual-TLS handshakes (all pairs") || !strings.Contains(r.stderr, "store=memory") {
@@ -171,6 +174,7 @@ func TestUpInOneProcess(t *testing.T) {
 // --units-per-process: units share agent processes, each with its own plugin host; the
 // group is the same group (one CA, every unit its own certificate).
 func TestUpWithUnitsSharingProcesses(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r := run(t, "up", "--units", "5", "--units-per-process", "2", "--dir", dir, "--log-level", "debug")
 	if r.code != 0 || !strings.Contains(r.stdout, "5/5 mutual-TLS handshakes (ring") || !strings.Contains(r.stdout, "one CA bundle") {
@@ -195,6 +199,7 @@ func TestUpWithUnitsSharingProcesses(t *testing.T) {
 }
 
 func TestUpUnitsFlagIsChecked(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct{ units, want string }{
 		{"db/0", `"db/0" is not NAME=DIR`},
 		{"db/0=/a,=/b", `"=/b" is not NAME=DIR`},
@@ -208,6 +213,7 @@ func TestUpUnitsFlagIsChecked(t *testing.T) {
 
 // --in-process: every unit in one process with one plugin host, through the embedded etcd.
 func TestUpInProcessOnEtcd(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	r := run(t, "up", "--in-process", "--units", "5", "--dir", dir)
 	if r.code != 0 || !strings.Contains(r.stdout, "5/5 mutual-TLS handshakes (ring") || !strings.Contains(r.stderr, "store=embedded") ||
@@ -223,6 +229,7 @@ func TestUpInProcessOnEtcd(t *testing.T) {
 }
 
 func TestUpWithEachBackend(t *testing.T) {
+	t.Parallel()
 	for _, backend := range []string{"openssl", "easyrsa"} {
 		t.Run(backend, func(t *testing.T) {
 			dir := t.TempDir()
@@ -244,6 +251,7 @@ func TestUpWithEachBackend(t *testing.T) {
 }
 
 func TestSignOneCSR(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	opensslCSR := func(name, subj, san string) string {
 		t.Helper()
@@ -319,6 +327,7 @@ func fileWriter(t *testing.T, dir string) func(name, content string) string {
 }
 
 func TestUpRefusesBadInput(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := fileWriter(t, dir)
 	tests := []struct {
@@ -356,6 +365,7 @@ func TestUpRefusesBadInput(t *testing.T) {
 }
 
 func TestPluginServeByHandIsRefused(t *testing.T) {
+	t.Parallel()
 	r := run(t, "plugin", "serve", "cfssl")
 	if r.code == 0 || !strings.Contains(r.stderr, "not by hand") {
 		t.Fatalf("plugin serve by hand: exit %d, stderr %q", r.code, r.stderr)
@@ -370,6 +380,7 @@ func TestPluginServeByHandIsRefused(t *testing.T) {
 // scripts/release.sh sets them), the VCS revision the checkout is at, the toolchain;
 // the built-in plugins report the same version.
 func TestVersion(t *testing.T) {
+	t.Parallel()
 	if r := run(t, "version"); r.code != 0 || !strings.HasPrefix(r.stdout, "tlsrelay ") || !strings.Contains(r.stdout, "backend protocol 1") {
 		t.Fatalf("version: %+v", r)
 	}
@@ -401,6 +412,7 @@ func TestVersion(t *testing.T) {
 // and checksum, a plugin that cannot start with the reason; `plugins sha256 PATH`
 // prints the line to pin a binary.
 func TestPluginsCommand(t *testing.T) {
+	t.Parallel()
 	bin := testbin.Build(t, testbin.CfsslPlugin)
 	sum := testbin.SHA256(t, bin)
 	dir := t.TempDir()
@@ -464,6 +476,7 @@ func TestAgentOnce(t *testing.T) {
 // The systemd unit in configs/ runs a command and flags this binary has, and does not
 // restart into the exit status of a permanent failure.
 func TestSystemdUnitExample(t *testing.T) {
+	t.Parallel()
 	b, err := os.ReadFile("../../configs/tlsrelay-agent.service")
 	if err != nil {
 		t.Fatal(err)

@@ -263,6 +263,7 @@ func available(s relation.Snapshot, unit string) bool {
 // unit added afterwards gets a certificate its old peers accept; every unit keeps a
 // valid certificate throughout. Five times in a row.
 func TestLeaderFailoverKeepsTheCA(t *testing.T) {
+	t.Parallel()
 	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

@@ -20,6 +20,7 @@ import (
 // Failures that trying again cannot mend stop `up` at once (not after --timeout),
 // with the cause on the last line and exit status 3, in both of up's modes.
 func TestPermanentErrorsStopUpAtOnce(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := fileWriter(t, dir)
 	plugin := testbin.Build(t, testbin.CfsslPlugin)
@@ -71,6 +72,7 @@ func TestPermanentErrorsStopUpAtOnce(t *testing.T) {
 
 // Two `up` runs on one directory: the second is refused at once, naming the first.
 func TestTwoUpsOnOneDirectory(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	unlock, err := safedir.Lock(dir)
 	if err != nil {
@@ -85,6 +87,7 @@ func TestTwoUpsOnOneDirectory(t *testing.T) {
 
 // A state directory planted with a CA whose key anyone may read is refused, not used.
 func TestPlantedStateIsRefused(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	if r := run(t, "up", "--dir", dir, "--units", "1", "--in-process"); r.code != 0 {
 		t.Fatalf("first up: exit %d\n%s", r.code, r.stderr)
@@ -141,6 +144,7 @@ func killAllOf(dir string) {
 
 // `up` killed with -9 while its agents and their plugins run leaves no process behind.
 func TestUpKilledLeavesNoProcessBehind(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cmd := exec.Command(testbinBuild(t), "up", "--dir", dir, "--units", "3", "--timeout", "2m", "--log-level", "debug")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -207,6 +211,7 @@ func TestUpKilledLeavesNoProcessBehind(t *testing.T) {
 // An agent whose signer plugin is stuck in a call ends within seconds of SIGTERM,
 // leaving no plugin behind.
 func TestSigtermEndsAgentWithStuckPlugin(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bin := testbin.Build(t, testbin.Misbehave)
 	config := fileWriter(t, dir)("agent.yaml", fmt.Sprintf(`unit: node/0

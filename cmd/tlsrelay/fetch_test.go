@@ -19,6 +19,7 @@ import (
 // child process) against a real Barbican: the one-line summary and files on success,
 // the precise reason and exit status on each failure.
 func TestFetchAgainstRealBarbican(t *testing.T) {
+	t.Parallel()
 	server := testservers.StartBarbican(t)
 	m := testservers.NewMaterial(t)
 	demo := server.As(t, "demo")
@@ -108,6 +109,7 @@ plugins:
 // 6); and a fetch of a secret with no intermediates removes the chain.crt an earlier
 // fetch into the same directory wrote (it was left in place while bundle.pem changed).
 func TestFetchIntermediatesAsOctaviaStoresThem(t *testing.T) {
+	t.Parallel()
 	server := testservers.StartBarbican(t)
 	m := testservers.NewMaterial(t)
 	demo := server.As(t, "demo")
@@ -169,6 +171,7 @@ plugins:
 // the same certificate, key and chain. A key that does not match is refused (exit 6)
 // and nothing is stored.
 func TestStoreThenFetch(t *testing.T) {
+	t.Parallel()
 	server := testservers.StartBarbican(t)
 	m := testservers.NewMaterial(t)
 	dir := t.TempDir()
@@ -213,6 +216,7 @@ plugins:
 // A secrets backend that cannot start (its auth missing) exits 7, one that cannot fetch
 // at all exits 8, a config that does not load 7; each says why.
 func TestFetchAndStoreExitWhenTheBackendCannot(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bad := fileWriter(t, dir)("bad.yaml", "roles: {secrets: [oops\n")
 	for _, tt := range []struct {

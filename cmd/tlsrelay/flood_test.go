@@ -29,6 +29,7 @@ import (
 // takes the rogue out for good: its credentials open nothing, its certificates are
 // revoked, and the group goes on with no other root action.
 func TestRogueFloodUnderRBAC(t *testing.T) {
+	t.Parallel()
 	srv := testservers.StartEtcd(t)
 	const rel = "flood"
 	ag := newAgentsWith(t, fmt.Sprintf(`relation:

@@ -13,6 +13,7 @@ import (
 // A member that reports a serial the group never issued and trusts nothing holds no CA
 // rotation hostage: `ca rotate` ends, and a unit that joins meanwhile is signed.
 func TestRogueHoldsNoRotation(t *testing.T) {
+	t.Parallel()
 	ag, obs, endpoint := embeddedGroup(t, "hostage", 2*time.Second, "", true)
 	for _, u := range []string{"web/0", "web/1"} {
 		ag.start(u)
@@ -41,6 +42,7 @@ func TestRogueHoldsNoRotation(t *testing.T) {
 // A requested rotation the leader has not begun is withdrawn by --cancel; with nothing
 // requested, --cancel says so.
 func TestCARotateCancel(t *testing.T) {
+	t.Parallel()
 	ag, obs, _ := embeddedGroup(t, "cancel", 2*time.Second, "", false) // no agent: nobody begins it
 	if r := runBinary(t, ag.bin, "ca", "rotate", "--config", ag.config, "--wait=false"); r.code != 0 {
 		t.Fatalf("ca rotate --wait=false: exit %d\n%s", r.code, r.stderr)

@@ -17,6 +17,7 @@ import (
 // (plugin_idle), the leader keeps its signer; when the renewal comes, the unit's plugin
 // starts again, makes the CSR, and the renewed certificate is installed.
 func TestIdleNonLeaderRunsNoPluginUntilItRenews(t *testing.T) {
+	t.Parallel()
 	ag, obs, _ := embeddedGroup(t, "idle", 4*time.Second, `plugin_idle: 2s
 certificate: {validity: 1m, renew_at: 0.5, renew_jitter: 0.01}
 `, true)

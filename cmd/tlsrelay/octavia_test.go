@@ -171,6 +171,7 @@ func startOctaviaAgent(t *testing.T, conf, dir string) {
 // one: the same certificate, key and intermediates. And `tlsrelay fetch` reads what
 // Octavia's store_cert writes.
 func TestOctaviaCertManagerAndTlsrelayShareSecrets(t *testing.T) {
+	t.Parallel()
 	ks := testservers.StartKeystone(t)
 	m := testservers.NewMaterial(t)
 	dir := t.TempDir()
@@ -245,6 +246,7 @@ endpoint_type = public
 // file) stops the agent at start with exit 2, naming the unit and the SAN, before it
 // joins the group.
 func TestAgentStopsOnASANItCannotRender(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := fileWriter(t, dir)
 	for _, tt := range []struct{ san, want string }{

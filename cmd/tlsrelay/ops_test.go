@@ -39,6 +39,7 @@ import (
 // its one-minute certificate; the broken config is refused and the running one kept; the
 // good one takes effect; /metrics parses with Prometheus' own text parser throughout.
 func TestAgentMetricsHealthReloadAndFailingOnChange(t *testing.T) {
+	t.Parallel()
 	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 // A unit refused for a SAN the leader's policy does not allow, its config then fixed and
 // its agent restarted, makes a new CSR: the pending one no longer matches its config.
 func TestRejectedUnitRecoversOnceFixed(t *testing.T) {
+	t.Parallel()
 	ag, obs, _ := embeddedGroup(t, "rejected", 2*time.Second, "", false)
 	ag.start("web/0")
 	awaitObs(t, obs, "web/0 with a certificate", time.Minute, func(s relation.Snapshot) bool { return available(s, "web/0") })

@@ -21,6 +21,7 @@ const remoteExample = "github.com/tlsrelay/tlsrelay/sdk/examples/remote/cmd/tlsr
 // under `up` whose certificates the service signs, with remote custody, and a group
 // asking for another lifetime is refused at once, with the reason.
 func TestRemoteSignerExample(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := fileWriter(t, dir)
 	caPEM, keyPEM, err := certutil.NewCA("remote service CA", 365*24*time.Hour)

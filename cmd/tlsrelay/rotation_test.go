@@ -224,6 +224,7 @@ func handshake(a, b *side) error {
 // up), so nothing would act on the request; it says so at once instead of waiting out
 // --timeout.
 func TestRotateWithNoLeaderFailsAtOnce(t *testing.T) {
+	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "up")
 	if r := run(t, "up", "--dir", dir, "--units", "1"); r.code != 0 {
 		t.Fatalf("up: exit %d\n%s", r.code, r.stderr)

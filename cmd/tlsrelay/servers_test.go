@@ -44,6 +44,7 @@ const (
 // is refused once the serving unit's on_change has reloaded them with the new ca.crl,
 // the others still accepted; a client without a certificate is refused throughout.
 func TestHaproxyAndNginxWithAUnitsFiles(t *testing.T) {
+	t.Parallel()
 	work := t.TempDir()
 	serverDir := filepath.Join(work, "web-0-files")
 	haAddr, ngAddr := freeLocalAddr(t), freeLocalAddr(t)
@@ -240,6 +241,7 @@ func serverName(addr, haAddr string) string {
 // (the modern encoding: AES-256-CBC, PBKDF2, a SHA-256 MAC), against another unit's
 // PEM files; keytool lists them, and openssl pkcs12 reads them.
 func TestJavaWithAUnitsPKCS12(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := fileWriter(t, dir)
 	pw := write("p12.pw", "changeit-"+fmt.Sprint(time.Now().UnixNano())+"\n")

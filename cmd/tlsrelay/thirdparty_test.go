@@ -18,6 +18,7 @@ import (
 // conformance kit in process and as a binary; and `tlsrelay up` runs a group on it,
 // named by its command and sha256.
 func TestThirdPartyPluginModule(t *testing.T) {
+	t.Parallel()
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
