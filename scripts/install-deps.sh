@@ -8,7 +8,8 @@
 # handshake run from source) and OpenStack Octavia (its amphora agent, controller
 # client and Barbican cert manager, run by cmd/tlsrelay/testdata/octavia_harness.py),
 # promtool (Debian's prometheus) for the alert rules and dashboard in configs/, and
-# adduser (the Debian package the release builds, installed by packaging/'s test).
+# adduser (the Debian package the release builds, installed by packaging/'s test), and
+# the Python modules those servers and harnesses import. Waits for another apt to finish.
 # Needs root (or sudo) to install; does nothing when everything is present.
 set -euo pipefail
 
@@ -32,10 +33,26 @@ needs=(
   "adduser adduser"
 )
 
+# python-module-the-tests-import  debian-package: checked by importing them with Debian's
+# python (a pyenv shim on PATH lacks them), as the test servers and the Octavia harness do.
+python_needs=(
+  "barbican python3-barbican"
+  "keystonemiddleware.auth_token python3-keystonemiddleware"
+  "paste.deploy python3-pastedeploy"
+  "octavia.common.config python3-octavia"
+  "oslo_config python3-oslo.config"
+)
+
 missing=()
 for pair in "${needs[@]}"; do
   read -r cmd pkg <<<"$pair"
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then
+    missing+=("$pkg")
+  fi
+done
+for pair in "${python_needs[@]}"; do
+  read -r module pkg <<<"$pair"
+  if ! /usr/bin/python3 -c "import $module" >/dev/null 2>&1 && [[ ! " ${missing[*]} " =~ " $pkg " ]]; then
     missing+=("$pkg")
   fi
 done
@@ -63,7 +80,32 @@ with_retries() {
   return 1
 }
 
+# Another apt (unattended-upgrades on a fresh machine, a second test run) may hold the
+# dpkg and lists locks for minutes: wait for it, saying so, up to ten minutes, rather
+# than fail; apt itself waits on the dpkg lock as long (DPkg::Lock::Timeout).
+wait_for_apt() {
+  local waited=0 pid comm busy
+  while :; do
+    busy=""
+    for pid in /proc/[0-9]*; do
+      comm=$(cat "$pid/comm" 2>/dev/null) || continue
+      case "$comm" in apt|apt-get|aptitude|dpkg|unattended-upgr) busy="$comm (pid ${pid#/proc/})"; break ;; esac
+    done
+    [ -z "$busy" ] && return 0
+    if [ "$waited" -ge 600 ]; then
+      echo "install-deps: $busy still holds apt after ${waited}s; trying anyway" >&2
+      return 0
+    fi
+    [ $((waited % 30)) -eq 0 ] && echo "install-deps: waiting for $busy to finish (${waited}s so far)" >&2
+    sleep 5
+    waited=$((waited + 5))
+  done
+}
+apt_opts=(-o DPkg::Lock::Timeout=600)
+
 echo "install-deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
-with_retries "${sudo[@]}" apt-get update -qq
-with_retries "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+wait_for_apt
+with_retries "${sudo[@]}" apt-get "${apt_opts[@]}" update -qq
+wait_for_apt
+with_retries "${sudo[@]}" apt-get "${apt_opts[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
