@@ -2,7 +2,6 @@ package policy
 
 import (
 	"crypto/x509"
-	"encoding/asn1"
 	"fmt"
 	"net"
 	"slices"
@@ -116,12 +115,11 @@ func (p *Policy) Check(req Request) (*x509.CertificateRequest, error) {
 }
 
 func (p *Policy) checkSubject(req Request, csr *x509.CertificateRequest) finding {
-	cns, cn := countCommonNames(csr), csr.Subject.CommonName
+	cn := csr.Subject.CommonName
+	if err := certutil.CheckSubject(csr); err != nil {
+		return refusal(RuleSubject, "%v", err)
+	}
 	switch {
-	case cns != 1:
-		return refusal(RuleSubject, "the subject has %d common names; exactly one is signed", cns)
-	case certutil.CheckCommonName(cn) != nil:
-		return refusal(RuleSubject, "%v", certutil.CheckCommonName(cn))
 	case req.Unit != "":
 		if want, err := p.cn.render(req.Unit); err != nil || cn != want {
 			return refusal(RuleSubject, "it asks for common name %q; it may ask only for %q", cn, want)
@@ -229,17 +227,3 @@ func (p *Policy) checkURIs(req Request, csr *x509.CertificateRequest) finding {
 // Exclusive reports whether a name (Normalize'd, or an IP as text) in a unit's
 // certificate belongs to that unit alone: every name but a shared one.
 func (p *Policy) Exclusive(unit, name string) bool { return !p.sharedMatch(unit, name) }
-
-// countCommonNames counts the CN attributes of a CSR's subject: Go keeps the last one,
-// OpenSSL the first, so more than one would name two identities.
-func countCommonNames(csr *x509.CertificateRequest) int {
-	n := 0
-	for _, atv := range csr.Subject.Names {
-		if atv.Type.Equal(oidCommonName) {
-			n++
-		}
-	}
-	return n
-}
-
-var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}

@@ -299,8 +299,17 @@ func Days(validity time.Duration) int {
 	return max(1, days)
 }
 
-// countCommonNames counts the CN attributes of a CSR's subject: Go keeps the last one,
-// OpenSSL the first, so more than one would name two identities.
+// CheckSubject accepts a CSR's subject as every signer and tlsrelay's policy do: exactly
+// one common name (Go keeps the last of several, OpenSSL the first, so two would name
+// two identities), one that CheckCommonName accepts. The errors say which.
+func CheckSubject(csr *x509.CertificateRequest) error {
+	if n := countCommonNames(csr); n != 1 {
+		return fmt.Errorf("the subject has %d common names; exactly one is signed", n)
+	}
+	return CheckCommonName(csr.Subject.CommonName)
+}
+
+// countCommonNames counts the CN attributes of a CSR's subject.
 func countCommonNames(csr *x509.CertificateRequest) int {
 	n := 0
 	for _, atv := range csr.Subject.Names {
@@ -356,10 +365,7 @@ const MaxSANs = 1000
 // SANs that are DNS names, no email SANs, at most MaxSANs.
 func CheckCSRContent(csr *x509.CertificateRequest, unit string) error {
 	ref := unitRef(unit)
-	if n := countCommonNames(csr); n != 1 {
-		return sdk.Errorf(sdk.CodeInvalidArgument, ref, "the subject has %d common names; exactly one is signed", n)
-	}
-	if err := CheckCommonName(csr.Subject.CommonName); err != nil {
+	if err := CheckSubject(csr); err != nil {
 		return sdk.Errorf(sdk.CodeInvalidArgument, ref, "%v", err)
 	}
 	switch k := csr.PublicKey.(type) {

@@ -161,3 +161,35 @@ func TestCheckCommonName(t *testing.T) {
 		}
 	}
 }
+
+// CheckSubject is the one statement of the subject rule, which CheckCSRContent and
+// tlsrelay's policy both apply: exactly one common name, and one CheckCommonName takes.
+func TestCheckSubject(t *testing.T) {
+	key, _ := NewKey(sdk.KeySpec{Algorithm: "ecdsa", Size: 256})
+	csrWith := func(names ...pkix.AttributeTypeAndValue) *x509.CertificateRequest {
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{ExtraNames: names}}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, _ := x509.ParseCertificateRequest(der)
+		return csr
+	}
+	cn := func(v string) pkix.AttributeTypeAndValue { return pkix.AttributeTypeAndValue{Type: oidCommonName, Value: v} }
+	for _, tt := range []struct {
+		name string
+		csr  *x509.CertificateRequest
+		want string // "" passes
+	}{
+		{"one", csrWith(cn("web-0")), ""},
+		{"none", csrWith(), "0 common names"},
+		{"two (Go keeps the last, OpenSSL the first)", csrWith(cn("web-0"), cn("admin")), "2 common names"},
+		{"one that prints as two attributes", csrWith(cn("web-0/CN=admin")), "'='"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckSubject(tt.csr)
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("CheckSubject = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
