@@ -184,3 +184,32 @@ func pemCRLSerials(t *testing.T, crlPEM string) []string {
 	}
 	return out
 }
+
+// With a signer that signs no CRL (easy-rsa), `tlsrelay revoke` records the revocation
+// and says what it means: the certificates stay valid, and keep their names, until they
+// expire. (The leader keeps the unit's leader data, its names held, until then; it used
+// to forget it as if revoked.)
+func TestRevokeWithoutACRL(t *testing.T) {
+	t.Parallel()
+	ag, obs, _ := embeddedGroup(t, "nocrl", 10*time.Second, "roles: {csr: easyrsa, signer: easyrsa}\ncertificate: {validity: 1h}\n", false)
+	for _, u := range []string{"web/0", "web/1"} {
+		ag.start(u)
+	}
+	snap := awaitObs(t, obs, "2 units with certificates", time.Minute, func(s relation.Snapshot) bool {
+		return available(s, "web/0") && available(s, "web/1")
+	})
+	gone := "web/1"
+	if snap.Leader == gone {
+		gone = "web/0"
+	}
+	held := leafSerial(t, snap, gone)
+	ag.signalAgent(gone, syscall.SIGTERM)
+	awaitObs(t, obs, gone+"'s note", 20*time.Second, func(s relation.Snapshot) bool { return s.Away[gone] == protocol.NoteBack })
+	r := runBinary(t, ag.bin, "revoke", gone, "--config", ag.config, "--timeout", "30s")
+	if r.code != 0 || !strings.Contains(r.stdout, "recorded 1 certificate(s) as revoked: "+held) || !strings.Contains(r.stdout, "signs no CRL") {
+		t.Fatalf("tlsrelay revoke %s: exit %d, want 0 saying it is recorded, not revoked by a CRL\n%s%s", gone, r.code, r.stdout, r.stderr)
+	}
+	if snap := awaitObs(t, obs, "the leader data", 5*time.Second, func(relation.Snapshot) bool { return true }); leafSerial(t, snap, gone) != held {
+		t.Fatalf("the leader forgot %s, whose certificate is still valid (no CRL), and with it its names", gone)
+	}
+}

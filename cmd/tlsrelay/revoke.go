@@ -63,7 +63,8 @@ func retire(ctx context.Context, cmd *cobra.Command, store relation.Store, unit 
 		if err != nil {
 			return fmt.Errorf("revoke %s: %w", unit, err)
 		}
-		if forgotten(snap, unit) {
+		noCRL := protocol.DecodeUnitStatus(snap.Units[snap.Leader]).NoCRL
+		if forgotten(snap, unit) || noCRL && recordedInForce(snap, unit) {
 			var serials []string
 			for _, r := range protocol.RevocationsOf(snap.LeaderData) {
 				if r.Unit == unit {
@@ -71,6 +72,11 @@ func retire(ctx context.Context, cmd *cobra.Command, store relation.Store, unit 
 				}
 			}
 			slices.Sort(serials)
+			if noCRL {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s: recorded %d certificate(s) as revoked: %s; the leader's signer signs no CRL, "+
+					"so they stay valid (and keep their names) until they expire\n", unit, len(serials), strings.Join(serials, " "))
+				return nil
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s: revoked %d certificate(s): %s\n", unit, len(serials), strings.Join(serials, " "))
 			return nil
 		}
@@ -82,12 +88,24 @@ func retire(ctx context.Context, cmd *cobra.Command, store relation.Store, unit 
 	}
 }
 
-// forgotten: the leader holds nothing of unit's in leader data any more.
+// forgotten: the leader holds nothing of unit's in leader data any more: what it was
+// issued is revoked, and the published CRL lists it.
 func forgotten(snap relation.Snapshot, unit string) bool {
-	for _, key := range []string{protocol.SignedCertificateKey(unit), protocol.RejectionKey(unit), protocol.IssuedKey(unit)} {
+	for _, key := range protocol.UnitKeys(unit) {
 		if snap.LeaderData[key] != "" {
 			return false
 		}
 	}
 	return true
+}
+
+// recordedInForce: the leader has recorded, in force, a revocation of unit's (what a
+// leader whose signer signs no CRL can do).
+func recordedInForce(snap relation.Snapshot, unit string) bool {
+	for _, r := range protocol.RevocationsOf(snap.LeaderData) {
+		if r.Unit == unit && r.Retired {
+			return true
+		}
+	}
+	return false
 }

@@ -171,9 +171,9 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		w.events = append(w.events, audit.Event{Event: audit.EventRejected, Unit: act.Unit, Rule: act.Rejection.Rule,
 			Reason: act.Rejection.Reason, CSRSHA256: protocol.Digest(act.CSRPEM)})
 	case protocol.ForgetUnit:
-		leaderData[protocol.SignedCertificateKey(act.Unit)] = ""
-		leaderData[protocol.RejectionKey(act.Unit)] = ""
-		leaderData[protocol.IssuedKey(act.Unit)] = ""
+		for _, key := range protocol.UnitKeys(act.Unit) {
+			leaderData[key] = ""
+		}
 	default:
 		return fmt.Errorf("%s: unknown action %T", a.unit, act)
 	}

@@ -68,6 +68,13 @@ const (
 	revokedSuffix     = "_revoked"
 )
 
+// UnitKeys are the leader-data keys a unit has: its certificate, its rejection, what it
+// was issued before. A departed unit is forgotten when they are deleted (ForgetUnit);
+// its revocations (RevocationKey) stay until its certificates expire.
+func UnitKeys(unit string) []string {
+	return []string{SignedCertificateKey(unit), RejectionKey(unit), IssuedKey(unit)}
+}
+
 // SignedCertificateKey is the leader-data key of a unit's certificate chain (PEM).
 func SignedCertificateKey(unit string) string { return unit + certificateSuffix }
 

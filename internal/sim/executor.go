@@ -180,7 +180,7 @@ func (x *executor) do(act protocol.Action) {
 		x.answered = append(x.answered, act.Rejection.CSRDigest)
 		u.w.rejected(u, act)
 	case protocol.ForgetUnit:
-		for _, k := range []string{protocol.SignedCertificateKey(act.Unit), protocol.RejectionKey(act.Unit), protocol.IssuedKey(act.Unit)} {
+		for _, k := range protocol.UnitKeys(act.Unit) {
 			x.kv[k] = ""
 		}
 	default:
