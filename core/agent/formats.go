@@ -18,12 +18,62 @@ const (
 	TruststoreFile = "truststore.p12" // the certificates of ca.crt
 )
 
-// derived writes the files the unit's formats derive from tls.key, tls.crt and ca.crt,
-// from what those hold now; it returns the names written. Each is written whole
+// format is what one output format adds: the files it writes, each with its mode, made
+// from the unit's key, certificate chain and CA bundle. One table, so that writing,
+// telling a file stale and telling the set complete all read the same list.
+type format struct {
+	files []derivedFile
+	make  func(out config.Output, certPEM, keyPEM, caPEM []byte) ([][]byte, error) // one per file, in order
+}
+
+// derivedFile is a file a format writes; key files are KeyMode, others the output mode.
+type derivedFile struct {
+	name string
+	key  bool
+}
+
+// formats are the output formats: config.Formats names each.
+var formats = map[string]format{
+	config.FormatBundle: {files: []derivedFile{{BundleFile, true}},
+		make: func(_ config.Output, certPEM, keyPEM, _ []byte) ([][]byte, error) {
+			return [][]byte{append(append([]byte{}, certPEM...), keyPEM...)}, nil
+		}},
+	config.FormatPKCS12: {files: []derivedFile{{KeystoreFile, true}, {TruststoreFile, false}},
+		make: func(out config.Output, certPEM, keyPEM, caPEM []byte) ([][]byte, error) {
+			keystore, truststore, err := pkcs12Pair(out, certPEM, keyPEM, caPEM)
+			return [][]byte{keystore, truststore}, err
+		}},
+}
+
+// wanted lists the formats out asks for, in config.Formats' order.
+func wanted(out config.Output) []format {
+	var list []format
+	for _, name := range config.Formats {
+		if out.Wants(name) {
+			list = append(list, formats[name])
+		}
+	}
+	return list
+}
+
+// derivedNames lists the files out's formats write.
+func derivedNames(out config.Output) []string {
+	var names []string
+	for _, f := range wanted(out) {
+		for _, d := range f.files {
+			names = append(names, d.name)
+		}
+	}
+	return names
+}
+
+// writeDerived writes the files the unit's formats derive from tls.key, tls.crt and
+// ca.crt, from what those hold now; it returns the names written. Each is written whole
 // (atomicfile), keys 0600; after a crash between two, the next start writes them all
-// again (writeDerived at start).
+// again (derivedStale at start).
 func (f files) writeDerived(out config.Output) ([]string, error) {
-	if len(out.Formats) == 0 {
+	list := wanted(out)
+	if len(list) == 0 {
 		return nil, nil
 	}
 	certPEM, err := f.read(CertFile)
@@ -39,25 +89,21 @@ func (f files) writeDerived(out config.Output) ([]string, error) {
 		return nil, err
 	}
 	var written []string
-	if out.Wants(config.FormatBundle) {
-		bundle := append(append([]byte{}, certPEM...), keyPEM...)
-		if err := f.write(BundleFile, bundle, KeyMode); err != nil {
-			return written, err
-		}
-		written = append(written, BundleFile)
-	}
-	if out.Wants(config.FormatPKCS12) {
-		keystore, truststore, err := pkcs12Pair(out, certPEM, keyPEM, caPEM)
+	for _, format := range list {
+		contents, err := format.make(out, certPEM, keyPEM, caPEM)
 		if err != nil {
 			return written, err
 		}
-		if err := f.write(KeystoreFile, keystore, KeyMode); err != nil {
-			return written, err
+		for i, d := range format.files {
+			mode := f.mode
+			if d.key {
+				mode = KeyMode
+			}
+			if err := f.write(d.name, contents[i], mode); err != nil {
+				return written, err
+			}
+			written = append(written, d.name)
 		}
-		if err := f.write(TruststoreFile, truststore, f.mode); err != nil {
-			return written, err
-		}
-		written = append(written, KeystoreFile, TruststoreFile)
 	}
 	return written, nil
 }
@@ -97,13 +143,6 @@ func pkcs12Pair(out config.Output, certPEM, keyPEM, caPEM []byte) (keystore, tru
 // derivedStale: a file the formats derive is missing, or older than one it derives from
 // (a format added to the config, a crash between two writes).
 func (f files) derivedStale(out config.Output) bool {
-	var names []string
-	if out.Wants(config.FormatBundle) {
-		names = append(names, BundleFile)
-	}
-	if out.Wants(config.FormatPKCS12) {
-		names = append(names, KeystoreFile, TruststoreFile)
-	}
 	var newest time.Time
 	for _, src := range []string{CertFile, KeyFile, CAFile} {
 		st, err := os.Stat(f.path(src))
@@ -114,7 +153,7 @@ func (f files) derivedStale(out config.Output) bool {
 			newest = st.ModTime()
 		}
 	}
-	for _, name := range names {
+	for _, name := range derivedNames(out) {
 		if st, err := os.Stat(f.path(name)); err != nil || st.ModTime().Before(newest) {
 			return true
 		}
@@ -126,13 +165,7 @@ func (f files) derivedStale(out config.Output) bool {
 // certificate, the CA bundle and what the formats add. (ca.crl comes when the leader
 // has signed one; a service that needs it checks for it.)
 func (f files) complete(out config.Output) func() bool {
-	names := []string{KeyFile, CertFile, CAFile}
-	if out.Wants(config.FormatBundle) {
-		names = append(names, BundleFile)
-	}
-	if out.Wants(config.FormatPKCS12) {
-		names = append(names, KeystoreFile, TruststoreFile)
-	}
+	names := append([]string{KeyFile, CertFile, CAFile}, derivedNames(out)...)
 	return func() bool {
 		for _, n := range names {
 			if _, err := os.Stat(f.path(n)); err != nil {

@@ -141,3 +141,18 @@ func awaitFile(t *testing.T, path string) {
 		}
 	}
 }
+
+// Every format the config accepts has its files and maker in the table, and the table
+// holds no other: a format validated but not written would leave a service's file
+// missing in silence.
+func TestEveryFormatIsInTheTable(t *testing.T) {
+	if len(formats) != len(config.Formats) {
+		t.Fatalf("the table holds %d formats, the config %d (%v)", len(formats), len(config.Formats), config.Formats)
+	}
+	for _, name := range config.Formats {
+		f, ok := formats[name]
+		if !ok || len(f.files) == 0 || f.make == nil {
+			t.Errorf("format %q: in the table %t, files %v", name, ok, f.files)
+		}
+	}
+}

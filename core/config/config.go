@@ -226,6 +226,18 @@ const (
 	FormatPKCS12 = "pkcs12"
 )
 
+// Formats are the output formats, in the order their files are written.
+var Formats = []string{FormatBundle, FormatPKCS12}
+
+// checkFormats refuses any name of list that is not a format; key names the list.
+func checkFormats(p *problems, key string, list []string) {
+	for i, f := range list {
+		if !slices.Contains(Formats, f) {
+			p.add(fmt.Sprintf("%s[%d]", key, i), "%q is not a format: %s", f, strings.Join(Formats, " or "))
+		}
+	}
+}
+
 // PKCS12PasswordEnv is the environment variable that gives the PKCS#12 password when
 // certificate.output.pkcs12_password_file is not set.
 const PKCS12PasswordEnv = "TLSRELAY_PKCS12_PASSWORD"

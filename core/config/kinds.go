@@ -105,11 +105,7 @@ func (c *Config) validateKinds(p *problems) {
 		if k.Profile != "" && !sdk.Profile(k.Profile).Valid() {
 			p.add(key+".profile", "%q is not one of server, client, peer", k.Profile)
 		}
-		for i, f := range k.Formats {
-			if f != FormatBundle && f != FormatPKCS12 {
-				p.add(fmt.Sprintf("%s.formats[%d]", key, i), "%q is not a format: bundle or pkcs12", f)
-			}
-		}
+		checkFormats(p, key+".formats", k.Formats)
 		validateSANs(p, key+".sans", k.SANs)
 	}
 }

@@ -168,11 +168,7 @@ func (c Certificate) validate(p *problems) {
 	if _, err := groupID(c.Output.Group); err != nil {
 		p.add("certificate.output.group", "%v", err)
 	}
-	for _, f := range c.Output.Formats {
-		if f != FormatBundle && f != FormatPKCS12 {
-			p.add("certificate.output.formats", "%q is not a format: bundle or pkcs12", f)
-		}
-	}
+	checkFormats(p, "certificate.output.formats", c.Output.Formats)
 	if c.Output.Wants(FormatPKCS12) {
 		if _, err := c.Output.PKCS12Password(); err != nil {
 			p.add("certificate.output.pkcs12_password_file", "%v", strings.TrimPrefix(err.Error(), "certificate.output.pkcs12_password_file: "))
