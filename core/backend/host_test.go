@@ -164,6 +164,17 @@ func TestExternalPluginIsPinnedByChecksum(t *testing.T) {
 	if len(h.Pids()) != 0 {
 		t.Fatal("a tampered binary was started")
 	}
+
+	// The real binary, pinned by a checksum wrong in its last byte alone: every byte of
+	// the sum counts (a comparison of its first bytes lived through the test above).
+	last := "0"
+	if sum[len(sum)-1] == '0' {
+		last = "1"
+	}
+	h = newHost(t, map[string]config.Plugin{"ext": {Command: bin, SHA256: sum[:len(sum)-1] + last}}, config.Roles{CSR: "ext"})
+	if _, err = h.For(ctx, config.RoleCSR); err == nil || !strings.Contains(err.Error(), "refusing to run "+bin) {
+		t.Fatalf("a checksum wrong in its last byte: err = %v, want a refusal", err)
+	}
 }
 
 func TestLaunchErrorsAreClear(t *testing.T) {

@@ -149,7 +149,8 @@ func TestSANTemplatesTakeHostValues(t *testing.T) {
 	idFile := filepath.Join(dir, "amphora-id")
 	os.WriteFile(idFile, []byte("  9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50\n"), 0o644)
 	os.WriteFile(filepath.Join(dir, "empty"), nil, 0o644)
-	env := map[string]string{"AMPHORA_ID": "0b1c2d3e-4f50-4c5e-8f6a-0b1c2d3e4f51", "ADDR": "10.0.0.7", "TWO": "a b"}
+	env := map[string]string{"AMPHORA_ID": "0b1c2d3e-4f50-4c5e-8f6a-0b1c2d3e4f51", "ADDR": "10.0.0.7", "TWO": "a b",
+		"LIST": "a.example,b.example", "PATH_LIKE": "a.example/b", "TAB": "a\tb", "LINE": "a\nb"}
 	host := Host{Hostname: "amp1", Getenv: func(k string) string { return env[k] }}
 	tests := []struct {
 		san, want, err string
@@ -164,6 +165,12 @@ func TestSANTemplatesTakeHostValues(t *testing.T) {
 		{`{{file "` + filepath.Join(dir, "empty") + `"}}`, "", "renders empty"},
 		{`{{file "` + filepath.Join(dir, "missing") + `"}}`, "", "no such file or directory"},
 		{`{{env "TWO"}}`, "", `renders "a b", which is not one DNS name`},
+		// Each character that would make one SAN read as several, or a path (mutants
+		// that dropped one from the check lived).
+		{`{{env "LIST"}}`, "", `renders "a.example,b.example", which is not one DNS name`},
+		{`{{env "PATH_LIKE"}}`, "", `renders "a.example/b", which is not one DNS name`},
+		{`{{env "TAB"}}`, "", `which is not one DNS name`},
+		{`{{env "LINE"}}`, "", `which is not one DNS name`},
 		{`{{.ID}}`, "0", ""},
 		{`{{uuid .ID}}`, "", `"0" is not a UUID: name the unit <application>/<UUID>`},
 	}
