@@ -3,6 +3,8 @@ package etcd
 import (
 	"fmt"
 	"maps"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -10,6 +12,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/tlsrelay/tlsrelay/core/policy"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 )
 
@@ -177,5 +180,38 @@ func TestNoisyUnitsAreNamed(t *testing.T) {
 	v.set(l.placeOf(l.field("db/1", protocol.KeyState)), "ok", false, 9)
 	if got := v.snapshot().Noisy; !maps.Equal(got, map[string]int{"db/0": 5}) {
 		t.Fatalf("noisy = %v, want db/0 with 5 writes", got)
+	}
+}
+
+// Every cap is exact: a value of the cap's length is kept, one byte more is not. The
+// table is the schema itself, so a field whose cap is dropped (the CSR's lived through
+// the test above) or compared off by one fails here.
+func TestEveryCapIsExact(t *testing.T) {
+	l := newLayout("r", protocol.Schema())
+	caps := maps.Clone(protocol.Schema().BagFields)
+	caps[awayField] = awayCap
+	if caps[protocol.KeyCSR] != policy.LimitCSRBytes {
+		t.Fatalf("the CSR's cap is %d, want policy.LimitCSRBytes (%d)", caps[protocol.KeyCSR], policy.LimitCSRBytes)
+	}
+	for _, field := range slices.Sorted(maps.Keys(caps)) {
+		t.Run(field, func(t *testing.T) {
+			v := newView(1)
+			if field != awayField { // a note is read only of a unit that is gone
+				v.set(l.placeOfKV(&mvccpb.KeyValue{Key: []byte(l.member("db/0")), Value: []byte("{}"), Lease: 7}), "{}", false, 2)
+			}
+			key := l.field("db/0", field)
+			for i, n := range []int{caps[field], caps[field] + 1} {
+				value := strings.Repeat("x", n)
+				v.set(l.placeOf(key), value, false, int64(3+i))
+				s := v.snapshot()
+				kept := s.Units["db/0"][field] == value
+				if field == awayField {
+					kept = s.Away["db/0"] == value
+				}
+				if over := n > caps[field]; kept == over || (s.Oversized["db/0"] != "") != over {
+					t.Errorf("%d bytes (cap %d): kept %v, oversized %q", n, caps[field], kept, s.Oversized["db/0"])
+				}
+			}
+		})
 	}
 }
