@@ -174,7 +174,9 @@ func TestCheckSubject(t *testing.T) {
 		csr, _ := x509.ParseCertificateRequest(der)
 		return csr
 	}
-	cn := func(v string) pkix.AttributeTypeAndValue { return pkix.AttributeTypeAndValue{Type: oidCommonName, Value: v} }
+	cn := func(v string) pkix.AttributeTypeAndValue {
+		return pkix.AttributeTypeAndValue{Type: oidCommonName, Value: v}
+	}
 	for _, tt := range []struct {
 		name string
 		csr  *x509.CertificateRequest
