@@ -120,6 +120,7 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 		{"write a bag under a longer name", clientv3.OpPut(p+"units/amp/0x/csr", "forged")},
 		{"delete another unit's bag", clientv3.OpDelete(p+"units/ctl/0/", clientv3.WithPrefix())},
 		{"claim another unit's presence", clientv3.OpPut(p+"members/amp/1", "x")},
+		{"claim a presence under a longer name", clientv3.OpPut(p+"members/amp/01", "x")},
 		{"write leader data", clientv3.OpPut(p+"leader/ca", "forged-ca")},
 		{"write its own certificate", clientv3.OpPut(p+"leader/"+certKey, "forged")},
 		{"campaign (say who leads)", clientv3.OpPut(p+"elected", "amp/0")},
