@@ -93,6 +93,8 @@ func continuityProblem(v View, published string) string {
 			"does every leader-eligible unit's signer reach the same key?", signer, group)
 	case v.LeaderData[KeyCASealed] != "" && !v.CASeal:
 		why = "leader data holds a sealed CA key, but this unit has no ca_seal key to open it"
+	case v.LeaderData[KeyCASealed] != "" && !v.Memory.Signer.Imports:
+		why = "this leader's signer cannot import the sealed CA key (it does not claim ca_import)"
 	case v.LeaderData[KeyCASealed] != "":
 		why = "the sealed CA key in leader data is not the group CA's"
 	}

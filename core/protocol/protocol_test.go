@@ -11,6 +11,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/policy"
+	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -258,6 +259,7 @@ func TestLeaderSide(t *testing.T) {
 		wantRule    policy.Rule
 		wantProblem string // substring of the leader problem
 		caSeal      bool
+		terms       *SignerTerms // the signer's claims, exportable when nil
 	}{
 		{name: "a new leader first asks its signer for the CA",
 			units: both, local: self, want: []Action{LoadSignerCA{}}},
@@ -317,6 +319,10 @@ func TestLeaderSide(t *testing.T) {
 		{name: "a new leader with the seal key imports the group's sealed CA",
 			signerCA: newSignerCA.PEM, units: both, leaderData: with(signed, KeyCASealed, sealedCA), local: self, caSeal: true,
 			want: []Action{ImportSealedCA{CACertPEM: ca.PEM, Sealed: sealedCA}}},
+		{name: "a new leader whose signer cannot import leaves the sealed CA alone and says why",
+			signerCA: newSignerCA.PEM, units: both, leaderData: with(signed, KeyCASealed, sealedCA), local: self, caSeal: true,
+			terms:       &SignerTerms{Custody: sdk.CustodyExportable, Exports: true},
+			wantProblem: "does not claim ca_import"},
 		{name: "a leader with the seal key seals the CA when leader data lacks it",
 			signerCA: ca.PEM, units: both, leaderData: signed, local: self, caSeal: true,
 			want: []Action{SealCA{}}},
@@ -332,8 +338,12 @@ func TestLeaderSide(t *testing.T) {
 			if ld[KeyCA] != "" && ld[KeyCASigner] == "" { // a group the signer "cfssl" leads
 				ld = with(ld, KeyCASigner, "cfssl")
 			}
+			terms := exportable
+			if tt.terms != nil {
+				terms = *tt.terms
+			}
 			d := Decide(View{Unit: "db/0", Leader: true, Units: tt.units, LeaderData: ld,
-				Local: tt.local, Memory: LeaderMemory{SignerCA: tt.signerCA, Signer: exportable}, Now: now, CASeal: tt.caSeal, CA: CATerms{Signer: "cfssl"},
+				Local: tt.local, Memory: LeaderMemory{SignerCA: tt.signerCA, Signer: terms}, Now: now, CASeal: tt.caSeal, CA: CATerms{Signer: "cfssl"},
 				Want: Want{CommonName: "db/0", SANs: []string{"db-0"}, Profile: "peer", RenewAt: 0.66, Validity: day}})
 			got := d.Actions
 			if !strings.Contains(d.LeaderProblem, tt.wantProblem) || (tt.wantProblem == "") != (d.LeaderProblem == "") {
