@@ -579,6 +579,23 @@ func TestDepartedUnitIsRevokedAndRenewsWhenBack(t *testing.T) {
 	awaitCRL(t, c.dir("db/1"), func(serials []*big.Int) bool { return len(serials) == 1 })
 }
 
+// A unit that leaves for good (NoteGone) is revoked at once, however long departures
+// wait: the CRL the signer signs and every unit installs lists it within the delay.
+func TestAUnitGoneForGoodIsRevokedAtOnce(t *testing.T) {
+	c := newCluster(t)
+	c.opts = func(o *Options) { o.RevokeDepartedAfter = time.Hour }
+	c.start("db/0")
+	c.start("db/1")
+	gone := c.waitCerts("db/0", "db/1")["db/1"]
+	c.cancel["db/1"]()
+	if err := c.members["db/1"].LeaveWithNote(context.Background(), protocol.NoteGone); err != nil {
+		t.Fatal(err)
+	}
+	awaitCRL(t, c.dir("db/0"), func(serials []*big.Int) bool {
+		return slices.ContainsFunc(serials, func(s *big.Int) bool { return s.Cmp(gone.SerialNumber) == 0 })
+	})
+}
+
 func awaitCRL(t *testing.T, dir string, ok func([]*big.Int) bool) *x509.RevocationList {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
