@@ -54,6 +54,9 @@ view.go~		if n := max(r.now, r.prior); n > v.budget {~		if n := max(r.now, r.pri
 diagnose.go~	case !leader:~	case false:~TestQuorumLossIsNamed
 access.go~	if !a.LeaderEligible {~	if false {~TestAccessEnforcedByEtcd
 snapshot.go~	if !sc.wide {~	if false {~TestMembersOfOneStoreFollowTheGroupKeysOnce|TestNarrowReadsDoNotGrowWithTheGroup
+access.go~	perms := []permission{exact(l.member(a.Unit), readWrite)}~	perms := []permission{prefixed(l.member(a.Unit), readWrite)}~TestAccessEnforcedByEtcd
+tenure.go~func (m *member) leadingLocked() bool { return m.leading && time.Now().Before(m.tenure) }~func (m *member) leadingLocked() bool { return m.leading }~TestStalledKeepalivesEndTheTenure
+tenure.go~	m.tenureTimer = time.AfterFunc(time.Until(until), m.tenureLapsed)~	m.tenureTimer = time.AfterFunc(time.Hour, m.tenureLapsed)~TestStalledKeepalivesEndTheTenure
 '
 
 run_etcd() {
