@@ -147,7 +147,9 @@ type Backend interface {
 	ImportCA(ctx context.Context, ca CAKeyPair) error
 }
 
-// CRLRequest asks a signer for a certificate revocation list.
+// CRLRequest asks a signer for a certificate revocation list. The CRL returned lists
+// exactly Revoked and carries Number, ThisUpdate and NextUpdate as asked (the sdk's
+// kit checks this): a leader publishes no other, and counts it as the signer's failure.
 type CRLRequest struct {
 	Revoked    []RevokedCertificate
 	ThisUpdate time.Time

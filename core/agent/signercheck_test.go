@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"math/big"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -144,3 +145,76 @@ func TestLeaderPublishesOnlyWhatWasApproved(t *testing.T) {
 }
 
 const refusedHelp = "Certificates and CRLs a signer returned that this unit, leading, did not publish: not what the policy approved, or signed by another CA."
+
+// paddingSigner signs CRLs as the signer it wraps, with one serial more than asked.
+type paddingSigner struct{ sdk.Backend }
+
+func (s paddingSigner) SignCRL(ctx context.Context, req sdk.CRLRequest) (sdk.CRL, error) {
+	req.Revoked = append(req.Revoked, sdk.RevokedCertificate{Serial: big.NewInt(0xbad), RevokedAt: req.ThisUpdate})
+	return sdk.SignCRL(ctx, s.Backend, req)
+}
+
+// A CRL the signer returns that differs from the one asked for is not published: it is
+// counted against the signer, and no unit installs it.
+func TestLeaderPublishesOnlyTheCRLAskedFor(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := t.TempDir()
+	store := relation.NewMemory(protocol.Schema())
+	m, err := store.Join(ctx, "db/0", relation.JoinOptions{LeaderEligible: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	met := metrics.New()
+	a, err := New(Options{Member: m, Backends: inProcess{paddingSigner{newCfssl(t, filepath.Join(root, "ca"))}},
+		Certificate: testCert, Policy: testPolicy, Dir: filepath.Join(root, "db-0"), Metrics: met, SignerName: "padding"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := make(chan struct{})
+	go func() { a.Run(ctx); close(stopped) }()
+	defer func() { cancel(); <-stopped }()
+
+	obs, err := store.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := func() float64 {
+		mfs, err := met.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, mf := range mfs {
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if mf.GetName() == "tlsrelay_signer_answers_refused_total" && labels["signer"] == "padding" && labels["what"] == "crl" {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+		return 0
+	}
+	// Each poll checks what is published; refusals only grow.
+	for deadline := time.Now().Add(20 * time.Second); refused() == 0; time.Sleep(20 * time.Millisecond) {
+		snap, err := obs.Snapshot(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if crl := snap.LeaderData[protocol.KeyCRL]; crl != "" {
+			t.Fatalf("the leader published a CRL listing a serial nothing revoked: %.80s", crl)
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the signer's CRL was neither published nor refused")
+		}
+	}
+	snap, err := obs.Snapshot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if crl := snap.LeaderData[protocol.KeyCRL]; crl != "" {
+		t.Fatalf("the leader published a CRL it refused: %.80s", crl)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/sdk"
@@ -77,7 +78,10 @@ func (c *IssueCheck) Check(act SignCSR, chainPEM string, now time.Time) (*x509.C
 }
 
 // CheckCRL judges a CRL the signer returned for act: signed by the group's signing CA
-// (SignCRL.CA), or ErrOtherCA.
+// (SignCRL.CA), or ErrOtherCA; listing exactly the serials act revokes (a CRL that drops
+// one un-revokes a certificate; one that adds one revokes a unit no rule did); with
+// act's number (the next is numbered from it); current at act.Now and for at least half
+// CRLLifetime (one due again at once would be signed again at once).
 func (c *IssueCheck) CheckCRL(act SignCRL, crlPEM string) error {
 	cas, err := certutil.ParseCertificates([]byte(act.CA))
 	if err != nil {
@@ -90,5 +94,49 @@ func (c *IssueCheck) CheckCRL(act SignCRL, crlPEM string) error {
 	if crl.CheckSignatureFrom(cas[0]) != nil {
 		return fmt.Errorf("%w: the CRL is signed by %q, not by %q", ErrOtherCA, crl.Issuer.CommonName, cas[0].Subject.CommonName)
 	}
+	var problems []string
+	if crl.Number == nil || act.Number == nil || crl.Number.Cmp(act.Number) != 0 {
+		problems = append(problems, fmt.Sprintf("its number is %v, not %v", crl.Number, act.Number))
+	}
+	if crl.ThisUpdate.After(act.Now.Add(certutil.Backdate)) || crl.NextUpdate.Sub(act.Now) < CRLLifetime/2 {
+		problems = append(problems, fmt.Sprintf("it is current from %s to %s, not at %s for %s",
+			crl.ThisUpdate.UTC().Format(time.RFC3339), crl.NextUpdate.UTC().Format(time.RFC3339), act.Now.UTC().Format(time.RFC3339), CRLLifetime/2))
+	}
+	want := make(map[string]bool, len(act.Revoked))
+	for _, r := range act.Revoked {
+		want[r.Serial] = true
+	}
+	var extra []string
+	listed := make(map[string]bool, len(want))
+	for _, serial := range certutil.Revoked(crl) {
+		hex := serial.Text(16)
+		if !want[hex] {
+			extra = append(extra, hex)
+		}
+		listed[hex] = true
+	}
+	var dropped []string
+	for _, r := range act.Revoked {
+		if !listed[r.Serial] {
+			dropped = append(dropped, r.Serial)
+		}
+	}
+	if len(dropped) > 0 {
+		problems = append(problems, fmt.Sprintf("it leaves out %d revoked serial(s) (%s)", len(dropped), firstFew(dropped)))
+	}
+	if len(extra) > 0 {
+		problems = append(problems, fmt.Sprintf("it lists %d serial(s) nothing revoked (%s)", len(extra), firstFew(extra)))
+	}
+	if len(problems) > 0 {
+		return fmt.Errorf("the signer's CRL: %s", strings.Join(problems, "; "))
+	}
 	return nil
+}
+
+// firstFew joins the first serials of a list that may be long.
+func firstFew(serials []string) string {
+	if len(serials) > 3 {
+		return strings.Join(serials[:3], ", ") + ", ..."
+	}
+	return strings.Join(serials, ", ")
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,22 +108,55 @@ func TestIssueCheckShortValidity(t *testing.T) {
 	}
 }
 
-// A CRL the signer returns is the signing CA's, or ErrOtherCA.
+// A CRL the signer returns is the signing CA's (or ErrOtherCA), lists exactly the
+// serials revoked, carries the number asked for and is current for its lifetime.
 func TestIssueCheckCRL(t *testing.T) {
 	ca, other := newCA(t, "group CA"), newCA(t, "other CA")
-	act := SignCRL{Number: big.NewInt(1), Now: now, CA: ca.PEM}
+	act := SignCRL{Number: big.NewInt(7), Now: now, CA: ca.PEM,
+		Revoked: []Revocation{{Unit: "db/1", Serial: "1f"}, {Unit: "db/2", Serial: "a0", Retired: true}}}
+	asked := sdk.CRLRequest{ThisUpdate: now.Add(-certutil.Backdate), NextUpdate: now.Add(CRLLifetime), Number: big.NewInt(7),
+		Revoked: []sdk.RevokedCertificate{{Serial: big.NewInt(0x1f), RevokedAt: now}, {Serial: big.NewInt(0xa0), RevokedAt: now}}}
 	for _, tt := range []struct {
-		signer testCA
-		want   error
-	}{{ca, nil}, {other, ErrOtherCA}} {
-		crl, err := certutil.NewCRL(tt.signer.Cert, tt.signer.Key, sdk.CRLRequest{ThisUpdate: now, NextUpdate: now.Add(time.Hour), Number: big.NewInt(1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var check IssueCheck
-		if err := check.CheckCRL(act, string(crl)); !errors.Is(err, tt.want) {
-			t.Errorf("a CRL of %s: %v, want %v", tt.signer.Cert.Subject.CommonName, err, tt.want)
-		}
+		name    string
+		signer  testCA
+		spoil   func(*sdk.CRLRequest)
+		wantErr error  // errors.Is
+		want    string // substring of the error; "" for none
+	}{
+		{name: "what was asked", signer: ca},
+		{name: "in another order", signer: ca, spoil: func(r *sdk.CRLRequest) { slices.Reverse(r.Revoked) }},
+		{name: "another CA's", signer: other, wantErr: ErrOtherCA, want: "not by"},
+		{name: "a revoked serial left out", signer: ca, spoil: func(r *sdk.CRLRequest) { r.Revoked = r.Revoked[:1] },
+			want: "leaves out 1 revoked serial(s) (a0)"},
+		{name: "none listed", signer: ca, spoil: func(r *sdk.CRLRequest) { r.Revoked = nil },
+			want: "leaves out 2 revoked serial(s) (1f, a0)"},
+		{name: "a serial nothing revoked", signer: ca,
+			spoil: func(r *sdk.CRLRequest) {
+				r.Revoked = append(r.Revoked, sdk.RevokedCertificate{Serial: big.NewInt(0xbad), RevokedAt: now})
+			},
+			want: "lists 1 serial(s) nothing revoked (bad)"},
+		{name: "another number", signer: ca, spoil: func(r *sdk.CRLRequest) { r.Number = big.NewInt(6) }, want: "its number is 6, not 7"},
+		{name: "due again at once", signer: ca, spoil: func(r *sdk.CRLRequest) { r.NextUpdate = now.Add(time.Hour) }, want: "is current from"},
+		{name: "current only from tomorrow", signer: ca, spoil: func(r *sdk.CRLRequest) {
+			r.ThisUpdate, r.NextUpdate = now.Add(day), now.Add(2*day)
+		}, want: "is current from"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := asked
+			req.Revoked = slices.Clone(asked.Revoked)
+			if tt.spoil != nil {
+				tt.spoil(&req)
+			}
+			crl, err := certutil.NewCRL(tt.signer.Cert, tt.signer.Key, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var check IssueCheck
+			err = check.CheckCRL(act, string(crl))
+			if tt.wantErr != nil && !errors.Is(err, tt.wantErr) || (tt.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("CheckCRL = %v, want an error containing %q (%v)", err, tt.want, tt.wantErr)
+			}
+		})
 	}
 }
 
