@@ -117,13 +117,18 @@ func (a *Agent) recordLeadership(leader bool) error {
 	if leader == a.leading {
 		return nil
 	}
-	a.leading = leader
-	a.keepSignerWarm(leader)
 	event := audit.EventLeaderLost
 	if leader {
 		event = audit.EventLeaderGained
 	}
-	if err := a.opts.Audit.Record(audit.Event{Event: event, Signer: a.opts.SignerName}); err != nil {
+	err := a.opts.Audit.Record(audit.Event{Event: event, Signer: a.opts.SignerName})
+	if err != nil && leader {
+		// Not leading until it is on record: the next step tries again.
+		return fmt.Errorf("%s: leadership not taken up: %w", a.unit, err)
+	}
+	a.leading = leader
+	a.keepSignerWarm(leader)
+	if err != nil {
 		return fmt.Errorf("%s: %w", a.unit, err)
 	}
 	return nil
