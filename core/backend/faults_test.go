@@ -1,8 +1,10 @@
 package backend
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -112,6 +114,41 @@ func TestPluginChildHoldingStdoutCannotHangClose(t *testing.T) {
 	}
 }
 
+// exited: pid is gone, or a zombie (it died; its parent, or init, has yet to reap it).
+func exited(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	// pid (comm) STATE ...: comm may hold spaces, so the state follows the last ")".
+	rest := string(stat[bytes.LastIndexByte(stat, ')')+1:])
+	return strings.HasPrefix(strings.TrimSpace(rest), "Z")
+}
+
+// Killing a plugin kills its process group: a child it started (a tool it runs) does
+// not outlive it.
+func TestPluginChildDiesWithIt(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child.pid")
+	t.Setenv("MISBEHAVE_PIDFILE", pidFile)
+	h := misbehaving(t, "fork-group")
+	if _, err := h.For(context.Background(), config.RoleCSR); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, _ := strconv.Atoi(string(raw))
+	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	h.Close()
+	// Killed, its parent gone, it waits as a zombie until init reaps it: that counts as dead.
+	for deadline := time.Now().Add(10 * time.Second); !exited(child); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the plugin's child %d outlived the plugin by 10 s", child)
+		}
+	}
+}
+
 // The plugin's circumstances: stdin is /dev/null, it has no controlling terminal (so
 // nothing in it can prompt), it leads its own process group, and an external plugin
 // sees only the base environment and the variables its config names.
@@ -133,6 +170,7 @@ func TestPluginProcessIsIsolated(t *testing.T) {
 		Env                []string
 		Pid, Pgid, Sid     int
 		ConfigJSON         string
+		Validity           string
 	}
 	if err := json.Unmarshal(out.CSRPEM, &r); err != nil {
 		t.Fatalf("report: %v: %s", err, out.CSRPEM)
@@ -166,6 +204,9 @@ func TestPluginProcessIsIsolated(t *testing.T) {
 	}
 	if r.ConfigJSON != "{}" { // no config: section is an empty object, not null
 		t.Errorf("Configure received %q for a plugin without config, want {}", r.ConfigJSON)
+	}
+	if r.Validity != testValidity.String() { // a remote signer refuses a mismatch with it
+		t.Errorf("Configure received validity %q, want the host's %s", r.Validity, testValidity)
 	}
 }
 

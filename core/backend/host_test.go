@@ -24,6 +24,9 @@ func TestMain(m *testing.M) { testbin.Main(m) }
 
 var cfsslRoles = config.Roles{CSR: "cfssl", Signer: "cfssl"}
 
+// testValidity is the certificate lifetime the test hosts tell their plugins.
+const testValidity = 90 * time.Minute
+
 func newHost(t *testing.T, plugins map[string]config.Plugin, roles config.Roles) *Host {
 	t.Helper()
 	h, err := New(Options{
@@ -32,6 +35,7 @@ func newHost(t *testing.T, plugins map[string]config.Plugin, roles config.Roles)
 		Roles:    roles,
 		StateDir: t.TempDir(),
 		Logger:   hclog.New(&hclog.LoggerOptions{Level: hclog.Warn, Output: newTestWriter(t)}),
+		Validity: testValidity,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@
 //	             (go-plugin's AutoMTLS on the plugin's side)
 //	fork-stdout  starts a child (sleep) that holds the plugin's stdout and stderr, and
 //	             writes its pid to MISBEHAVE_PIDFILE
+//	fork-group   starts a child (sleep) in the plugin's process group, and writes its
+//	             pid to MISBEHAVE_PIDFILE
 //	(otherwise)  behaves; CreateCSR reports the process's circumstances as JSON in
 //	             CSRPEM: its stdin, whether it has a controlling terminal, its environment
 package main
@@ -41,9 +43,10 @@ type Report struct {
 	Env                []string
 	Pid, Pgid, Sid     int
 	ConfigJSON         string // as Configure received it
+	Validity           string // as Configure received it
 }
 
-var configJSON string
+var configJSON, validity string
 
 type backend struct{ sdk.Unimplemented }
 
@@ -52,14 +55,14 @@ func (backend) Info(context.Context) (sdk.Info, error) {
 }
 
 func (backend) Configure(_ context.Context, req sdk.ConfigureRequest) error {
-	configJSON = string(req.ConfigJSON)
+	configJSON, validity = string(req.ConfigJSON), req.Validity.String()
 	return nil
 }
 
 func (backend) CreateCSR(context.Context, sdk.CSRRequest) (sdk.CSR, error) {
 	var st syscall.Stat_t
 	syscall.Fstat(0, &st)
-	r := Report{StdinDev: uint64(st.Dev), StdinIno: st.Ino, Env: os.Environ(), Pid: os.Getpid(), Pgid: syscall.Getpgrp(), ConfigJSON: configJSON}
+	r := Report{StdinDev: uint64(st.Dev), StdinIno: st.Ino, Env: os.Environ(), Pid: os.Getpid(), Pgid: syscall.Getpgrp(), ConfigJSON: configJSON, Validity: validity}
 	r.Sid, _ = getsid()
 	if f, err := os.OpenFile("/dev/tty", os.O_RDWR, 0); err != nil {
 		r.TTYError = err.Error()
@@ -116,6 +119,12 @@ func main() {
 		// Its own session: out of reach of a kill of the plugin's group, so only closing
 		// the pipes can free the host.
 		child.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+		if err := child.Start(); err != nil {
+			panic(err)
+		}
+		os.WriteFile(os.Getenv("MISBEHAVE_PIDFILE"), []byte(strconv.Itoa(child.Process.Pid)), 0o600)
+	case "fork-group":
+		child := exec.Command("sleep", "300") // the plugin's group: a kill of the group reaches it
 		if err := child.Start(); err != nil {
 			panic(err)
 		}
