@@ -188,8 +188,8 @@ func TestGroupConverges(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if mode := info.Mode().Perm(); mode != KeyMode {
-			t.Errorf("%s: %s has mode %o, want %o", u, KeyFile, mode, KeyMode)
+		if mode := info.Mode().Perm(); mode != 0o600 {
+			t.Errorf("%s: %s has mode %o, want %o", u, KeyFile, mode, 0o600)
 		}
 	}
 	assertNoKeyMaterial(t, c.members["db/0"])
@@ -511,7 +511,7 @@ func TestOnChangeAndOutputModeAndOwner(t *testing.T) {
 			for _, f := range []struct {
 				name string
 				mode os.FileMode
-			}{{CertFile, 0o640}, {CAFile, 0o640}, {KeyFile, KeyMode}} {
+			}{{CertFile, 0o640}, {CAFile, 0o640}, {KeyFile, 0o600}} {
 				info, err := os.Stat(filepath.Join(c.dir("db/0"), f.name))
 				if err != nil || info.Mode().Perm() != f.mode {
 					t.Fatalf("%s: %v, mode %v; want %04o", f.name, err, info.Mode().Perm(), f.mode)

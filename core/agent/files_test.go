@@ -23,7 +23,7 @@ func TestInstallPromotesThePendingFiles(t *testing.T) {
 		mode          os.FileMode
 		was           os.FileInfo // the inode it must be, if any
 	}{
-		{KeyFile, "key", KeyMode, key},
+		{KeyFile, "key", 0o600, key},
 		{CertFile, "chain", 0o644, csr},
 		{CAFile, "ca", 0o644, nil},
 	}

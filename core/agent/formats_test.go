@@ -34,7 +34,7 @@ func TestOutputFormats(t *testing.T) {
 			dir := c.dir("db/0")
 			awaitFile(t, filepath.Join(dir, TruststoreFile))
 
-			for name, mode := range map[string]os.FileMode{BundleFile: KeyMode, KeystoreFile: KeyMode, TruststoreFile: 0o644} {
+			for name, mode := range map[string]os.FileMode{BundleFile: 0o600, KeystoreFile: 0o600, TruststoreFile: 0o644} {
 				if st, err := os.Stat(filepath.Join(dir, name)); err != nil || st.Mode().Perm() != mode {
 					t.Errorf("%s: %v, want mode %04o", name, err, mode)
 				}
