@@ -61,13 +61,13 @@ type PluginOptions struct {
 // directory, the group's certificate.validity told to each (a signer with a fixed
 // lifetime refuses a mismatch), plugin_idle, restarts counted.
 func Plugins(cfg *config.Config, o PluginOptions) (*backend.Host, error) {
-	var onRestart func(string)
+	var onRestart, onIdleStop func(string)
 	if o.Metrics != nil {
-		onRestart = o.Metrics.PluginRestarted
+		onRestart, onIdleStop = o.Metrics.PluginRestarted, o.Metrics.PluginIdleStopped
 	}
 	return backend.New(backend.Options{Self: o.Self, Plugins: cfg.Plugins, Roles: cfg.Roles,
 		StateDir: cmp.Or(o.StateDir, cfg.StateDir), Logger: o.Log, OnRestart: onRestart,
-		Validity: cfg.Certificate.Validity, IdleStop: cfg.PluginIdle})
+		Validity: cfg.Certificate.Validity, IdleStop: cfg.PluginIdle, OnIdleStop: onIdleStop})
 }
 
 // Agent returns the options cfg gives its unit's agent (cfg.Unit's member, files in

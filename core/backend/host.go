@@ -46,7 +46,9 @@ type Options struct {
 	// in Configure (sdk.ConfigureRequest.Validity).
 	Validity time.Duration
 	// IdleStop stops a plugin no call has used for this long (plugin_idle); 0 never.
-	IdleStop time.Duration
+	// OnIdleStop, if set, is called for each plugin stopped so.
+	IdleStop   time.Duration
+	OnIdleStop func(plugin string)
 }
 
 // Host runs the backends of one unit.
@@ -54,14 +56,12 @@ type Host struct {
 	opts Options
 	log  hclog.Logger
 
-	mu      sync.Mutex
-	closed  bool
-	running map[string]*running
-	started map[string]bool // plugins started at least once: a later start is a restart
-	warm    map[string]int  // plugins kept running whatever IdleStop says, by how many asked
-	// stopReaping ends reapIdle; stoppedIdle counts its stops.
-	stopReaping chan struct{}
-	stoppedIdle atomic.Int64
+	mu          sync.Mutex
+	closed      bool
+	running     map[string]*running
+	started     map[string]bool // plugins started at least once: a later start is a restart
+	warm        map[string]int  // plugins kept running whatever IdleStop says, by how many asked
+	stopReaping chan struct{}   // ends reapIdle
 	// sockets holds the plugins' unix sockets, made on the first start and removed by
 	// Close, with the sockets of any plugin that was killed and could not remove its own.
 	sockets string

@@ -59,11 +59,10 @@ func (h *Host) stopIdle(now time.Time) {
 		}
 		delete(h.running, name)
 		h.started[name] = false // its next start is on demand, not a restart
-		h.stoppedIdle.Add(1)
+		if h.opts.OnIdleStop != nil {
+			h.opts.OnIdleStop(name)
+		}
 		h.log.Debug("stopping idle plugin; it starts again when needed", "plugin", name, "idle", r.idleFor(now).Round(time.Second))
 		go r.client.Kill()
 	}
 }
-
-// IdleStops counts the plugins stopped for idleness (for tests and benchmarks).
-func (h *Host) IdleStops() int64 { return h.stoppedIdle.Load() }

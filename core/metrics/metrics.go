@@ -25,6 +25,7 @@ type Metrics struct {
 	renewals       prometheus.Counter
 	rejections     *prometheus.CounterVec
 	pluginRestarts *prometheus.CounterVec
+	pluginIdle     *prometheus.CounterVec
 	expiry         *expiryCollector
 	watchLag       prometheus.Histogram
 	secretFetches  *prometheus.CounterVec
@@ -59,6 +60,8 @@ func New() *Metrics {
 			[]string{"rule"}),
 		pluginRestarts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_plugin_restarts_total",
 			Help: "Backend plugin processes started again after one died or was killed."}, []string{"plugin"}),
+		pluginIdle: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsrelay_plugin_idle_stops_total",
+			Help: "Backend plugin processes stopped as no call used them for plugin_idle (started again on demand)."}, []string{"plugin"}),
 		expiry: newExpiryCollector(),
 		watchLag: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tlsrelay_relation_watch_lag_seconds",
 			Help:    "Time from this unit's write to the relation until its watch delivered that write.",
@@ -100,7 +103,7 @@ func New() *Metrics {
 	for name, help := range etcdDBHelp {
 		m.etcdDB[name] = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, []string{"unit"})
 	}
-	m.own = []prometheus.Collector{m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.expiry,
+	m.own = []prometheus.Collector{m.issued, m.signSeconds, m.renewals, m.rejections, m.pluginRestarts, m.pluginIdle, m.expiry,
 		m.watchLag, m.secretFetches, m.onChange, m.rotationUnits, m.clockSkew, m.oversized, m.noisy, m.blocked, m.noCRL,
 		m.leading, m.unitError, m.signerRefused, m.notReissued}
 	for _, g := range m.etcdDB {
@@ -179,6 +182,13 @@ func (m *Metrics) NotReissued(n int) {
 func (m *Metrics) PluginRestarted(plugin string) {
 	if m != nil {
 		m.pluginRestarts.WithLabelValues(plugin).Inc()
+	}
+}
+
+// PluginIdleStopped counts one plugin stopped for idleness (plugin_idle).
+func (m *Metrics) PluginIdleStopped(plugin string) {
+	if m != nil {
+		m.pluginIdle.WithLabelValues(plugin).Inc()
 	}
 }
 

@@ -16,6 +16,7 @@ func TestNilMetricsAreSafe(t *testing.T) {
 	m.Renewed()
 	m.Rejected("key")
 	m.PluginRestarted("cfssl")
+	m.PluginIdleStopped("cfssl")
 	m.Expires("db/0", time.Now(), time.Now())
 	m.Leading("db/0", true)
 	m.UnitError("db/0", true)
