@@ -117,9 +117,9 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 	switch act := act.(type) {
 	case protocol.CreateCSR:
 		if act.ReuseKey {
-			return a.createCSRWithInstalledKey(ctx, act.Reason)
+			return a.createCSRWithInstalledKey(ctx, act)
 		}
-		return a.createCSR(ctx, act.Reason)
+		return a.createCSR(ctx, act)
 	case protocol.PublishCSR:
 		return a.publishCSR(ctx, act.CSRPEM, act.Profile)
 	case protocol.WithdrawCSR:

@@ -3,18 +3,23 @@ package protocol
 import (
 	"math/big"
 	"time"
+
+	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
 // Action is one step the agent carries out. Unit actions touch the unit's own files and
 // bag; leader actions touch leader data and the signer. This file is the whole catalogue.
 type Action interface{ action() }
 
-// CreateCSR: make a new key and CSR with the csr backend, keep the key as pending, and
-// publish the CSR. ReuseKey: make the CSR from the installed key instead (key_rotation
-// never).
+// CreateCSR: make a new key and a CSR for Request with the csr backend, keep the key as
+// pending, and publish the CSR with Profile. ReuseKey: make the CSR from the installed
+// key instead (key_rotation never). What the CSR asks for is decided here, from the
+// unit's Want, so that every executor (the agent, the scale simulator) asks alike.
 type CreateCSR struct {
 	Reason   string
 	ReuseKey bool
+	Request  sdk.CSRRequest // the key, common name and SANs
+	Profile  string
 }
 
 // PublishCSR: put the pending CSR (again) in the unit's bag, with the wanted profile.

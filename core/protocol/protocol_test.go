@@ -175,7 +175,14 @@ func TestUnitSide(t *testing.T) {
 			if tt.wantDetail != "" && d.Detail != tt.wantDetail {
 				t.Errorf("detail = %q, want %q", d.Detail, tt.wantDetail)
 			}
-			assertActions(t, d.Actions, tt.wantAction)
+			wantAction := tt.wantAction
+			if c, ok := wantAction.(CreateCSR); ok {
+				// Every CSR asks for what the unit wants, whatever the reason.
+				c.Request = sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: w.KeyAlgorithm, Size: w.KeySize}, CommonName: w.CommonName, SANs: w.SANs}
+				c.Profile = w.Profile
+				wantAction = c
+			}
+			assertActions(t, d.Actions, wantAction)
 			if !tt.wantWake.IsZero() && !d.WakeAt.Equal(tt.wantWake) {
 				t.Errorf("wake at %s, want %s", d.WakeAt, tt.wantWake)
 			}
@@ -212,8 +219,9 @@ func assertActions(t *testing.T, got []Action, want Action) {
 		t.Fatalf("action = %T, want %T", got[0], want)
 	}
 	if c, ok := want.(CreateCSR); ok && c.Reason == "" {
-		if got[0].(CreateCSR).ReuseKey != c.ReuseKey {
-			t.Fatalf("action = %#v, want ReuseKey %v", got[0], c.ReuseKey)
+		g := got[0].(CreateCSR)
+		if g.ReuseKey != c.ReuseKey || g.Profile != c.Profile || !reflect.DeepEqual(g.Request, c.Request) {
+			t.Fatalf("action = %#v, want ReuseKey %v, profile %q and request %#v", got[0], c.ReuseKey, c.Profile, c.Request)
 		}
 		return
 	}

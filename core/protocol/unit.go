@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -33,11 +34,11 @@ func decideCertificate(v View) Decision {
 	inst := v.Local.Installed
 	if inst == nil {
 		return Decision{State: StateCreateCSR, Detail: "no certificate yet",
-			Actions: []Action{CreateCSR{Reason: "no certificate yet"}}}
+			Actions: []Action{v.createCSR("no certificate yet", false)}}
 	}
 	if due, reason := renewalDue(v, inst, ca); due != "" {
 		reuse := v.Want.ReuseKey && keyMatches(inst.Cert, v.Want)
-		d := Decision{State: due, Detail: reason, Actions: []Action{CreateCSR{Reason: reason, ReuseKey: reuse}}}
+		d := Decision{State: due, Detail: reason, Actions: []Action{v.createCSR(reason, reuse)}}
 		if ca != "" && ca != inst.CAPEM {
 			// Trust the group's bundle now, not when the new certificate comes: peers
 			// of a CA rotation present the new CA's certificates meanwhile.
@@ -53,6 +54,13 @@ func decideCertificate(v View) Decision {
 		d.Actions = append(d.Actions, WithdrawCSR{})
 	}
 	return d
+}
+
+// createCSR asks for a CSR of what the unit wants, for reason.
+func (v View) createCSR(reason string, reuseKey bool) CreateCSR {
+	w := v.Want
+	return CreateCSR{Reason: reason, ReuseKey: reuseKey, Profile: w.Profile,
+		Request: sdk.CSRRequest{Key: sdk.KeySpec{Algorithm: w.KeyAlgorithm, Size: w.KeySize}, CommonName: w.CommonName, SANs: slices.Clone(w.SANs)}}
 }
 
 // decidePending handles a unit that has published a CSR and waits for its certificate.
@@ -73,17 +81,17 @@ func decidePending(v View, p *Pending, ca string) Decision {
 	}
 	if differs := v.pendingDiffers(p); differs != "" {
 		reason := "the pending CSR no longer matches the config: " + differs
-		return Decision{State: StateCreateCSR, Detail: reason, Actions: []Action{CreateCSR{Reason: reason}}}
+		return Decision{State: StateCreateCSR, Detail: reason, Actions: []Action{v.createCSR(reason, false)}}
 	}
 	if r, ok := DecodeRejection(v.LeaderData[RejectionKey(v.Unit)]); ok && r.CSRDigest == Digest(p.CSRPEM) {
 		retry := r.At.Add(RejectionRetry)
 		switch {
 		case r.Profile != "" && v.Want.Profile != "" && r.Profile != v.Want.Profile:
 			reason := fmt.Sprintf("the CSR was refused for profile %s; the config asks for %s", r.Profile, v.Want.Profile)
-			return Decision{State: StateCreateCSR, Detail: reason, Actions: []Action{CreateCSR{Reason: reason}}}
+			return Decision{State: StateCreateCSR, Detail: reason, Actions: []Action{v.createCSR(reason, false)}}
 		case !r.At.IsZero() && !v.Now.Before(retry):
 			reason := fmt.Sprintf("the CSR was refused %s ago (%s): trying a new one", RejectionRetry, r.Reason)
-			return Decision{State: StateCreateCSR, Detail: reason, Actions: []Action{CreateCSR{Reason: reason}}}
+			return Decision{State: StateCreateCSR, Detail: reason, Actions: []Action{v.createCSR(reason, false)}}
 		}
 		d := Decision{State: StateRejected, Detail: r.Reason}
 		if !r.At.IsZero() {

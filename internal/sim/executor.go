@@ -105,7 +105,7 @@ func (x *executor) do(act protocol.Action) {
 	u := x.u
 	switch act := act.(type) {
 	case protocol.CreateCSR:
-		u.createCSR(act.ReuseKey)
+		u.createCSR(act)
 	case protocol.PublishCSR:
 		u.setBag(map[string]string{protocol.KeyCSR: act.CSRPEM, protocol.KeyProfile: act.Profile})
 	case protocol.WithdrawCSR:

@@ -245,19 +245,20 @@ func (u *unit) deliver(fail bool) {
 }
 
 // createCSR makes a new key and CSR for what the unit wants, and publishes it.
-func (u *unit) createCSR(reuse bool) {
+// createCSR makes the CSR act asks for, with a key of the simulation's pool (its
+// spec is the same for every unit) or the installed key.
+func (u *unit) createCSR(act protocol.CreateCSR) {
 	key := u.w.newKey()
-	if reuse && u.certKey != nil {
+	if act.ReuseKey && u.certKey != nil {
 		key = u.certKey
 	}
-	want := u.want()
-	csr, err := certutil.NewCSRForKey(sdk.CSRRequest{CommonName: want.CommonName, SANs: want.SANs}, key)
+	csr, err := certutil.NewCSRForKey(act.Request, key)
 	if err != nil {
 		panic(err)
 	}
 	u.pendingKey, u.pendingCSR = key, string(csr.CSRPEM)
-	u.w.madeKey(u, key.Public(), want)
-	u.setBag(map[string]string{protocol.KeyCSR: u.pendingCSR, protocol.KeyProfile: want.Profile})
+	u.w.madeKey(u, key.Public(), protocol.Want{CommonName: act.Request.CommonName, SANs: act.Request.SANs, Profile: act.Profile})
+	u.setBag(map[string]string{protocol.KeyCSR: u.pendingCSR, protocol.KeyProfile: act.Profile})
 }
 
 // misbehave is a rogue unit's own writes after its turn, picked by r: a CSR for names

@@ -17,7 +17,6 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
-	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -220,15 +219,15 @@ func (u *Unit) apply(ctx context.Context, act protocol.Action) error {
 		key := u.key
 		if !act.ReuseKey || key == nil {
 			var err error
-			if key, err = certutil.NewKey(sdk.KeySpec{Algorithm: u.want.KeyAlgorithm, Size: u.want.KeySize}); err != nil {
+			if key, err = certutil.NewKey(act.Request.Key); err != nil {
 				return fmt.Errorf("key: %w", err)
 			}
 		}
-		csr, err := certutil.NewCSRForKey(sdk.CSRRequest{CommonName: u.want.CommonName, SANs: u.want.SANs}, key)
+		csr, err := certutil.NewCSRForKey(act.Request, key)
 		if err != nil {
 			return fmt.Errorf("CSR: %w", err)
 		}
-		if err := u.write(ctx, map[string]string{protocol.KeyCSR: string(csr.CSRPEM), protocol.KeyProfile: u.want.Profile}); err != nil {
+		if err := u.write(ctx, map[string]string{protocol.KeyCSR: string(csr.CSRPEM), protocol.KeyProfile: act.Profile}); err != nil {
 			return err
 		}
 		u.pendingKey, u.pending = key, &protocol.Pending{CSRPEM: string(csr.CSRPEM), PublicKey: key.Public()}
