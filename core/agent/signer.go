@@ -251,21 +251,16 @@ func (a *Agent) sealCA(ctx context.Context, leaderData map[string]string) error 
 	return nil
 }
 
-// newSignerCA makes a CA like the signer's current one (its name and lifetime) and
-// imports it into the signer, or has the signer generate it (act.Generate: the key is
-// born in the signer, a token); the next decision rotates the group to it. A made key
-// exists only in this process and the signer (and, sealed, in leader data).
+// newSignerCA makes the CA act names and imports it into the signer, or has the signer
+// generate it (act.Generate: the key is born in the signer, a token); the next decision
+// rotates the group to it. A made key exists only in this process and the signer (and,
+// sealed, in leader data).
 func (a *Agent) newSignerCA(ctx context.Context, act protocol.NewSignerCA) error {
 	b, err := a.signer(ctx)
 	if err != nil {
 		return err
 	}
-	certs, err := certutil.ParseCertificates([]byte(a.memory.SignerCA))
-	if err != nil {
-		return fmt.Errorf("%s: new CA: the signer's CA: %w", a.unit, err)
-	}
-	old := certs[0]
-	name, life := old.Subject.CommonName, old.NotAfter.Sub(old.NotBefore)
+	name, life := act.CommonName, act.Lifetime
 	if act.Generate {
 		if _, err := sdk.GenerateCA(ctx, b, sdk.GenerateCARequest{CommonName: name, Validity: life}); err != nil {
 			return a.lacks(sdk.CapCAGenerate, fmt.Errorf("%s: new CA: the signer's GenerateCA: %w", a.unit, err))

@@ -44,12 +44,15 @@ type LoadSignerCA struct{}
 // PublishCA (leader): set the group's CA bundle in leader data.
 type PublishCA struct{ BundlePEM string }
 
-// NewSignerCA (leader): make a new CA like the group's (same name and lifetime) and import
-// it into the signer, or with Generate have the signer make it itself (sdk.GenerateCA),
-// then load the signer's CA again; the next decision starts the rotation to it.
+// NewSignerCA (leader): make a new CA named CommonName, valid for Lifetime (the signing
+// CA's own, so a rotation keeps the group's CA as it was configured), and import it into
+// the signer, or with Generate have the signer make it itself (sdk.GenerateCA), then load
+// the signer's CA again; the next decision starts the rotation to it.
 type NewSignerCA struct {
-	Reason   string
-	Generate bool
+	Reason     string
+	Generate   bool
+	CommonName string
+	Lifetime   time.Duration
 }
 
 // SetLeaderData (leader): write these leader-data keys (an empty value deletes).

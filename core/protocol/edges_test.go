@@ -152,6 +152,10 @@ func TestExpiringCARotatesAtItsEdges(t *testing.T) {
 			for _, a := range d.Actions {
 				if n, ok := a.(NewSignerCA); ok && strings.Contains(n.Reason, "expires at") {
 					rotates = true
+					// The new CA is like the one it replaces: its name and its lifetime.
+					if n.CommonName != "group CA" || n.Lifetime != ca.Cert.NotAfter.Sub(ca.Cert.NotBefore) {
+						t.Errorf("a new CA named %q for %s; want %q for %s", n.CommonName, n.Lifetime, "group CA", ca.Cert.NotAfter.Sub(ca.Cert.NotBefore))
+					}
 				}
 			}
 			if rotates != tt.rotates {

@@ -273,7 +273,9 @@ func planSteady(v View, signerCerts, pub []*x509.Certificate) caPlan {
 		default:
 			// Nothing is signed until the next decision has loaded the new CA: the signer
 			// would sign with a CA the group has not yet been given.
-			p.actions, p.sign = append(p.actions, NewSignerCA{Reason: reason, Generate: !v.Memory.Signer.Imports}), false
+			old := signerCerts[0]
+			p.actions, p.sign = append(p.actions, NewSignerCA{Reason: reason, Generate: !v.Memory.Signer.Imports,
+				CommonName: old.Subject.CommonName, Lifetime: old.NotAfter.Sub(old.NotBefore)}), false
 		}
 	}
 	p.actions = append(p.actions, recordBlocked(v, p.blocked)...)
