@@ -70,7 +70,7 @@ core/agent/apply.go~	dropped, err := a.opts.Member.SetLeaderData(ctx, w.kv, w.gu
 core/agent/signer.go~		req.Revoked = append(req.Revoked, sdk.RevokedCertificate{Serial: serial, RevokedAt: r.Departed})~		if !r.Retired { req.Revoked = append(req.Revoked, sdk.RevokedCertificate{Serial: serial, RevokedAt: r.Departed}) }~.
 core/agent/signer.go~	if err := check.CheckCRL(act, string(crl.PEM)); err != nil {~	if err := check.CheckCRL(act, string(crl.PEM)); err != nil && false {~.
 core/agent/signer.go~	if _, err := w.check.Check(act, string(r.Certificate.ChainPEM), a.opts.Now()); err != nil {~	if _, err := w.check.Check(act, string(r.Certificate.ChainPEM), a.opts.Now()); err != nil && false {~.
-core/agent/loop.go~			return false, err // a leader acts only once its lead is on record~			_ = err~.
+core/agent/loop.go~Audited: a.opts.Audit != nil,~Audited: false,~.
 core/agent/files.go~const KeyMode = 0o600~const KeyMode = 0o640~.
 core/agent/formats.go~				mode = KeyMode~				mode = f.mode~.
 core/agent/files.go~	if err := f.write(PendingKeyFile, keyPEM, KeyMode); err != nil {~	if err := f.write(PendingKeyFile, keyPEM, f.mode); err != nil {~.

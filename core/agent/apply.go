@@ -157,6 +157,8 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		leaderData[protocol.KeyCA] = act.BundlePEM
 	case protocol.SetLeaderData:
 		maps.Copy(leaderData, act.KV)
+	case protocol.RecordLead:
+		return a.recordLead()
 	case protocol.NewSignerCA:
 		return a.newSignerCA(ctx, act)
 	case protocol.SealCA:

@@ -112,25 +112,28 @@ func auditedKeys(base, kv map[string]string) map[string]string {
 	return out
 }
 
-// recordLeadership records this unit gaining or losing the lead.
-func (a *Agent) recordLeadership(leader bool) error {
+// followLead keeps the signer warm while this unit leads, and records the loss of a
+// lead that was on record. (The gain is recorded by the protocol's RecordLead.)
+func (a *Agent) followLead(leader, onRecord bool) {
 	if leader == a.leading {
-		return nil
-	}
-	event := audit.EventLeaderLost
-	if leader {
-		event = audit.EventLeaderGained
-	}
-	err := a.opts.Audit.Record(audit.Event{Event: event, Signer: a.opts.SignerName})
-	if err != nil && leader {
-		// Not leading until it is on record: the next step tries again.
-		return fmt.Errorf("%s: leadership not taken up: %w", a.unit, err)
+		return
 	}
 	a.leading = leader
 	a.keepSignerWarm(leader)
-	if err != nil {
-		return fmt.Errorf("%s: %w", a.unit, err)
+	if !leader && onRecord {
+		if err := a.opts.Audit.Record(audit.Event{Event: audit.EventLeaderLost, Signer: a.opts.SignerName}); err != nil {
+			a.log.Warn("the audit trail did not take the loss of the lead", "error", err)
+		}
 	}
+}
+
+// recordLead puts the gain of the lead on the audit trail (protocol.RecordLead): until
+// it is there, the protocol has the leader do nothing else, and asks again.
+func (a *Agent) recordLead() error {
+	if err := a.opts.Audit.Record(audit.Event{Event: audit.EventLeaderGained, Signer: a.opts.SignerName}); err != nil {
+		return fmt.Errorf("%s: leadership not taken up: %w", a.unit, err)
+	}
+	a.memory = a.memory.Step(protocol.LeadRecorded{})
 	return nil
 }
 

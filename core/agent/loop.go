@@ -127,19 +127,15 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 		a.log.Warn(note)
 	}
 	leader := snap.Leader == a.unit
+	onRecord := a.memory.LeadRecorded
 	if !leader {
 		a.memory = a.memory.Step(protocol.LeadershipLost{})
 	}
-	if err := a.recordLeadership(leader); err != nil {
-		if leader {
-			return false, err // a leader acts only once its lead is on record
-		}
-		a.log.Warn("the audit trail did not take the loss of the lead", "error", err)
-	}
+	a.followLead(leader, onRecord)
 	a.before = auditedKeys(snap.LeaderData, nil)
 	view := protocol.View{
 		Unit: a.unit, Leader: leader, Units: snap.Units, LeaderData: snap.LeaderData, Away: snap.Away,
-		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, Parsed: a.parsed, CASeal: len(a.opts.SealKey) > 0,
+		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, Parsed: a.parsed, CASeal: len(a.opts.SealKey) > 0, Audited: a.opts.Audit != nil,
 		Policy: a.opts.Policy,
 		CA: protocol.CATerms{Signer: a.opts.SignerName, Request: snap.Requests[protocol.RequestRotateCA], Cancel: snap.Requests[protocol.RequestCancelRotation],
 			RotateBefore: a.opts.CARotateBefore, TrustTimeout: a.opts.CARotationTrustTimeout, ReissueTimeout: a.opts.CARotationReissueTimeout, Ref: a.opts.CARef,

@@ -55,6 +55,10 @@ type NewSignerCA struct {
 	Lifetime   time.Duration
 }
 
+// RecordLead (leader): put the unit's gain of the lead on its audit trail, then
+// LeadRecorded. Nothing else is done while it leads until that is done.
+type RecordLead struct{}
+
 // SetLeaderData (leader): write these leader-data keys (an empty value deletes).
 type SetLeaderData struct{ KV map[string]string }
 
@@ -127,6 +131,7 @@ type InstallCRL struct{ PEM string }
 
 func (CreateCSR) action()          {}
 func (NewSignerCA) action()        {}
+func (RecordLead) action()         {}
 func (SetLeaderData) action()      {}
 func (PublishCSR) action()         {}
 func (InstallCertificate) action() {}

@@ -13,6 +13,10 @@ import (
 
 // decideLeader is the leader side: the CA, then each unit's CSR, then departed units.
 func decideLeader(v View) (actions []Action, signing []string, plan caPlan) {
+	if v.Audited && !v.Memory.LeadRecorded {
+		// What a leader does is on record from its first act: nothing before the lead is.
+		return []Action{RecordLead{}}, nil, caPlan{state: "recording its lead in the audit trail"}
+	}
 	if v.Memory.SignerCA == "" {
 		return []Action{LoadSignerCA{}}, nil, caPlan{state: "loading the signer's CA"}
 	}

@@ -34,6 +34,8 @@ type LeaderMemory struct {
 	ImportedRef string
 	// SignFailures are the signer's failures per CSR digest, until the CSR is answered.
 	SignFailures map[string]SignFailure
+	// LeadRecorded: this leadership is on the unit's audit trail (View.Audited).
+	LeadRecorded bool
 }
 
 // SignFailure is the signer's record with one CSR.
@@ -104,6 +106,9 @@ type CSRSignFailed struct {
 // Unimplemented; the leader publishes no CRL and goes on signing.
 type CRLUnsupported struct{}
 
+// LeadRecorded: the audit trail holds this unit's gain of the lead (RecordLead).
+type LeadRecorded struct{}
+
 // LeadershipLost: the unit does not lead; a later leadership starts afresh (the signer
 // or its CA may have changed meanwhile).
 type LeadershipLost struct{}
@@ -115,6 +120,7 @@ func (CSRAnswered) result()        {}
 func (CSRSignFailed) result()      {}
 func (CRLUnsupported) result()     {}
 func (LeadershipLost) result()     {}
+func (LeadRecorded) result()       {}
 func (SignerLacks) result()        {}
 
 // Step returns the memory after a result. It never changes m: the maps it holds are
@@ -165,6 +171,8 @@ func (m LeaderMemory) Step(r Result) LeaderMemory {
 		m.SignFailures[r.Digest] = f
 	case CRLUnsupported:
 		m.SignsCRL = false
+	case LeadRecorded:
+		m.LeadRecorded = true
 	case LeadershipLost:
 		return LeaderMemory{}
 	}

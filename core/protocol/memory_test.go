@@ -182,3 +182,43 @@ func TestWakeAtIsTheRenewal(t *testing.T) {
 func caEnding(t *testing.T, cn string, end time.Time) pkitest.CA {
 	return pkitest.NewCA(t, cn, end.Add(-365*24*time.Hour))
 }
+
+// A leader that keeps an audit trail does nothing as leader until its lead is on it;
+// a unit that loses the lead records it again when it leads again.
+func TestALeaderActsOnlyOnceItsLeadIsOnRecord(t *testing.T) {
+	ca := newCA(t, "group CA")
+	v := View{Unit: "db/0", Leader: true, Now: now, Audited: true, Units: map[string]map[string]string{"db/0": {}},
+		LeaderData: map[string]string{KeyCA: ca.PEM, KeyCASigner: "cfssl"}, CA: CATerms{Signer: "cfssl"},
+		Want: Want{CommonName: "db/0", Validity: day}}
+	leaderActions := func(v View) []Action {
+		var out []Action
+		for _, a := range Decide(v).Actions {
+			switch a.(type) {
+			case CreateCSR, PublishCSR, InstallCertificate, InstallCA, InstallCRL, WithdrawCSR:
+			default:
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	for _, step := range []struct {
+		name   string
+		result Result
+		want   []Action
+	}{
+		{"a new leader", nil, []Action{RecordLead{}}},
+		{"its lead on record", LeadRecorded{}, []Action{LoadSignerCA{}}},
+		{"its lead lost", LeadershipLost{}, []Action{RecordLead{}}},
+	} {
+		if step.result != nil {
+			v.Memory = v.Memory.Step(step.result)
+		}
+		if got := leaderActions(v); !reflect.DeepEqual(got, step.want) {
+			t.Fatalf("%s: leader actions %#v, want %#v", step.name, got, step.want)
+		}
+	}
+	v.Audited, v.Memory = false, LeaderMemory{}
+	if got := leaderActions(v); !reflect.DeepEqual(got, []Action{LoadSignerCA{}}) {
+		t.Fatalf("a leader without an audit trail: %#v, want to load its signer's CA at once", got)
+	}
+}

@@ -62,6 +62,9 @@ type View struct {
 	// CASeal: this unit holds the ca_seal key, so as leader it seals the CA key into
 	// leader data and can import a sealed one.
 	CASeal bool
+	// Audited: this unit keeps an audit trail, so as leader it acts only once its lead is
+	// on it (RecordLead, LeadRecorded).
+	Audited bool
 	// CA is the leader's terms for the group's CA (rotation).
 	CA CATerms
 	// CRL is the leader's terms for revoking departed units.
