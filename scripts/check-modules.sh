@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Module hygiene: both go.mod files are tidy, the sdk module (what a third party's
-# plugin depends on) pulls none of the root module's heavy dependencies, and the sdk's
-# exported API has not changed incompatibly against its recorded baseline.
+# plugin depends on) pulls none of the root module's heavy dependencies, the layers hold,
+# no file of core/ outgrows what a reader can hold, and the sdk's exported API and wire
+# contract are what their recorded baselines say.
 #
 #   scripts/check-modules.sh               check
-#   scripts/check-modules.sh --record-api  record the sdk's API as the new baseline (a
-#                                          deliberate break: say so in sdk/CHANGELOG.md)
+#   scripts/check-modules.sh --record-api  record the sdk's API and wire contract as the
+#                                          new baselines (an addition, or a deliberate
+#                                          break: say so in sdk/CHANGELOG.md)
 set -euo pipefail
+export LC_ALL=C # comm and sort agree with Go on the order of lines
 cd "$(dirname "$0")/.."
 
 # apidiff compares the sdk's exported API (export data) with sdk/api/sdk.export; pinned.
@@ -14,7 +17,8 @@ apidiff=golang.org/x/exp/cmd/apidiff@v0.0.0-20261113113407-e3970619a1a4
 sdkmod=github.com/tlsrelay/tlsrelay/sdk
 if [ "${1:-}" = "--record-api" ]; then
   (cd sdk && go run "$apidiff" -m -w api/sdk.export "$sdkmod")
-  echo "check-modules: recorded the sdk's API in sdk/api/sdk.export"
+  (cd sdk && go run ./internal/apitext >api/sdk.txt && go run ./internal/wiretext >api/backend.wire.txt)
+  echo "check-modules: recorded the sdk's API in sdk/api/sdk.export and sdk/api/sdk.txt, its wire contract in sdk/api/backend.wire.txt"
   exit 0
 fi
 
@@ -47,6 +51,38 @@ if bad=$(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./core/... ./plugins
 fi
 echo "check-modules: core and the built-in plugins import nothing of internal/; the plugins nothing of core/"
 
+# A file a reader can hold: no non-test file of core/ over 400 lines.
+if long=$(find core -name '*.go' ! -name '*_test.go' -exec wc -l {} + | awk '$2 != "total" && $1 > 400'); [ -n "$long" ]; then
+  echo "check-modules: files of core/ over 400 lines (split them by what they do):" >&2
+  echo "$long" >&2
+  exit 1
+fi
+echo "check-modules: no file of core/ is over 400 lines"
+
+# The wire contract every plugin speaks, in any language: a line of the baseline gone or
+# changed is a break (a field renumbered, retyped or removed, a method dropped), which
+# no release may make; a new line is an addition, to record deliberately.
+wire=$(cd sdk && go run ./internal/wiretext)
+if broken=$(comm -23 sdk/api/backend.wire.txt <(echo "$wire")); [ -n "$broken" ]; then
+  echo "check-modules: the wire contract (sdk/proto/backend.proto) breaks what sdk/api/backend.wire.txt records; plugins built against it would fail:" >&2
+  echo "$broken" | sed 's/^/  gone or changed: /' >&2
+  exit 1
+fi
+if added=$(comm -13 sdk/api/backend.wire.txt <(echo "$wire")); [ -n "$added" ]; then
+  echo "check-modules: the wire contract grew; record it (scripts/check-modules.sh --record-api) and say so in sdk/CHANGELOG.md:" >&2
+  echo "$added" | sed 's/^/  added: /' >&2
+  exit 1
+fi
+echo "check-modules: the wire contract is the one recorded ($(wc -l <sdk/api/backend.wire.txt) facts)"
+
+# The sdk's API as text: every addition, change and removal shows here, and in review.
+apidelta=$(diff <(cd sdk && go run ./internal/apitext) sdk/api/sdk.txt | grep '^[<>]' || true)
+if [ -n "$apidelta" ]; then
+  echo "check-modules: the sdk's exported API differs from sdk/api/sdk.txt (< now, > recorded); record it (scripts/check-modules.sh --record-api) and say so in sdk/CHANGELOG.md:" >&2
+  echo "$apidelta" >&2
+  exit 1
+fi
+
 # Internal packages (the generated gRPC code) are not the sdk's API, and apidiff says it
 # skips them; go run says what it downloads on a fresh machine. Anything else it prints
 # is an incompatible change (or a package that did not load).
@@ -61,4 +97,4 @@ if incompatible=$(grep -v -e '^Ignoring internal package' -e '^go: downloading '
   echo "(a deliberate break: scripts/check-modules.sh --record-api, and a line in sdk/CHANGELOG.md)" >&2
   exit 1
 fi
-echo "check-modules: the sdk's API is compatible with its recorded baseline"
+echo "check-modules: the sdk's API is compatible with its recorded baseline, and its text (sdk/api/sdk.txt) is the one recorded"
