@@ -22,30 +22,51 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 phase "vet and gofmt"
-# Every test under the race detector: the end-to-end tests' binaries are built without it,
-# the tests themselves (and every in-process backend and relation) run with it.
-go test -race -count=1 -timeout 20m "$@" ./...
-phase "go test -race ./..."
-(cd sdk && go test -race -count=1 -timeout 10m "$@" ./...)
-phase "sdk: go test -race ./..."
+# The sdk module's tests, the simulated schedules and the fuzz targets run beside the
+# main module's tests, whose end-to-end package (cmd/tlsrelay) is most of the suite's
+# time and mostly waits on processes and timers; the side's output follows the main's.
+side_log=$(mktemp)
+trap 'rm -f "$side_log"' EXIT
+side() {
+  set -e
+  (cd sdk && go test -race -count=1 -timeout 10m "$@" ./...)
+  phase "sdk: go test -race ./..."
 
-# The group's invariants under 10,000 seeded random schedules (docs/SECURITY.md: about a
-# minute on 2 cores), outside the race detector, which ran 300 of them above. A failing
-# seed prints its shortened schedule and the command that replays it.
-go test -count=1 -timeout 10m -run '^TestSimulate$' ./internal/sim -sim.schedules 10000
-phase "10,000 simulated schedules"
+  # The group's invariants under 10,000 seeded random schedules (docs/SECURITY.md: about
+  # a minute on 2 cores), outside the race detector, which ran 300 of them in
+  # ./internal/sim. A failing seed prints its shortened schedule and the command that
+  # replays it.
+  go test -count=1 -timeout 10m -run '^TestSimulate$' ./internal/sim -sim.schedules 10000
+  phase "10,000 simulated schedules"
 
-# Each fuzz target briefly, from its seeds (docs/SECURITY.md records longer runs).
-# FUZZTIME=0 skips this step.
-fuzztime="${FUZZTIME:-10s}"
-if [ "$fuzztime" != "0" ]; then
-  while read -r pkg target; do
-    go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" </dev/null
-  done <<'TARGETS'
+  # Each fuzz target briefly, from its seeds (docs/SECURITY.md records longer runs).
+  # FUZZTIME=0 skips this step.
+  local fuzztime="${FUZZTIME:-10s}"
+  if [ "$fuzztime" != "0" ]; then
+    while read -r pkg target; do
+      go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" </dev/null
+    done <<'TARGETS'
 ./core/policy FuzzCheck
 ./core/protocol FuzzDecide
 ./core/config FuzzLoad
 ./plugins/barbican FuzzSecretParsing
 TARGETS
-  phase "fuzz targets"
+    phase "fuzz targets"
+  fi
+}
+side "$@" >"$side_log" 2>&1 &
+side_pid=$!
+
+# Every test under the race detector: the end-to-end tests' binaries are built without it,
+# the tests themselves (and every in-process backend and relation) run with it.
+main_rc=0
+go test -race -count=1 -timeout 20m "$@" ./... || main_rc=$?
+phase "go test -race ./..."
+side_rc=0
+wait "$side_pid" || side_rc=$?
+cat "$side_log"
+if [ "$main_rc" != 0 ] || [ "$side_rc" != 0 ]; then
+  echo "test.sh: FAILED (main module's tests exit $main_rc; sdk, simulation and fuzzing exit $side_rc)" >&2
+  exit 1
 fi
+phase "everything"

@@ -11,12 +11,13 @@ import (
 // answers while the agent runs: it reaches the agent's etcd instead of waiting on its
 // data directory.
 func TestStatusBesideARunningAgent(t *testing.T) {
+	t.Parallel()
 	ag := newAgentsWith(t, "relation: {name: alone, store: embedded}\n", false)
 	ag.start("web/0")
-	t.Setenv("TLSRELAY_STATE_DIR", filepath.Join(ag.dir, "state-web-0"))
+	env := []string{"TLSRELAY_STATE_DIR=" + filepath.Join(ag.dir, "state-web-0")}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		r := runBinary(t, ag.bin, "status", "--config", ag.config, "--timeout", "10s")
+		r := runBinaryWith(t, ag.bin, env, "status", "--config", ag.config, "--timeout", "10s")
 		if r.code == 0 && strings.Contains(r.stdout, "web/0") && strings.Contains(r.stdout, "signed certificate available") {
 			return
 		}

@@ -86,13 +86,28 @@ func run(t *testing.T, args ...string) result {
 	return runBinary(t, testbinBuild(t), args...)
 }
 
+// runWith runs the real tlsrelay binary with env added to the test's environment: a
+// test that gives its processes variables this way (not t.Setenv) can run in parallel.
+func runWith(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	return runBinaryWith(t, testbinBuild(t), env, args...)
+}
+
 func testbinBuild(tb testing.TB) string { return testbin.Build(tb, testbin.Tlsrelay) }
 
 func runBinary(tb testing.TB, bin string, args ...string) result {
 	tb.Helper()
+	return runBinaryWith(tb, bin, nil, args...)
+}
+
+func runBinaryWith(tb testing.TB, bin string, env []string, args ...string) result {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

@@ -18,6 +18,7 @@ import (
 // the holder, and up stops at once saying so. Before, the leader signed both in one
 // batch, then "rejected" them.
 func TestUpGivesOneNameToOneUnit(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	const id = "9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50"
 	config := fileWriter(t, dir)("race.yaml", `relation: {name: race}
@@ -33,9 +34,8 @@ policy:
     - match: "amphora/*"
       sans: ["[0-9a-f]*-[0-9a-f]*-[0-9a-f]*-[0-9a-f]*-[0-9a-f]*"]
 `)
-	t.Setenv("AMPHORA_ID", id)
 	group := filepath.Join(dir, "group")
-	r := run(t, "up", "--config", config, "--dir", group)
+	r := runWith(t, []string{"AMPHORA_ID=" + id}, "up", "--config", config, "--dir", group)
 	// Whichever CSR the leader sees first is signed; within one snapshot, the first in
 	// unit order.
 	var holders []string
@@ -58,6 +58,7 @@ policy:
 // leader publishes none of its certificates, refuses each CSR with the signer's
 // mismatch as its reason, and up fails saying so, where it used to print OK.
 func TestUpFailsOnASignerThatSignsOtherThanAsked(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bin := testbin.Build(t, testbin.Custodian)
 	config := fileWriter(t, dir)("sloppy.yaml", fmt.Sprintf(`certificate: {profile: server}
@@ -69,9 +70,8 @@ plugins:
     env: [CUSTODIAN_CUSTODY]
     config: {ca_dir: %q, custody: local, spoil: local-cert-generator}
 `, bin, testbin.SHA256(t, bin), filepath.Join(dir, "ca")))
-	t.Setenv("CUSTODIAN_CUSTODY", "local")
 	group := filepath.Join(dir, "group")
-	r := run(t, "up", "--config", config, "--units", "2", "--dir", group)
+	r := runWith(t, []string{"CUSTODIAN_CUSTODY=local"}, "up", "--config", config, "--units", "2", "--dir", group)
 	if r.code != 1 || !strings.Contains(r.stderr, "the signer's certificate does not match the request") ||
 		!strings.Contains(r.stderr, "DNS names") || !strings.Contains(r.stderr, "extended key usages") {
 		t.Fatalf("up: exit %d, want 1 naming the signer's mismatch\n%s%s", r.code, r.stdout, r.stderr)
