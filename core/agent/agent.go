@@ -7,7 +7,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -104,21 +103,16 @@ type Agent struct {
 
 	// memory is what this unit has learned while it leads (protocol.LeaderMemory): the
 	// protocol's to read and, through Step, to change.
-	memory    protocol.LeaderMemory
-	parsed    *protocol.Parsed  // the relation values decisions read, parsed (protocol.Parsed)
-	wake      time.Time         // when the last decision changes with time alone (protocol.Decision.WakeAt)
-	last      Status            // the status last reported
-	published map[string]string // the status fields last written to the bag
-	errorAt   time.Time         // when the published error last changed
-	skewed    bool              // the last decision waits out a clock skew
-	noisy     string            // while leading: units over their write budget (UnitStatus.Noisy)
-	blocked   string            // while leading: why a CA rotation due cannot proceed (logged once)
-	onChange  *onChange
-	leading   bool              // this unit led at the last step (the audit trail's leadership events)
-	before    map[string]string // the leader data the current step's writes change
-	auditCA   struct{ pem, sha256 string }
-	poke      chan struct{}          // on_change finished: look at the status again
-	health    atomic.Pointer[Status] // the last status, for Health from other goroutines
+	memory   protocol.LeaderMemory
+	parsed   *protocol.Parsed // the relation values decisions read, parsed (protocol.Parsed)
+	wake     time.Time        // when the last decision changes with time alone (protocol.Decision.WakeAt)
+	skewed   bool             // the last decision waits out a clock skew
+	reported reported         // what the unit last said of itself (status.go)
+	onChange *onChange
+	leading  bool              // this unit led at the last step (the audit trail's leadership events)
+	before   map[string]string // the leader data the current step's writes change
+	auditCA  struct{ pem, sha256 string }
+	poke     chan struct{} // on_change finished: look at the status again
 }
 
 // New prepares an agent; Run starts it.

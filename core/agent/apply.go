@@ -131,7 +131,7 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 			return fmt.Errorf("%s: install certificate: %w", a.unit, err)
 		}
 		a.log.Info("installed certificate", "dir", a.opts.Dir)
-		if a.last.Serial != "" {
+		if a.reported.last.Serial != "" {
 			a.opts.Metrics.Renewed()
 		}
 		return a.derive(CertFile, KeyFile, CAFile)

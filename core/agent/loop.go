@@ -37,7 +37,7 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 		stepCtx, cancel := context.WithTimeout(ctx, a.opts.StepTimeout)
 		acted, err := a.step(stepCtx, snap)
 		cancel()
-		if err != nil || !acted || a.last.Leader {
+		if err != nil || !acted || a.reported.last.Leader {
 			// A unit's status is published when it settles (or fails), not after every
 			// action: the states it passes through on the way (a CSR made, a certificate
 			// being installed) would each be a write to etcd. The leader's is published
@@ -60,7 +60,7 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 		case acted:
 			retry.Reset()
 			continue // our own writes changed the view: decide again at once
-		case a.opts.Once && a.last.State == protocol.StateCertificateAvailable:
+		case a.opts.Once && a.reported.last.State == protocol.StateCertificateAvailable:
 			a.log.Info("converged: the certificate is current; exiting (once)")
 			return nil
 		default:
@@ -72,7 +72,7 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 			timer.Stop()
 			return nil
 		case <-snap.Changed:
-			if a.last.Leader && !a.gather(ctx) {
+			if a.reported.last.Leader && !a.gather(ctx) {
 				timer.Stop()
 				return nil
 			}
@@ -145,11 +145,11 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	d := protocol.Decide(view)
 	a.parsed.Forget(view)
 	a.wake, a.skewed = d.WakeAt, d.ClockSkew > 0
-	a.noisy = ""
+	noisy := ""
 	if leader {
-		a.noisy = noisyWord(snap.Noisy)
+		noisy = noisyWord(snap.Noisy)
 	}
-	a.report(leader, d, local)
+	a.report(leader, d, local, noisy)
 	rot, _ := protocol.DecodeRotation(rotationRecord(snap.LeaderData, d.Actions))
 	a.opts.Metrics.Rotation(a.unit, leader, len(rot.Waiting), len(rot.Untrusted))
 	if leader {

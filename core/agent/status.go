@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
@@ -17,9 +18,23 @@ type Status struct {
 	protocol.UnitStatus
 }
 
-func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
+// reported is what the unit last said of itself: kept to say each change once (a log
+// line, OnStatus, a metric) and to write to its bag only the fields that changed. It
+// remembers what was said, never what to decide: that is the protocol's.
+type reported struct {
+	last      Status                 // the status last reported
+	published map[string]string      // the status fields last written to the bag
+	errorAt   time.Time              // when the published error last changed
+	blocked   string                 // while leading: why a CA rotation due cannot proceed (logged once)
+	health    atomic.Pointer[Status] // the last status, for Health from other goroutines
+}
+
+// report makes the unit's status from decision d, says what changed, and keeps it.
+// noisy names the units over their write budget, as the leader publishes them.
+func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local, noisy string) {
+	r := &a.reported
 	s := Status{Unit: a.unit, Leader: leader, Signing: d.Signing,
-		UnitStatus: protocol.UnitStatus{State: d.State, Detail: d.Detail, Error: d.LeaderProblem, CAState: d.CAState, Noisy: a.noisy}}
+		UnitStatus: protocol.UnitStatus{State: d.State, Detail: d.Detail, Error: d.LeaderProblem, CAState: d.CAState, Noisy: noisy}}
 	if leader {
 		s.Custody = string(a.memory.Signer.Custody)
 		s.NoCRL = a.memory.SignerCA != "" && !a.memory.SignsCRL
@@ -28,14 +43,14 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	// Whether a rotation is blocked is decided only in the steady state; a decision
 	// that loads the signer's CA (again, for a remote CA) leaves it as it was.
 	if !leader || d.CAState == protocol.CASteady {
-		if d.CARotationBlocked != "" && d.CARotationBlocked != a.blocked {
+		if d.CARotationBlocked != "" && d.CARotationBlocked != r.blocked {
 			a.log.Warn("a CA rotation is due but cannot proceed; signing goes on", "problem", d.CARotationBlocked)
 		}
-		a.blocked = d.CARotationBlocked
-		a.opts.Metrics.CARotationBlocked(a.unit, leader && a.blocked != "")
+		r.blocked = d.CARotationBlocked
+		a.opts.Metrics.CARotationBlocked(a.unit, leader && r.blocked != "")
 	}
-	if a.noisy != "" && a.noisy != a.last.Noisy {
-		a.log.Warn("units write their bags more often than the budget", "budget_per_minute", protocol.WriteBudget, "units", a.noisy)
+	if noisy != "" && noisy != r.last.Noisy {
+		a.log.Warn("units write their bags more often than the budget", "budget_per_minute", protocol.WriteBudget, "units", noisy)
 	}
 	if err := a.onChange.status(); s.Error == "" && err != "" {
 		s.Error = "on_change: " + err
@@ -43,12 +58,12 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	if d.ClockSkew > 0 && s.Error == "" {
 		s.Error = fmt.Sprintf("the certificate signed for this unit starts %s after this host's clock says it is now: "+
 			"this host's clock or the leader's is wrong (check NTP on both); waiting until then", d.ClockSkew.Round(time.Second))
-		if s.Error != a.last.Error {
+		if s.Error != r.last.Error {
 			a.log.Warn("clock skew", "problem", s.Error)
 		}
 	}
 	a.opts.Metrics.ClockSkew(a.unit, d.ClockSkew)
-	if d.LeaderProblem != "" && d.LeaderProblem != a.last.Error {
+	if d.LeaderProblem != "" && d.LeaderProblem != r.last.Error {
 		a.log.Error("leader cannot sign", "problem", d.LeaderProblem)
 	}
 	var renewAt time.Time
@@ -58,26 +73,26 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local) {
 	}
 	a.opts.Metrics.Expires(a.unit, s.NotAfter, renewAt)
 	a.opts.Metrics.Leading(a.unit, leader)
-	if s.State != a.last.State || s.Leader != a.last.Leader || s.Serial != a.last.Serial || s.Trusts != a.last.Trusts || s.CAState != a.last.CAState || s.Noisy != a.last.Noisy || s.Custody != a.last.Custody || s.NoCRL != a.last.NoCRL || len(s.Signing) != len(a.last.Signing) || s.Error != a.last.Error {
+	if s.State != r.last.State || s.Leader != r.last.Leader || s.Serial != r.last.Serial || s.Trusts != r.last.Trusts || s.CAState != r.last.CAState || s.Noisy != r.last.Noisy || s.Custody != r.last.Custody || s.NoCRL != r.last.NoCRL || len(s.Signing) != len(r.last.Signing) || s.Error != r.last.Error {
 		a.log.Info("state", "state", s.State, "detail", s.Detail, "leader", s.Leader)
 		if a.opts.OnStatus != nil {
 			a.opts.OnStatus(s)
 		}
 	}
-	a.last = s
-	a.health.Store(&s)
+	r.last = s
+	r.health.Store(&s)
 }
 
 // Leading says whether the unit led at its last step; safe from any goroutine.
 func (a *Agent) Leading() bool {
-	s := a.health.Load()
+	s := a.reported.health.Load()
 	return s != nil && s.Leader
 }
 
 // Health says whether the unit holds a certificate that has not expired, with its state
 // and last error; safe from any goroutine (the /healthz handler).
 func (a *Agent) Health() (ok bool, detail string) {
-	s := a.health.Load()
+	s := a.reported.health.Load()
 	if s == nil {
 		return false, a.unit + ": starting"
 	}
@@ -99,13 +114,14 @@ func (a *Agent) Health() (ok bool, detail string) {
 // it reports. A failure here is logged, not returned: the next step publishes again, and
 // a leader judges only what it can check against what it issued.
 func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
-	s := a.last
+	r := &a.reported
+	s := r.last
 	if stepErr != nil {
 		s.Error = stepErr.Error()
 		// One error shown replaces another at most every errorEvery: a failing step
 		// (a full disk) is tried again and again, and each write is a revision of etcd
 		// that every member reads. An error clears at once.
-		if prev := a.published[protocol.KeyError]; prev != "" && prev != s.Error && a.opts.Now().Sub(a.errorAt) < errorEvery {
+		if prev := r.published[protocol.KeyError]; prev != "" && prev != s.Error && a.opts.Now().Sub(r.errorAt) < errorEvery {
 			s.Error = prev
 		}
 	}
@@ -115,7 +131,7 @@ func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
 	for k, v := range fields {
 		// Nothing published yet by this agent: write every field, empty ones too, so
 		// a predecessor's stale value (an error before a reload) is cleared.
-		if a.published == nil || a.published[k] != v {
+		if r.published == nil || r.published[k] != v {
 			changed[k] = v
 		}
 	}
@@ -126,10 +142,10 @@ func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
 		a.log.Debug("could not publish status", "error", err)
 		return
 	}
-	if fields[protocol.KeyError] != a.published[protocol.KeyError] {
-		a.errorAt = a.opts.Now()
+	if fields[protocol.KeyError] != r.published[protocol.KeyError] {
+		r.errorAt = a.opts.Now()
 	}
-	a.published = fields
+	r.published = fields
 }
 
 // errorEvery is how often at most a unit's published error changes from one to another.
