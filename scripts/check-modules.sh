@@ -51,6 +51,16 @@ if bad=$(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./core/... ./plugins
 fi
 echo "check-modules: core and the built-in plugins import nothing of internal/; the plugins nothing of core/"
 
+# The test rooms (internal/testkit: certificates, servers, network labs, test plugins and
+# binaries) serve tests alone: no package's own code imports them, only its tests.
+if bad=$(go list -f '{{.ImportPath}} {{join .Imports " "}}' ./... |
+  awk -v kit="$mod/internal/testkit/" '{ if (index($1, kit) == 1) next; for (i = 2; i <= NF; i++) if (index($i, kit) == 1) print $1 " imports " $i }'); [ -n "$bad" ]; then
+  echo "check-modules: code outside the tests uses the test rooms (internal/testkit):" >&2
+  echo "$bad" >&2
+  exit 1
+fi
+echo "check-modules: internal/testkit is imported by tests alone"
+
 # A file a reader can hold: no non-test file of core/ over 400 lines.
 if long=$(find core -name '*.go' ! -name '*_test.go' -exec wc -l {} + | awk '$2 != "total" && $1 > 400'); [ -n "$long" ]; then
   echo "check-modules: files of core/ over 400 lines (split them by what they do):" >&2

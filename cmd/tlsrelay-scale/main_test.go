@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/tlsrelay/tlsrelay/internal/app/scale"
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
 )
 
 func TestMain(m *testing.M) {

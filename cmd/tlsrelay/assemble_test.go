@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
 )
 
 // Every unit's plugins are told the group's certificate.validity, however a process runs

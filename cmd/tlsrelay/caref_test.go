@@ -14,8 +14,8 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
 // The group's CA held in a real Barbican (ca.ref), no ca_seal: each leader, the first

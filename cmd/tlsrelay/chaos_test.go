@@ -26,7 +26,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 

@@ -13,7 +13,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
 // The Octavia shape on Debian's etcd-server, over TLS, with etcd's RBAC set up by

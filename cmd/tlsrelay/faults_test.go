@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/fault"
-	"github.com/tlsrelay/tlsrelay/internal/syncbuf"
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/syncbuf"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
 	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 

@@ -12,7 +12,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
 // TestFetchAgainstRealBarbican runs `tlsrelay fetch` (the barbican backend as a plugin

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
 // Debian's python: a pyenv shim on PATH lacks python3-octavia.

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
 )
 
 // One name, one holder, under `up` with real agents and plugins: two amphorae that ask

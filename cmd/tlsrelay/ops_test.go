@@ -29,7 +29,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 

@@ -17,7 +17,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/internal/app/status"
-	"github.com/tlsrelay/tlsrelay/internal/netlab"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/netlab"
 )
 
 // A group as hosts run it: four hosts on a switch, a 3-member etcd over TLS on the first

@@ -9,8 +9,8 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
 // pkcs11Plugin is the plugins: entry of a pkcs11 signer on a fresh SoftHSM2 token.

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 	"github.com/tlsrelay/tlsrelay/sdk/plugintest"
 )

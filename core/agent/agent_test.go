@@ -27,7 +27,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
 	"github.com/tlsrelay/tlsrelay/core/secrets"
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"

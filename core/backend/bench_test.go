@@ -20,7 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
 	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )

@@ -16,8 +16,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
-	"github.com/tlsrelay/tlsrelay/internal/syncbuf"
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/syncbuf"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 

@@ -17,7 +17,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/config"
 	"github.com/tlsrelay/tlsrelay/core/fault"
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/tlsrelay/tlsrelay/core/policy"
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 )
 
 // configs/octavia.yaml lets an amphora obtain its own ID, the one its unit's name

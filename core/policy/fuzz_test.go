@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 )
 
 // FuzzCheck feeds the policy arbitrary CSR bytes, units and profiles. It must never

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 

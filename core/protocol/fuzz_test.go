@@ -5,7 +5,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/policy"
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 )
 
 // FuzzDecide runs the leader's decision over hostile relation contents: any bytes as a

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/config"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 	"github.com/tlsrelay/tlsrelay/plugins/barbican"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )

@@ -5,8 +5,8 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/plugintest"
 )

@@ -10,8 +10,8 @@ import (
 
 	"github.com/ThalesGroup/crypto11"
 
-	"github.com/tlsrelay/tlsrelay/internal/testbin"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testbin"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 	"github.com/tlsrelay/tlsrelay/plugins/pkcs11"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/plugintest"

@@ -16,7 +16,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
 // etcd itself enforces who may write what: on Debian's etcd-server over TLS with auth on,

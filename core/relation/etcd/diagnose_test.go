@@ -9,7 +9,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
 // With two of three members gone, a join fails saying that the cluster has no leader

@@ -20,7 +20,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/core/relation/relationtest"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
 // startEmbedded runs a real single-member etcd for one test.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
 // A leader whose keepalives go unanswered (its etcd stopped by SIGSTOP: the lease is

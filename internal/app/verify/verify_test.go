@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 )
 
 type ca struct{ pkitest.CA }

@@ -18,11 +18,11 @@ const (
 	Tlsrelay    = "github.com/tlsrelay/tlsrelay/cmd/tlsrelay"
 	CfsslPlugin = "github.com/tlsrelay/tlsrelay/plugins/cfssl/cmd/tlsrelay-plugin-cfssl"
 	// Misbehave is a plugin that hangs, forks or reports its circumstances on purpose.
-	Misbehave = "github.com/tlsrelay/tlsrelay/internal/testplugins/misbehave"
+	Misbehave = "github.com/tlsrelay/tlsrelay/internal/testkit/testplugins/misbehave"
 	// Pkcs11Plugin is the pkcs11 signer's plugin binary (cgo: crypto11).
 	Pkcs11Plugin = "github.com/tlsrelay/tlsrelay/plugins/pkcs11/cmd/tlsrelay-plugin-pkcs11"
 	// Custodian is a signer whose CA is shared or remote (it never moves between leaders).
-	Custodian = "github.com/tlsrelay/tlsrelay/internal/testplugins/custodian"
+	Custodian = "github.com/tlsrelay/tlsrelay/internal/testkit/testplugins/custodian"
 )
 
 var (

@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
-	"github.com/tlsrelay/tlsrelay/internal/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
 // Etcd is a cluster of Debian etcd members, one on each of some hosts, serving clients

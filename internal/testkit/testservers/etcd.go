@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 )
 
 // EtcdBinary is Debian's etcd-server, installed by scripts/install-deps.sh.

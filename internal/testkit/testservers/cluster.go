@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsrelay/tlsrelay/internal/pkitest"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 )
 
 // EtcdCluster is a cluster of real etcd members (Debian's etcd-server) on 127.0.0.1,
