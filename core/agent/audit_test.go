@@ -1,14 +1,12 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,27 +16,10 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/audit"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/syncbuf"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
-
-// lockedBuffer is a log output the agent's goroutines and the test share.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // countingSigner counts the signer's calls a leader makes.
 type countingSigner struct {
@@ -128,7 +109,7 @@ func TestALeaderActsOnlyOnceItsLeadIsOnRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	var calls atomic.Int64
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	runAgent(t, Options{Member: m, Backends: inProcess{countingSigner{newCfssl(t, filepath.Join(root, "ca")), &calls}}, Certificate: testCert,
 		Policy: testPolicy, Dir: filepath.Join(root, "db-0"), Audit: trail, Log: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn})})
 	// Three failed steps: the count only grows, whatever the schedule.
@@ -178,7 +159,7 @@ func TestNothingIsPublishedWithoutItsRecord(t *testing.T) {
 		return m
 	}
 	backend := inProcess{newCfssl(t, filepath.Join(root, "ca"))}
-	logs := &lockedBuffer{}
+	logs := &syncbuf.Buffer{}
 	runAgent(t, Options{Member: join("db/0", true), Backends: backend, Certificate: testCert, Policy: testPolicy,
 		Dir: filepath.Join(root, "db-0"), Audit: trail, Log: hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Warn})})
 	obs, err := store.Observe(context.Background())

@@ -84,14 +84,8 @@ func TestLeaderPublishesOnlyWhatWasApproved(t *testing.T) {
 				t.Fatal(err)
 			}
 			met := metrics.New()
-			a, err := New(Options{Member: m, Backends: inProcess{sloppySigner{newCfssl(t, filepath.Join(root, "ca")), tt.spoil}},
+			runAgent(t, Options{Member: m, Backends: inProcess{sloppySigner{newCfssl(t, filepath.Join(root, "ca")), tt.spoil}},
 				Certificate: testCert, Policy: testPolicy, Dir: filepath.Join(root, "db-0"), Audit: trail, Metrics: met, SignerName: "sloppy"})
-			if err != nil {
-				t.Fatal(err)
-			}
-			stopped := make(chan struct{})
-			go func() { a.Run(ctx); close(stopped) }()
-			defer func() { cancel(); <-stopped }()
 
 			obs, _ := store.Observe(ctx)
 			var r protocol.Rejection
@@ -166,14 +160,8 @@ func TestLeaderPublishesOnlyTheCRLAskedFor(t *testing.T) {
 		t.Fatal(err)
 	}
 	met := metrics.New()
-	a, err := New(Options{Member: m, Backends: inProcess{paddingSigner{newCfssl(t, filepath.Join(root, "ca"))}},
+	runAgent(t, Options{Member: m, Backends: inProcess{paddingSigner{newCfssl(t, filepath.Join(root, "ca"))}},
 		Certificate: testCert, Policy: testPolicy, Dir: filepath.Join(root, "db-0"), Metrics: met, SignerName: "padding"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stopped := make(chan struct{})
-	go func() { a.Run(ctx); close(stopped) }()
-	defer func() { cancel(); <-stopped }()
 
 	obs, err := store.Observe(ctx)
 	if err != nil {

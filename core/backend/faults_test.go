@@ -91,12 +91,13 @@ func TestPluginHangingMidCallIsStoppedAtTheCallersDeadline(t *testing.T) {
 	within(t, 5*time.Second, "Close", h.Close)
 }
 
-// A plugin whose child (in a session of its own) holds its stdout and stderr: Close
-// returns within seconds instead of waiting for the pipes for ever.
-func TestPluginChildHoldingStdoutCannotHangClose(t *testing.T) {
+// forking runs a misbehaving plugin in mode, one that starts a child, and returns the
+// host and the child's pid (killed when the test ends, whatever the host did).
+func forking(t *testing.T, mode string) (*Host, int) {
+	t.Helper()
 	pidFile := filepath.Join(t.TempDir(), "child.pid")
 	t.Setenv("MISBEHAVE_PIDFILE", pidFile)
-	h := misbehaving(t, "fork-stdout")
+	h := misbehaving(t, mode)
 	if _, err := h.For(context.Background(), config.RoleCSR); err != nil {
 		t.Fatal(err)
 	}
@@ -106,6 +107,13 @@ func TestPluginChildHoldingStdoutCannotHangClose(t *testing.T) {
 	}
 	child, _ := strconv.Atoi(string(raw))
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	return h, child
+}
+
+// A plugin whose child (in a session of its own) holds its stdout and stderr: Close
+// returns within seconds instead of waiting for the pipes for ever.
+func TestPluginChildHoldingStdoutCannotHangClose(t *testing.T) {
+	h, _ := forking(t, "fork-stdout")
 	plugin := h.Pids()["bad"]
 	took := within(t, 6*time.Second, "Close", h.Close)
 	t.Logf("Close took %s", took)
@@ -128,18 +136,7 @@ func exited(pid int) bool {
 // Killing a plugin kills its process group: a child it started (a tool it runs) does
 // not outlive it.
 func TestPluginChildDiesWithIt(t *testing.T) {
-	pidFile := filepath.Join(t.TempDir(), "child.pid")
-	t.Setenv("MISBEHAVE_PIDFILE", pidFile)
-	h := misbehaving(t, "fork-group")
-	if _, err := h.For(context.Background(), config.RoleCSR); err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(pidFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	child, _ := strconv.Atoi(string(raw))
-	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	h, child := forking(t, "fork-group")
 	h.Close()
 	// Killed, its parent gone, it waits as a zombie until init reaps it: that counts as dead.
 	for deadline := time.Now().Add(10 * time.Second); !exited(child); time.Sleep(20 * time.Millisecond) {
