@@ -44,6 +44,7 @@ var (
 // bag with its own credentials, a CA rotation started in the middle, and a unit that
 // leaves for good.
 func TestChaos(t *testing.T) {
+	t.Parallel()
 	seed := *chaosSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())

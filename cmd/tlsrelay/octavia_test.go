@@ -45,6 +45,7 @@ func octavia(t *testing.T, conf string, args ...string) (stdout, stderr string, 
 // bundle.pem. Refused: another amphora ID, a client certificate from another group's
 // CA, the amphora's own server-only certificate as a client, and no client certificate.
 func TestOctaviaAmphoraAgentWithTheGroupsFiles(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	write := fileWriter(t, dir)
 	const ampID = "9f0c2a7e-3b1d-4c5e-8f6a-0b1c2d3e4f50"
@@ -58,9 +59,9 @@ func TestOctaviaAmphoraAgentWithTheGroupsFiles(t *testing.T) {
 		t.Fatalf("configs/octavia-up.yaml no longer names its amphorae %s", ids)
 	}
 	config := write("octavia-up.yaml", strings.Replace(string(example), ids, "ids: ["+ampID+"]", 1))
-	t.Setenv("AMPHORA_ID", "0b1c2d3e-4f50-4c5e-8f6a-0b1c2d3e4f51")
+	env := []string{"AMPHORA_ID=0b1c2d3e-4f50-4c5e-8f6a-0b1c2d3e4f51"}
 	group := filepath.Join(dir, "group")
-	r := run(t, "up", "--config", config, "--dir", group)
+	r := runWith(t, env, "up", "--config", config, "--dir", group)
 	if r.code != 0 || !strings.Contains(r.stderr, "1 amphora: server; 3 controller: client, leader-eligible") {
 		t.Fatalf("up of the Octavia group: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -70,7 +71,7 @@ func TestOctaviaAmphoraAgentWithTheGroupsFiles(t *testing.T) {
 	}
 	// Another group, another CA: its controller is a stranger to this amphora.
 	other := filepath.Join(dir, "other")
-	if r := run(t, "up", "--config", config, "--dir", other); r.code != 0 {
+	if r := runWith(t, env, "up", "--config", config, "--dir", other); r.code != 0 {
 		t.Fatalf("up of another group: exit %d\n%s", r.code, r.stderr)
 	}
 

@@ -35,6 +35,7 @@ import (
 //   - (a) A host cut for longer: the serial on its disk is in the CRL every unit holds,
 //     `openssl verify -crl_check` refuses it, and the unit renews once back.
 func TestPartitionedHosts(t *testing.T) {
+	t.Parallel() // mostly waiting out TTLs and delays, each measured on its own clock
 	lab := netlab.New(t, 4)
 	dir := t.TempDir()
 	cluster := lab.StartEtcd(dir, 1, 2, 3)
