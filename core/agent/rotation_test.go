@@ -5,8 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/tlsrelay/tlsrelay/core/caseal"
 	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/syncbuf"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -17,8 +19,10 @@ import (
 // old CA is revoked, and the old CA leaves every running unit's ca.crt.
 func TestRotationEndsWithoutAUnitThatNeverRenews(t *testing.T) {
 	c := newCluster(t)
+	logs := &syncbuf.Buffer{} // every agent's, shown if the rotation does not end
 	c.opts = func(o *Options) {
 		o.SignerName, o.CARotationTrustTimeout, o.CARotationReissueTimeout = "cfssl", time.Second, 2*time.Second
+		o.Log = hclog.New(&hclog.LoggerOptions{Output: logs, Level: hclog.Info, Name: o.Member.Unit()})
 	}
 	for _, u := range []string{"db/0", "db/1", "db/2"} {
 		c.start(u)
@@ -50,7 +54,8 @@ func TestRotationEndsWithoutAUnitThatNeverRenews(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the rotation did not end without db/2: rotation %s", s.LeaderData[protocol.KeyCARotation])
+			t.Fatalf("the rotation did not end without db/2: leader %q, request recorded %q, rotation %q, %d CAs in the bundle; the agents' logs:\n%s",
+				s.Leader, s.LeaderData[protocol.KeyCARequest], s.LeaderData[protocol.KeyCARotation], len(bundle), logs)
 		}
 		select {
 		case <-s.Changed:
