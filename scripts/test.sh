@@ -61,11 +61,9 @@ side "$@" >"$side_log" 2>&1 &
 side_pid=$!
 
 # Every test under the race detector: the end-to-end tests' binaries are built without it,
-# the tests themselves (and every in-process backend and relation) run with it. Three
-# parallel tests at once, not two (the cores): the end-to-end ones mostly wait on TTLs,
-# delays and child processes.
+# the tests themselves (and every in-process backend and relation) run with it.
 main_rc=0
-go test -race -count=1 -parallel 3 -timeout 20m "$@" ./... || main_rc=$?
+go test -race -count=1 -timeout 20m "$@" ./... || main_rc=$?
 phase "go test -race ./..."
 side_rc=0
 wait "$side_pid" || side_rc=$?
