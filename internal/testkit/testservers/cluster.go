@@ -95,7 +95,8 @@ func (c *EtcdCluster) Start(t testing.TB, i int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("etcd member %d did not listen within 30 s (log %s)", i, log.Name())
+			out, _ := os.ReadFile(log.Name())
+			t.Fatalf("etcd member %d did not listen on %s within 30 s; its log %s:\n%s", i, addr, log.Name(), out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

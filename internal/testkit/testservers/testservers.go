@@ -5,11 +5,13 @@ package testservers
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -75,16 +77,39 @@ func StartKeystone(t testing.TB) *Keystone {
 	return &Keystone{AuthURL: base + "/v3", AdminPassword: "adminpw", Barbican: b}
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago, for a server
+// that is told its port before it starts. It is drawn below the kernel's ephemeral
+// range (ip_local_port_range starts at 32768 by default), so no outgoing connection of
+// a busy machine takes it as its own port between this call and the server's bind, and
+// it is never handed out twice in one test binary; a port the kernel chose (":0", then
+// released) had neither guarantee, and a parallel test's client could take it.
 func FreePort(t testing.TB) int {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 1000 {
+		port := firstPort + rand.IntN(ephemeralStart-firstPort)
+		if portsGiven[port] {
+			continue
+		}
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // someone's; draw again
+		}
+		ln.Close()
+		portsGiven[port] = true
+		return port
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
+	t.Fatalf("no free port on 127.0.0.1 in [%d, %d) after 1000 draws", firstPort, ephemeralStart)
+	return 0
 }
+
+const firstPort, ephemeralStart = 10000, 32768
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
 
 func script(t testing.TB, name string, args ...string) {
 	t.Helper()
