@@ -171,6 +171,9 @@ policy: {shared_sans: ["web.ops.internal"]}
 	awaitObs(t, obs, "on_change's failure cleared", 30*time.Second, func(s relation.Snapshot) bool {
 		return available(s, "web/0") && s.Units["web/0"][protocol.KeyError] == ""
 	})
+	// The reloaded agent starts with no failure on record and runs the new on_change
+	// after installing the files, so the run is awaited by its log line, not assumed.
+	awaitLog(t, ag, "web/0", "on_change ran")
 	if got := counter(scrape(t, base), "tlsrelay_on_change_runs_total", map[string]string{"result": "ok"}); got < 1 {
 		t.Errorf(`on_change runs{result="ok"} = %v after the reload, want at least 1`, got)
 	}
