@@ -70,6 +70,7 @@ type cluster struct {
 	mu      sync.Mutex
 	members map[string]relation.Member
 	cancel  map[string]context.CancelFunc
+	done    map[string]chan struct{} // closed when the unit's agent has returned
 	wg      sync.WaitGroup
 	policy  *policy.Policy
 	cert    config.Certificate
@@ -80,7 +81,7 @@ type cluster struct {
 func newCluster(t *testing.T) *cluster {
 	root := t.TempDir()
 	c := &cluster{t: t, store: relation.NewMemory(protocol.Schema()), root: root, backend: newCfssl(t, filepath.Join(root, "ca")),
-		members: map[string]relation.Member{}, cancel: map[string]context.CancelFunc{}, policy: testPolicy, cert: testCert}
+		members: map[string]relation.Member{}, cancel: map[string]context.CancelFunc{}, done: map[string]chan struct{}{}, policy: testPolicy, cert: testCert}
 	t.Cleanup(func() {
 		for _, cancel := range c.cancel {
 			cancel()
@@ -115,11 +116,22 @@ func (c *cluster) startWith(unit string, eligible bool) {
 		c.t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
 	c.mu.Lock()
-	c.members[unit], c.cancel[unit] = m, cancel
+	c.members[unit], c.cancel[unit], c.done[unit] = m, cancel, done
 	c.mu.Unlock()
 	c.wg.Add(1)
-	go func() { defer c.wg.Done(); a.Run(ctx) }()
+	go func() { defer c.wg.Done(); defer close(done); a.Run(ctx) }()
+}
+
+// halt stops unit's agent and waits until it has returned; its membership stays, as a
+// process that stopped answering leaves its lease to expire.
+func (c *cluster) halt(unit string) {
+	c.mu.Lock()
+	cancel, done := c.cancel[unit], c.done[unit]
+	c.mu.Unlock()
+	cancel()
+	<-done
 }
 
 func (c *cluster) stop(unit string) {
