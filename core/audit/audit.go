@@ -101,7 +101,7 @@ func Open(opts Options) (*Log, error) {
 	if err := os.MkdirAll(filepath.Dir(l.path), 0o700); err != nil {
 		return nil, fmt.Errorf("audit.path: %w", err)
 	}
-	f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := openTrail(l.path)
 	if err != nil {
 		return nil, fmt.Errorf("audit.path: %w", err)
 	}
@@ -150,7 +150,7 @@ func (l *Log) Record(events ...Event) error {
 // path (another process may have rotated it between the open and the lock).
 func (l *Log) openLocked() (*os.File, error) {
 	for range 10 {
-		f, err := os.OpenFile(l.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+		f, err := openTrail(l.path)
 		if err != nil {
 			return nil, fmt.Errorf("audit: %w", err)
 		}
@@ -159,7 +159,7 @@ func (l *Log) openLocked() (*os.File, error) {
 			return nil, fmt.Errorf("audit: lock %s: %w", l.path, err)
 		}
 		held, err1 := f.Stat()
-		named, err2 := os.Stat(l.path)
+		named, err2 := os.Lstat(l.path)
 		if err1 == nil && err2 == nil && os.SameFile(held, named) {
 			return f, nil
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"time"
 )
 
@@ -23,22 +24,38 @@ func (f Filter) keep(e Event) bool {
 }
 
 // Read returns the events of path and its rotated files, oldest first. A line that does
-// not parse (a torn last line after a crash) is skipped and counted in skipped.
+// not parse (a torn last line after a crash) is skipped and counted in skipped. Every
+// file must be the trail's own (checkTrailFile): written by the owner of the newest,
+// and by no one else; a file another user planted is an error naming it.
 func Read(path string, filter Filter) (events []Event, skipped int, err error) {
 	var files []string
 	for i := 1; ; i++ {
-		if _, err := os.Stat(rotated(path, i)); err != nil {
+		if _, err := os.Lstat(rotated(path, i)); err != nil {
 			break
 		}
 		files = append([]string{rotated(path, i)}, files...)
 	}
 	files = append(files, path)
+	owner := -1
+	for i := len(files) - 1; i >= 0 && owner < 0; i-- {
+		if info, err := os.Lstat(files[i]); err == nil {
+			owner = fileOwner(info)
+		}
+	}
 	for _, name := range files {
-		f, err := os.Open(name)
+		f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
 		if errors.Is(err, os.ErrNotExist) && name == path {
 			continue
 		}
 		if err != nil {
+			return nil, 0, fmt.Errorf("audit: %w", err)
+		}
+		info, err := f.Stat()
+		if err == nil {
+			err = checkTrailFile(name, info, owner)
+		}
+		if err != nil {
+			f.Close()
 			return nil, 0, fmt.Errorf("audit: %w", err)
 		}
 		sc := bufio.NewScanner(f)
