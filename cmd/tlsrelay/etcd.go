@@ -14,6 +14,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
 func newEtcdCommand() *cobra.Command {
@@ -127,7 +128,7 @@ func rootPassword(file string) (string, error) {
 	if file == "" {
 		return os.Getenv("TLSRELAY_ETCD_ROOT_PASSWORD"), nil
 	}
-	data, err := os.ReadFile(file)
+	data, err := safedir.ReadSecret(file)
 	if err != nil {
 		return "", fmt.Errorf("--root-password-file: %w", err)
 	}

@@ -3,7 +3,6 @@ package assemble
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/embedded"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
 // StoreOptions are what a relation store needs beside the config.
@@ -91,7 +91,7 @@ func openEtcd(cfg *config.Config, log hclog.Logger, onLag func(time.Duration)) (
 	opts := etcd.Options{Endpoints: e.Endpoints, Username: e.Username, Password: e.Password,
 		Relation: cfg.Relation.Name, Schema: protocol.Schema(), LeaseTTL: e.LeaseTTL, Log: log, OnWatchLag: onLag}
 	if e.PasswordFile != "" {
-		data, err := os.ReadFile(e.PasswordFile)
+		data, err := safedir.ReadSecret(e.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("relation.etcd.password_file: %w", err)
 		}

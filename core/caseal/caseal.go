@@ -17,6 +17,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
 // EnvKey is the environment variable that may hold the seal key instead of a file.
@@ -60,7 +62,7 @@ func LoadKey(file string) ([]byte, error) {
 	var text, from string
 	switch {
 	case file != "":
-		b, err := os.ReadFile(file)
+		b, err := safedir.ReadSecret(file)
 		if err != nil {
 			return nil, fmt.Errorf("ca_seal.key_file: %w", err)
 		}

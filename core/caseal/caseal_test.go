@@ -90,6 +90,12 @@ func TestLoadKey(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "c2VjcmV0") || !strings.Contains(err.Error(), short) {
 		t.Fatalf("LoadKey(short) = %v: want an error naming the file and not echoing its content", err)
 	}
+	// A key file others may read is refused before it is read, naming the key.
+	open := filepath.Join(dir, "open")
+	os.WriteFile(open, []byte(base64.StdEncoding.EncodeToString(key(t))+"\n"), 0o644)
+	if k, err := LoadKey(open); k != nil || err == nil || !strings.Contains(err.Error(), "ca_seal.key_file") || !strings.Contains(err.Error(), "has mode 0644") {
+		t.Fatalf("LoadKey(0644 file) = %d bytes, %v; want an error naming ca_seal.key_file and its mode", len(k), err)
+	}
 	t.Setenv(EnvKey, base64.StdEncoding.EncodeToString(key(t)))
 	if k, err := LoadKey(""); err != nil || len(k) != KeySize {
 		t.Fatalf("LoadKey from %s = %d bytes, %v", EnvKey, len(k), err)

@@ -69,6 +69,10 @@ func TestEnvOverrides(t *testing.T) {
 
 func TestLoadErrorsNameFileAndKey(t *testing.T) {
 	exe, _ := os.Executable()
+	openPassword := filepath.Join(t.TempDir(), "p12.password")
+	if err := os.WriteFile(openPassword, []byte("changeit\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		yaml string
@@ -102,6 +106,8 @@ func TestLoadErrorsNameFileAndKey(t *testing.T) {
 		{"bad template", "certificate: {common_name: '{{.Nope}}'}\n", []string{"certificate.common_name"}},
 		{"bad unit", "unit: DB\n", []string{"unit", `"DB"`}},
 		{"unsupported store", "relation: {store: zookeeper}\n", []string{"relation.store", `"zookeeper"`}},
+		{"a PKCS#12 password others may read", "certificate: {output: {formats: [pkcs12], pkcs12_password_file: " + openPassword + "}}\n",
+			[]string{"certificate.output.pkcs12_password_file", openPassword, "has mode 0644"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
 // Output is where certificate files go. Mode is that of tls.crt and ca.crt (octal, as
@@ -62,7 +64,7 @@ func (o Output) PKCS12Password() (string, error) {
 		}
 		return "", fmt.Errorf("certificate.output.pkcs12_password_file: set it (or %s) for the pkcs12 format", PKCS12PasswordEnv)
 	}
-	b, err := os.ReadFile(o.PKCS12PasswordFile)
+	b, err := safedir.ReadSecret(o.PKCS12PasswordFile)
 	if err != nil {
 		return "", fmt.Errorf("certificate.output.pkcs12_password_file: %w", err)
 	}

@@ -14,7 +14,9 @@ package pkcs11
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 	"sync"
@@ -25,6 +27,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/casettings"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
 // Name and Version are what Info reports.
@@ -131,16 +134,14 @@ func (c Config) pin() (string, error) {
 	case c.PinFile != "" && c.PinEnv != "":
 		return "", sdk.Errorf(sdk.CodeInvalidArgument, "config.pin_file", "set pin_file or pin_env, not both")
 	case c.PinFile != "":
-		st, err := os.Stat(c.PinFile)
-		if err != nil {
+		// The rule every secret file of tlsrelay's has (safedir.ReadSecret): 0600 or
+		// stricter, this user's or root's.
+		b, err := safedir.ReadSecret(c.PinFile)
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) {
 			return "", sdk.Errorf(sdk.CodeFailedPrecondition, "config.pin_file", "%v", err)
 		}
-		if st.Mode().Perm()&0o077 != 0 {
-			return "", sdk.Errorf(sdk.CodeInvalidArgument, "config.pin_file", "%s is mode %04o: others may read the PIN (chmod 600)", c.PinFile, st.Mode().Perm())
-		}
-		b, err := os.ReadFile(c.PinFile)
 		if err != nil {
-			return "", sdk.Errorf(sdk.CodeFailedPrecondition, "config.pin_file", "%v", err)
+			return "", sdk.Errorf(sdk.CodeInvalidArgument, "config.pin_file", "%v", err)
 		}
 		return strings.TrimSpace(string(b)), nil
 	case c.PinEnv != "":

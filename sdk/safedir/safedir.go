@@ -7,6 +7,7 @@ package safedir
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -64,6 +65,33 @@ func CheckKeyFile(path string) error {
 		return fmt.Errorf("key %s has mode %04o: others can read or replace it; it must be 0600", path, perm)
 	}
 	return nil
+}
+
+// ReadSecret reads a file that holds a secret (a PIN, a password, a seal key): it must
+// be readable and writable by its owner alone (mode 0600 or stricter) and owned by this
+// user or by root (an operator's provisioning); anything else is refused before a byte
+// is read, saying why. A symlink is followed, as secret volumes (Kubernetes, systemd
+// credentials) are links; the file it reaches is the one checked and read.
+func ReadSecret(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0) // a FIFO may not hold us up
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, info.Mode().Type())
+	}
+	if st, ok := info.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() && st.Uid != 0 {
+		return nil, fmt.Errorf("%s is owned by uid %d, neither this user (uid %d) nor root: another user may have put it there", path, st.Uid, os.Getuid())
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o: others may read or change the secret; chmod 600 %s", path, perm, path)
+	}
+	return io.ReadAll(f)
 }
 
 func owned(path string, info fs.FileInfo) error {

@@ -110,3 +110,49 @@ func TestLockHonoursAnEarlierVersionsLockFile(t *testing.T) {
 	}
 	unlock()
 }
+
+func TestReadSecret(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, mode os.FileMode, uid int) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte("s3cret\n"), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(path, mode); err != nil {
+			t.Fatal(err)
+		}
+		if uid != os.Getuid() {
+			if err := os.Chown(path, uid, uid); err != nil {
+				t.Fatalf("giving %s to uid %d (the test runs as root, as in CI): %v", path, uid, err)
+			}
+		}
+		return path
+	}
+	link := filepath.Join(dir, "link")
+	if err := os.Symlink(write("linked", 0o600, os.Getuid()), link); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path, want string // want: "" reads it
+	}{
+		{"0600, this user's", write("own", 0o600, os.Getuid()), ""},
+		{"0400", write("readonly", 0o400, os.Getuid()), ""},
+		{"a link to a 0600 file (a secret volume)", link, ""},
+		{"0644", write("open", 0o644, os.Getuid()), "has mode 0644"},
+		{"0660", write("group", 0o660, os.Getuid()), "has mode 0660"},
+		{"another user's", write("theirs", 0o600, 65534), "owned by uid 65534"},
+		{"a directory", dir, "not a regular file"},
+		{"missing", filepath.Join(dir, "none"), "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := ReadSecret(tt.path)
+			switch {
+			case tt.want == "" && (err != nil || string(b) != "s3cret\n"):
+				t.Fatalf("ReadSecret(%s) = %q, %v; want the secret", tt.path, b, err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want) || b != nil):
+				t.Fatalf("ReadSecret(%s) = %q, %v; want an error saying %q, nothing read", tt.path, b, err, tt.want)
+			}
+		})
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/protocol"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/sdk/atomicfile"
+	"github.com/tlsrelay/tlsrelay/sdk/safedir"
 )
 
 // Options say which units get which access, and where their passwords live.
@@ -134,7 +135,7 @@ func plan(opts Options) ([]etcd.UnitAccess, error) {
 
 // passwordFor reads file, or creates it with a new random password.
 func passwordFor(file string) (string, error) {
-	data, err := os.ReadFile(file)
+	data, err := safedir.ReadSecret(file)
 	if err == nil {
 		password := strings.TrimRight(string(data), "\r\n")
 		if password == "" {
