@@ -71,6 +71,7 @@ type place struct {
 	kind        placeKind
 	unit, field string // a member's unit; a bag field's unit and field; a leader-data or request key's name in field
 	cap         int    // the most bytes a bag field's value may have; 0: no cap
+	unleased    bool   // a member key or bag field bound to no lease: absent (placeOfKV)
 }
 
 // awayCap bounds a departed unit's note (protocol.NoteBack, NoteGone).
@@ -119,12 +120,14 @@ func (l layout) placeOf(key string) place {
 	return place{}
 }
 
-// placeOfKV is placeOf for a key read with its value: a member key bound to no lease,
-// which would never expire, makes no one a member.
+// placeOfKV is placeOf for a key read with its value. A member key or a bag field bound
+// to no lease would outlive its unit (a member for ever; a CSR back in the bag of a unit
+// that returns), so it counts as absent: as deleted, so that a watch that saw the
+// leased value before it and a read after agree.
 func (l layout) placeOfKV(kv *mvccpb.KeyValue) place {
 	p := l.placeOf(string(kv.Key))
-	if p.kind == placeMember && kv.Lease == 0 {
-		return place{}
+	if (p.kind == placeMember || p.kind == placeField) && kv.Lease == 0 {
+		p.unleased = true
 	}
 	return p
 }

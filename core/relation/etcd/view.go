@@ -46,6 +46,12 @@ func newView(rev int64) *view {
 // set applies a put (or, with deleted, a delete) of a key at place p and revision rev.
 func (v *view) set(p place, value string, deleted bool, rev int64) {
 	v.rev = max(v.rev, rev)
+	if p.kind == placeField {
+		v.count(p.unit, deleted) // a write without a lease is a write all the same
+	}
+	if p.unleased {
+		value, deleted = "", true
+	}
 	switch p.kind {
 	case placeElected:
 		v.leader = value // "" when deleted
@@ -56,7 +62,6 @@ func (v *view) set(p place, value string, deleted bool, rev int64) {
 			v.members[p.unit] = true
 		}
 	case placeField:
-		v.count(p.unit, deleted)
 		deleted = v.capped(p, value, deleted)
 		v.setField(p.unit, p.field, value, deleted)
 	case placeAway:

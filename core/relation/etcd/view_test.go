@@ -139,8 +139,8 @@ func stopLazy(f *follower) {
 
 // A bag holds only the fields the schema knows, each within its cap; a value over it
 // counts as absent and is named in Oversized until a value within it replaces it. Keys
-// under no unit's name are kept by no one, and a member key without a lease makes no
-// one a member.
+// under no unit's name are kept by no one, and a member key or field without a lease
+// counts as absent (it would outlive the unit), even after a leased value.
 func TestBagsAreBounded(t *testing.T) {
 	l := newLayout("r", protocol.Schema())
 	v := newView(1)
@@ -155,6 +155,9 @@ func TestBagsAreBounded(t *testing.T) {
 	put(l.field("db/0", protocol.KeyError), huge, 7, 6)          // over its cap
 	put(l.member("ghost/0"), "{}", 0, 7)                         // no lease
 	put(l.field("ghost/0", protocol.KeyState), "haunting", 0, 8) // its bag
+	put(l.field("db/0", protocol.KeyCSR), "a leased CSR", 7, 10)
+	put(l.field("db/0", protocol.KeyCSR), "a CSR to outlive it", 0, 11) // replaced without a lease
+	put(l.field("db/0", protocol.KeyTrusts), "unleased", 0, 12)
 	s := v.snapshot()
 	if want := (map[string]map[string]string{"db/0": {protocol.KeyState: "ok"}}); !equal(s.Units, want) {
 		t.Errorf("units = %v, want %v", s.Units, want)
@@ -178,8 +181,12 @@ func TestNoisyUnitsAreNamed(t *testing.T) {
 		v.set(l.placeOf(l.field("db/0", protocol.KeyError)), fmt.Sprint(i), false, int64(i+2))
 	}
 	v.set(l.placeOf(l.field("db/1", protocol.KeyState)), "ok", false, 9)
-	if got := v.snapshot().Noisy; !maps.Equal(got, map[string]int{"db/0": 5}) {
-		t.Fatalf("noisy = %v, want db/0 with 5 writes", got)
+	for i := range 4 { // without a lease: ignored as a value, counted as a write
+		key := l.field("db/2", protocol.KeyCSR)
+		v.set(l.placeOfKV(&mvccpb.KeyValue{Key: []byte(key), Value: []byte("x")}), "x", false, int64(i+10))
+	}
+	if got := v.snapshot().Noisy; !maps.Equal(got, map[string]int{"db/0": 5, "db/2": 4}) {
+		t.Fatalf("noisy = %v, want db/0 with 5 writes and db/2 with 4", got)
 	}
 }
 
