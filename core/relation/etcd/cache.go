@@ -79,7 +79,8 @@ func (f *follower) waitReady(ctx context.Context) error {
 	case <-f.ready:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("relation: waiting for the first read from etcd: %w", ctx.Err())
+		// What the members say (quorum lost?), not only that the time ran out.
+		return explain(f.client, fmt.Errorf("relation: waiting for the first read from etcd: %w", ctx.Err()))
 	}
 }
 

@@ -40,9 +40,25 @@ func TestQuorumLossIsNamed(t *testing.T) {
 	}
 	cluster.Kill(2)
 	cluster.Kill(3)
+	noQuorum := "etcd cluster has no leader (quorum lost?): 1 of 3 members answer (" + cluster.Endpoints[0] + ")"
 	err = join()
-	if err == nil || !strings.Contains(err.Error(), "etcd cluster has no leader (quorum lost?): 1 of 3 members answer ("+cluster.Endpoints[0]+")") {
+	if err == nil || !strings.Contains(err.Error(), noQuorum) {
 		t.Fatalf("join without quorum: %v", err)
+	}
+	// An observer (tlsrelay status) says the same, not only that its wait ran out.
+	observe := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		obs, err := s.Observe(ctx)
+		if err != nil {
+			return err
+		}
+		defer obs.Close()
+		_, err = obs.Snapshot(ctx)
+		return err
+	}
+	if err := observe(); err == nil || !strings.Contains(err.Error(), noQuorum) {
+		t.Fatalf("observing without quorum: %v", err)
 	}
 	cluster.Kill(1)
 	if err := join(); err == nil || !strings.Contains(err.Error(), "no etcd member answers") {

@@ -122,7 +122,7 @@ func (m *member) awaitRead(ctx context.Context, f, group *follower) (bool, error
 			}
 			return false, nil
 		case <-ctx.Done():
-			return false, fmt.Errorf("relation: waiting for the first read from etcd: %w", ctx.Err())
+			return false, explain(m.s.client, fmt.Errorf("relation: waiting for the first read from etcd: %w", ctx.Err()))
 		}
 	}
 	return true, nil
