@@ -71,8 +71,8 @@ func (c *IssueCheck) Check(act SignCSR, chainPEM string, now time.Time) (*x509.C
 		return nil, sdk.Errorf(sdk.CodeInternal, act.Unit, "the signer's certificate outlives its CA (%s, the CA %s)",
 			leaf.NotAfter.UTC().Format(time.RFC3339), signing.NotAfter.UTC().Format(time.RFC3339))
 	case now.Before(signing.NotBefore) || now.After(signing.NotAfter):
-		return nil, sdk.Errorf(sdk.CodeInternal, act.Unit, "the group's signing CA %q is not valid now (%s to %s)",
-			signing.Subject.CommonName, signing.NotBefore.UTC().Format(time.RFC3339), signing.NotAfter.UTC().Format(time.RFC3339))
+		return nil, sdk.Errorf(sdk.CodeInternal, act.Unit, "the group's signing CA %q is valid from %s to %s, and this host's clock says it is %s: if the clock is wrong, check NTP",
+			signing.Subject.CommonName, signing.NotBefore.UTC().Format(time.RFC3339), signing.NotAfter.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	return leaf, nil
 }
@@ -99,7 +99,7 @@ func (c *IssueCheck) CheckCRL(act SignCRL, crlPEM string) error {
 		problems = append(problems, fmt.Sprintf("its number is %v, not %v", crl.Number, act.Number))
 	}
 	if crl.ThisUpdate.After(act.Now.Add(certutil.Backdate)) || crl.NextUpdate.Sub(act.Now) < CRLLifetime/2 {
-		problems = append(problems, fmt.Sprintf("it is current from %s to %s, not at %s for %s",
+		problems = append(problems, fmt.Sprintf("it is current from %s to %s, not at %s (this host's clock) for %s: a signer that ignores the times asked for, or whose clock is wrong",
 			crl.ThisUpdate.UTC().Format(time.RFC3339), crl.NextUpdate.UTC().Format(time.RFC3339), act.Now.UTC().Format(time.RFC3339), CRLLifetime/2))
 	}
 	want := make(map[string]bool, len(act.Revoked))

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -62,7 +63,7 @@ func TestIssueCheck(t *testing.T) {
 		{"the signer's clock an hour behind the leader's", issue(func(c *x509.Certificate) {
 			c.NotBefore, c.NotAfter = c.NotBefore.Add(-time.Hour), c.NotAfter.Add(-time.Hour)
 		}, ca), ""},
-		{"valid only from tomorrow", issue(func(c *x509.Certificate) { c.NotBefore, c.NotAfter = now.Add(day), now.Add(2*day) }, ca), "valid only from"},
+		{"valid only from tomorrow", issue(func(c *x509.Certificate) { c.NotBefore, c.NotAfter = now.Add(day), now.Add(2*day) }, ca), "the signer's clock or this host's is wrong"},
 		{"the signer's clock two minutes ahead", issue(func(c *x509.Certificate) {
 			c.NotBefore, c.NotAfter = now.Add(2*time.Minute), now.Add(day+2*time.Minute)
 		}, ca), ""},
@@ -85,6 +86,28 @@ func TestIssueCheck(t *testing.T) {
 				t.Fatalf("err = %v, want Internal naming db/1 and %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// A signing CA that is not valid at the leader's now is named with the leader's clock,
+// as a clock that is wrong is the likely cause (a CA made on a host whose clock runs
+// ahead).
+func TestIssueCheckNamesTheClock(t *testing.T) {
+	future := testCA{pkitest.NewCA(t, "CA of a clock ahead", now.Add(3*day))}
+	key := newKey(t)
+	act := SignCSR{Unit: "db/1", CSRPEM: csrFor(t, key, "db/1", "db-1"), Profile: "peer", Validity: day, CA: future.PEM}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(79), Subject: pkix.Name{CommonName: "db/1"}, DNSNames: []string{"db-1"},
+		NotBefore: now.Add(-certutil.Backdate), NotAfter: now.Add(day), BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, future.Cert, key.Public(), future.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := string(certutil.CertPEM(der))
+	var check IssueCheck
+	_, err = check.Check(act, chain, now)
+	if err == nil || !strings.Contains(err.Error(), "this host's clock says it is "+now.UTC().Format(time.RFC3339)) || !strings.Contains(err.Error(), "check NTP") {
+		t.Fatalf("a CA not yet valid: %v; want the error to give this host's clock and say to check NTP", err)
 	}
 }
 
@@ -136,7 +159,7 @@ func TestIssueCheckCRL(t *testing.T) {
 			},
 			want: "lists 1 serial(s) nothing revoked (bad)"},
 		{name: "another number", signer: ca, spoil: func(r *sdk.CRLRequest) { r.Number = big.NewInt(6) }, want: "its number is 6, not 7"},
-		{name: "due again at once", signer: ca, spoil: func(r *sdk.CRLRequest) { r.NextUpdate = now.Add(time.Hour) }, want: "is current from"},
+		{name: "due again at once", signer: ca, spoil: func(r *sdk.CRLRequest) { r.NextUpdate = now.Add(time.Hour) }, want: "(this host's clock)"},
 		{name: "current only from tomorrow", signer: ca, spoil: func(r *sdk.CRLRequest) {
 			r.ThisUpdate, r.NextUpdate = now.Add(day), now.Add(2*day)
 		}, want: "is current from"},

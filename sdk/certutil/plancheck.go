@@ -79,7 +79,8 @@ func (p SignPlan) CheckLeafAt(leaf *x509.Certificate, ca *x509.Certificate, unit
 			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339), p.Validity, Backdate)
 	}
 	if leaf.NotBefore.After(now.Add(planSlack)) {
-		add("it is valid only from %s", leaf.NotBefore.UTC().Format(time.RFC3339))
+		add("it is valid only from %s, %s after this host's clock says it is now: the signer's clock or this host's is wrong (check NTP on both)",
+			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotBefore.Sub(now).Round(time.Second))
 	}
 	if ca != nil {
 		if err := leaf.CheckSignatureFrom(ca); err != nil {

@@ -77,7 +77,7 @@ func TestSignPlanCheck(t *testing.T) {
 		{"a leaf that may sign certificates", sign(func(c *x509.Certificate) { c.KeyUsage |= x509.KeyUsageCertSign }), cas[0], "may sign certificates"},
 		{"no digitalSignature", sign(func(c *x509.Certificate) { c.KeyUsage = x509.KeyUsageKeyEncipherment }), cas[0], "lacks digitalSignature"},
 		{"an email address added", sign(func(c *x509.Certificate) { c.EmailAddresses = []string{"root@example.com"} }), cas[0], "email addresses"},
-		{"valid only from tomorrow", sign(func(c *x509.Certificate) { c.NotBefore = time.Now().Add(24 * time.Hour) }), cas[0], "valid only from"},
+		{"valid only from tomorrow", sign(func(c *x509.Certificate) { c.NotBefore = time.Now().Add(24 * time.Hour) }), cas[0], "the signer's clock or this host's is wrong"},
 		{"another key", sign(func(c *x509.Certificate) { c.SubjectKeyId = []byte{1} }), cas[0], "not the CSR's"},
 		{"another CA", signed, otherCA[0], "not signed by the CA"},
 		{"outliving its CA", signed, shortCA[0], "outlives its CA"},
