@@ -134,8 +134,10 @@ func (c *cluster) halt(unit string) {
 	<-done
 }
 
+// stop stops unit's agent, waits until it has returned (a unit started again on its
+// directory would otherwise find the directory still locked), and leaves the relation.
 func (c *cluster) stop(unit string) {
-	c.cancel[unit]()
+	c.halt(unit)
 	if err := c.members[unit].Leave(context.Background()); err != nil {
 		c.t.Fatal(err)
 	}

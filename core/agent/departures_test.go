@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"math/big"
 	"slices"
 	"sync"
@@ -150,7 +151,7 @@ func awaitSnapshot(t *testing.T, obs relation.Observer, what string, ok func(rel
 		select {
 		case <-s.Changed:
 		case <-deadline:
-			t.Fatalf("waiting for %s; the revocations on record: %+v", what, protocol.RevocationsOf(s.LeaderData))
+			t.Fatalf("waiting for %s; leader data holds %v, revocations %+v", what, slices.Sorted(maps.Keys(s.LeaderData)), protocol.RevocationsOf(s.LeaderData))
 		}
 	}
 }

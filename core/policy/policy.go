@@ -9,7 +9,10 @@
 package policy
 
 import (
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net"
 	"regexp"
@@ -61,12 +64,13 @@ const (
 
 // Policy is a compiled set of Rules.
 type Policy struct {
-	rules  Rules
-	cn     *pattern
-	sans   []*pattern
-	shared []*pattern
-	uris   []*pattern
-	units  []unitRule
+	rules       Rules
+	fingerprint string
+	cn          *pattern
+	sans        []*pattern
+	shared      []*pattern
+	uris        []*pattern
+	units       []unitRule
 }
 
 // New compiles rules. Errors name the key at fault, as `policy.sans[1]`.
@@ -114,8 +118,20 @@ func New(r Rules) (*Policy, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
+	canonical, err := json.Marshal(r) // maps in key order: equal rules, equal text
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	sum := sha256.Sum256(canonical)
+	p.fingerprint = hex.EncodeToString(sum[:8])
 	return p, nil
 }
+
+// Fingerprint names the rules: equal rules have equal fingerprints. A refusal records
+// the fingerprint of the rules that refused it, so that a leader whose rules have
+// changed (an operator mended the policy) judges the CSR again at once, rather than
+// leaving the unit to wait out protocol.RejectionRetry.
+func (p *Policy) Fingerprint() string { return p.fingerprint }
 
 // MustNew is New for rules known to be valid (tests, defaults).
 func MustNew(r Rules) *Policy {

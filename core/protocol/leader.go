@@ -119,10 +119,13 @@ func decideUnitCSR(v View, pol *policy.Policy, held claims, unit, ca string) (Ac
 	digest := Digest(csrPEM)
 	refusedAsHeld := false
 	if r, ok := DecodeRejection(v.LeaderData[RejectionKey(unit)]); ok && r.CSRDigest == digest {
-		if r.Rule != string(policy.RuleHeld) {
+		rulesChanged := r.Policy != "" && r.Policy != pol.Fingerprint() && r.Rule != RuleSigner
+		if r.Rule != string(policy.RuleHeld) && !rulesChanged {
 			return nil, nil // refused already; the unit must send another CSR
 		}
-		refusedAsHeld = true // judged again: signed once the name is released
+		// Judged again: a name held is signed once released; a CSR refused under
+		// other rules (the policy mended, or another leader's) is judged by these.
+		refusedAsHeld = r.Rule == string(policy.RuleHeld) && !rulesChanged
 	}
 	if f := v.Memory.SignFailures[digest]; f.Refused {
 		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: Rejection{CSRDigest: digest, Reason: f.Reason, Rule: RuleSigner, Profile: bag[KeyProfile], At: v.Now}}, nil
@@ -130,7 +133,7 @@ func decideUnitCSR(v View, pol *policy.Policy, held claims, unit, ca string) (Ac
 	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: held,
 		Verified: csrMemo{p: v.Parsed, k: slotKey{place: inBag, unit: unit, key: KeyCSR}, value: csrPEM}})
 	if err != nil {
-		r := Rejection{CSRDigest: digest, Reason: err.Error(), Profile: bag[KeyProfile], At: v.Now}
+		r := Rejection{CSRDigest: digest, Reason: err.Error(), Profile: bag[KeyProfile], At: v.Now, Policy: pol.Fingerprint()}
 		if refusal, ok := errors.AsType[*policy.Refusal](err); ok {
 			r.Rule = string(refusal.Rule)
 		}

@@ -157,6 +157,9 @@ type Rejection struct {
 	// same one RejectionRetry later (a name another unit held may be free by then).
 	Profile string    `json:"profile,omitempty"`
 	At      time.Time `json:"at,omitzero"`
+	// Policy is the fingerprint of the leader's rules that refused it
+	// (policy.Policy.Fingerprint): under other rules the CSR is judged again.
+	Policy string `json:"policy,omitempty"`
 }
 
 // RejectionRetry is how long a unit whose CSR was refused waits before it makes a new
