@@ -95,6 +95,8 @@ func Open(opts Options) (*Store, error) {
 		auth := &passwordAuth{user: opts.Username, password: opts.Password}
 		dialOptions = append(dialOptions, auth.dialOptions()...)
 	}
+	dialOptions = append(dialOptions, requireLeader{endpoints: len(opts.Endpoints)}.dialOptions()...)
+	dialOptions = append(dialOptions, keepaliveWatch{answerWithin: keepaliveAnswerWithin(opts.LeaseTTL)}.dialOptions()...)
 	client, err := clientv3.New(clientv3.Config{
 		Endpoints:   opts.Endpoints,
 		TLS:         opts.TLS,

@@ -121,8 +121,37 @@ func (l *Lab) Unsplit() {
 	}
 }
 
-// The chains of host's INPUT that Lose and Split fill, each emptied on its own.
-const lossChain, splitChain = "netlab-loss", "netlab-split"
+// IsolateMember cuts the etcd member on host i from its peers and leaves it to its
+// clients: host i drops what reaches it on, or from, the peer port (2380) of every
+// other host, and what answers from the client port (2379) of the other members'
+// hosts, so that a client on host i reaches only its own member. Clients elsewhere
+// still reach it: a member with no leader that still answers, as a firewall rule
+// dropping peer traffic (or a peer link down) leaves it. Rejoin ends it.
+func (l *Lab) IsolateMember(i int, members ...int) {
+	l.t.Helper()
+	l.chain(i, isolateChain)
+	for j, other := range l.Hosts {
+		if j+1 == i {
+			continue
+		}
+		l.iptables(i, "-A", isolateChain, "-s", other.IP, "-p", "tcp", "--dport", "2380", "-j", "DROP")
+		l.iptables(i, "-A", isolateChain, "-s", other.IP, "-p", "tcp", "--sport", "2380", "-j", "DROP")
+		if slices.Contains(members, j+1) {
+			l.iptables(i, "-A", isolateChain, "-s", other.IP, "-p", "tcp", "--sport", "2379", "-j", "DROP")
+		}
+	}
+}
+
+// Rejoin ends what IsolateMember did on host i.
+func (l *Lab) Rejoin(i int) {
+	l.t.Helper()
+	l.chain(i, isolateChain)
+	l.iptables(i, "-F", isolateChain)
+}
+
+// The chains of host's INPUT that Lose, Split and IsolateMember fill, each emptied on
+// its own.
+const lossChain, splitChain, isolateChain = "netlab-loss", "netlab-split", "netlab-isolate"
 
 // chain makes host i's INPUT pass through chain, once.
 func (l *Lab) chain(i int, chain string) {
