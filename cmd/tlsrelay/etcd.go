@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tlsrelay/tlsrelay/core/assemble"
 	"github.com/tlsrelay/tlsrelay/core/config"
@@ -19,57 +20,100 @@ import (
 
 func newEtcdCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "etcd", Short: "Administer the etcd cluster a relation lives on"}
-	cmd.AddCommand(newEtcdBootstrapCommand(), newEtcdEvictCommand())
+	cmd.AddCommand(newEtcdBootstrapCommand(), newEtcdEvictCommand(), newEtcdReclaimCommand())
+	return cmd
+}
+
+// rootFlags are the flags of a command that acts on etcd as its root user.
+type rootFlags struct {
+	config, user, passwordFile string
+	timeout                    time.Duration
+}
+
+func (r *rootFlags) register(cmd *cobra.Command, timeout time.Duration) {
+	f := cmd.Flags()
+	f.StringVar(&r.config, "config", "", "deployment YAML naming the relation and its etcd cluster")
+	f.StringVar(&r.user, "root-user", "root", "etcd user with the root role")
+	f.StringVar(&r.passwordFile, "root-password-file", "", "file holding the root user's password (or TLSRELAY_ETCD_ROOT_PASSWORD)")
+	f.DurationVar(&r.timeout, "timeout", timeout, "give up after this long")
+}
+
+// run does what act does to the etcd cluster the config names, as etcd's root user,
+// printing each line of what it did (after prefix) even when it fails part way.
+func (r *rootFlags) run(cmd *cobra.Command, prefix string, act func(context.Context, *config.Config, *clientv3.Client) ([]string, error)) error {
+	cfg, err := loadConfig(cmd, r.config)
+	if err != nil {
+		return err
+	}
+	if cfg.Relation.Store != config.StoreEtcd {
+		return fmt.Errorf("config %s: relation.store is %q: this acts on an external etcd cluster (relation.store: etcd)", cfg.Source, cfg.Relation.Store)
+	}
+	password, err := rootPassword(r.passwordFile)
+	if err != nil {
+		return err
+	}
+	root := *cfg
+	root.Relation.Etcd.Username, root.Relation.Etcd.Password, root.Relation.Etcd.PasswordFile = r.user, password, ""
+	store, err := assemble.Etcd(&root, nil)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	ctx, cancel := context.WithTimeout(cmd.Context(), r.timeout)
+	defer cancel()
+	did, err := act(ctx, cfg, store.Client())
+	for _, d := range did {
+		fmt.Fprintf(cmd.OutOrStdout(), "%s%s\n", prefix, d)
+	}
+	return err
+}
+
+func newEtcdReclaimCommand() *cobra.Command {
+	var root rootFlags
+	cmd := &cobra.Command{
+		Use:   "reclaim --config FILE [--root-password-file FILE]",
+		Short: "Give a full etcd its space back: compact, defragment each member, disarm NOSPACE",
+		Long: `reclaim is etcd's recovery from a full backend (its NOSPACE alarm: every write refused),
+authenticated as etcd's root user: it compacts the history to the current revision,
+defragments each member the config names (each is blocked for a moment), and disarms
+the NOSPACE alarm. Delete what filled etcd first, or the alarm is raised again at the
+next write: evict the unit that flooded it (tlsrelay etcd evict, which runs reclaim
+itself when etcd is full).
+
+The root password comes from --root-password-file or TLSRELAY_ETCD_ROOT_PASSWORD.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return root.run(cmd, "", func(ctx context.Context, _ *config.Config, client *clientv3.Client) ([]string, error) {
+				return etcd.Reclaim(ctx, client)
+			})
+		},
+	}
+	root.register(cmd, 2*time.Minute)
 	return cmd
 }
 
 func newEtcdEvictCommand() *cobra.Command {
-	var configFile, rootUser, rootPasswordFile string
-	var timeout time.Duration
+	var root rootFlags
 	cmd := &cobra.Command{
 		Use:   "evict UNIT --config FILE [--root-password-file FILE]",
 		Short: "Take a compromised unit out of the relation for good, and revoke its certificates",
 		Long: `evict removes a unit from the relation the config names, authenticated as etcd's root
 user: it deletes the unit's etcd user and role (its credentials no longer open etcd, so
 it cannot rejoin), revokes its lease, deletes its presence and bag, and marks it gone for
-good, so the leader revokes every certificate issued to it at once. Stop the unit's
-host or agent too; to let it back, bootstrap it again with a new password.
+good, so the leader revokes every certificate issued to it at once. On a full etcd (a
+flood, often by that unit) it gives the space back once the unit's keys are deleted (as
+tlsrelay etcd reclaim does), then leaves the mark. Stop the unit's host or agent too;
+to let it back, bootstrap it again: it gets a new password.
 
 The root password comes from --root-password-file or TLSRELAY_ETCD_ROOT_PASSWORD.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd, configFile)
-			if err != nil {
-				return err
-			}
-			if cfg.Relation.Store != config.StoreEtcd {
-				return fmt.Errorf("config %s: relation.store is %q: evict acts on an external etcd cluster (relation.store: etcd)", cfg.Source, cfg.Relation.Store)
-			}
-			password, err := rootPassword(rootPasswordFile)
-			if err != nil {
-				return err
-			}
-			root := *cfg
-			root.Relation.Etcd.Username, root.Relation.Etcd.Password, root.Relation.Etcd.PasswordFile = rootUser, password, ""
-			store, err := assemble.Etcd(&root, nil)
-			if err != nil {
-				return err
-			}
-			defer store.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			did, err := etcd.Evict(ctx, store.Client(), cfg.Relation.Name, protocol.Schema(), args[0], protocol.NoteGone)
-			for _, d := range did {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: %s\n", args[0], d)
-			}
-			return err
+			return root.run(cmd, args[0]+": ", func(ctx context.Context, cfg *config.Config, client *clientv3.Client) ([]string, error) {
+				return etcd.Evict(ctx, client, cfg.Relation.Name, protocol.Schema(), args[0], protocol.NoteGone)
+			})
 		},
 	}
-	f := cmd.Flags()
-	f.StringVar(&configFile, "config", "", "deployment YAML naming the relation and its etcd cluster")
-	f.StringVar(&rootUser, "root-user", "root", "etcd user with the root role")
-	f.StringVar(&rootPasswordFile, "root-password-file", "", "file holding the root user's password (or TLSRELAY_ETCD_ROOT_PASSWORD)")
-	f.DurationVar(&timeout, "timeout", 30*time.Second, "give up after this long")
+	root.register(cmd, 30*time.Second)
 	return cmd
 }
 

@@ -20,7 +20,7 @@ import (
 func explain(client *clientv3.Client, err error) error {
 	if err != nil && strings.Contains(err.Error(), "database space exceeded") {
 		return fmt.Errorf("%w: etcd's backend is full (its NOSPACE alarm is raised) and it refuses every write; "+
-			"find the unit that filled it (tlsrelay status), `tlsrelay etcd evict` it, then etcdctl compact, defrag and alarm disarm", err)
+			"find the unit that filled it (tlsrelay status) and `tlsrelay etcd evict` it, which gives the space back (`tlsrelay etcd reclaim` does that alone)", err)
 	}
 	if err == nil || !timedOut(err) {
 		return err

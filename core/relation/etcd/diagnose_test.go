@@ -67,7 +67,7 @@ func TestQuorumLossIsNamed(t *testing.T) {
 }
 
 // A full backend (etcd's NOSPACE alarm) is named with its remedy in the error of the
-// write that meets it.
+// write that meets it, and the remedy works: evicting the unit that filled it.
 func TestFullBackendIsNamed(t *testing.T) {
 	cluster := testservers.StartEtcdCluster(t, 1, "--quota-backend-bytes=8388608")
 	tlsConfig, err := TLSConfig(cluster.CAFile, cluster.CertFile, cluster.KeyFile)
@@ -96,5 +96,41 @@ func TestFullBackendIsNamed(t *testing.T) {
 	alarms, err := s.Alarms(context.Background())
 	if err != nil || len(alarms) != 1 || !strings.Contains(alarms[0], "alarm NOSPACE: its backend is full") {
 		t.Fatalf("alarms = %q, %v; want the NOSPACE alarm with its remedy", alarms, err)
+	}
+
+	// Evicting the unit that filled it works on the full etcd: its keys deleted, the
+	// space given back (compacted, defragmented, the alarm disarmed), its note left; a
+	// new unit then joins and writes, with no other action.
+	ctx := context.Background()
+	if _, err := s.Join(ctx, "db/1", relation.JoinOptions{}); err == nil {
+		t.Fatal("a unit joined a full etcd; the test proves nothing")
+	}
+	did, err := Evict(ctx, s.Client(), "full", protocol.Schema(), "db/0", protocol.NoteGone)
+	story := strings.Join(did, "\n")
+	if err != nil {
+		t.Fatalf("evict on a full etcd: %v\n%s", err, story)
+	}
+	for _, want := range []string{"etcd is full", "compacted etcd's history", "defragmented " + cluster.Endpoints[0], "NOSPACE alarm", `left the note "gone"`} {
+		if !strings.Contains(story, want) {
+			t.Errorf("evict did not say %q:\n%s", want, story)
+		}
+	}
+	m1, err := s.Join(ctx, "db/1", relation.JoinOptions{})
+	if err != nil {
+		t.Fatalf("a unit joining after the eviction: %v", err)
+	}
+	if err := m1.SetUnitData(ctx, map[string]string{protocol.KeyState: "ok"}); err != nil {
+		t.Fatalf("a unit writing after the eviction: %v", err)
+	}
+	obs, err := s.Observe(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer obs.Close()
+	if snap, err := obs.Snapshot(ctx); err != nil || snap.Away["db/0"] != protocol.NoteGone || snap.Units["db/1"][protocol.KeyState] != "ok" {
+		t.Fatalf("after the eviction: %v; db/0's note %q, db/1's bag %v", err, snap.Away["db/0"], snap.Units["db/1"])
+	}
+	if alarms, err := s.Alarms(ctx); err != nil || len(alarms) != 0 {
+		t.Fatalf("alarms after the eviction: %q, %v", alarms, err)
 	}
 }

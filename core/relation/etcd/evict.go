@@ -16,7 +16,8 @@ import (
 // the lease it holds is revoked and every key of its presence and bag deleted (its
 // ghost keys too), and note is left as its departure note (the protocol's NoteGone has
 // the leader revoke what it issued to it at once). It says what it did; the client must
-// be root. Evicting a unit that is gone already does no harm.
+// be root. Evicting a unit that is gone already does no harm. On a full etcd (the NOSPACE
+// alarm) it deletes the unit's keys, gives the space back (Reclaim), then leaves the note.
 func Evict(ctx context.Context, client *clientv3.Client, relationName string, schema relation.Schema, unit, note string) ([]string, error) {
 	l := newLayout(relationName, schema)
 	name := UserName(relationName, unit)
@@ -47,8 +48,34 @@ func Evict(ctx context.Context, client *clientv3.Client, relationName string, sc
 	}
 	deleted := txn.Responses[0].GetResponseDeleteRange().Deleted + txn.Responses[1].GetResponseDeleteRange().Deleted
 	did = append(did, fmt.Sprintf("deleted %d more of its keys", deleted))
-	if _, err := client.Put(ctx, l.away(unit), note); err != nil {
+	_, err = client.Put(ctx, l.away(unit), note)
+	if errors.Is(err, rpctypes.ErrNoSpace) {
+		// A full etcd (a flood, often by the very unit evicted) takes deletes but no
+		// writes: with the unit's keys gone, its space is given back, then the note
+		// written, so that what was issued to the unit is revoked without more ado.
+		did = append(did, "etcd is full (its NOSPACE alarm is raised): reclaiming its space")
+		reclaimed, rerr := Reclaim(ctx, client)
+		did = append(did, reclaimed...)
+		if rerr != nil {
+			return did, fmt.Errorf("evict %s: etcd is full and giving its space back failed (%w); run `tlsrelay etcd reclaim`, then evict %s again", unit, rerr, unit)
+		}
+		_, err = client.Put(ctx, l.away(unit), note)
+	}
+	if err != nil {
 		return did, fmt.Errorf("evict %s: leave its note: %w", unit, err)
 	}
 	return append(did, fmt.Sprintf("left the note %q", note)), nil
+}
+
+// Note returns the departure note unit left in relationName ("" for none): Evict's, or
+// the unit's own (the protocol's NoteBack, NoteGone).
+func Note(ctx context.Context, client *clientv3.Client, relationName string, schema relation.Schema, unit string) (string, error) {
+	resp, err := client.Get(ctx, newLayout(relationName, schema).away(unit))
+	if err != nil {
+		return "", fmt.Errorf("%s's note: %w", unit, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return "", nil
+	}
+	return string(resp.Kvs[0].Value), nil
 }
