@@ -127,10 +127,17 @@ func TestRogueFloodUnderRBAC(t *testing.T) {
 		_, joined := s.Units["rogue/0"]
 		return !joined && s.Away["rogue/0"] == protocol.NoteGone
 	})
-	// The group goes on: every unit keeps its certificate; a new unit is signed.
-	if r := runBinary(t, ag.bin, "etcd", "bootstrap", "--config", ag.config, "--leader-eligible", "ctl/0",
-		"--members", "amp/0,amp/1,amp/2", "--credentials-dir", creds, "--root-password-file", rootFile); r.code != 0 {
+	// The group goes on: every unit keeps its certificate; a new unit is signed. The
+	// bootstrap that adds it, run with the evicted unit still listed, gives that one a
+	// new password: the one the rogue holds opens nothing.
+	roguePassword := string(mustRead(t, etcdaccess.PasswordFile(creds, "rogue/0")))
+	r = runBinary(t, ag.bin, "etcd", "bootstrap", "--config", ag.config, "--leader-eligible", "ctl/0",
+		"--members", "amp/0,amp/1,amp/2,rogue/0", "--credentials-dir", creds, "--root-password-file", rootFile)
+	if r.code != 0 {
 		t.Fatalf("etcd bootstrap of amp/2: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if now := string(mustRead(t, etcdaccess.PasswordFile(creds, "rogue/0"))); now == roguePassword || !strings.Contains(r.stdout, "unit rogue/0 was evicted") {
+		t.Errorf("bootstrap after evict handed rogue/0 its old password back (changed: %t):\n%s", now != roguePassword, r.stdout)
 	}
 	startUnit("amp/2", false)
 	awaitObs(t, obs, "amp/2's certificate after the eviction", 30*time.Second, func(s relation.Snapshot) bool {

@@ -74,6 +74,9 @@ func Bootstrap(ctx context.Context, opts Options) error {
 		return fmt.Errorf("etcd %v: authentication is off, so roles would enforce nothing; "+
 			"pass --enable-auth to create the root user and turn it on", cfg.Relation.Etcd.Endpoints)
 	}
+	if err := renewEvicted(ctx, client, opts, units); err != nil {
+		return err
+	}
 	if err := etcd.GrantAccess(ctx, client, cfg.Relation.Name, protocol.Schema(), units); err != nil {
 		return err
 	}
@@ -133,6 +136,28 @@ func plan(opts Options) ([]etcd.UnitAccess, error) {
 	return units, nil
 }
 
+// renewEvicted gives each unit that was evicted (marked gone for good) a new password: the
+// one in its file is the one the evicted unit holds, and would let it back.
+func renewEvicted(ctx context.Context, client *clientv3.Client, opts Options, units []etcd.UnitAccess) error {
+	for i, u := range units {
+		note, err := etcd.Note(ctx, client, opts.Config.Relation.Name, protocol.Schema(), u.Unit)
+		if err != nil {
+			return err
+		}
+		if note != protocol.NoteGone {
+			continue
+		}
+		file := PasswordFile(opts.CredentialsDir, u.Unit)
+		password, err := newPassword(file)
+		if err != nil {
+			return fmt.Errorf("unit %s: %w", u.Unit, err)
+		}
+		units[i].Password = password
+		fmt.Fprintf(opts.Out, "unit %s was evicted (marked gone): a new password in %s; the old one opens nothing\n", u.Unit, file)
+	}
+	return nil
+}
+
 // passwordFor reads file, or creates it with a new random password.
 func passwordFor(file string) (string, error) {
 	data, err := safedir.ReadSecret(file)
@@ -146,6 +171,11 @@ func passwordFor(file string) (string, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}
+	return newPassword(file)
+}
+
+// newPassword writes file with a new random password.
+func newPassword(file string) (string, error) {
 	random := make([]byte, 24)
 	if _, err := rand.Read(random); err != nil {
 		return "", err
