@@ -22,6 +22,9 @@ type leaderWrites struct {
 	answered []string
 	// events are the audit records of the certificates and rejections in kv.
 	events []audit.Event
+	// signed are the certificates in kv, by the digest of the CSR each answers: kept in
+	// the leader's memory if the write fails (protocol.LeaderMemory.Unpublished).
+	signed map[string]protocol.Unpublished
 	// check judges what the signer returns before it is published.
 	check protocol.IssueCheck
 }
@@ -73,9 +76,15 @@ func (a *Agent) publish(ctx context.Context, w *leaderWrites) error {
 	// On record before it is published: a certificate a unit can install has its record.
 	// A signer's answer refused is on record though nothing is published.
 	events := append(w.events, changeEvents(a.before, w.kv)...)
+	signed := w.signed
 	if err := a.opts.Audit.Record(events...); err != nil {
 		*w = leaderWrites{kv: map[string]string{}, check: w.check}
+		a.keepUnpublished(signed, false)
 		return fmt.Errorf("%s: nothing published: %w", a.unit, err)
+	}
+	for digest, s := range signed {
+		s.Recorded = true
+		signed[digest] = s
 	}
 	if len(w.kv) == 0 {
 		*w = leaderWrites{kv: map[string]string{}, check: w.check}
@@ -91,13 +100,26 @@ func (a *Agent) publish(ctx context.Context, w *leaderWrites) error {
 		a.log.Info("not published: the unit sent another CSR meanwhile", "keys", dropped)
 	}
 	if err != nil {
+		a.keepUnpublished(signed, true)
 		return fmt.Errorf("%s: publish leader data: %w", a.unit, err)
+	}
+	for digest := range signed { // published, or dropped for a CSR replaced meanwhile
+		a.memory = a.memory.Step(protocol.CertificatePublished{Digest: digest})
 	}
 	for _, digest := range answered {
 		a.memory = a.memory.Step(protocol.CSRAnswered{Digest: digest})
 	}
 	a.opts.Metrics.NotReissued(notReissued(events))
 	return nil
+}
+
+// keepUnpublished puts certificates signed and not published in the leader's memory:
+// the next decision publishes them instead of signing their CSRs again.
+func (a *Agent) keepUnpublished(signed map[string]protocol.Unpublished, recorded bool) {
+	for digest, s := range signed {
+		s.Recorded = recorded
+		a.memory = a.memory.Step(protocol.CertificateUnpublished{Digest: digest, Unpublished: s})
+	}
 }
 
 // notReissued counts the certificates events revoke because a rotation ended without

@@ -161,6 +161,10 @@ const maxBatch = 256
 // SignCSR each when not). Each failure goes to the leader's memory, whose protocol
 // rejects a CSR the signer has answered for good; other failures are retried.
 func (a *Agent) signBatch(ctx context.Context, acts []protocol.SignCSR, w *leaderWrites) []error {
+	acts = a.publishAgain(acts, w)
+	if len(acts) == 0 {
+		return nil
+	}
 	b, err := a.signer(ctx)
 	if err != nil {
 		return []error{err}
@@ -201,12 +205,47 @@ func (a *Agent) answer(act protocol.SignCSR, r sdk.SignResult, took time.Duratio
 	}
 	a.memory = a.memory.Step(protocol.CSRAnswered{Digest: digest})
 	a.opts.Metrics.Signed(took)
-	w.answer(act.Unit, act.CSRPEM, map[string]string{
-		protocol.SignedCertificateKey(act.Unit): string(r.Certificate.ChainPEM), protocol.RejectionKey(act.Unit): "",
-		protocol.IssuedKey(act.Unit): act.Earlier})
-	w.events = append(w.events, a.signedEvent(act, r.Certificate.ChainPEM))
+	a.answerSigned(act, string(r.Certificate.ChainPEM), false, w)
 	a.log.Info("signed CSR", "of", act.Unit)
 	return nil
+}
+
+// answerSigned puts the certificate signed for act among w's writes, with its audit
+// record unless it is on the trail already (recorded).
+func (a *Agent) answerSigned(act protocol.SignCSR, chainPEM string, recorded bool, w *leaderWrites) {
+	w.answer(act.Unit, act.CSRPEM, map[string]string{
+		protocol.SignedCertificateKey(act.Unit): chainPEM, protocol.RejectionKey(act.Unit): "",
+		protocol.IssuedKey(act.Unit): act.Earlier})
+	if !recorded {
+		w.events = append(w.events, a.signedEvent(act, []byte(chainPEM)))
+	}
+	if w.signed == nil {
+		w.signed = map[string]protocol.Unpublished{}
+	}
+	w.signed[protocol.Digest(act.CSRPEM)] = protocol.Unpublished{ChainPEM: chainPEM, Recorded: recorded}
+}
+
+// publishAgain answers the acts whose certificate was signed before and not published
+// (SignCSR.Signed) with that certificate, if it still passes the leader's check, and
+// returns the acts left to sign: one signed certificate per CSR, never two.
+func (a *Agent) publishAgain(acts []protocol.SignCSR, w *leaderWrites) []protocol.SignCSR {
+	var toSign []protocol.SignCSR
+	for _, act := range acts {
+		if act.Signed.ChainPEM == "" {
+			toSign = append(toSign, act)
+			continue
+		}
+		if _, err := w.check.Check(act, act.Signed.ChainPEM, a.opts.Now()); err != nil {
+			a.log.Warn("a certificate signed before and not published fails the check now; signing the CSR again", "of", act.Unit, "problem", err)
+			a.memory = a.memory.Step(protocol.CertificatePublished{Digest: protocol.Digest(act.CSRPEM)})
+			act.Signed = protocol.Unpublished{}
+			toSign = append(toSign, act)
+			continue
+		}
+		a.answerSigned(act, act.Signed.ChainPEM, act.Signed.Recorded, w)
+		a.log.Info("publishing the certificate signed before for the CSR, not signing it again", "of", act.Unit)
+	}
+	return toSign
 }
 
 // refuseAnswer keeps a certificate the signer returned for act from being published:

@@ -96,6 +96,10 @@ type SignCSR struct {
 	// CA is the CA bundle the certificate must chain to, its signing CA first: the one
 	// this decision publishes, which units verify it with (IssueCheck).
 	CA string
+	// Signed is a certificate signed for this CSR before, whose publication failed
+	// (LeaderMemory.Unpublished): publish it, if it still passes IssueCheck, and do not
+	// have the CSR signed again.
+	Signed Unpublished
 }
 
 // RejectCSR (leader): publish the refusal of a unit's CSR, with the reason, guarded by

@@ -147,7 +147,8 @@ func decideUnitCSR(v View, pol *policy.Policy, held claims, unit, ca string) (Ac
 			return nil, nil // signed already, for this key, by a CA the group trusts
 		}
 	}
-	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile], Earlier: encodeIssued(issuedTo(v, unit)), CA: ca}, csr
+	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile], Earlier: encodeIssued(issuedTo(v, unit)), CA: ca,
+		Signed: v.Memory.Unpublished[digest]}, csr
 }
 
 func sortedKeys[V any](m map[string]V) []string {

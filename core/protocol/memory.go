@@ -36,6 +36,18 @@ type LeaderMemory struct {
 	SignFailures map[string]SignFailure
 	// LeadRecorded: this leadership is on the unit's audit trail (View.Audited).
 	LeadRecorded bool
+	// Unpublished are certificates the signer returned whose publication failed (a write
+	// the store did not take), by CSR digest: the next decision publishes the same one
+	// (SignCSR.Signed) rather than have the CSR signed again, so that no certificate
+	// exists that its unit was never given.
+	Unpublished map[string]Unpublished
+}
+
+// Unpublished is a certificate signed for a CSR and not yet published.
+type Unpublished struct {
+	ChainPEM string
+	// Recorded: its `signed` record is on the audit trail already.
+	Recorded bool
 }
 
 // SignFailure is the signer's record with one CSR.
@@ -95,6 +107,17 @@ type SignerCAChanged struct{ Imported string }
 // rejection: its record is done.
 type CSRAnswered struct{ Digest string }
 
+// CertificateUnpublished: the certificate signed for the CSR with this digest was not
+// published (the store refused or did not answer the write).
+type CertificateUnpublished struct {
+	Digest string
+	Unpublished
+}
+
+// CertificatePublished: the certificate signed for the CSR with this digest is in leader
+// data, or will never be (refused on a second look): it is not kept any more.
+type CertificatePublished struct{ Digest string }
+
 // CSRSignFailed: the signer failed on the CSR with this digest.
 type CSRSignFailed struct {
 	Digest string
@@ -113,15 +136,17 @@ type LeadRecorded struct{}
 // or its CA may have changed meanwhile).
 type LeadershipLost struct{}
 
-func (SignerCALoaded) result()     {}
-func (ReferencedCALoaded) result() {}
-func (SignerCAChanged) result()    {}
-func (CSRAnswered) result()        {}
-func (CSRSignFailed) result()      {}
-func (CRLUnsupported) result()     {}
-func (LeadershipLost) result()     {}
-func (LeadRecorded) result()       {}
-func (SignerLacks) result()        {}
+func (SignerCALoaded) result()         {}
+func (ReferencedCALoaded) result()     {}
+func (SignerCAChanged) result()        {}
+func (CSRAnswered) result()            {}
+func (CertificateUnpublished) result() {}
+func (CertificatePublished) result()   {}
+func (CSRSignFailed) result()          {}
+func (CRLUnsupported) result()         {}
+func (LeadershipLost) result()         {}
+func (LeadRecorded) result()           {}
+func (SignerLacks) result()            {}
 
 // Step returns the memory after a result. It never changes m: the maps it holds are
 // copied before a change, so a View that carries m stays as it was.
@@ -169,6 +194,17 @@ func (m LeaderMemory) Step(r Result) LeaderMemory {
 			m.SignFailures = map[string]SignFailure{}
 		}
 		m.SignFailures[r.Digest] = f
+	case CertificateUnpublished:
+		m.Unpublished = maps.Clone(m.Unpublished)
+		if m.Unpublished == nil {
+			m.Unpublished = map[string]Unpublished{}
+		}
+		m.Unpublished[r.Digest] = r.Unpublished
+	case CertificatePublished:
+		if _, ok := m.Unpublished[r.Digest]; ok {
+			m.Unpublished = maps.Clone(m.Unpublished)
+			delete(m.Unpublished, r.Digest)
+		}
 	case CRLUnsupported:
 		m.SignsCRL = false
 	case LeadRecorded:
