@@ -188,10 +188,13 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 	case protocol.ImportSealedCA:
 		return a.importSealedCA(ctx, act)
 	case protocol.RejectCSR:
-		a.log.Warn("rejecting CSR", "of", act.Unit, "rule", act.Rejection.Rule, "reason", act.Rejection.Reason)
 		a.opts.Metrics.Rejected(act.Rejection.Rule)
 		w.answer(act.Unit, act.CSRPEM, map[string]string{protocol.RejectionKey(act.Unit): act.Rejection.Encode()})
 		w.answered = append(w.answered, act.Rejection.CSRDigest)
+		if act.Repeat { // on record and in the log once a rule and retry period, not once a CSR
+			break
+		}
+		a.log.Warn("rejecting CSR", "of", act.Unit, "rule", act.Rejection.Rule, "reason", act.Rejection.Reason)
 		w.events = append(w.events, audit.Event{Event: audit.EventRejected, Unit: act.Unit, Rule: act.Rejection.Rule,
 			Reason: act.Rejection.Reason, CSRSHA256: protocol.Digest(act.CSRPEM)})
 	case protocol.ForgetUnit:

@@ -37,6 +37,34 @@ func (s countingSigner) SignCSR(ctx context.Context, req sdk.SignRequest) (sdk.C
 	return s.Backend.SignCSR(ctx, req)
 }
 
+// auditedGroup is a memory relation and an audit trail in root, recorded by db/0, for a
+// test of what a leader records; join joins a unit to it.
+type auditedGroup struct {
+	t         *testing.T
+	store     *relation.Memory
+	trail     *audit.Log
+	trailPath string
+}
+
+func newAuditedGroup(t *testing.T, root string) *auditedGroup {
+	t.Helper()
+	g := &auditedGroup{t: t, store: relation.NewMemory(protocol.Schema()), trailPath: filepath.Join(root, "audit.log")}
+	var err error
+	if g.trail, err = audit.Open(audit.Options{Path: g.trailPath, Relation: "r", Unit: "db/0"}); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func (g *auditedGroup) join(unit string, eligible bool) relation.Member {
+	g.t.Helper()
+	m, err := g.store.Join(context.Background(), unit, relation.JoinOptions{LeaderEligible: eligible})
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	return m
+}
+
 // brokenTrail opens an audit trail in dir and puts a directory where its file was:
 // every append fails, for root too. mend makes it writable again.
 func brokenTrail(t *testing.T, dir string) (trail *audit.Log, path string, mend func()) {
@@ -145,19 +173,8 @@ func TestALeaderActsOnlyOnceItsLeadIsOnRecord(t *testing.T) {
 // publishes has its "signed" record.
 func TestNothingIsPublishedWithoutItsRecord(t *testing.T) {
 	root := t.TempDir()
-	trailPath := filepath.Join(root, "audit.log")
-	trail, err := audit.Open(audit.Options{Path: trailPath, Relation: "r", Unit: "db/0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := relation.NewMemory(protocol.Schema())
-	join := func(unit string, eligible bool) relation.Member {
-		m, err := store.Join(context.Background(), unit, relation.JoinOptions{LeaderEligible: eligible})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
+	g := newAuditedGroup(t, root)
+	store, trail, trailPath, join := g.store, g.trail, g.trailPath, g.join
 	backend := inProcess{newCfssl(t, filepath.Join(root, "ca"))}
 	logs := &syncbuf.Buffer{}
 	runAgent(t, Options{Member: join("db/0", true), Backends: backend, Certificate: testCert, Policy: testPolicy,

@@ -58,19 +58,8 @@ func (m *flakyLeaderWrites) SetLeaderData(ctx context.Context, kv map[string]str
 // with one `signed` record, and it is the one the unit receives.
 func TestASignedCertificateIsPublishedNotSignedAgain(t *testing.T) {
 	root := t.TempDir()
-	trailPath := filepath.Join(root, "audit.log")
-	trail, err := audit.Open(audit.Options{Path: trailPath, Relation: "r", Unit: "db/0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := relation.NewMemory(protocol.Schema())
-	join := func(unit string, eligible bool) relation.Member {
-		m, err := store.Join(context.Background(), unit, relation.JoinOptions{LeaderEligible: eligible})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
+	g := newAuditedGroup(t, root)
+	store, trail, trailPath, join := g.store, g.trail, g.trailPath, g.join
 	signer := &signsPerUnit{Backend: newCfssl(t, filepath.Join(root, "ca")), count: map[string]int{}}
 	leader := &flakyLeaderWrites{Member: join("db/0", true), unit: "db/1"}
 	leader.fails.Store(2)

@@ -154,6 +154,8 @@ type Policy struct {
 	MaxCSRBytes int              `mapstructure:"max_csr_bytes"`
 	MaxSANs     int              `mapstructure:"max_sans"`
 	MaxValidity time.Duration    `mapstructure:"max_validity"`
+	// MaxCertificates bounds the unexpired certificates one unit holds at once.
+	MaxCertificates int `mapstructure:"max_certificates"`
 	// Units widen or narrow the policy for the units whose name matches a pattern.
 	Units []PolicyUnit `mapstructure:"units"`
 }
@@ -174,7 +176,7 @@ func (c *Config) Rules() policy.Rules {
 		units[i] = policy.UnitRule(u)
 	}
 	return policy.Rules{CommonName: c.Certificate.CommonName, SANs: p.SANs, SharedSANs: p.SharedSANs, URIs: p.URIs,
-		Keys: p.Keys, MaxCSRBytes: p.MaxCSRBytes, MaxSANs: p.MaxSANs, MaxValidity: p.MaxValidity, Units: units}
+		Keys: p.Keys, MaxCSRBytes: p.MaxCSRBytes, MaxSANs: p.MaxSANs, MaxValidity: p.MaxValidity, MaxCertificates: p.MaxCertificates, Units: units}
 }
 
 // SigningPolicy compiles the policy (validated by Load).

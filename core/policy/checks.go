@@ -55,6 +55,7 @@ const (
 	RuleReserved   Rule = "reserved"    // another unit's name
 	RuleHeld       Rule = "held"        // a name another unit's certificate holds
 	RuleNotAllowed Rule = "not_allowed" // no policy.sans, shared_sans or uris pattern allows it; email SANs never
+	RuleBudget     Rule = "budget"      // the unit holds policy.max_certificates unexpired certificates already
 )
 
 // finding is one check's refusal: the rule and the reason; a zero finding passes.

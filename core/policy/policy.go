@@ -39,6 +39,10 @@ type Rules struct {
 	MaxCSRBytes int
 	MaxSANs     int
 	MaxValidity time.Duration
+	// MaxCertificates bounds the unexpired certificates one unit may hold at once (its
+	// current one, those it renewed away, revoked or not): a unit that churns keys is
+	// refused until one expires, so its records in leader data stay bounded.
+	MaxCertificates int
 	// Units are rules for the units whose names match a pattern (policy.units).
 	Units []UnitRule
 }
@@ -51,6 +55,9 @@ func Defaults() Rules {
 		MaxCSRBytes: 16 << 10,
 		MaxSANs:     64,
 		MaxValidity: 8760 * time.Hour,
+		// A unit renewing holds its current certificate and the ones it renewed away
+		// until they expire: a few, or some more with short validities and rotations.
+		MaxCertificates: 10,
 	}
 }
 
@@ -60,6 +67,8 @@ const (
 	LimitValidity = 100 * 8760 * time.Hour
 	LimitCSRBytes = 1 << 20
 	LimitSANs     = 10000
+	// LimitCertificates: a unit's records of what it holds stay within one etcd value.
+	LimitCertificates = 1000
 )
 
 // Policy is a compiled set of Rules.
@@ -111,6 +120,9 @@ func New(r Rules) (*Policy, error) {
 	}
 	if r.MaxSANs < 1 || r.MaxSANs > LimitSANs {
 		bad("policy.max_sans", "%d must be between 1 and %d", r.MaxSANs, LimitSANs)
+	}
+	if r.MaxCertificates < 2 || r.MaxCertificates > LimitCertificates {
+		bad("policy.max_certificates", "%d must be between 2 (a certificate and its renewal) and %d", r.MaxCertificates, LimitCertificates)
 	}
 	if r.MaxValidity < time.Hour || r.MaxValidity > LimitValidity {
 		bad("policy.max_validity", "%s must be between 1h and %s", r.MaxValidity, LimitValidity)

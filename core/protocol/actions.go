@@ -108,6 +108,10 @@ type RejectCSR struct {
 	Unit      string
 	CSRPEM    string
 	Rejection Rejection
+	// Repeat: the unit's last refusal, within RejectionRetry, was under the same rule.
+	// It is published and counted all the same, but its audit record is the first's:
+	// a unit that floods refused CSRs cannot rotate the trail's signings away.
+	Repeat bool
 }
 
 // WithdrawCSR (unit): delete the answered CSR from the unit's bag. A unit asks the

@@ -117,35 +117,57 @@ func decideUnitCSR(v View, pol *policy.Policy, held claims, unit, ca string) (Ac
 		return nil, nil
 	}
 	digest := Digest(csrPEM)
-	refusedAsHeld := false
-	if r, ok := DecodeRejection(v.LeaderData[RejectionKey(unit)]); ok && r.CSRDigest == digest {
-		rulesChanged := r.Policy != "" && r.Policy != pol.Fingerprint() && r.Rule != RuleSigner
-		if r.Rule != string(policy.RuleHeld) && !rulesChanged {
+	onRecord, refused := DecodeRejection(v.LeaderData[RejectionKey(unit)])
+	standing := "" // the rule of a refusal of this CSR judged again, which stands if it still applies
+	if refused && onRecord.CSRDigest == digest {
+		rulesChanged := onRecord.Policy != "" && onRecord.Policy != pol.Fingerprint() && onRecord.Rule != RuleSigner
+		again := onRecord.Rule == string(policy.RuleHeld) || onRecord.Rule == string(policy.RuleBudget)
+		if !again && !rulesChanged {
 			return nil, nil // refused already; the unit must send another CSR
 		}
-		// Judged again: a name held is signed once released; a CSR refused under
-		// other rules (the policy mended, or another leader's) is judged by these.
-		refusedAsHeld = r.Rule == string(policy.RuleHeld) && !rulesChanged
+		// Judged again: a name held is signed once released, a unit over its budget
+		// once a certificate expires; a CSR refused under other rules (the policy
+		// mended, or another leader's) is judged by these.
+		if !rulesChanged {
+			standing = onRecord.Rule
+		}
+	}
+	// reject refuses the CSR, noting a refusal under the rule the unit's last one had,
+	// within RejectionRetry, as a repeat: recorded once, not once a CSR.
+	reject := func(r Rejection) Action {
+		r.CSRDigest, r.Profile, r.At = digest, bag[KeyProfile], v.Now
+		if r.Rule != RuleSigner { // the signer refused, not the rules
+			r.Policy = pol.Fingerprint()
+		}
+		repeat := refused && onRecord.Rule == r.Rule && !onRecord.At.IsZero() && v.Now.Before(onRecord.At.Add(RejectionRetry))
+		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: r, Repeat: repeat}
 	}
 	if f := v.Memory.SignFailures[digest]; f.Refused {
-		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: Rejection{CSRDigest: digest, Reason: f.Reason, Rule: RuleSigner, Profile: bag[KeyProfile], At: v.Now}}, nil
+		return reject(Rejection{Reason: f.Reason, Rule: RuleSigner}), nil
 	}
 	csr, err := pol.Check(policy.Request{Unit: unit, CSRPEM: []byte(csrPEM), Profile: bag[KeyProfile], Claimed: held,
 		Verified: csrMemo{p: v.Parsed, k: slotKey{place: inBag, unit: unit, key: KeyCSR}, value: csrPEM}})
 	if err != nil {
-		r := Rejection{CSRDigest: digest, Reason: err.Error(), Profile: bag[KeyProfile], At: v.Now, Policy: pol.Fingerprint()}
+		r := Rejection{Reason: err.Error()}
 		if refusal, ok := errors.AsType[*policy.Refusal](err); ok {
 			r.Rule = string(refusal.Rule)
 		}
-		if refusedAsHeld && r.Rule == string(policy.RuleHeld) {
+		if standing == string(policy.RuleHeld) && r.Rule == standing {
 			return nil, nil // still held: the refusal on record stands
 		}
-		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: r}, nil
+		return reject(r), nil
 	}
 	if v.LeaderData[SignedCertificateKey(unit)] != "" {
 		if _, err := v.signedLeaf(unit, csr.PublicKey, ca); err == nil {
 			return nil, nil // signed already, for this key, by a CA the group trusts
 		}
+	}
+	if held, most := len(issuedTo(v, unit)), pol.Rules().MaxCertificates; held >= most {
+		if standing == string(policy.RuleBudget) {
+			return nil, nil // still over: the refusal on record stands
+		}
+		return reject(Rejection{Rule: string(policy.RuleBudget), Reason: fmt.Sprintf(
+			"CSR of %s refused: it holds %d unexpired certificates, the most policy.max_certificates allows; it is signed once one expires", unit, held)}), nil
 	}
 	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile], Earlier: encodeIssued(issuedTo(v, unit)), CA: ca,
 		Signed: v.Memory.Unpublished[digest]}, csr
