@@ -134,7 +134,7 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	a.followLead(leader, onRecord)
 	a.before = auditedKeys(snap.LeaderData, nil)
 	view := protocol.View{
-		Unit: a.unit, Leader: leader, Units: snap.Units, LeaderData: snap.LeaderData, Away: snap.Away,
+		Unit: a.unit, Leader: leader, Units: snap.Units, LeaderData: snap.LeaderData, Away: snap.Away, Left: snap.Left,
 		Local: local, Want: a.want, Now: a.opts.Now(), Memory: a.memory, Parsed: a.parsed, CASeal: len(a.opts.SealKey) > 0, Audited: a.opts.Audit != nil,
 		Policy: a.opts.Policy,
 		CA: protocol.CATerms{Signer: a.opts.SignerName, Request: snap.Requests[protocol.RequestRotateCA], Cancel: snap.Requests[protocol.RequestCancelRotation],

@@ -87,12 +87,12 @@ func planDepartures(v View, revoke []Revocation) (actions []Action, list []Revoc
 		for _, is := range issuedTo(v, unit) {
 			i, ok := index[is.Serial]
 			if !ok {
-				list = append(list, Revocation{Unit: unit, Serial: is.Serial, NotAfter: is.NotAfter, Departed: v.Now})
+				list = append(list, Revocation{Unit: unit, Serial: is.Serial, NotAfter: is.NotAfter, Departed: v.departedAt(unit)})
 				i = len(list) - 1
 				index[is.Serial] = i
 			}
 			if note == NoteGone && !list[i].Retired {
-				list[i].Retired, list[i].Departed = true, v.Now
+				list[i].Retired, list[i].Departed = true, v.departedAt(unit)
 			}
 		}
 	}
@@ -117,6 +117,16 @@ func planDepartures(v View, revoke []Revocation) (actions []Action, list []Revoc
 		}
 	}
 	return actions, list
+}
+
+// departedAt is when unit left: when the store saw it go, or now if it did not (a leader
+// that read the relation after), never later than now. A leader whose decisions were held
+// up (a store that answered slowly) counts the delay from the departure, not from itself.
+func (v View) departedAt(unit string) time.Time {
+	if at, ok := v.Left[unit]; ok && at.Before(v.Now) {
+		return at
+	}
+	return v.Now
 }
 
 // departedUnits lists units that have leader data but no longer a bag.

@@ -289,3 +289,26 @@ func TestADepartureWritesOnlyItsOwnRevocations(t *testing.T) {
 		t.Fatalf("first action %#v: want one write, db/1's revocations", actions[0])
 	}
 }
+
+// A departure counts from when the store saw the unit leave (View.Left), not from the
+// decision that meets it: a leader whose decisions were held up (a store that answered
+// slowly) revokes on time. One the store did not see counts from the decision.
+func TestADepartureCountsFromWhenTheStoreSawIt(t *testing.T) {
+	for _, seen := range []bool{true, false} {
+		t.Run(fmt.Sprintf("seen %t", seen), func(t *testing.T) {
+			r := newLeaderRun(t, 30*time.Second)
+			r.ask("db/1")
+			r.decide(0)
+			held := r.serial("db/1")
+			r.bag("db/1", nil) // gone at 1 s; the leader's next decision runs at 20 s
+			if seen {
+				r.v.Left = map[string]time.Time{"db/1": now.Add(time.Second)}
+			}
+			r.decide(20 * time.Second)
+			r.decide(32 * time.Second) // 31 s after it left, 12 s after the decision that met it
+			if got, want := r.revoked(true), []string{held}; seen != slices.Equal(got, want) {
+				t.Fatalf("in force at 32 s: %v; want %v in force only if the store saw it leave at 1 s", got, want)
+			}
+		})
+	}
+}

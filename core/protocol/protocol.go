@@ -47,7 +47,10 @@ type View struct {
 	Units      map[string]map[string]string // the bags of every joined unit, this one included
 	LeaderData map[string]string
 	// Away holds the notes of departed units (NoteBack, NoteGone; the leader's view).
-	Away  map[string]string
+	Away map[string]string
+	// Left holds when the store saw departed units leave (relation.Snapshot.Left): a
+	// departure counts from then; one not seen counts from Now.
+	Left  map[string]time.Time
 	Local Local
 	Want  Want
 	// Policy is what the leader signs; nil is policy.Defaults().

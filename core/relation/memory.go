@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 )
 
 // Memory is a relation held in one process. The leader is the longest-joined
@@ -19,7 +20,8 @@ type Memory struct {
 	bags       map[string]map[string]string
 	leaderData map[string]string
 	requests   map[string]string
-	away       map[string]string // notes of departed units (LeaveWithNote)
+	away       map[string]string    // notes of departed units (LeaveWithNote)
+	left       map[string]time.Time // when each departed unit left
 	changed    chan struct{}
 }
 
@@ -32,6 +34,7 @@ func NewMemory(schema Schema) *Memory {
 		leaderData: map[string]string{},
 		requests:   map[string]string{},
 		away:       map[string]string{},
+		left:       map[string]time.Time{},
 		changed:    make(chan struct{}),
 	}
 }
@@ -53,6 +56,7 @@ func (m *Memory) Join(_ context.Context, unit string, opts JoinOptions) (Member,
 	}
 	m.bags[unit] = map[string]string{}
 	delete(m.away, unit) // back: whatever note it left is void
+	delete(m.left, unit)
 	m.bumpLocked()
 	return &memoryMember{m: m, unit: unit}, nil
 }
@@ -120,6 +124,7 @@ func (m *Memory) snapshotLocked() Snapshot {
 		LeaderData: m.leaderData,
 		Requests:   m.requests,
 		Away:       m.away,
+		Left:       m.left,
 		Changed:    m.changed,
 	}
 }
@@ -206,6 +211,7 @@ func (mm *memoryMember) LeaveWithNote(_ context.Context, note string) error {
 	}
 	delete(m.bags, mm.unit)
 	merge(m.away, map[string]string{mm.unit: note})
+	m.left[mm.unit] = time.Now()
 	m.order = slices.DeleteFunc(m.order, func(u string) bool { return u == mm.unit })
 	m.bumpLocked()
 	return nil

@@ -94,6 +94,11 @@ type Snapshot struct {
 	// Away holds the notes units left when they departed (Member.LeaveWithNote), of
 	// units not joined now; only the leader and observers see them.
 	Away map[string]string
+	// Left holds when this store saw each unit not joined now leave (it left, or its
+	// lease expired), by this process's clock: a departure counts from then, not from
+	// when a decision got to it. A unit whose leaving was not seen (it left before the
+	// process read the relation) has none. Only the leader and observers see it.
+	Left map[string]time.Time
 	// Oversized names the units whose bag holds a value over its field's cap
 	// (Schema.BagFields), and which; those values count as absent.
 	Oversized map[string]string
@@ -117,6 +122,7 @@ func (s Snapshot) Clone() Snapshot {
 	}
 	out.Requests = maps.Clone(s.Requests)
 	out.Away = maps.Clone(s.Away)
+	out.Left = maps.Clone(s.Left)
 	out.Oversized = maps.Clone(s.Oversized)
 	out.Noisy = maps.Clone(s.Noisy)
 	return out

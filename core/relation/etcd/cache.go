@@ -175,6 +175,13 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 	}
 	f.stats.add(bytes, 1, 0) // one full read of the scope, however many pages
 	f.mu.Lock()
+	if f.view != nil { // a read again (a watch ended): what the last one saw leave, it keeps
+		for unit, at := range f.view.left {
+			if !v.members[unit] {
+				v.sawLeave(unit, at)
+			}
+		}
+	}
 	f.revs, f.rev, f.view = revs, rev, v
 	f.mu.Unlock()
 	f.notify()

@@ -24,6 +24,8 @@ type view struct {
 	leaderData map[string]string
 	requests   map[string]string
 	away       map[string]string            // notes of units, joined or not; snapshots show those of units not joined
+	left       map[string]time.Time         // when this view saw each unit's presence end (relation.Snapshot.Left)
+	leftPruned int                          // len(left) after it was last pruned
 	oversized  map[string]map[string]string // by unit and field: a value over its cap, described
 	writes     map[string]*writeRate        // bag writes by unit, when the schema has a budget
 	budget     int                          // relation.Schema.WriteBudget
@@ -57,9 +59,13 @@ func (v *view) set(p place, value string, deleted bool, rev int64) {
 		v.leader = value // "" when deleted
 	case placeMember:
 		if deleted {
+			if v.members[p.unit] {
+				v.sawLeave(p.unit, time.Now())
+			}
 			delete(v.members, p.unit)
 		} else {
 			v.members[p.unit] = true
+			delete(v.left, p.unit)
 		}
 	case placeField:
 		deleted = v.capped(p, value, deleted)
@@ -77,6 +83,24 @@ func (v *view) set(p place, value string, deleted bool, rev int64) {
 			v.requests, v.requestsOut = maps.Clone(v.requests), false
 		}
 		setOrDelete(v.requests, p.field, value, deleted)
+	}
+}
+
+// leftKept is how long a departure's time is kept for units that do not come back:
+// longer than any sane ca.revoke_departed_after; a departure older than that counts from
+// the decision that meets it, as it did before this view knew.
+const leftKept = 24 * time.Hour
+
+// sawLeave records that unit's presence ended at, pruning, once the map has doubled
+// since it was last pruned, what is older than leftKept.
+func (v *view) sawLeave(unit string, at time.Time) {
+	if v.left == nil {
+		v.left = map[string]time.Time{}
+	}
+	v.left[unit] = at
+	if len(v.left) > 2*v.leftPruned+1024 {
+		maps.DeleteFunc(v.left, func(_ string, t time.Time) bool { return at.Sub(t) > leftKept })
+		v.leftPruned = len(v.left)
 	}
 }
 
@@ -201,6 +225,15 @@ func (v *view) snapshot() relation.Snapshot {
 			away[unit] = note
 		}
 	}
+	var left map[string]time.Time
+	for unit, at := range v.left {
+		if !v.members[unit] {
+			if left == nil {
+				left = map[string]time.Time{}
+			}
+			left[unit] = at
+		}
+	}
 	var oversized map[string]string
 	for unit, fields := range v.oversized {
 		if oversized == nil {
@@ -208,5 +241,5 @@ func (v *view) snapshot() relation.Snapshot {
 		}
 		oversized[unit] = strings.Join(slices.Sorted(maps.Values(fields)), "; ")
 	}
-	return relation.Snapshot{Revision: v.rev, Leader: v.leader, Units: units, LeaderData: v.leaderData, Requests: v.requests, Away: away, Oversized: oversized, Noisy: v.noisy()}
+	return relation.Snapshot{Revision: v.rev, Leader: v.leader, Units: units, LeaderData: v.leaderData, Requests: v.requests, Away: away, Left: left, Oversized: oversized, Noisy: v.noisy()}
 }

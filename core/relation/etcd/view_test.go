@@ -222,3 +222,25 @@ func TestEveryCapIsExact(t *testing.T) {
 		})
 	}
 }
+
+// A member whose presence ends (deleted, or its lease expired) is in Left with when the
+// view saw it go, until it joins again; one never seen joined is not.
+func TestLeftIsWhenTheViewSawAUnitGo(t *testing.T) {
+	l := newLayout("r", protocol.Schema())
+	v := newView(1)
+	member := func(unit string) place {
+		return l.placeOfKV(&mvccpb.KeyValue{Key: []byte(l.member(unit)), Value: []byte("{}"), Lease: 7})
+	}
+	v.set(member("db/1"), "{}", false, 2)
+	before := time.Now()
+	v.set(l.placeOf(l.member("db/1")), "", true, 3)
+	v.set(l.placeOf(l.member("db/2")), "", true, 4) // never seen joined
+	s := v.snapshot()
+	if at, ok := s.Left["db/1"]; !ok || at.Before(before) || at.After(time.Now()) || len(s.Left) != 1 {
+		t.Fatalf("left = %v; want db/1 alone, at the time its member key went", s.Left)
+	}
+	v.set(member("db/1"), "{}", false, 5)
+	if s := v.snapshot(); len(s.Left) != 0 {
+		t.Fatalf("left after db/1 joined again = %v, want none", s.Left)
+	}
+}
