@@ -22,8 +22,8 @@ import (
 // A unit that churns keys (a new CSR as soon as each is answered) is signed up to
 // policy.max_certificates unexpired certificates, then refused (rule budget) until one
 // expires (then the CSR refused last is signed as it is): what the leader records of it
-// stays bounded, and its refusals are on the
-// audit trail once, not once a CSR, so they cannot rotate the trail's signings away.
+// stays bounded, and its refusals are on the audit trail once a window
+// (protocol.RejectionRetry), not once a CSR, so they cannot rotate its signings away.
 func TestAUnitThatChurnsKeysIsHeldToItsBudget(t *testing.T) {
 	const most = 3
 	rules := policy.Defaults()
@@ -65,6 +65,18 @@ func TestAUnitThatChurnsKeysIsHeldToItsBudget(t *testing.T) {
 	if signed != most || refused != 2*most {
 		t.Errorf("of %d CSRs, %d signed and %d refused; want %d signed, the rest refused", 3*most, signed, refused, most)
 	}
+	// A window later (still within its certificates' hour) a refusal is recorded again:
+	// one record a window, not one for the whole flood.
+	clock.Advance(protocol.RejectionRetry + time.Minute)
+	csr = pkitest.MakeCSR(t, pkitest.Request{Subject: pkix.Name{CommonName: "db/9"}, DNS: []string{"db-9"}})
+	if err := churner.SetUnitData(context.Background(), map[string]string{protocol.KeyCSR: csr}); err != nil {
+		t.Fatal(err)
+	}
+	awaitSnapshot(t, obs, "db/9's CSR refused a window later", func(s relation.Snapshot) bool {
+		r, ok := protocol.DecodeRejection(s.LeaderData[protocol.RejectionKey("db/9")])
+		return ok && r.CSRDigest == protocol.Digest(csr)
+	})
+
 	// Once its certificates have expired (the hour of testCert), the CSR refused last
 	// is judged again and signed, without a new one.
 	clock.Advance(2 * time.Hour)
@@ -84,8 +96,8 @@ func TestAUnitThatChurnsKeysIsHeldToItsBudget(t *testing.T) {
 			rejected++
 		}
 	}
-	if rejected != 1 {
-		t.Errorf("the trail holds %d refusals of db/9 for %d refused CSRs, want 1", rejected, refused)
+	if rejected != 2 {
+		t.Errorf("the trail holds %d refusals of db/9 for %d refused CSRs in one window and 1 in the next, want 2", rejected, refused)
 	}
 }
 

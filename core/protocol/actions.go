@@ -108,9 +108,9 @@ type RejectCSR struct {
 	Unit      string
 	CSRPEM    string
 	Rejection Rejection
-	// Repeat: the unit's last refusal, within RejectionRetry, was under the same rule.
-	// It is published and counted all the same, but its audit record is the first's:
-	// a unit that floods refused CSRs cannot rotate the trail's signings away.
+	// Repeat: a refusal of the unit is on the audit trail from less than RejectionRetry
+	// ago (Rejection.Recorded). It is published and counted all the same, but not
+	// recorded: a unit that floods refused CSRs cannot rotate the trail's signings away.
 	Repeat bool
 }
 

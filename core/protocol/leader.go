@@ -132,14 +132,18 @@ func decideUnitCSR(v View, pol *policy.Policy, held claims, unit, ca string) (Ac
 			standing = onRecord.Rule
 		}
 	}
-	// reject refuses the CSR, noting a refusal under the rule the unit's last one had,
-	// within RejectionRetry, as a repeat: recorded once, not once a CSR.
+	// reject refuses the CSR, noting a refusal within RejectionRetry of the unit's last
+	// recorded one as a repeat: the trail holds one refusal of a unit a window, whatever
+	// it floods the leader with, and its first after the window.
 	reject := func(r Rejection) Action {
-		r.CSRDigest, r.Profile, r.At = digest, bag[KeyProfile], v.Now
+		r.CSRDigest, r.Profile, r.At, r.Recorded = digest, bag[KeyProfile], v.Now, v.Now
 		if r.Rule != RuleSigner { // the signer refused, not the rules
 			r.Policy = pol.Fingerprint()
 		}
-		repeat := refused && onRecord.Rule == r.Rule && !onRecord.At.IsZero() && v.Now.Before(onRecord.At.Add(RejectionRetry))
+		repeat := refused && !onRecord.Recorded.IsZero() && v.Now.Before(onRecord.Recorded.Add(RejectionRetry))
+		if repeat {
+			r.Recorded = onRecord.Recorded
+		}
 		return RejectCSR{Unit: unit, CSRPEM: csrPEM, Rejection: r, Repeat: repeat}
 	}
 	if f := v.Memory.SignFailures[digest]; f.Refused {

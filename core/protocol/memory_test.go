@@ -117,7 +117,7 @@ func TestLeaderRulesFromMemory(t *testing.T) {
 	}{
 		{name: "a CSR the signer refused for good is rejected with the signer's reason, carrying its CSR",
 			memory: refused, units: units, leaderData: published,
-			want: []Action{RejectCSR{Unit: "db/1", CSRPEM: csr1, Rejection: Rejection{CSRDigest: Digest(csr1), Reason: "invalid argument: bad CSR", Rule: RuleSigner, Profile: "peer", At: now}}}},
+			want: []Action{RejectCSR{Unit: "db/1", CSRPEM: csr1, Rejection: Rejection{CSRDigest: Digest(csr1), Reason: "invalid argument: bad CSR", Rule: RuleSigner, Profile: "peer", At: now, Recorded: now}}}},
 		{name: "a CSR the signer failed on but not for good is signed again",
 			memory: LeaderMemory{SignerCA: ca.PEM, Signer: exportable, SignFailures: map[string]SignFailure{Digest(csr1): {Internal: 2}}},
 			units:  units, leaderData: published,

@@ -160,6 +160,9 @@ type Rejection struct {
 	// Policy is the fingerprint of the leader's rules that refused it
 	// (policy.Policy.Fingerprint): under other rules the CSR is judged again.
 	Policy string `json:"policy,omitempty"`
+	// Recorded is when the audit trail last recorded a refusal of the unit: refusals
+	// within RejectionRetry of it are repeats (RejectCSR.Repeat), one record a window.
+	Recorded time.Time `json:"recorded,omitzero"`
 }
 
 // RejectionRetry is how long a unit whose CSR was refused waits before it makes a new
