@@ -82,10 +82,6 @@ func (a *Agent) publish(ctx context.Context, w *leaderWrites) error {
 		a.keepUnpublished(signed, false)
 		return fmt.Errorf("%s: nothing published: %w", a.unit, err)
 	}
-	for digest, s := range signed {
-		s.Recorded = true
-		signed[digest] = s
-	}
 	if len(w.kv) == 0 {
 		*w = leaderWrites{kv: map[string]string{}, check: w.check}
 		return nil
@@ -191,7 +187,7 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		a.opts.Metrics.Rejected(act.Rejection.Rule)
 		w.answer(act.Unit, act.CSRPEM, map[string]string{protocol.RejectionKey(act.Unit): act.Rejection.Encode()})
 		w.answered = append(w.answered, act.Rejection.CSRDigest)
-		if act.Repeat { // on record and in the log once a rule and retry period, not once a CSR
+		if act.Repeat { // on record and in the log once a retry window, not once a CSR
 			break
 		}
 		a.log.Warn("rejecting CSR", "of", act.Unit, "rule", act.Rejection.Rule, "reason", act.Rejection.Reason)

@@ -166,14 +166,15 @@ func decideUnitCSR(v View, pol *policy.Policy, held claims, unit, ca string) (Ac
 			return nil, nil // signed already, for this key, by a CA the group trusts
 		}
 	}
-	if held, most := len(issuedTo(v, unit)), pol.Rules().MaxCertificates; held >= most {
+	issued := issuedTo(v, unit)
+	if held, most := len(issued), pol.Rules().MaxCertificates; held >= most {
 		if standing == string(policy.RuleBudget) {
 			return nil, nil // still over: the refusal on record stands
 		}
 		return reject(Rejection{Rule: string(policy.RuleBudget), Reason: fmt.Sprintf(
 			"CSR of %s refused: it holds %d unexpired certificates, the most policy.max_certificates allows; it is signed once one expires", unit, held)}), nil
 	}
-	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile], Earlier: encodeIssued(issuedTo(v, unit)), CA: ca,
+	return SignCSR{Unit: unit, CSRPEM: csrPEM, Profile: bag[KeyProfile], Earlier: encodeIssued(issued), CA: ca,
 		Signed: v.Memory.Unpublished[digest]}, csr
 }
 
