@@ -26,7 +26,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/core/relation/etcd"
 	"github.com/tlsrelay/tlsrelay/internal/app/etcdaccess"
-	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/netlab"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
@@ -39,8 +39,9 @@ var (
 // invariants all along and at the end: five agents on a 3-member etcd cluster over TLS
 // with RBAC (each unit its own etcd user), short-lived certificates, and faults one
 // after another: agents (the leader among them) killed with -9 and restarted or stopped
-// with SIGSTOP, etcd members killed or stopped, quorum lost and back, a unit's output
-// disk full for a while, a rogue member writing garbage and an oversize value into its
+// with SIGSTOP, etcd members killed or stopped, quorum lost and back, a member cut from
+// its peers but not from its clients (a new unit joins meanwhile and must be signed by
+// the two that remain), a unit's output disk full for a while, a rogue member writing garbage and an oversize value into its
 // bag with its own credentials, a CA rotation started in the middle, and a unit that
 // leaves for good.
 func TestChaos(t *testing.T) {
@@ -87,7 +88,8 @@ func TestChaos(t *testing.T) {
 type chaos struct {
 	t           *testing.T
 	rng         *rand.Rand
-	cluster     *testservers.EtcdCluster
+	lab         *netlab.Lab
+	cluster     *netlab.Etcd
 	ag          *agents
 	obs         relation.Observer
 	tls         *tls.Config
@@ -98,16 +100,25 @@ type chaos struct {
 	held        map[string]bool              // units that held a valid pair
 	counts      map[string]int               // faults injected, by kind
 	rotated     bool
-	retired     string    // the unit that left for good
-	retiredAt   time.Time // when
-	gone        string    // its serial
-	revokedSeen bool      // in the CRL, checked once it was due
+	retired     string          // the unit that left for good
+	retiredAt   time.Time       // when
+	gone        string          // its serial
+	revokedSeen bool            // in the CRL, checked once it was due
+	late        []string        // units started while a member was isolated
+	firstSigned []time.Duration // from each isolation to the certificate of the unit that joined then
 }
 
 const chaosTTL, chaosDelay = 6 * time.Second, 20 * time.Second
 
+// chaosLate is how many units may join while a member is isolated, each with its own
+// etcd user made at the start.
+const chaosLate = 16
+
 func newChaos(t *testing.T, rng *rand.Rand) *chaos {
-	cluster := testservers.StartEtcdCluster(t, 3)
+	// The members on hosts of a lab, so that one can be cut from its peers, and on
+	// loopback forwards for the agents, the CLI and the test.
+	lab := netlab.New(t, 3)
+	cluster := lab.StartEtcdOnLoopback(t.TempDir(), 1, 2, 3)
 	ag := newAgentsWith(t, fmt.Sprintf(`relation:
   name: chaos
   store: etcd
@@ -126,7 +137,7 @@ ca: {revoke_departed_after: %s}
 	}
 	root := rootConfig(t, ag, rootPassword)
 	if r := runBinary(t, ag.bin, "etcd", "bootstrap", "--config", ag.config, "--leader-eligible", "web/0,web/1,web/2,web/3,web/4,web/5",
-		"--members", "rogue/0", "--credentials-dir", creds, "--root-password-file", rootPassword, "--enable-auth"); r.code != 0 {
+		"--members", "rogue/0,"+strings.Join(lateUnits(), ","), "--credentials-dir", creds, "--root-password-file", rootPassword, "--enable-auth"); r.code != 0 {
 		t.Fatalf("etcd bootstrap: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	tlsConfig, err := etcd.TLSConfig(cluster.CAFile, cluster.CertFile, cluster.KeyFile)
@@ -135,7 +146,7 @@ ca: {revoke_departed_after: %s}
 	}
 	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: cluster.Endpoints, Relation: "chaos", TLS: tlsConfig,
 		Username: "root", Password: "root-secret"})
-	return &chaos{t: t, rng: rng, cluster: cluster, ag: ag, obs: obs, tls: tlsConfig, creds: creds, root: root,
+	return &chaos{t: t, rng: rng, lab: lab, cluster: cluster, ag: ag, obs: obs, tls: tlsConfig, creds: creds, root: root,
 		cas: map[string]*x509.Certificate{}, held: map[string]bool{}, counts: map[string]int{}}
 }
 
@@ -167,7 +178,13 @@ func (c *chaos) fault() {
 	live := c.live()
 	unit := live[c.rng.IntN(len(live))]
 	member := 1 + c.rng.IntN(3)
-	switch kind := c.rng.IntN(11); {
+	switch kind := c.rng.IntN(12); {
+	case kind == 11:
+		c.counts["etcd member isolated from its peers"]++
+		c.lab.IsolateMember(member)
+		c.joinLate(member)
+		pause(time.Second, 8*time.Second)
+		c.lab.Rejoin(member)
 	case kind == 10:
 		c.counts["output disk full"]++
 		filler := filepath.Join(c.small, "filler")
@@ -188,7 +205,7 @@ func (c *chaos) fault() {
 		c.counts["etcd member killed (-9)"]++
 		c.cluster.Kill(member)
 		pause(time.Second, 8*time.Second)
-		c.cluster.Start(t, member)
+		c.cluster.Start(member)
 	case kind < 9:
 		c.counts["etcd member stopped (SIGSTOP)"]++
 		c.cluster.Signal(member, syscall.SIGSTOP)
@@ -200,10 +217,51 @@ func (c *chaos) fault() {
 		c.cluster.Kill(member)
 		c.cluster.Kill(other)
 		pause(2*time.Second, 8*time.Second)
-		c.cluster.Start(t, member)
-		c.cluster.Start(t, other)
+		c.cluster.Start(member)
+		c.cluster.Start(other)
 	}
 	pause(500*time.Millisecond, 3*time.Second)
+}
+
+// joinLate starts a unit that has never been in the group while member is cut from its
+// peers, and records how long it waits for a certificate: the two members left are a
+// majority, and the isolated one, which answers at once that it has no leader, must not
+// stall them. It then leaves without a word (kill -9), to be revoked after the delay.
+func (c *chaos) joinLate(member int) {
+	if len(c.late) == chaosLate {
+		return
+	}
+	unit := lateUnits()[len(c.late)]
+	c.late = append(c.late, unit)
+	asked := time.Now()
+	c.ag.startAs("chaos", c.creds, unit, false)
+	awaitObs(c.t, c.obs, fmt.Sprintf("%s, joining while etcd member %d is isolated, with a certificate", unit, member), 30*time.Second,
+		func(s relation.Snapshot) bool { return available(s, unit) })
+	c.firstSigned = append(c.firstSigned, time.Since(asked).Round(100*time.Millisecond))
+	c.ag.signal(unit, syscall.SIGKILL)
+	log := c.ag.logOf(unit)
+	c.t.Logf("%s joined with etcd member %d isolated: started %s, certificate in the relation %s; by its log, CSR at %s, installed at %s",
+		unit, member, asked.Format("15:04:05.0"), c.firstSigned[len(c.firstSigned)-1], textLogged(log, "created CSR"), textLogged(log, "installed certificate"))
+}
+
+// textLogged is the time of the first line of an agent's text log that contains text, as
+// the log gives it.
+func textLogged(log, text string) string {
+	for _, line := range strings.Split(log, "\n") {
+		if at, _, ok := strings.Cut(line, " "); ok && strings.Contains(line, text) {
+			return at
+		}
+	}
+	return "(not logged)"
+}
+
+// lateUnits names the units joinLate may start.
+func lateUnits() []string {
+	units := make([]string, chaosLate)
+	for i := range units {
+		units[i] = fmt.Sprintf("late/%d", i)
+	}
+	return units
 }
 
 // joinRogue joins a member that writes garbage into its own bag with its own etcd
@@ -258,7 +316,7 @@ func (c *chaos) retire(unit string) {
 func (c *chaos) heal() {
 	for i := 1; i <= 3; i++ {
 		if !c.cluster.Running(i) {
-			c.cluster.Start(c.t, i)
+			c.cluster.Start(i)
 		}
 		c.cluster.Signal(i, syscall.SIGCONT)
 	}
@@ -426,13 +484,14 @@ func (c *chaos) final() {
 	// Certificates signed stay within those installed plus one per agent killed (a
 	// renewal in flight) and the unit gone for good.
 	signed, installed := 0, 0
-	for _, u := range append(c.live(), c.retired) {
+	for _, u := range append(append(c.live(), c.retired), c.late...) {
 		log := c.ag.logOf(u)
 		signed += strings.Count(log, "signed CSR:")
 		installed += strings.Count(log, "installed certificate:")
 	}
 	kills := c.counts["agent killed (-9)"] + 1
-	t.Logf("faults: %v; certificates signed %d, installed %d", c.counts, signed, installed)
+	t.Logf("faults: %v; certificates signed %d, installed %d; a unit joining while a member was isolated signed after %v",
+		c.counts, signed, installed, c.firstSigned)
 	if signed > installed+kills {
 		t.Errorf("%d certificates signed, %d installed: more than one per agent killed (%d) went unused", signed, installed, kills)
 	}
@@ -456,7 +515,7 @@ func (c *chaos) final() {
 		everything.Write(kv.Key)
 		everything.Write(kv.Value)
 	}
-	for _, u := range append(c.live(), c.retired) {
+	for _, u := range append(append(c.live(), c.retired), c.late...) {
 		for _, name := range []string{"tls.key", "pending.key"} {
 			b, err := os.ReadFile(filepath.Join(c.ag.unitDir(u), name))
 			if err != nil {

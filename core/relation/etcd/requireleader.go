@@ -27,10 +27,16 @@ func (r requireLeader) dialOptions() []grpc.DialOption {
 }
 
 // needsLeader: the services whose requests go through raft (or read what it
-// committed). Maintenance (Status, alarms), Cluster and Auth are left alone: a member's
-// own status is what tells an operator it has no leader (explain).
+// committed), Auth among them: a unit's Authenticate, when its client connects, is a
+// linearizable read and a proposal. Maintenance (Status, alarms) and Cluster are left
+// alone: a member's own status is what tells an operator it has no leader (explain).
 func needsLeader(method string) bool {
-	return strings.HasPrefix(method, "/etcdserverpb.KV/") || strings.HasPrefix(method, "/etcdserverpb.Lease/")
+	for _, service := range []string{"/etcdserverpb.KV/", "/etcdserverpb.Lease/", "/etcdserverpb.Auth/"} {
+		if strings.HasPrefix(method, service) {
+			return true
+		}
+	}
+	return false
 }
 
 func withHasLeader(ctx context.Context) context.Context {
