@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -109,6 +110,7 @@ type Agent struct {
 	skewed   bool             // the last decision waits out a clock skew
 	reported reported         // what the unit last said of itself (status.go)
 	onChange *onChange
+	noCRL    atomic.Bool       // the leader at the last step said its signer signs no CRL (on_change needs none)
 	leading  bool              // this unit led at the last step (the audit trail's leadership events)
 	before   map[string]string // the leader data the current step's writes change
 	auditCA  struct{ pem, sha256 string }
@@ -171,7 +173,7 @@ func New(opts Options) (*Agent, error) {
 	if c := opts.Certificate; c.OnChange != "" {
 		a.onChange = &onChange{command: c.OnChange, timeout: max(c.OnChangeTimeout, time.Second), log: a.log,
 			env:  []string{"TLSRELAY_UNIT=" + unit, "TLSRELAY_OUTPUT_DIR=" + opts.Dir},
-			poke: func() { a.pokeStatus() }, metrics: opts.Metrics, complete: a.files.complete(c.Output)}
+			poke: func() { a.pokeStatus() }, metrics: opts.Metrics, complete: a.files.complete(c.Output, a.noCRL.Load)}
 	}
 	return a, nil
 }

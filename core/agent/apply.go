@@ -145,6 +145,7 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 			return fmt.Errorf("%s: withdraw the answered CSR: %w", a.unit, err)
 		}
 	case protocol.InstallCertificate:
+		defer a.onChange.hold()()
 		if err := a.files.install([]byte(act.ChainPEM), []byte(act.CAPEM)); err != nil {
 			return fmt.Errorf("%s: install certificate: %w", a.unit, err)
 		}
@@ -154,11 +155,13 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 		}
 		return a.derive(CertFile, KeyFile, CAFile)
 	case protocol.InstallCA:
+		defer a.onChange.hold()()
 		if err := a.files.write(CAFile, []byte(act.CAPEM), a.files.mode); err != nil {
 			return err
 		}
 		return a.derive(CAFile)
 	case protocol.InstallCRL:
+		defer a.onChange.hold()()
 		if err := a.files.write(CRLFile, []byte(act.PEM), a.files.mode); err != nil {
 			return err
 		}

@@ -162,11 +162,15 @@ func (f files) derivedStale(out config.Output) bool {
 }
 
 // complete returns a check that every file a service reads is in place: the key, the
-// certificate, the CA bundle and what the formats add. (ca.crl comes when the leader
-// has signed one; a service that needs it checks for it.)
-func (f files) complete(out config.Output) func() bool {
+// certificate, the CA bundle, what the formats add, and the CRL unless the group's
+// leader says its signer signs none (noCRL). A service told of its files can then load
+// every one of them: haproxy and nginx refuse to start on a crl-file that is missing.
+func (f files) complete(out config.Output, noCRL func() bool) func() bool {
 	names := append([]string{KeyFile, CertFile, CAFile}, derivedNames(out)...)
 	return func() bool {
+		if _, err := os.Stat(f.path(CRLFile)); err != nil && !noCRL() {
+			return false
+		}
 		for _, n := range names {
 			if _, err := os.Stat(f.path(n)); err != nil {
 				return false

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,7 +112,7 @@ func TestOnChangeWaitsForTheWholeSet(t *testing.T) {
 		b, _ := os.ReadFile(log)
 		runs := strings.Split(strings.TrimSpace(string(b)), "\n")
 		for _, run := range runs {
-			for _, want := range []string{"tls.key", "tls.crt", "ca.crt", "bundle.pem"} {
+			for _, want := range []string{"tls.key", "tls.crt", "ca.crt", "ca.crl", "bundle.pem"} {
 				if run != "" && !strings.Contains(run[strings.Index(run, "present="):], want) {
 					t.Fatalf("on_change ran before %s was in place: %s", want, run)
 				}
@@ -155,4 +159,82 @@ func TestEveryFormatIsInTheTable(t *testing.T) {
 			t.Errorf("format %q: in the table %t, files %v", name, ok, f.files)
 		}
 	}
+}
+
+// Every on_change run, in every unit of a group whose units start, stop and start
+// again, sees the whole set of files, and they agree: tls.key is tls.crt's key,
+// tls.crt chains to ca.crt, ca.crl is signed by a CA in ca.crt, bundle.pem is tls.crt
+// and tls.key. The hook copies what it sees; the test reads the copies.
+func TestOnChangeSeesEveryFileInAgreement(t *testing.T) {
+	snaps := t.TempDir()
+	t.Setenv("SNAPS", snaps)
+	c := newCluster(t)
+	c.cert.Output.Formats = []string{config.FormatBundle}
+	c.cert.OnChange = `d=$(mktemp -d "$SNAPS/run.XXXXXX") && cp "$TLSRELAY_OUTPUT_DIR"/tls.key "$TLSRELAY_OUTPUT_DIR"/tls.crt "$TLSRELAY_OUTPUT_DIR"/ca.crt "$TLSRELAY_OUTPUT_DIR"/ca.crl "$TLSRELAY_OUTPUT_DIR"/bundle.pem "$d"/ 2>"$d/missing"`
+	c.cert.OnChangeTimeout = 5 * time.Second
+	units := []string{"db/0", "db/1", "db/2", "db/3", "db/4", "db/5", "db/6", "db/7"}
+	for round := 0; round < 3; round++ {
+		for _, u := range units {
+			c.start(u)
+		}
+		c.waitCerts(units...)
+		for _, u := range append(units[round*2:], units[:round*2]...) {
+			c.stop(u)
+		}
+	}
+	runs, err := filepath.Glob(filepath.Join(snaps, "run.*"))
+	if err != nil || len(runs) < len(units) {
+		t.Fatalf("%d on_change runs copied their files (%v); want at least one a unit", len(runs), err)
+	}
+	for _, run := range runs {
+		if missing, _ := os.ReadFile(filepath.Join(run, "missing")); len(missing) > 0 {
+			t.Errorf("an on_change run did not find every file: %s", missing)
+			continue
+		}
+		if err := filesAgree(run); err != nil {
+			t.Errorf("an on_change run saw files that disagree: %v", err)
+		}
+	}
+}
+
+// filesAgree checks that the files in dir belong together.
+func filesAgree(dir string) error {
+	read := func(name string) []byte { b, _ := os.ReadFile(filepath.Join(dir, name)); return b }
+	certs, err := certutil.ParseCertificates(read(CertFile))
+	if err != nil {
+		return fmt.Errorf("tls.crt: %w", err)
+	}
+	pub, err := certutil.PublicKeyOfPrivatePEM(read(KeyFile))
+	if err != nil {
+		return fmt.Errorf("tls.key: %w", err)
+	}
+	if !certutil.SamePublicKey(certs[0].PublicKey, pub) {
+		return fmt.Errorf("tls.key is not tls.crt's key")
+	}
+	cas, err := certutil.ParseCertificates(read(CAFile))
+	if err != nil {
+		return fmt.Errorf("ca.crt: %w", err)
+	}
+	roots := x509.NewCertPool()
+	for _, ca := range cas {
+		roots.AddCert(ca)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("tls.crt does not chain to ca.crt: %w", err)
+	}
+	block, _ := pem.Decode(read(CRLFile))
+	if block == nil {
+		return fmt.Errorf("ca.crl is not PEM")
+	}
+	crl, err := x509.ParseRevocationList(block.Bytes)
+	if err != nil {
+		return fmt.Errorf("ca.crl: %w", err)
+	}
+	if !slices.ContainsFunc(cas, func(ca *x509.Certificate) bool { return crl.CheckSignatureFrom(ca) == nil }) {
+		return fmt.Errorf("ca.crl is signed by no CA in ca.crt")
+	}
+	if want := append(append([]byte{}, read(CertFile)...), read(KeyFile)...); !bytes.Equal(read("bundle.pem"), want) {
+		return fmt.Errorf("bundle.pem is not tls.crt then tls.key")
+	}
+	return nil
 }

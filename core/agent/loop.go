@@ -127,6 +127,9 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 		a.log.Warn(note)
 	}
 	leader := snap.Leader == a.unit
+	if noCRL := snap.Leader != "" && snap.Units[snap.Leader][protocol.KeyNoCRL] == "true"; a.noCRL.Swap(noCRL) != noCRL && noCRL {
+		a.onChange.changed() // a run that waited for a CRL need wait no more
+	}
 	onRecord := a.memory.LeadRecorded
 	if !leader {
 		a.memory = a.memory.Step(protocol.LeadershipLost{})

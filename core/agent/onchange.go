@@ -19,7 +19,10 @@ import (
 // onChange runs certificate.on_change after the unit's files change, once the whole
 // set a service needs is in place (complete): a CRL or CA that arrives before the unit's
 // first certificate waits for it, and is named with it. Runs never overlap and never hold
-// up the protocol: a change while a run is under way asks for one more run after it.
+// up the protocol: a change while a run is under way asks for one more run after it. The
+// agent writes the unit's files only between runs (hold), so that a run never sees a key
+// and a certificate that do not belong together: an install waits out a run under way,
+// bounded by its timeout.
 // Each run's environment names the files changed since the last run (ChangedEnv). The
 // outcome of the last run is kept for status.
 type onChange struct {
@@ -38,6 +41,7 @@ type onChange struct {
 	lastErr string
 	pending map[string]bool // files changed since the last run
 	done    sync.WaitGroup
+	files   sync.RWMutex // a run reads the unit's files (read); the agent writes them (hold)
 }
 
 // ChangedEnv is the variable that names, space-separated, the files in the output
@@ -61,6 +65,9 @@ func (o *onChange) changed(names ...string) {
 	for _, n := range names {
 		o.pending[n] = true
 	}
+	if len(o.pending) == 0 { // nothing changed: nothing to run
+		return
+	}
 	if o.running {
 		o.again = true
 		return
@@ -82,19 +89,32 @@ func (o *onChange) close() {
 	o.done.Wait()
 }
 
+// hold keeps runs from starting, and waits for one under way, while the agent writes the
+// unit's files; it returns the release.
+func (o *onChange) hold() (release func()) {
+	if o == nil || o.command == "" {
+		return func() {}
+	}
+	o.files.Lock()
+	return o.files.Unlock
+}
+
 func (o *onChange) loop() {
 	defer o.done.Done()
 	for {
+		o.files.RLock()
 		o.mu.Lock()
 		if o.complete != nil && !o.complete() {
 			o.running, o.again = false, false // the next change, when the set is whole, runs it
 			o.mu.Unlock()
+			o.files.RUnlock()
 			return
 		}
 		changed := slices.Sorted(maps.Keys(o.pending))
 		o.pending = nil
 		o.mu.Unlock()
 		err := o.run(changed)
+		o.files.RUnlock()
 		o.mu.Lock()
 		o.lastErr = ""
 		if err != nil {

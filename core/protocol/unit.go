@@ -16,12 +16,13 @@ import (
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
-// decideSelf is the unit side of the protocol, the same for leader and followers: its
-// certificate, then the group's CRL.
+// decideSelf is the unit side of the protocol, the same for leader and followers: the
+// group's CRL, then its certificate. The CRL first: a service told of a new certificate
+// (on_change) then finds the CRL published with it already in place.
 func decideSelf(v View) Decision {
 	d := decideCertificate(v)
 	if crl := v.LeaderData[KeyCRL]; crl != "" && crl != v.Local.CRLPEM {
-		d.Actions = append(d.Actions, InstallCRL{PEM: crl})
+		d.Actions = append([]Action{InstallCRL{PEM: crl}}, d.Actions...)
 	}
 	return d
 }
