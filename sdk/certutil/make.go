@@ -6,8 +6,10 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"fmt"
 	"math/big"
@@ -100,6 +102,25 @@ func NewCA(commonName string, validity time.Duration) (certPEM []byte, keyPEM sd
 	return certPEM, keyPEM, err
 }
 
+// subjectKeyID is RFC 7093's first method: the leftmost 160 bits of the SHA-256 of the
+// subjectPublicKey bits, as Go's x509 makes a CA's (x509.CreateCertificate fills it in
+// for CAs only).
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("the CSR's public key: %w", err)
+	}
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(der, &spki); err != nil {
+		return nil, fmt.Errorf("the CSR's public key: %w", err)
+	}
+	sum := sha256.Sum256(spki.PublicKey.Bytes)
+	return sum[:20], nil
+}
+
 // NewCAForKey makes a self-signed CA certificate for a key that already exists and may
 // never leave where it is (a key in an HSM, through crypto11), valid for validity
 // (backdated by Backdate); PEM.
@@ -126,10 +147,15 @@ func NewCAForKey(commonName string, validity time.Duration, key crypto.Signer) (
 
 // Sign issues the certificate a checked plan asks for, with ca and its key: the
 // subject rebuilt from the CSR's common name, its checked DNS, IP and URI SANs, the
-// profile's usages, a random serial, from Backdate ago for the plan's validity. It
-// returns the certificate, PEM.
+// profile's usages, a random serial, from Backdate ago for the plan's validity, a
+// subject key identifier (and ca's as the authority key identifier). It returns the
+// certificate, PEM.
 func (p SignPlan) Sign(ca *x509.Certificate, caKey crypto.Signer) ([]byte, error) {
 	serial, err := RandomSerial()
+	if err != nil {
+		return nil, err
+	}
+	ski, err := subjectKeyID(p.CSR.PublicKey)
 	if err != nil {
 		return nil, err
 	}
@@ -139,6 +165,7 @@ func (p SignPlan) Sign(ca *x509.Certificate, caKey crypto.Signer) ([]byte, error
 		DNSNames: p.CSR.DNSNames, IPAddresses: p.CSR.IPAddresses, URIs: p.CSR.URIs,
 		NotBefore: now.Add(-Backdate), NotAfter: now.Add(p.Validity),
 		KeyUsage: p.Usages.Key, ExtKeyUsage: p.Usages.Extended, BasicConstraintsValid: true,
+		SubjectKeyId: ski,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, p.CSR.PublicKey, caKey)
 	if err != nil {

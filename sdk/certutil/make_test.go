@@ -1,6 +1,7 @@
 package certutil
 
 import (
+	"bytes"
 	"crypto/x509"
 	"math/big"
 	"testing"
@@ -41,6 +42,14 @@ func TestMakeCASignAndSerials(t *testing.T) {
 	}
 	if leaf[0].Subject.String() != "CN=db/0" || len(leaf[0].IPAddresses) != 1 {
 		t.Errorf("leaf subject %q, IPs %v", leaf[0].Subject, leaf[0].IPAddresses)
+	}
+	// Its key identifiers: its own (RFC 7093, as Go makes a CA's), and its CA's.
+	want, _ := subjectKeyID(leaf[0].PublicKey)
+	if len(leaf[0].SubjectKeyId) != 20 || !bytes.Equal(leaf[0].SubjectKeyId, want) {
+		t.Errorf("leaf subject key identifier %x, want %x", leaf[0].SubjectKeyId, want)
+	}
+	if len(caCerts[0].SubjectKeyId) == 0 || !bytes.Equal(leaf[0].AuthorityKeyId, caCerts[0].SubjectKeyId) {
+		t.Errorf("leaf authority key identifier %x, want the CA's %x", leaf[0].AuthorityKeyId, caCerts[0].SubjectKeyId)
 	}
 	limit := new(big.Int).Lsh(big.NewInt(1), 159)
 	seen := map[string]bool{}

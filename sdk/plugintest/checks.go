@@ -239,6 +239,15 @@ func verifyLeaf(e *env, chainPEM []byte, csrPEM string, profile sdk.Profile) (*x
 	if leaf.IsCA || leaf.KeyUsage&x509.KeyUsageCertSign != 0 {
 		p.addf("%s certificate can sign certificates", profile)
 	}
+	// RFC 5280 4.2.1.1 and 4.2.1.2: the authority key identifier links the leaf to the
+	// key that signed it (a chain builder picks the issuer by it when a CA's name was
+	// reused, as rotations do), and the subject key identifier names the leaf's key.
+	if len(leaf.AuthorityKeyId) == 0 {
+		p.addf("%s certificate lacks an authority key identifier (RFC 5280 4.2.1.1)", profile)
+	}
+	if len(leaf.SubjectKeyId) == 0 {
+		p.addf("%s certificate lacks a subject key identifier (RFC 5280 4.2.1.2)", profile)
+	}
 	req, _ := certutil.ParseCSR([]byte(csrPEM), "")
 	if !certutil.SamePublicKey(leaf.PublicKey, req.PublicKey) {
 		p.addf("%s certificate is not for the CSR's key", profile)
