@@ -35,6 +35,10 @@ type Options struct {
 	Concurrent int
 	// Timeout bounds the whole run. Default 5 minutes.
 	Timeout time.Duration
+	// CallTimeout bounds each call to a backend the kit started (Command, CommandEnv,
+	// InProcess): a call still unanswered then fails its check with an error naming the
+	// method. Default 20 seconds.
+	CallTimeout time.Duration
 	// FixedValidity declares a signer that signs for this lifetime only, whatever is
 	// asked (a remote CA's sign API may take none): the validity check expects it, and
 	// Configure must refuse another group validity with FailedPrecondition. Zero: the
@@ -316,6 +320,7 @@ func (e *env) restart() error {
 		return fmt.Errorf("start backend: %w", err)
 	}
 	e.backend, e.stop, e.launched = b, stop, launchedAs(b)
+	e.launched.limit.set(e.opts.CallTimeout)
 	info, err := b.Info(e.ctx)
 	if err != nil {
 		return fmt.Errorf("Info: %w", err)

@@ -28,7 +28,8 @@ type launched struct {
 	config []byte
 	// died says how the plugin process died, "" while it runs; failing: a call has
 	// just failed, so a death may still be on its way to being noticed.
-	died func(failing bool) string
+	died  func(failing bool) string
+	limit *callLimit // bounds each call to it
 }
 
 // started maps each backend the kit's Starters started to what they know of it (a
@@ -63,6 +64,7 @@ func InProcess(newBackend func() sdk.Backend, configJSON []byte) Starter {
 			cancel()
 			return nil, nil, fmt.Errorf("in-process plugin stopped before it served")
 		}
+		limit := &callLimit{}
 		client := plugin.NewClient(&plugin.ClientConfig{
 			HandshakeConfig: sdk.Handshake,
 			Logger:          quiet,
@@ -70,6 +72,7 @@ func InProcess(newBackend func() sdk.Backend, configJSON []byte) Starter {
 			Plugins:          sdk.VersionedPlugins(nil)[sdk.ProtocolVersion],
 			Reattach:         rc,
 			AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+			GRPCDialOptions:  limit.dialOptions(),
 		})
 		var b sdk.Backend
 		stop := func() {
@@ -84,7 +87,7 @@ func InProcess(newBackend func() sdk.Backend, configJSON []byte) Starter {
 			stop()
 			return nil, nil, err
 		}
-		started.Store(b, launched{known: true, config: configJSON})
+		started.Store(b, launched{known: true, config: configJSON, limit: limit})
 		return b, stop, nil
 	}
 }
@@ -112,6 +115,7 @@ func CommandEnv(env []string, configJSON []byte, path string, args ...string) St
 			return nil, nil, err
 		}
 		tail := &pluginhost.Tail{Max: 20}
+		limit := &callLimit{}
 		client := plugin.NewClient(&plugin.ClientConfig{
 			HandshakeConfig:  sdk.Handshake,
 			VersionedPlugins: sdk.VersionedPlugins(nil),
@@ -121,6 +125,7 @@ func CommandEnv(env []string, configJSON []byte, path string, args ...string) St
 			SkipHostEnv:      true, // cmd.Env is the host's rule
 			AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 			TLSConfig:        tlsConfig,
+			GRPCDialOptions:  limit.dialOptions(),
 		})
 		b, err := dispense(client, configJSON, stateDir)
 		for _, f := range cmd.ExtraFiles {
@@ -133,7 +138,8 @@ func CommandEnv(env []string, configJSON []byte, path string, args ...string) St
 			}
 			return nil, nil, err
 		}
-		started.Store(b, launched{known: true, config: configJSON, died: func(failing bool) string { return died(client, cmd, tail, failing) }})
+		started.Store(b, launched{known: true, config: configJSON, limit: limit,
+			died: func(failing bool) string { return died(client, cmd, tail, failing) }})
 		return b, func() { client.Kill(); started.Delete(b) }, nil
 	}
 }

@@ -62,6 +62,7 @@ const (
 	checkCRL       = "SignCRL lists the serials asked for, signed by the CA"
 	checkMove      = "ExportCA gives the CA and its key; ImportCA makes a CA the signer's, across restarts"
 	checkSerials   = "serials are unique"
+	checkSign      = "SignCSR gives each profile its usages and chains to CA"
 	checkConfigure = "Configure with the group's validity"
 )
 
@@ -175,4 +176,29 @@ func TestKitFixedValidity(t *testing.T) {
 	if r := undeclared["SignCSR honours validity"]; r.Err == nil {
 		t.Error("an undeclared fixed lifetime passed the validity check")
 	}
+}
+
+// hangs never answers SignCSR (until the caller gives up): a signer stuck on its CA.
+type hangs struct{ sdk.Backend }
+
+func (hangs) SignCSR(ctx context.Context, _ sdk.SignRequest) (sdk.Certificate, error) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Minute):
+	}
+	return sdk.Certificate{}, ctx.Err()
+}
+
+// A SignCSR that hangs fails its check within the per-call deadline, with an error that
+// names SignCSR and the deadline, not at the run's end.
+func TestAHangingCallFailsWithinItsDeadline(t *testing.T) {
+	t.Parallel()
+	start := time.Now()
+	rs := results(t, plugintest.InProcess(func() sdk.Backend { return hangs{minimal.New()} }, nil),
+		plugintest.Options{CallTimeout: time.Second, Signings: 2, Concurrent: 2})
+	r := rs[checkSign]
+	if r.Err == nil || !strings.Contains(r.Err.Error(), "SignCSR did not answer within 1s") {
+		t.Fatalf("%s: %v; want a failure naming SignCSR and its 1s deadline", checkSign, r.Err)
+	}
+	t.Logf("the run ended %s after it began: %v", time.Since(start).Round(100*time.Millisecond), r.Err)
 }
