@@ -235,8 +235,16 @@ func (c *chaos) joinLate(member int) {
 	c.late = append(c.late, unit)
 	asked := time.Now()
 	c.ag.startAs("chaos", c.creds, unit, false)
-	awaitObs(c.t, c.obs, fmt.Sprintf("%s, joining while etcd member %d is isolated, with a certificate", unit, member), 30*time.Second,
-		func(s relation.Snapshot) bool { return available(s, unit) })
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if s, err := c.snapshot(); err == nil && available(s, unit) {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.ag.signalAgent(unit, syscall.SIGQUIT) // its goroutines, in its log, say where it waits
+			time.Sleep(time.Second)
+			c.t.Fatalf("%s, joining while etcd member %d is isolated, has no certificate after 30 s; its log:\n%s", unit, member, c.ag.logOf(unit))
+		}
+	}
 	c.firstSigned = append(c.firstSigned, time.Since(asked).Round(100*time.Millisecond))
 	c.ag.signal(unit, syscall.SIGKILL)
 	log := c.ag.logOf(unit)

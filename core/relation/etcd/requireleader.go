@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"strings"
+	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"google.golang.org/grpc"
@@ -50,12 +51,27 @@ func (r requireLeader) unary(ctx context.Context, method string, req, reply any,
 	ctx = withHasLeader(ctx)
 	var err error
 	for range max(r.endpoints, 1) {
-		if err = invoke(ctx, method, req, reply, cc, opts...); !isNoLeader(err) || ctx.Err() != nil {
+		attempt, cancel := context.WithTimeout(ctx, attemptTimeout)
+		err = invoke(attempt, method, req, reply, cc, opts...)
+		timedOut := err != nil && attempt.Err() == context.DeadlineExceeded && ctx.Err() == nil
+		cancel()
+		if timedOut {
+			return status.Errorf(codes.DeadlineExceeded, "etcd did not answer %s within %s (a member cut off from its peers?)", method, attemptTimeout)
+		}
+		if !isNoLeader(err) || ctx.Err() != nil {
 			return err
 		}
 	}
 	return err
 }
+
+// attemptTimeout bounds one attempt of a request that needs a leader, whatever its
+// caller's context allows. A member that took the request while it still had a leader
+// and was then cut from its peers can hold it past its own proposal timeout (7 s) and
+// never answer: a unit publishing its CSR so waited for ever (TestChaos). Past the bound
+// the caller gets an error and tries again from what it then reads; a write that timed
+// out is not sent again here, as it may have been applied.
+const attemptTimeout = 15 * time.Second
 
 func (r requireLeader) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, open grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 	if needsLeader(method) {
