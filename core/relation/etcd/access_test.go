@@ -2,6 +2,7 @@ package etcd_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
@@ -31,13 +32,7 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 	const rel = "lb"
 	openAs := func(user, password, relationName string) *etcd.Store {
 		t.Helper()
-		s, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint}, TLS: tlsConfig, Username: user,
-			Password: password, Relation: relationName, LeaseTTL: 2 * time.Second, DialTimeout: 3 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
+		return openWithTLS(t, srv, tlsConfig, relationName, user, password)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), relationtest.Timeout)
 	defer cancel()
@@ -165,4 +160,52 @@ func TestAccessEnforcedByEtcd(t *testing.T) {
 	relationtest.Await(t, leader, "amp/0's new csr at the leader after etcd's restart", func(s relation.Snapshot) bool {
 		return s.Units["amp/0"]["csr"] == "amp-0-csr-2"
 	})
+}
+
+// A member whose etcd role an older `etcd bootstrap` made, before the relation gained a
+// group key (ca_chain), still reads the group: it goes on without the key it may not
+// read, as the version before it did, rather than read nothing at all.
+func TestAMemberWhoseRolePredatesAGroupKeyReadsTheGroup(t *testing.T) {
+	srv := testservers.StartEtcd(t)
+	tlsConfig, err := etcd.TLSConfig(srv.CAFile, srv.CertFile, srv.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rel = "old"
+	openAs := func(user, password string) *etcd.Store {
+		t.Helper()
+		return openWithTLS(t, srv, tlsConfig, rel, user, password)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), relationtest.Timeout)
+	defer cancel()
+	older := protocol.Schema()
+	older.GroupKeys = slices.DeleteFunc(slices.Clone(older.GroupKeys), func(k string) bool { return k == protocol.KeyCAChain })
+	units := []etcd.UnitAccess{{Unit: "ctl/0", LeaderEligible: true, Password: "ctl-secret"}, {Unit: "amp/0", Password: "amp-secret"}}
+	if err := etcd.GrantAccess(ctx, openAs("", "").Client(), rel, older, units); err != nil {
+		t.Fatal(err)
+	}
+	if err := etcd.EnableAuth(ctx, openAs("", "").Client(), "root-secret"); err != nil {
+		t.Fatal(err)
+	}
+	leader := relationtest.Join(t, openAs(etcd.UserName(rel, "ctl/0"), "ctl-secret"), "ctl/0", true)
+	relationtest.Await(t, leader, "ctl/0 to lead", func(s relation.Snapshot) bool { return s.Leader == "ctl/0" })
+	if _, err := leader.SetLeaderData(ctx, map[string]string{protocol.KeyCA: "the CA"}); err != nil {
+		t.Fatal(err)
+	}
+	member := relationtest.Join(t, openAs(etcd.UserName(rel, "amp/0"), "amp-secret"), "amp/0", false)
+	relationtest.Await(t, member, "the CA, read under the older role", func(s relation.Snapshot) bool {
+		return s.Leader == "ctl/0" && s.LeaderData[protocol.KeyCA] == "the CA"
+	})
+}
+
+// openWithTLS opens relationName on srv as user (none: ""), until the test ends.
+func openWithTLS(t *testing.T, srv *testservers.Etcd, tlsConfig *tls.Config, relationName, user, password string) *etcd.Store {
+	t.Helper()
+	s, err := etcd.Open(etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint}, TLS: tlsConfig, Username: user,
+		Password: password, Relation: relationName, LeaseTTL: 2 * time.Second, DialTimeout: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

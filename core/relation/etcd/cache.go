@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc/metadata"
 
@@ -133,6 +134,9 @@ func (f *follower) load(ctx context.Context) (int64, error) {
 	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	resp, err := f.client.Txn(rctx).Then(ops...).Commit()
 	cancel()
+	if errors.Is(err, rpctypes.ErrPermissionDenied) && f.dropDenied(ctx) {
+		return f.load(ctx)
+	}
 	if err != nil {
 		return 0, explain(f.client, err)
 	}
