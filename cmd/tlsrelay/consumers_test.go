@@ -14,8 +14,9 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
-// Under up, every unit's on_change runs once its whole set of files is in place, never
-// on a CRL alone before its certificate (it did on the units that do not lead: a run saw
+// Under up, every unit's on_change runs once its whole set of files is in place (ca.crl
+// too: haproxy and nginx refuse a crl-file that is missing), never on a CRL alone before
+// its certificate (it did on the units that do not lead: a run saw
 // only ca.crl and the pending key), and says what changed.
 func TestOnChangeSeesTheWholeSetUnderUp(t *testing.T) {
 	t.Parallel()
@@ -36,7 +37,7 @@ func TestOnChangeSeesTheWholeSetUnderUp(t *testing.T) {
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		unit, rest, _ := strings.Cut(line, " ")
 		present := rest[strings.Index(rest, "present="):]
-		for _, want := range []string{"tls.key", "tls.crt", "ca.crt", "bundle.pem"} {
+		for _, want := range []string{"tls.key", "tls.crt", "ca.crt", "ca.crl", "bundle.pem"} {
 			if !strings.Contains(present, want) {
 				t.Errorf("%s's on_change ran before %s was in place: %s", unit, want, line)
 			}
