@@ -18,26 +18,23 @@ import (
 	"github.com/tlsrelay/tlsrelay/internal/testkit/testservers"
 )
 
-// The group's CA held in a real Barbican (ca.ref), no ca_seal: each leader, the first
-// one too, fetches it through the barbican plugin and imports it into its own signer.
-// The leader is killed with -9 while a CSR is pending, twice: once with Barbican up
-// (the next leader signs with the same CA), once with Barbican stopped (the next
-// leader does not sign, and says why in status, until Barbican is back).
-func TestLeaderFailoverWithTheCAInBarbican(t *testing.T) {
-	t.Parallel()
+// barbicanGroup starts an embedded etcd, a real Barbican holding ca (its certificate and
+// key, with the intermediates inter) in a certificate container, and agents of relation
+// name whose ca.ref is that container, with more YAML; it returns the agents, an observer
+// of the relation, Barbican and the container's reference. All stop when the test ends.
+func barbicanGroup(t *testing.T, name string, ca pkitest.CA, inter []byte, more string) (*agents, relation.Observer, *testservers.Barbican, string) {
+	t.Helper()
 	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer srv.Close()
+	t.Cleanup(func() { srv.Close() })
 	barbican := testservers.StartBarbican(t)
-	groupCA := pkitest.NewCA(t, "group CA in Barbican", time.Now())
-	ref := barbican.As(t, "demo").CertificateContainer("group-ca", []byte(groupCA.PEM), pkitest.KeyPEM(t, groupCA.Key), nil)
-	const ttl = 2 * time.Second
+	ref := barbican.As(t, "demo").CertificateContainer("group-ca", []byte(ca.PEM), pkitest.KeyPEM(t, ca.Key), inter)
 	ag := newAgentsWith(t, fmt.Sprintf(`relation:
-  name: caref
+  name: %s
   store: etcd
-  etcd: {endpoints: [%q], lease_ttl: %s}
+  etcd: {endpoints: [%q], lease_ttl: 2s}
 roles: {secrets: barbican}
 plugins:
   barbican:
@@ -46,8 +43,19 @@ plugins:
       retry_deadline: 2s
       timeout: 2s
 ca: {ref: %q}
-`, srv.Endpoint(), ttl, barbican.URL, ref), false)
-	obs := observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: "caref"})
+`, name, srv.Endpoint(), barbican.URL, ref)+more, false)
+	return ag, observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: name}), barbican, ref
+}
+
+// The group's CA held in a real Barbican (ca.ref), no ca_seal: each leader, the first
+// one too, fetches it through the barbican plugin and imports it into its own signer.
+// The leader is killed with -9 while a CSR is pending, twice: once with Barbican up
+// (the next leader signs with the same CA), once with Barbican stopped (the next
+// leader does not sign, and says why in status, until Barbican is back).
+func TestLeaderFailoverWithTheCAInBarbican(t *testing.T) {
+	t.Parallel()
+	groupCA := pkitest.NewCA(t, "group CA in Barbican", time.Now())
+	ag, obs, barbican, ref := barbicanGroup(t, "caref", groupCA, nil, "")
 	want := caseal.Fingerprint(groupCA.Cert.Raw)
 
 	next := 0

@@ -35,6 +35,7 @@ const (
   ssl_client_certificate DIR/ca.crt;
   ssl_crl DIR/ca.crl;
   ssl_verify_client on;
+  ssl_verify_depth 4;
   location / { return 200 "ok\n"; }
 }`
 )

@@ -160,6 +160,13 @@ func (a *Agent) do(ctx context.Context, act protocol.Action, w *leaderWrites) er
 			return err
 		}
 		return a.derive(CAFile)
+	case protocol.InstallChain:
+		defer a.onChange.hold()()
+		if err := a.files.write(CertFile, []byte(act.ChainPEM), a.files.mode); err != nil {
+			return err
+		}
+		a.log.Info("added the group's intermediates to the installed certificate", "dir", a.opts.Dir)
+		return a.derive(CertFile)
 	case protocol.InstallCRL:
 		defer a.onChange.hold()()
 		if err := a.files.write(CRLFile, []byte(act.PEM), a.files.mode); err != nil {

@@ -131,7 +131,7 @@ func (f files) loadInstalled() (*protocol.Installed, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
-	return &protocol.Installed{Cert: pair.cert, CAPEM: string(caPEM)}, "", nil
+	return &protocol.Installed{Cert: pair.cert, ChainPEM: string(certPEM), CAPEM: string(caPEM)}, "", nil
 }
 
 // installedPair parses tls.crt and tls.key, or returns what they gave last time.

@@ -152,7 +152,7 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 	if leader {
 		noisy = noisyWord(snap.Noisy)
 	}
-	a.report(leader, d, local, noisy)
+	a.report(leader, d, local, noisy, snap.LeaderData)
 	rot, _ := protocol.DecodeRotation(rotationRecord(snap.LeaderData, d.Actions))
 	a.opts.Metrics.Rotation(a.unit, leader, len(rot.Waiting), len(rot.Untrusted))
 	if leader {

@@ -126,7 +126,7 @@ func (a *Agent) loadReferencedCA(ctx context.Context, act protocol.LoadReference
 	if err != nil {
 		return err
 	}
-	a.memory = a.memory.Step(protocol.ReferencedCALoaded{CertPEM: string(secret.CertificatePEM)})
+	a.memory = a.memory.Step(protocol.ReferencedCALoaded{CertPEM: string(secret.CertificatePEM), ChainPEM: string(secret.IntermediatesPEM)})
 	return nil
 }
 

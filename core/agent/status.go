@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -30,8 +31,9 @@ type reported struct {
 }
 
 // report makes the unit's status from decision d, says what changed, and keeps it.
-// noisy names the units over their write budget, as the leader publishes them.
-func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local, noisy string) {
+// noisy names the units over their write budget, as the leader publishes them; group is
+// the leader data the decision read.
+func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local, noisy string, group map[string]string) {
 	r := &a.reported
 	s := Status{Unit: a.unit, Leader: leader, Signing: d.Signing,
 		UnitStatus: protocol.UnitStatus{State: d.State, Detail: d.Detail, Error: d.LeaderProblem, CAState: d.CAState, Noisy: noisy}}
@@ -69,6 +71,10 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local, n
 	var renewAt time.Time
 	if cert := leaf(local); cert != nil {
 		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, a.parsed.TrustsOf(local.Installed.CAPEM)
+		if chain := group[protocol.KeyCAChain]; chain != "" {
+			// ca.crt holds the roots: the signing CAs they anchor are trusted too.
+			s.Trusts = strings.Join(protocol.TrustedCAs(local.Installed.CAPEM, group[protocol.KeyCA], chain), ",")
+		}
 		renewAt = protocol.RenewalTime(cert, a.want)
 	}
 	a.opts.Metrics.Expires(a.unit, s.NotAfter, renewAt)

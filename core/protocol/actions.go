@@ -137,6 +137,10 @@ type SignCRL struct {
 // InstallCRL (unit): write the group's CRL as ca.crl.
 type InstallCRL struct{ PEM string }
 
+// InstallChain (unit): write tls.crt again, the installed certificate with the
+// intermediates the group published since it was installed.
+type InstallChain struct{ ChainPEM string }
+
 func (CreateCSR) action()          {}
 func (NewSignerCA) action()        {}
 func (RecordLead) action()         {}
@@ -156,3 +160,4 @@ func (LoadReferencedCA) action()   {}
 func (ImportReferencedCA) action() {}
 func (SignCRL) action()            {}
 func (InstallCRL) action()         {}
+func (InstallChain) action()       {}

@@ -33,14 +33,21 @@ func decideLeader(v View) (actions []Action, signing []string, plan caPlan) {
 		plan.wake = earliestSet(plan.wake, at)
 	}
 	actions = plan.actions
-	if !plan.sign {
-		return actions, nil, plan
-	}
 	published := v.LeaderData[KeyCA]
 	for _, a := range actions {
 		if p, ok := a.(PublishCA); ok {
 			published = p.BundlePEM // sign against the bundle this decision publishes
 		}
+	}
+	if v.Memory.CAChain != "" || v.LeaderData[KeyCAChain] != "" {
+		// The certificates above the signing CAs, for the bundle in force: those of an
+		// old CA stay while it is in the bundle, a new leader keeps what it did not learn.
+		if chain := chainFor(published, v.Memory.CAChain, v.LeaderData[KeyCAChain]); chain != v.LeaderData[KeyCAChain] {
+			actions = append(actions, SetLeaderData{KV: map[string]string{KeyCAChain: chain}})
+		}
+	}
+	if !plan.sign {
+		return actions, nil, plan
 	}
 	pol := v.Policy
 	if pol == nil {

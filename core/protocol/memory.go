@@ -28,6 +28,10 @@ type LeaderMemory struct {
 	// ReferencedCA is the certificate ca.ref names (PEM, no key); "" until fetched
 	// (LoadReferencedCA).
 	ReferencedCA string
+	// CAChain is what the leader knows of the certificates above the group's CA
+	// (ReferencedCALoaded: the intermediates stored with the ca.ref CA), which it
+	// publishes under KeyCAChain.
+	CAChain string
 	// ImportedRef is the fingerprint of the ca.ref CA the leader imported into its signer,
 	// so that a signer that keeps another CA after the import is named, not fed the CA
 	// again at every decision.
@@ -94,8 +98,9 @@ type SignerCALoaded struct {
 // (sdk.CapCAExport, CapCAImport or CapCAGenerate): the leader plans it no more.
 type SignerLacks struct{ Capability sdk.Capability }
 
-// ReferencedCALoaded: LoadReferencedCA fetched the certificate of the CA ca.ref names.
-type ReferencedCALoaded struct{ CertPEM string }
+// ReferencedCALoaded: LoadReferencedCA fetched the certificate of the CA ca.ref names,
+// and the intermediates stored with it (ChainPEM, its issuer first; the root may end it).
+type ReferencedCALoaded struct{ CertPEM, ChainPEM string }
 
 // SignerCAChanged: the signer now holds another CA (NewSignerCA, ImportSealedCA,
 // ImportReferencedCA), so its CA is loaded again; Imported is the fingerprint of the
@@ -164,7 +169,7 @@ func (m LeaderMemory) Step(r Result) LeaderMemory {
 			m.Signer.Generate = false
 		}
 	case ReferencedCALoaded:
-		m.ReferencedCA = r.CertPEM
+		m.ReferencedCA, m.CAChain = r.CertPEM, r.ChainPEM
 	case SignerCAChanged:
 		m.SignerCA = ""
 		if r.Imported != "" {

@@ -93,8 +93,9 @@ type Pending struct {
 
 // Installed is the unit's current certificate and the CA bundle written beside it.
 type Installed struct {
-	Cert  *x509.Certificate
-	CAPEM string
+	Cert     *x509.Certificate
+	ChainPEM string // tls.crt: the certificate and the intermediates after it
+	CAPEM    string // ca.crt
 }
 
 // Want is what the unit's configuration asks for.

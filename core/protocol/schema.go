@@ -39,6 +39,10 @@ const (
 	KeyCA       = "ca"        // the group's CA bundle, its signing CA first
 	KeyCASealed = "ca_sealed" // caseal.Sealed: the CA key, for the next leader
 	KeyCRL      = "ca_crl"    // the CRL over the revocations in force; every unit writes it as ca.crl
+	// KeyCAChain holds the certificates above the group's signing CAs that the leader
+	// knows (intermediates, and the root when known), for a group whose CA is an
+	// intermediate; empty when every signing CA is self-signed (chain.go).
+	KeyCAChain = "ca_chain"
 )
 
 // Leader data that only leaders read.
@@ -123,7 +127,7 @@ const RequestCancelRotation = "ca_rotate_cancel"
 // and which bag fields wake a leader at once: those it signs from.
 func Schema() relation.Schema {
 	return relation.Schema{
-		GroupKeys:       []string{KeyCA, KeyCASealed, KeyCRL},
+		GroupKeys:       []string{KeyCA, KeyCASealed, KeyCRL, KeyCAChain},
 		UnitKeySuffixes: []string{certificateSuffix, rejectionSuffix},
 		WakeFields:      []string{KeyCSR, KeyProfile},
 		BagFields:       bagFields,

@@ -40,16 +40,19 @@ func decideCertificate(v View) Decision {
 	if due, reason := renewalDue(v, inst, ca); due != "" {
 		reuse := v.Want.ReuseKey && keyMatches(inst.Cert, v.Want)
 		d := Decision{State: due, Detail: reason, Actions: []Action{v.createCSR(reason, reuse)}}
-		if ca != "" && ca != inst.CAPEM {
+		if act := v.installCA(ca); act != nil {
 			// Trust the group's bundle now, not when the new certificate comes: peers
 			// of a CA rotation present the new CA's certificates meanwhile.
-			d.Actions = append([]Action{InstallCA{CAPEM: ca}}, d.Actions...)
+			d.Actions = append([]Action{act}, d.Actions...)
 		}
 		return d
 	}
 	d := Decision{State: StateCertificateAvailable, Detail: "expires " + inst.Cert.NotAfter.UTC().Format(time.RFC3339)}
-	if ca != "" && ca != inst.CAPEM {
-		d.Actions = append(d.Actions, InstallCA{CAPEM: ca})
+	if act := v.installCA(ca); act != nil {
+		d.Actions = append(d.Actions, act)
+	}
+	if act := v.installChain(inst); act != nil {
+		d.Actions = append(d.Actions, act)
 	}
 	if v.Units[v.Unit][KeyCSR] != "" {
 		d.Actions = append(d.Actions, WithdrawCSR{})
@@ -71,7 +74,7 @@ func decidePending(v View, p *Pending, ca string) Decision {
 		// never accepted: it would pair our key with someone else's certificate.
 		if cert, err := v.signedLeaf(v.Unit, p.PublicKey, ca); err == nil && cert != nil {
 			return Decision{State: StateCertificateAvailable, Detail: "installing serial " + cert.SerialNumber.Text(16),
-				Actions: []Action{InstallCertificate{ChainPEM: chain, CAPEM: ca}}}
+				Actions: []Action{InstallCertificate{ChainPEM: v.unitChain(chain), CAPEM: v.caFile()}}}
 		}
 		if starts := v.startsLater(p); !starts.IsZero() {
 			d := decideAwaiting(v, p, ca)
@@ -98,9 +101,9 @@ func decidePending(v View, p *Pending, ca string) Decision {
 		if !r.At.IsZero() {
 			d.WakeAt = retry
 		}
-		if inst := v.Local.Installed; inst != nil && ca != "" && ca != inst.CAPEM {
+		if act := v.installCA(ca); act != nil {
 			// Refused or not, a unit trusts the group's bundle: a CA rotation waits for it.
-			d.Actions = append(d.Actions, InstallCA{CAPEM: ca})
+			d.Actions = append(d.Actions, act)
 		}
 		return d
 	}
@@ -116,11 +119,11 @@ func decideAwaiting(v View, p *Pending, ca string) Decision {
 		d.Detail = "publishing CSR"
 		d.Actions = []Action{PublishCSR{CSRPEM: p.CSRPEM, Profile: v.Want.Profile}}
 	}
-	if inst := v.Local.Installed; inst != nil && ca != "" && ca != inst.CAPEM {
+	if act := v.installCA(ca); act != nil {
 		// A unit renewing as a CA rotation starts must still trust the new CA: the
 		// leader signs nothing, this CSR included, until every unit holding a
 		// certificate does.
-		d.Actions = append(d.Actions, InstallCA{CAPEM: ca})
+		d.Actions = append(d.Actions, act)
 	}
 	return d
 }

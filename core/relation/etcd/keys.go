@@ -173,7 +173,7 @@ func (l layout) narrowScope(unit string) scope {
 }
 
 // groupScope is what every unit that does not lead reads alike: who leads, and the
-// group's keys of leader data (the schema's GroupKeys: the CA, sealed CA and CRL).
+// group's keys of leader data (the schema's GroupKeys: the CA, sealed CA, CRL and chain).
 func (l layout) groupScope() scope {
 	s := scope{keys: []string{l.elected()}}
 	for _, k := range l.schema.GroupKeys {

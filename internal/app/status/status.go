@@ -31,6 +31,12 @@ type Group struct {
 	// CABundle lists the fingerprints of every CA the group trusts (more than one while
 	// a rotation is under way).
 	CABundle []string `json:"ca_bundle"`
+	// CAAnchors lists the fingerprints of what units write as ca.crt when the group's CA
+	// is an intermediate: the roots above it (the topmost known certificate when
+	// CAPartialChain, its root unknown). Empty when every CA in the bundle is its own
+	// anchor.
+	CAAnchors      []string `json:"ca_anchors,omitempty"`
+	CAPartialChain bool     `json:"ca_partial_chain,omitempty"`
 	// CASigner is the signer backend holding the group's CA.
 	CASigner string `json:"ca_signer"`
 	// CACustody is the leader's word on how its signer keeps the CA (sdk.Custody:
@@ -95,6 +101,9 @@ func FromSnapshot(relationName string, s relation.Snapshot) Group {
 	g.CABundle = []string{}
 	if trusts := protocol.TrustsOf(s.LeaderData[protocol.KeyCA]); trusts != "" {
 		g.CABundle = strings.Split(trusts, ",")
+	}
+	if file, partial := protocol.CAFile(s.LeaderData[protocol.KeyCA], s.LeaderData[protocol.KeyCAChain]); file != s.LeaderData[protocol.KeyCA] {
+		g.CAAnchors, g.CAPartialChain = strings.Split(protocol.TrustsOf(file), ","), partial
 	}
 	g.CASigner = s.LeaderData[protocol.KeyCASigner]
 	if r, ok := protocol.DecodeRotation(s.LeaderData[protocol.KeyCARotation]); ok {
@@ -200,6 +209,12 @@ func (g Group) WriteTable(w io.Writer) error {
 	e := termsafe.Escape
 	fmt.Fprintf(w, "relation %s, leader %s, CA %s, %s\n", e(g.Relation), orNone(e(g.Leader)), orNone(e(fp)), g.failover())
 	fmt.Fprintf(w, "CA: %s (signer %s, %d CAs trusted)\n", orNone(e(g.CAState)), orNone(e(g.CASigner)), len(g.CABundle))
+	if len(g.CAAnchors) > 0 {
+		fmt.Fprintf(w, "CA chain: the group's CA is an intermediate; units trust %d anchor(s) in ca.crt and send the intermediates in tls.crt\n", len(g.CAAnchors))
+	}
+	if g.CAPartialChain {
+		fmt.Fprintf(w, "CA chain partial: the root above the group's CA is unknown (add it to ca.ref's intermediates); ca.crt holds the topmost certificate known, which consumers must accept as an anchor (OpenSSL: -partial_chain)\n")
+	}
 	if g.CARotationBlocked != "" {
 		fmt.Fprintf(w, "CA rotation blocked: %s (signing goes on)\n", e(g.CARotationBlocked))
 	}

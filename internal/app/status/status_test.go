@@ -25,11 +25,21 @@ func TestFromSnapshotAndTable(t *testing.T) {
 			"db/10": {protocol.KeyState: string(protocol.StateCertificateAvailable), protocol.KeySerial: "0a"},
 			"db/2":  {protocol.KeyState: string(protocol.StateRejected), protocol.KeyDetail: "SAN other.example not allowed"},
 		}}
+	root := pkitest.NewCA(t, "root", time.Now())
+	int1 := root.Intermediate(t, "int1")
+	int2 := int1.Intermediate(t, "int2")
+	under := func(chain string) relation.Snapshot {
+		return relation.Snapshot{Leader: "db/0", LeaderData: map[string]string{protocol.KeyCA: int2.PEM, protocol.KeyCAChain: chain}}
+	}
 	tests := []struct {
 		name string
 		snap relation.Snapshot
 		want []string
 	}{
+		{"a CA under a known root", under(int1.PEM + root.PEM),
+			[]string{"1 CAs trusted", "the group's CA is an intermediate; units trust 1 anchor(s) in ca.crt"}},
+		{"a CA whose root is unknown", under(int1.PEM),
+			[]string{"1 CAs trusted", "units trust 1 anchor(s)", "CA chain partial: the root above the group's CA is unknown"}},
 		{"units in numeric order, a rejection's reason as the error", snap,
 			[]string{"relation db-peers, leader db/0", "db/2", "SAN other.example not allowed", "db/10"}},
 		{"a group whose units have left", relation.Snapshot{LeaderData: snap.LeaderData},
@@ -51,6 +61,9 @@ func TestFromSnapshotAndTable(t *testing.T) {
 				last = i
 			}
 		})
+	}
+	if g := FromSnapshot("db-peers", snap); len(g.CAAnchors) != 0 || g.CAPartialChain {
+		t.Errorf("a self-signed CA: anchors %v, partial %v; want none", g.CAAnchors, g.CAPartialChain)
 	}
 	g := FromSnapshot("db-peers", snap)
 	if len(g.Departed) != 0 {

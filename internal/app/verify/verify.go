@@ -81,9 +81,23 @@ func Load(u Unit) (*Identity, error) {
 	}
 	cert := tlsCert.Leaf
 	dnsName := protocol.UnitDNSName(u.Name)
-	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, DNSName: dnsName,
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	// As OpenSSL verifies it: the anchors from ca.crt alone, the intermediates only from
+	// what the unit sends (the rest of tls.crt), and a chain that ends at a root.
+	sent := x509.NewCertPool()
+	for _, der := range tlsCert.Certificate[1:] {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			sent.AddCert(c)
+		}
+	}
+	chains, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: sent, DNSName: dnsName,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	if err != nil {
 		return nil, fmt.Errorf("%s: %s does not verify against %s for %s: %w", u.Name, certPath, caPath, dnsName, err)
+	}
+	if !slices.ContainsFunc(chains, func(chain []*x509.Certificate) bool { return selfSigned(chain[len(chain)-1]) }) {
+		top := chains[0][len(chains[0])-1]
+		return nil, fmt.Errorf("%s: %s verifies against %s only by taking %q as an anchor, which is not a root: OpenSSL, haproxy and nginx refuse such a partial chain (give the root with the group's CA)",
+			u.Name, certPath, caPath, top.Subject.CommonName)
 	}
 	if cert.Subject.CommonName != u.commonName() {
 		return nil, fmt.Errorf("%s: %s has common name %q, want %q", u.Name, certPath, cert.Subject.CommonName, u.commonName())
@@ -138,4 +152,9 @@ func OneHolder(ids []*Identity, exclusive func(unit, name string) bool) error {
 		}
 	}
 	return nil
+}
+
+// selfSigned: a root, which OpenSSL takes as an anchor without -partial_chain.
+func selfSigned(c *x509.Certificate) bool {
+	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil
 }

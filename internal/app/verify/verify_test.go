@@ -205,3 +205,33 @@ func TestOneHolder(t *testing.T) {
 		t.Fatalf("an IP both hold alone: %v", err)
 	}
 }
+
+// A unit of a group under an enterprise root (root -> int1 -> int2) verifies as OpenSSL
+// would: tls.crt sends int2 and int1, ca.crt holds the root; with ca.crt holding int1
+// instead (the root unknown) the chain is partial and refused, naming int1; with tls.crt
+// lacking the intermediates it does not verify at all.
+func TestLoadVerifiesAChainAsOpenSSLDoes(t *testing.T) {
+	root := pkitest.NewCA(t, "root", time.Now())
+	int1 := root.Intermediate(t, "int1")
+	int2 := int1.Intermediate(t, "int2")
+	for _, tt := range []struct {
+		name, sent, caFile, wantErr string
+	}{
+		{"the root as anchor", int2.PEM + int1.PEM, root.PEM, ""},
+		{"int1 as anchor", int2.PEM, int1.PEM, `only by taking "int1" as an anchor, which is not a root`},
+		{"no intermediates sent", "", root.PEM, "does not verify against"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			key := pkitest.NewKey(t)
+			_, leaf := int2.Issue(t, key.Public(), pkitest.Leaf{CN: "db/0", DNS: []string{"db-0"}})
+			write(t, filepath.Join(dir, "tls.key"), pkitest.KeyPEM(t, key), 0o600)
+			write(t, filepath.Join(dir, "tls.crt"), []byte(leaf+tt.sent), 0o644)
+			write(t, filepath.Join(dir, "ca.crt"), []byte(tt.caFile), 0o644)
+			_, err := Load(Unit{Name: "db/0", Dir: dir})
+			if (tt.wantErr == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Load: %v; want %q", err, tt.wantErr)
+			}
+		})
+	}
+}

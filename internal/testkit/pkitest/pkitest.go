@@ -110,3 +110,21 @@ func (ca CA) Issue(tb testing.TB, pub crypto.PublicKey, l Leaf) (*x509.Certifica
 	cert, _ := x509.ParseCertificate(der)
 	return cert, PEM("CERTIFICATE", der)
 }
+
+// Intermediate makes a CA that ca issues, valid as long as ca: a group CA under an
+// enterprise root (root -> int1 -> int2) is made by two calls.
+func (ca CA) Intermediate(tb testing.TB, cn string) CA {
+	tb.Helper()
+	key := NewKey(tb)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: cn},
+		NotBefore: ca.Cert.NotBefore, NotAfter: ca.Cert.NotAfter,
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return CA{Cert: cert, Key: key, PEM: PEM("CERTIFICATE", der)}
+}

@@ -1,0 +1,102 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
+	"github.com/tlsrelay/tlsrelay/sdk/certutil"
+)
+
+// A group whose CA is an intermediate under an enterprise root (root -> int1 -> int2),
+// int2 and its key in a real Barbican container (ca.ref) with int1 and the root as its
+// intermediates: every unit's tls.crt is its leaf, int2 and int1, its ca.crt the root
+// alone, so that OpenSSL verifies with the root as the only anchor, and haproxy (with
+// bundle.pem) and nginx (ssl_verify_depth 4) accept each unit as a client while trusting
+// the root alone.
+func TestAGroupUnderAnIntermediateFromBarbican(t *testing.T) {
+	t.Parallel()
+	root := pkitest.NewCA(t, "enterprise root", time.Now())
+	int1 := root.Intermediate(t, "enterprise issuing 1")
+	int2 := int1.Intermediate(t, "group CA")
+	ag, obs, _, _ := barbicanGroup(t, "chain", int2, []byte(int1.PEM+root.PEM), "certificate:\n  output: {formats: [bundle]}\n")
+	units := []string{"web/0", "web/1", "web/2"}
+	for _, u := range units {
+		ag.start(u)
+	}
+	awaitObs(t, obs, "3 units with certificates", time.Minute, allAvailable(units...))
+
+	for _, u := range units {
+		dir := ag.unitDir(u)
+		var tlsCrt, caCrt string
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			tlsCrt, caCrt = commonNames(t, filepath.Join(dir, "tls.crt")), commonNames(t, filepath.Join(dir, "ca.crt"))
+			if tlsCrt == protocol.UnitDNSName(u)+", group CA, enterprise issuing 1" && caCrt == "enterprise root" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: tls.crt holds [%s], ca.crt [%s]; want its leaf, the group CA and enterprise issuing 1, and the root alone", u, tlsCrt, caCrt)
+			}
+		}
+		// The README's check, with the root as the only anchor and the chain from tls.crt.
+		crt := filepath.Join(dir, "tls.crt")
+		if out, err := exec.Command("openssl", "verify", "-CAfile", filepath.Join(dir, "ca.crt"), "-untrusted", crt, crt).CombinedOutput(); err != nil {
+			t.Errorf("%s: openssl verify: %v\n%s", u, err, out)
+		}
+	}
+
+	r := runBinary(t, ag.bin, "status", "--config", ag.config)
+	if r.code != 0 || !strings.Contains(r.stdout, "1 CAs trusted") || !strings.Contains(r.stdout, "units trust 1 anchor(s) in ca.crt") || strings.Contains(r.stdout, "partial") {
+		t.Errorf("status: exit %d; want the group CA trusted under one anchor, its chain whole:\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// haproxy and nginx trust the root alone and take each unit's chain.
+	work := t.TempDir()
+	serverDir := ag.unitDir("web/0")
+	haAddr, ngAddr := freeLocalAddr(t), freeLocalAddr(t)
+	// Without crl-file and ssl_crl: both check every CA's CRL (OpenSSL's CRL_CHECK_ALL),
+	// and the enterprise's root and int1 CRLs are not the group's to publish yet.
+	withoutCRL := func(s string) string {
+		s = strings.ReplaceAll(s, " crl-file DIR/ca.crl", "")
+		return strings.ReplaceAll(s, "  ssl_crl DIR/ca.crl;\n", "")
+	}
+	startServer(t, "haproxy", work, "haproxy.cfg", fmt.Sprintf("global\n  pidfile %s/haproxy.pid\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n%s\n",
+		work, strings.ReplaceAll(withoutCRL(fmt.Sprintf(haproxySnippet, haAddr)), "DIR", serverDir)), "-W", "-db", "-f")
+	startServer(t, "nginx", work, "nginx.conf", fmt.Sprintf("daemon off;\npid %[1]s/nginx.pid;\nerror_log %[1]s/nginx.err;\nworker_processes 1;\nevents {}\nhttp {\n  access_log off;\n%[2]s\n}\n",
+		work, strings.ReplaceAll(withoutCRL(fmt.Sprintf(nginxSnippet, ngAddr)), "DIR", serverDir)), "-c")
+	for _, addr := range []string{haAddr, ngAddr} {
+		awaitListening(t, addr)
+		for _, u := range units[1:] {
+			if err := getOK(t, addr, ag.unitDir(u), u); err != nil {
+				t.Errorf("%s refused by %s: %v", u, serverName(addr, haAddr), err)
+			}
+		}
+		if err := getOK(t, addr, "", ""); err == nil {
+			t.Errorf("a client without a certificate accepted by %s", serverName(addr, haAddr))
+		}
+	}
+}
+
+// commonNames lists the common names of the certificates in a PEM file, in order.
+func commonNames(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err.Error()
+	}
+	certs, err := certutil.ParseCertificates(b)
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, c := range certs {
+		out = append(out, c.Subject.CommonName)
+	}
+	return strings.Join(out, ", ")
+}
