@@ -425,6 +425,10 @@ func checkExtensionsNotCopied(e *env) error {
 }
 
 func checkConcurrent(e *env) error {
+	// The calls may queue in the signer: each has the time of all of them.
+	at := *e
+	at.ctx = queued(e.ctx, e.opts.Concurrent)
+	e = &at
 	var (
 		mu   sync.Mutex
 		seen = map[string]bool{}
@@ -637,7 +641,7 @@ func checkSignCSRs(e *env) error {
 	}
 	reqs[2].Profile = sdk.ProfilePeer
 	reqs[2].CSRPEM = []byte("not a CSR") // the bad one, between good ones
-	results, err := bs.SignCSRs(e.ctx, reqs)
+	results, err := bs.SignCSRs(queued(e.ctx, len(reqs)), reqs)
 	if err != nil {
 		return fmt.Errorf("SignCSRs: %w", err)
 	}

@@ -39,8 +39,20 @@ func (l *callLimit) dialOptions() []grpc.DialOption {
 	return []grpc.DialOption{grpc.WithChainUnaryInterceptor(l.unary)}
 }
 
+// queuedKey marks a call made beside others, or carrying several requests (its value,
+// an int): a signer that signs one at a time answers the last after all of them, so the
+// call's deadline is that many times the bound.
+type queuedKey struct{}
+
+func queued(ctx context.Context, n int) context.Context {
+	return context.WithValue(ctx, queuedKey{}, n)
+}
+
 func (l *callLimit) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoke grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 	limit := l.get()
+	if n, ok := ctx.Value(queuedKey{}).(int); ok && n > 1 {
+		limit *= time.Duration(n)
+	}
 	call, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	err := invoke(call, method, req, reply, cc, opts...)
