@@ -10,22 +10,59 @@ import (
 	"time"
 
 	"github.com/tlsrelay/tlsrelay/core/protocol"
+	"github.com/tlsrelay/tlsrelay/core/relation"
 	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
 
 // A group whose CA is an intermediate under an enterprise root (root -> int1 -> int2),
-// int2 and its key in a real Barbican container (ca.ref) with int1 and the root as its
-// intermediates: every unit's tls.crt is its leaf, int2 and int1, its ca.crt the root
-// alone, so that OpenSSL verifies with the root as the only anchor, and haproxy (with
-// bundle.pem) and nginx (ssl_verify_depth 4) accept each unit as a client while trusting
-// the root alone.
-func TestAGroupUnderAnIntermediateFromBarbican(t *testing.T) {
+// int2 and its key brought by ca.ref with int1 and the root as its intermediates, from a
+// real Barbican container and from a file (the file secrets backend): every unit's
+// tls.crt is its leaf, int2 and int1, its ca.crt the root alone, so that OpenSSL
+// verifies with the root as the only anchor, and haproxy (with bundle.pem) and nginx
+// (ssl_verify_depth 4) accept each unit as a client while trusting the root alone.
+func TestAGroupUnderAnIntermediate(t *testing.T) {
 	t.Parallel()
 	root := pkitest.NewCA(t, "enterprise root", time.Now())
 	int1 := root.Intermediate(t, "enterprise issuing 1")
 	int2 := int1.Intermediate(t, "group CA")
-	ag, obs, _, _ := barbicanGroup(t, "chain", int2, []byte(int1.PEM+root.PEM), "certificate:\n  output: {formats: [bundle]}\n")
+	const more = "certificate:\n  output: {formats: [bundle]}\n"
+	for _, source := range []struct {
+		name  string
+		group func(t *testing.T) (*agents, relation.Observer)
+	}{
+		{"Barbican", func(t *testing.T) (*agents, relation.Observer) {
+			ag, obs, _, _ := barbicanGroup(t, "chain", int2, []byte(int1.PEM+root.PEM), more)
+			return ag, obs
+		}},
+		{"file", func(t *testing.T) (*agents, relation.Observer) {
+			return fileGroup(t, "chain", int2.PEM+int1.PEM+root.PEM+string(pkitest.KeyPEM(t, int2.Key)), more)
+		}},
+	} {
+		t.Run(source.name, func(t *testing.T) {
+			t.Parallel()
+			ag, obs := source.group(t)
+			checkChainGroup(t, ag, obs)
+		})
+	}
+}
+
+// fileGroup starts an embedded etcd and agents of relation name whose CA is the PEM
+// caFile holds (ca.ref, through the file secrets backend), with more YAML.
+func fileGroup(t *testing.T, name, caFile, more string) (*agents, relation.Observer) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "group-ca.pem")
+	if err := os.WriteFile(path, []byte(caFile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ag, obs, _ := embeddedGroup(t, name, 2*time.Second, fmt.Sprintf("roles: {secrets: file}\nca: {ref: %q}\n", path)+more, false)
+	return ag, obs
+}
+
+// checkChainGroup starts three units of a group whose CA is int2 under int1 under the
+// enterprise root, and checks their files, status, OpenSSL, haproxy and nginx.
+func checkChainGroup(t *testing.T, ag *agents, obs relation.Observer) {
+	t.Helper()
 	units := []string{"web/0", "web/1", "web/2"}
 	for _, u := range units {
 		ag.start(u)

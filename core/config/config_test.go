@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-var builtins = []string{"barbican", "cfssl", "easyrsa", "openssl"}
+var builtins = []string{"barbican", "cfssl", "easyrsa", "file", "openssl"}
 
 func writeConfig(t *testing.T, yaml string) string {
 	t.Helper()
@@ -301,7 +301,7 @@ func TestExampleConfigsLoad(t *testing.T) {
 		}}
 	for _, path := range paths {
 		t.Run(filepath.Base(path), func(t *testing.T) {
-			cfg, err := Load(path, []string{"cfssl", "easyrsa", "openssl", "barbican"})
+			cfg, err := Load(path, []string{"cfssl", "easyrsa", "openssl", "barbican", "file"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -348,14 +348,14 @@ func TestErrorsNameTheEnvironment(t *testing.T) {
 }
 
 func TestUseBackend(t *testing.T) {
-	cfg, err := Load("", []string{"barbican", "cfssl", "easyrsa", "openssl"})
+	cfg, err := Load("", []string{"barbican", "cfssl", "easyrsa", "file", "openssl"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cfg.UseBackend("openssl", []string{"barbican", "cfssl", "easyrsa", "openssl"}); err != nil || cfg.Roles.CSR != "openssl" || cfg.Roles.Signer != "openssl" {
+	if err := cfg.UseBackend("openssl", []string{"barbican", "cfssl", "easyrsa", "file", "openssl"}); err != nil || cfg.Roles.CSR != "openssl" || cfg.Roles.Signer != "openssl" {
 		t.Fatalf("UseBackend(openssl) = %v, roles %+v", err, cfg.Roles)
 	}
-	err = cfg.UseBackend("vault", []string{"barbican", "cfssl", "easyrsa", "openssl"})
+	err = cfg.UseBackend("vault", []string{"barbican", "cfssl", "easyrsa", "file", "openssl"})
 	if err == nil || !strings.Contains(err.Error(), `unknown backend "vault"`) {
 		t.Fatalf("UseBackend(vault) = %v", err)
 	}
@@ -363,7 +363,7 @@ func TestUseBackend(t *testing.T) {
 
 func TestSecretsValidation(t *testing.T) {
 	ok := "roles: {secrets: barbican}\nsecrets:\n  - {name: l1, ref: 'http://k/v1/containers/1', output: {dir: /tmp/l1}}\n"
-	cfg, err := Load(writeConfig(t, ok), []string{"cfssl", "easyrsa", "openssl", "barbican"})
+	cfg, err := Load(writeConfig(t, ok), []string{"cfssl", "easyrsa", "openssl", "barbican", "file"})
 	if err != nil || len(cfg.Secrets) != 1 || cfg.Secrets[0].Output.Dir != "/tmp/l1" || cfg.SecretsRefresh != time.Hour {
 		t.Fatalf("Load = %+v, %v", cfg, err)
 	}
@@ -379,7 +379,7 @@ func TestSecretsValidation(t *testing.T) {
 		{"relation: {etcd: {username: u, password: p, password_file: /f}}\n", "relation.etcd.password_file: set password or password_file, not both"},
 		{"relation: {etcd: {password_file: /f}}\n", "relation.etcd.username: must be set"},
 	} {
-		_, err := Load(writeConfig(t, tt.yaml), []string{"cfssl", "easyrsa", "openssl", "barbican"})
+		_, err := Load(writeConfig(t, tt.yaml), []string{"cfssl", "easyrsa", "openssl", "barbican", "file"})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%q: err = %v, want %q", tt.yaml, err, tt.want)
 		}

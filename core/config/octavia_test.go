@@ -16,7 +16,7 @@ import (
 // certificate, another amphora's future ID, ca-fe-ba-be-0), is refused by the policy
 // every leader checks before any signer sees a CSR.
 func TestOctaviaPolicyBindsTheAmphoraID(t *testing.T) {
-	cfg, err := Load("../../configs/octavia.yaml", []string{"cfssl", "easyrsa", "openssl", "barbican"})
+	cfg, err := Load("../../configs/octavia.yaml", []string{"cfssl", "easyrsa", "openssl", "barbican", "file"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/tlsrelay/tlsrelay/plugins/barbican"
 	"github.com/tlsrelay/tlsrelay/plugins/cfssl"
 	"github.com/tlsrelay/tlsrelay/plugins/easyrsa"
+	"github.com/tlsrelay/tlsrelay/plugins/file"
 	"github.com/tlsrelay/tlsrelay/plugins/openssl"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
@@ -22,13 +23,14 @@ var Backends = map[string]func(hclog.Logger) sdk.Backend{
 	cfssl.Name:    func(log hclog.Logger) sdk.Backend { return cfssl.New(log) },
 	openssl.Name:  func(log hclog.Logger) sdk.Backend { return openssl.New(log) },
 	easyrsa.Name:  func(log hclog.Logger) sdk.Backend { return easyrsa.New(log) },
+	file.Name:     func(hclog.Logger) sdk.Backend { return file.New() },
 }
 
 // SetVersion makes v the version every built-in backend reports (sdk.Info.Version): the
 // build of the tlsrelay binary that serves them, which the plugins themselves cannot
 // read (they depend on the sdk alone, as a third party's do).
 func SetVersion(v string) {
-	barbican.Version, cfssl.Version, openssl.Version, easyrsa.Version = v, v, v, v
+	barbican.Version, cfssl.Version, openssl.Version, easyrsa.Version, file.Version = v, v, v, v, v
 }
 
 // Names lists the built-in backends, sorted.
