@@ -235,3 +235,39 @@ func TestFetchAndStoreExitWhenTheBackendCannot(t *testing.T) {
 		}
 	}
 }
+
+// `tlsrelay fetch` with the file secrets backend writes what a file holds as it writes a
+// Barbican container's parts; a file others may read exits 6 naming it, a missing one 3.
+func TestFetchFromAFile(t *testing.T) {
+	t.Parallel()
+	m := testservers.NewMaterial(t)
+	dir := t.TempDir()
+	config := filepath.Join(dir, "tlsrelay.yaml")
+	os.WriteFile(config, []byte("roles: {secrets: file}\n"), 0o644)
+	good, open := filepath.Join(dir, "listener.pem"), filepath.Join(dir, "open.pem")
+	os.WriteFile(good, append(append(append([]byte{}, m.Cert...), m.Inter...), m.Key...), 0o600)
+	os.WriteFile(open, append(append([]byte{}, m.Cert...), m.Key...), 0o644)
+	os.Chmod(open, 0o644)
+
+	out := filepath.Join(t.TempDir(), "l1")
+	if r := run(t, "fetch", good, "--config", config, "--out", out); r.code != 0 || !strings.Contains(r.stdout, `subject "CN=listener-1.example"`) {
+		t.Fatalf("exit %d: %s%s", r.code, r.stdout, r.stderr)
+	}
+	key, _ := os.ReadFile(filepath.Join(out, "tls.key"))
+	chain, _ := os.ReadFile(filepath.Join(out, "chain.crt"))
+	if !bytes.Equal(key, m.Key) || !bytes.Equal(bytes.TrimSpace(chain), bytes.TrimSpace(m.Inter)) {
+		t.Errorf("tls.key the file's key %v, chain.crt its intermediates %v", bytes.Equal(key, m.Key), bytes.Equal(chain, m.Inter))
+	}
+	for _, tt := range []struct {
+		ref  string
+		code int
+		want string
+	}{
+		{open, 6, "has mode 0644"},
+		{filepath.Join(dir, "missing.pem"), 3, "no such file"},
+	} {
+		if r := run(t, "fetch", tt.ref, "--config", config, "--out", t.TempDir()); r.code != tt.code || !strings.Contains(r.stderr, tt.want) || !strings.Contains(r.stderr, tt.ref) {
+			t.Errorf("fetch %s: exit %d (want %d), stderr %q (want %q and the file)", tt.ref, r.code, tt.code, r.stderr, tt.want)
+		}
+	}
+}
