@@ -156,6 +156,18 @@ var checks = []check{
 	{"SignCRL lists the serials asked for, signed by the CA", checkCRL, []string{checkCAName}, needs("revocation lists", sdk.CapCRL)},
 	{"SignCSRs answers each request in order; a bad one fails alone", checkSignCSRs, []string{checkCAName},
 		needs("batched signing (the host signs one CSR a call)", sdk.CapSignCSRs)},
+	{"a remote CA that moves is followed (ca_remote)", unexercised("the leader asks CA() again every ca.remote_recheck and " +
+		"rotates the group when the service moved to another CA; the kit cannot move a CA at a remote service: prove it " +
+		"against the service, as tlsrelay's TestRemoteCustody does with a test signer"), nil, needs("a remote CA", sdk.CapCARemote)},
+	{"every host's signer reaches one CA key (ca_shared)", unexercised("a new leader on another host signs with the same CA " +
+		"without importing it; the kit runs on one host: prove it with two hosts reaching the key (an HSM, a shared service)"),
+		nil, needs("a CA every host reaches", sdk.CapCAShared)},
+}
+
+// unexercised is the check of a claim the kit cannot exercise where it runs: the claim
+// is reported as not proved, with what would prove it, never as passed.
+func unexercised(what string) func(*env) error {
+	return func(*env) error { return notRun("claimed, not exercised by the kit: " + what) }
 }
 
 // runChecks runs every check in order through each (which may run it inside a subtest,

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -136,12 +138,20 @@ func CommandEnv(env []string, configJSON []byte, path string, args ...string) St
 			if tail.String() != "" {
 				err = fmt.Errorf("%w; its last stderr lines:\n%s", err, tail.String())
 			}
-			return nil, nil, err
+			return nil, nil, fmt.Errorf("%w\n%s", err, envHint(env))
 		}
 		started.Store(b, launched{known: true, config: configJSON, limit: limit,
 			died: func(failing bool) string { return died(client, cmd, tail, failing) }})
 		return b, func() { client.Kill(); started.Delete(b) }, nil
 	}
+}
+
+// envHint says what environment a plugin the kit launched had: a plugin that fails at
+// start for want of a variable (SOFTHSM2_CONF, a token) reads why here.
+func envHint(declared []string) string {
+	have := append(slices.Clone(pluginhost.BaseEnv), declared...)
+	return fmt.Sprintf("(the plugin ran with the host's environment: %s and nothing else of the test's; "+
+		"a variable it needs is declared with plugintest.CommandEnv, and under env: in tlsrelay's config)", strings.Join(have, ", "))
 }
 
 // died says how the plugin process died, or "" if it runs. After a failed call it waits

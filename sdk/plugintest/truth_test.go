@@ -23,6 +23,12 @@ func TestMain(m *testing.M) {
 		sdk.Serve(panicky{minimal.New()})
 	case "secret-version":
 		sdk.Serve(secretVersion{minimal.New()})
+	case "needs-secret":
+		if os.Getenv("PLUGINTEST_SECRET") == "" {
+			os.Stderr.WriteString("PLUGINTEST_SECRET is not set: cannot reach the token\n")
+			os.Exit(1)
+		}
+		sdk.Serve(minimal.New())
 	}
 	os.Exit(0)
 }
@@ -116,6 +122,19 @@ func TestKitLaunchesWithTheHostsEnvironment(t *testing.T) {
 	declared := results(t, plugintest.CommandEnv([]string{"PLUGINTEST_SERVE", "PLUGINTEST_SECRET"}, nil, os.Args[0]), fast)
 	if r := declared[checkInfo]; !r.Proved() {
 		t.Errorf("a declared variable did not reach the plugin: %s: %v", checkInfo, r.Err)
+	}
+}
+
+// A binary that fails at start for want of a variable the test has and the host does
+// not pass: the error lists the environment it ran with and says how to declare more.
+func TestKitSaysWhichEnvironmentAFailedStartHad(t *testing.T) {
+	t.Setenv("PLUGINTEST_SERVE", "needs-secret")
+	t.Setenv("PLUGINTEST_SECRET", "in the test only")
+	_, err := plugintest.Verify(plugintest.CommandEnv([]string{"PLUGINTEST_SERVE"}, nil, os.Args[0]), fast)
+	for _, want := range []string{"PLUGINTEST_SECRET is not set", "ran with the host's environment: PATH, HOME, LANG, LC_ALL, TZ, TMPDIR, PLUGINTEST_SERVE and nothing else", "plugintest.CommandEnv"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("a plugin that exits at start: %v; want %q", err, want)
+		}
 	}
 }
 
