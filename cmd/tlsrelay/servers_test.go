@@ -254,8 +254,10 @@ func TestJavaWithAUnitsPKCS12(t *testing.T) {
 		t.Fatalf("up: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	javaUnit, goUnit := filepath.Join(up, "node-0"), filepath.Join(up, "node-1")
-	if out, err := exec.Command("keytool", "-list", "-keystore", filepath.Join(javaUnit, "keystore.p12"), "-storetype", "PKCS12", "-storepass", password).CombinedOutput(); err != nil || !strings.Contains(string(out), "PrivateKeyEntry") {
-		t.Fatalf("keytool -list keystore.p12: %v\n%s", err, out)
+	// Its key entry's alias is the unit's name (the certificate's common name), what a
+	// Tomcat or Spring key-alias setting names.
+	if out, err := exec.Command("keytool", "-list", "-keystore", filepath.Join(javaUnit, "keystore.p12"), "-storetype", "PKCS12", "-storepass", password).CombinedOutput(); err != nil || !strings.Contains(string(out), "node-0, ") || !strings.Contains(string(out), "PrivateKeyEntry") {
+		t.Fatalf("keytool -list keystore.p12: %v; want a PrivateKeyEntry whose alias is node-0\n%s", err, out)
 	}
 	src, _ := filepath.Abs("testdata/MutualTLS.java")
 

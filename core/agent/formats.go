@@ -134,6 +134,10 @@ func pkcs12Pair(out config.Output, certPEM, keyPEM, caPEM []byte) (keystore, tru
 	if keystore, err = enc.Encode(key, chain[0], chain[1:], password); err != nil {
 		return nil, nil, fmt.Errorf("encode %s: %w", KeystoreFile, err)
 	}
+	// The key entry's alias in Java: the unit's name, the certificate's common name.
+	if keystore, err = withFriendlyName(keystore, password, chain[0].Subject.CommonName); err != nil {
+		return nil, nil, fmt.Errorf("name the key in %s: %w", KeystoreFile, err)
+	}
 	if truststore, err = enc.EncodeTrustStore(cas, password); err != nil {
 		return nil, nil, fmt.Errorf("encode %s: %w", TruststoreFile, err)
 	}

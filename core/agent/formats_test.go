@@ -53,6 +53,19 @@ func TestOutputFormats(t *testing.T) {
 			if err != nil || !leaf.Equal(cert) || !certutil.SamePublicKey(leaf.PublicKey, priv.(crypto.Signer).Public()) {
 				t.Fatalf("keystore.p12: %v; leaf is tls.crt's: %v", err, leaf != nil && leaf.Equal(cert))
 			}
+			// The key entry is named after the unit: Java's alias, OpenSSL's friendlyName.
+			blocks, err := pkcs12.ToPEM(ks, "s3cret")
+			if err != nil {
+				t.Fatalf("keystore.p12: %v", err)
+			}
+			for _, b := range blocks {
+				if b.Type == "PRIVATE KEY" && b.Headers["friendlyName"] != "db/0" {
+					t.Errorf("keystore.p12's key is named %q, want db/0", b.Headers["friendlyName"])
+				}
+			}
+			if out, err := exec.Command("openssl", "pkcs12", "-in", filepath.Join(dir, KeystoreFile), "-passin", "pass:s3cret", "-nocerts", "-nodes").CombinedOutput(); err != nil || !strings.Contains(string(out), "friendlyName: db/0") {
+				t.Errorf("openssl pkcs12 reads keystore.p12's key as: %v\n%s", err, out)
+			}
 			ts, _ := os.ReadFile(filepath.Join(dir, TruststoreFile))
 			cas, err := pkcs12.DecodeTrustStore(ts, "s3cret")
 			caPEM, _ := os.ReadFile(filepath.Join(dir, CAFile))
