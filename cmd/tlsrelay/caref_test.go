@@ -20,9 +20,10 @@ import (
 
 // barbicanGroup starts an embedded etcd, a real Barbican holding ca (its certificate and
 // key, with the intermediates inter) in a certificate container, and agents of relation
-// name whose ca.ref is that container, with more YAML; it returns the agents, an observer
-// of the relation, Barbican and the container's reference. All stop when the test ends.
-func barbicanGroup(t *testing.T, name string, ca pkitest.CA, inter []byte, more string) (*agents, relation.Observer, *testservers.Barbican, string) {
+// name whose ca.ref is that container, with caMore in the ca: map and more YAML; it
+// returns the agents, an observer of the relation, Barbican and the container's
+// reference. All stop when the test ends.
+func barbicanGroup(t *testing.T, name string, ca pkitest.CA, inter []byte, caMore, more string) (*agents, relation.Observer, *testservers.Barbican, string) {
 	t.Helper()
 	srv, err := embedded.Start(embedded.Options{Dir: t.TempDir()})
 	if err != nil {
@@ -42,8 +43,8 @@ plugins:
       auth: {type: noauth, endpoint: %q, project_id: demo}
       retry_deadline: 2s
       timeout: 2s
-ca: {ref: %q}
-`, name, srv.Endpoint(), barbican.URL, ref)+more, false)
+ca: {ref: %q%s}
+`, name, srv.Endpoint(), barbican.URL, ref, caMore)+more, false)
 	return ag, observe(t, etcd.Options{Schema: protocol.Schema(), Endpoints: []string{srv.Endpoint()}, Relation: name}), barbican, ref
 }
 
@@ -55,7 +56,7 @@ ca: {ref: %q}
 func TestLeaderFailoverWithTheCAInBarbican(t *testing.T) {
 	t.Parallel()
 	groupCA := pkitest.NewCA(t, "group CA in Barbican", time.Now())
-	ag, obs, barbican, ref := barbicanGroup(t, "caref", groupCA, nil, "")
+	ag, obs, barbican, ref := barbicanGroup(t, "caref", groupCA, nil, "", "")
 	want := caseal.Fingerprint(groupCA.Cert.Raw)
 
 	next := 0

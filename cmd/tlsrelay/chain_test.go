@@ -1,11 +1,16 @@
 package main
 
 import (
+	"crypto/rand"
+	"crypto/x509"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -20,23 +25,32 @@ import (
 // real Barbican container and from a file (the file secrets backend): every unit's
 // tls.crt is its leaf, int2 and int1, its ca.crt the root alone, so that OpenSSL
 // verifies with the root as the only anchor, and haproxy (with bundle.pem) and nginx
-// (ssl_verify_depth 4) accept each unit as a client while trusting the root alone.
+// (ssl_verify_depth 4) accept each unit as a client while trusting the root alone and
+// checking every CA's CRL (the enterprise's from ca.chain_crl_file, in each unit's ca.crl
+// after the group's), and refuse a unit once it is revoked.
 func TestAGroupUnderAnIntermediate(t *testing.T) {
 	t.Parallel()
 	root := pkitest.NewCA(t, "enterprise root", time.Now())
 	int1 := root.Intermediate(t, "enterprise issuing 1")
 	int2 := int1.Intermediate(t, "group CA")
 	const more = "certificate:\n  output: {formats: [bundle]}\n"
+	// The enterprise's CRLs: the root's (over int1) and int1's (over int2), revoking
+	// nothing of ours; and one of the group CA itself, which the leader leaves out.
+	crls := filepath.Join(t.TempDir(), "enterprise.crl")
+	if err := os.WriteFile(crls, []byte(crlOf(t, root)+crlOf(t, int1)+crlOf(t, int2)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	caMore := fmt.Sprintf(", chain_crl_file: %q, revoke_departed_after: 0s", crls)
 	for _, source := range []struct {
 		name  string
 		group func(t *testing.T) (*agents, relation.Observer)
 	}{
 		{"Barbican", func(t *testing.T) (*agents, relation.Observer) {
-			ag, obs, _, _ := barbicanGroup(t, "chain", int2, []byte(int1.PEM+root.PEM), more)
+			ag, obs, _, _ := barbicanGroup(t, "chain", int2, []byte(int1.PEM+root.PEM), caMore, more)
 			return ag, obs
 		}},
 		{"file", func(t *testing.T) (*agents, relation.Observer) {
-			return fileGroup(t, "chain", int2.PEM+int1.PEM+root.PEM+string(pkitest.KeyPEM(t, int2.Key)), more)
+			return fileGroup(t, "chain", int2.PEM+int1.PEM+root.PEM+string(pkitest.KeyPEM(t, int2.Key)), caMore, more)
 		}},
 	} {
 		t.Run(source.name, func(t *testing.T) {
@@ -47,15 +61,27 @@ func TestAGroupUnderAnIntermediate(t *testing.T) {
 	}
 }
 
+// crlOf is a CRL of ca's, revoking nothing, valid a day.
+func crlOf(t *testing.T, ca pkitest.CA) string {
+	t.Helper()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1),
+		ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().Add(24 * time.Hour)}, ca.Cert, ca.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pkitest.PEM("X509 CRL", der)
+}
+
 // fileGroup starts an embedded etcd and agents of relation name whose CA is the PEM
-// caFile holds (ca.ref, through the file secrets backend), with more YAML.
-func fileGroup(t *testing.T, name, caFile, more string) (*agents, relation.Observer) {
+// caFile holds (ca.ref, through the file secrets backend), with caMore in the ca: map
+// and more YAML.
+func fileGroup(t *testing.T, name, caFile, caMore, more string) (*agents, relation.Observer) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "group-ca.pem")
 	if err := os.WriteFile(path, []byte(caFile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	ag, obs, _ := embeddedGroup(t, name, 2*time.Second, fmt.Sprintf("roles: {secrets: file}\nca: {ref: %q}\n", path)+more, false)
+	ag, obs, _ := embeddedGroup(t, name, 2*time.Second, fmt.Sprintf("roles: {secrets: file}\nca: {ref: %q%s}\n", path, caMore)+more, false)
 	return ag, obs
 }
 
@@ -93,31 +119,61 @@ func checkChainGroup(t *testing.T, ag *agents, obs relation.Observer) {
 		t.Errorf("status: exit %d; want the group CA trusted under one anchor, its chain whole:\n%s%s", r.code, r.stdout, r.stderr)
 	}
 
-	// haproxy and nginx trust the root alone and take each unit's chain.
+	// haproxy and nginx trust the root alone, take each unit's chain, and check the CRL
+	// of every CA in it: the group's, then the enterprise's, in the serving unit's ca.crl.
 	work := t.TempDir()
 	serverDir := ag.unitDir("web/0")
-	haAddr, ngAddr := freeLocalAddr(t), freeLocalAddr(t)
-	// Without crl-file and ssl_crl: both check every CA's CRL (OpenSSL's CRL_CHECK_ALL),
-	// and the enterprise's root and int1 CRLs are not the group's to publish yet.
-	withoutCRL := func(s string) string {
-		s = strings.ReplaceAll(s, " crl-file DIR/ca.crl", "")
-		return strings.ReplaceAll(s, "  ssl_crl DIR/ca.crl;\n", "")
+	for deadline := time.Now().Add(20 * time.Second); strings.Count(string(mustRead(t, filepath.Join(serverDir, "ca.crl"))), "BEGIN X509 CRL") != 3; time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("web/0's ca.crl holds %d CRLs, want 3 (the group's, the root's, int1's; not a second of the group CA's)",
+				strings.Count(string(mustRead(t, filepath.Join(serverDir, "ca.crl"))), "BEGIN X509 CRL"))
+		}
 	}
+	haAddr, ngAddr := freeLocalAddr(t), freeLocalAddr(t)
 	startServer(t, "haproxy", work, "haproxy.cfg", fmt.Sprintf("global\n  pidfile %s/haproxy.pid\ndefaults\n  mode http\n  timeout connect 2s\n  timeout client 5s\n  timeout server 5s\n%s\n",
-		work, strings.ReplaceAll(withoutCRL(fmt.Sprintf(haproxySnippet, haAddr)), "DIR", serverDir)), "-W", "-db", "-f")
+		work, strings.ReplaceAll(fmt.Sprintf(haproxySnippet, haAddr), "DIR", serverDir)), "-W", "-db", "-f")
 	startServer(t, "nginx", work, "nginx.conf", fmt.Sprintf("daemon off;\npid %[1]s/nginx.pid;\nerror_log %[1]s/nginx.err;\nworker_processes 1;\nevents {}\nhttp {\n  access_log off;\n%[2]s\n}\n",
-		work, strings.ReplaceAll(withoutCRL(fmt.Sprintf(nginxSnippet, ngAddr)), "DIR", serverDir)), "-c")
-	for _, addr := range []string{haAddr, ngAddr} {
-		awaitListening(t, addr)
-		for _, u := range units[1:] {
-			if err := getOK(t, addr, ag.unitDir(u), u); err != nil {
-				t.Errorf("%s refused by %s: %v", u, serverName(addr, haAddr), err)
+		work, strings.ReplaceAll(fmt.Sprintf(nginxSnippet, ngAddr), "DIR", serverDir)), "-c")
+	check := func(when string, want map[string]bool) {
+		t.Helper()
+		for _, addr := range []string{haAddr, ngAddr} {
+			awaitListening(t, addr)
+			for u, ok := range want {
+				if err := getOK(t, addr, ag.unitDir(u), u); ok != (err == nil) {
+					t.Errorf("%s: %s accepted %v by %s (%v), want %v", when, u, err == nil, serverName(addr, haAddr), err, ok)
+				}
+			}
+			if err := getOK(t, addr, "", ""); err == nil {
+				t.Errorf("%s: a client without a certificate accepted by %s", when, serverName(addr, haAddr))
 			}
 		}
-		if err := getOK(t, addr, "", ""); err == nil {
-			t.Errorf("a client without a certificate accepted by %s", serverName(addr, haAddr))
+	}
+	check("all joined", map[string]bool{"web/1": true, "web/2": true})
+
+	// web/2 revoked: once web/0's ca.crl lists it, the servers reloaded refuse it.
+	revoked := readSerial(t, filepath.Join(ag.unitDir("web/2"), "tls.crt"))
+	ag.signalAgent("web/2", syscall.SIGTERM)
+	ag.exitCode("web/2", 30*time.Second)
+	if r := runBinary(t, ag.bin, "revoke", "web/2", "--config", ag.config, "--timeout", "30s"); r.code != 0 {
+		t.Fatalf("revoke web/2: exit %d\n%s", r.code, r.stderr)
+	}
+	for deadline := time.Now().Add(30 * time.Second); !crlHas(t, filepath.Join(serverDir, "ca.crl"), revoked); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("web/0's ca.crl never listed web/2's serial %s", revoked)
 		}
 	}
+	for _, pidFile := range []struct {
+		name string
+		sig  syscall.Signal
+	}{{"haproxy.pid", syscall.SIGUSR2}, {"nginx.pid", syscall.SIGHUP}} {
+		pid, err := strconv.Atoi(strings.TrimSpace(string(mustRead(t, filepath.Join(work, pidFile.name)))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		syscall.Kill(pid, pidFile.sig)
+	}
+	time.Sleep(time.Second) // the reloaded workers take over
+	check("web/2 revoked", map[string]bool{"web/1": true, "web/2": false})
 }
 
 // commonNames lists the common names of the certificates in a PEM file, in order.

@@ -56,6 +56,9 @@ type Options struct {
 	// CARef names the group's CA in the secrets backend (ca.ref): a leader imports it
 	// into its signer before it signs. Empty: the signer's own CA.
 	CARef string
+	// CAChainCRLFile holds the CRLs of the CAs above the group's (ca.chain_crl_file),
+	// which a leader publishes; "" none.
+	CAChainCRLFile string
 	// SignerName names the signer backend (roles.signer): the group records it, and a
 	// leader with another signer rotates the group to its CA.
 	SignerName string
@@ -104,17 +107,18 @@ type Agent struct {
 
 	// memory is what this unit has learned while it leads (protocol.LeaderMemory): the
 	// protocol's to read and, through Step, to change.
-	memory   protocol.LeaderMemory
-	parsed   *protocol.Parsed // the relation values decisions read, parsed (protocol.Parsed)
-	wake     time.Time        // when the last decision changes with time alone (protocol.Decision.WakeAt)
-	skewed   bool             // the last decision waits out a clock skew
-	reported reported         // what the unit last said of itself (status.go)
-	onChange *onChange
-	noCRL    atomic.Bool       // the leader at the last step said its signer signs no CRL (on_change needs none)
-	leading  bool              // this unit led at the last step (the audit trail's leadership events)
-	before   map[string]string // the leader data the current step's writes change
-	auditCA  struct{ pem, sha256 string }
-	poke     chan struct{} // on_change finished: look at the status again
+	memory    protocol.LeaderMemory
+	parsed    *protocol.Parsed // the relation values decisions read, parsed (protocol.Parsed)
+	wake      time.Time        // when the last decision changes with time alone (protocol.Decision.WakeAt)
+	skewed    bool             // the last decision waits out a clock skew
+	reported  reported         // what the unit last said of itself (status.go)
+	onChange  *onChange
+	noCRL     atomic.Bool       // the leader at the last step said its signer signs no CRL (on_change needs none)
+	chainCRLs chainCRLFile      // ca.chain_crl_file as last read
+	leading   bool              // this unit led at the last step (the audit trail's leadership events)
+	before    map[string]string // the leader data the current step's writes change
+	auditCA   struct{ pem, sha256 string }
+	poke      chan struct{} // on_change finished: look at the status again
 }
 
 // New prepares an agent; Run starts it.

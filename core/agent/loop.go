@@ -142,7 +142,7 @@ func (a *Agent) step(ctx context.Context, snap relation.Snapshot) (acted bool, e
 		Policy: a.opts.Policy,
 		CA: protocol.CATerms{Signer: a.opts.SignerName, Request: snap.Requests[protocol.RequestRotateCA], Cancel: snap.Requests[protocol.RequestCancelRotation],
 			RotateBefore: a.opts.CARotateBefore, TrustTimeout: a.opts.CARotationTrustTimeout, ReissueTimeout: a.opts.CARotationReissueTimeout, Ref: a.opts.CARef,
-			RemoteRecheck: a.opts.CARemoteRecheck},
+			RemoteRecheck: a.opts.CARemoteRecheck, ChainCRL: a.chainCRL(leader)},
 		CRL: protocol.CRLTerms{RevokeAfter: a.opts.RevokeDepartedAfter},
 	}
 	d := protocol.Decide(view)

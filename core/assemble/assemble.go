@@ -85,7 +85,7 @@ func (c Checked) Agent(cfg *config.Config, member relation.Member, backends agen
 		Host: config.LocalHost(), Log: log, Relation: cfg.Relation.Name, SealKey: c.SealKey, CARef: cfg.CA.Ref,
 		Policy: c.Policy, SignerName: cfg.Roles.Signer, CARotateBefore: cfg.CA.RotateBefore,
 		CARotationTrustTimeout: cfg.CA.RotationTrustTimeout, CARotationReissueTimeout: cfg.CA.RotationReissueTimeout,
-		CARemoteRecheck: cfg.CA.RemoteRecheck, RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter,
+		CARemoteRecheck: cfg.CA.RemoteRecheck, RevokeDepartedAfter: cfg.CA.RevokeDepartedAfter, CAChainCRLFile: cfg.CA.ChainCRLFile,
 	}, nil
 }
 

@@ -121,6 +121,11 @@ type CA struct {
 	// RevokeDepartedAfter: the certificate of a unit that left the relation is revoked
 	// (put in the group's CRL) once it has been gone this long; 0 at once.
 	RevokeDepartedAfter time.Duration `mapstructure:"revoke_departed_after"`
+	// ChainCRLFile holds the CRLs of the CAs above a group CA that is an intermediate
+	// (PEM, the enterprise's root and issuing CAs'): a leader publishes those its chain
+	// signed, and every unit writes them in ca.crl after the group's, as haproxy and
+	// nginx check the CRL of every CA in a chain. Read again when it changes.
+	ChainCRLFile string `mapstructure:"chain_crl_file"`
 }
 
 // Certificate is what the unit asks for and where it writes the result.

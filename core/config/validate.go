@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -92,6 +93,9 @@ func (c *Config) validateSecrets(p *problems) {
 	}
 	if c.CA.RotateBefore < 0 {
 		p.add("ca.rotate_before", "%s must not be negative (0 turns automatic rotation off)", c.CA.RotateBefore)
+	}
+	if f := c.CA.ChainCRLFile; f != "" && !filepath.IsAbs(f) {
+		p.add("ca.chain_crl_file", "%q is not an absolute path", f)
 	}
 	if c.CA.Ref != "" && c.Roles.Secrets == "" {
 		p.add("roles.secrets", "must name a backend: ca.ref %s is fetched through it", c.CA.Ref)

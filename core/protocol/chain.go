@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"crypto/x509"
+	"encoding/pem"
 	"slices"
 
 	"github.com/tlsrelay/tlsrelay/core/caseal"
@@ -228,4 +229,33 @@ func (v View) installChain(inst *Installed) Action {
 		}
 	}
 	return nil
+}
+
+// chainCRLs is what the leader publishes as KeyCAChainCRL from what ca.chain_crl_file
+// holds: the CRLs, in their order, that a certificate of the published chain signed.
+// Another's (a CRL of the group's own CA, of a CA not in the chain) is left out: a unit
+// would trust it for nothing, and a consumer would read a stranger's list.
+func chainCRLs(chainPEM, file string) string {
+	chain, err := certutil.ParseCertificates([]byte(chainPEM))
+	if err != nil {
+		return ""
+	}
+	var out []byte
+	for rest := []byte(file); ; {
+		var block *pem.Block
+		if block, rest = pem.Decode(rest); block == nil {
+			break
+		}
+		if block.Type != "X509 CRL" {
+			continue
+		}
+		crl, err := x509.ParseRevocationList(block.Bytes)
+		if err != nil {
+			continue
+		}
+		if slices.ContainsFunc(chain, func(c *x509.Certificate) bool { return crl.CheckSignatureFrom(c) == nil }) {
+			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: block.Bytes})...)
+		}
+	}
+	return string(out)
 }

@@ -1,6 +1,10 @@
 package protocol
 
 import (
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"math/big"
 	"strings"
 	"testing"
 
@@ -73,5 +77,29 @@ func TestChainFilesOfAGroupUnderAnIntermediate(t *testing.T) {
 	trusted := TrustedCAs(root.PEM, int2.PEM, int1.PEM+root.PEM)
 	if len(trusted) != 2 || trusted[0] != caseal.Fingerprint(root.Cert.Raw) || trusted[1] != caseal.Fingerprint(int2.Cert.Raw) {
 		t.Errorf("a ca.crt of the root trusts %v, want the root and int2", trusted)
+	}
+}
+
+// The leader publishes, of ca.chain_crl_file, the CRLs a certificate of the chain signed,
+// in their order: not the group CA's own, not a stranger's, not what does not parse.
+func TestChainCRLsAreThoseOfTheChain(t *testing.T) {
+	root := newCA(t, "root")
+	int1 := testCA{root.Intermediate(t, "int1")}
+	int2 := testCA{int1.Intermediate(t, "int2")}
+	stranger := newCA(t, "stranger")
+	crl := func(ca testCA) string {
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(1), ThisUpdate: now, NextUpdate: now.Add(day)}, ca.Cert, ca.Key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}))
+	}
+	ofRoot, ofInt1 := crl(root), crl(int1)
+	file := ofInt1 + crl(int2) + "-----BEGIN X509 CRL-----\nbm90IGEgQ1JM\n-----END X509 CRL-----\n" + crl(stranger) + ofRoot
+	if got, want := chainCRLs(int1.PEM+root.PEM, file), ofInt1+ofRoot; got != want {
+		t.Errorf("published %d bytes, want the CRLs of int1 and the root (%d bytes)", len(got), len(want))
+	}
+	if got := chainCRLs("", file); got != "" {
+		t.Errorf("with no chain, published %q, want nothing", got)
 	}
 }

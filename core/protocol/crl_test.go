@@ -155,7 +155,7 @@ func TestUnitsInstallTheCRLAndRenewWhenRevoked(t *testing.T) {
 // A non-leader reads only the narrow view of leader data that Schema names: it must hold
 // every key the unit side of the protocol reads.
 func TestNarrowViewHoldsWhatTheUnitSideReads(t *testing.T) {
-	want := []string{KeyCA, KeyCASealed, KeyCRL, KeyCAChain, SignedCertificateKey("db/1"), RejectionKey("db/1")}
+	want := []string{KeyCA, KeyCASealed, KeyCRL, KeyCAChain, KeyCAChainCRL, SignedCertificateKey("db/1"), RejectionKey("db/1")}
 	if got := Schema().NarrowKeys("db/1"); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Schema().NarrowKeys = %v, want %v", got, want)
 	}

@@ -46,6 +46,11 @@ func decideLeader(v View) (actions []Action, signing []string, plan caPlan) {
 			actions = append(actions, SetLeaderData{KV: map[string]string{KeyCAChain: chain}})
 		}
 	}
+	if v.CA.ChainCRL != "" {
+		if crls := chainCRLs(v.LeaderData[KeyCAChain], v.CA.ChainCRL); crls != v.LeaderData[KeyCAChainCRL] {
+			actions = append(actions, SetLeaderData{KV: map[string]string{KeyCAChainCRL: crls}})
+		}
+	}
 	if !plan.sign {
 		return actions, nil, plan
 	}

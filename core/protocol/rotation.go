@@ -107,6 +107,9 @@ type CATerms struct {
 	// Ref is ca.ref: the group's CA comes from the secrets backend, so the leader
 	// imports it into its signer and cannot make a new one. "": the signer's own CA.
 	Ref string
+	// ChainCRL is what ca.chain_crl_file holds (the CRLs of the CAs above the group's),
+	// read by the agent; "" when none is configured.
+	ChainCRL string
 }
 
 // The default bounds of a rotation's phases (CATerms).

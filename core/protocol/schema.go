@@ -43,6 +43,9 @@ const (
 	// knows (intermediates, and the root when known), for a group whose CA is an
 	// intermediate; empty when every signing CA is self-signed (chain.go).
 	KeyCAChain = "ca_chain"
+	// KeyCAChainCRL holds the CRLs of the certificates in KeyCAChain that the leader was
+	// given (ca.chain_crl_file): units write them in ca.crl after the group's.
+	KeyCAChainCRL = "ca_chain_crl"
 )
 
 // Leader data that only leaders read.
@@ -127,7 +130,7 @@ const RequestCancelRotation = "ca_rotate_cancel"
 // and which bag fields wake a leader at once: those it signs from.
 func Schema() relation.Schema {
 	return relation.Schema{
-		GroupKeys:       []string{KeyCA, KeyCASealed, KeyCRL, KeyCAChain},
+		GroupKeys:       []string{KeyCA, KeyCASealed, KeyCRL, KeyCAChain, KeyCAChainCRL},
 		UnitKeySuffixes: []string{certificateSuffix, rejectionSuffix},
 		WakeFields:      []string{KeyCSR, KeyProfile},
 		BagFields:       bagFields,

@@ -21,8 +21,11 @@ import (
 // (on_change) then finds the CRL published with it already in place.
 func decideSelf(v View) Decision {
 	d := decideCertificate(v)
-	if crl := v.LeaderData[KeyCRL]; crl != "" && crl != v.Local.CRLPEM {
-		d.Actions = append([]Action{InstallCRL{PEM: crl}}, d.Actions...)
+	if crl := v.LeaderData[KeyCRL]; crl != "" {
+		// The CRLs of the CAs above an intermediate group CA follow the group's.
+		if crl += v.LeaderData[KeyCAChainCRL]; crl != v.Local.CRLPEM {
+			d.Actions = append([]Action{InstallCRL{PEM: crl}}, d.Actions...)
+		}
 	}
 	return d
 }
