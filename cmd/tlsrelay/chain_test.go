@@ -27,7 +27,8 @@ import (
 // verifies with the root as the only anchor, and haproxy (with bundle.pem) and nginx
 // (ssl_verify_depth 4) accept each unit as a client while trusting the root alone and
 // checking every CA's CRL (the enterprise's from ca.chain_crl_file, in each unit's ca.crl
-// after the group's), and refuse a unit once it is revoked.
+// after the group's), and refuse a unit once it is revoked; Python's ssl client, with a
+// unit's files, verifies haproxy's chain to the root and is accepted.
 func TestAGroupUnderAnIntermediate(t *testing.T) {
 	t.Parallel()
 	root := pkitest.NewCA(t, "enterprise root", time.Now())
@@ -149,6 +150,19 @@ func checkChainGroup(t *testing.T, ag *agents, obs relation.Observer) {
 		}
 	}
 	check("all joined", map[string]bool{"web/1": true, "web/2": true})
+	// Python's ssl, as Octavia's code is, with the same files: it trusts the root alone,
+	// verifies haproxy's chain for web/0's name and sends web/1's.
+	py := `import ssl, socket, sys
+d, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+ctx = ssl.create_default_context(cafile=d + "/ca.crt")
+ctx.load_cert_chain(d + "/tls.crt", d + "/tls.key")
+with ctx.wrap_socket(socket.create_connection((host, port), timeout=5), server_hostname="web-0") as s:
+    s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+    print(s.recv(4096).decode().split("\r\n")[0])`
+	host, port, _ := strings.Cut(haAddr, ":")
+	if out, err := exec.Command("python3", "-c", py, ag.unitDir("web/1"), host, port).CombinedOutput(); err != nil || !strings.Contains(string(out), "200") {
+		t.Errorf("Python's ssl to haproxy with web/1's files: %v\n%s", err, out)
+	}
 
 	// web/2 revoked: once web/0's ca.crl lists it, the servers reloaded refuse it.
 	revoked := readSerial(t, filepath.Join(ag.unitDir("web/2"), "tls.crt"))
