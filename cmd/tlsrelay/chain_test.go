@@ -28,13 +28,18 @@ import (
 // (ssl_verify_depth 4) accept each unit as a client while trusting the root alone and
 // checking every CA's CRL (the enterprise's from ca.chain_crl_file, in each unit's ca.crl
 // after the group's), and refuse a unit once it is revoked; Python's ssl client, with a
-// unit's files, verifies haproxy's chain to the root and is accepted.
+// unit's files, verifies haproxy's chain to the root and is accepted; a Java service
+// serves with a unit's PKCS#12 stores and greets another unit by name.
 func TestAGroupUnderAnIntermediate(t *testing.T) {
 	t.Parallel()
 	root := pkitest.NewCA(t, "enterprise root", time.Now())
 	int1 := root.Intermediate(t, "enterprise issuing 1")
 	int2 := int1.Intermediate(t, "group CA")
-	const more = "certificate:\n  output: {formats: [bundle]}\n"
+	pw := filepath.Join(t.TempDir(), "p12.pw")
+	if err := os.WriteFile(pw, []byte("chain-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	more := fmt.Sprintf("certificate:\n  output: {formats: [bundle, pkcs12], pkcs12_password_file: %s}\n", pw)
 	// The enterprise's CRLs: the root's (over int1) and int1's (over int2), revoking
 	// nothing of ours; and one of the group CA itself, which the leader leaves out.
 	crls := filepath.Join(t.TempDir(), "enterprise.crl")
@@ -45,19 +50,20 @@ func TestAGroupUnderAnIntermediate(t *testing.T) {
 	for _, source := range []struct {
 		name  string
 		group func(t *testing.T) (*agents, relation.Observer)
+		java  bool // a Java service too (once: the JVM is slow to start)
 	}{
 		{"Barbican", func(t *testing.T) (*agents, relation.Observer) {
 			ag, obs, _, _ := barbicanGroup(t, "chain", int2, []byte(int1.PEM+root.PEM), caMore, more)
 			return ag, obs
-		}},
+		}, false},
 		{"file", func(t *testing.T) (*agents, relation.Observer) {
 			return fileGroup(t, "chain", int2.PEM+int1.PEM+root.PEM+string(pkitest.KeyPEM(t, int2.Key)), caMore, more)
-		}},
+		}, true},
 	} {
 		t.Run(source.name, func(t *testing.T) {
 			t.Parallel()
 			ag, obs := source.group(t)
-			checkChainGroup(t, ag, obs)
+			checkChainGroup(t, ag, obs, source.java)
 		})
 	}
 }
@@ -88,7 +94,7 @@ func fileGroup(t *testing.T, name, caFile, caMore, more string) (*agents, relati
 
 // checkChainGroup starts three units of a group whose CA is int2 under int1 under the
 // enterprise root, and checks their files, status, OpenSSL, haproxy and nginx.
-func checkChainGroup(t *testing.T, ag *agents, obs relation.Observer) {
+func checkChainGroup(t *testing.T, ag *agents, obs relation.Observer, java bool) {
 	t.Helper()
 	units := []string{"web/0", "web/1", "web/2"}
 	for _, u := range units {
@@ -150,6 +156,11 @@ func checkChainGroup(t *testing.T, ag *agents, obs relation.Observer) {
 		}
 	}
 	check("all joined", map[string]bool{"web/1": true, "web/2": true})
+	if java {
+		// Java serves with web/1's keystore.p12 (its chain) and truststore.p12 (the root);
+		// a Go client with web/2's files, trusting the root alone, is greeted by name.
+		javaServerGreets(t, ag.unitDir("web/1"), "chain-secret", ag.unitDir("web/2"), "web-1", "hello CN=web-2")
+	}
 	// Python's ssl, as Octavia's code is, with the same files: it trusts the root alone,
 	// verifies haproxy's chain for web/0's name and sends web/1's.
 	py := `import ssl, socket, sys

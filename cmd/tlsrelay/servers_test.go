@@ -262,27 +262,7 @@ func TestJavaWithAUnitsPKCS12(t *testing.T) {
 	src, _ := filepath.Abs("testdata/MutualTLS.java")
 
 	// Java serves, a Go client with the other unit's PEM files connects.
-	port := freeLocalAddr(t)[len("127.0.0.1:"):]
-	server := exec.Command("java", src, "server", javaUnit, password, port)
-	stdout, _ := server.StdoutPipe()
-	server.Stderr = os.Stderr
-	if err := server.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { server.Process.Kill(); server.Wait() }()
-	line, _ := readLine(stdout, 60*time.Second)
-	if line != "listening" {
-		t.Fatalf("the Java server did not start: %q", line)
-	}
-	conn, err := tls.Dial("tcp", "127.0.0.1:"+port, goTLS(t, goUnit, "node-0"))
-	if err != nil {
-		t.Fatalf("Go client to the Java server: %v", err)
-	}
-	greeting, _ := readLine(conn, 10*time.Second)
-	conn.Close()
-	if greeting != "hello CN=node-1" {
-		t.Fatalf("the Java server said %q, want it to name the Go client node-1", greeting)
-	}
+	javaServerGreets(t, javaUnit, password, goUnit, "node-0", "hello CN=node-1")
 
 	// A Go server with the other unit's PEM files requires a client certificate; Java
 	// connects with its keystore and checks the server's name.
@@ -308,6 +288,35 @@ func TestJavaWithAUnitsPKCS12(t *testing.T) {
 	out, err := exec.Command("java", src, "client", javaUnit, password, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port), "node-1").CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "hello node-0" {
 		t.Fatalf("the Java client: %v\n%s", err, out)
+	}
+}
+
+// javaServerGreets runs the Java server (testdata/MutualTLS.java) on javaDir's
+// keystore.p12 and truststore.p12; a Go client with goDir's PEM files connects, checking
+// the server's certificate for serverName, and the server must greet it as want.
+func javaServerGreets(t *testing.T, javaDir, password, goDir, serverName, want string) {
+	t.Helper()
+	src, _ := filepath.Abs("testdata/MutualTLS.java")
+	port := freeLocalAddr(t)[len("127.0.0.1:"):]
+	server := exec.Command("java", src, "server", javaDir, password, port)
+	stdout, _ := server.StdoutPipe()
+	server.Stderr = os.Stderr
+	if err := server.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { server.Process.Kill(); server.Wait() }()
+	line, _ := readLine(stdout, 60*time.Second)
+	if line != "listening" {
+		t.Fatalf("the Java server did not start: %q", line)
+	}
+	conn, err := tls.Dial("tcp", "127.0.0.1:"+port, goTLS(t, goDir, serverName))
+	if err != nil {
+		t.Fatalf("Go client to the Java server: %v", err)
+	}
+	greeting, _ := readLine(conn, 10*time.Second)
+	conn.Close()
+	if greeting != want {
+		t.Fatalf("the Java server said %q, want %q", greeting, want)
 	}
 }
 
