@@ -4,7 +4,7 @@
 # etcd-server (the external etcd cluster of the relation tests), iproute2 and iptables
 # (the network namespaces and packet loss of the partition tests), and gcc (go test
 # -race needs cgo), SoftHSM2 (the token of the pkcs11 signer's tests), and the consumers
-# that read a unit's files: haproxy, nginx, a JDK (keytool, and a Java service's
+# that read a unit's files: haproxy, nginx, GnuTLS's client, a JDK (keytool, and a Java service's
 # handshake run from source) and OpenStack Octavia (its amphora agent, controller
 # client and Barbican cert manager, run by cmd/tlsrelay/testdata/octavia_harness.py),
 # promtool (Debian's prometheus) for the alert rules and dashboard in configs/, and
@@ -18,6 +18,7 @@ needs=(
   "openssl openssl"
   "/usr/share/easy-rsa/easyrsa easy-rsa"
   "curl curl"
+  "gnutls-cli gnutls-bin"
   "/usr/lib/python3/dist-packages/barbican python3-barbican"
   "keystone-wsgi-public keystone"
   "/usr/bin/etcd etcd-server"

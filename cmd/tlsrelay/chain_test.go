@@ -27,8 +27,8 @@ import (
 // verifies with the root as the only anchor, and haproxy (with bundle.pem) and nginx
 // (ssl_verify_depth 4) accept each unit as a client while trusting the root alone and
 // checking every CA's CRL (the enterprise's from ca.chain_crl_file, in each unit's ca.crl
-// after the group's), and refuse a unit once it is revoked; Python's ssl client, with a
-// unit's files, verifies haproxy's chain to the root and is accepted; a Java service
+// after the group's), and refuse a unit once it is revoked; Python's ssl and GnuTLS's
+// clients, with a unit's files, verify haproxy's chain to the root and are accepted; a Java service
 // serves with a unit's PKCS#12 stores and greets another unit by name.
 func TestAGroupUnderAnIntermediate(t *testing.T) {
 	t.Parallel()
@@ -173,6 +173,14 @@ with ctx.wrap_socket(socket.create_connection((host, port), timeout=5), server_h
 	host, port, _ := strings.Cut(haAddr, ":")
 	if out, err := exec.Command("python3", "-c", py, ag.unitDir("web/1"), host, port).CombinedOutput(); err != nil || !strings.Contains(string(out), "200") {
 		t.Errorf("Python's ssl to haproxy with web/1's files: %v\n%s", err, out)
+	}
+	// GnuTLS's client likewise.
+	d := ag.unitDir("web/1")
+	gnutls := exec.Command("gnutls-cli", "--x509cafile", filepath.Join(d, "ca.crt"), "--x509certfile", filepath.Join(d, "tls.crt"),
+		"--x509keyfile", filepath.Join(d, "tls.key"), "--verify-hostname", "web-0", "--port", port, host)
+	gnutls.Stdin = strings.NewReader("GET / HTTP/1.0\r\n\r\n")
+	if out, err := gnutls.CombinedOutput(); err != nil || !strings.Contains(string(out), "The certificate is trusted") || !strings.Contains(string(out), " 200 OK") {
+		t.Errorf("GnuTLS's client to haproxy with web/1's files: %v\n%s", err, out)
 	}
 
 	// web/2 revoked: once web/0's ca.crl lists it, the servers reloaded refuse it.
