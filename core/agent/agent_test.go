@@ -841,3 +841,50 @@ func TestEveryAnswerIsGuardedByItsCSR(t *testing.T) {
 		t.Fatalf("the leader published %d answers, want a certificate and a rejection", answers)
 	}
 }
+
+// statusRefuser refuses the unit's writes of a settled status while refusing is set,
+// as a store does between a lost lease and the next join.
+type statusRefuser struct {
+	relation.Member
+	refusing atomic.Bool
+	refused  atomic.Int32
+}
+
+func (m *statusRefuser) SetUnitData(ctx context.Context, kv map[string]string) error {
+	if m.refusing.Load() && kv[protocol.KeyState] == string(protocol.StateCertificateAvailable) {
+		m.refused.Add(1)
+		return fmt.Errorf("%s: %w (rejoining after a lost lease)", m.Unit(), relation.ErrNotJoined)
+	}
+	return m.Member.SetUnitData(ctx, kv)
+}
+
+// A unit whose write of its settled status failed writes it again soon, though nothing
+// else changes: it kept reporting its state from before for up to an hour (the next
+// wake-up), and a leader waiting on its serial waited with it.
+func TestAFailedStatusWriteIsTriedAgain(t *testing.T) {
+	c := newCluster(t)
+	refuser := &statusRefuser{}
+	refuser.refusing.Store(true)
+	c.opts = func(o *Options) { refuser.Member = o.Member; o.Member = refuser }
+	c.start("db/0")
+	c.waitCerts("db/0")
+	for deadline := time.Now().Add(10 * time.Second); refuser.refused.Load() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("db/0 never tried to write its settled status")
+		}
+	}
+	refuser.refusing.Store(false)
+	for deadline := time.Now().Add(40 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		snap, err := c.store.Observe(context.Background())
+		if err == nil {
+			s, _ := snap.Snapshot(context.Background())
+			snap.Close()
+			if s.Units["db/0"][protocol.KeyState] == string(protocol.StateCertificateAvailable) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("db/0's bag never said %q after %d refused writes", protocol.StateCertificateAvailable, refuser.refused.Load())
+		}
+	}
+}

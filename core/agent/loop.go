@@ -37,13 +37,14 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 		stepCtx, cancel := context.WithTimeout(ctx, a.opts.StepTimeout)
 		acted, err := a.step(stepCtx, snap)
 		cancel()
+		statusOK := true
 		if err != nil || !acted || a.reported.last.Leader {
 			// A unit's status is published when it settles (or fails), not after every
 			// action: the states it passes through on the way (a CSR made, a certificate
 			// being installed) would each be a write to etcd. The leader's is published
 			// as it goes: it says what the group's CA is doing (a rotation's phases)
 			// and whom it is signing for, while it is busy doing it.
-			a.publishStatus(ctx, err)
+			statusOK = a.publishStatus(ctx, err)
 		}
 		if fault.IsPermanent(err) {
 			a.log.Error("stopping: trying again cannot mend this", "error", err)
@@ -60,6 +61,8 @@ func (a *Agent) runProtocol(ctx context.Context) error {
 		case acted:
 			retry.Reset()
 			continue // our own writes changed the view: decide again at once
+		case !statusOK:
+			wait = retry.Next() // the bag lags what the unit holds: write it again soon
 		case a.opts.Once && a.reported.last.State == protocol.StateCertificateAvailable:
 			a.log.Info("converged: the certificate is current; exiting (once)")
 			return nil

@@ -117,9 +117,10 @@ func (a *Agent) Health() (ok bool, detail string) {
 
 // publishStatus writes the unit's status into its bag when it changed: for `status`, and
 // for the leader, whose revocations and CA rotations wait on the serial and trusted CAs
-// it reports. A failure here is logged, not returned: the next step publishes again, and
-// a leader judges only what it can check against what it issued.
-func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
+// it reports. It says whether the bag holds it now: a failed write is tried again soon
+// (runProtocol), not only at the next change, which for a settled unit may be an hour
+// away (a unit back from a lost lease once kept reporting its revoked certificate).
+func (a *Agent) publishStatus(ctx context.Context, stepErr error) (published bool) {
 	r := &a.reported
 	s := r.last
 	if stepErr != nil {
@@ -142,16 +143,17 @@ func (a *Agent) publishStatus(ctx context.Context, stepErr error) {
 		}
 	}
 	if len(changed) == 0 {
-		return
+		return true
 	}
 	if err := a.opts.Member.SetUnitData(ctx, changed); err != nil {
-		a.log.Debug("could not publish status", "error", err)
-		return
+		a.log.Debug("could not publish status; trying again soon", "error", err)
+		return false
 	}
 	if fields[protocol.KeyError] != r.published[protocol.KeyError] {
 		r.errorAt = a.opts.Now()
 	}
 	r.published = fields
+	return true
 }
 
 // errorEvery is how often at most a unit's published error changes from one to another.
