@@ -9,6 +9,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/keymanager/v1/containers"
 	"github.com/gophercloud/gophercloud/v2/openstack/keymanager/v1/secrets"
 
+	"github.com/tlsrelay/tlsrelay/plugins/internal/secretparse"
 	"github.com/tlsrelay/tlsrelay/sdk"
 )
 
@@ -92,7 +93,7 @@ func (f fetcher) container(ctx context.Context, id string) (sdk.Secret, error) {
 		}
 		parts[name] = payload
 	}
-	return assemble(f.ref, parts[refCertificate], parts[refPrivateKey], parts[refIntermediates], parts[refPassphrase])
+	return secretparse.Assemble(f.ref, parts[refCertificate], parts[refPrivateKey], parts[refIntermediates], parts[refPassphrase])
 }
 
 // payload fetches one secret's payload; errors name the container and which secret.
@@ -154,13 +155,13 @@ func (f fetcher) single(ctx context.Context, id string) (sdk.Secret, error) {
 		if err != nil {
 			return sdk.Secret{}, err
 		}
-		return fromPKCS12(f.ref, der)
+		return secretparse.FromPKCS12(f.ref, der)
 	}
 	bundle, err := f.payload(ctx, "secret", f.ref, "text/plain")
 	if err != nil {
 		return sdk.Secret{}, err
 	}
-	return fromPEMBundle(f.ref, bundle)
+	return secretparse.FromPEMBundle(f.ref, bundle)
 }
 
 func (f fetcher) registerConsumer(ctx context.Context, id string) error {

@@ -8,6 +8,7 @@ import (
 	"software.sslmate.com/src/go-pkcs12"
 
 	"github.com/tlsrelay/tlsrelay/internal/testkit/pkitest"
+	"github.com/tlsrelay/tlsrelay/plugins/internal/secretparse"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -27,7 +28,7 @@ func FuzzSecretParsing(f *testing.F) {
 		f.Add(p12)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, parse := range []func(string, []byte) (sdk.Secret, error){fromPEMBundle, fromPKCS12} {
+		for _, parse := range []func(string, []byte) (sdk.Secret, error){secretparse.FromPEMBundle, secretparse.FromPKCS12} {
 			s, err := parse("ref", data)
 			if err != nil {
 				continue

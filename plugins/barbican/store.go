@@ -11,6 +11,7 @@ import (
 	"github.com/gophercloud/gophercloud/v2/openstack/keymanager/v1/secrets"
 	"software.sslmate.com/src/go-pkcs12"
 
+	"github.com/tlsrelay/tlsrelay/plugins/internal/secretparse"
 	"github.com/tlsrelay/tlsrelay/sdk"
 	"github.com/tlsrelay/tlsrelay/sdk/certutil"
 )
@@ -26,7 +27,7 @@ func (b *Backend) StoreSecret(ctx context.Context, name string, s sdk.Secret) (s
 	var checked sdk.Secret
 	if len(s.Key) > 0 {
 		var err error
-		if checked, err = assemble(name, s.CertificatePEM, s.Key, s.IntermediatesPEM, s.Passphrase); err != nil {
+		if checked, err = secretparse.Assemble(name, s.CertificatePEM, s.Key, s.IntermediatesPEM, s.Passphrase); err != nil {
 			return "", err
 		}
 	}
