@@ -125,11 +125,7 @@ func withFriendlyName(pfx []byte, password, name string) ([]byte, error) {
 
 // friendlyName is the attribute: a SET holding the name as a BMPString.
 func friendlyName(name string) (pfxBagAttribute, error) {
-	var utf16be []byte
-	for _, r := range utf16.Encode([]rune(name)) {
-		utf16be = append(utf16be, byte(r>>8), byte(r))
-	}
-	bmp, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagBMPString, Bytes: utf16be})
+	bmp, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagBMPString, Bytes: utf16BE(name)})
 	if err != nil {
 		return pfxBagAttribute{}, err
 	}
@@ -158,13 +154,17 @@ func remac(m *pfxMacData, authSafe []byte, password string) error {
 	return nil
 }
 
-func bmpZeroTerminated(s string) []byte {
+// utf16BE is s as a BMPString's bytes: UTF-16, big-endian.
+func utf16BE(s string) []byte {
 	var out []byte
 	for _, r := range utf16.Encode([]rune(s)) {
 		out = append(out, byte(r>>8), byte(r))
 	}
-	return append(out, 0, 0)
+	return out
 }
+
+// bmpZeroTerminated is a PKCS#12 password as its KDF takes it (RFC 7292 B.1).
+func bmpZeroTerminated(s string) []byte { return append(utf16BE(s), 0, 0) }
 
 // pkcs12KDF is RFC 7292 appendix B.2 with ID 3 (an integrity key), for hashes whose
 // block is 64 bytes (SHA-1, SHA-256).

@@ -66,13 +66,24 @@ var serial atomic.Int64
 // NewCA makes a CA valid from an hour before now to a year after.
 func NewCA(tb testing.TB, cn string, now time.Time) CA {
 	tb.Helper()
+	return newCA(tb, cn, now.Add(-time.Hour), now.Add(365*24*time.Hour), nil)
+}
+
+// newCA makes a CA for cn valid from notBefore to notAfter, issued by parent (nil:
+// self-signed).
+func newCA(tb testing.TB, cn string, notBefore, notAfter time.Time, parent *CA) CA {
+	tb.Helper()
 	key := NewKey(tb)
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: cn},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour),
+		NotBefore: notBefore, NotAfter: notAfter,
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	issuer, signer := tmpl, crypto.Signer(key)
+	if parent != nil {
+		issuer, signer = parent.Cert, parent.Key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, issuer, key.Public(), signer)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -115,16 +126,5 @@ func (ca CA) Issue(tb testing.TB, pub crypto.PublicKey, l Leaf) (*x509.Certifica
 // enterprise root (root -> int1 -> int2) is made by two calls.
 func (ca CA) Intermediate(tb testing.TB, cn string) CA {
 	tb.Helper()
-	key := NewKey(tb)
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial.Add(1)), Subject: pkix.Name{CommonName: cn},
-		NotBefore: ca.Cert.NotBefore, NotAfter: ca.Cert.NotAfter,
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	return CA{Cert: cert, Key: key, PEM: PEM("CERTIFICATE", der)}
+	return newCA(tb, cn, ca.Cert.NotBefore, ca.Cert.NotAfter, &ca)
 }
