@@ -28,6 +28,9 @@ type reported struct {
 	errorAt   time.Time              // when the published error last changed
 	blocked   string                 // while leading: why a CA rotation due cannot proceed (logged once)
 	health    atomic.Pointer[Status] // the last status, for Health from other goroutines
+	// trusted is the last TrustedCAs worked out, with what it was worked out from: a
+	// chain is checked by signatures, which each step need not do again.
+	trusted struct{ caFile, bundle, chain, fps string }
 }
 
 // report makes the unit's status from decision d, says what changed, and keeps it.
@@ -73,7 +76,12 @@ func (a *Agent) report(leader bool, d protocol.Decision, local protocol.Local, n
 		s.Serial, s.NotAfter, s.Trusts = cert.SerialNumber.Text(16), cert.NotAfter, a.parsed.TrustsOf(local.Installed.CAPEM)
 		if chain := group[protocol.KeyCAChain]; chain != "" {
 			// ca.crt holds the roots: the signing CAs they anchor are trusted too.
-			s.Trusts = strings.Join(protocol.TrustedCAs(local.Installed.CAPEM, group[protocol.KeyCA], chain), ",")
+			t, bundle := &r.trusted, group[protocol.KeyCA]
+			if t.caFile != local.Installed.CAPEM || t.bundle != bundle || t.chain != chain {
+				t.caFile, t.bundle, t.chain = local.Installed.CAPEM, bundle, chain
+				t.fps = strings.Join(protocol.TrustedCAs(t.caFile, bundle, chain), ",")
+			}
+			s.Trusts = t.fps
 		}
 		renewAt = protocol.RenewalTime(cert, a.want)
 	}
